@@ -1,0 +1,276 @@
+// Package build writes EROFS images from directory trees and tar streams.
+//
+// Images are uncompressed, use 4096-byte blocks and only the features a
+// Linux 6.1 kernel accepts, so they mount in fscache (on-demand) mode as
+// well as file-backed or from a loop device on current kernels. File data
+// either stays inside the image (flat layouts with tail packing, chunk
+// maps for sparse files) or goes, chunk by chunk and deduplicated, into an
+// external blob named by its sha256 digest; the image then records every
+// chunk's digest in a table the kernel ignores, so a daemon can verify
+// data fetched from an untrusted store.
+//
+// The builder streams file data straight to its destination: data blocks
+// come first in the image, metadata after them, so memory grows with the
+// number of files, not with their size.
+package build
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"math/bits"
+	"time"
+
+	"github.com/erofsd/erofsd/erofs/internal/disk"
+)
+
+const (
+	blockSize     = 4096
+	blockSizeBits = 12
+	// DefaultChunkSize is the chunk size used when Options.ChunkSize is 0.
+	DefaultChunkSize = 1 << 20
+	// MaxChunkSize is the largest chunk the format describes (4 KiB << 31
+	// would overflow the 32-bit chunk length of our digest table).
+	MaxChunkSize = 1 << 30
+)
+
+// Options control a build.
+type Options struct {
+	// ChunkSize is the chunk size of chunk-based files (a power of two,
+	// 4 KiB..1 GiB). In blob mode every file is cut into chunks of this
+	// size; in self-contained mode it is the granularity at which runs
+	// of zeros become holes. Default 1 MiB.
+	ChunkSize int64
+	// BlobDir, when set, sends all file data into one blob file written
+	// in this directory and named by its sha256 hex digest.
+	BlobDir string
+	// BuildTime is the image's build time (the mtime compact inodes
+	// inherit). Zero means the newest mtime found in the source, which
+	// keeps builds reproducible.
+	BuildTime time.Time
+	// AllRoot makes every file owned by uid 0, gid 0.
+	AllRoot bool
+	// UUID overrides the image UUID; by default it is derived from the
+	// image contents.
+	UUID *[16]byte
+	// Label is the volume name (at most 15 bytes).
+	Label string
+	// Progress, if set, is called from the building goroutine as entries
+	// are added and data is written.
+	Progress func(Progress)
+}
+
+// Progress reports how far a build is.
+type Progress struct {
+	Entries int
+	Bytes   int64
+	Path    string
+}
+
+// BlobInfo describes the blob written in blob mode.
+type BlobInfo struct {
+	Digest string // sha256 hex, also the file name and the device tag
+	Size   int64
+}
+
+// Result summarises a finished build.
+type Result struct {
+	Inodes      int
+	Dirs        int
+	Files       int
+	Symlinks    int
+	Others      int
+	DataBytes   int64 // logical size of all regular files
+	ImageSize   int64
+	Blob        *BlobInfo
+	Chunks      int   // chunk references to the blob (0 when self-contained)
+	UniqueChunk int   // chunks stored in the blob
+	DedupeSaved int64 // bytes not stored thanks to chunk dedupe
+	HoleBytes   int64 // bytes of zeros stored as holes
+	UUID        [16]byte
+	BuildTime   time.Time
+}
+
+// Builder accumulates a tree and writes an image. Add sources with
+// AddDir or AddTar, then call Finish once. A Builder is not safe for
+// concurrent use.
+type Builder struct {
+	out        io.WriterAt
+	opts       Options
+	tree       *tree
+	chunkSize  int64
+	chunkBits  uint8
+	headBlocks uint64
+	data       *blockWriter // self-contained file data
+	dataCRC    uint32
+	blob       *blob
+	buf        []byte
+	stats      dataStats
+	entries    int
+	finished   bool
+	err        error
+}
+
+// New prepares a build writing the image to out.
+func New(out io.WriterAt, opts Options) (*Builder, error) {
+	if opts.ChunkSize == 0 {
+		opts.ChunkSize = DefaultChunkSize
+	}
+	cs := opts.ChunkSize
+	if cs < blockSize || cs > MaxChunkSize || cs&(cs-1) != 0 {
+		return nil, fmt.Errorf("chunk size %d: must be a power of two from 4 KiB to 1 GiB", cs)
+	}
+	if len(opts.Label) > 15 {
+		return nil, fmt.Errorf("label %q: longer than 15 bytes", opts.Label)
+	}
+	b := &Builder{
+		out:       out,
+		opts:      opts,
+		tree:      newTree(),
+		chunkSize: cs,
+		chunkBits: uint8(bits.TrailingZeros64(uint64(cs)) - blockSizeBits),
+		buf:       make([]byte, cs),
+	}
+	devices := 0
+	if opts.BlobDir != "" {
+		devices = 1
+	}
+	b.headBlocks = uint64(disk.AlignUp(disk.SuperOffset+disk.SuperSize+devices*disk.DeviceSlotSize, blockSize) / blockSize)
+	b.data = newBlockWriter(io.NewOffsetWriter(out, int64(b.headBlocks)*blockSize), b.headBlocks, nil)
+	if opts.BlobDir != "" {
+		bl, err := newBlob(opts.BlobDir, 1)
+		if err != nil {
+			return nil, err
+		}
+		b.blob = bl
+	}
+	return b, nil
+}
+
+// Abort discards a build that will not be finished (removing a partial
+// blob). It is safe to call after Finish.
+func (b *Builder) Abort() {
+	if b.blob != nil && !b.finished {
+		b.blob.abort()
+	}
+}
+
+func (b *Builder) progress(path string) {
+	b.entries++
+	if b.opts.Progress != nil {
+		b.opts.Progress(Progress{Entries: b.entries, Bytes: b.stats.bytes, Path: path})
+	}
+}
+
+// fileSource is the content of one regular file being added.
+type fileSource struct {
+	r     io.Reader
+	holes holeFunc                 // optional: ranges known to be holes
+	skip  func(off, n int64) error // required with holes: advance r past a hole
+}
+
+// ingest streams a regular file's content to its destination and records
+// where it went in n.data. n.size must be set.
+func (b *Builder) ingest(ctx context.Context, name string, n *node, src fileSource) error {
+	size := int64(n.size)
+	b.stats.bytes += size
+	d := &n.data
+	d.chunkBits = b.chunkBits
+	if size == 0 {
+		d.flat, d.blkaddr = true, disk.NullAddr
+		return nil
+	}
+	// A tail can be inlined if even the largest inode header and every
+	// xattr stored inline leave room for it in one block.
+	tail := int(size % blockSize)
+	canInline := b.blob == nil && tail != 0 &&
+		disk.ExtendedInodeSize+inlineXattrWorstCase(n.xattr)+tail <= blockSize
+	var (
+		refs    []chunkRef
+		hadHole bool
+		first   uint64 = disk.NullAddr
+	)
+	for off := int64(0); off < size; off += b.chunkSize {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		cn := min(b.chunkSize, size-off)
+		if src.holes != nil && src.holes(off, cn) {
+			if err := src.skip(off, cn); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			refs = append(refs, holeRef)
+			hadHole = true
+			b.stats.holeBytes += cn
+			continue
+		}
+		buf := b.buf[:cn]
+		if _, err := io.ReadFull(src.r, buf); err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				err = errShortFile
+			}
+			return fmt.Errorf("%s: reading at %d: %w", name, off, err)
+		}
+		if isZero(buf) {
+			refs = append(refs, holeRef)
+			hadHole = true
+			b.stats.holeBytes += cn
+			continue
+		}
+		if b.blob != nil {
+			digest := sha256.Sum256(buf)
+			blk, dup, err := b.blob.put(buf, digest)
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			b.stats.chunks++
+			if dup {
+				b.stats.dedupeSaved += cn
+			} else {
+				b.stats.unique++
+			}
+			refs = append(refs, chunkRef{dev: b.blob.device, blk: blk})
+			continue
+		}
+		if off+cn == size && !hadHole && canInline {
+			full := int(cn) - tail
+			d.tail = append([]byte(nil), buf[full:]...)
+			buf = buf[:full]
+			if full == 0 {
+				break
+			}
+		}
+		b.dataCRC = crc32.Update(b.dataCRC, crcTable, buf)
+		blk, err := b.data.write(buf)
+		if err != nil {
+			return fmt.Errorf("%s: writing image: %w", name, err)
+		}
+		if first == disk.NullAddr {
+			first = blk
+		}
+		refs = append(refs, chunkRef{blk: uint32(blk)})
+	}
+	if b.blob == nil && !hadHole {
+		d.flat, d.blkaddr = true, uint32(first)
+		return nil
+	}
+	d.tail = nil
+	d.chunks = refs
+	return nil
+}
+
+// inlineXattrWorstCase is the inline xattr area size if no xattr of the
+// inode ends up shared.
+func inlineXattrWorstCase(xs []xattr) int {
+	if len(xs) == 0 {
+		return 0
+	}
+	n := disk.XattrHeaderSize
+	for _, x := range xs {
+		n += xattrEntrySize(x)
+	}
+	return n
+}

@@ -1,0 +1,181 @@
+package build
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/erofsd/erofsd/erofs/internal/disk"
+)
+
+// chunkRef locates one chunk of a chunk-based file: a block on a device
+// (0: the image itself, 1..N: external blobs), or a hole.
+type chunkRef struct {
+	dev uint16
+	blk uint32
+}
+
+var holeRef = chunkRef{blk: disk.NullAddr}
+
+// fileData records where a regular file's bytes were put.
+type fileData struct {
+	flat      bool       // contiguous blocks starting at blkaddr (self-contained, no holes)
+	blkaddr   uint32     // flat: first block (NullAddr when the file has no full block)
+	chunks    []chunkRef // chunk-based: one per chunk
+	chunkBits uint8      // chunk size = blksz << chunkBits
+	tail      []byte     // flat: bytes after the last full block, to inline or write later
+}
+
+// blockWriter appends whole blocks to a sequential output and tracks the
+// next free block number.
+type blockWriter struct {
+	w    *bufio.Writer
+	next uint64 // next block number
+	hash hash.Hash
+	bs   int
+}
+
+func newBlockWriter(w io.Writer, first uint64, h hash.Hash) *blockWriter {
+	return &blockWriter{w: bufio.NewWriterSize(w, 1<<20), next: first, hash: h, bs: blockSize}
+}
+
+// write appends p padded with zeros to whole blocks and returns the first
+// block number it occupies.
+func (bw *blockWriter) write(p []byte) (uint64, error) {
+	start := bw.next
+	if _, err := bw.w.Write(p); err != nil {
+		return 0, err
+	}
+	if bw.hash != nil {
+		bw.hash.Write(p)
+	}
+	if pad := disk.AlignUp(len(p), bw.bs) - len(p); pad > 0 {
+		z := zeroBlock[:pad]
+		if _, err := bw.w.Write(z); err != nil {
+			return 0, err
+		}
+		if bw.hash != nil {
+			bw.hash.Write(z)
+		}
+	}
+	bw.next += uint64(disk.AlignUp(len(p), bw.bs) / bw.bs)
+	if bw.next > disk.NullAddr {
+		return 0, fmt.Errorf("%w: more than 2^32-1 blocks", ErrTooLarge)
+	}
+	return start, nil
+}
+
+func (bw *blockWriter) flush() error { return bw.w.Flush() }
+
+var zeroBlock = make([]byte, blockSize)
+
+// blob is the content-addressed file receiving chunk data in blob mode.
+type blob struct {
+	dir    string
+	f      *os.File
+	bw     *blockWriter
+	sha    hash.Hash
+	dedupe map[chunkKey]uint32 // chunk content -> start block
+	table  []disk.ChunkEntry
+	device uint16
+}
+
+type chunkKey struct {
+	digest [32]byte
+	length uint32
+}
+
+func newBlob(dir string, device uint16) (*blob, error) {
+	f, err := os.CreateTemp(dir, ".blob-*.tmp")
+	if err != nil {
+		return nil, fmt.Errorf("creating blob in %s: %w", dir, err)
+	}
+	h := sha256.New()
+	return &blob{dir: dir, f: f, sha: h, bw: newBlockWriter(f, 0, h), dedupe: map[chunkKey]uint32{}, device: device}, nil
+}
+
+// put stores one chunk (deduplicated) and returns its start block.
+func (b *blob) put(p []byte, digest [32]byte) (uint32, bool, error) {
+	key := chunkKey{digest, uint32(len(p))}
+	if blk, ok := b.dedupe[key]; ok {
+		return blk, true, nil
+	}
+	blk, err := b.bw.write(p)
+	if err != nil {
+		return 0, false, fmt.Errorf("writing blob: %w", err)
+	}
+	b.dedupe[key] = uint32(blk)
+	b.table = append(b.table, disk.ChunkEntry{DeviceID: b.device, BlkAddr: uint32(blk), Length: uint32(len(p)), Digest: digest})
+	return uint32(blk), false, nil
+}
+
+// finish flushes the blob and renames it to its sha256 hex digest.
+func (b *blob) finish() (digest string, size int64, err error) {
+	if err := b.bw.flush(); err != nil {
+		return "", 0, fmt.Errorf("writing blob: %w", err)
+	}
+	if err := b.f.Sync(); err != nil {
+		return "", 0, fmt.Errorf("syncing blob: %w", err)
+	}
+	digest = hex.EncodeToString(b.sha.Sum(nil))
+	size = int64(b.bw.next) * blockSize
+	tmp := b.f.Name()
+	if err := b.f.Close(); err != nil {
+		return "", 0, err
+	}
+	b.f = nil
+	if err := os.Chmod(tmp, 0o644); err != nil {
+		return "", 0, err
+	}
+	if err := os.Rename(tmp, filepath.Join(b.dir, digest)); err != nil {
+		return "", 0, fmt.Errorf("naming blob: %w", err)
+	}
+	return digest, size, nil
+}
+
+// abort removes an unfinished blob.
+func (b *blob) abort() {
+	if b.f != nil {
+		name := b.f.Name()
+		b.f.Close()
+		os.Remove(name)
+		b.f = nil
+	}
+}
+
+// holeFunc reports whether [off, off+n) of a source file is known to be a
+// hole, so that it need not be read.
+type holeFunc func(off, n int64) bool
+
+var errShortFile = errors.New("file is shorter than its recorded size")
+
+// isZero reports whether p is all zero bytes.
+func isZero(p []byte) bool {
+	for len(p) >= blockSize {
+		if !bytes.Equal(p[:blockSize], zeroBlock) {
+			return false
+		}
+		p = p[blockSize:]
+	}
+	return bytes.Equal(p, zeroBlock[:len(p)])
+}
+
+// dataStats accumulates figures for the build summary.
+type dataStats struct {
+	bytes       int64 // logical bytes of regular files
+	chunks      int   // chunks referenced in blobs (incl. duplicates)
+	unique      int   // chunks stored
+	dedupeSaved int64 // bytes not stored thanks to dedupe
+	holeBytes   int64 // bytes stored as holes
+}
+
+// crcTable feeds the image UUID derivation in self-contained mode.
+var crcTable = crc32.MakeTable(crc32.Castagnoli)

@@ -1,0 +1,234 @@
+package build
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// AddDir adds the directory tree at dir (its contents become the image
+// root; the root takes dir's own attributes). Symlinks are stored, never
+// followed. Files are visited in name order, so builds are reproducible.
+func (b *Builder) AddDir(ctx context.Context, dir string) error {
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return fmt.Errorf("%s: %w", dir, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return fmt.Errorf("%s: %w", dir, ErrNotDir)
+	}
+	w := &dirWalker{b: b, links: map[devIno]string{}}
+	root, err := w.node(dir, "", &st)
+	if err != nil {
+		return err
+	}
+	if err := b.tree.add(".", root, false); err != nil {
+		return err
+	}
+	return w.walk(ctx, dir, "")
+}
+
+type devIno struct{ dev, ino uint64 }
+
+type dirWalker struct {
+	b     *Builder
+	links map[devIno]string // first image path of each multiply linked file
+}
+
+func (w *dirWalker) walk(ctx context.Context, dir, rel string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("%s: %w", dir, err)
+	}
+	names, err := f.Readdirnames(-1)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("%s: %w", dir, err)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		full := filepath.Join(dir, name)
+		p := name
+		if rel != "" {
+			p = rel + "/" + name
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(full, &st); err != nil {
+			return fmt.Errorf("%s: %w", full, err)
+		}
+		isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
+		if !isDir && st.Nlink > 1 {
+			key := devIno{uint64(st.Dev), st.Ino}
+			if first, ok := w.links[key]; ok {
+				if err := w.b.tree.link(p, first, false); err != nil {
+					return err
+				}
+				w.b.progress(p)
+				continue
+			}
+			w.links[key] = p
+		}
+		n, err := w.node(full, p, &st)
+		if err != nil {
+			return err
+		}
+		if n.isReg() {
+			if err := w.addFile(ctx, full, p, n); err != nil {
+				return err
+			}
+		}
+		if err := w.b.tree.add(p, n, false); err != nil {
+			return err
+		}
+		w.b.progress(p)
+		if isDir {
+			if err := w.walk(ctx, full, p); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// node builds the attributes of the file at full.
+func (w *dirWalker) node(full, p string, st *unix.Stat_t) (*node, error) {
+	n := &node{
+		mode:  st.Mode,
+		uid:   st.Uid,
+		gid:   st.Gid,
+		mtime: st.Mtim.Sec,
+		nsec:  uint32(st.Mtim.Nsec),
+		rdev:  st.Rdev,
+	}
+	if w.b.opts.AllRoot {
+		n.uid, n.gid = 0, 0
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		n.size = uint64(st.Size)
+	case unix.S_IFLNK:
+		target, err := os.Readlink(full)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", full, err)
+		}
+		if len(target) == 0 || len(target) > 4095 {
+			return nil, fmt.Errorf("%s: %w: symlink target of %d bytes", full, ErrBadName, len(target))
+		}
+		n.link = target
+	case unix.S_IFDIR, unix.S_IFCHR, unix.S_IFBLK, unix.S_IFIFO, unix.S_IFSOCK:
+	default:
+		return nil, fmt.Errorf("%s: unknown file type %#o", full, st.Mode&unix.S_IFMT)
+	}
+	xs, err := readXattrs(full)
+	if err != nil {
+		return nil, err
+	}
+	if n.xattr, err = checkXattrs(xs); err != nil {
+		return nil, fmt.Errorf("%s: %w", full, err)
+	}
+	return n, nil
+}
+
+// addFile streams a regular file's content into the build.
+func (w *dirWalker) addFile(ctx context.Context, full, p string, n *node) error {
+	f, err := os.Open(full)
+	if err != nil {
+		return fmt.Errorf("%s: %w", full, err)
+	}
+	defer f.Close()
+	src := fileSource{r: f}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err == nil && st.Blocks*512 < st.Size {
+		if data := dataExtents(int(f.Fd()), st.Size); data != nil {
+			src.holes = func(off, cnt int64) bool { return !overlapsData(data, off, cnt) }
+			src.skip = func(off, cnt int64) error {
+				_, err := f.Seek(off+cnt, io.SeekStart)
+				return err
+			}
+		}
+	}
+	return w.b.ingest(ctx, p, n, src)
+}
+
+// dataExtents lists the [start, end) ranges holding data, using
+// SEEK_DATA/SEEK_HOLE; nil means unknown (treat all as data).
+func dataExtents(fd int, size int64) [][2]int64 {
+	var ext [][2]int64
+	for off := int64(0); off < size; {
+		start, err := unix.Seek(fd, off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			break
+		}
+		if err != nil {
+			return nil
+		}
+		end, err := unix.Seek(fd, start, unix.SEEK_HOLE)
+		if err != nil {
+			return nil
+		}
+		ext = append(ext, [2]int64{start, end})
+		off = end
+	}
+	if _, err := unix.Seek(fd, 0, io.SeekStart); err != nil {
+		return nil
+	}
+	return ext
+}
+
+func overlapsData(ext [][2]int64, off, n int64) bool {
+	i, _ := slices.BinarySearchFunc(ext, off, func(e [2]int64, t int64) int {
+		if e[1] <= t {
+			return -1
+		}
+		return 1
+	})
+	return i < len(ext) && ext[i][0] < off+n
+}
+
+// readXattrs lists and reads the extended attributes of path without
+// following symlinks.
+func readXattrs(path string) ([]xattr, error) {
+	size, err := unix.Llistxattr(path, nil)
+	if err != nil {
+		if errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EOPNOTSUPP) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("%s: listing xattrs: %w", path, err)
+	}
+	if size == 0 {
+		return nil, nil
+	}
+	buf := make([]byte, size)
+	size, err = unix.Llistxattr(path, buf)
+	if err != nil {
+		return nil, fmt.Errorf("%s: listing xattrs: %w", path, err)
+	}
+	var xs []xattr
+	for _, name := range strings.Split(strings.TrimRight(string(buf[:size]), "\x00"), "\x00") {
+		if name == "" {
+			continue
+		}
+		vsize, err := unix.Lgetxattr(path, name, nil)
+		if err != nil {
+			return nil, fmt.Errorf("%s: reading xattr %s: %w", path, name, err)
+		}
+		val := make([]byte, vsize)
+		if vsize > 0 {
+			if vsize, err = unix.Lgetxattr(path, name, val); err != nil {
+				return nil, fmt.Errorf("%s: reading xattr %s: %w", path, name, err)
+			}
+		}
+		xs = append(xs, xattr{name: name, value: string(val[:vsize])})
+	}
+	return xs, nil
+}

@@ -1,0 +1,239 @@
+package build
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/erofsd/erofsd/erofs/internal/disk"
+)
+
+// Finish lays out the metadata, writes it and the superblock, finishes the
+// blob (if any) and returns a summary. The Builder cannot be used after.
+func (b *Builder) Finish(ctx context.Context) (res *Result, err error) {
+	if b.finished {
+		return nil, fmt.Errorf("build already finished")
+	}
+	defer func() {
+		if err != nil {
+			b.Abort()
+		}
+		b.finished = true
+	}()
+	if err := b.data.flush(); err != nil {
+		return nil, fmt.Errorf("writing image: %w", err)
+	}
+
+	order, dents := orderNodes(b.tree.root)
+	if len(order) > 1<<32-2 {
+		return nil, fmt.Errorf("%w: %d inodes", ErrTooLarge, len(order))
+	}
+	buildTime, buildNsec := b.buildTime(order)
+	res = &Result{Inodes: len(order), BuildTime: time.Unix(buildTime, int64(buildNsec)).UTC()}
+
+	// Decide every inode's shape, then place them.
+	shared := buildSharedXattrs(order)
+	for _, n := range order {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		var dsize uint64
+		if n.isDir() {
+			dsize = dirSize(dents[n])
+		}
+		if err := b.planInode(n, shared, buildTime, buildNsec, dsize); err != nil {
+			return nil, err
+		}
+		switch {
+		case n.isDir():
+			res.Dirs++
+		case n.isReg():
+			res.Files++
+		case n.isLink():
+			res.Symlinks++
+		default:
+			res.Others++
+		}
+	}
+	metaSize, err := placeInodes(order)
+	if err != nil {
+		return nil, err
+	}
+
+	// Directory and symlink data: the full blocks go to the block area
+	// right after the file data, the tail stays inline.
+	mw := newBlockWriter(io.NewOffsetWriter(b.out, int64(b.data.next)*blockSize), b.data.next, nil)
+	uuidHash := sha256.New()
+	for _, n := range order {
+		var data []byte
+		switch {
+		case n.isDir():
+			data = encodeDir(dents[n], n.size)
+		case n.isLink():
+			data = []byte(n.link)
+		default:
+			continue
+		}
+		full := len(data)
+		if n.layout == disk.LayoutFlatInline {
+			full -= len(data) % blockSize
+			n.inline = data[full:]
+		}
+		if full > 0 {
+			blk, err := mw.write(data[:full])
+			if err != nil {
+				return nil, fmt.Errorf("writing directory data: %w", err)
+			}
+			n.blkaddr = uint32(blk)
+			uuidHash.Write(data[:full])
+		}
+	}
+
+	// Shared xattrs, then the inode area.
+	var xattrBlk uint64
+	if len(shared.area) > 0 {
+		if xattrBlk, err = mw.write(shared.area); err != nil {
+			return nil, fmt.Errorf("writing shared xattrs: %w", err)
+		}
+	}
+	meta := make([]byte, metaSize)
+	for _, n := range order {
+		b.encodeInode(meta, n, buildTime)
+	}
+	metaBlk, err := mw.write(meta)
+	if err != nil {
+		return nil, fmt.Errorf("writing inodes: %w", err)
+	}
+	if err := mw.flush(); err != nil {
+		return nil, fmt.Errorf("writing image: %w", err)
+	}
+	totalBlocks := mw.next
+	uuidHash.Write(shared.area)
+	uuidHash.Write(meta)
+
+	// Blob and chunk digest table.
+	var slots []disk.DeviceSlot
+	var table []disk.ChunkEntry
+	if b.blob != nil {
+		digest, size, err := b.blob.finish()
+		if err != nil {
+			return nil, err
+		}
+		var slot disk.DeviceSlot
+		copy(slot.Tag[:], digest)
+		slot.Blocks = uint32(size / blockSize)
+		slots = append(slots, slot)
+		table = b.blob.table
+		res.Blob = &BlobInfo{Digest: digest, Size: size}
+		uuidHash.Write([]byte(digest))
+	}
+	var tableBytes []byte
+	if len(table) > 0 {
+		tableBytes = encodeChunkTable(table)
+		if _, err := b.out.WriteAt(tableBytes, int64(totalBlocks)*blockSize); err != nil {
+			return nil, fmt.Errorf("writing chunk table: %w", err)
+		}
+	}
+	binary.Write(uuidHash, binary.LittleEndian, b.dataCRC)
+
+	// Superblock, device table, checksum.
+	sb := disk.Superblock{
+		FeatureCompat: disk.CompatSuperChecksum | disk.CompatMtime,
+		BlkSzBits:     blockSizeBits,
+		RootNid:       uint16(order[0].nid),
+		Inos:          uint64(len(order)),
+		BuildTime:     uint64(buildTime),
+		BuildTimeNsec: buildNsec,
+		Blocks:        uint32(totalBlocks),
+		MetaBlkAddr:   uint32(metaBlk),
+		XattrBlkAddr:  uint32(xattrBlk),
+		ExtraDevices:  uint16(len(slots)),
+	}
+	copy(sb.VolumeName[:], b.opts.Label)
+	if b.opts.UUID != nil {
+		sb.UUID = *b.opts.UUID
+	} else {
+		h := uuidHash.Sum(nil)
+		copy(sb.UUID[:], h)
+		sb.UUID[6] = sb.UUID[6]&0x0f | 0x80 // RFC 9562 version 8 (custom)
+		sb.UUID[8] = sb.UUID[8]&0x3f | 0x80
+	}
+	for _, n := range order {
+		if n.layout == disk.LayoutChunkBased {
+			sb.FeatureIncompat |= disk.IncompatChunkedFile
+			break
+		}
+	}
+	if len(slots) > 0 {
+		sb.FeatureIncompat |= disk.IncompatDeviceTable
+		sb.DevtSlotOff = uint16((disk.SuperOffset + disk.SuperSize) / disk.DeviceSlotSize)
+	}
+	head := make([]byte, b.headBlocks*blockSize)
+	sb.Encode(head[disk.SuperOffset:])
+	for i := range slots {
+		slots[i].Encode(head[int(sb.DevtSlotOff)*disk.DeviceSlotSize+i*disk.DeviceSlotSize:])
+	}
+	sb.Checksum = disk.SuperChecksum(head[:blockSize])
+	binary.LittleEndian.PutUint32(head[disk.SuperOffset+4:], sb.Checksum)
+	if _, err := b.out.WriteAt(head, 0); err != nil {
+		return nil, fmt.Errorf("writing superblock: %w", err)
+	}
+
+	res.DataBytes = b.stats.bytes
+	res.ImageSize = int64(totalBlocks)*blockSize + int64(len(tableBytes))
+	res.Chunks = b.stats.chunks
+	res.UniqueChunk = b.stats.unique
+	res.DedupeSaved = b.stats.dedupeSaved
+	res.HoleBytes = b.stats.holeBytes
+	res.UUID = sb.UUID
+	return res, nil
+}
+
+// buildTime returns the configured build time, or the newest mtime in
+// the tree so that the default is reproducible.
+func (b *Builder) buildTime(order []*node) (int64, uint32) {
+	if !b.opts.BuildTime.IsZero() {
+		return b.opts.BuildTime.Unix(), uint32(b.opts.BuildTime.Nanosecond())
+	}
+	var sec int64
+	var nsec uint32
+	for i, n := range order {
+		if i == 0 || n.mtime > sec || (n.mtime == sec && n.nsec > nsec) {
+			sec, nsec = n.mtime, n.nsec
+		}
+	}
+	if sec < 0 {
+		sec, nsec = 0, 0
+	}
+	return sec, nsec
+}
+
+// encodeChunkTable encodes the chunk digest table, entries sorted.
+func encodeChunkTable(entries []disk.ChunkEntry) []byte {
+	slices.SortFunc(entries, func(a, b disk.ChunkEntry) int {
+		switch {
+		case a.Less(&b):
+			return -1
+		case b.Less(&a):
+			return 1
+		}
+		return 0
+	})
+	out := make([]byte, disk.ChunkTableHeaderSize+len(entries)*disk.ChunkTableEntrySize)
+	body := out[disk.ChunkTableHeaderSize:]
+	for i := range entries {
+		entries[i].Encode(body[i*disk.ChunkTableEntrySize:])
+	}
+	h := disk.ChunkTableHeader{
+		Version:     disk.ChunkTableVersion,
+		EntrySize:   disk.ChunkTableEntrySize,
+		Count:       uint64(len(entries)),
+		EntryDigest: sha256.Sum256(body),
+	}
+	h.Encode(out)
+	return out
+}

@@ -1,0 +1,8 @@
+module github.com/erofsd/erofsd
+
+go 1.26.8
+
+require (
+	github.com/klauspost/compress v1.20.4
+	golang.org/x/sys v0.50.0
+)
