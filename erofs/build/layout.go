@@ -163,28 +163,65 @@ func (b *Builder) planInode(n *node, shared *sharedXattrs, buildTime int64, buil
 	return nil
 }
 
-// placeInodes assigns nids. Inodes with inline data are kept inside one
-// block with it; small inodes never straddle a block boundary.
+// placeInodes assigns nids. Each inode, with its xattrs and inline data,
+// goes into the partly used metadata block whose free space fits it most
+// tightly (best fit, as mkfs.erofs does), so inline tails waste little
+// space; an inode with inline data never crosses a block boundary.
 func placeInodes(order []*node) (metaSize int, err error) {
-	pos := 0
+	var a metaAlloc
 	for i, n := range order {
-		fixed := n.isize
-		if n.layout == disk.LayoutChunkBased {
-			// Only the inode and its xattrs need to stay together; the
-			// index array may run across blocks.
-			fixed = inodeSize(n) + len(n.xattrBody)
-		}
-		if fixed <= blockSize && pos%blockSize+fixed > blockSize {
-			pos = disk.AlignUp(pos, blockSize)
-		}
+		pos := a.alloc(n.isize)
 		n.nid = uint64(pos / disk.InodeSlotSize)
 		n.ino = uint32(i + 1)
-		pos += disk.AlignUp(n.isize, disk.InodeSlotSize)
 	}
 	if order[0].nid != 0 {
 		return 0, fmt.Errorf("internal error: root nid %d", order[0].nid)
 	}
-	return disk.AlignUp(pos, blockSize), nil
+	return a.blocks * blockSize, nil
+}
+
+const slotsPerBlock = blockSize / disk.InodeSlotSize
+
+// metaAlloc hands out slot-aligned space in the metadata area.
+type metaAlloc struct {
+	blocks int
+	fill   map[int]int              // block -> bytes used, for partly used blocks
+	free   [slotsPerBlock + 1][]int // free slots -> partly used blocks
+}
+
+func (a *metaAlloc) alloc(size int) int {
+	slots := (size + disk.InodeSlotSize - 1) / disk.InodeSlotSize
+	if a.fill == nil {
+		a.fill = map[int]int{}
+	}
+	for k := slots; k <= slotsPerBlock && slots > 0; k++ {
+		if l := len(a.free[k]); l > 0 {
+			blk := a.free[k][l-1]
+			a.free[k] = a.free[k][:l-1]
+			pos := blk*blockSize + a.fill[blk]
+			a.fill[blk] += slots * disk.InodeSlotSize
+			a.release(blk)
+			return pos
+		}
+	}
+	// Start fresh blocks; the last one's unused part becomes free space.
+	blk := a.blocks
+	need := max(1, (slots+slotsPerBlock-1)/slotsPerBlock)
+	a.blocks += need
+	last := blk + need - 1
+	a.fill[last] = slots*disk.InodeSlotSize - (need-1)*blockSize
+	a.release(last)
+	return blk * blockSize
+}
+
+// release files a partly used block under its free space.
+func (a *metaAlloc) release(blk int) {
+	freeSlots := (blockSize - a.fill[blk]) / disk.InodeSlotSize
+	if freeSlots == 0 {
+		delete(a.fill, blk)
+		return
+	}
+	a.free[freeSlots] = append(a.free[freeSlots], blk)
 }
 
 // encodeInode writes n's inode, xattrs and inline data or chunk indexes

@@ -1,0 +1,45 @@
+# erofsd build, test and benchmark entry points.
+GO        ?= go
+BIN       := bin
+CMDS      := erofs-image
+GOFLAGS_STATIC := CGO_ENABLED=0
+FUZZTIME  ?= 10s
+PKGS      := ./...
+
+.PHONY: all build test unit fuzz-short fuzz bench lint clean
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	$(GOFLAGS_STATIC) $(GO) build -trimpath -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
+
+# Every test, then a short run of each fuzz target. Tests that need root
+# or a kernel feature skip with the reason when it is missing.
+test: build lint unit fuzz-short
+
+unit:
+	$(GO) test -count=1 -timeout 20m $(PKGS)
+
+# Fuzz targets: package:target pairs, each run for FUZZTIME.
+FUZZ_TARGETS := $(shell grep -rl --include='*_test.go' '^func Fuzz' . | xargs -r grep -Ho '^func Fuzz[A-Za-z0-9_]*' | sed 's|^\./||; s|/[^/]*_test.go:func |:|')
+
+fuzz-short:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=./$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
+
+# Longer fuzzing on demand: make fuzz FUZZTIME=10m
+fuzz: fuzz-short
+
+bench: build
+	$(GO) run ./tests/bench
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+clean:
+	rm -rf $(BIN)
