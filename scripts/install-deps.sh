@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the build, the tests and the demo need.
+# Idempotent: packages already present are not fetched again.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+packages=(
+	erofs-utils # mkfs.erofs, fsck.erofs, dump.erofs: reference writer and checker
+	make
+	git
+)
+
+missing=()
+for p in "${packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
+	echo "install-deps: Go 1.24 or newer is required (expected at /usr/local/go)" >&2
+	exit 1
+fi
