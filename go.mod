@@ -6,3 +6,5 @@ require (
 	github.com/klauspost/compress v1.20.4
 	golang.org/x/sys v0.50.0
 )
+
+require github.com/erofs/go-erofs v0.3.1
