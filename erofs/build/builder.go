@@ -153,6 +153,7 @@ func New(out io.WriterAt, opts Options) (*Builder, error) {
 // Abort discards a build that will not be finished (removing a partial
 // blob). It is safe to call after Finish.
 func (b *Builder) Abort() {
+	b.data.flush()
 	if b.blob != nil && !b.finished {
 		b.blob.abort()
 	}

@@ -1,7 +1,6 @@
 package build
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
@@ -12,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 
 	"github.com/erofsd/erofsd/erofs/internal/disk"
 )
@@ -35,45 +35,103 @@ type fileData struct {
 }
 
 // blockWriter appends whole blocks to a sequential output and tracks the
-// next free block number.
+// next free block number. Filled buffers are written (and hashed) by a
+// goroutine of its own, so reading the next input overlaps with writing.
 type blockWriter struct {
-	w    *bufio.Writer
-	next uint64 // next block number
-	hash hash.Hash
-	bs   int
+	next   uint64 // next block number
+	cur    []byte
+	q      chan []byte
+	free   chan []byte
+	done   chan struct{}
+	err    atomic.Pointer[error]
+	closed bool
 }
 
+const (
+	writeBufSize = 1 << 20
+	writeBufs    = 4
+)
+
 func newBlockWriter(w io.Writer, first uint64, h hash.Hash) *blockWriter {
-	return &blockWriter{w: bufio.NewWriterSize(w, 1<<20), next: first, hash: h, bs: blockSize}
+	bw := &blockWriter{
+		next: first,
+		q:    make(chan []byte, writeBufs),
+		free: make(chan []byte, writeBufs),
+		done: make(chan struct{}),
+	}
+	for range writeBufs - 1 {
+		bw.free <- make([]byte, 0, writeBufSize)
+	}
+	bw.cur = make([]byte, 0, writeBufSize)
+	go bw.loop(w, h)
+	return bw
+}
+
+func (bw *blockWriter) loop(w io.Writer, h hash.Hash) {
+	defer close(bw.done)
+	for buf := range bw.q {
+		if bw.err.Load() == nil {
+			if _, err := w.Write(buf); err != nil {
+				bw.err.Store(&err)
+			} else if h != nil {
+				h.Write(buf)
+			}
+		}
+		bw.free <- buf[:0]
+	}
+}
+
+func (bw *blockWriter) failed() error {
+	if e := bw.err.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
+func (bw *blockWriter) append(p []byte) {
+	for len(p) > 0 {
+		n := copy(bw.cur[len(bw.cur):cap(bw.cur)], p)
+		bw.cur = bw.cur[:len(bw.cur)+n]
+		p = p[n:]
+		if len(bw.cur) == cap(bw.cur) {
+			bw.q <- bw.cur
+			bw.cur = <-bw.free
+		}
+	}
 }
 
 // write appends p padded with zeros to whole blocks and returns the first
 // block number it occupies.
 func (bw *blockWriter) write(p []byte) (uint64, error) {
-	start := bw.next
-	if _, err := bw.w.Write(p); err != nil {
+	if err := bw.failed(); err != nil {
 		return 0, err
 	}
-	if bw.hash != nil {
-		bw.hash.Write(p)
-	}
-	if pad := disk.AlignUp(len(p), bw.bs) - len(p); pad > 0 {
-		z := zeroBlock[:pad]
-		if _, err := bw.w.Write(z); err != nil {
-			return 0, err
-		}
-		if bw.hash != nil {
-			bw.hash.Write(z)
-		}
-	}
-	bw.next += uint64(disk.AlignUp(len(p), bw.bs) / bw.bs)
-	if bw.next > disk.NullAddr {
+	start := bw.next
+	blocks := uint64(disk.AlignUp(len(p), blockSize) / blockSize)
+	if start+blocks > disk.NullAddr {
 		return 0, fmt.Errorf("%w: more than 2^32-1 blocks", ErrTooLarge)
 	}
+	bw.append(p)
+	if pad := disk.AlignUp(len(p), blockSize) - len(p); pad > 0 {
+		bw.append(zeroBlock[:pad])
+	}
+	bw.next += blocks
 	return start, nil
 }
 
-func (bw *blockWriter) flush() error { return bw.w.Flush() }
+// flush writes out everything and stops the writer goroutine; the
+// blockWriter cannot be written to afterwards. Safe to call twice.
+func (bw *blockWriter) flush() error {
+	if !bw.closed {
+		bw.closed = true
+		if len(bw.cur) > 0 {
+			bw.q <- bw.cur
+		}
+		close(bw.q)
+		<-bw.done
+	}
+	return bw.failed()
+}
 
 var zeroBlock = make([]byte, blockSize)
 
@@ -143,6 +201,7 @@ func (b *blob) finish() (digest string, size int64, err error) {
 
 // abort removes an unfinished blob.
 func (b *blob) abort() {
+	b.bw.flush()
 	if b.f != nil {
 		name := b.f.Name()
 		b.f.Close()

@@ -32,7 +32,16 @@ func (b *Builder) AddDir(ctx context.Context, dir string) error {
 	if err := b.tree.add(".", root, false); err != nil {
 		return err
 	}
-	return w.walk(ctx, dir, "")
+	if err := w.walk(ctx, dir, ""); err != nil {
+		return err
+	}
+	return w.addFiles(ctx)
+}
+
+// regFile is a regular file found by the walk, waiting for its data.
+type regFile struct {
+	full, path string
+	n          *node
 }
 
 type devIno struct{ dev, ino uint64 }
@@ -40,6 +49,7 @@ type devIno struct{ dev, ino uint64 }
 type dirWalker struct {
 	b     *Builder
 	links map[devIno]string // first image path of each multiply linked file
+	files []regFile         // in walk order, which is the data order
 }
 
 func (w *dirWalker) walk(ctx context.Context, dir, rel string) error {
@@ -83,9 +93,7 @@ func (w *dirWalker) walk(ctx context.Context, dir, rel string) error {
 			return err
 		}
 		if n.isReg() {
-			if err := w.addFile(ctx, full, p, n); err != nil {
-				return err
-			}
+			w.files = append(w.files, regFile{full, p, n})
 		}
 		if err := w.b.tree.add(p, n, false); err != nil {
 			return err
@@ -139,8 +147,22 @@ func (w *dirWalker) node(full, p string, st *unix.Stat_t) (*node, error) {
 	return n, nil
 }
 
+// addFiles streams every regular file's content into the build in walk
+// order, which fixes the data layout. (Reading small files ahead in
+// parallel was measured slower on 2 cores than this plain loop, with the
+// writes already overlapped by blockWriter.)
+func (w *dirWalker) addFiles(ctx context.Context) error {
+	for _, f := range w.files {
+		if err := w.addFile(ctx, f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // addFile streams a regular file's content into the build.
-func (w *dirWalker) addFile(ctx context.Context, full, p string, n *node) error {
+func (w *dirWalker) addFile(ctx context.Context, rf regFile) error {
+	full, p, n := rf.full, rf.path, rf.n
 	f, err := os.Open(full)
 	if err != nil {
 		return fmt.Errorf("%s: %w", full, err)
