@@ -180,9 +180,6 @@ func (b *blob) finish() (digest string, size int64, err error) {
 	if err := b.bw.flush(); err != nil {
 		return "", 0, fmt.Errorf("writing blob: %w", err)
 	}
-	if err := b.f.Sync(); err != nil {
-		return "", 0, fmt.Errorf("syncing blob: %w", err)
-	}
 	digest = hex.EncodeToString(b.sha.Sum(nil))
 	size = int64(b.bw.next) * blockSize
 	tmp := b.f.Name()

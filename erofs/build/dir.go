@@ -42,6 +42,7 @@ func (b *Builder) AddDir(ctx context.Context, dir string) error {
 type regFile struct {
 	full, path string
 	n          *node
+	sparse     bool // fewer blocks allocated than its size: look for holes
 }
 
 type devIno struct{ dev, ino uint64 }
@@ -93,7 +94,7 @@ func (w *dirWalker) walk(ctx context.Context, dir, rel string) error {
 			return err
 		}
 		if n.isReg() {
-			w.files = append(w.files, regFile{full, p, n})
+			w.files = append(w.files, regFile{full, p, n, st.Blocks*512 < st.Size})
 		}
 		if err := w.b.tree.add(p, n, false); err != nil {
 			return err
@@ -162,24 +163,42 @@ func (w *dirWalker) addFiles(ctx context.Context) error {
 
 // addFile streams a regular file's content into the build.
 func (w *dirWalker) addFile(ctx context.Context, rf regFile) error {
-	full, p, n := rf.full, rf.path, rf.n
-	f, err := os.Open(full)
+	// A raw fd: os.Open would also try to register the file with the
+	// network poller, several wasted syscalls per file.
+	fd, err := unix.Open(rf.full, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
 	if err != nil {
-		return fmt.Errorf("%s: %w", full, err)
+		return fmt.Errorf("%s: %w", rf.full, err)
 	}
-	defer f.Close()
-	src := fileSource{r: f}
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err == nil && st.Blocks*512 < st.Size {
-		if data := dataExtents(int(f.Fd()), st.Size); data != nil {
+	defer unix.Close(fd)
+	src := fileSource{r: fdReader(fd)}
+	if rf.sparse {
+		if data := dataExtents(fd, int64(rf.n.size)); data != nil {
 			src.holes = func(off, cnt int64) bool { return !overlapsData(data, off, cnt) }
 			src.skip = func(off, cnt int64) error {
-				_, err := f.Seek(off+cnt, io.SeekStart)
+				_, err := unix.Seek(fd, off+cnt, io.SeekStart)
 				return err
 			}
 		}
 	}
-	return w.b.ingest(ctx, p, n, src)
+	return w.b.ingest(ctx, rf.path, rf.n, src)
+}
+
+// fdReader reads a raw file descriptor.
+type fdReader int
+
+func (fd fdReader) Read(p []byte) (int, error) {
+	for {
+		n, err := unix.Read(int(fd), p)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			return 0, err
+		case n == 0 && len(p) > 0:
+			return 0, io.EOF
+		}
+		return n, nil
+	}
 }
 
 // dataExtents lists the [start, end) ranges holding data, using
