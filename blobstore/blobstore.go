@@ -1,0 +1,72 @@
+// Package blobstore fetches content-addressed blobs: the data of EROFS
+// images whose chunks live outside the image. A Store opens a blob by its
+// sha256 digest; a Blob reads byte ranges of it. Backends (a local
+// directory now; HTTP and OCI registries later) report failures with the
+// sentinel errors below so callers can tell a missing blob from a
+// temporary fault.
+package blobstore
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Errors a backend wraps so that callers can classify failures.
+var (
+	ErrNotFound     = errors.New("blob not found")
+	ErrUnauthorized = errors.New("not authorized")
+	ErrTemporary    = errors.New("temporary failure")
+	ErrBadDigest    = errors.New("bad digest")
+	ErrOutOfRange   = errors.New("read out of range")
+)
+
+// Digest names a blob by the sha256 of its content.
+type Digest struct {
+	hex string // 64 lowercase hex characters
+}
+
+// ParseDigest accepts "sha256:<64 hex>" or the bare 64 hex characters
+// (as EROFS device tags carry them). Upper case is refused so that one
+// blob has exactly one name.
+func ParseDigest(s string) (Digest, error) {
+	h := strings.TrimPrefix(s, "sha256:")
+	if len(h) != 64 {
+		return Digest{}, fmt.Errorf("%w: %q: want sha256 and 64 hex characters", ErrBadDigest, s)
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return Digest{}, fmt.Errorf("%w: %q: want lowercase hex", ErrBadDigest, s)
+		}
+	}
+	return Digest{h}, nil
+}
+
+// DigestOf returns the digest for a raw sha256 sum.
+func DigestOf(sum [32]byte) Digest { return Digest{hex.EncodeToString(sum[:])} }
+
+// Hex returns the 64 hex characters (the blob's file name and device tag).
+func (d Digest) Hex() string { return d.hex }
+
+// String returns "sha256:<hex>".
+func (d Digest) String() string { return "sha256:" + d.hex }
+
+// IsZero reports whether d is the zero Digest.
+func (d Digest) IsZero() bool { return d.hex == "" }
+
+// Store opens blobs by digest. Implementations are safe for concurrent use.
+type Store interface {
+	Open(ctx context.Context, d Digest) (Blob, error)
+}
+
+// Blob is one opened blob. ReadAt follows io.ReaderAt's contract (a short
+// read comes with an error; io.EOF at the end) but takes a context so that
+// remote reads can be cancelled. Blobs are safe for concurrent use.
+type Blob interface {
+	ReadAt(ctx context.Context, p []byte, off int64) (int, error)
+	Size() int64
+	Close() error
+}
