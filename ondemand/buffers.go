@@ -1,0 +1,50 @@
+package ondemand
+
+import (
+	"sync"
+	"unsafe"
+)
+
+// bufferPool hands out page-aligned buffers. The kernel writes cache
+// files with direct I/O, which fails with EINVAL for buffers that are not
+// suitably aligned.
+type bufferPool struct {
+	size int
+	pool sync.Pool
+}
+
+func newBufferPool(size int) *bufferPool {
+	p := &bufferPool{size: alignUpInt(size)}
+	p.pool.New = func() any { return alignedBuffer(p.size) }
+	return p
+}
+
+// get returns a buffer of the pool's size.
+func (p *bufferPool) get() []byte { return p.pool.Get().([]byte) }
+
+// getSize returns a buffer of at least n bytes (a fresh one when n
+// exceeds the pool's size).
+func (p *bufferPool) getSize(n int) []byte {
+	if n <= p.size {
+		return p.get()[:n]
+	}
+	return alignedBuffer(n)
+}
+
+func (p *bufferPool) put(b []byte) {
+	if cap(b) == p.size {
+		p.pool.Put(b[:p.size])
+	}
+}
+
+func alignUpInt(n int) int { return (n + BlockSize - 1) &^ (BlockSize - 1) }
+
+// alignedBuffer returns a BlockSize-aligned buffer of alignUp(n) bytes,
+// carved out of a slightly larger Go allocation so the garbage collector
+// owns it (pools may drop it at any time).
+func alignedBuffer(n int) []byte {
+	size := alignUpInt(n)
+	raw := make([]byte, size+BlockSize)
+	off := int(-uintptr(unsafe.Pointer(&raw[0])) & (BlockSize - 1))
+	return raw[off : off+size : off+size]
+}

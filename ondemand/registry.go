@@ -1,0 +1,269 @@
+package ondemand
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/erofsd/erofsd/blobstore"
+	"github.com/erofsd/erofsd/erofs"
+)
+
+// Errors from the registry.
+var (
+	ErrExists     = errors.New("image already registered")
+	ErrNotFound   = errors.New("image not registered")
+	ErrBadName    = errors.New("bad fsid or domain id")
+	ErrBadImage   = errors.New("image cannot be served")
+	ErrImageInUse = errors.New("image is in use")
+)
+
+// Stats counts what the serving core did. Fields are updated atomically
+// and may be read at any time.
+type Stats struct {
+	Fetches        atomic.Int64 // chunks fetched from blob stores
+	FetchedBytes   atomic.Int64
+	DigestFailures atomic.Int64 // chunks whose sha256 did not match
+	Coalesced      atomic.Int64 // fills that waited for another fill of the same chunk
+}
+
+// ImageSpec describes an image to serve.
+type ImageSpec struct {
+	FSID      string          // the mount's fsid= (unique within its domain)
+	DomainID  string          // optional: images of one domain share blob objects
+	Bootstrap string          // path of the image file (metadata and chunk table)
+	Store     blobstore.Store // where its blobs come from
+}
+
+// Image is a registered image.
+type Image struct {
+	Spec  ImageSpec
+	Size  int64
+	Blobs []BlobInfo
+
+	file  *os.File
+	blobs []*blobData
+	open  atomic.Int32 // kernel objects currently open for it
+}
+
+// BlobInfo describes one blob of an image.
+type BlobInfo struct {
+	Digest blobstore.Digest
+	Size   int64
+	Chunks int
+}
+
+// VolumeKey is the fscache volume the kernel uses for the image's mount.
+func (im *Image) VolumeKey() string { return volumeKey(im.Spec.FSID, im.Spec.DomainID) }
+
+func volumeKey(fsid, domain string) string {
+	if domain != "" {
+		return "erofs," + domain
+	}
+	return "erofs," + fsid
+}
+
+// Registry holds the images being served and resolves kernel object
+// names to sources. It is safe for concurrent use.
+type Registry struct {
+	mu     sync.Mutex
+	images map[string]*Image // by volume key + "\x00" + fsid
+	bufs   *bufferPool
+	Stats  Stats
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry {
+	return &Registry{images: map[string]*Image{}, bufs: newBufferPool(1 << 20)}
+}
+
+func imageKey(fsid, domain string) string { return volumeKey(fsid, domain) + "\x00" + fsid }
+
+// ValidName reports whether s can be an fsid or domain id: it becomes a
+// sysfs directory name and part of fscache keys, so it is kept to a safe
+// alphabet.
+func ValidName(s string) bool {
+	if s == "" || len(s) > 128 || s == "." || s == ".." {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// Register opens and validates an image and makes it available to the
+// kernel under its fsid.
+func (r *Registry) Register(spec ImageSpec) (*Image, error) {
+	if !ValidName(spec.FSID) {
+		return nil, fmt.Errorf("%w: fsid %q (use 1-128 of A-Z a-z 0-9 - _ .)", ErrBadName, spec.FSID)
+	}
+	if spec.DomainID != "" && !ValidName(spec.DomainID) {
+		return nil, fmt.Errorf("%w: domain id %q", ErrBadName, spec.DomainID)
+	}
+	im, err := openImage(spec)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	key := imageKey(spec.FSID, spec.DomainID)
+	if _, ok := r.images[key]; ok {
+		im.file.Close()
+		return nil, fmt.Errorf("%w: fsid %q", ErrExists, spec.FSID)
+	}
+	r.images[key] = im
+	return im, nil
+}
+
+func openImage(spec ImageSpec) (*Image, error) {
+	f, err := os.Open(spec.Bootstrap)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadImage, err)
+	}
+	im, err := describeImage(spec, f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%w: %s: %v", ErrBadImage, spec.Bootstrap, err)
+	}
+	return im, nil
+}
+
+func describeImage(spec ImageSpec, f *os.File) (*Image, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	img, err := erofs.Open(f, erofs.WithSize(st.Size()))
+	if err != nil {
+		return nil, err
+	}
+	defer img.Close()
+	info := img.Info()
+	if info.BlockSize != BlockSize {
+		return nil, fmt.Errorf("block size %d: on-demand serving needs %d", info.BlockSize, BlockSize)
+	}
+	im := &Image{Spec: spec, Size: st.Size(), file: f}
+	devs := img.Devices()
+	if len(devs) == 0 {
+		return im, nil
+	}
+	if spec.Store == nil {
+		return nil, fmt.Errorf("the image has %d blob(s) but no blob store was given", len(devs))
+	}
+	table, err := img.ChunkTable()
+	if errors.Is(err, erofs.ErrNoChunkTable) {
+		return nil, ErrNoChunkTable
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range devs {
+		digest, err := blobstore.ParseDigest(d.Tag)
+		if err != nil {
+			return nil, fmt.Errorf("device %d: tag is not a blob digest: %w", d.ID, err)
+		}
+		bd := &blobData{digest: digest, store: spec.Store, size: int64(d.Blocks) * BlockSize, chunks: chunksOf(table, d.ID)}
+		im.blobs = append(im.blobs, bd)
+		im.Blobs = append(im.Blobs, BlobInfo{Digest: digest, Size: bd.size, Chunks: len(bd.chunks)})
+	}
+	return im, nil
+}
+
+// Unregister removes an image. It fails with ErrImageInUse while the
+// kernel still has objects of it open (the image is mounted).
+func (r *Registry) Unregister(fsid, domain string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	key := imageKey(fsid, domain)
+	im, ok := r.images[key]
+	if !ok {
+		return fmt.Errorf("%w: fsid %q", ErrNotFound, fsid)
+	}
+	if n := im.open.Load(); n > 0 {
+		return fmt.Errorf("%w: %d kernel objects open", ErrImageInUse, n)
+	}
+	delete(r.images, key)
+	for _, b := range im.blobs {
+		b.close()
+	}
+	return im.file.Close()
+}
+
+// Images lists the registered images, sorted by volume key and fsid.
+func (r *Registry) Images() []*Image {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*Image, 0, len(r.images))
+	for _, im := range r.images {
+		out = append(out, im)
+	}
+	slices.SortFunc(out, func(a, b *Image) int {
+		return strings.Compare(imageKey(a.Spec.FSID, a.Spec.DomainID), imageKey(b.Spec.FSID, b.Spec.DomainID))
+	})
+	return out
+}
+
+// OpenObjects returns the number of kernel objects open for an image.
+func (im *Image) OpenObjects() int { return int(im.open.Load()) }
+
+// Object is a resolved kernel object: its data source and the image it
+// belongs to. Release it when the kernel closes the object.
+type Object struct {
+	Source
+	Image *Image
+	Kind  string // "bootstrap" or "blob"
+}
+
+// Release drops the object's hold on its image.
+func (o *Object) Release() { o.Image.open.Add(-1) }
+
+// Resolve maps the names the kernel uses for a cache object (volume key
+// "erofs,<fsid or domain>", cookie key = fsid for an image, or a blob's
+// device tag) to its source.
+func (r *Registry) Resolve(volumeKey, cookieKey string) (*Object, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	// The image itself.
+	for _, im := range r.images {
+		if im.VolumeKey() == volumeKey && im.Spec.FSID == cookieKey {
+			im.open.Add(1)
+			return &Object{Source: newFileSource("image "+im.Spec.FSID, im.file, im.Size, r.bufs), Image: im, Kind: "bootstrap"}, nil
+		}
+	}
+	// A blob of any image in this volume (a domain shares blobs).
+	for _, im := range r.images {
+		if im.VolumeKey() != volumeKey {
+			continue
+		}
+		for _, b := range im.blobs {
+			if b.digest.Hex() == cookieKey {
+				im.open.Add(1)
+				return &Object{Source: &blobSource{blobData: b, bufs: r.bufs, stats: &r.Stats}, Image: im, Kind: "blob"}, nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("%w: volume %q cookie %q", ErrUnknownObject, volumeKey, cookieKey)
+}
+
+// Close unregisters everything regardless of open objects.
+func (r *Registry) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var errs []error
+	for k, im := range r.images {
+		for _, b := range im.blobs {
+			errs = append(errs, b.close())
+		}
+		errs = append(errs, im.file.Close())
+		delete(r.images, k)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,264 @@
+package ondemand
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"unsafe"
+
+	"github.com/erofsd/erofsd/blobstore"
+	"github.com/erofsd/erofsd/erofs/build"
+)
+
+// memObject is a BlockWriter that checks the cache-file rules (aligned
+// offsets, lengths and buffers) and records what was written.
+type memObject struct {
+	t    testing.TB
+	mu   sync.Mutex
+	data []byte
+	seen []bool // per block
+}
+
+func newMemObject(t testing.TB, size int64) *memObject {
+	return &memObject{t: t, data: make([]byte, alignUp(size)), seen: make([]bool, alignUp(size)/BlockSize)}
+}
+
+func (m *memObject) WriteBlocks(p []byte, off int64) error {
+	if off%BlockSize != 0 || len(p)%BlockSize != 0 || len(p) == 0 {
+		m.t.Errorf("unaligned write: %d bytes at %d", len(p), off)
+	}
+	if uintptr(unsafe.Pointer(&p[0]))%BlockSize != 0 {
+		m.t.Errorf("buffer not page aligned")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if off+int64(len(p)) > int64(len(m.data)) {
+		m.t.Errorf("write past the object: %d bytes at %d of %d", len(p), off, len(m.data))
+		return nil
+	}
+	copy(m.data[off:], p)
+	for b := off / BlockSize; b < (off+int64(len(p)))/BlockSize; b++ {
+		m.seen[b] = true
+	}
+	return nil
+}
+
+// buildImage makes a blob-mode image of a tree with random and repeated
+// content and returns the registry spec for it.
+func buildImage(t *testing.T, chunkSize int64) (ImageSpec, string) {
+	t.Helper()
+	src := t.TempDir()
+	r := rand.New(rand.NewSource(1))
+	for i, size := range []int{0, 10, 4096, 5000, 300000, 3 << 20} {
+		data := make([]byte, size)
+		r.Read(data)
+		os.WriteFile(filepath.Join(src, "f"+string(rune('a'+i))), data, 0o644)
+	}
+	blobDir := t.TempDir()
+	img := filepath.Join(t.TempDir(), "img")
+	f, err := os.Create(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := build.New(f, build.Options{BlobDir: blobDir, ChunkSize: chunkSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddDir(context.Background(), src); err != nil {
+		t.Fatal(err)
+	}
+	res, err := b.Finish(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	store, err := blobstore.NewLocal(blobDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ImageSpec{FSID: "img1", Bootstrap: img, Store: store}, filepath.Join(blobDir, res.Blob.Digest)
+}
+
+func TestServeBootstrapAndBlob(t *testing.T) {
+	spec, blobPath := buildImage(t, 64<<10)
+	reg := NewRegistry()
+	defer reg.Close()
+	im, err := reg.Register(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(im.Blobs) != 1 {
+		t.Fatalf("blobs: %+v", im.Blobs)
+	}
+	ctx := context.Background()
+
+	// The bootstrap object is the image file.
+	obj, err := reg.Resolve("erofs,img1", "img1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := os.ReadFile(spec.Bootstrap)
+	m := newMemObject(t, obj.Size())
+	if err := obj.Fill(ctx, 0, obj.Size(), m); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(m.data[:len(want)], want) || obj.Size() != int64(len(want)) {
+		t.Fatal("bootstrap content differs")
+	}
+	obj.Release()
+
+	// The blob, filled in random ranges, ends up identical.
+	obj, err = reg.Resolve("erofs,img1", im.Blobs[0].Digest.Hex())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer obj.Release()
+	blob, _ := os.ReadFile(blobPath)
+	m = newMemObject(t, obj.Size())
+	r := rand.New(rand.NewSource(2))
+	for i := 0; i < 50; i++ {
+		off := r.Int63n(obj.Size())
+		n := r.Int63n(200000) + 1
+		if err := obj.Fill(ctx, off, n, m); err != nil {
+			t.Fatal(err)
+		}
+		for b := off / BlockSize; b <= (off+n-1)/BlockSize && b < int64(len(m.seen)); b++ {
+			if !m.seen[b] {
+				t.Fatalf("fill %d+%d left block %d unwritten", off, n, b)
+			}
+		}
+	}
+	if err := obj.Fill(ctx, 0, obj.Size(), m); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(m.data, blob) {
+		t.Fatal("blob content differs")
+	}
+	if reg.Stats.Fetches.Load() == 0 || reg.Stats.DigestFailures.Load() != 0 {
+		t.Fatalf("stats: fetches %d digest failures %d", reg.Stats.Fetches.Load(), reg.Stats.DigestFailures.Load())
+	}
+}
+
+func TestCorruptChunkNeverWritten(t *testing.T) {
+	spec, blobPath := buildImage(t, 64<<10)
+	blob, _ := os.ReadFile(blobPath)
+	bad := bytes.Clone(blob)
+	bad[100000] ^= 1 // inside some chunk
+	os.WriteFile(blobPath, bad, 0o644)
+
+	reg := NewRegistry()
+	defer reg.Close()
+	im, err := reg.Register(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, err := reg.Resolve("erofs,img1", im.Blobs[0].Digest.Hex())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer obj.Release()
+	m := newMemObject(t, obj.Size())
+	err = obj.Fill(context.Background(), 0, obj.Size(), m)
+	if !errors.Is(err, ErrDigestMismatch) {
+		t.Fatalf("fill of a corrupt blob: %v", err)
+	}
+	// The corrupt block must not have been written; everything that
+	// was written must be correct.
+	if m.seen[100000/BlockSize] {
+		t.Fatal("corrupt chunk reached the cache")
+	}
+	for b, ok := range m.seen {
+		if ok && !bytes.Equal(m.data[b*BlockSize:(b+1)*BlockSize], blob[b*BlockSize:(b+1)*BlockSize]) {
+			t.Fatalf("block %d written with wrong data", b)
+		}
+	}
+	if reg.Stats.DigestFailures.Load() != 2 { // first try and the retry
+		t.Fatalf("digest failures counted: %d", reg.Stats.DigestFailures.Load())
+	}
+}
+
+func TestConcurrentFillsCoalesce(t *testing.T) {
+	spec, blobPath := buildImage(t, 1<<20)
+	reg := NewRegistry()
+	defer reg.Close()
+	im, err := reg.Register(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, _ := reg.Resolve("erofs,img1", im.Blobs[0].Digest.Hex())
+	defer obj.Release()
+	m := newMemObject(t, obj.Size())
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := obj.Fill(context.Background(), 0, obj.Size(), m); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	blob, _ := os.ReadFile(blobPath)
+	if !bytes.Equal(m.data, blob) {
+		t.Fatal("content differs")
+	}
+	chunks := int64(im.Blobs[0].Chunks)
+	if f := reg.Stats.Fetches.Load(); f != chunks {
+		t.Fatalf("%d fetches for %d chunks: each chunk must be fetched once", f, chunks)
+	}
+	t.Logf("%d chunks, %d fetches, %d coalesced", chunks, reg.Stats.Fetches.Load(), reg.Stats.Coalesced.Load())
+}
+
+func TestRegistryErrors(t *testing.T) {
+	spec, _ := buildImage(t, 64<<10)
+	reg := NewRegistry()
+	defer reg.Close()
+	for _, bad := range []string{"", "a/b", "..", "x y", string(make([]byte, 129))} {
+		s := spec
+		s.FSID = bad
+		if _, err := reg.Register(s); !errors.Is(err, ErrBadName) {
+			t.Errorf("fsid %q: %v", bad, err)
+		}
+	}
+	noStore := spec
+	noStore.Store = nil
+	if _, err := reg.Register(noStore); !errors.Is(err, ErrBadImage) {
+		t.Errorf("image with blobs but no store: %v", err)
+	}
+	garbage := filepath.Join(t.TempDir(), "garbage")
+	os.WriteFile(garbage, make([]byte, 8192), 0o644)
+	g := spec
+	g.Bootstrap = garbage
+	if _, err := reg.Register(g); !errors.Is(err, ErrBadImage) {
+		t.Errorf("garbage image: %v", err)
+	}
+	if _, err := reg.Register(spec); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.Register(spec); !errors.Is(err, ErrExists) {
+		t.Errorf("second registration: %v", err)
+	}
+	if _, err := reg.Resolve("erofs,img1", "unknown"); !errors.Is(err, ErrUnknownObject) {
+		t.Errorf("unknown cookie: %v", err)
+	}
+	if _, err := reg.Resolve("erofs,other", "img1"); !errors.Is(err, ErrUnknownObject) {
+		t.Errorf("wrong volume: %v", err)
+	}
+	obj, _ := reg.Resolve("erofs,img1", "img1")
+	if err := reg.Unregister("img1", ""); !errors.Is(err, ErrImageInUse) {
+		t.Errorf("unregister while open: %v", err)
+	}
+	obj.Release()
+	if err := reg.Unregister("img1", ""); err != nil {
+		t.Errorf("unregister: %v", err)
+	}
+	if err := reg.Unregister("img1", ""); !errors.Is(err, ErrNotFound) {
+		t.Errorf("second unregister: %v", err)
+	}
+}

@@ -1,0 +1,311 @@
+// Package ondemand is erofsd's serving core: it knows the registered
+// images and, for each object the kernel asks for (an image's metadata
+// bootstrap or one of its blobs), produces the bytes of any range as whole
+// aligned blocks, fetching blob chunks from a blob store and verifying
+// each against its sha256 from the image's chunk digest table before it is
+// handed on. The kernel front ends (cachefiles on-demand, fanotify
+// pre-content) live in subpackages and write those blocks into the
+// kernel's cache files.
+package ondemand
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"sync"
+
+	"github.com/erofsd/erofsd/blobstore"
+	"github.com/erofsd/erofsd/erofs"
+)
+
+// BlockSize is the unit of every write into a cache file: the kernel
+// writes cache files with direct I/O on 4 KiB pages.
+const BlockSize = 4096
+
+// Errors callers can test for.
+var (
+	ErrDigestMismatch = errors.New("chunk digest mismatch")
+	ErrUnknownObject  = errors.New("unknown object")
+	ErrNoChunkTable   = errors.New("image has blobs but no chunk digest table: its data cannot be verified")
+)
+
+// BlockWriter receives data for a cache object. Every call writes whole
+// blocks: off is a multiple of BlockSize and so is len(p). p is only valid
+// during the call.
+type BlockWriter interface {
+	WriteBlocks(p []byte, off int64) error
+}
+
+// Source is one object the kernel reads: an image bootstrap or a blob.
+type Source interface {
+	// Size is the object's size in bytes, as reported to the kernel.
+	Size() int64
+	// Fill writes at least the blocks covering [off, off+n) into w.
+	// Ranges past the end are filled with zero blocks up to the end of
+	// the last block. On error some blocks may have been written; the
+	// ones written are correct.
+	Fill(ctx context.Context, off, n int64, w BlockWriter) error
+	// Name identifies the source in logs and errors.
+	Name() string
+}
+
+func alignDown(n int64) int64 { return n &^ (BlockSize - 1) }
+func alignUp(n int64) int64   { return (n + BlockSize - 1) &^ (BlockSize - 1) }
+
+// fileSource serves a local file (a bootstrap) as is.
+type fileSource struct {
+	name string
+	f    *os.File
+	size int64
+	bufs *bufferPool
+}
+
+func newFileSource(name string, f *os.File, size int64, bufs *bufferPool) *fileSource {
+	return &fileSource{name: name, f: f, size: size, bufs: bufs}
+}
+
+func (s *fileSource) Size() int64  { return s.size }
+func (s *fileSource) Name() string { return s.name }
+
+func (s *fileSource) Fill(ctx context.Context, off, n int64, w BlockWriter) error {
+	start, end := alignDown(off), min(alignUp(off+n), alignUp(s.size))
+	for pos := start; pos < end; {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		buf := s.bufs.get()
+		chunk := buf[:min(int64(len(buf)), end-pos)]
+		got, err := s.f.ReadAt(chunk, pos)
+		if err != nil && !errors.Is(err, io.EOF) {
+			s.bufs.put(buf)
+			return fmt.Errorf("%s: reading at %d: %w", s.name, pos, err)
+		}
+		clear(chunk[got:])
+		err = w.WriteBlocks(chunk, pos)
+		s.bufs.put(buf)
+		if err != nil {
+			return err
+		}
+		pos += int64(len(chunk))
+	}
+	return nil
+}
+
+// chunk is one verified unit of a blob.
+type chunk struct {
+	off    int64 // byte offset in the blob (block aligned)
+	length int64 // data bytes; the chunk occupies alignUp(length)
+	digest [32]byte
+}
+
+// blobData is a blob as the images registered with it describe it: where
+// it comes from, its size and its chunks. It is shared by every kernel
+// object that caches this blob.
+type blobData struct {
+	digest blobstore.Digest
+	store  blobstore.Store
+	size   int64
+	chunks []chunk // sorted by off, non-overlapping
+
+	openMu sync.Mutex
+	blob   blobstore.Blob
+}
+
+func (d *blobData) open(ctx context.Context) (blobstore.Blob, error) {
+	d.openMu.Lock()
+	defer d.openMu.Unlock()
+	if d.blob != nil {
+		return d.blob, nil
+	}
+	b, err := d.store.Open(ctx, d.digest)
+	if err != nil {
+		return nil, err
+	}
+	if b.Size() < d.size {
+		b.Close()
+		return nil, fmt.Errorf("%s: blob has %d bytes, the image needs %d", d.digest, b.Size(), d.size)
+	}
+	d.blob = b
+	return b, nil
+}
+
+// close releases the opened blob.
+func (d *blobData) close() error {
+	d.openMu.Lock()
+	defer d.openMu.Unlock()
+	if d.blob == nil {
+		return nil
+	}
+	err := d.blob.Close()
+	d.blob = nil
+	return err
+}
+
+// blobSource serves one kernel object of a blob, chunk by chunk,
+// verifying each chunk against the image's digest table. Concurrent fills
+// of the same chunk of the object share one fetch and one write.
+type blobSource struct {
+	*blobData
+	bufs  *bufferPool
+	stats *Stats
+
+	mu       sync.Mutex
+	inflight map[int64]*fetch // by chunk offset
+	written  map[int64]bool   // chunks already in the object: never fetched again
+}
+
+type fetch struct {
+	done chan struct{}
+	err  error
+}
+
+func (s *blobSource) Size() int64  { return s.size }
+func (s *blobSource) Name() string { return s.digest.String() }
+
+func (s *blobSource) Fill(ctx context.Context, off, n int64, w BlockWriter) error {
+	start, end := alignDown(off), alignUp(off+n)
+	// First chunk ending after start.
+	i, _ := slices.BinarySearchFunc(s.chunks, start, func(c chunk, t int64) int {
+		if c.off+alignUp(c.length) <= t {
+			return -1
+		}
+		return 1
+	})
+	pos := start
+	for ; pos < end; i++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if i >= len(s.chunks) || s.chunks[i].off >= end {
+			// No chunk covers the rest: padding or past the blob's
+			// data. Those bytes are zero in every valid blob.
+			return writeZeros(w, pos, end, s.bufs)
+		}
+		c := s.chunks[i]
+		if c.off > pos {
+			if err := writeZeros(w, pos, c.off, s.bufs); err != nil {
+				return err
+			}
+		}
+		if err := s.fillChunk(ctx, c, w); err != nil {
+			return err
+		}
+		pos = c.off + alignUp(c.length)
+	}
+	return nil
+}
+
+// fillChunk fetches, verifies and writes one chunk. A concurrent caller
+// asking for the same chunk waits for the first one instead of fetching
+// again: both write into the same object, so one write serves both.
+func (s *blobSource) fillChunk(ctx context.Context, c chunk, w BlockWriter) error {
+	for {
+		s.mu.Lock()
+		if s.written[c.off] {
+			s.mu.Unlock()
+			return nil
+		}
+		f, busy := s.inflight[c.off]
+		if !busy {
+			f = &fetch{done: make(chan struct{})}
+			if s.inflight == nil {
+				s.inflight = map[int64]*fetch{}
+			}
+			s.inflight[c.off] = f
+			s.mu.Unlock()
+			f.err = s.fetchChunk(ctx, c, w)
+			s.mu.Lock()
+			delete(s.inflight, c.off)
+			if f.err == nil {
+				if s.written == nil {
+					s.written = map[int64]bool{}
+				}
+				s.written[c.off] = true
+			}
+			s.mu.Unlock()
+			close(f.done)
+			return f.err
+		}
+		s.mu.Unlock()
+		s.stats.Coalesced.Add(1)
+		select {
+		case <-f.done:
+			if f.err == nil {
+				return nil
+			}
+			// The other fill failed (its context may have ended, or
+			// the store failed): try again ourselves.
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (s *blobSource) fetchChunk(ctx context.Context, c chunk, w BlockWriter) error {
+	padded := alignUp(c.length)
+	buf := s.bufs.getSize(int(padded))
+	defer s.bufs.put(buf)
+	data := buf[:c.length]
+	var err error
+	for attempt := 0; attempt < 2; attempt++ {
+		if err = s.readChunk(ctx, data, c); err != nil {
+			continue
+		}
+		if sha256.Sum256(data) == c.digest {
+			clear(buf[c.length:padded])
+			s.stats.FetchedBytes.Add(c.length)
+			s.stats.Fetches.Add(1)
+			return w.WriteBlocks(buf[:padded], c.off)
+		}
+		s.stats.DigestFailures.Add(1)
+		err = fmt.Errorf("%w: %s chunk at %d (%d bytes)", ErrDigestMismatch, s.digest, c.off, c.length)
+	}
+	return err
+}
+
+func (s *blobSource) readChunk(ctx context.Context, data []byte, c chunk) error {
+	b, err := s.open(ctx)
+	if err != nil {
+		return err
+	}
+	n, err := b.ReadAt(ctx, data, c.off)
+	if n == len(data) {
+		return nil
+	}
+	if err == nil || errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	return fmt.Errorf("%s: reading chunk at %d: %w", s.digest, c.off, err)
+}
+
+func writeZeros(w BlockWriter, from, to int64, bufs *bufferPool) error {
+	if from >= to {
+		return nil
+	}
+	buf := bufs.get()
+	defer bufs.put(buf)
+	clear(buf)
+	for pos := from; pos < to; {
+		n := min(int64(len(buf)), to-pos)
+		if err := w.WriteBlocks(buf[:n], pos); err != nil {
+			return err
+		}
+		pos += n
+	}
+	return nil
+}
+
+// chunksOf returns device dev's chunks from an image's digest table.
+func chunksOf(table []erofs.ChunkDigest, dev int) []chunk {
+	var out []chunk
+	for _, e := range table {
+		if int(e.Device) == dev {
+			out = append(out, chunk{off: int64(e.BlkAddr) * BlockSize, length: int64(e.Length), digest: e.Digest})
+		}
+	}
+	return out
+}
