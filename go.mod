@@ -8,3 +8,5 @@ require (
 )
 
 require github.com/erofs/go-erofs v0.3.1
+
+require github.com/sirupsen/logrus v1.10.2

@@ -1,0 +1,362 @@
+// Package cachefiles is erofsd's main kernel front end: it speaks the
+// cachefiles on-demand protocol on /dev/cachefiles, so that EROFS mounted
+// in fscache mode (mount -t erofs none -o fsid=...) pulls its data
+// through the serving core. Every OPEN is answered with copen, every READ
+// is completed with READ_COMPLETE whether or not its data could be
+// produced (a READ completed without data makes the reader get EIO), and
+// CLOSE releases the object.
+package cachefiles
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/erofsd/erofsd/ondemand"
+	abi "github.com/erofsd/erofsd/ondemand/internal/cachefiles"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+)
+
+// Resolver maps the kernel's names for a cache object to its source.
+// *ondemand.Registry implements it.
+type Resolver interface {
+	Resolve(volumeKey, cookieKey string) (*ondemand.Object, error)
+}
+
+// Config configures a Server.
+type Config struct {
+	// Workers bounds the READ requests handled at once (default 16).
+	Workers int
+	// Logger receives one line per failed request (default: discard).
+	Logger logrus.FieldLogger
+}
+
+// Stats counts requests by type and result.
+type Stats struct {
+	Opens, OpenErrors   atomic.Int64
+	Reads, ReadErrors   atomic.Int64
+	Closes              atomic.Int64
+	ReadBytes           atomic.Int64 // bytes written into cache files
+	InFlight            atomic.Int64 // READs being handled
+	OpenObjects         atomic.Int64
+	Malformed, Panicked atomic.Int64
+}
+
+// kernel is the device side of the protocol; tests replace it.
+type kernel interface {
+	// wait blocks until a message may be pending or wake is called.
+	wait() error
+	// wake interrupts wait.
+	wake()
+	// read returns one message, or 0 bytes when none is pending.
+	read(buf []byte) (int, error)
+	// command writes one command line such as "copen 1,4096".
+	command(cmd string) error
+	// object returns the I/O handle for an anonymous fd from OPEN.
+	object(fd int32) (objectIO, error)
+}
+
+// objectIO is one anonymous fd of a cache object.
+type objectIO interface {
+	pwrite(p []byte, off int64) error
+	complete(msgID uint32) error
+	close() error
+}
+
+// Server serves one bound cachefiles cache.
+type Server struct {
+	k      kernel
+	dev    *device // the real device; nil in tests
+	res    Resolver
+	log    logrus.FieldLogger
+	sem    chan struct{}
+	Stats  Stats
+	closed atomic.Bool
+	once   sync.Once
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	objects map[uint32]*object
+}
+
+// object is an open cache object: its fd, its source, and the READs in
+// flight on it (the fd is closed after the last one, once CLOSE came).
+type object struct {
+	id       uint32
+	io       objectIO
+	obj      *ondemand.Object
+	inflight int
+	closing  bool
+}
+
+func newServer(k kernel, res Resolver, cfg Config) *Server {
+	if cfg.Workers <= 0 {
+		cfg.Workers = 16
+	}
+	log := cfg.Logger
+	if log == nil {
+		l := logrus.New()
+		l.Out = io.Discard
+		log = l
+	}
+	return &Server{k: k, res: res, log: log, sem: make(chan struct{}, cfg.Workers), objects: map[uint32]*object{}}
+}
+
+// Serve reads and handles requests until ctx ends or Close is called. It
+// waits for the READs in flight before returning.
+func (s *Server) Serve(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, s.k.wake)
+	defer stop()
+	buf := make([]byte, abi.MsgMaxSize)
+	defer s.wg.Wait()
+	for {
+		if ctx.Err() != nil || s.closed.Load() {
+			return ctx.Err()
+		}
+		n, err := s.k.read(buf)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
+				continue
+			}
+			return fmt.Errorf("reading /dev/cachefiles: %w", err)
+		}
+		if n == 0 {
+			if err := s.k.wait(); err != nil {
+				return fmt.Errorf("polling /dev/cachefiles: %w", err)
+			}
+			continue
+		}
+		s.dispatch(ctx, buf[:n])
+	}
+}
+
+// Close makes Serve return. It is safe to call more than once.
+func (s *Server) Close() error {
+	s.once.Do(func() {
+		s.closed.Store(true)
+		s.k.wake()
+	})
+	return nil
+}
+
+func (s *Server) dispatch(ctx context.Context, b []byte) {
+	m, err := abi.DecodeMsg(b)
+	if err != nil {
+		s.Stats.Malformed.Add(1)
+		s.log.WithError(err).Error("malformed message from the kernel")
+		return
+	}
+	switch m.Opcode {
+	case abi.OpOpen:
+		s.handleOpen(m)
+	case abi.OpRead:
+		s.handleRead(ctx, m)
+	case abi.OpClose:
+		s.handleClose(m)
+	default:
+		s.Stats.Malformed.Add(1)
+		s.log.WithField("opcode", m.Opcode).Error("unknown opcode from the kernel")
+	}
+}
+
+func (s *Server) handleOpen(m abi.Msg) {
+	s.Stats.Opens.Add(1)
+	o, err := abi.DecodeOpen(m.Payload)
+	if err != nil {
+		// Without the keys we cannot answer meaningfully, but the
+		// kernel still waits for copen: refuse the object.
+		s.Stats.OpenErrors.Add(1)
+		s.log.WithError(err).Error("malformed OPEN")
+		s.reply(m.ID, -int64(unix.EINVAL))
+		return
+	}
+	obj, io, err := s.openObject(o)
+	if err != nil {
+		s.Stats.OpenErrors.Add(1)
+		s.log.WithFields(logrus.Fields{"volume": o.VolumeKey, "cookie": o.CookieKey, "object": m.ObjectID}).WithError(err).Warn("OPEN refused")
+		s.reply(m.ID, -int64(errnoOf(err)))
+		return
+	}
+	s.mu.Lock()
+	if old := s.objects[m.ObjectID]; old != nil {
+		// The kernel reused an id we still track (a CLOSE we
+		// missed): drop the old one.
+		s.dropLocked(old)
+	}
+	s.objects[m.ObjectID] = &object{id: m.ObjectID, io: io, obj: obj}
+	s.mu.Unlock()
+	s.Stats.OpenObjects.Add(1)
+	s.log.WithFields(logrus.Fields{"object": m.ObjectID, "source": obj.Name(), "size": obj.Size()}).Debug("OPEN")
+	if err := s.reply(m.ID, obj.Size()); err != nil {
+		s.mu.Lock()
+		if cur := s.objects[m.ObjectID]; cur != nil && cur.obj == obj {
+			s.dropLocked(cur)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// openObject resolves an OPEN and prepares its fd; on failure the fd is
+// closed.
+func (s *Server) openObject(o abi.Open) (obj *ondemand.Object, io objectIO, err error) {
+	io, err = s.k.object(o.Fd)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			s.Stats.Panicked.Add(1)
+			err = fmt.Errorf("panic resolving object: %v\n%s", r, debug.Stack())
+		}
+		if err != nil {
+			io.close()
+		}
+	}()
+	obj, err = s.res.Resolve(o.VolumeKey, o.CookieKey)
+	return obj, io, err
+}
+
+func (s *Server) reply(id uint32, size int64) error {
+	err := s.k.command(fmt.Sprintf("copen %d,%d", id, size))
+	if err != nil {
+		s.log.WithError(err).WithField("msg", id).Error("copen failed")
+	}
+	return err
+}
+
+// errnoOf picks the errno the kernel passes on for a refused OPEN.
+func errnoOf(err error) syscall.Errno {
+	var e syscall.Errno
+	switch {
+	case errors.As(err, &e) && e > 0 && e < 4096:
+		return e
+	case errors.Is(err, ondemand.ErrUnknownObject):
+		return unix.ENOENT
+	}
+	return unix.EIO
+}
+
+func (s *Server) handleRead(ctx context.Context, m abi.Msg) {
+	s.Stats.Reads.Add(1)
+	s.mu.Lock()
+	o := s.objects[m.ObjectID]
+	if o != nil && !o.closing {
+		o.inflight++
+	} else {
+		o = nil
+	}
+	s.mu.Unlock()
+	if o == nil {
+		// Nothing to write into and no fd to complete on: the kernel
+		// fails the request itself when the object is gone.
+		s.Stats.ReadErrors.Add(1)
+		s.log.WithField("object", m.ObjectID).Warn("READ for an unknown object")
+		return
+	}
+	r, err := abi.DecodeRead(m.Payload)
+	select {
+	case s.sem <- struct{}{}:
+	case <-ctx.Done():
+		s.complete(o, m.ID, ctx.Err(), r)
+		return
+	}
+	s.Stats.InFlight.Add(1)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() { <-s.sem; s.Stats.InFlight.Add(-1) }()
+		if err == nil {
+			err = s.fill(ctx, o, r)
+		}
+		s.complete(o, m.ID, err, r)
+	}()
+}
+
+// fill produces the requested range; a panic in a source becomes an error.
+func (s *Server) fill(ctx context.Context, o *object, r abi.Read) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.Stats.Panicked.Add(1)
+			err = fmt.Errorf("panic serving READ: %v\n%s", p, debug.Stack())
+		}
+	}()
+	if r.Off > 1<<62 || r.Len > 1<<40 {
+		return fmt.Errorf("READ out of range: %d bytes at %d", r.Len, r.Off)
+	}
+	w := objectWriter{io: o.io, stats: &s.Stats, limit: alignUp(o.obj.Size())}
+	return o.obj.Fill(ctx, int64(r.Off), int64(r.Len), w)
+}
+
+// complete always issues READ_COMPLETE, then releases the object if a
+// CLOSE arrived meanwhile.
+func (s *Server) complete(o *object, msgID uint32, err error, r abi.Read) {
+	if err != nil {
+		s.Stats.ReadErrors.Add(1)
+		s.log.WithFields(logrus.Fields{"source": o.obj.Name(), "image": o.obj.Image.Spec.FSID, "off": r.Off, "len": r.Len}).WithError(err).Warn("READ failed")
+	}
+	if cerr := o.io.complete(msgID); cerr != nil {
+		s.log.WithError(cerr).WithField("msg", msgID).Error("READ_COMPLETE failed")
+	}
+	s.mu.Lock()
+	o.inflight--
+	if o.closing && o.inflight == 0 {
+		s.releaseLocked(o)
+	}
+	s.mu.Unlock()
+}
+
+func (s *Server) handleClose(m abi.Msg) {
+	s.Stats.Closes.Add(1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o := s.objects[m.ObjectID]
+	if o == nil {
+		return
+	}
+	s.dropLocked(o)
+}
+
+// dropLocked forgets an object; its fd is closed now or after its last
+// READ completes.
+func (s *Server) dropLocked(o *object) {
+	delete(s.objects, o.id)
+	o.closing = true
+	if o.inflight == 0 {
+		s.releaseLocked(o)
+	}
+}
+
+func (s *Server) releaseLocked(o *object) {
+	o.io.close()
+	o.obj.Release()
+	s.Stats.OpenObjects.Add(-1)
+}
+
+// objectWriter writes blocks into an object's anonymous fd.
+type objectWriter struct {
+	io    objectIO
+	stats *Stats
+	limit int64 // the cache file's size (object size rounded up)
+}
+
+func (w objectWriter) WriteBlocks(p []byte, off int64) error {
+	if off >= w.limit {
+		return nil
+	}
+	if off+int64(len(p)) > w.limit {
+		p = p[:w.limit-off]
+	}
+	if err := w.io.pwrite(p, off); err != nil {
+		return err
+	}
+	w.stats.ReadBytes.Add(int64(len(p)))
+	return nil
+}
+
+func alignUp(n int64) int64 { return (n + ondemand.BlockSize - 1) &^ (ondemand.BlockSize - 1) }
