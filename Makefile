@@ -1,7 +1,7 @@
 # erofsd build, test and benchmark entry points.
 GO        ?= go
 BIN       := bin
-CMDS      := erofs-image
+CMDS      := erofs-image erofsd erofsctl
 GOFLAGS_STATIC := CGO_ENABLED=0
 FUZZTIME  ?= 10s
 PKGS      := ./...

@@ -1,0 +1,280 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/erofsd/erofsd/blobstore"
+	"github.com/erofsd/erofsd/internal/control"
+	"github.com/erofsd/erofsd/ondemand"
+	"github.com/erofsd/erofsd/ondemand/cachefiles"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+)
+
+// daemon implements the control API on top of the registry and the
+// cachefiles front end.
+type daemon struct {
+	reg      *ondemand.Registry
+	srv      *cachefiles.Server // nil when the kernel cannot be served
+	srvErr   error              // why srv is nil
+	cacheDir string
+	blobDir  string
+	log      logrus.FieldLogger
+	started  time.Time
+
+	mu     sync.Mutex
+	meta   map[string]*imageMeta // by fsid + "\x00" + domain
+	mounts map[string]*control.Mount
+}
+
+type imageMeta struct {
+	registered time.Time
+	byMount    bool // registered implicitly by a mount: unregistered by its unmount
+}
+
+func metaKey(fsid, domain string) string { return fsid + "\x00" + domain }
+
+// mapErr turns serving-core errors into API errors.
+func mapErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ondemand.ErrExists):
+		return fmt.Errorf("%w: %v", control.ErrExists, err)
+	case errors.Is(err, ondemand.ErrNotFound):
+		return fmt.Errorf("%w: %v", control.ErrNotFound, err)
+	case errors.Is(err, ondemand.ErrImageInUse):
+		return fmt.Errorf("%w: %v", control.ErrInUse, err)
+	case errors.Is(err, ondemand.ErrBadName), errors.Is(err, ondemand.ErrBadImage):
+		return fmt.Errorf("%w: %v", control.ErrBadRequest, err)
+	}
+	return err
+}
+
+func (d *daemon) store(dir string) (blobstore.Store, error) {
+	if dir == "" {
+		dir = d.blobDir
+	}
+	if dir == "" {
+		return nil, nil
+	}
+	s, err := blobstore.NewLocal(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", control.ErrBadRequest, err)
+	}
+	return s, nil
+}
+
+func (d *daemon) Register(ctx context.Context, req control.RegisterRequest) (*control.Image, error) {
+	return d.register(req, false)
+}
+
+func (d *daemon) register(req control.RegisterRequest, byMount bool) (*control.Image, error) {
+	if !filepath.IsAbs(req.Bootstrap) {
+		return nil, fmt.Errorf("%w: bootstrap %q must be an absolute path", control.ErrBadRequest, req.Bootstrap)
+	}
+	store, err := d.store(req.BlobDir)
+	if err != nil {
+		return nil, err
+	}
+	im, err := d.reg.Register(ondemand.ImageSpec{FSID: req.FSID, DomainID: req.DomainID, Bootstrap: req.Bootstrap, Store: store})
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	d.mu.Lock()
+	m := &imageMeta{registered: time.Now(), byMount: byMount}
+	d.meta[metaKey(req.FSID, req.DomainID)] = m
+	d.mu.Unlock()
+	d.log.WithFields(logrus.Fields{"fsid": req.FSID, "domain": req.DomainID, "bootstrap": req.Bootstrap, "blobs": len(im.Blobs)}).Info("image registered")
+	out := d.describe(im)
+	return &out, nil
+}
+
+func (d *daemon) Unregister(ctx context.Context, fsid, domain string) error {
+	if err := d.reg.Unregister(fsid, domain); err != nil {
+		return mapErr(err)
+	}
+	d.mu.Lock()
+	delete(d.meta, metaKey(fsid, domain))
+	d.mu.Unlock()
+	d.log.WithFields(logrus.Fields{"fsid": fsid, "domain": domain}).Info("image unregistered")
+	return nil
+}
+
+func (d *daemon) describe(im *ondemand.Image) control.Image {
+	out := control.Image{
+		FSID: im.Spec.FSID, DomainID: im.Spec.DomainID, Bootstrap: im.Spec.Bootstrap, Size: im.Size,
+		OpenObjects: im.OpenObjects(), Blobs: []control.Blob{}, Mounts: []string{},
+	}
+	for _, b := range im.Blobs {
+		out.Blobs = append(out.Blobs, control.Blob{Digest: b.Digest.String(), Size: b.Size, Chunks: b.Chunks})
+	}
+	d.mu.Lock()
+	if m := d.meta[metaKey(im.Spec.FSID, im.Spec.DomainID)]; m != nil {
+		out.Registered = m.registered
+	}
+	for mp, m := range d.mounts {
+		if m.FSID == im.Spec.FSID && m.DomainID == im.Spec.DomainID {
+			out.Mounts = append(out.Mounts, mp)
+		}
+	}
+	d.mu.Unlock()
+	slices.Sort(out.Mounts)
+	return out
+}
+
+func (d *daemon) Images(ctx context.Context) ([]control.Image, error) {
+	out := []control.Image{}
+	for _, im := range d.reg.Images() {
+		out = append(out, d.describe(im))
+	}
+	return out, nil
+}
+
+func (d *daemon) Mount(ctx context.Context, req control.MountRequest) (*control.Mount, error) {
+	if d.srv == nil {
+		return nil, fmt.Errorf("%w: %v", control.ErrUnavailable, d.srvErr)
+	}
+	mp := filepath.Clean(req.Mountpoint)
+	if !filepath.IsAbs(mp) {
+		return nil, fmt.Errorf("%w: mountpoint %q must be an absolute path", control.ErrBadRequest, req.Mountpoint)
+	}
+	if st, err := os.Stat(mp); err != nil || !st.IsDir() {
+		return nil, fmt.Errorf("%w: mountpoint %s is not a directory", control.ErrBadRequest, mp)
+	}
+	d.mu.Lock()
+	_, busy := d.mounts[mp]
+	d.mu.Unlock()
+	if busy {
+		return nil, fmt.Errorf("%w: %s is already mounted by erofsd", control.ErrExists, mp)
+	}
+	registered := false
+	if req.Bootstrap != "" {
+		_, err := d.register(req.RegisterRequest, true)
+		switch {
+		case err == nil:
+			registered = true
+		case errors.Is(err, control.ErrExists):
+			// Mounting an image registered before.
+		default:
+			return nil, err
+		}
+	}
+	opts := "fsid=" + req.FSID
+	if req.DomainID != "" {
+		opts += ",domain_id=" + req.DomainID
+	}
+	if err := unix.Mount("none", mp, "erofs", unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID, opts); err != nil {
+		if registered {
+			d.Unregister(ctx, req.FSID, req.DomainID)
+		}
+		return nil, fmt.Errorf("mount -t erofs -o %s none %s: %w%s", opts, mp, err, mountHint(err))
+	}
+	m := &control.Mount{Mountpoint: mp, FSID: req.FSID, DomainID: req.DomainID, Frontend: "cachefiles"}
+	d.mu.Lock()
+	d.mounts[mp] = m
+	d.mu.Unlock()
+	d.log.WithFields(logrus.Fields{"fsid": req.FSID, "domain": req.DomainID, "mountpoint": mp}).Info("mounted")
+	return m, nil
+}
+
+// mountHint explains the usual mount(2) failures of fscache mode.
+func mountHint(err error) string {
+	switch {
+	case errors.Is(err, unix.EBUSY):
+		return " (an image with this fsid is already mounted: pick another --fsid, or share blobs with --domain-id)"
+	case errors.Is(err, unix.EEXIST):
+		return " (this fsid already exists in the domain)"
+	case errors.Is(err, unix.EINVAL):
+		return " (the kernel's erofs may lack fscache mode: CONFIG_EROFS_FS_ONDEMAND)"
+	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.EIO):
+		return " (the daemon could not serve the image: see its log)"
+	}
+	return ""
+}
+
+func (d *daemon) Unmount(ctx context.Context, mountpoint string) error {
+	mp := filepath.Clean(mountpoint)
+	d.mu.Lock()
+	m, ok := d.mounts[mp]
+	d.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("%w: %s was not mounted by erofsd", control.ErrNotFound, mp)
+	}
+	if err := unix.Unmount(mp, 0); err != nil {
+		if errors.Is(err, unix.EBUSY) {
+			return fmt.Errorf("%w: %s is busy", control.ErrInUse, mp)
+		}
+		return fmt.Errorf("umount %s: %w", mp, err)
+	}
+	d.mu.Lock()
+	delete(d.mounts, mp)
+	meta := d.meta[metaKey(m.FSID, m.DomainID)]
+	d.mu.Unlock()
+	d.log.WithFields(logrus.Fields{"fsid": m.FSID, "mountpoint": mp}).Info("unmounted")
+	if meta != nil && meta.byMount {
+		// The kernel sends CLOSE for the image's objects shortly after
+		// the unmount; unregister once they are released.
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			err := d.Unregister(ctx, m.FSID, m.DomainID)
+			if err == nil || !errors.Is(err, control.ErrInUse) || time.Now().After(deadline) {
+				if err != nil {
+					d.log.WithError(err).WithField("fsid", m.FSID).Warn("image stays registered after unmount")
+				}
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+func (d *daemon) Mounts(ctx context.Context) ([]control.Mount, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := []control.Mount{}
+	for _, m := range d.mounts {
+		out = append(out, *m)
+	}
+	slices.SortFunc(out, func(a, b control.Mount) int { return strings.Compare(a.Mountpoint, b.Mountpoint) })
+	return out, nil
+}
+
+func (d *daemon) Status(ctx context.Context) (*control.Status, error) {
+	d.mu.Lock()
+	mounts := len(d.mounts)
+	d.mu.Unlock()
+	st := &control.Status{
+		Version: version, PID: os.Getpid(), Started: d.started, Frontend: "cachefiles", CacheDir: d.cacheDir,
+		Images: len(d.reg.Images()), Mounts: mounts, Counters: map[string]int64{
+			"chunk_fetches":         d.reg.Stats.Fetches.Load(),
+			"chunk_fetched_bytes":   d.reg.Stats.FetchedBytes.Load(),
+			"chunk_digest_failures": d.reg.Stats.DigestFailures.Load(),
+			"chunk_fills_coalesced": d.reg.Stats.Coalesced.Load(),
+		},
+	}
+	if d.srv == nil {
+		st.Frontend = "none: " + d.srvErr.Error()
+		return st, nil
+	}
+	s := &d.srv.Stats
+	for k, v := range map[string]int64{
+		"open_requests": s.Opens.Load(), "open_errors": s.OpenErrors.Load(),
+		"read_requests": s.Reads.Load(), "read_errors": s.ReadErrors.Load(),
+		"close_requests": s.Closes.Load(), "cache_written_bytes": s.ReadBytes.Load(),
+		"reads_in_flight": s.InFlight.Load(), "open_objects": s.OpenObjects.Load(),
+		"malformed_messages": s.Malformed.Load(), "handler_panics": s.Panicked.Load(),
+	} {
+		st.Counters[k] = v
+	}
+	return st, nil
+}

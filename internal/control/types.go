@@ -1,0 +1,68 @@
+// Package control is erofsd's control API: HTTP with JSON bodies over a
+// unix socket (mode 0600), shared by the daemon (Handler) and erofsctl
+// (Client).
+package control
+
+import "time"
+
+// DefaultSocket is where erofsd listens unless told otherwise.
+const DefaultSocket = "/run/erofsd/erofsd.sock"
+
+// RegisterRequest registers an image for serving.
+type RegisterRequest struct {
+	FSID      string `json:"fsid"`
+	DomainID  string `json:"domain_id,omitempty"`
+	Bootstrap string `json:"bootstrap"`          // absolute path of the image file
+	BlobDir   string `json:"blob_dir,omitempty"` // local blob store; default: the daemon's --blob-dir
+}
+
+// MountRequest registers (if Bootstrap is set) and mounts an image.
+type MountRequest struct {
+	RegisterRequest
+	Mountpoint string `json:"mountpoint"`
+}
+
+// Image describes a registered image.
+type Image struct {
+	FSID        string    `json:"fsid"`
+	DomainID    string    `json:"domain_id,omitempty"`
+	Bootstrap   string    `json:"bootstrap"`
+	Size        int64     `json:"size"`
+	Blobs       []Blob    `json:"blobs"`
+	OpenObjects int       `json:"open_objects"`
+	Mounts      []string  `json:"mounts"`
+	Registered  time.Time `json:"registered"`
+}
+
+// Blob describes one blob of an image.
+type Blob struct {
+	Digest string `json:"digest"`
+	Size   int64  `json:"size"`
+	Chunks int    `json:"chunks"`
+}
+
+// Mount is a mount made through the daemon.
+type Mount struct {
+	Mountpoint string `json:"mountpoint"`
+	FSID       string `json:"fsid"`
+	DomainID   string `json:"domain_id,omitempty"`
+	Frontend   string `json:"frontend"`
+}
+
+// Status reports the daemon's state and counters.
+type Status struct {
+	Version  string           `json:"version"`
+	PID      int              `json:"pid"`
+	Started  time.Time        `json:"started"`
+	Frontend string           `json:"frontend"`
+	CacheDir string           `json:"cache_dir"`
+	Images   int              `json:"images"`
+	Mounts   int              `json:"mounts"`
+	Counters map[string]int64 `json:"counters"`
+}
+
+// Error is the body of every non-2xx response.
+type Error struct {
+	Error string `json:"error"`
+	Code  string `json:"code"` // not_found, exists, in_use, bad_request, unavailable, internal
+}
