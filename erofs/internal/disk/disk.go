@@ -207,9 +207,11 @@ func (s *Superblock) Encode(b []byte) {
 // kernel seeds CRC-32C with ~0 and applies no final inversion, which is
 // the bitwise complement of Go's (IEEE-style) Castagnoli checksum.
 func SuperChecksum(block0 []byte) uint32 {
-	region := block0[SuperOffset:]
-	if len(block0) <= SuperOffset {
-		region = block0
+	// Blocks of at most 1 KiB: block0 is the blksz bytes starting at the
+	// superblock (the superblock does not live in block 0 then).
+	region := block0
+	if len(block0) > SuperOffset {
+		region = block0[SuperOffset:]
 	}
 	tab := crc32.MakeTable(crc32.Castagnoli)
 	crc := crc32.Update(0, tab, region[:4])

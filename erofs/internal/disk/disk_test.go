@@ -130,3 +130,26 @@ func TestRdev(t *testing.T) {
 		t.Fatalf("rdev 1:3 = %#x", EncodeRdev(1, 3))
 	}
 }
+
+func TestSuperChecksumSmallBlocks(t *testing.T) {
+	// With 512-byte blocks the checksum covers the 512 bytes starting at
+	// the superblock, and callers pass exactly those.
+	region := make([]byte, 512)
+	copy(region, "\xe2\xe1\xf5\xe0")
+	region[100] = 7
+	want := ^crc32cRaw(region) // checksum field (bytes 4..7) is already zero
+	if got := SuperChecksum(region); got != want {
+		t.Fatalf("512-byte region: got %#x, want %#x", got, want)
+	}
+	region[4] = 0xff
+	if got := SuperChecksum(region); got != want {
+		t.Fatalf("checksum field not ignored: %#x", got)
+	}
+	// A whole 4 KiB block 0 covers bytes 1024..4095.
+	block := make([]byte, 4096)
+	copy(block[SuperOffset:], region)
+	block[0] = 0xAA // before the superblock: ignored
+	if got, want := SuperChecksum(block), ^crc32cRaw(append(append([]byte{}, block[SuperOffset:SuperOffset+4]...), append(make([]byte, 4), block[SuperOffset+8:]...)...)); got != want {
+		t.Fatalf("4 KiB block: got %#x, want %#x", got, want)
+	}
+}

@@ -1,0 +1,224 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/erofsd/erofsd/erofs"
+)
+
+type inspectReport struct {
+	Image       string            `json:"image"`
+	Size        int64             `json:"size"`
+	UUID        string            `json:"uuid"`
+	Label       string            `json:"label"`
+	BlockSize   int               `json:"block_size"`
+	Blocks      uint32            `json:"blocks"`
+	Inodes      uint64            `json:"inodes"`
+	BuildTime   time.Time         `json:"build_time"`
+	Compat      []string          `json:"features_compat"`
+	Incompat    []string          `json:"features_incompat"`
+	Linux61     bool              `json:"linux_6_1_compatible"`
+	RootNid     uint64            `json:"root_nid"`
+	MetaBlkAddr uint32            `json:"meta_blkaddr"`
+	XattrBlk    uint32            `json:"xattr_blkaddr"`
+	Checksum    string            `json:"checksum,omitempty"`
+	Counts      map[string]int    `json:"counts"`
+	DataBytes   int64             `json:"data_bytes"`
+	Devices     []inspectDevice   `json:"devices"`
+	Chunks      []inspectChunk    `json:"chunk_table"`
+	ChunkBytes  int64             `json:"chunk_table_bytes"`
+	Errors      map[string]string `json:"errors,omitempty"`
+}
+
+type inspectDevice struct {
+	ID            int    `json:"id"`
+	Tag           string `json:"tag"`
+	Blocks        uint32 `json:"blocks"`
+	MappedBlkAddr uint32 `json:"mapped_blkaddr"`
+}
+
+type inspectChunk struct {
+	Device  uint16 `json:"device"`
+	BlkAddr uint32 `json:"blkaddr"`
+	Length  uint32 `json:"length"`
+	Digest  string `json:"digest"`
+}
+
+func cmdInspect(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlagSet("inspect", stderr)
+	asJSON := fs.Bool("json", false, "print JSON, including the whole chunk table")
+	maxChunks := fs.Int("chunks", 10, "chunk table entries to list in text mode (-1: all)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: erofs-image inspect [--json] IMAGE\n\nflags:")
+		fs.PrintDefaults()
+	}
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return fmt.Errorf("%w: inspect needs one IMAGE", errUsage)
+	}
+	rep, err := inspect(ctx, pos[0])
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		printInspect(stdout, rep, *maxChunks)
+	}
+	if len(rep.Errors) > 0 {
+		return fmt.Errorf("%s: the image is damaged (run erofs-image check)", pos[0])
+	}
+	return nil
+}
+
+func inspect(ctx context.Context, path string) (*inspectReport, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	img, err := erofs.Open(f, erofs.WithSize(st.Size()))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	defer img.Close()
+	info := img.Info()
+	rep := &inspectReport{
+		Image: path, Size: st.Size(), UUID: formatUUID(info.UUID), Label: info.VolumeName,
+		BlockSize: info.BlockSize, Blocks: info.Blocks, Inodes: info.Inodes, BuildTime: info.BuildTime.UTC(),
+		Linux61: info.Linux61Compatible(),
+		RootNid: info.RootNid, MetaBlkAddr: info.MetaBlkAddr, XattrBlk: info.XattrBlkAddr,
+		Counts:  map[string]int{},
+		Devices: []inspectDevice{},
+		Chunks:  []inspectChunk{},
+		Errors:  map[string]string{},
+	}
+	rep.Compat, rep.Incompat = info.FeatureNames()
+	if info.HasChecksum {
+		rep.Checksum = fmt.Sprintf("%#08x", info.Checksum)
+	}
+	for _, d := range img.Devices() {
+		rep.Devices = append(rep.Devices, inspectDevice{d.ID, d.Tag, d.Blocks, d.MappedBlkAddr})
+	}
+	table, err := img.ChunkTable()
+	switch {
+	case errors.Is(err, erofs.ErrNoChunkTable):
+	case err != nil:
+		rep.Errors["chunk_table"] = err.Error()
+	}
+	for _, c := range table {
+		rep.Chunks = append(rep.Chunks, inspectChunk{c.Device, c.BlkAddr, c.Length, "sha256:" + hex.EncodeToString(c.Digest[:])})
+		rep.ChunkBytes += int64(c.Length)
+	}
+	if err := countEntries(ctx, img, rep); err != nil {
+		rep.Errors["walk"] = err.Error()
+	}
+	if len(rep.Errors) == 0 {
+		rep.Errors = nil
+	}
+	return rep, nil
+}
+
+func countEntries(ctx context.Context, img *erofs.Image, rep *inspectReport) error {
+	seen := map[uint64]bool{}
+	return fs.WalkDir(img, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		st := info.Sys().(*erofs.Stat)
+		if seen[st.Nid] {
+			if d.IsDir() {
+				// fs.WalkDir would go round forever.
+				return fmt.Errorf("%s: directory nid %d reached twice (a directory loop: run erofs-image check)", p, st.Nid)
+			}
+			rep.Counts["hardlinks"]++
+			return nil
+		}
+		seen[st.Nid] = true
+		switch t := d.Type(); {
+		case t.IsDir():
+			rep.Counts["dirs"]++
+		case t.IsRegular():
+			rep.Counts["files"]++
+			rep.DataBytes += info.Size()
+		case t&fs.ModeSymlink != 0:
+			rep.Counts["symlinks"]++
+		case t&fs.ModeDevice != 0:
+			rep.Counts["devices"]++
+		default:
+			rep.Counts["others"]++
+		}
+		return nil
+	})
+}
+
+func printInspect(w io.Writer, r *inspectReport, maxChunks int) {
+	fmt.Fprintf(w, "image         %s (%s)\n", r.Image, humanBytes(r.Size))
+	fmt.Fprintf(w, "uuid          %s\n", r.UUID)
+	if r.Label != "" {
+		fmt.Fprintf(w, "label         %s\n", r.Label)
+	}
+	fmt.Fprintf(w, "block size    %d\nblocks        %d (%s)\n", r.BlockSize, r.Blocks, humanBytes(int64(r.Blocks)*int64(r.BlockSize)))
+	fmt.Fprintf(w, "inodes        %d\nbuild time    %s\n", r.Inodes, r.BuildTime.Format(time.RFC3339Nano))
+	fmt.Fprintf(w, "features      compat: %s; incompat: %s\n", strings.Join(r.Compat, " "), strings.Join(r.Incompat, " "))
+	fmt.Fprintf(w, "linux 6.1     %v\n", yesNo(r.Linux61))
+	fmt.Fprintf(w, "root nid      %d\nmeta blkaddr  %d\nxattr blkaddr %d\n", r.RootNid, r.MetaBlkAddr, r.XattrBlk)
+	if r.Checksum != "" {
+		fmt.Fprintf(w, "checksum      %s (verified)\n", r.Checksum)
+	}
+	fmt.Fprintf(w, "entries       %d files, %d dirs, %d symlinks, %d devices, %d other, %d extra hard links\n",
+		r.Counts["files"], r.Counts["dirs"], r.Counts["symlinks"], r.Counts["devices"], r.Counts["others"], r.Counts["hardlinks"])
+	fmt.Fprintf(w, "file data     %s\n", humanBytes(r.DataBytes))
+	fmt.Fprintf(w, "devices       %d\n", len(r.Devices))
+	for _, d := range r.Devices {
+		fmt.Fprintf(w, "  %d  %s  %d blocks (%s)\n", d.ID, d.Tag, d.Blocks, humanBytes(int64(d.Blocks)*int64(r.BlockSize)))
+	}
+	if len(r.Chunks) > 0 {
+		fmt.Fprintf(w, "chunk table   %d chunks, %s\n", len(r.Chunks), humanBytes(r.ChunkBytes))
+		for i, c := range r.Chunks {
+			if maxChunks >= 0 && i >= maxChunks {
+				fmt.Fprintf(w, "  ... %d more (--chunks -1 or --json for all)\n", len(r.Chunks)-i)
+				break
+			}
+			fmt.Fprintf(w, "  dev %d  block %-8d %8d bytes  %s\n", c.Device, c.BlkAddr, c.Length, c.Digest)
+		}
+	}
+	for k, v := range r.Errors {
+		fmt.Fprintf(w, "error         %s: %s\n", k, v)
+	}
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}

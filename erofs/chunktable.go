@@ -1,0 +1,166 @@
+package erofs
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/erofsd/erofsd/erofs/internal/disk"
+)
+
+// ChunkDigest is one entry of erofsd's chunk digest table: the chunk
+// starting at block BlkAddr of extra device Device (1..N) holds Length
+// bytes (zero padded to whole blocks) whose sha256 is Digest.
+type ChunkDigest struct {
+	Device  uint16
+	BlkAddr uint32
+	Length  uint32
+	Digest  [32]byte
+}
+
+// ChunkTable decodes and validates the chunk digest table stored after
+// the last block the superblock counts. It returns ErrNoChunkTable if the
+// image has none. The table's entry count is checked against the image
+// size before anything is allocated; the entries' sha256 must match the
+// header, entries must name existing devices, be sorted by (device,
+// block), not overlap, and lie inside their device's block count.
+func (img *Image) ChunkTable() ([]ChunkDigest, error) {
+	if err := img.checkOpen(); err != nil {
+		return nil, err
+	}
+	img.ctMu.Lock()
+	defer img.ctMu.Unlock()
+	if !img.ctDone {
+		img.ct, img.ctErr = img.loadChunkTable()
+		if img.ctErr == nil || errors.Is(img.ctErr, ErrCorrupt) || errors.Is(img.ctErr, ErrNoChunkTable) || errors.Is(img.ctErr, ErrUnsupported) {
+			img.ctDone = true
+		}
+	}
+	if img.ctErr != nil {
+		return nil, img.ctErr
+	}
+	return slices.Clone(img.ct), nil
+}
+
+// chunkTable returns the cached table without copying (nil if absent).
+func (img *Image) chunkTable() ([]ChunkDigest, error) {
+	if _, err := img.ChunkTable(); err != nil {
+		return nil, err
+	}
+	return img.ct, nil
+}
+
+// chunkBatch is the number of table entries read at once.
+const chunkBatch = 1024
+
+func (img *Image) loadChunkTable() ([]ChunkDigest, error) {
+	off := int64(img.sb.Blocks) << img.blkBits
+	if img.size >= 0 && off+disk.ChunkTableHeaderSize > img.size {
+		return nil, ErrNoChunkTable
+	}
+	var hb [disk.ChunkTableHeaderSize]byte
+	n, err := img.r.ReadAt(hb[:], off)
+	if n < len(hb) {
+		if err == nil || errors.Is(err, io.EOF) {
+			return nil, ErrNoChunkTable
+		}
+		return nil, fmt.Errorf("erofs: chunk table header at byte %d: %w", off, err)
+	}
+	h, err := disk.DecodeChunkTableHeader(hb[:])
+	if errors.Is(err, ErrNoChunkTable) {
+		return nil, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: chunk table at byte %d: %w", ErrUnsupported, off, err)
+	}
+	start := off + disk.ChunkTableHeaderSize
+	if img.size >= 0 && h.Count > uint64(img.size-start)/disk.ChunkTableEntrySize {
+		return nil, corruptf("chunk table at byte %d: %d entries do not fit in the %d bytes left", off, h.Count, img.size-start)
+	}
+	if h.Count > (1<<63-1-uint64(start))/disk.ChunkTableEntrySize {
+		return nil, corruptf("chunk table at byte %d: entry count %d too large", off, h.Count)
+	}
+	count := int64(h.Count)
+	table := make([]ChunkDigest, 0, min(count, chunkBatch))
+	sum := sha256.New()
+	buf := make([]byte, min(count, chunkBatch)*disk.ChunkTableEntrySize)
+	var prev *ChunkDigest
+	for i := int64(0); i < count; {
+		m := min(count-i, chunkBatch)
+		b := buf[:m*disk.ChunkTableEntrySize]
+		if err := readFull(img.r, b, start+i*disk.ChunkTableEntrySize); err != nil {
+			return nil, fmt.Errorf("chunk table entries: %w", err)
+		}
+		sum.Write(b)
+		for j := int64(0); j < m; j++ {
+			e, err := disk.DecodeChunkEntry(b[j*disk.ChunkTableEntrySize:])
+			if err != nil {
+				return nil, fmt.Errorf("%w: chunk table entry %d: %w", ErrCorrupt, i+j, err)
+			}
+			cd := ChunkDigest{Device: e.DeviceID, BlkAddr: e.BlkAddr, Length: e.Length, Digest: e.Digest}
+			if err := img.checkChunkDigest(&cd, prev); err != nil {
+				return nil, fmt.Errorf("chunk table entry %d: %w", i+j, err)
+			}
+			table = append(table, cd)
+			prev = &table[len(table)-1]
+		}
+		i += m
+	}
+	if got := sum.Sum(nil); [32]byte(got) != h.EntryDigest {
+		return nil, corruptf("chunk table at byte %d: entries sha256 %x, header says %x", off, got, h.EntryDigest)
+	}
+	return table, nil
+}
+
+// chunkBlocks returns the number of blocks a chunk of length bytes uses.
+func (img *Image) chunkBlocks(length uint32) uint64 {
+	return (uint64(length) + uint64(img.blkSize) - 1) >> img.blkBits
+}
+
+func (img *Image) checkChunkDigest(cd, prev *ChunkDigest) error {
+	if cd.Device == 0 || int(cd.Device) > len(img.slots) {
+		return corruptf("device %d not in 1..%d", cd.Device, len(img.slots))
+	}
+	if cd.Length == 0 {
+		return corruptf("device %d block %d: zero length", cd.Device, cd.BlkAddr)
+	}
+	end := uint64(cd.BlkAddr) + img.chunkBlocks(cd.Length)
+	if blocks := img.slots[cd.Device-1].Blocks; blocks != 0 && end > uint64(blocks) {
+		return corruptf("device %d blocks [%d, %d) beyond the device's %d blocks", cd.Device, cd.BlkAddr, end, blocks)
+	}
+	if prev == nil {
+		return nil
+	}
+	if cd.Device < prev.Device || cd.Device == prev.Device && cd.BlkAddr <= prev.BlkAddr {
+		return corruptf("device %d block %d not sorted after device %d block %d", cd.Device, cd.BlkAddr, prev.Device, prev.BlkAddr)
+	}
+	if cd.Device == prev.Device && uint64(prev.BlkAddr)+img.chunkBlocks(prev.Length) > uint64(cd.BlkAddr) {
+		return corruptf("device %d block %d overlaps the chunk at block %d (%d bytes)", cd.Device, cd.BlkAddr, prev.BlkAddr, prev.Length)
+	}
+	return nil
+}
+
+// findChunkDigest returns the entry of table starting at (dev, blk).
+func findChunkDigest(table []ChunkDigest, dev int, blk uint32) (*ChunkDigest, bool) {
+	i, ok := slices.BinarySearchFunc(table, [2]uint64{uint64(dev), uint64(blk)}, func(e ChunkDigest, k [2]uint64) int {
+		if uint64(e.Device) != k[0] {
+			if uint64(e.Device) < k[0] {
+				return -1
+			}
+			return 1
+		}
+		switch {
+		case uint64(e.BlkAddr) < k[1]:
+			return -1
+		case uint64(e.BlkAddr) > k[1]:
+			return 1
+		}
+		return 0
+	})
+	if !ok {
+		return nil, false
+	}
+	return &table[i], true
+}

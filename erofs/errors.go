@@ -1,0 +1,57 @@
+package erofs
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/erofsd/erofsd/erofs/internal/disk"
+)
+
+// Sentinel errors. Errors returned by this package wrap one of these (or an
+// I/O error of the underlying reader) so callers can test with errors.Is.
+var (
+	// ErrCorrupt reports malformed image (or blob) contents.
+	ErrCorrupt = errors.New("erofs: corrupt image")
+	// ErrUnsupported reports a valid but unsupported feature, such as an
+	// unknown incompatible feature bit or compressed file data.
+	ErrUnsupported = errors.New("erofs: unsupported")
+	// ErrNotChunked is returned by Image.Chunks for files whose data is
+	// not chunk-based.
+	ErrNotChunked = errors.New("erofs: file is not chunk-based")
+	// ErrNoChunkTable reports that an image carries no chunk digest table.
+	ErrNoChunkTable = disk.ErrNoChunkTable
+	// ErrNoBlob reports that data lives on an extra device but no
+	// BlobResolver was given.
+	ErrNoBlob = errors.New("erofs: no blob resolver for extra device")
+	// ErrTooLarge is returned by ReadFile for files too large to return in
+	// one slice; read them with Open instead.
+	ErrTooLarge = errors.New("erofs: file too large to read at once")
+)
+
+// corruptf returns an error wrapping ErrCorrupt.
+func corruptf(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrCorrupt}, args...)...)
+}
+
+// unsupportedf returns an error wrapping ErrUnsupported.
+func unsupportedf(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrUnsupported}, args...)...)
+}
+
+// readFull reads exactly len(p) bytes at off. A short read means the
+// structure extends past the end of the device, which is corruption.
+// Callers add what was read to the error.
+func readFull(r io.ReaderAt, p []byte, off int64) error {
+	if off < 0 {
+		return corruptf("negative offset %d", off)
+	}
+	n, err := r.ReadAt(p, off)
+	if n == len(p) {
+		return nil
+	}
+	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return corruptf("short read at offset %d: got %d of %d bytes: %w", off, n, len(p), io.ErrUnexpectedEOF)
+	}
+	return fmt.Errorf("erofs: read at offset %d: %w", off, err)
+}

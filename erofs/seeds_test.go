@@ -1,0 +1,84 @@
+package erofs
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+type seedSpec struct {
+	name  string
+	args  []string
+	blob  bool // --blobdev; only the primary image is kept
+	table bool // append a chunk digest table and tag the device
+}
+
+var seedSpecs = []seedSpec{
+	{name: "flat", args: []string{"-T0", "--all-root"}},
+	{name: "chunked", args: []string{"-T0", "--all-root", "--chunksize=4096"}},
+	{name: "blobdev", args: []string{"-T0", "--all-root", "--chunksize=4096"}, blob: true},
+	{name: "blobdev_table", args: []string{"-T0", "--all-root", "--chunksize=4096"}, blob: true, table: true},
+}
+
+// makeSeedTree makes a small tree with every kind of inode.
+func makeSeedTree(t testing.TB, root string) {
+	w := func(name string, data []byte) {
+		p := filepath.Join(root, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w("a", []byte("a"))
+	w("empty", nil)
+	w("tail", fileData(1, 5000))
+	w("block", fileData(2, 4096))
+	for i := 0; i < 12; i++ {
+		w(fmt.Sprintf("dir/f%02d", i), []byte("same")) // one deduplicated chunk
+		unix.Lsetxattr(filepath.Join(root, fmt.Sprintf("dir/f%02d", i)), "user.s", []byte("shared"), 0)
+	}
+	os.MkdirAll(filepath.Join(root, "dir/sub"), 0o755)
+	os.Symlink("../a", filepath.Join(root, "dir/sub/link"))
+	os.Link(filepath.Join(root, "a"), filepath.Join(root, "dir/hard"))
+	unix.Mkfifo(filepath.Join(root, "fifo"), 0o600)
+	unix.Lsetxattr(filepath.Join(root, "a"), "user.x", []byte("value"), 0)
+}
+
+// makeSeed builds one seed image with mkfs.erofs (nil without mkfs).
+func makeSeed(t testing.TB, s seedSpec) []byte {
+	if _, err := lookMkfs(); err != nil {
+		return nil
+	}
+	src := filepath.Join(t.TempDir(), "src")
+	os.Mkdir(src, 0o755)
+	makeSeedTree(t, src)
+	args := s.args
+	blob := filepath.Join(t.TempDir(), "blob")
+	if s.blob {
+		args = append(args[:len(args):len(args)], "--blobdev="+blob)
+	}
+	b, err := os.ReadFile(mkfs(t, src, args...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.table {
+		b, _, _ = appendChunkTable(t, b, blob)
+	}
+	return b
+}
+
+// TestUpdateSeeds rewrites testdata/*.erofs when EROFS_UPDATE_SEEDS=1.
+func TestUpdateSeeds(t *testing.T) {
+	if os.Getenv("EROFS_UPDATE_SEEDS") != "1" {
+		t.Skip("set EROFS_UPDATE_SEEDS=1 to regenerate testdata/*.erofs")
+	}
+	requireMkfs(t)
+	for _, s := range seedSpecs {
+		if err := os.WriteFile(filepath.Join("testdata", s.name+".erofs"), makeSeed(t, s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
