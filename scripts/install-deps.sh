@@ -6,6 +6,10 @@ export DEBIAN_FRONTEND=noninteractive
 
 packages=(
 	erofs-utils # mkfs.erofs, fsck.erofs, dump.erofs: reference writer and checker
+	qemu-system-x86 # VM tests (tests/vm): guests with the test kernel
+	busybox-static # VM tests: the guest's userland
+	e2fsprogs # VM tests: mkfs.ext4 for the guest's cache disk
+	cpio # VM tests: cross-checks the initramfs writer
 	make
 	git
 )
