@@ -55,9 +55,9 @@ func TestOurBuilderImages(t *testing.T) {
 			}
 			var blobs BlobResolver
 			blobPath := ""
-			if res.Blob != nil {
+			if len(res.Blobs) > 0 {
 				blobs = DirBlobs(opts.BlobDir)
-				blobPath = filepath.Join(opts.BlobDir, res.Blob.Digest)
+				blobPath = filepath.Join(opts.BlobDir, res.Blobs[0].Digest)
 			}
 			start := time.Now()
 			rep, err := Check(context.Background(), f, CheckOptions{Blobs: blobs, VerifyData: true})

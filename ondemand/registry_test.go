@@ -81,7 +81,7 @@ func buildImage(t *testing.T, chunkSize int64) (ImageSpec, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ImageSpec{FSID: "img1", Bootstrap: img, Store: store}, filepath.Join(blobDir, res.Blob.Digest)
+	return ImageSpec{FSID: "img1", Bootstrap: img, Store: store}, filepath.Join(blobDir, res.Blobs[0].Digest)
 }
 
 func TestServeBootstrapAndBlob(t *testing.T) {

@@ -70,8 +70,8 @@ func buildFrom(t *testing.T, src string, opts build.Options) (image string, blob
 	if err := f.Truncate(res.ImageSize); err != nil {
 		t.Fatal(err)
 	}
-	if res.Blob != nil {
-		blobs = []string{filepath.Join(opts.BlobDir, res.Blob.Digest)}
+	for _, bl := range res.Blobs {
+		blobs = append(blobs, filepath.Join(opts.BlobDir, bl.Digest))
 	}
 	return image, blobs, res
 }

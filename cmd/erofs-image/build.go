@@ -156,8 +156,10 @@ func printBuildSummary(w io.Writer, out string, r *build.Result) {
 		fmt.Fprintf(w, " (%s of it holes)", humanBytes(r.HoleBytes))
 	}
 	fmt.Fprintln(w)
-	if r.Blob != nil {
-		fmt.Fprintf(w, "blob       sha256:%s (%s)\n", r.Blob.Digest, humanBytes(r.Blob.Size))
+	for _, b := range r.Blobs {
+		fmt.Fprintf(w, "blob       sha256:%s (%s)\n", b.Digest, humanBytes(b.Size))
+	}
+	if len(r.Blobs) > 0 {
 		fmt.Fprintf(w, "chunks     %d referenced, %d stored, dedupe saved %s\n", r.Chunks, r.UniqueChunk, humanBytes(r.DedupeSaved))
 	}
 	fmt.Fprintf(w, "uuid       %s\nbuild time %s\n", formatUUID(r.UUID), r.BuildTime.Format(time.RFC3339Nano))
@@ -169,25 +171,25 @@ func printBuildJSON(w io.Writer, out string, r *build.Result) error {
 		Size   int64  `json:"size"`
 	}
 	v := struct {
-		Image       string    `json:"image"`
-		ImageSize   int64     `json:"image_size"`
-		Inodes      int       `json:"inodes"`
-		Files       int       `json:"files"`
-		Dirs        int       `json:"dirs"`
-		Symlinks    int       `json:"symlinks"`
-		Others      int       `json:"others"`
-		DataBytes   int64     `json:"data_bytes"`
-		HoleBytes   int64     `json:"hole_bytes"`
-		Blob        *blobJSON `json:"blob,omitempty"`
-		Chunks      int       `json:"chunks"`
-		Unique      int       `json:"unique_chunks"`
-		DedupeSaved int64     `json:"dedupe_saved_bytes"`
-		UUID        string    `json:"uuid"`
-		BuildTime   time.Time `json:"build_time"`
-	}{out, r.ImageSize, r.Inodes, r.Files, r.Dirs, r.Symlinks, r.Others, r.DataBytes, r.HoleBytes, nil,
+		Image       string     `json:"image"`
+		ImageSize   int64      `json:"image_size"`
+		Inodes      int        `json:"inodes"`
+		Files       int        `json:"files"`
+		Dirs        int        `json:"dirs"`
+		Symlinks    int        `json:"symlinks"`
+		Others      int        `json:"others"`
+		DataBytes   int64      `json:"data_bytes"`
+		HoleBytes   int64      `json:"hole_bytes"`
+		Blobs       []blobJSON `json:"blobs"`
+		Chunks      int        `json:"chunks"`
+		Unique      int        `json:"unique_chunks"`
+		DedupeSaved int64      `json:"dedupe_saved_bytes"`
+		UUID        string     `json:"uuid"`
+		BuildTime   time.Time  `json:"build_time"`
+	}{out, r.ImageSize, r.Inodes, r.Files, r.Dirs, r.Symlinks, r.Others, r.DataBytes, r.HoleBytes, []blobJSON{},
 		r.Chunks, r.UniqueChunk, r.DedupeSaved, formatUUID(r.UUID), r.BuildTime}
-	if r.Blob != nil {
-		v.Blob = &blobJSON{"sha256:" + r.Blob.Digest, r.Blob.Size}
+	for _, b := range r.Blobs {
+		v.Blobs = append(v.Blobs, blobJSON{"sha256:" + b.Digest, b.Size})
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")

@@ -44,17 +44,18 @@ func TestBuildInspectCheckExtract(t *testing.T) {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	var res struct {
-		Blob   struct{ Digest string } `json:"blob"`
-		Files  int                     `json:"files"`
-		Dedupe int64                   `json:"dedupe_saved_bytes"`
+		Blobs  []struct{ Digest string } `json:"blobs"`
+		Files  int                       `json:"files"`
+		Dedupe int64                     `json:"dedupe_saved_bytes"`
 	}
 	if err := json.Unmarshal([]byte(out), &res); err != nil {
 		t.Fatalf("build --json: %v\n%s", err, out)
 	}
-	if !strings.HasPrefix(res.Blob.Digest, "sha256:") || res.Files < 100 || res.Dedupe == 0 {
+	if len(res.Blobs) != 1 || !strings.HasPrefix(res.Blobs[0].Digest, "sha256:") || res.Files < 100 || res.Dedupe == 0 {
 		t.Fatalf("build summary: %+v", res)
 	}
-	blob := filepath.Join(blobs, strings.TrimPrefix(res.Blob.Digest, "sha256:"))
+	digest := strings.TrimPrefix(res.Blobs[0].Digest, "sha256:")
+	blob := filepath.Join(blobs, digest)
 
 	out, err = runCmd(t, "inspect", "--json", img)
 	if err != nil {
@@ -64,7 +65,7 @@ func TestBuildInspectCheckExtract(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Devices) != 1 || rep.Devices[0].Tag != strings.TrimPrefix(res.Blob.Digest, "sha256:") ||
+	if len(rep.Devices) != 1 || rep.Devices[0].Tag != digest ||
 		len(rep.Chunks) == 0 || !rep.Linux61 || rep.Counts["files"] != res.Files {
 		t.Fatalf("inspect: %+v", rep)
 	}

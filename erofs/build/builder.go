@@ -44,8 +44,10 @@ type Options struct {
 	// size; in self-contained mode it is the granularity at which runs
 	// of zeros become holes. Default 1 MiB.
 	ChunkSize int64
-	// BlobDir, when set, sends all file data into one blob file written
-	// in this directory and named by its sha256 hex digest.
+	// BlobDir, when set, sends file data into blob files written in
+	// this directory and named by their sha256 hex digest: one blob for
+	// the build, or one per layer with AddLayer. Chunks are stored
+	// once across all of them.
 	BlobDir string
 	// BuildTime is the image's build time (the mtime compact inodes
 	// inherit). Zero means the newest mtime found in the source, which
@@ -70,7 +72,7 @@ type Progress struct {
 	Path    string
 }
 
-// BlobInfo describes the blob written in blob mode.
+// BlobInfo describes a blob written in blob mode.
 type BlobInfo struct {
 	Digest string // sha256 hex, also the file name and the device tag
 	Size   int64
@@ -85,11 +87,11 @@ type Result struct {
 	Others      int
 	DataBytes   int64 // logical size of all regular files
 	ImageSize   int64
-	Blob        *BlobInfo
-	Chunks      int   // chunk references to the blob (0 when self-contained)
-	UniqueChunk int   // chunks stored in the blob
-	DedupeSaved int64 // bytes not stored thanks to chunk dedupe
-	HoleBytes   int64 // bytes of zeros stored as holes
+	Blobs       []BlobInfo // in device table order (device 1, 2, ...)
+	Chunks      int        // chunk references to blobs (0 when self-contained)
+	UniqueChunk int        // chunks stored in blobs
+	DedupeSaved int64      // bytes not stored thanks to chunk dedupe
+	HoleBytes   int64      // bytes of zeros stored as holes
 	UUID        [16]byte
 	BuildTime   time.Time
 }
@@ -106,7 +108,10 @@ type Builder struct {
 	headBlocks uint64
 	data       *blockWriter // self-contained file data
 	dataCRC    uint32
-	blob       *blob
+	blobs      []*blob // finished and current, device i+1 = blobs[i]
+	blob       *blob   // receiving chunks now; nil until the first chunk of a layer
+	dedupe     map[chunkKey]chunkRef
+	layer      int // layers added by AddLayer so far
 	buf        []byte
 	stats      dataStats
 	entries    int
@@ -134,28 +139,59 @@ func New(out io.WriterAt, opts Options) (*Builder, error) {
 		chunkBits: uint8(bits.TrailingZeros64(uint64(cs)) - blockSizeBits),
 		buf:       make([]byte, cs),
 	}
-	devices := 0
-	if opts.BlobDir != "" {
-		devices = 1
-	}
-	b.headBlocks = uint64(disk.AlignUp(disk.SuperOffset+disk.SuperSize+devices*disk.DeviceSlotSize, blockSize) / blockSize)
+	// Self-contained images have no device table: file data starts in
+	// block 1. Blob-mode images hold no file data; their head (superblock
+	// and device table) is sized in Finish, when the blobs are known.
+	b.headBlocks = 1
 	b.data = newBlockWriter(io.NewOffsetWriter(out, int64(b.headBlocks)*blockSize), b.headBlocks, nil)
 	if opts.BlobDir != "" {
-		bl, err := newBlob(opts.BlobDir, 1)
-		if err != nil {
-			return nil, err
-		}
-		b.blob = bl
+		b.dedupe = map[chunkKey]chunkRef{}
 	}
 	return b, nil
 }
+
+func (b *Builder) blobMode() bool { return b.opts.BlobDir != "" }
+
+// putChunk stores a chunk in the current blob unless an identical chunk
+// is stored already (in any blob of this build).
+func (b *Builder) putChunk(p []byte) (chunkRef, bool, error) {
+	digest := sha256.Sum256(p)
+	key := chunkKey{digest, uint32(len(p))}
+	if ref, ok := b.dedupe[key]; ok {
+		return ref, true, nil
+	}
+	if b.blob == nil {
+		if len(b.blobs) >= maxBlobs {
+			return chunkRef{}, false, fmt.Errorf("%w: more than %d blobs", ErrTooLarge, maxBlobs)
+		}
+		bl, err := newBlob(b.opts.BlobDir, uint16(len(b.blobs)+1))
+		if err != nil {
+			return chunkRef{}, false, err
+		}
+		b.blobs = append(b.blobs, bl)
+		b.blob = bl
+	}
+	blk, err := b.blob.put(p, digest)
+	if err != nil {
+		return chunkRef{}, false, err
+	}
+	ref := chunkRef{dev: b.blob.device, blk: blk}
+	b.dedupe[key] = ref
+	return ref, false, nil
+}
+
+// maxBlobs keeps the device table inside the 8 MiB that devt_slotoff can
+// address, with room to spare.
+const maxBlobs = 4096
 
 // Abort discards a build that will not be finished (removing a partial
 // blob). It is safe to call after Finish.
 func (b *Builder) Abort() {
 	b.data.flush()
-	if b.blob != nil && !b.finished {
-		b.blob.abort()
+	if !b.finished {
+		for _, bl := range b.blobs {
+			bl.abort()
+		}
 	}
 }
 
@@ -187,7 +223,7 @@ func (b *Builder) ingest(ctx context.Context, name string, n *node, src fileSour
 	// A tail can be inlined if even the largest inode header and every
 	// xattr stored inline leave room for it in one block.
 	tail := int(size % blockSize)
-	canInline := b.blob == nil && tail != 0 &&
+	canInline := !b.blobMode() && tail != 0 &&
 		disk.ExtendedInodeSize+inlineXattrWorstCase(n.xattr)+tail <= blockSize
 	var (
 		refs    []chunkRef
@@ -221,9 +257,8 @@ func (b *Builder) ingest(ctx context.Context, name string, n *node, src fileSour
 			b.stats.holeBytes += cn
 			continue
 		}
-		if b.blob != nil {
-			digest := sha256.Sum256(buf)
-			blk, dup, err := b.blob.put(buf, digest)
+		if b.blobMode() {
+			ref, dup, err := b.putChunk(buf)
 			if err != nil {
 				return fmt.Errorf("%s: %w", name, err)
 			}
@@ -233,7 +268,7 @@ func (b *Builder) ingest(ctx context.Context, name string, n *node, src fileSour
 			} else {
 				b.stats.unique++
 			}
-			refs = append(refs, chunkRef{dev: b.blob.device, blk: blk})
+			refs = append(refs, ref)
 			continue
 		}
 		if off+cn == size && !hadHole && canInline {
@@ -254,7 +289,7 @@ func (b *Builder) ingest(ctx context.Context, name string, n *node, src fileSour
 		}
 		refs = append(refs, chunkRef{blk: uint32(blk)})
 	}
-	if b.blob == nil && !hadHole {
+	if !b.blobMode() && !hadHole {
 		d.flat, d.blkaddr = true, uint32(first)
 		return nil
 	}

@@ -87,14 +87,14 @@ func TestReproducible(t *testing.T) {
 			img, res := buildDir(t, src, opts)
 			imgs = append(imgs, img)
 			if blobs {
-				digests = append(digests, res.Blob.Digest)
-				data, err := os.ReadFile(filepath.Join(opts.BlobDir, res.Blob.Digest))
+				digests = append(digests, res.Blobs[0].Digest)
+				data, err := os.ReadFile(filepath.Join(opts.BlobDir, res.Blobs[0].Digest))
 				if err != nil {
 					t.Fatal(err)
 				}
 				sum := sha256.Sum256(data)
-				if hex.EncodeToString(sum[:]) != res.Blob.Digest || int64(len(data)) != res.Blob.Size {
-					t.Fatalf("blob name %s does not match its content", res.Blob.Digest)
+				if hex.EncodeToString(sum[:]) != res.Blobs[0].Digest || int64(len(data)) != res.Blobs[0].Size {
+					t.Fatalf("blob name %s does not match its content", res.Blobs[0].Digest)
 				}
 			}
 			// Touching the source's atime must not matter.
@@ -131,8 +131,8 @@ func TestDedupeAndHoles(t *testing.T) {
 	}
 	// 64 KiB chunk (16 blocks) + "tail" + f + a (a block each) + the
 	// last 4465 bytes of d/partial (2 blocks).
-	if want := int64(21 * 4096); res.Blob.Size != want {
-		t.Errorf("blob size %d, want %d", res.Blob.Size, want)
+	if want := int64(21 * 4096); res.Blobs[0].Size != want {
+		t.Errorf("blob size %d, want %d", res.Blobs[0].Size, want)
 	}
 }
 

@@ -135,15 +135,16 @@ func (bw *blockWriter) flush() error {
 
 var zeroBlock = make([]byte, blockSize)
 
-// blob is the content-addressed file receiving chunk data in blob mode.
+// blob is a content-addressed file receiving chunk data in blob mode.
 type blob struct {
 	dir    string
 	f      *os.File
 	bw     *blockWriter
 	sha    hash.Hash
-	dedupe map[chunkKey]uint32 // chunk content -> start block
 	table  []disk.ChunkEntry
 	device uint16
+	digest string // set by finish
+	size   int64
 }
 
 type chunkKey struct {
@@ -157,22 +158,17 @@ func newBlob(dir string, device uint16) (*blob, error) {
 		return nil, fmt.Errorf("creating blob in %s: %w", dir, err)
 	}
 	h := sha256.New()
-	return &blob{dir: dir, f: f, sha: h, bw: newBlockWriter(f, 0, h), dedupe: map[chunkKey]uint32{}, device: device}, nil
+	return &blob{dir: dir, f: f, sha: h, bw: newBlockWriter(f, 0, h), device: device}, nil
 }
 
-// put stores one chunk (deduplicated) and returns its start block.
-func (b *blob) put(p []byte, digest [32]byte) (uint32, bool, error) {
-	key := chunkKey{digest, uint32(len(p))}
-	if blk, ok := b.dedupe[key]; ok {
-		return blk, true, nil
-	}
+// put stores one chunk and returns its start block.
+func (b *blob) put(p []byte, digest [32]byte) (uint32, error) {
 	blk, err := b.bw.write(p)
 	if err != nil {
-		return 0, false, fmt.Errorf("writing blob: %w", err)
+		return 0, fmt.Errorf("writing blob: %w", err)
 	}
-	b.dedupe[key] = uint32(blk)
 	b.table = append(b.table, disk.ChunkEntry{DeviceID: b.device, BlkAddr: uint32(blk), Length: uint32(len(p)), Digest: digest})
-	return uint32(blk), false, nil
+	return uint32(blk), nil
 }
 
 // finish flushes the blob and renames it to its sha256 hex digest.
@@ -182,6 +178,7 @@ func (b *blob) finish() (digest string, size int64, err error) {
 	}
 	digest = hex.EncodeToString(b.sha.Sum(nil))
 	size = int64(b.bw.next) * blockSize
+	b.digest, b.size = digest, size
 	tmp := b.f.Name()
 	if err := b.f.Close(); err != nil {
 		return "", 0, err

@@ -153,7 +153,7 @@ func (b *Builder) planInode(n *node, shared *sharedXattrs, buildTime int64, buil
 	case n.isReg():
 		n.layout = disk.LayoutChunkBased
 		unit := 4
-		if b.blob != nil {
+		if b.blobMode() {
 			unit = disk.ChunkIndexSize
 		}
 		n.isize = disk.AlignUp(head, unit) + unit*len(n.data.chunks)
@@ -253,7 +253,7 @@ func (b *Builder) encodeInode(meta []byte, n *node, buildTime int64) {
 	}
 	if n.layout == disk.LayoutChunkBased {
 		f := uint32(n.data.chunkBits)
-		if b.blob != nil {
+		if b.blobMode() {
 			f |= disk.ChunkFormatIndexes
 		}
 		in.U = f
@@ -265,7 +265,7 @@ func (b *Builder) encodeInode(meta []byte, n *node, buildTime int64) {
 	case disk.LayoutFlatInline:
 		copy(meta[p:], n.inline)
 	case disk.LayoutChunkBased:
-		if b.blob != nil {
+		if b.blobMode() {
 			p = disk.AlignUp(p, disk.ChunkIndexSize)
 			for _, c := range n.data.chunks {
 				ci := disk.ChunkIndex{DeviceID: c.dev, BlkAddr: c.blk}

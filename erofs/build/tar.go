@@ -60,6 +60,80 @@ func Decompress(r io.Reader) (io.Reader, func(), error) {
 	return br, func() {}, nil
 }
 
+// AddLayer applies one OCI image layer (a tar stream, plain, gzip or
+// zstd) on top of the layers added before, as a container runtime would
+// unpack them: later entries replace earlier ones, directories merge,
+// ".wh.NAME" deletes NAME and ".wh..wh..opq" hides what lower layers put
+// in its directory. The result is one merged image. In blob mode, the
+// data each layer adds goes into a blob of its own (chunks already stored
+// for a lower layer are referenced there, not stored again).
+func (b *Builder) AddLayer(ctx context.Context, r io.Reader) error {
+	b.layer++
+	b.tree.layer = b.layer
+	b.blob = nil // the next chunk starts a new blob
+	ur, closeFn, err := Decompress(r)
+	if err != nil {
+		return fmt.Errorf("layer %d: %w", b.layer, err)
+	}
+	defer closeFn()
+	tr := tar.NewReader(ur)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("layer %d: %w: %v", b.layer, ErrBadTar, err)
+		}
+		if err := b.applyLayerEntry(ctx, tr, hdr); err != nil {
+			return fmt.Errorf("layer %d: %w", b.layer, err)
+		}
+		b.progress(hdr.Name)
+	}
+}
+
+func (b *Builder) applyLayerEntry(ctx context.Context, tr *tar.Reader, hdr *tar.Header) error {
+	parts, err := cleanPath(hdr.Name)
+	if err != nil {
+		return err
+	}
+	if len(parts) > 0 {
+		base := parts[len(parts)-1]
+		switch {
+		case base == whiteoutOpaque:
+			if d := b.tree.lookup(parts[:len(parts)-1]); d != nil && d.isDir() {
+				b.tree.hideLower(d)
+			}
+			return nil
+		case strings.HasPrefix(base, whiteoutMeta):
+			return nil
+		case strings.HasPrefix(base, whiteoutPrefix):
+			target := strings.TrimPrefix(base, whiteoutPrefix)
+			if target == "" || target == "." || target == ".." {
+				return fmt.Errorf("%q: %w: whiteout of %q", hdr.Name, ErrUnsafePath, target)
+			}
+			b.tree.remove(append(parts[:len(parts)-1:len(parts)-1], target))
+			return nil
+		}
+	}
+	if hdr.Typeflag == tar.TypeLink {
+		return b.tree.link(hdr.Name, hdr.Linkname, true)
+	}
+	n, err := b.tarNode(hdr)
+	if err != nil || n == nil {
+		return err
+	}
+	if n.isReg() {
+		if err := b.ingest(ctx, hdr.Name, n, fileSource{r: tr}); err != nil {
+			return err
+		}
+	}
+	return b.tree.add(hdr.Name, n, true)
+}
+
 // AddTar adds the entries of a tar stream (plain, gzip or zstd). OCI
 // whiteouts become overlayfs whiteouts (character devices 0:0) and opaque
 // markers set trusted.overlay.opaque=y on their directory, so the image

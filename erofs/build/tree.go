@@ -37,8 +37,9 @@ type node struct {
 
 	// Directories: entries by name; sorted into dirents at layout time.
 	entries  map[string]*node
-	explicit bool // a directory entry was seen for it (not only implied)
-	opaque   bool // an OCI opaque marker applies: keep trusted.overlay.opaque
+	entLayer map[string]int // layer that wrote each entry (AddLayer builds)
+	explicit bool           // a directory entry was seen for it (not only implied)
+	opaque   bool           // an OCI opaque marker applies: keep trusted.overlay.opaque
 
 	nlink uint32 // computed at layout time for non-dirs: dirents naming it
 
@@ -64,6 +65,7 @@ func (n *node) isLink() bool { return n.mode&unix.S_IFMT == unix.S_IFLNK }
 type tree struct {
 	root  *node
 	count int
+	layer int // the layer entries are being added for (0: not layered)
 }
 
 func newTree() *tree {
@@ -104,7 +106,7 @@ func (t *tree) dirFor(p string, parts []string) (*node, error) {
 		child := dir.entries[c]
 		if child == nil {
 			child = &node{mode: unix.S_IFDIR | 0o755, entries: map[string]*node{}, mtime: dir.mtime, nsec: dir.nsec}
-			dir.entries[c] = child
+			t.setEntry(dir, c, child)
 			t.count++
 		} else if !child.isDir() {
 			return nil, fmt.Errorf("%q: %w: %q", p, ErrNotDir, path.Join(parts[:i+1]...))
@@ -112,6 +114,28 @@ func (t *tree) dirFor(p string, parts []string) (*node, error) {
 		dir = child
 	}
 	return dir, nil
+}
+
+// setEntry links name in dir to n, remembering the layer doing it.
+func (t *tree) setEntry(dir *node, name string, n *node) {
+	dir.entries[name] = n
+	if t.layer > 0 {
+		if dir.entLayer == nil {
+			dir.entLayer = map[string]int{}
+		}
+		dir.entLayer[name] = t.layer
+	}
+}
+
+// hideLower removes the entries of dir that lower layers wrote (an OCI
+// opaque marker).
+func (t *tree) hideLower(dir *node) {
+	for name := range dir.entries {
+		if dir.entLayer[name] < t.layer {
+			delete(dir.entries, name)
+			delete(dir.entLayer, name)
+		}
+	}
 }
 
 // lookup returns the node named by p, or nil.
@@ -154,6 +178,7 @@ func (t *tree) add(p string, n *node, replace bool) error {
 		switch {
 		case old.isDir() && n.isDir() && (!old.explicit || replace):
 			old.setMeta(n)
+			t.setEntry(dir, name, old)
 			return nil
 		case !replace:
 			return fmt.Errorf("%q: %w", p, ErrDuplicate)
@@ -163,7 +188,7 @@ func (t *tree) add(p string, n *node, replace bool) error {
 		n.entries = map[string]*node{}
 	}
 	n.explicit = true
-	dir.entries[name] = n
+	t.setEntry(dir, name, n)
 	if old == nil {
 		t.count++
 	}
@@ -203,7 +228,7 @@ func (t *tree) link(p, target string, replace bool) error {
 			return nil
 		}
 	}
-	dir.entries[name] = tn
+	t.setEntry(dir, name, tn)
 	return nil
 }
 
@@ -217,6 +242,7 @@ func (t *tree) remove(parts []string) {
 		return
 	}
 	delete(dir.entries, parts[len(parts)-1])
+	delete(dir.entLayer, parts[len(parts)-1])
 }
 
 // setMeta copies the attributes of a directory declaration into an

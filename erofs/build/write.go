@@ -27,6 +27,26 @@ func (b *Builder) Finish(ctx context.Context) (res *Result, err error) {
 	if err := b.data.flush(); err != nil {
 		return nil, fmt.Errorf("writing image: %w", err)
 	}
+	// Blobs first: the device table needs their digests and sizes.
+	var slots []disk.DeviceSlot
+	var table []disk.ChunkEntry
+	for _, bl := range b.blobs {
+		if bl.digest == "" {
+			if _, _, err := bl.finish(); err != nil {
+				return nil, err
+			}
+		}
+		var slot disk.DeviceSlot
+		copy(slot.Tag[:], bl.digest)
+		slot.Blocks = uint32(bl.size / blockSize)
+		slots = append(slots, slot)
+		table = append(table, bl.table...)
+	}
+	b.blob = nil
+	if b.blobMode() {
+		b.headBlocks = uint64(disk.AlignUp(disk.SuperOffset+disk.SuperSize+len(slots)*disk.DeviceSlotSize, blockSize) / blockSize)
+		b.data.next = b.headBlocks // no file data in the image itself
+	}
 
 	order, dents := orderNodes(b.tree.root)
 	if len(order) > 1<<32-2 {
@@ -115,21 +135,10 @@ func (b *Builder) Finish(ctx context.Context) (res *Result, err error) {
 	uuidHash.Write(shared.area)
 	uuidHash.Write(meta)
 
-	// Blob and chunk digest table.
-	var slots []disk.DeviceSlot
-	var table []disk.ChunkEntry
-	if b.blob != nil {
-		digest, size, err := b.blob.finish()
-		if err != nil {
-			return nil, err
-		}
-		var slot disk.DeviceSlot
-		copy(slot.Tag[:], digest)
-		slot.Blocks = uint32(size / blockSize)
-		slots = append(slots, slot)
-		table = b.blob.table
-		res.Blob = &BlobInfo{Digest: digest, Size: size}
-		uuidHash.Write([]byte(digest))
+	// Chunk digest table.
+	for _, bl := range b.blobs {
+		res.Blobs = append(res.Blobs, BlobInfo{Digest: bl.digest, Size: bl.size})
+		uuidHash.Write([]byte(bl.digest))
 	}
 	var tableBytes []byte
 	if len(table) > 0 {
