@@ -56,12 +56,17 @@ type Source interface {
 func alignDown(n int64) int64 { return n &^ (BlockSize - 1) }
 func alignUp(n int64) int64   { return (n + BlockSize - 1) &^ (BlockSize - 1) }
 
-// fileSource serves a local file (a bootstrap) as is.
+// fileSource serves a local file (a bootstrap) as is. The first fill
+// writes the whole file: a bootstrap is metadata the kernel will read
+// piece by piece anyway, and it is local, so one pass saves many READs.
 type fileSource struct {
 	name string
 	f    *os.File
 	size int64
 	bufs *bufferPool
+
+	mu   sync.Mutex
+	done bool
 }
 
 func newFileSource(name string, f *os.File, size int64, bufs *bufferPool) *fileSource {
@@ -72,8 +77,13 @@ func (s *fileSource) Size() int64  { return s.size }
 func (s *fileSource) Name() string { return s.name }
 
 func (s *fileSource) Fill(ctx context.Context, off, n int64, w BlockWriter) error {
-	start, end := alignDown(off), min(alignUp(off+n), alignUp(s.size))
-	for pos := start; pos < end; {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done {
+		return nil
+	}
+	end := alignUp(s.size)
+	for pos := int64(0); pos < end; {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -92,6 +102,7 @@ func (s *fileSource) Fill(ctx context.Context, off, n int64, w BlockWriter) erro
 		}
 		pos += int64(len(chunk))
 	}
+	s.done = true
 	return nil
 }
 

@@ -1,0 +1,140 @@
+// Command guesttool runs inside the test VM and checks what the kernel
+// serves from erofsd mounts:
+//
+//	guesttool cmp WANT GOT            compare two trees (internal/treecmp); exit 1 on any difference
+//	guesttool stress FILE REF N       N readers read FILE sequentially and at random offsets, comparing with REF
+//	guesttool read FILE               read FILE to the end; print "read ok BYTES" or "read error ERRNO-TEXT"
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"math/rand"
+	"os"
+	"strconv"
+	"sync"
+
+	"github.com/erofsd/erofsd/internal/treecmp"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fail("usage: guesttool cmp|stress|read ...")
+	}
+	switch os.Args[1] {
+	case "cmp":
+		cmp(os.Args[2], os.Args[3])
+	case "stress":
+		n, _ := strconv.Atoi(os.Args[4])
+		stress(os.Args[2], os.Args[3], n)
+	case "read":
+		read(os.Args[2])
+	default:
+		fail("unknown command " + os.Args[1])
+	}
+}
+
+func fail(msg string) {
+	fmt.Fprintln(os.Stderr, "guesttool:", msg)
+	os.Exit(2)
+}
+
+func cmp(want, got string) {
+	diffs, err := treecmp.Compare(want, got, treecmp.Options{})
+	if err != nil {
+		fail(err.Error())
+	}
+	for _, d := range diffs {
+		fmt.Println("diff", d)
+	}
+	if len(diffs) > 0 {
+		os.Exit(1)
+	}
+	fmt.Println("cmp ok")
+}
+
+func stress(file, ref string, readers int) {
+	want, err := os.ReadFile(ref)
+	if err != nil {
+		fail(err.Error())
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, readers)
+	for i := 0; i < readers; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			errs <- readerLoop(file, want, int64(i))
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	bad := 0
+	for err := range errs {
+		if err != nil {
+			bad++
+			fmt.Println("stress error", err)
+		}
+	}
+	if bad > 0 {
+		os.Exit(1)
+	}
+	fmt.Printf("stress ok %d readers %d bytes\n", readers, len(want))
+}
+
+// readerLoop reads the file once sequentially (odd readers start at the
+// end and go backwards in 1 MiB steps) and then at 200 random offsets.
+func readerLoop(file string, want []byte, seed int64) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	size := int64(len(want))
+	steps := (size + int64(len(buf)) - 1) / int64(len(buf))
+	for k := int64(0); k < steps; k++ {
+		idx := k
+		if seed%2 == 1 {
+			idx = steps - 1 - k
+		}
+		off := idx * int64(len(buf))
+		n, err := f.ReadAt(buf, off)
+		if err != nil && err != io.EOF {
+			return fmt.Errorf("reader %d at %d: %w", seed, off, err)
+		}
+		if !bytes.Equal(buf[:n], want[off:off+int64(n)]) {
+			return fmt.Errorf("reader %d: wrong bytes at %d", seed, off)
+		}
+	}
+	r := rand.New(rand.NewSource(seed))
+	for i := 0; i < 200; i++ {
+		off := r.Int63n(size)
+		n := r.Intn(256<<10) + 1
+		got := make([]byte, n)
+		m, err := f.ReadAt(got, off)
+		if err != nil && err != io.EOF {
+			return fmt.Errorf("reader %d at %d: %w", seed, off, err)
+		}
+		if !bytes.Equal(got[:m], want[off:off+int64(m)]) {
+			return fmt.Errorf("reader %d: wrong bytes at %d+%d", seed, off, m)
+		}
+	}
+	return nil
+}
+
+func read(file string) {
+	f, err := os.Open(file)
+	if err != nil {
+		fmt.Println("read error", err)
+		return
+	}
+	defer f.Close()
+	n, err := io.Copy(io.Discard, f)
+	if err != nil {
+		fmt.Println("read error", err)
+		return
+	}
+	fmt.Println("read ok", n)
+}
