@@ -34,8 +34,16 @@ fuzz-short:
 # Longer fuzzing on demand: make fuzz FUZZTIME=10m
 fuzz: fuzz-short
 
+# Each benchmark prints its figure next to its reference, from one run.
 bench: build
+	@echo "== builder: erofs-image build against mkfs.erofs on the same tree"
 	$(GO) run ./tests/bench
+	@echo "== builder throughput (go test -bench)"
+	$(GO) test -run '^$$' -bench 'BuildDir' -benchtime 3x ./erofs/build/
+	@echo "== daemon request handling with the kernel taken out"
+	$(GO) test -run '^$$' -bench 'ServeReads' -benchtime 5x ./ondemand/cachefiles/
+	@echo "== cold sequential read in the VM: erofsd (fscache) against a loop mount"
+	$(GO) run ./tests/vmbench
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

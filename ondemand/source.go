@@ -51,6 +51,10 @@ type Source interface {
 	Fill(ctx context.Context, off, n int64, w BlockWriter) error
 	// Name identifies the source in logs and errors.
 	Name() string
+	// Readahead suggests the range worth filling in the background after
+	// a fill of [off, off+n) (the chunk after it, for a blob read
+	// sequentially); n == 0 means none.
+	Readahead(off, n int64) (int64, int64)
 }
 
 func alignDown(n int64) int64 { return n &^ (BlockSize - 1) }
@@ -75,6 +79,9 @@ func newFileSource(name string, f *os.File, size int64, bufs *bufferPool) *fileS
 
 func (s *fileSource) Size() int64  { return s.size }
 func (s *fileSource) Name() string { return s.name }
+
+// Readahead: the first fill writes the whole file; nothing is left.
+func (s *fileSource) Readahead(off, n int64) (int64, int64) { return 0, 0 }
 
 func (s *fileSource) Fill(ctx context.Context, off, n int64, w BlockWriter) error {
 	s.mu.Lock()
@@ -176,6 +183,34 @@ type fetch struct {
 
 func (s *blobSource) Size() int64  { return s.size }
 func (s *blobSource) Name() string { return s.digest.String() }
+
+// Readahead returns the chunk that follows [off, off+n) unless it is
+// already in the object or being fetched.
+func (s *blobSource) Readahead(off, n int64) (int64, int64) {
+	end := off + n
+	i, _ := slices.BinarySearchFunc(s.chunks, end, func(c chunk, t int64) int {
+		if c.off+alignUp(c.length) <= t {
+			return -1
+		}
+		return 1
+	})
+	if i >= len(s.chunks) {
+		return 0, 0
+	}
+	c := s.chunks[i]
+	if c.off < end { // end falls inside chunk i: the next one is wanted
+		if i+1 >= len(s.chunks) {
+			return 0, 0
+		}
+		c = s.chunks[i+1]
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.written[c.off] || s.inflight[c.off] != nil {
+		return 0, 0
+	}
+	return c.off, c.length
+}
 
 func (s *blobSource) Fill(ctx context.Context, off, n int64, w BlockWriter) error {
 	start, end := alignDown(off), alignUp(off+n)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/erofsd/erofsd/blobstore"
 	"github.com/erofsd/erofsd/erofs/build"
 	"github.com/erofsd/erofsd/internal/testtree"
 	"github.com/erofsd/erofsd/tests/vm"
@@ -105,6 +107,12 @@ mkdir -p /mnt/tree && refmount tree
 check mount-tree ctl mount --fsid tree /data/tree.erofs /mnt/tree
 check tree guesttool cmp /ref/tree /mnt/tree
 
+# The same image registered by digest: fetched from the blob store and
+# verified before it is served.
+mkdir -p /mnt/bydigest
+check mount-digest ctl mount --fsid bydigest "$TREE_DIGEST" /mnt/bydigest
+check by-digest guesttool cmp /ref/tree /mnt/bydigest
+
 # 64 MiB file, 8 readers, sequential and random offsets.
 mkdir -p /mnt/big && refmount big
 check mount-big ctl mount --fsid big /data/big.erofs /mnt/big
@@ -159,6 +167,12 @@ func TestErofsdInVM(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.image("tree", src, nil, "blobs", true)
+	treeImage, err := os.ReadFile(filepath.Join(d.dir, "tree.erofs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	treeDigest := blobstore.DigestOf(sha256.Sum256(treeImage))
+	os.WriteFile(filepath.Join(d.dir, "blobs", treeDigest.Hex()), treeImage, 0o644)
 
 	bigDir := t.TempDir()
 	big := make([]byte, 64<<20)
@@ -193,7 +207,8 @@ func TestErofsdInVM(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 8*time.Minute)
 	defer cancel()
-	res, err := vm.Run(ctx, vm.Config{Kernel: kernel, Script: guestScript, Files: files,
+	script := "TREE_DIGEST=" + treeDigest.String() + "\n" + guestScript
+	res, err := vm.Run(ctx, vm.Config{Kernel: kernel, Script: script, Files: files,
 		Disks: []string{d.disk()}, MemoryMB: 2048, CacheDiskMB: 512})
 	if err != nil {
 		t.Fatal(err)
@@ -214,7 +229,7 @@ func TestErofsdInVM(t *testing.T) {
 			values[f[1]], _ = strconv.Atoi(f[2])
 		}
 	}
-	for _, name := range []string{"mount-tree", "tree", "mount-big", "stress", "mount-p", "mount-q", "layered",
+	for _, name := range []string{"mount-tree", "tree", "mount-digest", "by-digest", "mount-big", "stress", "mount-p", "mount-q", "layered",
 		"umount-tree", "remount-tree", "tree-again", "mount-bad", "mount-missing", "alive"} {
 		if !passed[name] {
 			t.Errorf("guest check %s did not pass", name)

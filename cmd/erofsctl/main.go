@@ -26,7 +26,8 @@ const usage = `usage: erofsctl [--socket PATH] <command> [flags] ...
 
 commands:
   mount [--fsid ID] [--domain-id ID] [--blob-dir DIR] IMAGE MOUNTPOINT
-                   register IMAGE with erofsd and mount it in fscache mode
+                   register IMAGE (a file, or sha256:DIGEST of an image in the
+                   blob store) with erofsd and mount it in fscache mode
   umount MOUNTPOINT
   ls [--json]      registered images and their mounts
   status [--json]  daemon status and counters
@@ -92,12 +93,15 @@ func cmdMount(ctx context.Context, c *control.Client, args []string, stdout, std
 	if fs.NArg() != 2 {
 		return errors.New("usage: erofsctl mount [--fsid ID] [--domain-id ID] [--blob-dir DIR] IMAGE MOUNTPOINT")
 	}
-	image, err := filepath.Abs(fs.Arg(0))
-	if err != nil {
-		return err
-	}
-	if _, err := os.Stat(image); err != nil {
-		return err
+	image := fs.Arg(0)
+	var err error
+	if !strings.HasPrefix(image, "sha256:") {
+		if image, err = filepath.Abs(image); err != nil {
+			return err
+		}
+		if _, err := os.Stat(image); err != nil {
+			return err
+		}
 	}
 	mp, err := filepath.Abs(fs.Arg(1))
 	if err != nil {
@@ -125,6 +129,9 @@ func cmdMount(ctx context.Context, c *control.Client, args []string, stdout, std
 // defaultFSID names a mount after its image: the file name, made safe,
 // plus a hash of the full path so two images called alike differ.
 func defaultFSID(image string) string {
+	if hex, ok := strings.CutPrefix(image, "sha256:"); ok && len(hex) >= 16 {
+		return "sha256-" + hex[:16]
+	}
 	base := strings.Map(func(r rune) rune {
 		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
 			return r

@@ -27,6 +27,7 @@ type daemon struct {
 	srvErr   error              // why srv is nil
 	cacheDir string
 	blobDir  string
+	stateDir string // bootstraps fetched by digest live in stateDir/bootstraps
 	log      logrus.FieldLogger
 	started  time.Time
 
@@ -74,16 +75,31 @@ func (d *daemon) store(dir string) (blobstore.Store, error) {
 }
 
 func (d *daemon) Register(ctx context.Context, req control.RegisterRequest) (*control.Image, error) {
-	return d.register(req, false)
+	return d.register(ctx, req, false)
 }
 
-func (d *daemon) register(req control.RegisterRequest, byMount bool) (*control.Image, error) {
-	if !filepath.IsAbs(req.Bootstrap) {
-		return nil, fmt.Errorf("%w: bootstrap %q must be an absolute path", control.ErrBadRequest, req.Bootstrap)
-	}
+func (d *daemon) register(ctx context.Context, req control.RegisterRequest, byMount bool) (*control.Image, error) {
 	store, err := d.store(req.BlobDir)
 	if err != nil {
 		return nil, err
+	}
+	if strings.HasPrefix(req.Bootstrap, "sha256:") {
+		// The image itself is a blob of the store: fetch and verify it.
+		digest, err := blobstore.ParseDigest(req.Bootstrap)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", control.ErrBadRequest, err)
+		}
+		path, err := ondemand.FetchBootstrap(ctx, store, digest, filepath.Join(d.stateDir, "bootstraps"))
+		if err != nil {
+			if errors.Is(err, blobstore.ErrNotFound) {
+				return nil, fmt.Errorf("%w: %v", control.ErrNotFound, err)
+			}
+			return nil, err
+		}
+		req.Bootstrap = path
+	}
+	if !filepath.IsAbs(req.Bootstrap) {
+		return nil, fmt.Errorf("%w: bootstrap %q must be an absolute path or a sha256: digest", control.ErrBadRequest, req.Bootstrap)
 	}
 	im, err := d.reg.Register(ondemand.ImageSpec{FSID: req.FSID, DomainID: req.DomainID, Bootstrap: req.Bootstrap, Store: store})
 	if err != nil {
@@ -158,7 +174,7 @@ func (d *daemon) Mount(ctx context.Context, req control.MountRequest) (*control.
 	}
 	registered := false
 	if req.Bootstrap != "" {
-		_, err := d.register(req.RegisterRequest, true)
+		_, err := d.register(ctx, req.RegisterRequest, true)
 		switch {
 		case err == nil:
 			registered = true
@@ -273,6 +289,7 @@ func (d *daemon) Status(ctx context.Context) (*control.Status, error) {
 		"close_requests": s.Closes.Load(), "cache_written_bytes": s.ReadBytes.Load(),
 		"reads_in_flight": s.InFlight.Load(), "open_objects": s.OpenObjects.Load(),
 		"malformed_messages": s.Malformed.Load(), "handler_panics": s.Panicked.Load(),
+		"readaheads": s.Readaheads.Load(),
 	} {
 		st.Counters[k] = v
 	}

@@ -36,6 +36,7 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("erofsd", flag.ContinueOnError)
 	cacheDir := fs.String("cache-dir", "/var/cache/erofsd", "cachefiles cache `dir` (on a filesystem with user xattrs: ext4, xfs)")
 	blobDir := fs.String("blob-dir", "", "default local blob store `dir` (blobs named by sha256 hex digest)")
+	stateDir := fs.String("state-dir", "/var/lib/erofsd", "`dir` for the daemon's state: images fetched by digest")
 	socket := fs.String("socket", control.DefaultSocket, "control API unix socket `path` (mode 0600)")
 	tag := fs.String("tag", "erofsd", "cachefiles cache tag")
 	workers := fs.Int("workers", 16, "READ requests handled at once")
@@ -74,7 +75,7 @@ func run(args []string) error {
 
 	reg := ondemand.NewRegistry()
 	defer reg.Close()
-	d := &daemon{reg: reg, cacheDir: *cacheDir, blobDir: *blobDir, log: log, started: time.Now(),
+	d := &daemon{reg: reg, cacheDir: *cacheDir, blobDir: *blobDir, stateDir: *stateDir, log: log, started: time.Now(),
 		meta: map[string]*imageMeta{}, mounts: map[string]*control.Mount{}}
 
 	srv, err := cachefiles.Open(*cacheDir, *tag, reg, cachefiles.Config{Workers: *workers, Logger: log})

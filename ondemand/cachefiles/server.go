@@ -46,6 +46,7 @@ type Stats struct {
 	InFlight            atomic.Int64 // READs being handled
 	OpenObjects         atomic.Int64
 	Malformed, Panicked atomic.Int64
+	Readaheads          atomic.Int64 // background fills after sequential READs
 }
 
 // kernel is the device side of the protocol; tests replace it.
@@ -272,9 +273,45 @@ func (s *Server) handleRead(ctx context.Context, m abi.Msg) {
 		defer s.wg.Done()
 		defer func() { <-s.sem; s.Stats.InFlight.Add(-1) }()
 		if err == nil {
+			// Start on the next chunk now, so that it is fetched and
+			// verified on another core while this one is.
+			s.readahead(ctx, o, r)
 			err = s.fill(ctx, o, r)
 		}
 		s.complete(o, m.ID, err, r)
+	}()
+}
+
+// readahead fills, in the background, what the source suggests after a
+// READ's range, when a worker is idle, so a sequential reader finds the
+// next chunk fetched and verified. The object stays open until it is done.
+func (s *Server) readahead(ctx context.Context, o *object, r abi.Read) {
+	off, n := o.obj.Readahead(int64(r.Off), int64(r.Len))
+	if n <= 0 {
+		return
+	}
+	select {
+	case s.sem <- struct{}{}:
+	default:
+		return // every worker busy: on-demand READs come first
+	}
+	s.mu.Lock()
+	if o.closing {
+		s.mu.Unlock()
+		<-s.sem
+		return
+	}
+	o.inflight++
+	s.mu.Unlock()
+	s.Stats.Readaheads.Add(1)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() { <-s.sem }()
+		if err := s.fill(ctx, o, abi.Read{Off: uint64(off), Len: uint64(n)}); err != nil {
+			s.log.WithError(err).WithField("source", o.obj.Name()).Debug("readahead failed")
+		}
+		s.release(o)
 	}()
 }
 
@@ -303,6 +340,11 @@ func (s *Server) complete(o *object, msgID uint32, err error, r abi.Read) {
 	if cerr := o.io.complete(msgID); cerr != nil {
 		s.log.WithError(cerr).WithField("msg", msgID).Error("READ_COMPLETE failed")
 	}
+	s.release(o)
+}
+
+// release ends one use of an object; the last use after CLOSE closes it.
+func (s *Server) release(o *object) {
 	s.mu.Lock()
 	o.inflight--
 	if o.closing && o.inflight == 0 {

@@ -153,7 +153,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 
 	args := []string{
-		"-accel", "tcg", "-m", strconv.Itoa(cfg.MemoryMB), "-smp", "2",
+		"-accel", "tcg,thread=multi", "-cpu", "max", "-m", strconv.Itoa(cfg.MemoryMB), "-smp", "2",
 		"-nographic", "-no-reboot", "-nic", "none",
 		"-kernel", cfg.Kernel, "-initrd", initrd,
 		"-append", "console=ttyS0 panic=-1 quiet",

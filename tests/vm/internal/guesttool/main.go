@@ -4,6 +4,7 @@
 //	guesttool cmp WANT GOT            compare two trees (internal/treecmp); exit 1 on any difference
 //	guesttool stress FILE REF N       N readers read FILE sequentially and at random offsets, comparing with REF
 //	guesttool read FILE               read FILE to the end; print "read ok BYTES" or "read error ERRNO-TEXT"
+//	guesttool readtime FILE           read FILE sequentially in 1 MiB reads; print "readtime BYTES NANOSECONDS"
 package main
 
 import (
@@ -14,6 +15,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/erofsd/erofsd/internal/treecmp"
 )
@@ -30,6 +32,8 @@ func main() {
 		stress(os.Args[2], os.Args[3], n)
 	case "read":
 		read(os.Args[2])
+	case "readtime":
+		readtime(os.Args[2])
 	default:
 		fail("unknown command " + os.Args[1])
 	}
@@ -137,4 +141,26 @@ func read(file string) {
 		return
 	}
 	fmt.Println("read ok", n)
+}
+
+func readtime(file string) {
+	f, err := os.Open(file)
+	if err != nil {
+		fail(err.Error())
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	start := time.Now()
+	var total int64
+	for {
+		n, err := f.Read(buf)
+		total += int64(n)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			fail(err.Error())
+		}
+	}
+	fmt.Printf("readtime %d %d\n", total, time.Since(start).Nanoseconds())
 }
