@@ -43,6 +43,7 @@ sync; echo 3 > /proc/sys/vm/drop_caches
 echo "loop $(guesttool readtime /mnt/loop/big.bin)"
 sync; echo 3 > /proc/sys/vm/drop_caches
 echo "erofsd $(guesttool readtime /mnt/lazy/big.bin)"
+erofsctl --socket /tmp/erofsd.sock status >&2
 `
 
 func run(sizeMiB int, bin string) error {
@@ -100,6 +101,9 @@ func run(sizeMiB int, bin string) error {
 		if _, err := fmt.Sscanf(line, "%s readtime %d %d", &name, &n, &ns); err == nil && ns > 0 {
 			rates[name] = float64(n) / (1 << 20) / (float64(ns) / 1e9)
 		}
+	}
+	if os.Getenv("VMBENCH_DEBUG") != "" {
+		fmt.Println(res.Output)
 	}
 	if rates["loop"] == 0 || rates["erofsd"] == 0 {
 		return fmt.Errorf("no measurements in the guest output:\n%s", res.Output)
