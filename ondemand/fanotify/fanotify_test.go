@@ -1,0 +1,229 @@
+package fanotify
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/erofsd/erofsd/blobstore"
+	"github.com/erofsd/erofsd/erofs/build"
+	"github.com/erofsd/erofsd/internal/kmount"
+	"github.com/erofsd/erofsd/internal/testtree"
+	"github.com/erofsd/erofsd/internal/treecmp"
+	"github.com/erofsd/erofsd/ondemand"
+)
+
+// lazyMount builds src into an image with blobs, serves the blobs through
+// a fanotify group and mounts the image file-backed with the kernel.
+type lazyMount struct {
+	reg     *ondemand.Registry
+	srv     *Server
+	mnt     string
+	blobDir string
+	watches []*Watch
+}
+
+func newLazyMount(t *testing.T, src string, chunkSize int64, corrupt bool) *lazyMount {
+	t.Helper()
+	if err := kmount.Supported(); err != nil {
+		t.Skip(err)
+	}
+	cache := t.TempDir()
+	if err := Supported(cache); err != nil {
+		t.Skip(err)
+	}
+	blobDir := t.TempDir()
+	img := filepath.Join(t.TempDir(), "img")
+	f, _ := os.Create(img)
+	b, err := build.New(f, build.Options{BlobDir: blobDir, ChunkSize: chunkSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddDir(context.Background(), src); err != nil {
+		t.Fatal(err)
+	}
+	res, err := b.Finish(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if corrupt {
+		p := filepath.Join(blobDir, res.Blobs[0].Digest)
+		data, _ := os.ReadFile(p)
+		data[len(data)/2] ^= 0xFF
+		os.WriteFile(p, data, 0o644)
+	}
+	store, _ := blobstore.NewLocal(blobDir)
+	m := &lazyMount{reg: ondemand.NewRegistry(), blobDir: blobDir}
+	t.Cleanup(func() { m.reg.Close() })
+	im, err := m.reg.Register(ondemand.ImageSpec{FSID: "lazy", Bootstrap: img, Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.srv, err = New(Config{}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- m.srv.Serve(ctx) }()
+	var devices []string
+	for _, bl := range im.Blobs {
+		obj, err := m.reg.Resolve(im.VolumeKey(), bl.Digest.Hex())
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(cache, bl.Digest.Hex())
+		w, err := m.srv.Watch(p, bl.Size, obj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.watches = append(m.watches, w)
+		devices = append(devices, p)
+		t.Cleanup(obj.Release)
+	}
+	m.mnt = t.TempDir()
+	unmount, err := kmount.MountFileBacked(img, devices, m.mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		unmount()
+		for _, w := range m.watches {
+			w.Close()
+		}
+		cancel()
+		<-served
+		m.srv.Release()
+	})
+	return m
+}
+
+func TestLazyTree(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "src")
+	man, err := testtree.Generate(src, testtree.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var one string
+	for _, e := range man.Entries {
+		if e.Type.IsRegular() && e.Size == 100000 {
+			one = e.Path
+		}
+	}
+	if one == "" {
+		t.Fatal("the test tree has no 100000-byte file")
+	}
+	m := newLazyMount(t, src, 64<<10, false)
+
+	// A metadata-only walk fetches no blob data.
+	filepathWalk(t, m.mnt)
+	if got := m.reg.Stats.FetchedBytes.Load(); got != 0 {
+		t.Fatalf("a metadata walk fetched %d bytes of blob data", got)
+	}
+	// Reading one small file fetches its chunk only.
+	data, err := os.ReadFile(filepath.Join(m.mnt, one))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.reg.Stats.FetchedBytes.Load(); got < int64(len(data)) || got > int64(len(data))+64<<10 {
+		t.Fatalf("reading a %d-byte file fetched %d bytes", len(data), got)
+	}
+
+	diffs, err := treecmp.Compare(src, m.mnt, treecmp.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range diffs {
+		t.Error(d)
+	}
+	for _, w := range m.watches {
+		if !w.Complete() {
+			t.Error("blob not complete after reading every file")
+		}
+	}
+	if m.srv.Stats.Denied.Load() != 0 {
+		t.Errorf("%d reads denied", m.srv.Stats.Denied.Load())
+	}
+}
+
+func filepathWalk(t *testing.T, root string) {
+	t.Helper()
+	n := 0
+	err := filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		n++
+		return err
+	})
+	if err != nil || n < 100 {
+		t.Fatalf("walk: %d entries, %v", n, err)
+	}
+}
+
+func TestLazyConcurrentReaders(t *testing.T) {
+	src := t.TempDir()
+	want := make([]byte, 64<<20)
+	rand.Read(want)
+	os.WriteFile(filepath.Join(src, "big"), want, 0o644)
+	m := newLazyMount(t, src, 1<<20, false)
+	var wg sync.WaitGroup
+	for r := 0; r < 8; r++ {
+		wg.Add(1)
+		go func(r int) {
+			defer wg.Done()
+			f, err := os.Open(filepath.Join(m.mnt, "big"))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer f.Close()
+			buf := make([]byte, 300000)
+			for i := 0; i < 100; i++ {
+				off := int64((r*7919 + i*104729) % (len(want) - len(buf)))
+				if i%2 == 0 {
+					off = int64(i) * int64(len(want)/100)
+				}
+				n, err := f.ReadAt(buf, off)
+				if err != nil && err != io.EOF {
+					t.Errorf("reader %d at %d: %v", r, off, err)
+					return
+				}
+				if !bytes.Equal(buf[:n], want[off:off+int64(n)]) {
+					t.Errorf("reader %d: wrong bytes at %d", r, off)
+					return
+				}
+			}
+		}(r)
+	}
+	wg.Wait()
+	if got := m.reg.Stats.Fetches.Load(); got > 64 {
+		t.Errorf("%d chunk fetches for a 64-chunk blob", got)
+	}
+}
+
+func TestCorruptChunkGivesEIO(t *testing.T) {
+	src := t.TempDir()
+	data := make([]byte, 4<<20)
+	rand.Read(data)
+	os.WriteFile(filepath.Join(src, "f"), data, 0o644)
+	m := newLazyMount(t, src, 1<<20, true)
+	_, err := os.ReadFile(filepath.Join(m.mnt, "f"))
+	if !errors.Is(err, syscall.EIO) {
+		t.Fatalf("reading a file with a corrupt chunk: %v, want EIO", err)
+	}
+	if m.reg.Stats.DigestFailures.Load() == 0 {
+		t.Fatal("no digest failure counted")
+	}
+	// The chunks before the corrupt one still read correctly.
+	f, _ := os.Open(filepath.Join(m.mnt, "f"))
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	if _, err := f.ReadAt(buf, 0); err != nil || !bytes.Equal(buf, data[:1<<20]) {
+		t.Fatalf("first chunk: %v", err)
+	}
+}

@@ -1,0 +1,242 @@
+// Package fanotify is erofsd's front end for current kernels (Linux 6.14
+// and later): each blob of a mounted image is a sparse cache file that
+// EROFS reads as a file-backed extra device, and a fanotify group with
+// pre-content events (FAN_PRE_ACCESS) stops every read of it until
+// erofsd has written the range, fetched and verified through the serving
+// core. A read whose data cannot be produced is denied with EIO. Which
+// blocks are present is recorded next to each cache file, so a restarted
+// daemon does not fetch them again; a complete file is unmarked and read
+// at native speed.
+package fanotify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+
+	abi "github.com/erofsd/erofsd/ondemand/internal/fanotifyabi"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+)
+
+// ErrUnsupported explains that the kernel lacks pre-content events.
+var ErrUnsupported = errors.New("the kernel lacks fanotify pre-content events (Linux 6.14+ with CONFIG_FANOTIFY_ACCESS_PERMISSIONS=y) or EROFS file-backed mounts (CONFIG_EROFS_FS_BACKED_BY_FILE=y)")
+
+// Config configures a Server.
+type Config struct {
+	Workers int                // events handled at once (default 16)
+	Logger  logrus.FieldLogger // default: discard
+}
+
+// Stats counts events by result.
+type Stats struct {
+	Events, Allowed, Denied atomic.Int64
+	WrittenBytes            atomic.Int64
+	InFlight                atomic.Int64
+	Watches                 atomic.Int64
+	Malformed, Panicked     atomic.Int64
+}
+
+// Server owns one fanotify group.
+type Server struct {
+	fd     int
+	wakeFD int
+	log    logrus.FieldLogger
+	sem    chan struct{}
+	wg     sync.WaitGroup
+	closed atomic.Bool
+	once   sync.Once
+	Stats  Stats
+
+	mu      sync.Mutex
+	watches map[devIno]*Watch
+}
+
+type devIno struct{ dev, ino uint64 }
+
+// Supported reports whether this kernel can serve through fanotify
+// pre-content events, by creating a group and marking a scratch file.
+func Supported(scratchDir string) error {
+	fd, err := unix.FanotifyInit(unix.FAN_CLASS_PRE_CONTENT|unix.FAN_CLOEXEC, unix.O_RDWR|unix.O_LARGEFILE|unix.O_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("%w: fanotify_init: %v", ErrUnsupported, err)
+	}
+	defer unix.Close(fd)
+	f, err := os.CreateTemp(scratchDir, ".fanotify-probe-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	f.Close()
+	if err := unix.FanotifyMark(fd, unix.FAN_MARK_ADD, unix.FAN_PRE_ACCESS, unix.AT_FDCWD, f.Name()); err != nil {
+		return fmt.Errorf("%w: FAN_PRE_ACCESS mark: %v", ErrUnsupported, err)
+	}
+	return nil
+}
+
+// New creates a fanotify group for pre-content events.
+func New(cfg Config) (*Server, error) {
+	fd, err := unix.FanotifyInit(unix.FAN_CLASS_PRE_CONTENT|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK|unix.FAN_UNLIMITED_QUEUE,
+		unix.O_RDWR|unix.O_LARGEFILE|unix.O_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("%w: fanotify_init: %v", ErrUnsupported, err)
+	}
+	return newServer(fd, cfg)
+}
+
+// FromFD serves an existing group (one kept across a daemon restart by
+// a supervisor or systemd's fd store): events queued meanwhile are
+// answered by this server.
+func FromFD(fd int, cfg Config) (*Server, error) { return newServer(fd, cfg) }
+
+func newServer(fd int, cfg Config) (*Server, error) {
+	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 16
+	}
+	log := cfg.Logger
+	if log == nil {
+		l := logrus.New()
+		l.Out = io.Discard
+		log = l
+	}
+	return &Server{fd: fd, wakeFD: efd, log: log, sem: make(chan struct{}, cfg.Workers), watches: map[devIno]*Watch{}}, nil
+}
+
+// FD returns the group's fd, for handing to a supervisor.
+func (s *Server) FD() int { return s.fd }
+
+// Serve reads and answers events until ctx ends or Close is called. It
+// waits for the events being handled before it returns.
+func (s *Server) Serve(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, s.wake)
+	defer stop()
+	defer s.wg.Wait()
+	buf := make([]byte, 64<<10)
+	fds := []unix.PollFd{{Fd: int32(s.fd), Events: unix.POLLIN}, {Fd: int32(s.wakeFD), Events: unix.POLLIN}}
+	for {
+		if ctx.Err() != nil || s.closed.Load() {
+			return ctx.Err()
+		}
+		n, err := unix.Read(s.fd, buf)
+		switch {
+		case errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR):
+			if _, err := unix.Poll(fds, -1); err != nil && !errors.Is(err, unix.EINTR) {
+				return fmt.Errorf("polling the fanotify group: %w", err)
+			}
+			if fds[1].Revents != 0 {
+				var b [8]byte
+				unix.Read(s.wakeFD, b[:])
+			}
+			continue
+		case err != nil:
+			return fmt.Errorf("reading the fanotify group: %w", err)
+		}
+		for b := buf[:n]; len(b) > 0; {
+			ev, used, err := abi.Next(b)
+			if err != nil {
+				s.Stats.Malformed.Add(1)
+				s.log.WithError(err).Error("malformed fanotify event")
+				if ev.Fd > 0 && used > 0 {
+					s.respond(ev.Fd, false, unix.EIO)
+					unix.Close(int(ev.Fd))
+				}
+				if used <= 0 {
+					break
+				}
+			} else {
+				s.dispatch(ctx, ev)
+			}
+			b = b[used:]
+		}
+	}
+}
+
+func (s *Server) wake() { unix.Write(s.wakeFD, []byte{1, 0, 0, 0, 0, 0, 0, 0}) }
+
+// Close makes Serve return; it is safe to call twice. Release closes the
+// group afterwards.
+func (s *Server) Close() error {
+	s.once.Do(func() {
+		s.closed.Store(true)
+		s.wake()
+	})
+	return nil
+}
+
+// Release closes the group fd. Reads of files still marked then proceed
+// without waiting (and see holes as zeros) unless another process holds
+// the group: keep it held (fd store, supervisor) across restarts.
+func (s *Server) Release() error {
+	unix.Close(s.wakeFD)
+	return unix.Close(s.fd)
+}
+
+func (s *Server) respond(fd int32, allow bool, errno unix.Errno) {
+	if _, err := unix.Write(s.fd, abi.Response(fd, allow, errno)); err != nil {
+		s.log.WithError(err).Error("fanotify response failed")
+	}
+	if allow {
+		s.Stats.Allowed.Add(1)
+	} else {
+		s.Stats.Denied.Add(1)
+	}
+}
+
+func (s *Server) dispatch(ctx context.Context, ev abi.Event) {
+	s.Stats.Events.Add(1)
+	if ev.Fd < 0 { // queue overflow: nothing to answer
+		s.log.Error("fanotify queue overflow")
+		return
+	}
+	if ev.Mask&unix.FAN_PRE_ACCESS == 0 || !ev.HasRange {
+		s.respond(ev.Fd, true, 0)
+		unix.Close(int(ev.Fd))
+		return
+	}
+	s.sem <- struct{}{}
+	s.Stats.InFlight.Add(1)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() { <-s.sem; s.Stats.InFlight.Add(-1) }()
+		err := s.handle(ctx, ev)
+		if err != nil {
+			s.log.WithFields(logrus.Fields{"off": ev.Offset, "len": ev.Count, "pid": ev.Pid}).WithError(err).Warn("read denied")
+			s.respond(ev.Fd, false, unix.EIO)
+		} else {
+			s.respond(ev.Fd, true, 0)
+		}
+		unix.Close(int(ev.Fd))
+	}()
+}
+
+// handle makes the event's range present; a panic becomes an error.
+func (s *Server) handle(ctx context.Context, ev abi.Event) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.Stats.Panicked.Add(1)
+			err = fmt.Errorf("panic serving a read: %v\n%s", p, debug.Stack())
+		}
+	}()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(ev.Fd), &st); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	w := s.watches[devIno{st.Dev, st.Ino}]
+	s.mu.Unlock()
+	if w == nil {
+		return fmt.Errorf("event for a file erofsd does not serve (dev %d ino %d)", st.Dev, st.Ino)
+	}
+	return w.serve(ctx, int(ev.Fd), int64(ev.Offset), int64(ev.Count))
+}

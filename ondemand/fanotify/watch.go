@@ -1,0 +1,253 @@
+package fanotify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+
+	"github.com/erofsd/erofsd/ondemand"
+	"golang.org/x/sys/unix"
+)
+
+// Watch is one cache file served lazily: a sparse file of the blob's
+// size, its presence map ("<file>.present", one bit per 4 KiB block) and
+// the source its data comes from.
+type Watch struct {
+	s    *Server
+	Path string
+	size int64
+	src  ondemand.Source
+	key  devIno
+
+	mu      sync.Mutex
+	present []byte   // bitmap, one bit per block
+	mapFile *os.File // persisted bitmap
+	writeFD int      // a non-notifying fd of the cache file (a dup of an event fd), -1 before the first event
+	marked  bool
+	refs    int
+}
+
+// Watch serves the cache file at path (created sparse at size if missing,
+// reset if its size differs) from src. Watching the same file again adds
+// a reference; Close drops one.
+func (s *Server) Watch(path string, size int64, src ondemand.Source) (*Watch, error) {
+	if size <= 0 || size%ondemand.BlockSize != 0 {
+		return nil, fmt.Errorf("%s: size %d is not a positive multiple of %d", path, size, ondemand.BlockSize)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return nil, err
+	}
+	key := devIno{st.Dev, st.Ino}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if w := s.watches[key]; w != nil {
+		w.mu.Lock()
+		w.refs++
+		w.mu.Unlock()
+		return w, nil
+	}
+	w := &Watch{s: s, Path: path, size: size, src: src, key: key, writeFD: -1, refs: 1}
+	if err := w.loadMap(f, st.Size); err != nil {
+		return nil, err
+	}
+	if !w.completeLocked() {
+		if err := unix.FanotifyMark(s.fd, unix.FAN_MARK_ADD, unix.FAN_PRE_ACCESS, unix.AT_FDCWD, path); err != nil {
+			w.mapFile.Close()
+			return nil, fmt.Errorf("marking %s: %w", path, err)
+		}
+		w.marked = true
+	}
+	s.watches[key] = w
+	s.Stats.Watches.Add(1)
+	return w, nil
+}
+
+// loadMap opens the presence map; a cache file of the wrong size, or one
+// whose map is missing or of the wrong size, starts empty.
+func (w *Watch) loadMap(f *os.File, fileSize int64) error {
+	blocks := w.size / ondemand.BlockSize
+	mapSize := (blocks + 7) / 8
+	mf, err := os.OpenFile(w.Path+".present", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	st, err := mf.Stat()
+	if err != nil {
+		mf.Close()
+		return err
+	}
+	w.present = make([]byte, mapSize)
+	if fileSize == w.size && st.Size() == mapSize {
+		if _, err := mf.ReadAt(w.present, 0); err != nil {
+			mf.Close()
+			return err
+		}
+	} else {
+		// Start over: a sparse file of the right size, an empty map.
+		if err := f.Truncate(0); err != nil {
+			mf.Close()
+			return err
+		}
+		if err := f.Truncate(w.size); err != nil {
+			mf.Close()
+			return err
+		}
+		if err := mf.Truncate(0); err != nil {
+			mf.Close()
+			return err
+		}
+		if err := mf.Truncate(mapSize); err != nil {
+			mf.Close()
+			return err
+		}
+	}
+	w.mapFile = mf
+	return nil
+}
+
+// Complete reports whether every block of the file is present.
+func (w *Watch) Complete() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.completeLocked()
+}
+
+func (w *Watch) completeLocked() bool {
+	blocks := w.size / ondemand.BlockSize
+	for b := int64(0); b < blocks; b++ {
+		if w.present[b/8]&(1<<(b%8)) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func (w *Watch) has(off, n int64) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	first, last := off/ondemand.BlockSize, min((off+n-1)/ondemand.BlockSize, w.size/ondemand.BlockSize-1)
+	for b := first; b <= last; b++ {
+		if w.present[b/8]&(1<<(b%8)) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// serve makes [off, off+n) present, writing through the event's fd.
+func (w *Watch) serve(ctx context.Context, eventFD int, off, n int64) error {
+	if n <= 0 || off >= w.size || w.has(off, n) {
+		return nil
+	}
+	if err := w.ensureWriter(eventFD); err != nil {
+		return err
+	}
+	if err := w.src.Fill(ctx, off, n, blockWriter{w}); err != nil {
+		return err
+	}
+	if w.Complete() {
+		w.unmark()
+	}
+	return nil
+}
+
+// ensureWriter keeps a dup of the first event fd: fds that fanotify
+// opens for its listener do not generate events, so writes through them
+// cannot wait on this very group.
+func (w *Watch) ensureWriter(eventFD int) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.writeFD >= 0 {
+		return nil
+	}
+	fd, err := unix.FcntlInt(uintptr(eventFD), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("keeping a writer fd for %s: %w", w.Path, err)
+	}
+	w.writeFD = fd
+	return nil
+}
+
+// unmark stops events for a complete file: it is read at native speed.
+func (w *Watch) unmark() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.marked {
+		return
+	}
+	if err := unix.FanotifyMark(w.s.fd, unix.FAN_MARK_REMOVE, unix.FAN_PRE_ACCESS, unix.AT_FDCWD, w.Path); err == nil || errors.Is(err, unix.ENOENT) {
+		w.marked = false
+	}
+}
+
+// Close drops a reference; the last one unmarks the file and forgets it.
+func (w *Watch) Close() error {
+	w.s.mu.Lock()
+	defer w.s.mu.Unlock()
+	w.mu.Lock()
+	w.refs--
+	last := w.refs == 0
+	w.mu.Unlock()
+	if !last {
+		return nil
+	}
+	w.unmark()
+	delete(w.s.watches, w.key)
+	w.s.Stats.Watches.Add(-1)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.writeFD >= 0 {
+		unix.Close(w.writeFD)
+		w.writeFD = -1
+	}
+	return w.mapFile.Close()
+}
+
+// blockWriter writes verified blocks into the cache file and records them
+// as present (data first, then the map).
+type blockWriter struct{ w *Watch }
+
+func (b blockWriter) WriteBlocks(p []byte, off int64) error {
+	w := b.w
+	if off >= w.size {
+		return nil
+	}
+	if off+int64(len(p)) > w.size {
+		p = p[:w.size-off]
+	}
+	w.mu.Lock()
+	fd := w.writeFD
+	w.mu.Unlock()
+	for done := 0; done < len(p); {
+		n, err := unix.Pwrite(fd, p[done:], off+int64(done))
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("writing %s at %d: %w", w.Path, off+int64(done), err)
+		}
+		done += n
+	}
+	w.s.Stats.WrittenBytes.Add(int64(len(p)))
+	return w.markPresent(off, int64(len(p)))
+}
+
+func (w *Watch) markPresent(off, n int64) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	first, last := off/ondemand.BlockSize, (off+n-1)/ondemand.BlockSize
+	for b := first; b <= last; b++ {
+		w.present[b/8] |= 1 << (b % 8)
+	}
+	lo, hi := first/8, last/8+1
+	_, err := w.mapFile.WriteAt(w.present[lo:hi], lo)
+	return err
+}
