@@ -25,7 +25,7 @@ import (
 const usage = `usage: erofsctl [--socket PATH] <command> [flags] ...
 
 commands:
-  mount [--fsid ID] [--domain-id ID] [--blob-dir DIR] IMAGE MOUNTPOINT
+  mount [--fsid ID] [--domain-id ID] [--blob-dir DIR] [--frontend auto|cachefiles|fanotify] IMAGE MOUNTPOINT
                    register IMAGE (a file, or sha256:DIGEST of an image in the
                    blob store) with erofsd and mount it in fscache mode
   umount MOUNTPOINT
@@ -87,11 +87,12 @@ func cmdMount(ctx context.Context, c *control.Client, args []string, stdout, std
 	fsid := fs.String("fsid", "", "fsid of the mount (default: derived from the image path)")
 	domain := fs.String("domain-id", "", "share blobs with other images of this `domain`")
 	blobDir := fs.String("blob-dir", "", "local blob store `dir` (default: the daemon's --blob-dir)")
+	frontend := fs.String("frontend", "auto", "kernel front end: auto (cachefiles if the kernel has on-demand mode, else fanotify), cachefiles or fanotify")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() != 2 {
-		return errors.New("usage: erofsctl mount [--fsid ID] [--domain-id ID] [--blob-dir DIR] IMAGE MOUNTPOINT")
+		return errors.New("usage: erofsctl mount [--fsid ID] [--domain-id ID] [--blob-dir DIR] [--frontend F] IMAGE MOUNTPOINT")
 	}
 	image := fs.Arg(0)
 	var err error
@@ -118,6 +119,7 @@ func cmdMount(ctx context.Context, c *control.Client, args []string, stdout, std
 	m, err := c.Mount(ctx, control.MountRequest{
 		RegisterRequest: control.RegisterRequest{FSID: *fsid, DomainID: *domain, Bootstrap: image, BlobDir: *blobDir},
 		Mountpoint:      mp,
+		Frontend:        *frontend,
 	})
 	if err != nil {
 		return err

@@ -15,6 +15,7 @@ import (
 	"github.com/erofsd/erofsd/internal/control"
 	"github.com/erofsd/erofsd/ondemand"
 	"github.com/erofsd/erofsd/ondemand/cachefiles"
+	"github.com/erofsd/erofsd/ondemand/fanotify"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )
@@ -23,8 +24,10 @@ import (
 // cachefiles front end.
 type daemon struct {
 	reg      *ondemand.Registry
-	srv      *cachefiles.Server // nil when the kernel cannot be served
+	srv      *cachefiles.Server // nil when cachefiles on-demand cannot be used
 	srvErr   error              // why srv is nil
+	fan      *fanotify.Server   // nil when fanotify pre-content events cannot be used
+	fanErr   error              // why fan is nil
 	cacheDir string
 	blobDir  string
 	stateDir string // bootstraps fetched by digest live in stateDir/bootstraps
@@ -33,7 +36,15 @@ type daemon struct {
 
 	mu     sync.Mutex
 	meta   map[string]*imageMeta // by fsid + "\x00" + domain
-	mounts map[string]*control.Mount
+	mounts map[string]*mountRec
+}
+
+// mountRec is a mount made by the daemon and what it holds.
+type mountRec struct {
+	control.Mount
+	watches []*fanotify.Watch  // fanotify front end: the blob cache files
+	objects []*ondemand.Object // and the sources behind them
+	release func()             // drops watches and objects after unmount
 }
 
 type imageMeta struct {
@@ -155,9 +166,36 @@ func (d *daemon) Images(ctx context.Context) ([]control.Image, error) {
 	return out, nil
 }
 
+// frontend picks the front end for a mount: "auto" prefers cachefiles
+// (the kernel caches the data itself) and falls back to fanotify.
+func (d *daemon) frontend(want string) (string, error) {
+	switch want {
+	case "", "auto":
+		if d.srv != nil {
+			return "cachefiles", nil
+		}
+		if d.fan != nil {
+			return "fanotify", nil
+		}
+		return "", fmt.Errorf("%w: no front end works on this kernel: cachefiles: %v; fanotify: %v", control.ErrUnavailable, d.srvErr, d.fanErr)
+	case "cachefiles":
+		if d.srv == nil {
+			return "", fmt.Errorf("%w: %v", control.ErrUnavailable, d.srvErr)
+		}
+	case "fanotify":
+		if d.fan == nil {
+			return "", fmt.Errorf("%w: %v", control.ErrUnavailable, d.fanErr)
+		}
+	default:
+		return "", fmt.Errorf("%w: front end %q: want auto, cachefiles or fanotify", control.ErrBadRequest, want)
+	}
+	return want, nil
+}
+
 func (d *daemon) Mount(ctx context.Context, req control.MountRequest) (*control.Mount, error) {
-	if d.srv == nil {
-		return nil, fmt.Errorf("%w: %v", control.ErrUnavailable, d.srvErr)
+	fe, err := d.frontend(req.Frontend)
+	if err != nil {
+		return nil, err
 	}
 	mp := filepath.Clean(req.Mountpoint)
 	if !filepath.IsAbs(mp) {
@@ -184,22 +222,92 @@ func (d *daemon) Mount(ctx context.Context, req control.MountRequest) (*control.
 			return nil, err
 		}
 	}
-	opts := "fsid=" + req.FSID
-	if req.DomainID != "" {
-		opts += ",domain_id=" + req.DomainID
+	m := &mountRec{Mount: control.Mount{Mountpoint: mp, FSID: req.FSID, DomainID: req.DomainID, Frontend: fe}}
+	if fe == "cachefiles" {
+		err = d.mountCachefiles(m)
+	} else {
+		err = d.mountFanotify(m)
 	}
-	if err := unix.Mount("none", mp, "erofs", unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID, opts); err != nil {
+	if err != nil {
 		if registered {
 			d.Unregister(ctx, req.FSID, req.DomainID)
 		}
-		return nil, fmt.Errorf("mount -t erofs -o %s none %s: %w%s", opts, mp, err, mountHint(err))
+		return nil, err
 	}
-	m := &control.Mount{Mountpoint: mp, FSID: req.FSID, DomainID: req.DomainID, Frontend: "cachefiles"}
 	d.mu.Lock()
 	d.mounts[mp] = m
 	d.mu.Unlock()
-	d.log.WithFields(logrus.Fields{"fsid": req.FSID, "domain": req.DomainID, "mountpoint": mp}).Info("mounted")
-	return m, nil
+	d.log.WithFields(logrus.Fields{"fsid": req.FSID, "domain": req.DomainID, "mountpoint": mp, "frontend": fe}).Info("mounted")
+	out := m.Mount
+	return &out, nil
+}
+
+// mountCachefiles mounts in fscache mode: the kernel asks for the image
+// and its blobs through /dev/cachefiles.
+func (d *daemon) mountCachefiles(m *mountRec) error {
+	opts := "fsid=" + m.FSID
+	if m.DomainID != "" {
+		opts += ",domain_id=" + m.DomainID
+	}
+	if err := unix.Mount("none", m.Mountpoint, "erofs", unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID, opts); err != nil {
+		return fmt.Errorf("mount -t erofs -o %s none %s: %w%s", opts, m.Mountpoint, err, mountHint(err))
+	}
+	return nil
+}
+
+// mountFanotify mounts the image file-backed with a sparse cache file per
+// blob, each watched for pre-content events.
+func (d *daemon) mountFanotify(m *mountRec) error {
+	var im *ondemand.Image
+	for _, i := range d.reg.Images() {
+		if i.Spec.FSID == m.FSID && i.Spec.DomainID == m.DomainID {
+			im = i
+		}
+	}
+	if im == nil {
+		return fmt.Errorf("%w: image %q is not registered", control.ErrNotFound, m.FSID)
+	}
+	dir := filepath.Join(d.cacheDir, "fanotify")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	release := func() {
+		for _, w := range m.watches {
+			w.Close()
+		}
+		for _, o := range m.objects {
+			o.Release()
+		}
+		m.watches, m.objects = nil, nil
+	}
+	var devices []string
+	for _, b := range im.Blobs {
+		obj, err := d.reg.Resolve(im.VolumeKey(), b.Digest.Hex())
+		if err != nil {
+			release()
+			return err
+		}
+		m.objects = append(m.objects, obj)
+		path := filepath.Join(dir, b.Digest.Hex()) // a validated digest: a safe file name
+		w, err := d.fan.Watch(path, b.Size, obj)
+		if err != nil {
+			release()
+			return err
+		}
+		m.watches = append(m.watches, w)
+		devices = append(devices, "device="+path)
+	}
+	opts := strings.Join(devices, ",")
+	if err := unix.Mount(im.Spec.Bootstrap, m.Mountpoint, "erofs", unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID, opts); err != nil {
+		release()
+		hint := ""
+		if errors.Is(err, unix.ENOTBLK) || errors.Is(err, unix.EINVAL) {
+			hint = " (file-backed EROFS mounts need CONFIG_EROFS_FS_BACKED_BY_FILE, Linux 6.12+)"
+		}
+		return fmt.Errorf("mount -t erofs %s %s: %w%s", im.Spec.Bootstrap, m.Mountpoint, err, hint)
+	}
+	m.release = release
+	return nil
 }
 
 // mountHint explains the usual mount(2) failures of fscache mode.
@@ -231,6 +339,9 @@ func (d *daemon) Unmount(ctx context.Context, mountpoint string) error {
 		}
 		return fmt.Errorf("umount %s: %w", mp, err)
 	}
+	if m.release != nil {
+		m.release()
+	}
 	d.mu.Lock()
 	delete(d.mounts, mp)
 	meta := d.meta[metaKey(m.FSID, m.DomainID)]
@@ -259,7 +370,7 @@ func (d *daemon) Mounts(ctx context.Context) ([]control.Mount, error) {
 	defer d.mu.Unlock()
 	out := []control.Mount{}
 	for _, m := range d.mounts {
-		out = append(out, *m)
+		out = append(out, m.Mount)
 	}
 	slices.SortFunc(out, func(a, b control.Mount) int { return strings.Compare(a.Mountpoint, b.Mountpoint) })
 	return out, nil
@@ -278,8 +389,25 @@ func (d *daemon) Status(ctx context.Context) (*control.Status, error) {
 			"chunk_fills_coalesced": d.reg.Stats.Coalesced.Load(),
 		},
 	}
+	var fes []string
+	if d.srv != nil {
+		fes = append(fes, "cachefiles")
+	}
+	if d.fan != nil {
+		fes = append(fes, "fanotify")
+		f := &d.fan.Stats
+		for k, v := range map[string]int64{
+			"fanotify_events": f.Events.Load(), "fanotify_allowed": f.Allowed.Load(), "fanotify_denied": f.Denied.Load(),
+			"fanotify_written_bytes": f.WrittenBytes.Load(), "fanotify_in_flight": f.InFlight.Load(), "fanotify_watches": f.Watches.Load(),
+		} {
+			st.Counters[k] = v
+		}
+	}
+	st.Frontend = strings.Join(fes, ", ")
+	if len(fes) == 0 {
+		st.Frontend = fmt.Sprintf("none: cachefiles: %v; fanotify: %v", d.srvErr, d.fanErr)
+	}
 	if d.srv == nil {
-		st.Frontend = "none: " + d.srvErr.Error()
 		return st, nil
 	}
 	s := &d.srv.Stats

@@ -19,6 +19,7 @@ import (
 	"github.com/erofsd/erofsd/internal/control"
 	"github.com/erofsd/erofsd/ondemand"
 	"github.com/erofsd/erofsd/ondemand/cachefiles"
+	"github.com/erofsd/erofsd/ondemand/fanotify"
 	"github.com/sirupsen/logrus"
 )
 
@@ -39,7 +40,8 @@ func run(args []string) error {
 	stateDir := fs.String("state-dir", "/var/lib/erofsd", "`dir` for the daemon's state: images fetched by digest")
 	socket := fs.String("socket", control.DefaultSocket, "control API unix socket `path` (mode 0600)")
 	tag := fs.String("tag", "erofsd", "cachefiles cache tag")
-	workers := fs.Int("workers", 16, "READ requests handled at once")
+	workers := fs.Int("workers", 16, "kernel requests handled at once")
+	frontend := fs.String("frontend", "auto", "kernel front ends to enable: auto (every one this kernel supports), cachefiles or fanotify")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	showVersion := fs.Bool("version", false, "print the version and exit")
@@ -76,17 +78,38 @@ func run(args []string) error {
 	reg := ondemand.NewRegistry()
 	defer reg.Close()
 	d := &daemon{reg: reg, cacheDir: *cacheDir, blobDir: *blobDir, stateDir: *stateDir, log: log, started: time.Now(),
-		meta: map[string]*imageMeta{}, mounts: map[string]*control.Mount{}}
+		meta: map[string]*imageMeta{}, mounts: map[string]*mountRec{}}
+	if err := os.MkdirAll(*cacheDir, 0o700); err != nil {
+		return fmt.Errorf("cache directory: %w", err)
+	}
+	useCachefiles := *frontend == "auto" || *frontend == "cachefiles"
+	useFanotify := *frontend == "auto" || *frontend == "fanotify"
+	if !useCachefiles && !useFanotify {
+		return fmt.Errorf("--frontend %q: want auto, cachefiles or fanotify", *frontend)
+	}
 
-	srv, err := cachefiles.Open(*cacheDir, *tag, reg, cachefiles.Config{Workers: *workers, Logger: log})
-	if err != nil {
-		// Keep serving the API, so that erofsctl can say why mounts
-		// fail, but make the reason loud.
-		d.srvErr = err
-		log.WithError(err).Error("cannot serve the kernel through cachefiles")
-	} else {
-		d.srv = srv
-		defer srv.Release()
+	// Front ends that cannot work here stay off; the API keeps running so
+	// that erofsctl can say why mounts fail, and the reason is logged.
+	d.srvErr, d.fanErr = errors.New("disabled by --frontend"), errors.New("disabled by --frontend")
+	if useCachefiles {
+		if d.srv, d.srvErr = cachefiles.Open(*cacheDir, *tag, reg, cachefiles.Config{Workers: *workers, Logger: log}); d.srvErr != nil {
+			log.WithError(d.srvErr).Warn("cachefiles front end unavailable")
+		} else {
+			defer d.srv.Release()
+		}
+	}
+	if useFanotify {
+		if d.fanErr = fanotify.Supported(*cacheDir); d.fanErr == nil {
+			d.fan, d.fanErr = fanotify.New(fanotify.Config{Workers: *workers, Logger: log})
+		}
+		if d.fanErr != nil {
+			log.WithError(d.fanErr).Warn("fanotify front end unavailable")
+		} else {
+			defer d.fan.Release()
+		}
+	}
+	if d.srv == nil && d.fan == nil {
+		log.Error("no front end can serve this kernel: mounts will fail (see the warnings above)")
 	}
 
 	l, err := control.Listen(*socket)
@@ -96,34 +119,53 @@ func run(args []string) error {
 	defer os.Remove(*socket)
 	hs := &http.Server{Handler: control.Handler(d), ReadHeaderTimeout: 10 * time.Second}
 	go hs.Serve(l)
-	log.WithFields(logrus.Fields{"socket": *socket, "cache_dir": *cacheDir, "version": version}).Info("erofsd ready")
+	log.WithFields(logrus.Fields{"socket": *socket, "cache_dir": *cacheDir, "version": version,
+		"cachefiles": d.srv != nil, "fanotify": d.fan != nil}).Info("erofsd ready")
 
-	serveErr := make(chan error, 1)
-	if d.srv != nil {
-		go func() { serveErr <- d.srv.Serve(ctx) }()
+	type loop interface {
+		Serve(context.Context) error
+		Close() error
 	}
-	serving := d.srv != nil
+	var loops []loop
+	if d.srv != nil {
+		loops = append(loops, d.srv)
+	}
+	if d.fan != nil {
+		loops = append(loops, d.fan)
+	}
+	loopCtx, stopLoops := context.WithCancel(context.Background())
+	defer stopLoops()
+	ended := make(chan error, len(loops))
+	for _, l := range loops {
+		go func() { ended <- l.Serve(loopCtx) }()
+	}
+	running := len(loops)
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")
-	case err := <-serveErr:
-		serving = false
-		log.WithError(err).Error("cachefiles loop ended")
+	case err := <-ended:
+		running--
+		log.WithError(err).Error("a front end loop ended")
 	}
 	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	hs.Shutdown(shutCtx)
-	if d.srv != nil {
-		d.srv.Close()
-		if serving {
-			select {
-			case <-serveErr:
-			case <-shutCtx.Done():
-			}
+	for _, l := range loops {
+		l.Close()
+	}
+	stopLoops()
+	for ; running > 0; running-- {
+		select {
+		case <-ended:
+		case <-shutCtx.Done():
+			running = 0
 		}
-		if n := len(d.mounts); n > 0 {
-			log.WithField("mounts", n).Warn("exiting with images mounted: their unread data fails until they are remounted")
-		}
+	}
+	d.mu.Lock()
+	n := len(d.mounts)
+	d.mu.Unlock()
+	if n > 0 {
+		log.WithField("mounts", n).Warn("exiting with images mounted: reads of data not yet fetched fail until erofsd serves them again")
 	}
 	return nil
 }

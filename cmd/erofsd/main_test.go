@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"github.com/erofsd/erofsd/internal/control"
+	"github.com/erofsd/erofsd/internal/testtree"
+	"github.com/erofsd/erofsd/internal/treecmp"
+	"github.com/erofsd/erofsd/ondemand/fanotify"
 )
 
 // TestDaemonLifecycle runs the real binary: it answers on its 0600
@@ -24,7 +27,9 @@ func TestDaemonLifecycle(t *testing.T) {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	sock := filepath.Join(dir, "run", "erofsd.sock")
-	cmd := exec.Command(bin, "--socket", sock, "--cache-dir", filepath.Join(dir, "cache"), "--state-dir", filepath.Join(dir, "state"))
+	// Only the cachefiles front end: on kernels without /dev/cachefiles
+	// the daemon must say so and refuse mounts with the reason.
+	cmd := exec.Command(bin, "--socket", sock, "--cache-dir", filepath.Join(dir, "cache"), "--state-dir", filepath.Join(dir, "state"), "--frontend", "cachefiles")
 	var logs strings.Builder
 	cmd.Stderr = &logs
 	if err := cmd.Start(); err != nil {
@@ -82,5 +87,85 @@ func TestDaemonLifecycle(t *testing.T) {
 	}
 	if _, err := os.Stat(sock); !errors.Is(err, os.ErrNotExist) {
 		t.Error("socket left behind")
+	}
+}
+
+// TestDaemonFanotifyMount drives the real binaries on this machine's
+// kernel: erofsctl mount with the auto front end picks fanotify where
+// cachefiles on-demand is missing, the tree reads back like its source,
+// and umount releases everything.
+func TestDaemonFanotifyMount(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount")
+	}
+	dir := t.TempDir()
+	if err := fanotify.Supported(dir); err != nil {
+		t.Skip(err)
+	}
+	bins := map[string]string{}
+	for _, name := range []string{"erofsd", "erofsctl", "erofs-image"} {
+		bins[name] = filepath.Join(dir, name)
+		if out, err := exec.Command("go", "build", "-o", bins[name], "../"+name).CombinedOutput(); err != nil {
+			t.Fatalf("build %s: %v\n%s", name, err, out)
+		}
+	}
+	src := filepath.Join(dir, "src")
+	if _, err := testtree.Generate(src, testtree.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	img, blobs := filepath.Join(dir, "img.erofs"), filepath.Join(dir, "blobs")
+	if out, err := exec.Command(bins["erofs-image"], "build", "--blob-dir", blobs, "-o", img, src).CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	sock := filepath.Join(dir, "erofsd.sock")
+	daemon := exec.Command(bins["erofsd"], "--socket", sock, "--cache-dir", filepath.Join(dir, "cache"),
+		"--state-dir", filepath.Join(dir, "state"), "--blob-dir", blobs, "--frontend", "auto")
+	var logs strings.Builder
+	daemon.Stderr = &logs
+	if err := daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		daemon.Process.Signal(syscall.SIGTERM)
+		daemon.Wait()
+		if t.Failed() {
+			t.Logf("erofsd log:\n%s", logs.String())
+		}
+	}()
+	ctl := func(args ...string) (string, error) {
+		out, err := exec.Command(bins["erofsctl"], append([]string{"--socket", sock}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	for i := 0; i < 100; i++ {
+		if _, err := ctl("status"); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	mnt := filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	out, err := ctl("mount", img, mnt)
+	if err != nil {
+		t.Fatalf("erofsctl mount: %v\n%s", err, out)
+	}
+	wantFE := "fanotify"
+	if _, err := os.Stat("/dev/cachefiles"); err == nil {
+		wantFE = "cachefiles"
+	}
+	if !strings.Contains(out, wantFE) {
+		t.Errorf("mount used another front end than %s: %s", wantFE, out)
+	}
+	diffs, err := treecmp.Compare(src, mnt, treecmp.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range diffs {
+		t.Error(d)
+	}
+	if out, err := ctl("umount", mnt); err != nil {
+		t.Fatalf("erofsctl umount: %v\n%s", err, out)
+	}
+	if out, _ := ctl("ls"); strings.Contains(out, "img") {
+		t.Errorf("image still registered after umount:\n%s", out)
 	}
 }

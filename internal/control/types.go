@@ -20,6 +20,7 @@ type RegisterRequest struct {
 type MountRequest struct {
 	RegisterRequest
 	Mountpoint string `json:"mountpoint"`
+	Frontend   string `json:"frontend,omitempty"` // auto (default), cachefiles or fanotify
 }
 
 // Image describes a registered image.
