@@ -42,14 +42,17 @@ type daemon struct {
 // mountRec is a mount made by the daemon and what it holds.
 type mountRec struct {
 	control.Mount
-	watches []*fanotify.Watch  // fanotify front end: the blob cache files
-	objects []*ondemand.Object // and the sources behind them
-	release func()             // drops watches and objects after unmount
+	watches   []*fanotify.Watch  // fanotify front end: the blob cache files
+	objects   []*ondemand.Object // and the sources behind them
+	release   func()             // drops watches and objects after unmount
+	devices   []string           // fanotify: device= options
+	bootstrap string             // fanotify: the image file
 }
 
 type imageMeta struct {
 	registered time.Time
-	byMount    bool // registered implicitly by a mount: unregistered by its unmount
+	byMount    bool   // registered implicitly by a mount: unregistered by its unmount
+	blobDir    string // as requested (empty: the daemon's default)
 }
 
 func metaKey(fsid, domain string) string { return fsid + "\x00" + domain }
@@ -117,9 +120,10 @@ func (d *daemon) register(ctx context.Context, req control.RegisterRequest, byMo
 		return nil, mapErr(err)
 	}
 	d.mu.Lock()
-	m := &imageMeta{registered: time.Now(), byMount: byMount}
+	m := &imageMeta{registered: time.Now(), byMount: byMount, blobDir: req.BlobDir}
 	d.meta[metaKey(req.FSID, req.DomainID)] = m
 	d.mu.Unlock()
+	d.saveState()
 	d.log.WithFields(logrus.Fields{"fsid": req.FSID, "domain": req.DomainID, "bootstrap": req.Bootstrap, "blobs": len(im.Blobs)}).Info("image registered")
 	out := d.describe(im)
 	return &out, nil
@@ -132,6 +136,7 @@ func (d *daemon) Unregister(ctx context.Context, fsid, domain string) error {
 	d.mu.Lock()
 	delete(d.meta, metaKey(fsid, domain))
 	d.mu.Unlock()
+	d.saveState()
 	d.log.WithFields(logrus.Fields{"fsid": fsid, "domain": domain}).Info("image unregistered")
 	return nil
 }
@@ -237,6 +242,7 @@ func (d *daemon) Mount(ctx context.Context, req control.MountRequest) (*control.
 	d.mu.Lock()
 	d.mounts[mp] = m
 	d.mu.Unlock()
+	d.saveState()
 	d.log.WithFields(logrus.Fields{"fsid": req.FSID, "domain": req.DomainID, "mountpoint": mp, "frontend": fe}).Info("mounted")
 	out := m.Mount
 	return &out, nil
@@ -258,6 +264,23 @@ func (d *daemon) mountCachefiles(m *mountRec) error {
 // mountFanotify mounts the image file-backed with a sparse cache file per
 // blob, each watched for pre-content events.
 func (d *daemon) mountFanotify(m *mountRec) error {
+	if err := d.watchBlobs(m); err != nil {
+		return err
+	}
+	opts := strings.Join(m.devices, ",")
+	if err := unix.Mount(m.bootstrap, m.Mountpoint, "erofs", unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID, opts); err != nil {
+		m.release()
+		hint := ""
+		if errors.Is(err, unix.ENOTBLK) || errors.Is(err, unix.EINVAL) {
+			hint = " (file-backed EROFS mounts need CONFIG_EROFS_FS_BACKED_BY_FILE, Linux 6.12+)"
+		}
+		return fmt.Errorf("mount -t erofs %s %s: %w%s", m.bootstrap, m.Mountpoint, err, hint)
+	}
+	return nil
+}
+
+// watchBlobs resolves a mount's blobs and watches their cache files.
+func (d *daemon) watchBlobs(m *mountRec) error {
 	var im *ondemand.Image
 	for _, i := range d.reg.Images() {
 		if i.Spec.FSID == m.FSID && i.Spec.DomainID == m.DomainID {
@@ -297,16 +320,7 @@ func (d *daemon) mountFanotify(m *mountRec) error {
 		m.watches = append(m.watches, w)
 		devices = append(devices, "device="+path)
 	}
-	opts := strings.Join(devices, ",")
-	if err := unix.Mount(im.Spec.Bootstrap, m.Mountpoint, "erofs", unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID, opts); err != nil {
-		release()
-		hint := ""
-		if errors.Is(err, unix.ENOTBLK) || errors.Is(err, unix.EINVAL) {
-			hint = " (file-backed EROFS mounts need CONFIG_EROFS_FS_BACKED_BY_FILE, Linux 6.12+)"
-		}
-		return fmt.Errorf("mount -t erofs %s %s: %w%s", im.Spec.Bootstrap, m.Mountpoint, err, hint)
-	}
-	m.release = release
+	m.devices, m.bootstrap, m.release = devices, im.Spec.Bootstrap, release
 	return nil
 }
 
@@ -346,6 +360,7 @@ func (d *daemon) Unmount(ctx context.Context, mountpoint string) error {
 	delete(d.mounts, mp)
 	meta := d.meta[metaKey(m.FSID, m.DomainID)]
 	d.mu.Unlock()
+	d.saveState()
 	d.log.WithFields(logrus.Fields{"fsid": m.FSID, "mountpoint": mp}).Info("unmounted")
 	if meta != nil && meta.byMount {
 		// The kernel sends CLOSE for the image's objects shortly after

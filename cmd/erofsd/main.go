@@ -13,10 +13,12 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/erofsd/erofsd/internal/control"
+	"github.com/erofsd/erofsd/internal/fdhold"
 	"github.com/erofsd/erofsd/ondemand"
 	"github.com/erofsd/erofsd/ondemand/cachefiles"
 	"github.com/erofsd/erofsd/ondemand/fanotify"
@@ -34,6 +36,9 @@ func main() {
 }
 
 func run(args []string) error {
+	if len(args) > 0 && args[0] == "supervise" {
+		return supervise(args[1:])
+	}
 	fs := flag.NewFlagSet("erofsd", flag.ContinueOnError)
 	cacheDir := fs.String("cache-dir", "/var/cache/erofsd", "cachefiles cache `dir` (on a filesystem with user xattrs: ext4, xfs)")
 	blobDir := fs.String("blob-dir", "", "default local blob store `dir` (blobs named by sha256 hex digest)")
@@ -88,25 +93,72 @@ func run(args []string) error {
 		return fmt.Errorf("--frontend %q: want auto, cachefiles or fanotify", *frontend)
 	}
 
+	// Under "erofsd supervise", the supervisor keeps our kernel fds: a
+	// restarted daemon takes them back and carries on.
+	sup, err := fdhold.FromEnv()
+	if err != nil {
+		return err
+	}
+	held := &fdhold.State{FDs: map[string]int{}, Journal: map[string]string{}}
+	if sup != nil {
+		if held, err = sup.Get(); err != nil {
+			return fmt.Errorf("supervisor: %w", err)
+		}
+	}
+	restarted := len(held.FDs) > 0
+	var journal fanotify.Journal
+	if sup != nil {
+		journal = sup
+	}
+
 	// Front ends that cannot work here stay off; the API keeps running so
 	// that erofsctl can say why mounts fail, and the reason is logged.
 	d.srvErr, d.fanErr = errors.New("disabled by --frontend"), errors.New("disabled by --frontend")
-	if useCachefiles {
-		if d.srv, d.srvErr = cachefiles.Open(*cacheDir, *tag, reg, cachefiles.Config{Workers: *workers, Logger: log}); d.srvErr != nil {
-			log.WithError(d.srvErr).Warn("cachefiles front end unavailable")
-		} else {
-			defer d.srv.Release()
+	cfCfg := cachefiles.Config{Workers: *workers, Logger: log}
+	fanCfg := fanotify.Config{Workers: *workers, Logger: log, Journal: journal}
+	if fd, ok := held.FDs["cachefiles"]; ok {
+		d.srv, d.srvErr = cachefiles.Resume(fd, reg, cfCfg)
+	} else if useCachefiles {
+		if d.srv, d.srvErr = cachefiles.Open(*cacheDir, *tag, reg, cfCfg); d.srvErr == nil && sup != nil {
+			sup.Hold("cachefiles", d.srv.FD())
 		}
 	}
-	if useFanotify {
+	if d.srvErr != nil && useCachefiles {
+		log.WithError(d.srvErr).Warn("cachefiles front end unavailable")
+	} else if d.srv != nil {
+		defer d.srv.Release()
+	}
+	if fd, ok := held.FDs["fanotify"]; ok {
+		d.fan, d.fanErr = fanotify.FromFD(fd, fanCfg)
+	} else if useFanotify {
 		if d.fanErr = fanotify.Supported(*cacheDir); d.fanErr == nil {
-			d.fan, d.fanErr = fanotify.New(fanotify.Config{Workers: *workers, Logger: log})
+			if d.fan, d.fanErr = fanotify.New(fanCfg); d.fanErr == nil && sup != nil {
+				sup.Hold("fanotify", d.fan.FD())
+			}
 		}
-		if d.fanErr != nil {
-			log.WithError(d.fanErr).Warn("fanotify front end unavailable")
-		} else {
-			defer d.fan.Release()
+	}
+	if d.fanErr != nil && useFanotify {
+		log.WithError(d.fanErr).Warn("fanotify front end unavailable")
+	} else if d.fan != nil {
+		defer d.fan.Release()
+		writers := map[string]int{}
+		for name, fd := range held.FDs {
+			if p, ok := strings.CutPrefix(name, "fanotify-writer:"); ok {
+				writers[p] = fd
+			}
 		}
+		d.fan.AdoptWriters(writers)
+	}
+	if restarted {
+		// Serve again what the previous daemon served, then finish the
+		// reads it had taken but not answered, before reading new ones.
+		if err := d.restoreState(ctx); err != nil {
+			log.WithError(err).Error("restoring state after a restart")
+		}
+		if d.fan != nil {
+			d.fan.Replay(ctx, held.Journal)
+		}
+		log.WithFields(logrus.Fields{"images": len(reg.Images()), "replayed": len(held.Journal)}).Info("resumed after a restart")
 	}
 	if d.srv == nil && d.fan == nil {
 		log.Error("no front end can serve this kernel: mounts will fail (see the warnings above)")

@@ -1,12 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -167,5 +171,114 @@ func TestDaemonFanotifyMount(t *testing.T) {
 	}
 	if out, _ := ctl("ls"); strings.Contains(out, "img") {
 		t.Errorf("image still registered after umount:\n%s", out)
+	}
+}
+
+// TestSupervisedCrashFanotify kills erofsd with SIGKILL while 8 readers
+// stream a 64 MiB file through the fanotify front end: the supervisor
+// keeps the group and the journal, restarts the daemon, and every reader
+// finishes with the right bytes and no error.
+func TestSupervisedCrashFanotify(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount")
+	}
+	dir := t.TempDir()
+	if err := fanotify.Supported(dir); err != nil {
+		t.Skip(err)
+	}
+	bins := map[string]string{}
+	for _, name := range []string{"erofsd", "erofsctl", "erofs-image"} {
+		bins[name] = filepath.Join(dir, name)
+		if out, err := exec.Command("go", "build", "-o", bins[name], "../"+name).CombinedOutput(); err != nil {
+			t.Fatalf("build %s: %v\n%s", name, err, out)
+		}
+	}
+	src := filepath.Join(dir, "src")
+	os.Mkdir(src, 0o755)
+	want := make([]byte, 64<<20)
+	rand.Read(want)
+	os.WriteFile(filepath.Join(src, "big"), want, 0o644)
+	img, blobs := filepath.Join(dir, "img.erofs"), filepath.Join(dir, "blobs")
+	if out, err := exec.Command(bins["erofs-image"], "build", "--chunk-size", "256K", "--blob-dir", blobs, "-o", img, src).CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	sock := filepath.Join(dir, "erofsd.sock")
+	sup := exec.Command(bins["erofsd"], "supervise", "--socket", sock, "--cache-dir", filepath.Join(dir, "cache"),
+		"--state-dir", filepath.Join(dir, "state"), "--blob-dir", blobs, "--frontend", "fanotify")
+	var logs strings.Builder
+	sup.Stderr = &logs
+	if err := sup.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := control.NewClient(sock)
+	ctx := context.Background()
+	status := func() *control.Status {
+		for i := 0; i < 200; i++ {
+			if st, err := c.Status(ctx); err == nil {
+				return st
+			}
+			time.Sleep(25 * time.Millisecond)
+		}
+		t.Fatalf("daemon does not answer\n%s", logs.String())
+		return nil
+	}
+	first := status()
+	mnt := filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	defer func() {
+		exec.Command(bins["erofsctl"], "--socket", sock, "umount", mnt).Run()
+		sup.Process.Signal(syscall.SIGTERM)
+		sup.Wait()
+		if t.Failed() || testing.Verbose() {
+			t.Logf("supervisor and daemon log:\n%s", logs.String())
+		}
+	}()
+	if _, err := c.Mount(ctx, control.MountRequest{RegisterRequest: control.RegisterRequest{FSID: "big", Bootstrap: img}, Mountpoint: mnt}); err != nil {
+		t.Fatal(err)
+	}
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for r := 0; r < 8; r++ {
+		wg.Add(1)
+		go func(r int) {
+			defer wg.Done()
+			f, err := os.Open(filepath.Join(mnt, "big"))
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer f.Close()
+			buf := make([]byte, 128<<10)
+			for i := 0; i < len(want)/len(buf); i++ {
+				k := (i*8 + r*67) % (len(want) / len(buf)) // readers spread over the file
+				off := int64(k * len(buf))
+				if _, err := f.ReadAt(buf, off); err != nil {
+					errs <- fmt.Errorf("reader %d at %d: %w", r, off, err)
+					return
+				}
+				if !bytes.Equal(buf, want[off:off+int64(len(buf))]) {
+					errs <- fmt.Errorf("reader %d: wrong bytes at %d", r, off)
+					return
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}(r)
+	}
+	time.Sleep(150 * time.Millisecond)
+	if err := syscall.Kill(first.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	second := status()
+	if second.PID == first.PID {
+		t.Fatal("the daemon was not restarted")
+	}
+	if second.Mounts != 1 || second.Images != 1 {
+		t.Errorf("after the restart: %d mounts, %d images; want the mount adopted", second.Mounts, second.Images)
 	}
 }

@@ -69,6 +69,32 @@ func Open(dir, tag string, res Resolver, cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// Resume serves a cache bound by an earlier daemon, through its
+// /dev/cachefiles fd kept by a supervisor: it writes "restore", which
+// re-delivers the requests the old daemon had not answered and reopens
+// the objects it had open (Linux 6.8, 6.1.95+).
+func Resume(fd int, res Resolver, cfg Config) (*Server, error) {
+	d, err := newDevice(fd)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.command("restore"); err != nil {
+		d.closeFDs()
+		return nil, fmt.Errorf("cachefiles restore: %w (the kernel needs the on-demand failover of Linux 6.8 / 6.1.95)", err)
+	}
+	s := newServer(d, res, cfg)
+	s.dev = d
+	return s, nil
+}
+
+// FD returns the /dev/cachefiles fd, for handing to a supervisor.
+func (s *Server) FD() int {
+	if s.dev == nil {
+		return -1
+	}
+	return s.dev.fd
+}
+
 // device is /dev/cachefiles plus an eventfd that wakes the poll loop.
 type device struct {
 	fd     int

@@ -5,12 +5,15 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/erofsd/erofsd/blobstore"
 	"github.com/erofsd/erofsd/erofs/build"
@@ -18,6 +21,7 @@ import (
 	"github.com/erofsd/erofsd/internal/testtree"
 	"github.com/erofsd/erofsd/internal/treecmp"
 	"github.com/erofsd/erofsd/ondemand"
+	"golang.org/x/sys/unix"
 )
 
 // lazyMount builds src into an image with blobs, serves the blobs through
@@ -226,4 +230,117 @@ func TestCorruptChunkGivesEIO(t *testing.T) {
 	if _, err := f.ReadAt(buf, 0); err != nil || !bytes.Equal(buf, data[:1<<20]) {
 		t.Fatalf("first chunk: %v", err)
 	}
+}
+
+// TestReplayAfterCrash plays a daemon that read an event and died before
+// answering it: a new server on the same group (as a supervisor hands it
+// over) replays the journaled event, and the blocked reader gets the
+// right bytes.
+func TestReplayAfterCrash(t *testing.T) {
+	if err := kmount.Supported(); err != nil {
+		t.Skip(err)
+	}
+	cache := t.TempDir()
+	if err := Supported(cache); err != nil {
+		t.Skip(err)
+	}
+	src := t.TempDir()
+	want := make([]byte, 2<<20)
+	rand.Read(want)
+	os.WriteFile(filepath.Join(src, "f"), want, 0o644)
+	blobDir := t.TempDir()
+	img := filepath.Join(t.TempDir(), "img")
+	f, _ := os.Create(img)
+	b, _ := build.New(f, build.Options{BlobDir: blobDir})
+	b.AddDir(context.Background(), src)
+	res, err := b.Finish(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	store, _ := blobstore.NewLocal(blobDir)
+	reg := ondemand.NewRegistry()
+	defer reg.Close()
+	im, _ := reg.Register(ondemand.ImageSpec{FSID: "r", Bootstrap: img, Store: store})
+	obj, _ := reg.Resolve(im.VolumeKey(), im.Blobs[0].Digest.Hex())
+	defer obj.Release()
+
+	// The first daemon: a group and a watch, but it never answers.
+	old, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cachePath := filepath.Join(cache, "blob")
+	if _, err := old.Watch(cachePath, res.Blobs[0].Size, obj); err != nil {
+		t.Fatal(err)
+	}
+	mnt := t.TempDir()
+	unmount, err := kmount.MountFileBacked(img, []string{cachePath}, mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unmount()
+	got := make(chan []byte, 1)
+	go func() {
+		data, err := os.ReadFile(filepath.Join(mnt, "f"))
+		if err != nil {
+			t.Error(err)
+		}
+		got <- data
+	}()
+	// Read one event as the first daemon would, and "crash" before the
+	// answer: keep only what the journal and the supervisor would hold.
+	buf := make([]byte, 4096)
+	var ev abiEvent
+	for {
+		n, err := unix.Read(old.fd, buf)
+		if err == unix.EAGAIN {
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev, err = decodeFirst(buf[:n]); err != nil {
+			t.Fatal(err)
+		}
+		break
+	}
+	var st unix.Stat_t
+	unix.Fstat(int(ev.Fd), &st)
+	writer, _ := unix.FcntlInt(uintptr(ev.Fd), unix.F_DUPFD_CLOEXEC, 0) // held by the supervisor
+	unix.Close(int(ev.Fd))                                              // the dead daemon's fd table is gone
+	journal := map[string]string{strconv.Itoa(int(ev.Fd)): fmt.Sprintf("%d %d %d %d", st.Dev, st.Ino, ev.Offset, ev.Count)}
+	select {
+	case <-got:
+		t.Fatal("the reader went on without an answer")
+	case <-time.After(100 * time.Millisecond):
+	}
+
+	// The new daemon on the same group.
+	srv, err := FromFD(old.fd, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.AdoptWriters(map[string]int{cachePath: writer})
+	w, err := srv.Watch(cachePath, res.Blobs[0].Size, obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	srv.Replay(context.Background(), journal)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	select {
+	case data := <-got:
+		if !bytes.Equal(data, want) {
+			t.Fatal("the reader got wrong bytes")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the reader is still blocked after the replay")
+	}
+	cancel()
+	<-done
+	srv.Release()
 }

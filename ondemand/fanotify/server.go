@@ -16,6 +16,7 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -31,7 +32,23 @@ var ErrUnsupported = errors.New("the kernel lacks fanotify pre-content events (L
 type Config struct {
 	Workers int                // events handled at once (default 16)
 	Logger  logrus.FieldLogger // default: discard
+	// Journal, if set, learns every event being handled and every
+	// writer fd, so that a restarted daemon can finish what this one
+	// started (see Replay and AdoptWriters).
+	Journal Journal
 }
+
+// Journal records work in progress outside the daemon (a supervisor).
+type Journal interface {
+	Begin(key, text string) error
+	End(key string) error
+	Hold(name string, fd int) error
+	Drop(name string) error
+}
+
+// WriterName is the Journal name under which a cache file's writer fd
+// is held.
+func WriterName(path string) string { return "fanotify-writer:" + path }
 
 // Stats counts events by result.
 type Stats struct {
@@ -53,8 +70,11 @@ type Server struct {
 	once   sync.Once
 	Stats  Stats
 
+	journal Journal
+
 	mu      sync.Mutex
 	watches map[devIno]*Watch
+	writers map[string]int // adopted writer fds by cache file path
 }
 
 type devIno struct{ dev, ino uint64 }
@@ -109,7 +129,8 @@ func newServer(fd int, cfg Config) (*Server, error) {
 		l.Out = io.Discard
 		log = l
 	}
-	return &Server{fd: fd, wakeFD: efd, log: log, sem: make(chan struct{}, cfg.Workers), watches: map[devIno]*Watch{}}, nil
+	return &Server{fd: fd, wakeFD: efd, log: log, sem: make(chan struct{}, cfg.Workers), journal: cfg.Journal,
+		watches: map[devIno]*Watch{}, writers: map[string]int{}}, nil
 }
 
 // FD returns the group's fd, for handing to a supervisor.
@@ -209,19 +230,64 @@ func (s *Server) dispatch(ctx context.Context, ev abi.Event) {
 	go func() {
 		defer s.wg.Done()
 		defer func() { <-s.sem; s.Stats.InFlight.Add(-1) }()
-		err := s.handle(ctx, ev)
+		key := strconv.Itoa(int(ev.Fd))
+		err := s.handle(ctx, ev, key)
 		if err != nil {
 			s.log.WithFields(logrus.Fields{"off": ev.Offset, "len": ev.Count, "pid": ev.Pid}).WithError(err).Warn("read denied")
 			s.respond(ev.Fd, false, unix.EIO)
 		} else {
 			s.respond(ev.Fd, true, 0)
 		}
+		if s.journal != nil {
+			s.journal.End(key)
+		}
 		unix.Close(int(ev.Fd))
 	}()
 }
 
+// AdoptWriters gives the server writer fds kept by a supervisor (by
+// cache file path); Watch uses them for files it watches again.
+func (s *Server) AdoptWriters(fds map[string]int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for p, fd := range fds {
+		s.writers[p] = fd
+	}
+}
+
+// Replay finishes the events a previous daemon had read but not answered
+// (journal entries "dev ino off count" keyed by the event's fd number in
+// the group): it makes each range present and answers it. Call it after
+// the files are watched again and before Serve, so that the numbers of
+// new events cannot be confused with these.
+func (s *Server) Replay(ctx context.Context, journal map[string]string) {
+	for key, text := range journal {
+		fd, err1 := strconv.Atoi(key)
+		var dev, ino uint64
+		var off, count int64
+		_, err2 := fmt.Sscanf(text, "%d %d %d %d", &dev, &ino, &off, &count)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		s.mu.Lock()
+		w := s.watches[devIno{dev, ino}]
+		s.mu.Unlock()
+		err := fmt.Errorf("no watched file dev %d ino %d", dev, ino)
+		if w != nil {
+			err = w.serve(ctx, -1, off, count)
+		}
+		if err != nil {
+			s.log.WithError(err).WithField("event", key).Warn("replayed read denied")
+		}
+		s.respond(int32(fd), err == nil, unix.EIO)
+		if s.journal != nil {
+			s.journal.End(key)
+		}
+	}
+}
+
 // handle makes the event's range present; a panic becomes an error.
-func (s *Server) handle(ctx context.Context, ev abi.Event) (err error) {
+func (s *Server) handle(ctx context.Context, ev abi.Event, key string) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			s.Stats.Panicked.Add(1)
@@ -237,6 +303,9 @@ func (s *Server) handle(ctx context.Context, ev abi.Event) (err error) {
 	s.mu.Unlock()
 	if w == nil {
 		return fmt.Errorf("event for a file erofsd does not serve (dev %d ino %d)", st.Dev, st.Ino)
+	}
+	if s.journal != nil {
+		s.journal.Begin(key, fmt.Sprintf("%d %d %d %d", st.Dev, st.Ino, ev.Offset, ev.Count))
 	}
 	return w.serve(ctx, int(ev.Fd), int64(ev.Offset), int64(ev.Count))
 }

@@ -55,6 +55,10 @@ func (s *Server) Watch(path string, size int64, src ondemand.Source) (*Watch, er
 		return w, nil
 	}
 	w := &Watch{s: s, Path: path, size: size, src: src, key: key, writeFD: -1, refs: 1}
+	if fd, ok := s.writers[path]; ok {
+		w.writeFD = fd
+		delete(s.writers, path)
+	}
 	if err := w.loadMap(f, st.Size); err != nil {
 		return nil, err
 	}
@@ -150,6 +154,12 @@ func (w *Watch) serve(ctx context.Context, eventFD int, off, n int64) error {
 	if err := w.ensureWriter(eventFD); err != nil {
 		return err
 	}
+	w.mu.Lock()
+	noWriter := w.writeFD < 0
+	w.mu.Unlock()
+	if noWriter {
+		return fmt.Errorf("%s: no fd to write the cache file through", w.Path)
+	}
 	if err := w.src.Fill(ctx, off, n, blockWriter{w}); err != nil {
 		return err
 	}
@@ -165,7 +175,7 @@ func (w *Watch) serve(ctx context.Context, eventFD int, off, n int64) error {
 func (w *Watch) ensureWriter(eventFD int) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.writeFD >= 0 {
+	if w.writeFD >= 0 || eventFD < 0 {
 		return nil
 	}
 	fd, err := unix.FcntlInt(uintptr(eventFD), unix.F_DUPFD_CLOEXEC, 0)
@@ -173,6 +183,9 @@ func (w *Watch) ensureWriter(eventFD int) error {
 		return fmt.Errorf("keeping a writer fd for %s: %w", w.Path, err)
 	}
 	w.writeFD = fd
+	if w.s.journal != nil {
+		w.s.journal.Hold(WriterName(w.Path), fd)
+	}
 	return nil
 }
 
@@ -207,6 +220,9 @@ func (w *Watch) Close() error {
 	if w.writeFD >= 0 {
 		unix.Close(w.writeFD)
 		w.writeFD = -1
+		if w.s.journal != nil {
+			w.s.journal.Drop(WriterName(w.Path))
+		}
 	}
 	return w.mapFile.Close()
 }

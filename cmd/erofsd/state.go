@@ -1,0 +1,98 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/erofsd/erofsd/internal/control"
+	"github.com/sirupsen/logrus"
+)
+
+// savedState is what a restarted daemon needs to carry on: the images it
+// served and the mounts it made. It lives in <state-dir>/state.json.
+type savedState struct {
+	Images []savedImage    `json:"images"`
+	Mounts []control.Mount `json:"mounts"`
+}
+
+type savedImage struct {
+	control.RegisterRequest
+	ByMount bool `json:"by_mount"`
+}
+
+func (d *daemon) statePath() string { return filepath.Join(d.stateDir, "state.json") }
+
+// saveState writes the state atomically; failures are logged, since the
+// daemon can serve without it (only a restart would lose track).
+func (d *daemon) saveState() {
+	d.mu.Lock()
+	st := savedState{Images: []savedImage{}, Mounts: []control.Mount{}}
+	for _, im := range d.reg.Images() {
+		m := d.meta[metaKey(im.Spec.FSID, im.Spec.DomainID)]
+		si := savedImage{RegisterRequest: control.RegisterRequest{FSID: im.Spec.FSID, DomainID: im.Spec.DomainID, Bootstrap: im.Spec.Bootstrap}}
+		if m != nil {
+			si.BlobDir, si.ByMount = m.blobDir, m.byMount
+		}
+		st.Images = append(st.Images, si)
+	}
+	for _, m := range d.mounts {
+		st.Mounts = append(st.Mounts, m.Mount)
+	}
+	d.mu.Unlock()
+	data, _ := json.MarshalIndent(st, "", "  ")
+	if err := os.MkdirAll(d.stateDir, 0o700); err != nil {
+		d.log.WithError(err).Warn("saving state")
+		return
+	}
+	tmp := d.statePath() + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		d.log.WithError(err).Warn("saving state")
+		return
+	}
+	if err := os.Rename(tmp, d.statePath()); err != nil {
+		d.log.WithError(err).Warn("saving state")
+	}
+}
+
+// restoreState re-registers the images and re-adopts the mounts of the
+// daemon that ran before this one (a restart under a supervisor).
+func (d *daemon) restoreState(ctx context.Context) error {
+	data, err := os.ReadFile(d.statePath())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var st savedState
+	if err := json.Unmarshal(data, &st); err != nil {
+		return err
+	}
+	for _, im := range st.Images {
+		if _, err := d.register(ctx, im.RegisterRequest, im.ByMount); err != nil {
+			d.log.WithError(err).WithField("fsid", im.FSID).Error("cannot re-register image after restart")
+		}
+	}
+	for _, m := range st.Mounts {
+		rec := &mountRec{Mount: m}
+		if m.Frontend == "fanotify" {
+			if d.fan == nil {
+				d.log.WithField("mountpoint", m.Mountpoint).Error("fanotify mount left behind but no fanotify group")
+				continue
+			}
+			if err := d.watchBlobs(rec); err != nil {
+				d.log.WithError(err).WithField("mountpoint", m.Mountpoint).Error("cannot watch the blobs of a mount after restart")
+				continue
+			}
+		}
+		d.mu.Lock()
+		d.mounts[m.Mountpoint] = rec
+		d.mu.Unlock()
+		d.log.WithFields(logrus.Fields{"mountpoint": m.Mountpoint, "fsid": m.FSID, "frontend": m.Frontend}).Info("mount adopted")
+	}
+	return nil
+}

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/erofsd/erofsd/internal/fdhold"
+)
+
+// supervise runs "erofsd [args]" as a child and keeps the child's kernel
+// fds (and its journal of requests in progress) across the child's
+// death: when it crashes it is started again and picks them up, so
+// readers of its mounts wait instead of failing or reading zeros. SIGHUP
+// restarts the child gracefully from the binary on disk (a live upgrade);
+// SIGTERM or SIGINT stop both.
+func supervise(args []string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	holder := fdhold.NewHolder()
+	defer holder.Close()
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	backoff := 100 * time.Millisecond
+	for {
+		sup, dmn, err := fdhold.Pair()
+		if err != nil {
+			return err
+		}
+		cmd := exec.Command(self, args...)
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		cmd.ExtraFiles = []*os.File{dmn} // fd 3 in the child
+		cmd.Env = append(os.Environ(), fdhold.EnvFD+"=3")
+		started := time.Now()
+		if err := cmd.Start(); err != nil {
+			return fmt.Errorf("starting erofsd: %w", err)
+		}
+		dmn.Close()
+		served := make(chan error, 1)
+		go func() { served <- holder.Serve(sup) }()
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		fmt.Fprintf(os.Stderr, "erofsd supervise: started erofsd pid %d (holding %v)\n", cmd.Process.Pid, holder.Held())
+
+		var exitErr error
+		stopping, upgrading := false, false
+	wait:
+		for {
+			select {
+			case sig := <-sigs:
+				if sig == syscall.SIGHUP {
+					upgrading = true
+					cmd.Process.Signal(syscall.SIGTERM)
+					continue
+				}
+				stopping = true
+				cmd.Process.Signal(sig)
+			case exitErr = <-exited:
+				break wait
+			}
+		}
+		<-served
+		sup.Close()
+		switch {
+		case stopping:
+			return exitErr
+		case upgrading:
+			fmt.Fprintln(os.Stderr, "erofsd supervise: restarting erofsd (SIGHUP)")
+			continue
+		case exitErr == nil:
+			// A clean exit the supervisor did not ask for: someone
+			// stopped the daemon on purpose.
+			return nil
+		}
+		var ee *exec.ExitError
+		if errors.As(exitErr, &ee) {
+			fmt.Fprintf(os.Stderr, "erofsd supervise: erofsd ended (%v); restarting, holding %v\n", ee.ProcessState, holder.Held())
+		}
+		if time.Since(started) > time.Minute {
+			backoff = 100 * time.Millisecond
+		}
+		select {
+		case sig := <-sigs:
+			if sig != syscall.SIGHUP {
+				return nil
+			}
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
