@@ -110,7 +110,8 @@ func newServer(k kernel, res Resolver, cfg Config) *Server {
 }
 
 // Serve reads and handles requests until ctx ends or Close is called. It
-// waits for the READs in flight before returning.
+// waits for the READs in flight before returning; they are not cancelled
+// (a process that exits meanwhile leaves them to the next daemon).
 func (s *Server) Serve(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, s.k.wake)
 	defer stop()
@@ -133,7 +134,10 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 			continue
 		}
-		s.dispatch(ctx, buf[:n])
+		// Requests taken are finished even when ctx ends: completing a
+		// READ because we are stopping would fail it; a READ left
+		// unanswered is re-delivered to the next daemon after restore.
+		s.dispatch(context.WithoutCancel(ctx), buf[:n])
 	}
 }
 

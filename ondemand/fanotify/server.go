@@ -175,7 +175,10 @@ func (s *Server) Serve(ctx context.Context) error {
 					break
 				}
 			} else {
-				s.dispatch(ctx, ev)
+				// Events taken are answered even when ctx ends (a deny
+				// would fail a reader); if the process exits first, the
+				// journal lets the next daemon answer them.
+				s.dispatch(context.WithoutCancel(ctx), ev)
 			}
 			b = b[used:]
 		}

@@ -1,0 +1,92 @@
+package tests
+
+import (
+	"context"
+	"crypto/rand"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/erofsd/erofsd/tests/vm"
+)
+
+const failoverScript = `
+mkdir -p /data /mnt /ref
+mount -t ext4 -o ro /dev/vdb /data
+erofsd supervise --cache-dir /cache/fscache --blob-dir /data/blobs --socket /tmp/erofsd.sock --state-dir /tmp/state >/tmp/erofsd.log 2>&1 &
+suppid=$!
+for i in $(seq 100); do [ -S /tmp/erofsd.sock ] && break; sleep 0.1; done
+ctl() { erofsctl --socket /tmp/erofsd.sock "$@"; }
+daemonpid() { ctl status --json | sed -n 's/.*"pid": \([0-9]*\).*/\1/p'; }
+refmount() { mkdir -p /ref/$1; mount -t erofs -o ro,loop /data/ref-$1.erofs /ref/$1; }
+
+# kill -9 the daemon while 8 readers stream a 64 MiB file.
+mkdir -p /mnt/crash && refmount crash
+ctl mount --fsid crash /data/crash.erofs /mnt/crash
+guesttool stress /mnt/crash/big.bin /ref/crash/big.bin 8 >/tmp/stress1 2>&1 &
+reader=$!
+sleep 1
+first=$(daemonpid)
+kill -9 "$first"
+if wait $reader; then echo "PASS crash"; else echo "FAIL crash"; fi
+cat /tmp/stress1
+second=$(daemonpid)
+[ -n "$second" ] && [ "$second" != "$first" ] && echo "PASS restarted"
+
+# Live upgrade: SIGHUP the supervisor while readers stream another file.
+mkdir -p /mnt/upgrade && refmount upgrade
+ctl mount --fsid upgrade /data/upgrade.erofs /mnt/upgrade
+guesttool stress /mnt/upgrade/big.bin /ref/upgrade/big.bin 8 >/tmp/stress2 2>&1 &
+reader=$!
+sleep 1
+kill -HUP $suppid
+if wait $reader; then echo "PASS upgrade"; else echo "FAIL upgrade"; fi
+cat /tmp/stress2
+third=$(daemonpid)
+[ -n "$third" ] && [ "$third" != "$second" ] && echo "PASS upgraded"
+ctl ls
+echo "--- erofsd log"
+grep -v 'level=info msg="image\|level=info msg=mounted' /tmp/erofsd.log | tail -n 15
+`
+
+// TestFailoverInVM checks crash failover and live upgrade of the
+// cachefiles front end on a real 6.1 kernel: under erofsd supervise, the
+// daemon is killed with SIGKILL, then upgraded with SIGHUP, each while 8
+// readers stream a file; every reader must finish with the right bytes.
+func TestFailoverInVM(t *testing.T) {
+	kernel := vm.Require(t)
+	d := &dataDir{t: t, dir: t.TempDir()}
+	for name, size := range map[string]int{"crash": 64 << 20, "upgrade": 32 << 20} {
+		src := t.TempDir()
+		data := make([]byte, size)
+		rand.Read(data)
+		os.WriteFile(filepath.Join(src, "big.bin"), data, 0o644)
+		d.image(name, src, nil, "blobs", true)
+	}
+	var files []vm.File
+	for _, pkg := range []string{"cmd/erofsd", "cmd/erofsctl", "tests/vm/internal/guesttool"} {
+		bin, err := vm.BuildStatic(t, "github.com/erofsd/erofsd/"+pkg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, vm.File{Host: bin, Guest: "/bin/" + filepath.Base(pkg)})
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 8*time.Minute)
+	defer cancel()
+	res, err := vm.Run(ctx, vm.Config{Kernel: kernel, Script: failoverScript, Files: files,
+		Disks: []string{d.disk()}, MemoryMB: 2048, CacheDiskMB: 512})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("guest ran %s", res.Duration.Round(time.Millisecond))
+	for _, want := range []string{"PASS crash", "PASS restarted", "PASS upgrade", "PASS upgraded"} {
+		if !strings.Contains(res.Output, want+"\n") {
+			t.Errorf("guest did not report %q", want)
+		}
+	}
+	if t.Failed() || testing.Verbose() {
+		t.Logf("guest output:\n%s", res.Output)
+	}
+}
