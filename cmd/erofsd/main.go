@@ -77,8 +77,12 @@ func run(args []string) error {
 		return fmt.Errorf("--log-format %q: want text or json", *logFormat)
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	// SIGTERM and SIGINT stop erofsd for good; SIGUSR2 (from erofsd
+	// supervise, for an upgrade) stops it to hand over to a new daemon.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR2)
 	defer stop()
+	handover := make(chan os.Signal, 1)
+	signal.Notify(handover, syscall.SIGUSR2)
 
 	reg := ondemand.NewRegistry()
 	defer reg.Close()
@@ -130,6 +134,10 @@ func run(args []string) error {
 	}
 	if fd, ok := held.FDs["fanotify"]; ok {
 		d.fan, d.fanErr = fanotify.FromFD(fd, fanCfg)
+	} else if useFanotify && sup == nil {
+		// Without another holder of the group, a crash would let the
+		// kernel read missing data as zeros: refuse rather than risk it.
+		d.fanErr = errors.New("fanotify needs a holder of its group fd so that reads fail closed if erofsd dies: run erofsd supervise")
 	} else if useFanotify {
 		if d.fanErr = fanotify.Supported(*cacheDir); d.fanErr == nil {
 			if d.fan, d.fanErr = fanotify.New(fanCfg); d.fanErr == nil && sup != nil {
@@ -198,6 +206,19 @@ func run(args []string) error {
 	case err := <-ended:
 		running--
 		log.WithError(err).Error("a front end loop ended")
+	}
+	select {
+	case <-handover:
+		log.Info("handing over to the next daemon")
+	default:
+		if d.fan != nil {
+			// Stopping for good: incomplete cache files would read as
+			// zeros once the group is gone; make them fail instead
+			// (while the loop still runs: truncating raises an event).
+			if n, err := d.fan.PoisonIncomplete(); n > 0 || err != nil {
+				log.WithError(err).WithField("files", n).Warn("incomplete fanotify cache files truncated: their mounts now fail reads with EIO")
+			}
+		}
 	}
 	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -122,7 +122,7 @@ func TestDaemonFanotifyMount(t *testing.T) {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	sock := filepath.Join(dir, "erofsd.sock")
-	daemon := exec.Command(bins["erofsd"], "--socket", sock, "--cache-dir", filepath.Join(dir, "cache"),
+	daemon := exec.Command(bins["erofsd"], "supervise", "--socket", sock, "--cache-dir", filepath.Join(dir, "cache"),
 		"--state-dir", filepath.Join(dir, "state"), "--blob-dir", blobs, "--frontend", "auto")
 	var logs strings.Builder
 	daemon.Stderr = &logs
@@ -130,8 +130,10 @@ func TestDaemonFanotifyMount(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() {
-		daemon.Process.Signal(syscall.SIGTERM)
-		daemon.Wait()
+		if daemon.ProcessState == nil {
+			daemon.Process.Signal(syscall.SIGTERM)
+			daemon.Wait()
+		}
 		if t.Failed() {
 			t.Logf("erofsd log:\n%s", logs.String())
 		}
@@ -171,6 +173,34 @@ func TestDaemonFanotifyMount(t *testing.T) {
 	}
 	if out, _ := ctl("ls"); strings.Contains(out, "img") {
 		t.Errorf("image still registered after umount:\n%s", out)
+	}
+	if wantFE != "fanotify" {
+		return
+	}
+
+	// Stopping erofsd for good with data still missing: the mount must
+	// fail reads of it (EIO), never show zeros.
+	src2 := filepath.Join(dir, "src2")
+	os.Mkdir(src2, 0o755)
+	random := make([]byte, 3<<20)
+	rand.Read(random)
+	os.WriteFile(filepath.Join(src2, "unread"), random, 0o644)
+	img2 := filepath.Join(dir, "img2.erofs")
+	if out, err := exec.Command(bins["erofs-image"], "build", "--blob-dir", blobs, "-o", img2, src2).CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	if out, err := ctl("mount", img2, mnt); err != nil {
+		t.Fatalf("erofsctl mount: %v\n%s", err, out)
+	}
+	defer syscall.Unmount(mnt, syscall.MNT_DETACH)
+	big := filepath.Join(mnt, "unread")
+	daemon.Process.Signal(syscall.SIGTERM)
+	if err := daemon.Wait(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	data, err := os.ReadFile(big)
+	if !errors.Is(err, syscall.EIO) {
+		t.Fatalf("reading %s after erofsd stopped: %d bytes, %v; want EIO", big, len(data), err)
 	}
 }
 

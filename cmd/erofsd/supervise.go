@@ -56,7 +56,7 @@ func supervise(args []string) error {
 			case sig := <-sigs:
 				if sig == syscall.SIGHUP {
 					upgrading = true
-					cmd.Process.Signal(syscall.SIGTERM)
+					cmd.Process.Signal(syscall.SIGUSR2) // stop to hand over
 					continue
 				}
 				stopping = true

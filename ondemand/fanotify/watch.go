@@ -21,12 +21,13 @@ type Watch struct {
 	src  ondemand.Source
 	key  devIno
 
-	mu      sync.Mutex
-	present []byte   // bitmap, one bit per block
-	mapFile *os.File // persisted bitmap
-	writeFD int      // a non-notifying fd of the cache file (a dup of an event fd), -1 before the first event
-	marked  bool
-	refs    int
+	mu       sync.Mutex
+	poisoned bool     // being made unreadable: reads fail with EIO
+	present  []byte   // bitmap, one bit per block
+	mapFile  *os.File // persisted bitmap
+	writeFD  int      // a non-notifying fd of the cache file (a dup of an event fd), -1 before the first event
+	marked   bool
+	refs     int
 }
 
 // Watch serves the cache file at path (created sparse at size if missing,
@@ -148,6 +149,12 @@ func (w *Watch) has(off, n int64) bool {
 
 // serve makes [off, off+n) present, writing through the event's fd.
 func (w *Watch) serve(ctx context.Context, eventFD int, off, n int64) error {
+	w.mu.Lock()
+	poisoned := w.poisoned
+	w.mu.Unlock()
+	if poisoned {
+		return fmt.Errorf("%s: erofsd is stopping", w.Path)
+	}
 	if n <= 0 || off >= w.size || w.has(off, n) {
 		return nil
 	}
@@ -199,6 +206,48 @@ func (w *Watch) unmark() {
 	if err := unix.FanotifyMark(w.s.fd, unix.FAN_MARK_REMOVE, unix.FAN_PRE_ACCESS, unix.AT_FDCWD, w.Path); err == nil || errors.Is(err, unix.ENOENT) {
 		w.marked = false
 	}
+}
+
+// Poison makes an incomplete cache file unreadable before the group goes
+// away for good: without a listener the kernel would let readers see its
+// holes as zeros, while reads past the end of a truncated file fail with
+// EIO. The cached blocks and the presence map are dropped. A complete
+// file is left alone: mounts keep reading it without erofsd. Call it
+// while Serve runs: the truncation itself raises an event that Serve
+// allows, and reads racing with it are denied.
+func (w *Watch) Poison() error {
+	w.mu.Lock()
+	if w.completeLocked() {
+		w.mu.Unlock()
+		return nil
+	}
+	w.poisoned = true
+	clear(w.present)
+	w.mu.Unlock()
+	err := os.Truncate(w.Path, 0)
+	if e := w.mapFile.Truncate(0); err == nil {
+		err = e
+	}
+	return err
+}
+
+// PoisonIncomplete poisons every watched file that is not complete (see
+// Watch.Poison); call it when erofsd stops for good.
+func (s *Server) PoisonIncomplete() (poisoned int, err error) {
+	s.mu.Lock()
+	watches := make([]*Watch, 0, len(s.watches))
+	for _, w := range s.watches {
+		watches = append(watches, w)
+	}
+	s.mu.Unlock()
+	var errs []error
+	for _, w := range watches {
+		if !w.Complete() {
+			poisoned++
+			errs = append(errs, w.Poison())
+		}
+	}
+	return poisoned, errors.Join(errs...)
 }
 
 // Close drops a reference; the last one unmarks the file and forgets it.

@@ -25,6 +25,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/erofsd/erofsd/ondemand/fanotify"
@@ -203,16 +204,16 @@ func hasCachefiles() bool {
 
 // runOnHost serves the image with this machine's kernel.
 func runOnHost(data, src, bin, work string) error {
-	step("start erofsd on this machine's kernel (front end: auto)")
+	step("start erofsd (under erofsd supervise, which keeps its kernel fds) on this machine's kernel, front end auto")
 	sock := filepath.Join(work, "erofsd.sock")
-	daemon := exec.Command(filepath.Join(bin, "erofsd"), "--socket", sock, "--cache-dir", filepath.Join(work, "cache"),
+	daemon := exec.Command(filepath.Join(bin, "erofsd"), "supervise", "--socket", sock, "--cache-dir", filepath.Join(work, "cache"),
 		"--state-dir", filepath.Join(work, "state"), "--blob-dir", filepath.Join(data, "blobs"), "--log-level", "warn")
 	daemon.Stderr = os.Stderr
 	if err := daemon.Start(); err != nil {
 		return err
 	}
 	defer func() {
-		daemon.Process.Signal(os.Interrupt)
+		daemon.Process.Signal(syscall.SIGTERM)
 		daemon.Wait()
 	}()
 	ctl := func(show bool, args ...string) (string, error) {
