@@ -222,9 +222,7 @@ func (s *Server) dispatch(ctx context.Context, ev abi.Event) {
 		s.log.Error("fanotify queue overflow")
 		return
 	}
-	if ev.Mask&unix.FAN_PRE_ACCESS == 0 || !ev.HasRange || ev.Pid == int32(os.Getpid()) {
-		// Our own access (Poison's truncate: our writes go through fds
-		// that raise no events) and events without a range pass.
+	if ev.Mask&unix.FAN_PRE_ACCESS == 0 || !ev.HasRange {
 		s.respond(ev.Fd, true, 0)
 		unix.Close(int(ev.Fd))
 		return
@@ -308,6 +306,13 @@ func (s *Server) handle(ctx context.Context, ev abi.Event, key string) (err erro
 	s.mu.Unlock()
 	if w == nil {
 		return fmt.Errorf("event for a file erofsd does not serve (dev %d ino %d)", st.Dev, st.Ino)
+	}
+	if w.isPoisoned() {
+		// Only Poison's own truncation may proceed; readers fail.
+		if ev.Pid == int32(os.Getpid()) {
+			return nil
+		}
+		return fmt.Errorf("%s: erofsd is stopping", w.Path)
 	}
 	if s.journal != nil {
 		s.journal.Begin(key, fmt.Sprintf("%d %d %d %d", st.Dev, st.Ino, ev.Offset, ev.Count))

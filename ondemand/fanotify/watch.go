@@ -149,10 +149,7 @@ func (w *Watch) has(off, n int64) bool {
 
 // serve makes [off, off+n) present, writing through the event's fd.
 func (w *Watch) serve(ctx context.Context, eventFD int, off, n int64) error {
-	w.mu.Lock()
-	poisoned := w.poisoned
-	w.mu.Unlock()
-	if poisoned {
+	if w.isPoisoned() {
 		return fmt.Errorf("%s: erofsd is stopping", w.Path)
 	}
 	if n <= 0 || off >= w.size || w.has(off, n) {
@@ -229,6 +226,12 @@ func (w *Watch) Poison() error {
 		err = e
 	}
 	return err
+}
+
+func (w *Watch) isPoisoned() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.poisoned
 }
 
 // PoisonIncomplete poisons every watched file that is not complete (see
