@@ -148,9 +148,14 @@ func (s *Server) Serve(ctx context.Context) error {
 		if ctx.Err() != nil || s.closed.Load() {
 			return ctx.Err()
 		}
+		// A read takes events out of the kernel's queue: if the process
+		// died before they are journaled they would be lost, so the batch
+		// is journaled as open until every event in it is.
+		s.journalBegin(batchKey, "open")
 		n, err := unix.Read(s.fd, buf)
 		switch {
 		case errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR):
+			s.journalEnd(batchKey)
 			if _, err := unix.Poll(fds, -1); err != nil && !errors.Is(err, unix.EINTR) {
 				return fmt.Errorf("polling the fanotify group: %w", err)
 			}
@@ -160,8 +165,10 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 			continue
 		case err != nil:
+			s.journalEnd(batchKey)
 			return fmt.Errorf("reading the fanotify group: %w", err)
 		}
+		var evs []abi.Event
 		for b := buf[:n]; len(b) > 0; {
 			ev, used, err := abi.Next(b)
 			if err != nil {
@@ -175,14 +182,48 @@ func (s *Server) Serve(ctx context.Context) error {
 					break
 				}
 			} else {
-				// Events taken are answered even when ctx ends (a deny
-				// would fail a reader); if the process exits first, the
-				// journal lets the next daemon answer them.
-				s.dispatch(context.WithoutCancel(ctx), ev)
+				s.journalEvent(ev)
+				evs = append(evs, ev)
 			}
 			b = b[used:]
 		}
+		s.journalEnd(batchKey)
+		for _, ev := range evs {
+			// Events taken are answered even when ctx ends (a deny
+			// would fail a reader); if the process exits first, the
+			// journal lets the next daemon answer them.
+			s.dispatch(context.WithoutCancel(ctx), ev)
+		}
 	}
+}
+
+// batchKey is the journal entry that is present while a read of the
+// group's events is not fully journaled yet.
+const batchKey = "batch"
+
+func (s *Server) journalBegin(key, text string) {
+	if s.journal != nil {
+		s.journal.Begin(key, text)
+	}
+}
+
+func (s *Server) journalEnd(key string) {
+	if s.journal != nil {
+		s.journal.End(key)
+	}
+}
+
+// journalEvent records an event of a watched file as "dev ino off count"
+// under its fd number.
+func (s *Server) journalEvent(ev abi.Event) {
+	if s.journal == nil || ev.Fd < 0 || !ev.HasRange {
+		return
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(ev.Fd), &st); err != nil {
+		return
+	}
+	s.journal.Begin(strconv.Itoa(int(ev.Fd)), fmt.Sprintf("%d %d %d %d", st.Dev, st.Ino, ev.Offset, ev.Count))
 }
 
 func (s *Server) wake() { unix.Write(s.wakeFD, []byte{1, 0, 0, 0, 0, 0, 0, 0}) }
@@ -264,6 +305,10 @@ func (s *Server) AdoptWriters(fds map[string]int) {
 // the files are watched again and before Serve, so that the numbers of
 // new events cannot be confused with these.
 func (s *Server) Replay(ctx context.Context, journal map[string]string) {
+	if _, lost := journal[batchKey]; lost {
+		s.recoverLostBatch(ctx, journal)
+		delete(journal, batchKey)
+	}
 	for key, text := range journal {
 		fd, err1 := strconv.Atoi(key)
 		var dev, ino uint64
@@ -287,6 +332,43 @@ func (s *Server) Replay(ctx context.Context, journal map[string]string) {
 			s.journal.End(key)
 		}
 	}
+}
+
+// recoverLostBatch handles a daemon that died between taking events from
+// the kernel and journaling them: those events wait for answers under fd
+// numbers nobody knows. Every watched file is filled completely, after
+// which any access is safe to allow, and every fd number the dead daemon
+// may have used (and that is not journaled) is answered "allow"; numbers
+// with no pending event are refused by the kernel with ENOENT, harmlessly.
+func (s *Server) recoverLostBatch(ctx context.Context, journal map[string]string) {
+	s.mu.Lock()
+	watches := make([]*Watch, 0, len(s.watches))
+	for _, w := range s.watches {
+		watches = append(watches, w)
+	}
+	s.mu.Unlock()
+	for _, w := range watches {
+		if err := w.serve(ctx, -1, 0, w.size); err != nil {
+			// Cannot make it safe: the lost readers get EIO instead.
+			s.log.WithError(err).WithField("file", w.Path).Error("filling a cache file after a lost event batch")
+			s.sweep(journal, false)
+			return
+		}
+	}
+	s.sweep(journal, true)
+}
+
+// maxSweepFD bounds the fd numbers recoverLostBatch answers.
+const maxSweepFD = 1 << 16
+
+func (s *Server) sweep(journal map[string]string, allow bool) {
+	for fd := 3; fd < maxSweepFD; fd++ {
+		if _, ok := journal[strconv.Itoa(fd)]; ok {
+			continue
+		}
+		unix.Write(s.fd, abi.Response(int32(fd), allow, unix.EIO))
+	}
+	s.log.WithField("allowed", allow).Warn("answered events lost by the previous daemon")
 }
 
 // handle makes the event's range present; a panic becomes an error.
@@ -313,9 +395,6 @@ func (s *Server) handle(ctx context.Context, ev abi.Event, key string) (err erro
 			return nil
 		}
 		return fmt.Errorf("%s: erofsd is stopping", w.Path)
-	}
-	if s.journal != nil {
-		s.journal.Begin(key, fmt.Sprintf("%d %d %d %d", st.Dev, st.Ino, ev.Offset, ev.Count))
 	}
 	return w.serve(ctx, int(ev.Fd), int64(ev.Offset), int64(ev.Count))
 }
