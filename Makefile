@@ -44,6 +44,8 @@ bench: build
 	$(GO) test -run '^$$' -bench 'ServeReads' -benchtime 5x ./ondemand/cachefiles/
 	@echo "== cold sequential read in the VM: erofsd (fscache) against a loop mount"
 	$(GO) run ./tests/vmbench
+	@echo "== fanotify front end on this kernel against the complete blob"
+	$(GO) run ./tests/fanbench
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

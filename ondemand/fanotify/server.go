@@ -57,6 +57,7 @@ type Stats struct {
 	InFlight                atomic.Int64
 	Watches                 atomic.Int64
 	Malformed, Panicked     atomic.Int64
+	Readaheads              atomic.Int64 // background fills of the next chunk
 }
 
 // Server owns one fanotify group.

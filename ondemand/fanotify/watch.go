@@ -164,6 +164,10 @@ func (w *Watch) serve(ctx context.Context, eventFD int, off, n int64) error {
 	if noWriter {
 		return fmt.Errorf("%s: no fd to write the cache file through", w.Path)
 	}
+	// Start on the chunk after this range in the background, so that a
+	// sequential reader finds it fetched and verified. (Two chunks ahead
+	// measured no faster on 2 cores.)
+	w.readahead(ctx, off, n)
 	if err := w.src.Fill(ctx, off, n, blockWriter{w}); err != nil {
 		return err
 	}
@@ -171,6 +175,41 @@ func (w *Watch) serve(ctx context.Context, eventFD int, off, n int64) error {
 		w.unmark()
 	}
 	return nil
+}
+
+// readahead fills what the source suggests after [off, off+n) when a
+// worker is free, and returns that range; the watch stays open until the
+// fill is done.
+func (w *Watch) readahead(ctx context.Context, off, n int64) (int64, int64) {
+	raOff, raN := w.src.Readahead(off, n)
+	if raN <= 0 || w.has(raOff, raN) {
+		return raOff, raN
+	}
+	s := w.s
+	select {
+	case s.sem <- struct{}{}:
+	default:
+		return 0, 0 // every worker busy: events come first
+	}
+	w.mu.Lock()
+	if w.refs == 0 {
+		w.mu.Unlock()
+		<-s.sem
+		return 0, 0
+	}
+	w.refs++
+	w.mu.Unlock()
+	s.Stats.Readaheads.Add(1)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() { <-s.sem }()
+		if err := w.src.Fill(ctx, raOff, raN, blockWriter{w}); err == nil && w.Complete() {
+			w.unmark()
+		}
+		w.Close()
+	}()
+	return raOff, raN
 }
 
 // ensureWriter keeps a dup of the first event fd: fds that fanotify
