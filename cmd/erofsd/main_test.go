@@ -94,15 +94,13 @@ func TestDaemonLifecycle(t *testing.T) {
 	}
 }
 
-// TestDaemonFanotifyMount drives the real binaries on this machine's
-// kernel: erofsctl mount with the auto front end picks fanotify where
-// cachefiles on-demand is missing, the tree reads back like its source,
-// and umount releases everything.
-func TestDaemonFanotifyMount(t *testing.T) {
+// fanotifyBins skips unless this kernel can serve through fanotify as
+// root, and builds erofsd, erofsctl and erofs-image into dir.
+func fanotifyBins(t *testing.T, dir string) map[string]string {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to mount")
 	}
-	dir := t.TempDir()
 	if err := fanotify.Supported(dir); err != nil {
 		t.Skip(err)
 	}
@@ -113,6 +111,16 @@ func TestDaemonFanotifyMount(t *testing.T) {
 			t.Fatalf("build %s: %v\n%s", name, err, out)
 		}
 	}
+	return bins
+}
+
+// TestDaemonFanotifyMount drives the real binaries on this machine's
+// kernel: erofsctl mount with the auto front end picks fanotify where
+// cachefiles on-demand is missing, the tree reads back like its source,
+// and umount releases everything.
+func TestDaemonFanotifyMount(t *testing.T) {
+	dir := t.TempDir()
+	bins := fanotifyBins(t, dir)
 	src := filepath.Join(dir, "src")
 	if _, err := testtree.Generate(src, testtree.Options{}); err != nil {
 		t.Fatal(err)
@@ -209,20 +217,8 @@ func TestDaemonFanotifyMount(t *testing.T) {
 // keeps the group and the journal, restarts the daemon, and every reader
 // finishes with the right bytes and no error.
 func TestSupervisedCrashFanotify(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount")
-	}
 	dir := t.TempDir()
-	if err := fanotify.Supported(dir); err != nil {
-		t.Skip(err)
-	}
-	bins := map[string]string{}
-	for _, name := range []string{"erofsd", "erofsctl", "erofs-image"} {
-		bins[name] = filepath.Join(dir, name)
-		if out, err := exec.Command("go", "build", "-o", bins[name], "../"+name).CombinedOutput(); err != nil {
-			t.Fatalf("build %s: %v\n%s", name, err, out)
-		}
-	}
+	bins := fanotifyBins(t, dir)
 	src := filepath.Join(dir, "src")
 	os.Mkdir(src, 0o755)
 	want := make([]byte, 64<<20)

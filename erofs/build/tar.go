@@ -71,9 +71,17 @@ func (b *Builder) AddLayer(ctx context.Context, r io.Reader) error {
 	b.layer++
 	b.tree.layer = b.layer
 	b.blob = nil // the next chunk starts a new blob
+	if err := b.eachEntry(ctx, r, b.applyLayerEntry); err != nil {
+		return fmt.Errorf("layer %d: %w", b.layer, err)
+	}
+	return nil
+}
+
+// eachEntry decompresses r and calls fn for each tar entry in order.
+func (b *Builder) eachEntry(ctx context.Context, r io.Reader, fn func(context.Context, *tar.Reader, *tar.Header) error) error {
 	ur, closeFn, err := Decompress(r)
 	if err != nil {
-		return fmt.Errorf("layer %d: %w", b.layer, err)
+		return err
 	}
 	defer closeFn()
 	tr := tar.NewReader(ur)
@@ -86,10 +94,10 @@ func (b *Builder) AddLayer(ctx context.Context, r io.Reader) error {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("layer %d: %w: %v", b.layer, ErrBadTar, err)
+			return fmt.Errorf("%w: %v", ErrBadTar, err)
 		}
-		if err := b.applyLayerEntry(ctx, tr, hdr); err != nil {
-			return fmt.Errorf("layer %d: %w", b.layer, err)
+		if err := fn(ctx, tr, hdr); err != nil {
+			return err
 		}
 		b.progress(hdr.Name)
 	}
@@ -140,28 +148,9 @@ func (b *Builder) applyLayerEntry(ctx context.Context, tr *tar.Reader, hdr *tar.
 // works as an overlayfs lower layer. Unsafe paths, links that escape the
 // root and duplicate entries are refused.
 func (b *Builder) AddTar(ctx context.Context, r io.Reader, opts TarOptions) error {
-	ur, closeFn, err := Decompress(r)
-	if err != nil {
-		return err
-	}
-	defer closeFn()
-	tr := tar.NewReader(ur)
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("%w: %v", ErrBadTar, err)
-		}
-		if err := b.addTarEntry(ctx, tr, hdr, opts); err != nil {
-			return err
-		}
-		b.progress(hdr.Name)
-	}
+	return b.eachEntry(ctx, r, func(ctx context.Context, tr *tar.Reader, hdr *tar.Header) error {
+		return b.addTarEntry(ctx, tr, hdr, opts)
+	})
 }
 
 func (b *Builder) addTarEntry(ctx context.Context, tr *tar.Reader, hdr *tar.Header, opts TarOptions) error {
