@@ -22,6 +22,10 @@ var (
 	ErrImageInUse = errors.New("image is in use")
 )
 
+// Observer receives a measurement, such as a latency in seconds; a
+// prometheus.Histogram is one.
+type Observer interface{ Observe(float64) }
+
 // Stats counts what the serving core did. Fields are updated atomically
 // and may be read at any time.
 type Stats struct {
@@ -74,6 +78,9 @@ type Registry struct {
 	images map[string]*Image // by volume key + "\x00" + fsid
 	bufs   *bufferPool
 	Stats  Stats
+	// FetchLatency, if set before serving, observes the seconds each
+	// chunk fetch from a blob store takes.
+	FetchLatency Observer
 }
 
 // NewRegistry returns an empty registry.
@@ -246,7 +253,7 @@ func (r *Registry) Resolve(volumeKey, cookieKey string) (*Object, error) {
 		for _, b := range im.blobs {
 			if b.digest.Hex() == cookieKey {
 				im.open.Add(1)
-				return &Object{Source: &blobSource{blobData: b, bufs: r.bufs, stats: &r.Stats}, Image: im, Kind: "blob"}, nil
+				return &Object{Source: &blobSource{blobData: b, bufs: r.bufs, stats: &r.Stats, latency: r.FetchLatency}, Image: im, Kind: "blob"}, nil
 			}
 		}
 	}

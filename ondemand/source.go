@@ -17,6 +17,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/erofsd/erofsd/blobstore"
 	"github.com/erofsd/erofsd/erofs"
@@ -168,8 +169,9 @@ func (d *blobData) close() error {
 // of the same chunk of the object share one fetch and one write.
 type blobSource struct {
 	*blobData
-	bufs  *bufferPool
-	stats *Stats
+	bufs    *bufferPool
+	stats   *Stats
+	latency Observer // may be nil
 
 	mu       sync.Mutex
 	inflight map[int64]*fetch // by chunk offset
@@ -298,7 +300,12 @@ func (s *blobSource) fetchChunk(ctx context.Context, c chunk, w BlockWriter) err
 	data := buf[:c.length]
 	var err error
 	for attempt := 0; attempt < 2; attempt++ {
-		if err = s.readChunk(ctx, data, c); err != nil {
+		start := time.Now()
+		err = s.readChunk(ctx, data, c)
+		if s.latency != nil {
+			s.latency.Observe(time.Since(start).Seconds())
+		}
+		if err != nil {
 			continue
 		}
 		if sha256.Sum256(data) == c.digest {

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -19,9 +20,12 @@ import (
 
 	"github.com/erofsd/erofsd/internal/control"
 	"github.com/erofsd/erofsd/internal/fdhold"
+	"github.com/erofsd/erofsd/metrics"
 	"github.com/erofsd/erofsd/ondemand"
 	"github.com/erofsd/erofsd/ondemand/cachefiles"
 	"github.com/erofsd/erofsd/ondemand/fanotify"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sirupsen/logrus"
 )
 
@@ -49,6 +53,7 @@ func run(args []string) error {
 	frontend := fs.String("frontend", "auto", "kernel front ends to enable: auto (every one this kernel supports), cachefiles or fanotify")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
+	metricsAddr := fs.String("metrics-addr", "127.0.0.1:9851", "`address` serving /metrics, /healthz and /readyz (empty: off)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -118,8 +123,11 @@ func run(args []string) error {
 	// Front ends that cannot work here stay off; the API keeps running so
 	// that erofsctl can say why mounts fail, and the reason is logged.
 	d.srvErr, d.fanErr = errors.New("disabled by --frontend"), errors.New("disabled by --frontend")
-	cfCfg := cachefiles.Config{Workers: *workers, Logger: log}
-	fanCfg := fanotify.Config{Workers: *workers, Logger: log, Journal: journal}
+	promReg := prometheus.NewRegistry()
+	hist := metrics.NewHistograms(promReg)
+	reg.FetchLatency = hist.BackendFetch
+	cfCfg := cachefiles.Config{Workers: *workers, Logger: log, ReadLatency: hist.CachefilesRead}
+	fanCfg := fanotify.Config{Workers: *workers, Logger: log, Journal: journal, ReadLatency: hist.FanotifyRead}
 	if fd, ok := held.FDs["cachefiles"]; ok {
 		d.srv, d.srvErr = cachefiles.Resume(fd, reg, cfCfg)
 	} else if useCachefiles {
@@ -170,6 +178,18 @@ func run(args []string) error {
 	}
 	if d.srv == nil && d.fan == nil {
 		log.Error("no front end can serve this kernel: mounts will fail (see the warnings above)")
+	}
+
+	metrics.Register(promReg, metrics.Sources{Registry: reg, Cachefiles: d.srv, Fanotify: d.fan, Version: version,
+		Mounts: func() int { d.mu.Lock(); defer d.mu.Unlock(); return len(d.mounts) }})
+	if *metricsAddr != "" {
+		ml, err := net.Listen("tcp", *metricsAddr)
+		if err != nil {
+			return fmt.Errorf("metrics address: %w", err)
+		}
+		ms := &http.Server{Handler: metricsHandler(promReg, d), ReadHeaderTimeout: 10 * time.Second}
+		go ms.Serve(ml)
+		defer ms.Close()
 	}
 
 	l, err := control.Listen(*socket)
@@ -241,4 +261,20 @@ func run(args []string) error {
 		log.WithField("mounts", n).Warn("exiting with images mounted: reads of data not yet fetched fail until erofsd serves them again")
 	}
 	return nil
+}
+
+// metricsHandler serves /metrics, /healthz (the process answers) and
+// /readyz (a kernel front end is serving).
+func metricsHandler(reg *prometheus.Registry, d *daemon) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if d.srv == nil && d.fan == nil {
+			http.Error(w, fmt.Sprintf("no kernel front end: cachefiles: %v; fanotify: %v", d.srvErr, d.fanErr), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	return mux
 }

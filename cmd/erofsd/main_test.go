@@ -1,14 +1,18 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -33,7 +37,7 @@ func TestDaemonLifecycle(t *testing.T) {
 	sock := filepath.Join(dir, "run", "erofsd.sock")
 	// Only the cachefiles front end: on kernels without /dev/cachefiles
 	// the daemon must say so and refuse mounts with the reason.
-	cmd := exec.Command(bin, "--socket", sock, "--cache-dir", filepath.Join(dir, "cache"), "--state-dir", filepath.Join(dir, "state"), "--frontend", "cachefiles")
+	cmd := exec.Command(bin, "--socket", sock, "--cache-dir", filepath.Join(dir, "cache"), "--state-dir", filepath.Join(dir, "state"), "--frontend", "cachefiles", "--metrics-addr", "")
 	var logs strings.Builder
 	cmd.Stderr = &logs
 	if err := cmd.Start(); err != nil {
@@ -130,8 +134,9 @@ func TestDaemonFanotifyMount(t *testing.T) {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	sock := filepath.Join(dir, "erofsd.sock")
+	metricsAddr := freeAddr(t)
 	daemon := exec.Command(bins["erofsd"], "supervise", "--socket", sock, "--cache-dir", filepath.Join(dir, "cache"),
-		"--state-dir", filepath.Join(dir, "state"), "--blob-dir", blobs, "--frontend", "auto")
+		"--state-dir", filepath.Join(dir, "state"), "--blob-dir", blobs, "--frontend", "auto", "--metrics-addr", metricsAddr)
 	var logs strings.Builder
 	daemon.Stderr = &logs
 	if err := daemon.Start(); err != nil {
@@ -169,12 +174,32 @@ func TestDaemonFanotifyMount(t *testing.T) {
 	if !strings.Contains(out, wantFE) {
 		t.Errorf("mount used another front end than %s: %s", wantFE, out)
 	}
+	before := scrape(t, metricsAddr)
 	diffs, err := treecmp.Compare(src, mnt, treecmp.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, d := range diffs {
 		t.Error(d)
+	}
+	after := scrape(t, metricsAddr)
+	okReads := `erofsd_kernel_requests_total{frontend="` + wantFE + `",result="ok",type="read"}`
+	for _, m := range []string{"erofsd_backend_fetches_total", "erofsd_backend_fetched_bytes_total", okReads,
+		`erofsd_cache_written_bytes_total{frontend="` + wantFE + `"}`, `erofsd_read_duration_seconds_count{frontend="` + wantFE + `"}`} {
+		if after[m] <= before[m] {
+			t.Errorf("%s did not move while the tree was read: %v -> %v", m, before[m], after[m])
+		}
+	}
+	if after["erofsd_mounts"] != 1 || after["erofsd_chunk_digest_failures_total"] != 0 {
+		t.Errorf("mounts %v, digest failures %v", after["erofsd_mounts"], after["erofsd_chunk_digest_failures_total"])
+	}
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get("http://" + metricsAddr + path)
+		if err != nil || resp.StatusCode != 200 {
+			t.Errorf("%s: %v %v", path, resp, err)
+		} else {
+			resp.Body.Close()
+		}
 	}
 	if out, err := ctl("umount", mnt); err != nil {
 		t.Fatalf("erofsctl umount: %v\n%s", err, out)
@@ -230,7 +255,7 @@ func TestSupervisedCrashFanotify(t *testing.T) {
 	}
 	sock := filepath.Join(dir, "erofsd.sock")
 	sup := exec.Command(bins["erofsd"], "supervise", "--socket", sock, "--cache-dir", filepath.Join(dir, "cache"),
-		"--state-dir", filepath.Join(dir, "state"), "--blob-dir", blobs, "--frontend", "fanotify")
+		"--state-dir", filepath.Join(dir, "state"), "--blob-dir", blobs, "--frontend", "fanotify", "--metrics-addr", "")
 	var logs strings.Builder
 	sup.Stderr = &logs
 	if err := sup.Start(); err != nil {
@@ -307,4 +332,43 @@ func TestSupervisedCrashFanotify(t *testing.T) {
 	if second.Mounts != 1 || second.Images != 1 {
 		t.Errorf("after the restart: %d mounts, %d images; want the mount adopted", second.Mounts, second.Images)
 	}
+}
+
+// freeAddr returns a loopback address with a port nothing listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// scrape reads the daemon's /metrics into series -> value.
+func scrape(t *testing.T, addr string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("scraping /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err == nil {
+			out[line[:i]] = v
+		}
+	}
+	return out
 }

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/erofsd/erofsd/ondemand"
 	abi "github.com/erofsd/erofsd/ondemand/internal/cachefiles"
@@ -35,6 +36,9 @@ type Config struct {
 	Workers int
 	// Logger receives one line per failed request (default: discard).
 	Logger logrus.FieldLogger
+	// ReadLatency, if set, observes the seconds from a READ's arrival
+	// to its completion.
+	ReadLatency ondemand.Observer
 }
 
 // Stats counts requests by type and result.
@@ -77,6 +81,7 @@ type Server struct {
 	res    Resolver
 	log    logrus.FieldLogger
 	sem    chan struct{}
+	lat    ondemand.Observer
 	Stats  Stats
 	closed atomic.Bool
 	once   sync.Once
@@ -106,7 +111,7 @@ func newServer(k kernel, res Resolver, cfg Config) *Server {
 		l.Out = io.Discard
 		log = l
 	}
-	return &Server{k: k, res: res, log: log, sem: make(chan struct{}, cfg.Workers), objects: map[uint32]*object{}}
+	return &Server{k: k, res: res, log: log, sem: make(chan struct{}, cfg.Workers), lat: cfg.ReadLatency, objects: map[uint32]*object{}}
 }
 
 // Serve reads and handles requests until ctx ends or Close is called. It
@@ -249,6 +254,7 @@ func errnoOf(err error) syscall.Errno {
 
 func (s *Server) handleRead(ctx context.Context, m abi.Msg) {
 	s.Stats.Reads.Add(1)
+	arrived := time.Now()
 	s.mu.Lock()
 	o := s.objects[m.ObjectID]
 	if o != nil && !o.closing {
@@ -283,6 +289,9 @@ func (s *Server) handleRead(ctx context.Context, m abi.Msg) {
 			err = s.fill(ctx, o, r)
 		}
 		s.complete(o, m.ID, err, r)
+		if s.lat != nil {
+			s.lat.Observe(time.Since(arrived).Seconds())
+		}
 	}()
 }
 

@@ -19,7 +19,9 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
+	"github.com/erofsd/erofsd/ondemand"
 	abi "github.com/erofsd/erofsd/ondemand/internal/fanotifyabi"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -32,6 +34,9 @@ var ErrUnsupported = errors.New("the kernel lacks fanotify pre-content events (L
 type Config struct {
 	Workers int                // events handled at once (default 16)
 	Logger  logrus.FieldLogger // default: discard
+	// ReadLatency, if set, observes the seconds from an event's arrival
+	// to its answer.
+	ReadLatency ondemand.Observer
 	// Journal, if set, learns every event being handled and every
 	// writer fd, so that a restarted daemon can finish what this one
 	// started (see Replay and AdoptWriters).
@@ -72,6 +77,7 @@ type Server struct {
 	Stats  Stats
 
 	journal Journal
+	lat     ondemand.Observer
 
 	mu      sync.Mutex
 	watches map[devIno]*Watch
@@ -130,7 +136,7 @@ func newServer(fd int, cfg Config) (*Server, error) {
 		l.Out = io.Discard
 		log = l
 	}
-	return &Server{fd: fd, wakeFD: efd, log: log, sem: make(chan struct{}, cfg.Workers), journal: cfg.Journal,
+	return &Server{fd: fd, wakeFD: efd, log: log, sem: make(chan struct{}, cfg.Workers), journal: cfg.Journal, lat: cfg.ReadLatency,
 		watches: map[devIno]*Watch{}, writers: map[string]int{}}, nil
 }
 
@@ -269,6 +275,7 @@ func (s *Server) dispatch(ctx context.Context, ev abi.Event) {
 		unix.Close(int(ev.Fd))
 		return
 	}
+	arrived := time.Now()
 	s.sem <- struct{}{}
 	s.Stats.InFlight.Add(1)
 	s.wg.Add(1)
@@ -282,6 +289,9 @@ func (s *Server) dispatch(ctx context.Context, ev abi.Event) {
 			s.respond(ev.Fd, false, unix.EIO)
 		} else {
 			s.respond(ev.Fd, true, 0)
+		}
+		if s.lat != nil {
+			s.lat.Observe(time.Since(arrived).Seconds())
 		}
 		if s.journal != nil {
 			s.journal.End(key)

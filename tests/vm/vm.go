@@ -99,6 +99,7 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /tmp
+ifconfig lo 127.0.0.1 up
 rc=125
 if mount -t ext4 /dev/vda /cache; then
 	echo '` + markStart + `'

@@ -1,0 +1,148 @@
+// Package metrics exposes erofsd's counters as Prometheus metrics. The
+// serving core and the front ends keep plain atomic counters; a
+// collector reads them at scrape time, so nothing is counted twice.
+// Latencies are histograms the daemon passes to the core and front ends
+// as observers. Label values are fixed small sets (front end, request
+// type, result): no digests, paths or image names.
+package metrics
+
+import (
+	"runtime"
+
+	"github.com/erofsd/erofsd/ondemand"
+	"github.com/erofsd/erofsd/ondemand/cachefiles"
+	"github.com/erofsd/erofsd/ondemand/fanotify"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+const ns = "erofsd"
+
+// Sources are what the collector reads. Nil front ends are skipped.
+type Sources struct {
+	Registry   *ondemand.Registry
+	Cachefiles *cachefiles.Server
+	Fanotify   *fanotify.Server
+	Mounts     func() int
+	Version    string
+}
+
+// Histograms are the latency observers to hand to the core and the front
+// ends.
+type Histograms struct {
+	CachefilesRead ondemand.Observer // READ arrival to completion
+	FanotifyRead   ondemand.Observer // event arrival to answer
+	BackendFetch   ondemand.Observer // one chunk fetch from a blob store
+}
+
+// NewHistograms registers the latency histograms.
+func NewHistograms(reg prometheus.Registerer) *Histograms {
+	read := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: ns, Name: "read_duration_seconds",
+		Help:    "Time from a kernel read request (cachefiles READ or fanotify pre-access event) to its answer.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+	}, []string{"frontend"})
+	fetch := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: ns, Name: "backend_fetch_duration_seconds",
+		Help:    "Time to fetch one chunk from a blob store (each attempt).",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+	})
+	reg.MustRegister(read, fetch)
+	return &Histograms{
+		CachefilesRead: read.WithLabelValues("cachefiles"),
+		FanotifyRead:   read.WithLabelValues("fanotify"),
+		BackendFetch:   fetch,
+	}
+}
+
+// Register registers the counter collector, build info and the Go and
+// process collectors.
+func Register(reg prometheus.Registerer, src Sources) {
+	reg.MustRegister(&collector{src: src},
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	info := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: ns, Name: "build_info", Help: "Build information; the value is 1.",
+		ConstLabels: prometheus.Labels{"version": src.Version, "goversion": runtime.Version()},
+	})
+	info.Set(1)
+	reg.MustRegister(info)
+}
+
+var (
+	descRequests = prometheus.NewDesc(ns+"_kernel_requests_total",
+		"Kernel requests handled, by front end, type and result.", []string{"frontend", "type", "result"}, nil)
+	descWritten = prometheus.NewDesc(ns+"_cache_written_bytes_total",
+		"Bytes written into the kernel's cache files.", []string{"frontend"}, nil)
+	descInFlight = prometheus.NewDesc(ns+"_requests_in_flight",
+		"Kernel read requests being handled.", []string{"frontend"}, nil)
+	descOpenObjects = prometheus.NewDesc(ns+"_open_objects",
+		"Cache objects the kernel has open (cachefiles) or cache files watched (fanotify).", []string{"frontend"}, nil)
+	descReadaheads = prometheus.NewDesc(ns+"_readaheads_total",
+		"Background fills of the chunk after a read.", []string{"frontend"}, nil)
+	descFetches = prometheus.NewDesc(ns+"_backend_fetches_total",
+		"Chunks fetched from blob stores.", nil, nil)
+	descFetchedBytes = prometheus.NewDesc(ns+"_backend_fetched_bytes_total",
+		"Bytes of chunks fetched from blob stores.", nil, nil)
+	descDigestFailures = prometheus.NewDesc(ns+"_chunk_digest_failures_total",
+		"Chunks whose sha256 did not match the image's digest table (never handed to the kernel).", nil, nil)
+	descCoalesced = prometheus.NewDesc(ns+"_coalesced_fetches_total",
+		"Chunk fills that waited for a fill of the same chunk instead of fetching again.", nil, nil)
+	descImages = prometheus.NewDesc(ns+"_images",
+		"Images registered.", nil, nil)
+	descMounts = prometheus.NewDesc(ns+"_mounts",
+		"Mounts made by erofsd.", nil, nil)
+)
+
+type collector struct{ src Sources }
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descRequests, descWritten, descInFlight, descOpenObjects, descReadaheads,
+		descFetches, descFetchedBytes, descDigestFailures, descCoalesced, descImages, descMounts} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), labels...)
+	}
+	if s := c.src.Cachefiles; s != nil {
+		st := &s.Stats
+		opens, openErrs := st.Opens.Load(), st.OpenErrors.Load()
+		reads, readErrs := st.Reads.Load(), st.ReadErrors.Load()
+		counter(descRequests, opens-openErrs, "cachefiles", "open", "ok")
+		counter(descRequests, openErrs, "cachefiles", "open", "error")
+		counter(descRequests, reads-readErrs, "cachefiles", "read", "ok")
+		counter(descRequests, readErrs, "cachefiles", "read", "error")
+		counter(descRequests, st.Closes.Load(), "cachefiles", "close", "ok")
+		counter(descRequests, st.Malformed.Load(), "cachefiles", "malformed", "error")
+		counter(descWritten, st.ReadBytes.Load(), "cachefiles")
+		gauge(descInFlight, st.InFlight.Load(), "cachefiles")
+		gauge(descOpenObjects, st.OpenObjects.Load(), "cachefiles")
+		counter(descReadaheads, st.Readaheads.Load(), "cachefiles")
+	}
+	if s := c.src.Fanotify; s != nil {
+		st := &s.Stats
+		counter(descRequests, st.Allowed.Load(), "fanotify", "read", "ok")
+		counter(descRequests, st.Denied.Load(), "fanotify", "read", "error")
+		counter(descRequests, st.Malformed.Load(), "fanotify", "malformed", "error")
+		counter(descWritten, st.WrittenBytes.Load(), "fanotify")
+		gauge(descInFlight, st.InFlight.Load(), "fanotify")
+		gauge(descOpenObjects, st.Watches.Load(), "fanotify")
+		counter(descReadaheads, st.Readaheads.Load(), "fanotify")
+	}
+	if r := c.src.Registry; r != nil {
+		counter(descFetches, r.Stats.Fetches.Load())
+		counter(descFetchedBytes, r.Stats.FetchedBytes.Load())
+		counter(descDigestFailures, r.Stats.DigestFailures.Load())
+		counter(descCoalesced, r.Stats.Coalesced.Load())
+		gauge(descImages, int64(len(r.Images())))
+	}
+	if c.src.Mounts != nil {
+		gauge(descMounts, int64(c.src.Mounts()))
+	}
+}
