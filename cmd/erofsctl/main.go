@@ -86,7 +86,7 @@ func cmdMount(ctx context.Context, c *control.Client, args []string, stdout, std
 	fs.SetOutput(stderr)
 	fsid := fs.String("fsid", "", "fsid of the mount (default: derived from the image path)")
 	domain := fs.String("domain-id", "", "share blobs with other images of this `domain`")
-	blobDir := fs.String("blob-dir", "", "local blob store `dir` (default: the daemon's --blob-dir)")
+	blobDir := fs.String("blob-dir", "", "blob store: a `dir`, or an http(s):// URL (default: the daemon's --blob-dir)")
 	frontend := fs.String("frontend", "auto", "kernel front end: auto (cachefiles if the kernel has on-demand mode, else fanotify), cachefiles or fanotify")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -108,7 +108,7 @@ func cmdMount(ctx context.Context, c *control.Client, args []string, stdout, std
 	if err != nil {
 		return err
 	}
-	if *blobDir != "" {
+	if *blobDir != "" && !strings.Contains(*blobDir, "://") {
 		if *blobDir, err = filepath.Abs(*blobDir); err != nil {
 			return err
 		}

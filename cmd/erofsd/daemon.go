@@ -31,6 +31,7 @@ type daemon struct {
 	cacheDir string
 	blobDir  string
 	stateDir string // bootstraps fetched by digest live in stateDir/bootstraps
+	httpOpts blobstore.HTTPOptions
 	log      logrus.FieldLogger
 	started  time.Time
 
@@ -74,14 +75,16 @@ func mapErr(err error) error {
 	return err
 }
 
-func (d *daemon) store(dir string) (blobstore.Store, error) {
-	if dir == "" {
-		dir = d.blobDir
+// store opens the blob store named by spec (a directory or an http(s)://
+// URL), or the daemon's default one.
+func (d *daemon) store(spec string) (blobstore.Store, error) {
+	if spec == "" {
+		spec = d.blobDir
 	}
-	if dir == "" {
+	if spec == "" {
 		return nil, nil
 	}
-	s, err := blobstore.NewLocal(dir)
+	s, err := blobstore.OpenStore(spec, d.httpOpts)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", control.ErrBadRequest, err)
 	}

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/erofsd/erofsd/blobstore"
 	"github.com/erofsd/erofsd/internal/control"
 	"github.com/erofsd/erofsd/internal/fdhold"
 	"github.com/erofsd/erofsd/metrics"
@@ -45,7 +46,8 @@ func run(args []string) error {
 	}
 	fs := flag.NewFlagSet("erofsd", flag.ContinueOnError)
 	cacheDir := fs.String("cache-dir", "/var/cache/erofsd", "cachefiles cache `dir` (on a filesystem with user xattrs: ext4, xfs)")
-	blobDir := fs.String("blob-dir", "", "default local blob store `dir` (blobs named by sha256 hex digest)")
+	blobDir := fs.String("blob-dir", "", "default blob store: a `dir` of blobs named by sha256 hex digest, or an http(s):// URL serving URL/<digest> with range requests")
+	blobCA := fs.String("blob-ca-file", "", "extra CA certificates (PEM) for https blob stores")
 	stateDir := fs.String("state-dir", "/var/lib/erofsd", "`dir` for the daemon's state: images fetched by digest")
 	socket := fs.String("socket", control.DefaultSocket, "control API unix socket `path` (mode 0600)")
 	tag := fs.String("tag", "erofsd", "cachefiles cache tag")
@@ -92,7 +94,8 @@ func run(args []string) error {
 	reg := ondemand.NewRegistry()
 	defer reg.Close()
 	d := &daemon{reg: reg, cacheDir: *cacheDir, blobDir: *blobDir, stateDir: *stateDir, log: log, started: time.Now(),
-		meta: map[string]*imageMeta{}, mounts: map[string]*mountRec{}}
+		httpOpts: blobstore.HTTPOptions{CAFile: *blobCA},
+		meta:     map[string]*imageMeta{}, mounts: map[string]*mountRec{}}
 	if err := os.MkdirAll(*cacheDir, 0o700); err != nil {
 		return fmt.Errorf("cache directory: %w", err)
 	}

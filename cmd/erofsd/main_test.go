@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -207,6 +208,29 @@ func TestDaemonFanotifyMount(t *testing.T) {
 	if out, _ := ctl("ls"); strings.Contains(out, "img") {
 		t.Errorf("image still registered after umount:\n%s", out)
 	}
+	// The same image with its blobs served over HTTP (loopback): data
+	// comes through range requests, verified.
+	hs := httptest.NewServer(http.FileServer(http.Dir(blobs)))
+	defer hs.Close()
+	os.RemoveAll(filepath.Join(dir, "cache", "fanotify")) // a cold cache (fanotify)
+	fetched := scrape(t, metricsAddr)["erofsd_backend_fetched_bytes_total"]
+	if out, err := ctl("mount", "--fsid", "overhttp", "--blob-dir", hs.URL, img, mnt); err != nil {
+		t.Fatalf("erofsctl mount over HTTP: %v\n%s", err, out)
+	}
+	diffs, err = treecmp.Compare(src, mnt, treecmp.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range diffs {
+		t.Error("over HTTP:", d)
+	}
+	if out, err := ctl("umount", mnt); err != nil {
+		t.Fatalf("erofsctl umount: %v\n%s", err, out)
+	}
+	if wantFE == "fanotify" && scrape(t, metricsAddr)["erofsd_backend_fetched_bytes_total"] <= fetched {
+		t.Error("nothing was fetched over HTTP")
+	}
+
 	if wantFE != "fanotify" {
 		return
 	}

@@ -13,7 +13,7 @@ type RegisterRequest struct {
 	FSID      string `json:"fsid"`
 	DomainID  string `json:"domain_id,omitempty"`
 	Bootstrap string `json:"bootstrap"`          // absolute path of the image file
-	BlobDir   string `json:"blob_dir,omitempty"` // local blob store; default: the daemon's --blob-dir
+	BlobDir   string `json:"blob_dir,omitempty"` // blob store: a directory or an http(s):// URL; default: the daemon's --blob-dir
 }
 
 // MountRequest registers (if Bootstrap is set) and mounts an image.
