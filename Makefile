@@ -6,7 +6,10 @@ GOFLAGS_STATIC := CGO_ENABLED=0
 FUZZTIME  ?= 10s
 PKGS      := ./...
 
-.PHONY: all build test unit fuzz-short fuzz bench lint clean
+PREFIX    ?= /usr/local
+DESTDIR   ?=
+
+.PHONY: all build test unit fuzz-short fuzz bench lint clean install
 
 all: build
 
@@ -50,6 +53,13 @@ bench: build
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+
+# Binaries, the systemd unit, modules-load.d and tmpfiles.d entries.
+install: build
+	install -D -m 0755 -t $(DESTDIR)$(PREFIX)/bin $(addprefix $(BIN)/,$(CMDS))
+	install -D -m 0644 deploy/systemd/erofsd.service $(DESTDIR)/etc/systemd/system/erofsd.service
+	install -D -m 0644 deploy/modules-load.d/erofsd.conf $(DESTDIR)/etc/modules-load.d/erofsd.conf
+	install -D -m 0644 deploy/tmpfiles.d/erofsd.conf $(DESTDIR)/etc/tmpfiles.d/erofsd.conf
 
 clean:
 	rm -rf $(BIN)

@@ -21,6 +21,7 @@ import (
 	"github.com/erofsd/erofsd/blobstore"
 	"github.com/erofsd/erofsd/internal/control"
 	"github.com/erofsd/erofsd/internal/fdhold"
+	"github.com/erofsd/erofsd/internal/sdnotify"
 	"github.com/erofsd/erofsd/metrics"
 	"github.com/erofsd/erofsd/ondemand"
 	"github.com/erofsd/erofsd/ondemand/cachefiles"
@@ -223,6 +224,24 @@ func run(args []string) error {
 		go func() { ended <- l.Serve(loopCtx) }()
 	}
 	running := len(loops)
+	status := fmt.Sprintf("STATUS=serving: cachefiles %v, fanotify %v", d.srv != nil, d.fan != nil)
+	if err := sdnotify.Notify("READY=1\n" + status); err != nil {
+		log.WithError(err).Warn("sd_notify")
+	}
+	if iv := sdnotify.WatchdogInterval(); iv > 0 {
+		go func() {
+			t := time.NewTicker(iv / 2)
+			defer t.Stop()
+			for {
+				select {
+				case <-t.C:
+					sdnotify.Notify("WATCHDOG=1")
+				case <-loopCtx.Done():
+					return
+				}
+			}
+		}()
+	}
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")
@@ -243,6 +262,7 @@ func run(args []string) error {
 			}
 		}
 	}
+	sdnotify.Notify("STOPPING=1")
 	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	hs.Shutdown(shutCtx)

@@ -41,14 +41,31 @@ func TestDaemonLifecycle(t *testing.T) {
 	cmd := exec.Command(bin, "--socket", sock, "--cache-dir", filepath.Join(dir, "cache"), "--state-dir", filepath.Join(dir, "state"), "--frontend", "cachefiles", "--metrics-addr", "")
 	var logs strings.Builder
 	cmd.Stderr = &logs
+	// Play systemd: a notify socket that must see READY=1, then STOPPING=1.
+	notifyPath := filepath.Join(dir, "notify")
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notify.Close()
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notifyPath)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
+	notified := func(want string) {
+		t.Helper()
+		buf := make([]byte, 512)
+		notify.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, err := notify.Read(buf)
+		if err != nil || !strings.HasPrefix(string(buf[:n]), want) {
+			t.Fatalf("notify socket: %q, %v; want %s", buf[:n], err, want)
+		}
+	}
+	notified("READY=1")
 	c := control.NewClient(sock)
 	ctx := context.Background()
 	var st *control.Status
-	var err error
 	for i := 0; i < 100; i++ {
 		if st, err = c.Status(ctx); err == nil {
 			break
@@ -84,6 +101,7 @@ func TestDaemonLifecycle(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
+	notified("STOPPING=1")
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	select {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -36,7 +37,9 @@ func supervise(args []string) error {
 		cmd := exec.Command(self, args...)
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 		cmd.ExtraFiles = []*os.File{dmn} // fd 3 in the child
-		cmd.Env = append(os.Environ(), fdhold.EnvFD+"=3")
+		// The child talks to systemd itself (NotifyAccess=all): READY,
+		// STATUS, STOPPING, and the watchdog, which is meant for it.
+		cmd.Env = append(withoutEnv(os.Environ(), "WATCHDOG_PID"), fdhold.EnvFD+"=3")
 		started := time.Now()
 		if err := cmd.Start(); err != nil {
 			return fmt.Errorf("starting erofsd: %w", err)
@@ -94,4 +97,14 @@ func supervise(args []string) error {
 		}
 		backoff = min(2*backoff, 30*time.Second)
 	}
+}
+
+func withoutEnv(env []string, key string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, key+"=") {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
