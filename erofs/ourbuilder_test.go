@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/erofsd/erofsd/erofs/build"
+	"github.com/erofsd/erofsd/internal/testimage"
 	"github.com/erofsd/erofsd/internal/testtree"
 )
 
@@ -32,32 +33,17 @@ func TestOurBuilderImages(t *testing.T) {
 			if mode == "blob" {
 				opts.BlobDir = t.TempDir()
 			}
-			path := filepath.Join(t.TempDir(), "image.erofs")
-			f, err := os.Create(path)
+			path, blobPaths, res := testimage.Build(t, src, opts)
+			f, err := os.Open(path)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer f.Close()
-			b, err := build.New(f, opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer b.Abort()
-			if err := b.AddDir(context.Background(), src); err != nil {
-				t.Fatal(err)
-			}
-			res, err := b.Finish(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := f.Truncate(res.ImageSize); err != nil {
-				t.Fatal(err)
-			}
 			var blobs BlobResolver
 			blobPath := ""
-			if len(res.Blobs) > 0 {
+			if len(blobPaths) > 0 {
 				blobs = DirBlobs(opts.BlobDir)
-				blobPath = filepath.Join(opts.BlobDir, res.Blobs[0].Digest)
+				blobPath = blobPaths[0]
 			}
 			start := time.Now()
 			rep, err := Check(context.Background(), f, CheckOptions{Blobs: blobs, VerifyData: true})

@@ -13,6 +13,7 @@ import (
 
 	"github.com/erofsd/erofsd/blobstore"
 	"github.com/erofsd/erofsd/erofs/build"
+	"github.com/erofsd/erofsd/internal/testimage"
 )
 
 // memObject is a BlockWriter that checks the cache-file rules (aligned
@@ -60,28 +61,12 @@ func buildImage(t *testing.T, chunkSize int64) (ImageSpec, string) {
 		os.WriteFile(filepath.Join(src, "f"+string(rune('a'+i))), data, 0o644)
 	}
 	blobDir := t.TempDir()
-	img := filepath.Join(t.TempDir(), "img")
-	f, err := os.Create(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := build.New(f, build.Options{BlobDir: blobDir, ChunkSize: chunkSize})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.AddDir(context.Background(), src); err != nil {
-		t.Fatal(err)
-	}
-	res, err := b.Finish(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	img, blobs, _ := testimage.Build(t, src, build.Options{BlobDir: blobDir, ChunkSize: chunkSize})
 	store, err := blobstore.NewLocal(blobDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ImageSpec{FSID: "img1", Bootstrap: img, Store: store}, filepath.Join(blobDir, res.Blobs[0].Digest)
+	return ImageSpec{FSID: "img1", Bootstrap: img, Store: store}, blobs[0]
 }
 
 func TestServeBootstrapAndBlob(t *testing.T) {

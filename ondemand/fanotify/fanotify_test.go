@@ -18,6 +18,7 @@ import (
 	"github.com/erofsd/erofsd/blobstore"
 	"github.com/erofsd/erofsd/erofs/build"
 	"github.com/erofsd/erofsd/internal/kmount"
+	"github.com/erofsd/erofsd/internal/testimage"
 	"github.com/erofsd/erofsd/internal/testtree"
 	"github.com/erofsd/erofsd/internal/treecmp"
 	"github.com/erofsd/erofsd/ondemand"
@@ -44,22 +45,9 @@ func newLazyMount(t *testing.T, src string, chunkSize int64, corrupt bool) *lazy
 		t.Skip(err)
 	}
 	blobDir := t.TempDir()
-	img := filepath.Join(t.TempDir(), "img")
-	f, _ := os.Create(img)
-	b, err := build.New(f, build.Options{BlobDir: blobDir, ChunkSize: chunkSize})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.AddDir(context.Background(), src); err != nil {
-		t.Fatal(err)
-	}
-	res, err := b.Finish(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	img, blobs, _ := testimage.Build(t, src, build.Options{BlobDir: blobDir, ChunkSize: chunkSize})
 	if corrupt {
-		p := filepath.Join(blobDir, res.Blobs[0].Digest)
+		p := blobs[0]
 		data, _ := os.ReadFile(p)
 		data[len(data)/2] ^= 0xFF
 		os.WriteFile(p, data, 0o644)
@@ -257,15 +245,7 @@ func testReplay(t *testing.T, lost bool) {
 	rand.Read(want)
 	os.WriteFile(filepath.Join(src, "f"), want, 0o644)
 	blobDir := t.TempDir()
-	img := filepath.Join(t.TempDir(), "img")
-	f, _ := os.Create(img)
-	b, _ := build.New(f, build.Options{BlobDir: blobDir})
-	b.AddDir(context.Background(), src)
-	res, err := b.Finish(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	img, _, res := testimage.Build(t, src, build.Options{BlobDir: blobDir})
 	store, _ := blobstore.NewLocal(blobDir)
 	reg := ondemand.NewRegistry()
 	defer reg.Close()
