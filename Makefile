@@ -54,12 +54,15 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
-# Binaries, the systemd unit, modules-load.d and tmpfiles.d entries.
+# Binaries, the systemd unit, modules-load.d and tmpfiles.d entries, and
+# the example config (unless one exists).
 install: build
 	install -D -m 0755 -t $(DESTDIR)$(PREFIX)/bin $(addprefix $(BIN)/,$(CMDS))
 	install -D -m 0644 deploy/systemd/erofsd.service $(DESTDIR)/etc/systemd/system/erofsd.service
 	install -D -m 0644 deploy/modules-load.d/erofsd.conf $(DESTDIR)/etc/modules-load.d/erofsd.conf
 	install -D -m 0644 deploy/tmpfiles.d/erofsd.conf $(DESTDIR)/etc/tmpfiles.d/erofsd.conf
+	@# An existing config is the administrator's: never overwrite it.
+	[ -e $(DESTDIR)/etc/erofsd/config.toml ] || install -D -m 0644 deploy/config.toml $(DESTDIR)/etc/erofsd/config.toml
 
 clean:
 	rm -rf $(BIN)

@@ -11,6 +11,8 @@ require github.com/erofs/go-erofs v0.3.1
 
 require github.com/sirupsen/logrus v1.10.2
 
+require github.com/BurntSushi/toml v1.6.0
+
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect

@@ -58,6 +58,7 @@ func run(args []string) error {
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	metricsAddr := fs.String("metrics-addr", "127.0.0.1:9851", "`address` serving /metrics, /healthz and /readyz (empty: off)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	configPath := fs.String("config", defaultConfig, "TOML config `file`: keys are these flags' names with _ (flags win)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -66,6 +67,19 @@ func run(args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	explicit := false
+	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
+	if err := loadConfig(fs, *configPath, explicit); err != nil {
+		return err
+	}
+	if *workers <= 0 {
+		return fmt.Errorf("workers: %d, want at least 1", *workers)
+	}
+	switch *frontend {
+	case "auto", "cachefiles", "fanotify":
+	default:
+		return fmt.Errorf("frontend %q: want auto, cachefiles or fanotify", *frontend)
 	}
 	if *showVersion {
 		fmt.Println("erofsd", version)

@@ -414,3 +414,46 @@ func scrape(t *testing.T, addr string) map[string]float64 {
 	}
 	return out
 }
+
+// TestConfigFile checks the TOML config: the shipped deploy/config.toml
+// loads, unknown keys and bad values are refused with the key named, and
+// a flag on the command line wins over the file.
+func TestConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "erofsd")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	run := func(config string, args ...string) (string, error) {
+		p := filepath.Join(dir, "config.toml")
+		os.WriteFile(p, []byte(config), 0o644)
+		out, err := exec.Command(bin, append([]string{"--config", p}, append(args, "--version")...)...).CombinedOutput()
+		return string(out), err
+	}
+	shipped, err := os.ReadFile("../../deploy/config.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run(string(shipped)); err != nil || !strings.Contains(out, "erofsd") {
+		t.Fatalf("deploy/config.toml: %v\n%s", err, out)
+	}
+	for config, key := range map[string]string{
+		"bogus = 1\n":                  "bogus",
+		"workers = \"many\"\n":         "workers",
+		"frontend = \"ebpf\"\n":        "frontend",
+		"workers = 0\n":                "workers",
+		"cache_dir = [\"a\", \"b\"]\n": "cache_dir",
+		"version = true\n":             "version",
+	} {
+		out, err := run(config)
+		if err == nil || !strings.Contains(out, key) {
+			t.Errorf("config %q: %v, output %q; want an error naming %s", config, err, out, key)
+		}
+	}
+	if out, err := run("frontend = \"ebpf\"\n", "--frontend", "auto"); err != nil {
+		t.Errorf("a flag must win over the file: %v\n%s", err, out)
+	}
+	if _, err := exec.Command(bin, "--config", filepath.Join(dir, "missing.toml"), "--version").CombinedOutput(); err == nil {
+		t.Error("a missing --config file was accepted")
+	}
+}
