@@ -88,6 +88,8 @@ var (
 		"Chunks whose sha256 did not match the image's digest table (never handed to the kernel).", nil, nil)
 	descCoalesced = prometheus.NewDesc(ns+"_coalesced_fetches_total",
 		"Chunk fills that waited for a fill of the same chunk instead of fetching again.", nil, nil)
+	descRuns = prometheus.NewDesc(ns+"_backend_coalesced_reads_total",
+		"Single blob store reads that fetched several adjacent chunks.", nil, nil)
 	descImages = prometheus.NewDesc(ns+"_images",
 		"Images registered.", nil, nil)
 	descMounts = prometheus.NewDesc(ns+"_mounts",
@@ -98,7 +100,7 @@ type collector struct{ src Sources }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descWritten, descInFlight, descOpenObjects, descReadaheads,
-		descFetches, descFetchedBytes, descDigestFailures, descCoalesced, descImages, descMounts} {
+		descFetches, descFetchedBytes, descDigestFailures, descCoalesced, descRuns, descImages, descMounts} {
 		ch <- d
 	}
 }
@@ -140,6 +142,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descFetchedBytes, r.Stats.FetchedBytes.Load())
 		counter(descDigestFailures, r.Stats.DigestFailures.Load())
 		counter(descCoalesced, r.Stats.Coalesced.Load())
+		counter(descRuns, r.Stats.CoalescedFetches.Load())
 		gauge(descImages, int64(len(r.Images())))
 	}
 	if c.src.Mounts != nil {

@@ -33,6 +33,9 @@ type Stats struct {
 	FetchedBytes   atomic.Int64
 	DigestFailures atomic.Int64 // chunks whose sha256 did not match
 	Coalesced      atomic.Int64 // fills that waited for another fill of the same chunk
+	// CoalescedFetches counts single store reads that fetched several
+	// adjacent chunks.
+	CoalescedFetches atomic.Int64
 }
 
 // ImageSpec describes an image to serve.

@@ -223,6 +223,10 @@ func (s *blobSource) Fill(ctx context.Context, off, n int64, w BlockWriter) erro
 		}
 		return 1
 	})
+	// Adjacent chunks the range needs are fetched with one request
+	// (fewer round trips to remote stores); what that does not cover is
+	// then filled chunk by chunk below.
+	s.fillRun(ctx, i, end, w)
 	pos := start
 	for ; pos < end; i++ {
 		if err := ctx.Err(); err != nil {
@@ -246,6 +250,81 @@ func (s *blobSource) Fill(ctx context.Context, off, n int64, w BlockWriter) erro
 	}
 	return nil
 }
+
+// maxRun bounds the bytes one coalesced fetch asks for.
+const maxRun = 8 << 20
+
+// fillRun fetches the chunks from index i on that start before end, are
+// adjacent in the blob and neither written nor being fetched, with one
+// read; each is verified on its own and written if it matches. Chunks it
+// leaves unwritten (a mismatch, an error) are for the per-chunk path.
+func (s *blobSource) fillRun(ctx context.Context, i int, end int64, w BlockWriter) {
+	s.mu.Lock()
+	var run []chunk
+	var fetches []*fetch
+	for j := i; j < len(s.chunks) && s.chunks[j].off < end; j++ {
+		c := s.chunks[j]
+		if s.written[c.off] || s.inflight[c.off] != nil {
+			break
+		}
+		if n := len(run); n > 0 && (run[n-1].off+alignUp(run[n-1].length) != c.off || c.off+alignUp(c.length)-run[0].off > maxRun) {
+			break
+		}
+		run = append(run, c)
+	}
+	if len(run) < 2 {
+		s.mu.Unlock()
+		return
+	}
+	if s.inflight == nil {
+		s.inflight = map[int64]*fetch{}
+	}
+	for _, c := range run {
+		f := &fetch{done: make(chan struct{}), err: errRunMiss}
+		s.inflight[c.off] = f
+		fetches = append(fetches, f)
+	}
+	s.mu.Unlock()
+
+	span := run[len(run)-1].off + alignUp(run[len(run)-1].length) - run[0].off
+	buf := s.bufs.getSize(int(span))
+	defer s.bufs.put(buf)
+	start := time.Now()
+	err := s.readChunk(ctx, buf[:span], chunk{off: run[0].off, length: span})
+	if s.latency != nil {
+		s.latency.Observe(time.Since(start).Seconds())
+	}
+	for k, c := range run {
+		f := fetches[k]
+		if err == nil {
+			rel := c.off - run[0].off
+			data := buf[rel : rel+c.length]
+			if sha256.Sum256(data) == c.digest {
+				clear(buf[rel+c.length : rel+alignUp(c.length)]) // padding is not trusted
+				s.stats.Fetches.Add(1)
+				s.stats.FetchedBytes.Add(c.length)
+				f.err = w.WriteBlocks(buf[rel:rel+alignUp(c.length)], c.off)
+			} else {
+				s.stats.DigestFailures.Add(1)
+			}
+		}
+		s.mu.Lock()
+		delete(s.inflight, c.off)
+		if f.err == nil {
+			if s.written == nil {
+				s.written = map[int64]bool{}
+			}
+			s.written[c.off] = true
+		}
+		s.mu.Unlock()
+		close(f.done)
+	}
+	s.stats.CoalescedFetches.Add(1)
+}
+
+// errRunMiss marks a chunk a coalesced fetch did not deliver; whoever
+// waits for it fetches it alone.
+var errRunMiss = errors.New("chunk not delivered by a coalesced fetch")
 
 // fillChunk fetches, verifies and writes one chunk. A concurrent caller
 // asking for the same chunk waits for the first one instead of fetching
