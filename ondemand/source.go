@@ -289,37 +289,57 @@ func (s *blobSource) fillRun(ctx context.Context, i int, end int64, w BlockWrite
 	span := run[len(run)-1].off + alignUp(run[len(run)-1].length) - run[0].off
 	buf := s.bufs.getSize(int(span))
 	defer s.bufs.put(buf)
-	start := time.Now()
-	err := s.readChunk(ctx, buf[:span], chunk{off: run[0].off, length: span})
-	if s.latency != nil {
-		s.latency.Observe(time.Since(start).Seconds())
-	}
+	err := s.timedRead(ctx, buf[:span], chunk{off: run[0].off, length: span})
 	for k, c := range run {
 		f := fetches[k]
 		if err == nil {
 			rel := c.off - run[0].off
-			data := buf[rel : rel+c.length]
-			if sha256.Sum256(data) == c.digest {
-				clear(buf[rel+c.length : rel+alignUp(c.length)]) // padding is not trusted
-				s.stats.Fetches.Add(1)
-				s.stats.FetchedBytes.Add(c.length)
-				f.err = w.WriteBlocks(buf[rel:rel+alignUp(c.length)], c.off)
-			} else {
-				s.stats.DigestFailures.Add(1)
+			if werr := s.verifyAndWrite(buf[rel:rel+alignUp(c.length)], c, w); !errors.Is(werr, ErrDigestMismatch) {
+				f.err = werr
 			}
 		}
-		s.mu.Lock()
-		delete(s.inflight, c.off)
-		if f.err == nil {
-			if s.written == nil {
-				s.written = map[int64]bool{}
-			}
-			s.written[c.off] = true
-		}
-		s.mu.Unlock()
-		close(f.done)
+		s.finish(c, f)
 	}
 	s.stats.CoalescedFetches.Add(1)
+}
+
+// finish ends a fetch of chunk c: the chunk counts as written if it
+// succeeded, and whoever waits for it is woken.
+func (s *blobSource) finish(c chunk, f *fetch) {
+	s.mu.Lock()
+	delete(s.inflight, c.off)
+	if f.err == nil {
+		if s.written == nil {
+			s.written = map[int64]bool{}
+		}
+		s.written[c.off] = true
+	}
+	s.mu.Unlock()
+	close(f.done)
+}
+
+// verifyAndWrite checks chunk c's data at the start of buf (its padded
+// size) against the digest table and writes it, zero padded, if it
+// matches: the padding read from the blob is not trusted.
+func (s *blobSource) verifyAndWrite(buf []byte, c chunk, w BlockWriter) error {
+	if sha256.Sum256(buf[:c.length]) != c.digest {
+		s.stats.DigestFailures.Add(1)
+		return fmt.Errorf("%w: %s chunk at %d (%d bytes)", ErrDigestMismatch, s.digest, c.off, c.length)
+	}
+	clear(buf[c.length:])
+	s.stats.Fetches.Add(1)
+	s.stats.FetchedBytes.Add(c.length)
+	return w.WriteBlocks(buf, c.off)
+}
+
+// timedRead reads a chunk (or a run of chunks) and observes the latency.
+func (s *blobSource) timedRead(ctx context.Context, data []byte, c chunk) error {
+	start := time.Now()
+	err := s.readChunk(ctx, data, c)
+	if s.latency != nil {
+		s.latency.Observe(time.Since(start).Seconds())
+	}
+	return err
 }
 
 // errRunMiss marks a chunk a coalesced fetch did not deliver; whoever
@@ -345,16 +365,7 @@ func (s *blobSource) fillChunk(ctx context.Context, c chunk, w BlockWriter) erro
 			s.inflight[c.off] = f
 			s.mu.Unlock()
 			f.err = s.fetchChunk(ctx, c, w)
-			s.mu.Lock()
-			delete(s.inflight, c.off)
-			if f.err == nil {
-				if s.written == nil {
-					s.written = map[int64]bool{}
-				}
-				s.written[c.off] = true
-			}
-			s.mu.Unlock()
-			close(f.done)
+			s.finish(c, f)
 			return f.err
 		}
 		s.mu.Unlock()
@@ -376,25 +387,14 @@ func (s *blobSource) fetchChunk(ctx context.Context, c chunk, w BlockWriter) err
 	padded := alignUp(c.length)
 	buf := s.bufs.getSize(int(padded))
 	defer s.bufs.put(buf)
-	data := buf[:c.length]
 	var err error
 	for attempt := 0; attempt < 2; attempt++ {
-		start := time.Now()
-		err = s.readChunk(ctx, data, c)
-		if s.latency != nil {
-			s.latency.Observe(time.Since(start).Seconds())
-		}
-		if err != nil {
+		if err = s.timedRead(ctx, buf[:c.length], c); err != nil {
 			continue
 		}
-		if sha256.Sum256(data) == c.digest {
-			clear(buf[c.length:padded])
-			s.stats.FetchedBytes.Add(c.length)
-			s.stats.Fetches.Add(1)
-			return w.WriteBlocks(buf[:padded], c.off)
+		if err = s.verifyAndWrite(buf[:padded], c, w); !errors.Is(err, ErrDigestMismatch) {
+			return err
 		}
-		s.stats.DigestFailures.Add(1)
-		err = fmt.Errorf("%w: %s chunk at %d (%d bytes)", ErrDigestMismatch, s.digest, c.off, c.length)
 	}
 	return err
 }

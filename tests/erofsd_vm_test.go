@@ -16,6 +16,7 @@ import (
 
 	"github.com/erofsd/erofsd/blobstore"
 	"github.com/erofsd/erofsd/erofs/build"
+	"github.com/erofsd/erofsd/internal/testimage"
 	"github.com/erofsd/erofsd/internal/testtree"
 	"github.com/erofsd/erofsd/tests/vm"
 )
@@ -40,35 +41,17 @@ func (d *dataDir) image(name, src string, layers [][]byte, blobDir string, ref b
 		if self {
 			out, opts = filepath.Join(d.dir, "ref-"+name+".erofs"), build.Options{}
 		}
-		if opts.BlobDir != "" {
-			os.MkdirAll(opts.BlobDir, 0o755)
-		}
-		f, err := os.Create(out)
-		if err != nil {
-			d.t.Fatal(err)
-		}
-		b, err := build.New(f, opts)
-		if err != nil {
-			d.t.Fatal(err)
-		}
-		ctx := context.Background()
-		if layers == nil {
-			err = b.AddDir(ctx, src)
-		}
-		for _, l := range layers {
-			if err == nil {
-				err = b.AddLayer(ctx, bytes.NewReader(l))
+		testimage.Write(d.t, out, opts, func(ctx context.Context, b *build.Builder) error {
+			if layers == nil {
+				return b.AddDir(ctx, src)
 			}
-		}
-		if err != nil {
-			d.t.Fatal(err)
-		}
-		res, err := b.Finish(ctx)
-		if err != nil {
-			d.t.Fatal(err)
-		}
-		f.Truncate(res.ImageSize)
-		f.Close()
+			for _, l := range layers {
+				if err := b.AddLayer(ctx, bytes.NewReader(l)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 
 	goerofs "github.com/erofs/go-erofs"
 	"github.com/erofsd/erofsd/erofs/build"
+	"github.com/erofsd/erofsd/internal/testimage"
 )
 
 // TestGoErofsReadsOurImages cross-checks our images with an independent
@@ -25,7 +26,7 @@ func TestGoErofsReadsOurImages(t *testing.T) {
 		if blob {
 			opts.BlobDir = t.TempDir()
 		}
-		image, blobs, _ := buildFrom(t, src.dir, opts)
+		image, blobs, _ := testimage.Build(t, src.dir, opts)
 		img, err := os.Open(image)
 		if err != nil {
 			t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"github.com/erofsd/erofsd/erofs"
 	"github.com/erofsd/erofsd/erofs/build"
 	"github.com/erofsd/erofsd/internal/kmount"
+	"github.com/erofsd/erofsd/internal/testimage"
 )
 
 // layerEntry is one tar entry: a file with content, "dir/", a symlink
@@ -70,25 +71,14 @@ func TestKernelMergedLayers(t *testing.T) {
 
 	blobDir := t.TempDir()
 	image := filepath.Join(t.TempDir(), "merged.erofs")
-	f, err := os.Create(image)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := build.New(f, build.Options{BlobDir: blobDir, ChunkSize: 64 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range layers {
-		if err := b.AddLayer(context.Background(), bytes.NewReader(layerTar(t, l))); err != nil {
-			t.Fatal(err)
+	res := testimage.Write(t, image, build.Options{BlobDir: blobDir, ChunkSize: 64 << 10}, func(ctx context.Context, b *build.Builder) error {
+		for _, l := range layers {
+			if err := b.AddLayer(ctx, bytes.NewReader(layerTar(t, l))); err != nil {
+				return err
+			}
 		}
-	}
-	res, err := b.Finish(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Truncate(res.ImageSize)
-	f.Close()
+		return nil
+	})
 	if len(res.Blobs) != 3 {
 		t.Fatalf("%d blobs, want one per layer", len(res.Blobs))
 	}

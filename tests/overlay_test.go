@@ -11,6 +11,7 @@ import (
 
 	"github.com/erofsd/erofsd/erofs/build"
 	"github.com/erofsd/erofsd/internal/kmount"
+	"github.com/erofsd/erofsd/internal/testimage"
 	"golang.org/x/sys/unix"
 )
 
@@ -53,7 +54,7 @@ func TestKernelOverlayWhiteouts(t *testing.T) {
 	})
 	var mounts []string
 	for _, layer := range []string{lower, upper} {
-		image, blobs, _ := buildFrom(t, layer, build.Options{BlobDir: t.TempDir()})
+		image, blobs, _ := testimage.Build(t, layer, build.Options{BlobDir: t.TempDir()})
 		mnt := t.TempDir()
 		unmount, err := kmount.MountFileBacked(image, blobs, mnt)
 		if err != nil {

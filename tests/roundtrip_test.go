@@ -4,7 +4,6 @@
 package tests
 
 import (
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/erofsd/erofsd/erofs/build"
 	"github.com/erofsd/erofsd/internal/kmount"
+	"github.com/erofsd/erofsd/internal/testimage"
 	"github.com/erofsd/erofsd/internal/testtree"
 	"github.com/erofsd/erofsd/internal/treecmp"
 )
@@ -30,50 +30,6 @@ func generate(t *testing.T, big bool) source {
 		t.Fatal(err)
 	}
 	return source{dir, m}
-}
-
-// buildFrom builds an image from a directory or a tar file with the
-// library, as erofs-image build does.
-func buildFrom(t *testing.T, src string, opts build.Options) (image string, blobs []string, res *build.Result) {
-	t.Helper()
-	image = filepath.Join(t.TempDir(), "image.erofs")
-	f, err := os.Create(image)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b, err := build.New(f, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Abort()
-	ctx := context.Background()
-	if st, err := os.Stat(src); err == nil && st.IsDir() {
-		err = b.AddDir(ctx, src)
-		if err != nil {
-			t.Fatalf("build from %s: %v", src, err)
-		}
-	} else {
-		tf, err := os.Open(src)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer tf.Close()
-		if err := b.AddTar(ctx, tf, build.TarOptions{}); err != nil {
-			t.Fatalf("build from %s: %v", src, err)
-		}
-	}
-	res, err = b.Finish(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(res.ImageSize); err != nil {
-		t.Fatal(err)
-	}
-	for _, bl := range res.Blobs {
-		blobs = append(blobs, filepath.Join(opts.BlobDir, bl.Digest))
-	}
-	return image, blobs, res
 }
 
 func mountAndCompare(t *testing.T, want, image string, blobs []string, opts treecmp.Options) {
@@ -135,7 +91,7 @@ func TestKernelRoundTripDir(t *testing.T) {
 			if c.opts.BlobDir != "" {
 				c.opts.BlobDir = t.TempDir()
 			}
-			image, blobs, res := buildFrom(t, src.dir, c.opts)
+			image, blobs, res := testimage.Build(t, src.dir, c.opts)
 			if c.opts.BlobDir != "" && (res.Chunks == 0 || res.DedupeSaved == 0) {
 				t.Errorf("blob build: %d chunks, dedupe saved %d bytes; the tree has duplicate regions", res.Chunks, res.DedupeSaved)
 			}
@@ -165,7 +121,7 @@ func TestKernelRoundTripTar(t *testing.T) {
 		if blob {
 			opts.BlobDir = t.TempDir()
 		}
-		image, blobs, _ := buildFrom(t, archive, opts)
+		image, blobs, _ := testimage.Build(t, archive, opts)
 		// GNU tar does not record sockets, and stores the tree root's
 		// own attributes as "./".
 		mountAndCompare(t, src.dir, image, blobs, treecmp.Options{
