@@ -70,6 +70,24 @@ func buildImage(t *testing.T, chunkSize int64) (ImageSpec, string) {
 	return ImageSpec{FSID: "img1", Bootstrap: img, Store: store}, blobs[0]
 }
 
+// serveBlob registers spec and resolves its first blob as the kernel
+// would; both are released when the test ends.
+func serveBlob(t *testing.T, spec ImageSpec) (*Registry, *Image, *Object) {
+	t.Helper()
+	reg := NewRegistry()
+	t.Cleanup(func() { reg.Close() })
+	im, err := reg.Register(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, err := reg.Resolve("erofs,img1", im.Blobs[0].Digest.Hex())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(obj.Release)
+	return reg, im, obj
+}
+
 func TestServeBootstrapAndBlob(t *testing.T) {
 	spec, blobPath := buildImage(t, 64<<10)
 	reg := NewRegistry()
@@ -137,19 +155,9 @@ func TestCorruptChunkNeverWritten(t *testing.T) {
 	bad[100000] ^= 1 // inside some chunk
 	os.WriteFile(blobPath, bad, 0o644)
 
-	reg := NewRegistry()
-	defer reg.Close()
-	im, err := reg.Register(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	obj, err := reg.Resolve("erofs,img1", im.Blobs[0].Digest.Hex())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer obj.Release()
+	reg, _, obj := serveBlob(t, spec)
 	m := newMemObject(t, obj.Size())
-	err = obj.Fill(context.Background(), 0, obj.Size(), m)
+	err := obj.Fill(context.Background(), 0, obj.Size(), m)
 	if !errors.Is(err, ErrDigestMismatch) {
 		t.Fatalf("fill of a corrupt blob: %v", err)
 	}
@@ -171,14 +179,7 @@ func TestCorruptChunkNeverWritten(t *testing.T) {
 
 func TestConcurrentFillsCoalesce(t *testing.T) {
 	spec, blobPath := buildImage(t, 1<<20)
-	reg := NewRegistry()
-	defer reg.Close()
-	im, err := reg.Register(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	obj, _ := reg.Resolve("erofs,img1", im.Blobs[0].Digest.Hex())
-	defer obj.Release()
+	reg, im, obj := serveBlob(t, spec)
 	m := newMemObject(t, obj.Size())
 	var wg sync.WaitGroup
 	for i := 0; i < 8; i++ {
@@ -277,14 +278,7 @@ func TestAdjacentChunksOneRead(t *testing.T) {
 	spec, blobPath := buildImage(t, 64<<10)
 	var reads atomic.Int64
 	spec.Store = countingStore{spec.Store, &reads}
-	reg := NewRegistry()
-	defer reg.Close()
-	im, err := reg.Register(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	obj, _ := reg.Resolve("erofs,img1", im.Blobs[0].Digest.Hex())
-	defer obj.Release()
+	reg, _, obj := serveBlob(t, spec)
 	m := newMemObject(t, obj.Size())
 	if err := obj.Fill(context.Background(), 0, 1<<20, m); err != nil {
 		t.Fatal(err)

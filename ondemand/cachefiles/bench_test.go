@@ -9,6 +9,7 @@ import (
 
 	"github.com/erofsd/erofsd/blobstore"
 	"github.com/erofsd/erofsd/erofs/build"
+	"github.com/erofsd/erofsd/internal/testimage"
 	"github.com/erofsd/erofsd/ondemand"
 	abi "github.com/erofsd/erofsd/ondemand/internal/cachefiles"
 )
@@ -25,20 +26,7 @@ func BenchmarkServeReads(b *testing.B) {
 	rand.Read(data)
 	os.WriteFile(filepath.Join(src, "big"), data, 0o644)
 	blobDir := b.TempDir()
-	img := filepath.Join(b.TempDir(), "img")
-	f, _ := os.Create(img)
-	bl, err := build.New(f, build.Options{BlobDir: blobDir})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := bl.AddDir(context.Background(), src); err != nil {
-		b.Fatal(err)
-	}
-	res, err := bl.Finish(context.Background())
-	if err != nil {
-		b.Fatal(err)
-	}
-	f.Close()
+	img, _, res := testimage.Build(b, src, build.Options{BlobDir: blobDir})
 	store, _ := blobstore.NewLocal(blobDir)
 	reg := ondemand.NewRegistry()
 	defer reg.Close()
