@@ -11,7 +11,10 @@ require github.com/erofs/go-erofs v0.3.1
 
 require github.com/sirupsen/logrus v1.10.2
 
-require github.com/BurntSushi/toml v1.6.0
+require (
+	github.com/BurntSushi/toml v1.6.0
+	golang.org/x/crypto v0.59.0
+)
 
 require (
 	github.com/beorn7/perks v1.0.1 // indirect

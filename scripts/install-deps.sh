@@ -10,6 +10,7 @@ packages=(
 	busybox-static # VM tests: the guest's userland
 	e2fsprogs # VM tests: mkfs.ext4 for the guest's cache disk
 	cpio # VM tests: cross-checks the initramfs writer
+	docker-registry # registry tests: the real distribution registry on 127.0.0.1
 	make
 	git
 )
