@@ -82,6 +82,11 @@ func TestKernelMergedLayers(t *testing.T) {
 	if len(res.Blobs) != 3 {
 		t.Fatalf("%d blobs, want one per layer", len(res.Blobs))
 	}
+	for i, bl := range res.Blobs {
+		if bl.Layer != i+1 {
+			t.Errorf("blob %d comes from layer %d, want %d", i, bl.Layer, i+1)
+		}
+	}
 	// big-copy in layer 2 is stored in layer 1's blob: layer 2's blob
 	// holds only its small files.
 	if res.Blobs[1].Size > 8*4096 {

@@ -76,6 +76,9 @@ type Progress struct {
 type BlobInfo struct {
 	Digest string // sha256 hex, also the file name and the device tag
 	Size   int64
+	// Layer is the 1-based AddLayer call whose new data the blob holds
+	// (a layer that adds no new chunk has no blob); 0 for other sources.
+	Layer int
 }
 
 // Result summarises a finished build.
@@ -164,7 +167,7 @@ func (b *Builder) putChunk(p []byte) (chunkRef, bool, error) {
 		if len(b.blobs) >= maxBlobs {
 			return chunkRef{}, false, fmt.Errorf("%w: more than %d blobs", ErrTooLarge, maxBlobs)
 		}
-		bl, err := newBlob(b.opts.BlobDir, uint16(len(b.blobs)+1))
+		bl, err := newBlob(b.opts.BlobDir, uint16(len(b.blobs)+1), b.layer)
 		if err != nil {
 			return chunkRef{}, false, err
 		}

@@ -143,6 +143,7 @@ type blob struct {
 	sha    hash.Hash
 	table  []disk.ChunkEntry
 	device uint16
+	layer  int    // the AddLayer call that started it (0: not from a layer)
 	digest string // set by finish
 	size   int64
 }
@@ -152,13 +153,13 @@ type chunkKey struct {
 	length uint32
 }
 
-func newBlob(dir string, device uint16) (*blob, error) {
+func newBlob(dir string, device uint16, layer int) (*blob, error) {
 	f, err := os.CreateTemp(dir, ".blob-*.tmp")
 	if err != nil {
 		return nil, fmt.Errorf("creating blob in %s: %w", dir, err)
 	}
 	h := sha256.New()
-	return &blob{dir: dir, f: f, sha: h, bw: newBlockWriter(f, 0, h), device: device}, nil
+	return &blob{dir: dir, f: f, sha: h, bw: newBlockWriter(f, 0, h), device: device, layer: layer}, nil
 }
 
 // put stores one chunk and returns its start block.

@@ -137,7 +137,7 @@ func (b *Builder) Finish(ctx context.Context) (res *Result, err error) {
 
 	// Chunk digest table.
 	for _, bl := range b.blobs {
-		res.Blobs = append(res.Blobs, BlobInfo{Digest: bl.digest, Size: bl.size})
+		res.Blobs = append(res.Blobs, BlobInfo{Digest: bl.digest, Size: bl.size, Layer: bl.layer})
 		uuidHash.Write([]byte(bl.digest))
 	}
 	var tableBytes []byte
