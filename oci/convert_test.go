@@ -484,5 +484,4 @@ func (k staticKeychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
 	return authn.Anonymous, nil
 }
 
-
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
