@@ -20,6 +20,7 @@ commands:
   inspect  [--json] IMAGE
   check    [--blob-dir DIR] IMAGE
   extract  [--blob-dir DIR] IMAGE DEST
+  convert  [--platform P|all] [--plain-http] [--insecure] [--json] SRC DST
 
 Run 'erofs-image <command> -h' for the flags of a command.
 `
@@ -53,6 +54,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		"inspect": cmdInspect,
 		"check":   cmdCheck,
 		"extract": cmdExtract,
+		"convert": cmdConvert,
 	}
 	switch args[0] {
 	case "-h", "--help", "help":
