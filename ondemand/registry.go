@@ -84,6 +84,12 @@ type Registry struct {
 	// FetchLatency, if set before serving, observes the seconds each
 	// chunk fetch from a blob store takes.
 	FetchLatency Observer
+	// MinFetch, if set before serving, is the least a fill fetches from
+	// a blob store: the chunks after the ones asked for are fetched in
+	// the same request until it covers MinFetch bytes (at most MaxRun).
+	// Worth it for remote stores and small chunks, where round trips
+	// cost more than bytes.
+	MinFetch int64
 }
 
 // NewRegistry returns an empty registry.
@@ -256,7 +262,7 @@ func (r *Registry) Resolve(volumeKey, cookieKey string) (*Object, error) {
 		for _, b := range im.blobs {
 			if b.digest.Hex() == cookieKey {
 				im.open.Add(1)
-				return &Object{Source: &blobSource{blobData: b, bufs: r.bufs, stats: &r.Stats, latency: r.FetchLatency}, Image: im, Kind: "blob"}, nil
+				return &Object{Source: &blobSource{blobData: b, bufs: r.bufs, stats: &r.Stats, latency: r.FetchLatency, minFetch: min(r.MinFetch, MaxRun)}, Image: im, Kind: "blob"}, nil
 			}
 		}
 	}

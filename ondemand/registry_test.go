@@ -291,3 +291,43 @@ func TestAdjacentChunksOneRead(t *testing.T) {
 		t.Fatalf("%d store reads for %d chunks; want 1", reads.Load(), reg.Stats.Fetches.Load())
 	}
 }
+
+// TestMinFetch: with a minimum fetch size, a fill of one small chunk
+// reads the chunks after it in the same request, verified and written,
+// so that reading them later costs no store read.
+func TestMinFetch(t *testing.T) {
+	spec, blobPath := buildImage(t, 64<<10)
+	var reads atomic.Int64
+	spec.Store = countingStore{spec.Store, &reads}
+	reg := NewRegistry()
+	defer reg.Close()
+	reg.MinFetch = 512 << 10
+	im, err := reg.Register(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, err := reg.Resolve("erofs,img1", im.Blobs[0].Digest.Hex())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer obj.Release()
+	m := newMemObject(t, obj.Size())
+	ctx := context.Background()
+	if err := obj.Fill(ctx, 0, 4096, m); err != nil {
+		t.Fatal(err)
+	}
+	if reads.Load() != 1 || reg.Stats.FetchedBytes.Load() < 512<<10-64<<10 {
+		t.Fatalf("one 4 KiB fill: %d store reads, %d bytes fetched; want 1 read of about 512 KiB", reads.Load(), reg.Stats.FetchedBytes.Load())
+	}
+	// The rest of the minimum fetch is in the object already.
+	if err := obj.Fill(ctx, 256<<10, 200<<10, m); err != nil {
+		t.Fatal(err)
+	}
+	if reads.Load() != 1 {
+		t.Fatalf("reading fetched chunks went to the store: %d reads", reads.Load())
+	}
+	blob, _ := os.ReadFile(blobPath)
+	if !bytes.Equal(m.data[:512<<10-64<<10], blob[:512<<10-64<<10]) {
+		t.Fatal("content differs")
+	}
+}

@@ -172,6 +172,8 @@ type blobSource struct {
 	bufs    *bufferPool
 	stats   *Stats
 	latency Observer // may be nil
+	// minFetch extends a fill's store read to the chunks after it.
+	minFetch int64
 
 	mu       sync.Mutex
 	inflight map[int64]*fetch // by chunk offset
@@ -226,7 +228,7 @@ func (s *blobSource) Fill(ctx context.Context, off, n int64, w BlockWriter) erro
 	// Adjacent chunks the range needs are fetched with one request
 	// (fewer round trips to remote stores); what that does not cover is
 	// then filled chunk by chunk below.
-	s.fillRun(ctx, i, end, w)
+	s.fillRun(ctx, i, max(end, start+s.minFetch), w)
 	pos := start
 	for ; pos < end; i++ {
 		if err := ctx.Err(); err != nil {
@@ -251,8 +253,8 @@ func (s *blobSource) Fill(ctx context.Context, off, n int64, w BlockWriter) erro
 	return nil
 }
 
-// maxRun bounds the bytes one coalesced fetch asks for.
-const maxRun = 8 << 20
+// MaxRun bounds the bytes one coalesced fetch asks for.
+const MaxRun = 8 << 20
 
 // fillRun fetches the chunks from index i on that start before end, are
 // adjacent in the blob and neither written nor being fetched, with one
@@ -267,7 +269,7 @@ func (s *blobSource) fillRun(ctx context.Context, i int, end int64, w BlockWrite
 		if s.written[c.off] || s.inflight[c.off] != nil {
 			break
 		}
-		if n := len(run); n > 0 && (run[n-1].off+alignUp(run[n-1].length) != c.off || c.off+alignUp(c.length)-run[0].off > maxRun) {
+		if n := len(run); n > 0 && (run[n-1].off+alignUp(run[n-1].length) != c.off || c.off+alignUp(c.length)-run[0].off > MaxRun) {
 			break
 		}
 		run = append(run, c)
