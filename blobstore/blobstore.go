@@ -70,3 +70,61 @@ type Blob interface {
 	Size() int64
 	Close() error
 }
+
+// OpenStore returns the store named by spec: a directory path (or
+// file:///path) for a local store, an http(s):// URL, or an OCI
+// repository (oci://HOST[:PORT]/REPO, over https; oci+http:// for plain
+// HTTP) with credentials from the docker config. It does no network I/O.
+func OpenStore(spec string, opts HTTPOptions) (Store, error) {
+	return Open(spec, StoreOptions{HTTPOptions: opts})
+}
+
+// StoreOptions configure Open for every kind of spec.
+type StoreOptions struct {
+	// HTTPOptions tune http(s):// stores and the transport of oci://
+	// ones. Its Stats is ignored when Stats is set.
+	HTTPOptions
+	// OCI holds the options for oci:// stores beyond HTTPOptions (its
+	// own HTTPOptions are replaced by the field above). Mirrors listed
+	// there apply to every registry; MirrorsByHost adds per-registry ones.
+	OCI OCIOptions
+	// MirrorsByHost maps a registry host (as in the spec) to the mirrors
+	// tried, in order, before it.
+	MirrorsByHost map[string][]string
+	// Stats, when set, receives every store's counters by kind.
+	Stats *Stats
+}
+
+// Open returns the store named by spec (see OpenStore).
+func Open(spec string, opts StoreOptions) (Store, error) {
+	httpOpts := opts.HTTPOptions
+	switch {
+	case strings.HasPrefix(spec, "oci://"), strings.HasPrefix(spec, "oci+http://"):
+		o := opts.OCI
+		o.HTTPOptions = httpOpts
+		if opts.Stats != nil {
+			o.Stats = &opts.Stats.OCI
+		}
+		repo := spec
+		if r, ok := strings.CutPrefix(spec, "oci+http://"); ok {
+			repo, o.PlainHTTP = r, true
+		} else {
+			repo = strings.TrimPrefix(spec, "oci://")
+		}
+		host, _, _ := strings.Cut(repo, "/")
+		if m := opts.MirrorsByHost[host]; len(m) > 0 {
+			o.Mirrors = append(append([]string(nil), m...), o.Mirrors...)
+		}
+		return NewOCI(repo, o)
+	case strings.HasPrefix(spec, "http://"), strings.HasPrefix(spec, "https://"):
+		if opts.Stats != nil {
+			httpOpts.Stats = &opts.Stats.HTTP
+		}
+		return NewHTTP(spec, httpOpts)
+	}
+	var stats *BackendStats
+	if opts.Stats != nil {
+		stats = &opts.Stats.Local
+	}
+	return NewLocalStats(strings.TrimPrefix(spec, "file://"), stats)
+}

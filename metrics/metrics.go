@@ -9,6 +9,7 @@ package metrics
 import (
 	"runtime"
 
+	"github.com/erofsd/erofsd/blobstore"
 	"github.com/erofsd/erofsd/ondemand"
 	"github.com/erofsd/erofsd/ondemand/cachefiles"
 	"github.com/erofsd/erofsd/ondemand/fanotify"
@@ -25,6 +26,9 @@ type Sources struct {
 	Fanotify   *fanotify.Server
 	Mounts     func() int
 	Version    string
+	// Backends are the blob stores' counters by kind (hand the same
+	// Stats to blobstore.Open); nil: no erofsd_backend_* per-kind series.
+	Backends *blobstore.Stats
 }
 
 // Histograms are the latency observers to hand to the core and the front
@@ -90,6 +94,16 @@ var (
 		"Chunk fills that waited for a fill of the same chunk instead of fetching again.", nil, nil)
 	descRuns = prometheus.NewDesc(ns+"_backend_coalesced_reads_total",
 		"Single blob store reads that fetched several adjacent chunks.", nil, nil)
+	descBackendRequests = prometheus.NewDesc(ns+"_backend_requests_total",
+		"Requests sent to blob stores (each attempt at each host; local stores: opens and reads), by backend kind.", []string{"backend"}, nil)
+	descBackendRetries = prometheus.NewDesc(ns+"_backend_retries_total",
+		"Blob store request rounds repeated after a temporary failure (5xx, reset, short read, timeout), by backend kind.", []string{"backend"}, nil)
+	descBackendFallbacks = prometheus.NewDesc(ns+"_backend_fallbacks_total",
+		"Blob store requests passed on to the next host because a registry mirror failed, by backend kind.", []string{"backend"}, nil)
+	descBackendErrors = prometheus.NewDesc(ns+"_backend_errors_total",
+		"Blob store operations that failed after retries and fallbacks, by backend kind and error class.", []string{"backend", "class"}, nil)
+	descBackendBytes = prometheus.NewDesc(ns+"_backend_received_bytes_total",
+		"Blob bytes received from blob stores, including attempts that failed later, by backend kind.", []string{"backend"}, nil)
 	descImages = prometheus.NewDesc(ns+"_images",
 		"Images registered.", nil, nil)
 	descMounts = prometheus.NewDesc(ns+"_mounts",
@@ -100,7 +114,8 @@ type collector struct{ src Sources }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descWritten, descInFlight, descOpenObjects, descReadaheads,
-		descFetches, descFetchedBytes, descDigestFailures, descCoalesced, descRuns, descImages, descMounts} {
+		descFetches, descFetchedBytes, descDigestFailures, descCoalesced, descRuns, descImages, descMounts,
+		descBackendRequests, descBackendRetries, descBackendFallbacks, descBackendErrors, descBackendBytes} {
 		ch <- d
 	}
 }
@@ -144,6 +159,19 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descCoalesced, r.Stats.Coalesced.Load())
 		counter(descRuns, r.Stats.CoalescedFetches.Load())
 		gauge(descImages, int64(len(r.Images())))
+	}
+	if b := c.src.Backends; b != nil {
+		for _, kind := range blobstore.Kinds {
+			st := b.ByKind(kind)
+			counter(descBackendRequests, st.Requests.Load(), kind)
+			counter(descBackendRetries, st.Retries.Load(), kind)
+			counter(descBackendFallbacks, st.Fallbacks.Load(), kind)
+			counter(descBackendErrors, st.NotFound.Load(), kind, "not_found")
+			counter(descBackendErrors, st.Unauthorized.Load(), kind, "unauthorized")
+			counter(descBackendErrors, st.Temporary.Load(), kind, "temporary")
+			counter(descBackendErrors, st.Other.Load(), kind, "other")
+			counter(descBackendBytes, st.Bytes.Load(), kind)
+		}
 	}
 	if c.src.Mounts != nil {
 		gauge(descMounts, int64(c.src.Mounts()))

@@ -52,6 +52,13 @@ func Available() (string, bool) {
 // docker-registry is not installed.
 func Start(t testing.TB, opts Options) *Registry {
 	t.Helper()
+	return StartAt(t, opts, "")
+}
+
+// StartAt is Start on a given address (HOST:PORT; "" picks a free
+// loopback port), for tests of clients made before their registry runs.
+func StartAt(t testing.TB, opts Options, host string) *Registry {
+	t.Helper()
 	bin, ok := Available()
 	if !ok {
 		t.Skip("docker-registry not installed (apt-get install docker-registry; scripts/install-deps.sh does)")
@@ -61,9 +68,11 @@ func Start(t testing.TB, opts Options) *Registry {
 	if root == "" {
 		root = filepath.Join(dir, "storage")
 	}
-	host, err := freeAddr()
-	if err != nil {
-		t.Fatal(err)
+	if host == "" {
+		var err error
+		if host, err = freeAddr(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	var auth string
 	if opts.User != "" {

@@ -1,0 +1,357 @@
+package blobstore
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// HTTPOptions tune a remote store (HTTP, and the transport of OCI
+// registries). Zero values pick the defaults.
+type HTTPOptions struct {
+	Timeout     time.Duration // per request (default 30 s)
+	Retries     int           // extra rounds for temporary failures (default 3; negative: none)
+	Backoff     time.Duration // first retry delay, doubled each time, with jitter (default 200 ms)
+	MaxInFlight int           // concurrent requests to this store (default 16)
+	CAFile      string        // extra CA certificates (PEM) to trust
+	Insecure    bool          // skip TLS verification (never the default)
+	Client      *http.Client  // overrides everything above but retries and concurrency
+	// Stats receives the store's counters; nil gives the store its own
+	// (see the store's Stats method).
+	Stats *BackendStats
+}
+
+// remote is the request path every HTTP-based store shares: defaults,
+// the TLS transport, the concurrency limit, retries with backoff and
+// jitter, fallback across hosts, error classification and counters.
+type remote struct {
+	opts    HTTPOptions
+	base    http.RoundTripper // TLS-configured; OCI wraps it with auth
+	timeout time.Duration
+	tickets chan struct{}
+	stats   *BackendStats
+}
+
+func newRemote(opts HTTPOptions) (*remote, error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = 30 * time.Second
+	}
+	if opts.Retries < 0 {
+		opts.Retries = 0
+	} else if opts.Retries == 0 {
+		opts.Retries = 3
+	}
+	if opts.Backoff <= 0 {
+		opts.Backoff = 200 * time.Millisecond
+	}
+	if opts.MaxInFlight <= 0 {
+		opts.MaxInFlight = 16
+	}
+	r := &remote{opts: opts, timeout: opts.Timeout, tickets: make(chan struct{}, opts.MaxInFlight), stats: opts.Stats}
+	if r.stats == nil {
+		r.stats = new(BackendStats)
+	}
+	if c := opts.Client; c != nil {
+		r.base, r.timeout = c.Transport, c.Timeout
+		if r.base == nil {
+			r.base = http.DefaultTransport
+		}
+		return r, nil
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = opts.MaxInFlight
+	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: opts.Insecure}
+	if opts.CAFile != "" {
+		pem, err := os.ReadFile(opts.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("CA file: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("CA file %s: no PEM certificates", opts.CAFile)
+		}
+		tlsConf.RootCAs = pool
+	}
+	tr.TLSClientConfig = tlsConf
+	r.base = tr
+	return r, nil
+}
+
+// target is one host a blob can be fetched from.
+type target struct {
+	host   string                                          // for messages
+	url    func(d Digest) string                           // the blob's URL there
+	client func(ctx context.Context) (*http.Client, error) // may set up auth lazily
+}
+
+// do runs op against targets in order, falling through to the next
+// target when one fails, and repeats the round with backoff while some
+// target failed temporarily. Each attempt holds one of the store's
+// tickets (not while sleeping, so a backing-off read does not starve
+// others). It returns the target that answered.
+func (r *remote) do(ctx context.Context, targets []*target, op func(context.Context, *target) error) (*target, error) {
+	delay := r.opts.Backoff
+	errs := make([]error, len(targets))
+	for round := 0; ; round++ {
+		temporary := false
+		for i := range targets {
+			if i > 0 {
+				r.stats.Fallbacks.Add(1)
+			}
+			select {
+			case r.tickets <- struct{}{}:
+			case <-ctx.Done():
+				return nil, r.fail(ctx.Err())
+			}
+			r.stats.Requests.Add(1)
+			err := op(ctx, targets[i])
+			<-r.tickets
+			if err == nil {
+				return targets[i], nil
+			}
+			errs[i] = err
+			if ctx.Err() != nil || errors.Is(err, ErrOutOfRange) {
+				// The caller gave up, or asked for bytes no host has.
+				return nil, r.fail(err)
+			}
+			temporary = temporary || errors.Is(err, ErrTemporary)
+		}
+		if !temporary || round == r.opts.Retries {
+			return nil, r.fail(summarize(errs, round+1))
+		}
+		r.stats.Retries.Add(1)
+		jittered := delay/2 + time.Duration(rand.Int64N(int64(delay)))
+		select {
+		case <-time.After(jittered):
+		case <-ctx.Done():
+			return nil, r.fail(ctx.Err())
+		}
+		delay *= 2
+	}
+}
+
+func (r *remote) fail(err error) error {
+	r.stats.countError(err)
+	return err
+}
+
+// summarize returns the error of the last host tried (the upstream, when
+// there are mirrors: its answer is the authoritative one), naming the
+// others' failures in the message.
+func summarize(errs []error, rounds int) error {
+	last := errs[len(errs)-1]
+	var others []string
+	for _, e := range errs {
+		if e != nil && e != last {
+			others = append(others, e.Error())
+		}
+	}
+	suffix := ""
+	if rounds > 1 {
+		suffix = fmt.Sprintf(" (%d attempts)", rounds)
+	}
+	if len(others) > 0 {
+		return fmt.Errorf("%w%s; also tried: %s", last, suffix, strings.Join(others, "; "))
+	}
+	if suffix != "" {
+		return fmt.Errorf("%w%s", last, suffix)
+	}
+	return last
+}
+
+// head asks t for the blob's size.
+func (r *remote) head(ctx context.Context, d Digest, t *target) (int64, error) {
+	c, err := t.client(ctx)
+	if err != nil {
+		return 0, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, t.url(d), nil)
+	if err != nil {
+		return 0, fmt.Errorf("%s at %s: %w", d, t.host, err)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, transportError(fmt.Sprintf("%s at %s", d, t.host), err)
+	}
+	resp.Body.Close()
+	if err := statusError(resp, d, t.host); err != nil {
+		return 0, err
+	}
+	if resp.ContentLength < 0 {
+		return 0, fmt.Errorf("%s at %s: the server gives no Content-Length", d, t.host)
+	}
+	return resp.ContentLength, nil
+}
+
+// get reads len(p) bytes at off from t with a Range request. A short
+// body or a reset connection is a temporary failure.
+func (r *remote) get(ctx context.Context, d Digest, t *target, p []byte, off int64) error {
+	c, err := t.client(ctx)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.url(d), nil)
+	if err != nil {
+		return fmt.Errorf("%s at %s: %w", d, t.host, err)
+	}
+	// http.Client keeps this header on redirects (to storage backends);
+	// it drops Authorization when a redirect leaves the host.
+	req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-"+strconv.FormatInt(off+int64(len(p))-1, 10))
+	resp, err := c.Do(req)
+	if err != nil {
+		return transportError(fmt.Sprintf("%s at %s", d, t.host), err)
+	}
+	defer resp.Body.Close()
+	if err := statusError(resp, d, t.host); err != nil {
+		return err
+	}
+	body := &countingReader{r: resp.Body, n: &r.stats.Bytes}
+	if resp.StatusCode == http.StatusOK {
+		// The server ignored the range: skip to the offset.
+		if _, err := io.CopyN(io.Discard, body, off); err != nil {
+			return fmt.Errorf("%s at %s: skipping to %d: %w: %v", d, t.host, off, ErrTemporary, err)
+		}
+	}
+	if n, err := io.ReadFull(body, p); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("%s at %s: short body at %d (%d of %d bytes): %w: %v", d, t.host, off, n, len(p), ErrTemporary, err)
+	}
+	return nil
+}
+
+type countingReader struct {
+	r io.Reader
+	n interface{ Add(int64) int64 }
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+func statusError(resp *http.Response, d Digest, host string) error {
+	code := resp.StatusCode
+	switch {
+	case code == http.StatusOK || code == http.StatusPartialContent:
+		return nil
+	case code == http.StatusNotFound:
+		return fmt.Errorf("%s at %s: %w", d, host, ErrNotFound)
+	case code == http.StatusUnauthorized || code == http.StatusForbidden:
+		return fmt.Errorf("%s at %s: HTTP %d: %w", d, host, code, ErrUnauthorized)
+	case code == http.StatusRequestedRangeNotSatisfiable:
+		return fmt.Errorf("%s at %s: %w", d, host, ErrOutOfRange)
+	case code >= 500 || code == http.StatusTooManyRequests || code == http.StatusRequestTimeout:
+		return fmt.Errorf("%s at %s: HTTP %d: %w", d, host, code, ErrTemporary)
+	}
+	return fmt.Errorf("%s at %s: unexpected HTTP %d", d, host, code)
+}
+
+// transportError classifies a failed request: TLS verification failures
+// and cancellation are final; connection errors and timeouts are
+// temporary and retried.
+func transportError(what string, err error) error {
+	var cv *tls.CertificateVerificationError
+	var ua x509.UnknownAuthorityError
+	var hn x509.HostnameError
+	var ci x509.CertificateInvalidError
+	switch {
+	case errors.Is(err, context.Canceled):
+		return err
+	case errors.Is(err, http.ErrSchemeMismatch):
+		// Retrying cannot help, and falling back to plain HTTP silently
+		// would drop TLS: the user must ask for it.
+		return fmt.Errorf("%s: %w (the server speaks plain HTTP; use it only if intended)", what, err)
+	case errors.As(err, &cv), errors.As(err, &ua), errors.As(err, &hn), errors.As(err, &ci):
+		return fmt.Errorf("%s: %w: TLS verification failed (pass a CA file, or insecure only for tests): %v", what, ErrUnauthorized, err)
+	}
+	return fmt.Errorf("%s: %w: %v", what, ErrTemporary, err)
+}
+
+// remoteBlob is an opened blob of a remote store: reads go to the host
+// that answered last, falling through to the others in their order.
+type remoteBlob struct {
+	r       *remote
+	d       Digest
+	size    int64
+	targets []*target
+	prefer  atomic.Pointer[target]
+}
+
+// order returns the targets with the preferred one first.
+func (b *remoteBlob) order() []*target {
+	p := b.prefer.Load()
+	if len(b.targets) == 1 || p == nil || p == b.targets[0] {
+		return b.targets
+	}
+	out := make([]*target, 0, len(b.targets))
+	out = append(out, p)
+	for _, t := range b.targets {
+		if t != p {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+func (b *remoteBlob) Size() int64  { return b.size }
+func (b *remoteBlob) Close() error { return nil }
+
+func (b *remoteBlob) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if off < 0 || off > b.size {
+		return 0, fmt.Errorf("%s: offset %d of %d: %w", b.d, off, b.size, ErrOutOfRange)
+	}
+	want := min(int64(len(p)), b.size-off)
+	if want == 0 {
+		if len(p) == 0 {
+			return 0, nil
+		}
+		return 0, io.EOF
+	}
+	t, err := b.r.do(ctx, b.order(), func(ctx context.Context, t *target) error {
+		return b.r.get(ctx, b.d, t, p[:want], off)
+	})
+	if err != nil {
+		return 0, err
+	}
+	b.prefer.Store(t)
+	if want < int64(len(p)) {
+		return int(want), io.EOF
+	}
+	return int(want), nil
+}
+
+// open finds the first target that has the blob and returns it
+// opened there.
+func (r *remote) open(ctx context.Context, d Digest, targets []*target) (Blob, error) {
+	if d.IsZero() {
+		return nil, fmt.Errorf("%w: empty digest", ErrBadDigest)
+	}
+	var size int64
+	t, err := r.do(ctx, targets, func(ctx context.Context, t *target) error {
+		var err error
+		size, err = r.head(ctx, d, t)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	b := &remoteBlob{r: r, d: d, size: size, targets: targets}
+	b.prefer.Store(t)
+	return b, nil
+}
