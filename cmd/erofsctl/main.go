@@ -25,9 +25,13 @@ import (
 const usage = `usage: erofsctl [--socket PATH] <command> [flags] ...
 
 commands:
-  mount [--fsid ID] [--domain-id ID] [--blob-dir DIR] [--frontend auto|cachefiles|fanotify] IMAGE MOUNTPOINT
-                   register IMAGE (a file, or sha256:DIGEST of an image in the
-                   blob store) with erofsd and mount it in fscache mode
+  mount [--fsid ID] [--domain-id ID] [--blob-dir DIR] [--frontend auto|cachefiles|fanotify]
+        [--plain-http] [--insecure] [--platform OS/ARCH] IMAGE MOUNTPOINT
+                   register IMAGE with erofsd and mount it; file data is
+                   fetched lazily. IMAGE is a file, sha256:DIGEST of an image
+                   in the blob store, or oci://HOST/REPO:TAG (or @DIGEST) of
+                   an image made by erofs-image convert, whose blobs then
+                   come from that repository
   umount MOUNTPOINT
   ls [--json]      registered images and their mounts
   status [--json]  daemon status and counters
@@ -88,15 +92,22 @@ func cmdMount(ctx context.Context, c *control.Client, args []string, stdout, std
 	domain := fs.String("domain-id", "", "share blobs with other images of this `domain`")
 	blobDir := fs.String("blob-dir", "", "blob store: a `dir`, or an http(s):// URL (default: the daemon's --blob-dir)")
 	frontend := fs.String("frontend", "auto", "kernel front end: auto (cachefiles if the kernel has on-demand mode, else fanotify), cachefiles or fanotify")
-	if err := fs.Parse(args); err != nil {
+	plainHTTP := fs.Bool("plain-http", false, "oci:// images: talk plain HTTP to the registry (a test registry); never the default")
+	insecure := fs.Bool("insecure", false, "skip TLS certificate verification of the registry or blob store; never the default")
+	platform := fs.String("platform", "", "oci:// multi-platform images: `os/arch` to mount (default: the daemon's)")
+	if err := parseInterspersed(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 2 {
-		return errors.New("usage: erofsctl mount [--fsid ID] [--domain-id ID] [--blob-dir DIR] [--frontend F] IMAGE MOUNTPOINT")
+		return errors.New("usage: erofsctl mount [--fsid ID] [--domain-id ID] [--blob-dir DIR] [--frontend F] [--plain-http] [--insecure] [--platform P] IMAGE MOUNTPOINT")
 	}
 	image := fs.Arg(0)
 	var err error
-	if !strings.HasPrefix(image, "sha256:") {
+	isOCI := strings.HasPrefix(image, "oci://")
+	if (*plainHTTP || *platform != "") && !isOCI {
+		return errors.New("--plain-http and --platform apply to oci:// images")
+	}
+	if !strings.HasPrefix(image, "sha256:") && !isOCI {
 		if image, err = filepath.Abs(image); err != nil {
 			return err
 		}
@@ -117,7 +128,8 @@ func cmdMount(ctx context.Context, c *control.Client, args []string, stdout, std
 		*fsid = defaultFSID(image)
 	}
 	m, err := c.Mount(ctx, control.MountRequest{
-		RegisterRequest: control.RegisterRequest{FSID: *fsid, DomainID: *domain, Bootstrap: image, BlobDir: *blobDir},
+		RegisterRequest: control.RegisterRequest{FSID: *fsid, DomainID: *domain, Bootstrap: image, BlobDir: *blobDir,
+			PlainHTTP: *plainHTTP, Insecure: *insecure, Platform: *platform},
 		Mountpoint:      mp,
 		Frontend:        *frontend,
 	})
@@ -128,18 +140,44 @@ func cmdMount(ctx context.Context, c *control.Client, args []string, stdout, std
 	return nil
 }
 
+// parseInterspersed lets flags follow the arguments, as in
+// "mount IMAGE DIR --plain-http".
+func parseInterspersed(fs *flag.FlagSet, args []string) error {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		if args[0] == "--" {
+			pos = append(pos, args[1:]...)
+			break
+		}
+		pos, args = append(pos, args[0]), args[1:]
+	}
+	return fs.Parse(append([]string{"--"}, pos...))
+}
+
 // defaultFSID names a mount after its image: the file name, made safe,
 // plus a hash of the full path so two images called alike differ.
 func defaultFSID(image string) string {
 	if hex, ok := strings.CutPrefix(image, "sha256:"); ok && len(hex) >= 16 {
 		return "sha256-" + hex[:16]
 	}
+	name := strings.TrimSuffix(filepath.Base(image), filepath.Ext(image))
+	if ref, ok := strings.CutPrefix(image, "oci://"); ok {
+		// The repository's last element with its tag ("app:v1").
+		name = ref[strings.LastIndexByte(ref, '/')+1:]
+	}
 	base := strings.Map(func(r rune) rune {
 		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
 			return r
 		}
 		return '_'
-	}, strings.TrimSuffix(filepath.Base(image), filepath.Ext(image)))
+	}, name)
 	if len(base) > 48 {
 		base = base[:48]
 	}
@@ -164,7 +202,11 @@ func cmdList(ctx context.Context, c *control.Client, args []string, stdout, stde
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "FSID\tDOMAIN\tBLOBS\tOPEN OBJECTS\tMOUNTS\tIMAGE")
 	for _, im := range images {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", im.FSID, dash(im.DomainID), len(im.Blobs), im.OpenObjects, dash(strings.Join(im.Mounts, ",")), im.Bootstrap)
+		image := im.Bootstrap
+		if im.Source != "" {
+			image = "oci://" + im.Source
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", im.FSID, dash(im.DomainID), len(im.Blobs), im.OpenObjects, dash(strings.Join(im.Mounts, ",")), image)
 	}
 	return tw.Flush()
 }

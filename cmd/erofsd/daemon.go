@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,9 +14,12 @@ import (
 
 	"github.com/erofsd/erofsd/blobstore"
 	"github.com/erofsd/erofsd/internal/control"
+	"github.com/erofsd/erofsd/oci"
 	"github.com/erofsd/erofsd/ondemand"
 	"github.com/erofsd/erofsd/ondemand/cachefiles"
 	"github.com/erofsd/erofsd/ondemand/fanotify"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )
@@ -32,6 +36,8 @@ type daemon struct {
 	blobDir  string
 	stateDir string // bootstraps fetched by digest live in stateDir/bootstraps
 	httpOpts blobstore.HTTPOptions
+	mirrors  map[string][]string // registry host -> mirrors tried first
+	backends *blobstore.Stats    // blob store counters by kind
 	log      logrus.FieldLogger
 	started  time.Time
 
@@ -54,6 +60,8 @@ type imageMeta struct {
 	registered time.Time
 	byMount    bool   // registered implicitly by a mount: unregistered by its unmount
 	blobDir    string // as requested (empty: the daemon's default)
+	insecure   bool
+	source     string // oci:// images: the manifest, by digest
 }
 
 func metaKey(fsid, domain string) string { return fsid + "\x00" + domain }
@@ -75,16 +83,18 @@ func mapErr(err error) error {
 	return err
 }
 
-// store opens the blob store named by spec (a directory or an http(s)://
-// URL), or the daemon's default one.
-func (d *daemon) store(spec string) (blobstore.Store, error) {
+// store opens the blob store named by spec (a directory, an http(s)://
+// URL or an oci:// repository), or the daemon's default one.
+func (d *daemon) store(spec string, insecure bool) (blobstore.Store, error) {
 	if spec == "" {
 		spec = d.blobDir
 	}
 	if spec == "" {
 		return nil, nil
 	}
-	s, err := blobstore.OpenStore(spec, d.httpOpts)
+	opts := blobstore.StoreOptions{HTTPOptions: d.httpOpts, MirrorsByHost: d.mirrors, Stats: d.backends}
+	opts.Insecure = insecure
+	s, err := blobstore.Open(spec, opts)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", control.ErrBadRequest, err)
 	}
@@ -96,7 +106,14 @@ func (d *daemon) Register(ctx context.Context, req control.RegisterRequest) (*co
 }
 
 func (d *daemon) register(ctx context.Context, req control.RegisterRequest, byMount bool) (*control.Image, error) {
-	store, err := d.store(req.BlobDir)
+	var source string
+	if strings.HasPrefix(req.Bootstrap, oci.RegistryScheme) {
+		var err error
+		if source, err = d.resolveOCI(ctx, &req); err != nil {
+			return nil, err
+		}
+	}
+	store, err := d.store(req.BlobDir, req.Insecure)
 	if err != nil {
 		return nil, err
 	}
@@ -123,13 +140,64 @@ func (d *daemon) register(ctx context.Context, req control.RegisterRequest, byMo
 		return nil, mapErr(err)
 	}
 	d.mu.Lock()
-	m := &imageMeta{registered: time.Now(), byMount: byMount, blobDir: req.BlobDir}
+	m := &imageMeta{registered: time.Now(), byMount: byMount, blobDir: req.BlobDir, insecure: req.Insecure, source: source}
 	d.meta[metaKey(req.FSID, req.DomainID)] = m
 	d.mu.Unlock()
 	d.saveState()
 	d.log.WithFields(logrus.Fields{"fsid": req.FSID, "domain": req.DomainID, "bootstrap": req.Bootstrap, "blobs": len(im.Blobs)}).Info("image registered")
 	out := d.describe(im)
 	return &out, nil
+}
+
+// resolveOCI finds the erofsd image req.Bootstrap names in its registry,
+// fetches and verifies its bootstrap, and points req at the local copy and
+// at the repository as blob store. It returns the manifest resolved, by
+// digest, so that a restart serves the same image even if the tag moved.
+func (d *daemon) resolveOCI(ctx context.Context, req *control.RegisterRequest) (string, error) {
+	var platform *v1.Platform
+	if req.Platform != "" {
+		p, err := v1.ParsePlatform(req.Platform)
+		if err != nil || p.OS == "" || p.Architecture == "" {
+			return "", fmt.Errorf("%w: platform %q: want os/arch[/variant]", control.ErrBadRequest, req.Platform)
+		}
+		platform = p
+	}
+	ro := oci.RemoteOptions{PlainHTTP: req.PlainHTTP, Insecure: req.Insecure, CAFile: d.httpOpts.CAFile}
+	res, err := oci.Resolve(ctx, req.Bootstrap, platform, ro)
+	if err != nil {
+		var terr *transport.Error
+		switch {
+		case errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound:
+			return "", fmt.Errorf("%w: %v", control.ErrNotFound, err)
+		case errors.Is(err, oci.ErrNotErofsd), errors.Is(err, oci.ErrNoPlatform), errors.Is(err, oci.ErrPlainHTTP):
+			return "", fmt.Errorf("%w: %v", control.ErrBadRequest, err)
+		}
+		return "", fmt.Errorf("resolving %s: %w", req.Bootstrap, err)
+	}
+	scheme := "oci://"
+	if req.PlainHTTP {
+		scheme = "oci+http://"
+	}
+	req.BlobDir = scheme + res.Repository.Name()
+	store, err := d.store(req.BlobDir, req.Insecure)
+	if err != nil {
+		return "", err
+	}
+	digest, err := blobstore.ParseDigest(res.Manifest.Bootstrap.Digest.String())
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", control.ErrBadRequest, err)
+	}
+	if res.Manifest.Bootstrap.Size > ondemand.MaxBootstrapSize {
+		return "", fmt.Errorf("%w: bootstrap of %d bytes", control.ErrBadRequest, res.Manifest.Bootstrap.Size)
+	}
+	path, err := ondemand.FetchBootstrap(ctx, store, digest, filepath.Join(d.stateDir, "bootstraps"))
+	if err != nil {
+		return "", fmt.Errorf("bootstrap of %s: %w", req.Bootstrap, err)
+	}
+	req.Bootstrap = path
+	source := res.Repository.Name() + "@" + res.Digest.String()
+	d.log.WithFields(logrus.Fields{"image": source, "blobs": len(res.Manifest.Blobs)}).Info("registry image resolved")
+	return source, nil
 }
 
 func (d *daemon) Unregister(ctx context.Context, fsid, domain string) error {
@@ -154,7 +222,7 @@ func (d *daemon) describe(im *ondemand.Image) control.Image {
 	}
 	d.mu.Lock()
 	if m := d.meta[metaKey(im.Spec.FSID, im.Spec.DomainID)]; m != nil {
-		out.Registered = m.registered
+		out.Registered, out.Source = m.registered, m.source
 	}
 	for mp, m := range d.mounts {
 		if m.FSID == im.Spec.FSID && m.DomainID == im.Spec.DomainID {

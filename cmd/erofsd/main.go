@@ -48,7 +48,9 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("erofsd", flag.ContinueOnError)
 	cacheDir := fs.String("cache-dir", "/var/cache/erofsd", "cachefiles cache `dir` (on a filesystem with user xattrs: ext4, xfs)")
 	blobDir := fs.String("blob-dir", "", "default blob store: a `dir` of blobs named by sha256 hex digest, or an http(s):// URL serving URL/<digest> with range requests")
-	blobCA := fs.String("blob-ca-file", "", "extra CA certificates (PEM) for https blob stores")
+	blobCA := fs.String("blob-ca-file", "", "extra CA certificates (PEM) for https blob stores and registries")
+	minFetch := fs.Int64("min-fetch", 0, "least `bytes` a fill reads from a blob store: later chunks ride along (0: what is asked; at most 8 MiB); worth raising for registries")
+	mirrors := fs.String("registry-mirrors", "", "comma-separated `HOST=MIRROR` pairs: MIRROR (host[:port] or URL) is tried before registry HOST, in order")
 	stateDir := fs.String("state-dir", "/var/lib/erofsd", "`dir` for the daemon's state: images fetched by digest")
 	socket := fs.String("socket", control.DefaultSocket, "control API unix socket `path` (mode 0600)")
 	tag := fs.String("tag", "erofsd", "cachefiles cache tag")
@@ -72,6 +74,13 @@ func run(args []string) error {
 	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
 	if err := loadConfig(fs, *configPath, explicit); err != nil {
 		return err
+	}
+	mirrorMap, err := parseMirrors(*mirrors)
+	if err != nil {
+		return err
+	}
+	if *minFetch < 0 || *minFetch > ondemand.MaxRun {
+		return fmt.Errorf("min-fetch: %d, want 0..%d", *minFetch, ondemand.MaxRun)
 	}
 	if *workers <= 0 {
 		return fmt.Errorf("workers: %d, want at least 1", *workers)
@@ -107,9 +116,10 @@ func run(args []string) error {
 	signal.Notify(handover, syscall.SIGUSR2)
 
 	reg := ondemand.NewRegistry()
+	reg.MinFetch = *minFetch
 	defer reg.Close()
 	d := &daemon{reg: reg, cacheDir: *cacheDir, blobDir: *blobDir, stateDir: *stateDir, log: log, started: time.Now(),
-		httpOpts: blobstore.HTTPOptions{CAFile: *blobCA},
+		httpOpts: blobstore.HTTPOptions{CAFile: *blobCA}, mirrors: mirrorMap, backends: &blobstore.Stats{},
 		meta:     map[string]*imageMeta{}, mounts: map[string]*mountRec{}}
 	if err := os.MkdirAll(*cacheDir, 0o700); err != nil {
 		return fmt.Errorf("cache directory: %w", err)
@@ -198,7 +208,7 @@ func run(args []string) error {
 		log.Error("no front end can serve this kernel: mounts will fail (see the warnings above)")
 	}
 
-	metrics.Register(promReg, metrics.Sources{Registry: reg, Cachefiles: d.srv, Fanotify: d.fan, Version: version,
+	metrics.Register(promReg, metrics.Sources{Registry: reg, Cachefiles: d.srv, Fanotify: d.fan, Version: version, Backends: d.backends,
 		Mounts: func() int { d.mu.Lock(); defer d.mu.Unlock(); return len(d.mounts) }})
 	if *metricsAddr != "" {
 		ml, err := net.Listen("tcp", *metricsAddr)
@@ -298,6 +308,24 @@ func run(args []string) error {
 		log.WithField("mounts", n).Warn("exiting with images mounted: reads of data not yet fetched fail until erofsd serves them again")
 	}
 	return nil
+}
+
+// parseMirrors reads "HOST=MIRROR,HOST=MIRROR2": mirrors per registry
+// host, in the order given.
+func parseMirrors(s string) (map[string][]string, error) {
+	out := map[string][]string{}
+	for _, pair := range strings.Split(s, ",") {
+		pair = strings.TrimSpace(pair)
+		if pair == "" {
+			continue
+		}
+		host, mirror, ok := strings.Cut(pair, "=")
+		if !ok || host == "" || mirror == "" || strings.ContainsAny(host, "/ ") {
+			return nil, fmt.Errorf("registry-mirrors: %q: want HOST=MIRROR", pair)
+		}
+		out[host] = append(out[host], mirror)
+	}
+	return out, nil
 }
 
 // metricsHandler serves /metrics, /healthz (the process answers) and

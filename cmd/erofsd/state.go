@@ -21,7 +21,8 @@ type savedState struct {
 
 type savedImage struct {
 	control.RegisterRequest
-	ByMount bool `json:"by_mount"`
+	ByMount bool   `json:"by_mount"`
+	Source  string `json:"source,omitempty"` // oci:// images: the manifest the bootstrap came from
 }
 
 func (d *daemon) statePath() string { return filepath.Join(d.stateDir, "state.json") }
@@ -35,7 +36,7 @@ func (d *daemon) saveState() {
 		m := d.meta[metaKey(im.Spec.FSID, im.Spec.DomainID)]
 		si := savedImage{RegisterRequest: control.RegisterRequest{FSID: im.Spec.FSID, DomainID: im.Spec.DomainID, Bootstrap: im.Spec.Bootstrap}}
 		if m != nil {
-			si.BlobDir, si.ByMount = m.blobDir, m.byMount
+			si.BlobDir, si.ByMount, si.Insecure, si.Source = m.blobDir, m.byMount, m.insecure, m.source
 		}
 		st.Images = append(st.Images, si)
 	}
@@ -73,8 +74,18 @@ func (d *daemon) restoreState(ctx context.Context) error {
 		return err
 	}
 	for _, im := range st.Images {
+		// Registered by its local bootstrap: a registry image needs no
+		// registry to come back, only to fetch data.
 		if _, err := d.register(ctx, im.RegisterRequest, im.ByMount); err != nil {
 			d.log.WithError(err).WithField("fsid", im.FSID).Error("cannot re-register image after restart")
+			continue
+		}
+		if im.Source != "" {
+			d.mu.Lock()
+			if m := d.meta[metaKey(im.FSID, im.DomainID)]; m != nil {
+				m.source = im.Source
+			}
+			d.mu.Unlock()
 		}
 	}
 	for _, m := range st.Mounts {

@@ -12,8 +12,15 @@ const DefaultSocket = "/run/erofsd/erofsd.sock"
 type RegisterRequest struct {
 	FSID      string `json:"fsid"`
 	DomainID  string `json:"domain_id,omitempty"`
-	Bootstrap string `json:"bootstrap"`          // absolute path of the image file
-	BlobDir   string `json:"blob_dir,omitempty"` // blob store: a directory or an http(s):// URL; default: the daemon's --blob-dir
+	// Bootstrap is the image: an absolute path, sha256:DIGEST of an
+	// image in the blob store, or oci://HOST/REPO:TAG (or @DIGEST) of an
+	// image converted by erofs-image convert, whose blobs then come from
+	// that repository.
+	Bootstrap string `json:"bootstrap"`
+	BlobDir   string `json:"blob_dir,omitempty"` // blob store: a directory or an http(s):// or oci:// URL; default: the daemon's --blob-dir
+	PlainHTTP bool   `json:"plain_http,omitempty"` // oci://: talk plain HTTP to the registry
+	Insecure  bool   `json:"insecure,omitempty"`   // skip TLS verification of the blob store
+	Platform  string `json:"platform,omitempty"`   // oci:// index: os/arch to mount (default: the daemon's)
 }
 
 // MountRequest registers (if Bootstrap is set) and mounts an image.
@@ -28,6 +35,7 @@ type Image struct {
 	FSID        string    `json:"fsid"`
 	DomainID    string    `json:"domain_id,omitempty"`
 	Bootstrap   string    `json:"bootstrap"`
+	Source      string    `json:"source,omitempty"` // oci:// images: the manifest resolved
 	Size        int64     `json:"size"`
 	Blobs       []Blob    `json:"blobs"`
 	OpenObjects int       `json:"open_objects"`

@@ -7,6 +7,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -255,4 +256,19 @@ func modeBits(m int64) os.FileMode {
 		fm |= os.ModeSticky
 	}
 	return fm
+}
+
+// ManyFiles returns a layer's entries for n small files of seeded random
+// sizes (up to maxSize bytes) spread over n/50+1 directories under root:
+// a tree where metadata is much of what a walk touches.
+func ManyFiles(root string, n, maxSize int, seed uint64) []Entry {
+	r := rand.New(rand.NewPCG(seed, seed))
+	entries := []Entry{{Name: root + "/", Type: tar.TypeDir}}
+	for d := 0; d <= n/50; d++ {
+		entries = append(entries, Entry{Name: fmt.Sprintf("%s/d%03d/", root, d), Type: tar.TypeDir})
+	}
+	for i := 0; i < n; i++ {
+		entries = append(entries, Entry{Name: fmt.Sprintf("%s/d%03d/f%05d", root, i/50, i), Body: Random(seed+uint64(i)+1, r.IntN(maxSize+1))})
+	}
+	return entries
 }

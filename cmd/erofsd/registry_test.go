@@ -1,0 +1,158 @@
+package main
+
+import (
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/erofsd/erofsd/internal/testoci"
+	"github.com/erofsd/erofsd/internal/testregistry"
+	"github.com/erofsd/erofsd/internal/treecmp"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+)
+
+// runningDaemon is an "erofsd supervise" started for a test.
+type runningDaemon struct {
+	cmd     *exec.Cmd
+	sock    string
+	metrics string
+	logs    *strings.Builder
+	bins    map[string]string
+}
+
+// startDaemon runs erofsd supervise with its own socket, cache, state
+// and metrics address, plus args, and waits until it answers.
+func startDaemon(t *testing.T, bins map[string]string, dir string, args ...string) *runningDaemon {
+	t.Helper()
+	d := &runningDaemon{sock: filepath.Join(dir, "erofsd.sock"), metrics: freeAddr(t), logs: &strings.Builder{}, bins: bins}
+	d.cmd = exec.Command(bins["erofsd"], append([]string{"supervise", "--socket", d.sock, "--cache-dir", filepath.Join(dir, "cache"),
+		"--state-dir", filepath.Join(dir, "state"), "--metrics-addr", d.metrics}, args...)...)
+	d.cmd.Stderr = d.logs
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if d.cmd.ProcessState == nil {
+			d.cmd.Process.Signal(syscall.SIGTERM)
+			d.cmd.Wait()
+		}
+		if t.Failed() {
+			t.Logf("erofsd log:\n%s", d.logs.String())
+		}
+	})
+	for i := 0; i < 100; i++ {
+		if _, err := d.ctl("status"); err == nil {
+			return d
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("erofsd does not answer:\n%s", d.logs.String())
+	return nil
+}
+
+func (d *runningDaemon) ctl(args ...string) (string, error) {
+	out, err := exec.Command(d.bins["erofsctl"], append([]string{"--socket", d.sock}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+// TestDaemonRegistryMount converts an image into the real registry on
+// loopback, mounts it through erofsd by reference with no blob dir, and
+// checks the tree against the image's flattened rootfs and the bytes
+// fetched against what was read.
+func TestDaemonRegistryMount(t *testing.T) {
+	dir := t.TempDir()
+	bins := fanotifyBins(t, dir)
+	reg := testregistry.Start(t, testregistry.Options{})
+
+	layers := append(testoci.Layers(t, 6<<20), testoci.Layer(t, testoci.ManyFiles("many", 1500, 16<<10, 7)))
+	src := testoci.Image(t, layers, "linux", "amd64")
+	ref, err := name.ParseReference(reg.Host + "/app:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, src); err != nil {
+		t.Fatal(err)
+	}
+	target := "oci://" + reg.Host + "/app:erofs"
+	if out, err := exec.Command(bins["erofs-image"], "convert", "--plain-http", "--chunk-size", "64K", "--platform", "linux/amd64",
+		"oci://"+reg.Host+"/app:v1", target).CombinedOutput(); err != nil {
+		t.Fatalf("convert: %v\n%s", err, out)
+	}
+	rootfs := filepath.Join(dir, "rootfs")
+	testoci.Flatten(t, src, rootfs)
+
+	d := startDaemon(t, bins, dir, "--frontend", "fanotify")
+	mnt := filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	// Plain HTTP only when asked, also on loopback.
+	if out, err := d.ctl("mount", target, mnt); err == nil || !strings.Contains(out, "plain-http") {
+		t.Fatalf("mount over plain HTTP without --plain-http: %v\n%s", err, out)
+	}
+	if out, err := d.ctl("mount", "--platform", "linux/amd64", target, mnt, "--plain-http"); err != nil {
+		t.Fatalf("erofsctl mount: %v\n%s", err, out)
+	}
+	defer syscall.Unmount(mnt, syscall.MNT_DETACH)
+	out, _ := d.ctl("ls")
+	if !strings.Contains(out, reg.Host+"/app@sha256:") {
+		t.Errorf("ls does not name the manifest the image came from:\n%s", out)
+	}
+
+	// A metadata walk fetches no file data.
+	fetched := func() float64 { return scrape(t, d.metrics)["erofsd_backend_fetched_bytes_total"] }
+	entries := 0
+	err = filepath.WalkDir(mnt, func(p string, de fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		_, err = os.Lstat(p)
+		entries++
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := fetched(); n != 0 || entries < 1500 {
+		t.Errorf("walking %d entries fetched %v bytes of file data, want 0", entries, n)
+	}
+	// Reading two small files fetches their chunks, not the image.
+	read := int64(0)
+	for _, p := range []string{"etc/passwd", "many/d010/f00500"} {
+		data, err := os.ReadFile(filepath.Join(mnt, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := os.ReadFile(filepath.Join(rootfs, p))
+		if string(data) != string(want) {
+			t.Fatalf("%s differs", p)
+		}
+		read += int64(len(data))
+	}
+	if n := fetched(); n < float64(read) || n > float64(read)+2*64<<10 {
+		t.Errorf("reading %d bytes fetched %v bytes; want that, up to a chunk more per file", read, n)
+	}
+
+	diffs, err := treecmp.Compare(rootfs, mnt, treecmp.Options{IgnoreDirMtime: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, diff := range diffs {
+		t.Error(diff)
+	}
+	m := scrape(t, d.metrics)
+	if m[`erofsd_backend_requests_total{backend="oci"}`] == 0 || m["erofsd_chunk_digest_failures_total"] != 0 {
+		t.Errorf("oci backend requests %v, digest failures %v", m[`erofsd_backend_requests_total{backend="oci"}`], m["erofsd_chunk_digest_failures_total"])
+	}
+	if out, err := d.ctl("umount", mnt); err != nil {
+		t.Fatalf("erofsctl umount: %v\n%s", err, out)
+	}
+	// A source image that was never converted is refused clearly.
+	if out, err := d.ctl("mount", "--plain-http", "oci://"+reg.Host+"/app:v1", mnt); err == nil || !strings.Contains(out, "not an erofsd image") {
+		t.Errorf("mounting an unconverted image: %v\n%s", err, out)
+	}
+}
