@@ -130,8 +130,8 @@ func cmdMount(ctx context.Context, c *control.Client, args []string, stdout, std
 	m, err := c.Mount(ctx, control.MountRequest{
 		RegisterRequest: control.RegisterRequest{FSID: *fsid, DomainID: *domain, Bootstrap: image, BlobDir: *blobDir,
 			PlainHTTP: *plainHTTP, Insecure: *insecure, Platform: *platform},
-		Mountpoint:      mp,
-		Frontend:        *frontend,
+		Mountpoint: mp,
+		Frontend:   *frontend,
 	})
 	if err != nil {
 		return err

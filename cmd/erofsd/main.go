@@ -120,7 +120,7 @@ func run(args []string) error {
 	defer reg.Close()
 	d := &daemon{reg: reg, cacheDir: *cacheDir, blobDir: *blobDir, stateDir: *stateDir, log: log, started: time.Now(),
 		httpOpts: blobstore.HTTPOptions{CAFile: *blobCA}, mirrors: mirrorMap, backends: &blobstore.Stats{},
-		meta:     map[string]*imageMeta{}, mounts: map[string]*mountRec{}}
+		meta: map[string]*imageMeta{}, mounts: map[string]*mountRec{}}
 	if err := os.MkdirAll(*cacheDir, 0o700); err != nil {
 		return fmt.Errorf("cache directory: %w", err)
 	}

@@ -10,14 +10,14 @@ const DefaultSocket = "/run/erofsd/erofsd.sock"
 
 // RegisterRequest registers an image for serving.
 type RegisterRequest struct {
-	FSID      string `json:"fsid"`
-	DomainID  string `json:"domain_id,omitempty"`
+	FSID     string `json:"fsid"`
+	DomainID string `json:"domain_id,omitempty"`
 	// Bootstrap is the image: an absolute path, sha256:DIGEST of an
 	// image in the blob store, or oci://HOST/REPO:TAG (or @DIGEST) of an
 	// image converted by erofs-image convert, whose blobs then come from
 	// that repository.
 	Bootstrap string `json:"bootstrap"`
-	BlobDir   string `json:"blob_dir,omitempty"` // blob store: a directory or an http(s):// or oci:// URL; default: the daemon's --blob-dir
+	BlobDir   string `json:"blob_dir,omitempty"`   // blob store: a directory or an http(s):// or oci:// URL; default: the daemon's --blob-dir
 	PlainHTTP bool   `json:"plain_http,omitempty"` // oci://: talk plain HTTP to the registry
 	Insecure  bool   `json:"insecure,omitempty"`   // skip TLS verification of the blob store
 	Platform  string `json:"platform,omitempty"`   // oci:// index: os/arch to mount (default: the daemon's)
