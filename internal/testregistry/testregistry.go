@@ -30,6 +30,11 @@ type Options struct {
 	// Root is the storage directory (default: a test temp dir). Two
 	// registries may share one to serve the same blobs.
 	Root string
+	// RedirectTo, when set, makes blob reads answer with a redirect to
+	// RedirectTo + the blob's path under Root (the storage "redirect"
+	// middleware), as registries backed by object stores do. Serve Root
+	// there, e.g. with http.FileServer.
+	RedirectTo string
 }
 
 // Registry is a running registry.
@@ -85,6 +90,9 @@ func StartAt(t testing.TB, opts Options, host string) *Registry {
 			t.Fatal(err)
 		}
 		auth = fmt.Sprintf("auth:\n  htpasswd:\n    realm: erofsd-test\n    path: %s\n", htpasswd)
+	}
+	if opts.RedirectTo != "" {
+		auth += fmt.Sprintf("middleware:\n  storage:\n    - name: redirect\n      options:\n        baseurl: %s\n", opts.RedirectTo)
 	}
 	config := fmt.Sprintf(`version: 0.1
 log:
