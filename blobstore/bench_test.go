@@ -17,7 +17,7 @@ func BenchmarkOCIRead(b *testing.B) {
 	const size = 256 << 20
 	reg := testregistry.Start(b, testregistry.Options{})
 	data := randomBlob(6, size)
-	d := pushBlob(b, reg, "bench/blob", data, "", "")
+	d := pushBlob(b, reg, "bench/blob", data)
 	data = nil
 	ctx := context.Background()
 

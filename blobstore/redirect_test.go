@@ -46,7 +46,7 @@ func TestOCIRedirectToStorage(t *testing.T) {
 
 	reg := testregistry.Start(t, testregistry.Options{User: "u", Password: "p", Root: root, RedirectTo: storageURL})
 	data := randomBlob(5, 200_000)
-	d := pushBlob(t, reg, "redir/repo", data, "u", "p")
+	d := pushBlob(t, reg, "redir/repo", data)
 
 	o := mustOCI(t, reg.Host+"/redir/repo", OCIOptions{HTTPOptions: fast, PlainHTTP: true,
 		Auth: &authn.Basic{Username: "u", Password: "p"}})

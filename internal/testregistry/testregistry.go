@@ -25,8 +25,13 @@ const Binary = "docker-registry"
 
 // Options configure a registry.
 type Options struct {
-	// User and Password, when set, turn on htpasswd basic auth.
+	// User and Password, when set, turn on htpasswd basic auth, or with
+	// Token the account the token server accepts.
 	User, Password string
+	// Token turns on bearer token auth (distribution's "token" auth):
+	// a token server on loopback issues signed JWTs for User/Password
+	// and empty tokens to anonymous clients.
+	Token bool
 	// Root is the storage directory (default: a test temp dir). Two
 	// registries may share one to serve the same blobs.
 	Root string
@@ -42,6 +47,25 @@ type Registry struct {
 	Host string // 127.0.0.1:PORT
 	Root string // storage directory
 	cmd  *exec.Cmd
+	opts Options
+	tok  *tokenServer
+}
+
+// TokensIssued returns how many tokens the token server issued (0
+// without Token auth).
+func (r *Registry) TokensIssued() int64 {
+	if r.tok == nil {
+		return 0
+	}
+	return r.tok.issued.Load()
+}
+
+// TokenRealm returns the token server's realm URL ("" without Token).
+func (r *Registry) TokenRealm() string {
+	if r.tok == nil {
+		return ""
+	}
+	return r.tok.realm
 }
 
 // URL returns http://HOST.
@@ -80,7 +104,16 @@ func StartAt(t testing.TB, opts Options, host string) *Registry {
 		}
 	}
 	var auth string
-	if opts.User != "" {
+	var tok *tokenServer
+	if opts.Token {
+		bundle := filepath.Join(dir, "token-root.pem")
+		var err error
+		if tok, err = newTokenServer(opts.User, opts.Password, bundle); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(tok.close)
+		auth = tok.config(bundle)
+	} else if opts.User != "" {
 		hash, err := bcrypt.GenerateFromPassword([]byte(opts.Password), bcrypt.MinCost)
 		if err != nil {
 			t.Fatal(err)
@@ -125,7 +158,7 @@ http:
 		logFile.Close()
 		t.Fatalf("starting %s: %v", bin, err)
 	}
-	r := &Registry{Host: host, Root: root, cmd: cmd}
+	r := &Registry{Host: host, Root: root, cmd: cmd, opts: opts, tok: tok}
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		cmd.Wait()
