@@ -43,6 +43,8 @@ bench: build
 	$(GO) run ./tests/bench
 	@echo "== builder throughput (go test -bench)"
 	$(GO) test -run '^$$' -bench 'BuildDir' -benchtime 3x ./erofs/build/
+	@echo "== OCI blob store: 1 MiB ReadAt from the loopback registry against bare range GETs and one whole GET"
+	$(GO) test -run '^$$' -bench 'OCIRead' -benchtime 3x ./blobstore/
 	@echo "== daemon request handling with the kernel taken out"
 	$(GO) test -run '^$$' -bench 'ServeReads' -benchtime 5x ./ondemand/cachefiles/
 	@echo "== cold sequential read in the VM: erofsd (fscache) against a loop mount"

@@ -16,7 +16,7 @@ import (
 func TestOCIFaults(t *testing.T) {
 	reg := testregistry.Start(t, testregistry.Options{})
 	data := randomBlob(4, 1<<20)
-	d := pushBlob(t, reg, "faulty/repo", data, "", "")
+	d := pushBlob(t, reg, "faulty/repo", data)
 	proxy := faultproxy.Start(t, faultproxy.Options{Target: reg.URL(), FlipAt: 7,
 		SlowChunk: 8 << 10, SlowDelay: 100 * time.Millisecond, SlowMax: 3 * time.Second})
 	// The timeout is what turns a slow body into a retry.

@@ -5,12 +5,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,52 +21,21 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 )
 
-// pushBlob uploads data to repo with the distribution API's monolithic
-// upload (POST, then PUT with the digest) and returns its digest.
-func pushBlob(t testing.TB, reg *testregistry.Registry, repo string, data []byte, user, pass string) Digest {
+// pushBlob uploads data to repo with the registry's own credentials.
+func pushBlob(t testing.TB, reg *testregistry.Registry, repo string, data []byte) Digest {
 	t.Helper()
-	d := DigestOf(sha256.Sum256(data))
-	do := func(method, url string, body []byte) *http.Response {
-		req, err := http.NewRequest(method, url, bytes.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if user != "" {
-			req.SetBasicAuth(user, pass)
-		}
-		req.ContentLength = int64(len(body))
-		req.Header.Set("Content-Type", "application/octet-stream")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp
-	}
-	resp := do(http.MethodPost, reg.URL()+"/v2/"+repo+"/blobs/uploads/", nil)
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("starting upload: HTTP %d", resp.StatusCode)
-	}
-	loc, err := resp.Location()
+	d, err := ParseDigest(reg.PushBlob(t, repo, data))
 	if err != nil {
 		t.Fatal(err)
-	}
-	q := loc.Query()
-	q.Set("digest", d.String())
-	loc.RawQuery = q.Encode()
-	if resp := do(http.MethodPut, loc.String(), data); resp.StatusCode != http.StatusCreated {
-		t.Fatalf("finishing upload: HTTP %d", resp.StatusCode)
 	}
 	return d
 }
 
 func randomBlob(seed uint64, n int) []byte {
-	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	var key [32]byte
+	binary.LittleEndian.PutUint64(key[:], seed)
 	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
+	rand.NewChaCha8(key).Read(b)
 	return b
 }
 
@@ -120,9 +89,9 @@ func checkReads(t *testing.T, b Blob, data []byte) {
 func TestOCIAnonymous(t *testing.T) {
 	reg := testregistry.Start(t, testregistry.Options{})
 	data := randomBlob(1, 300_000)
-	d := pushBlob(t, reg, "erofsd/layers", data, "", "")
+	d := pushBlob(t, reg, "erofsd/layers", data)
 	small := []byte("x")
-	ds := pushBlob(t, reg, "erofsd/layers", small, "", "")
+	ds := pushBlob(t, reg, "erofsd/layers", small)
 
 	o := mustOCI(t, "oci://"+reg.Host+"/erofsd/layers", OCIOptions{HTTPOptions: fast, PlainHTTP: true, Keychain: authn.NewMultiKeychain()})
 	ctx := context.Background()
@@ -156,7 +125,7 @@ func TestOCIAnonymous(t *testing.T) {
 
 func TestOCIPlainHTTPOnlyWhenAsked(t *testing.T) {
 	reg := testregistry.Start(t, testregistry.Options{})
-	d := pushBlob(t, reg, "r", []byte("hello"), "", "")
+	d := pushBlob(t, reg, "r", []byte("hello"))
 	// The registry is plain HTTP on loopback: without PlainHTTP the store
 	// must not fall back to it (go-containerregistry would, for loopback).
 	o := mustOCI(t, reg.Host+"/r", OCIOptions{HTTPOptions: fast})
@@ -180,7 +149,7 @@ func TestOCIPlainHTTPOnlyWhenAsked(t *testing.T) {
 func TestOCIBasicAuth(t *testing.T) {
 	reg := testregistry.Start(t, testregistry.Options{User: "alice", Password: "s3cret"})
 	data := randomBlob(2, 100_000)
-	d := pushBlob(t, reg, "private/repo", data, "alice", "s3cret")
+	d := pushBlob(t, reg, "private/repo", data)
 	repo := reg.Host + "/private/repo"
 	ctx := context.Background()
 
@@ -275,9 +244,9 @@ func TestOCIMirrors(t *testing.T) {
 	mirror := testregistry.Start(t, testregistry.Options{})
 	both := []byte("in the mirror and upstream")
 	onlyUp := randomBlob(3, 50_000)
-	dBoth := pushBlob(t, upstream, "lib/app", both, "", "")
-	pushBlob(t, mirror, "lib/app", both, "", "")
-	dUp := pushBlob(t, upstream, "lib/app", onlyUp, "", "")
+	dBoth := pushBlob(t, upstream, "lib/app", both)
+	pushBlob(t, mirror, "lib/app", both)
+	dUp := pushBlob(t, upstream, "lib/app", onlyUp)
 	dNone := DigestOf(sha256.Sum256([]byte("nowhere")))
 
 	// A port nothing listens on: a dead mirror.
@@ -360,7 +329,7 @@ func TestOCIUpstreamDownAtStart(t *testing.T) {
 		t.Fatalf("registry down: %v", err)
 	}
 	reg := testregistry.StartAt(t, testregistry.Options{}, host)
-	pushBlob(t, reg, "r", []byte("later"), "", "")
+	pushBlob(t, reg, "r", []byte("later"))
 	b, err := o.Open(context.Background(), d)
 	if err != nil {
 		t.Fatal(err)

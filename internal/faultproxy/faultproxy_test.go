@@ -132,4 +132,3 @@ func TestBoundAndSeed(t *testing.T) {
 		t.Fatal("bad target accepted")
 	}
 }
-

@@ -25,11 +25,21 @@ const Binary = "docker-registry"
 
 // Options configure a registry.
 type Options struct {
-	// User and Password, when set, turn on htpasswd basic auth.
+	// User and Password, when set, turn on htpasswd basic auth, or with
+	// Token the account the token server accepts.
 	User, Password string
+	// Token turns on bearer token auth (distribution's "token" auth):
+	// a token server on loopback issues signed JWTs for User/Password
+	// and empty tokens to anonymous clients.
+	Token bool
 	// Root is the storage directory (default: a test temp dir). Two
 	// registries may share one to serve the same blobs.
 	Root string
+	// RedirectTo, when set, makes blob reads answer with a redirect to
+	// RedirectTo + the blob's path under Root (the storage "redirect"
+	// middleware), as registries backed by object stores do. Serve Root
+	// there, e.g. with http.FileServer.
+	RedirectTo string
 }
 
 // Registry is a running registry.
@@ -37,6 +47,25 @@ type Registry struct {
 	Host string // 127.0.0.1:PORT
 	Root string // storage directory
 	cmd  *exec.Cmd
+	opts Options
+	tok  *tokenServer
+}
+
+// TokensIssued returns how many tokens the token server issued (0
+// without Token auth).
+func (r *Registry) TokensIssued() int64 {
+	if r.tok == nil {
+		return 0
+	}
+	return r.tok.issued.Load()
+}
+
+// TokenRealm returns the token server's realm URL ("" without Token).
+func (r *Registry) TokenRealm() string {
+	if r.tok == nil {
+		return ""
+	}
+	return r.tok.realm
 }
 
 // URL returns http://HOST.
@@ -75,7 +104,16 @@ func StartAt(t testing.TB, opts Options, host string) *Registry {
 		}
 	}
 	var auth string
-	if opts.User != "" {
+	var tok *tokenServer
+	if opts.Token {
+		bundle := filepath.Join(dir, "token-root.pem")
+		var err error
+		if tok, err = newTokenServer(opts.User, opts.Password, bundle); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(tok.close)
+		auth = tok.config(bundle)
+	} else if opts.User != "" {
 		hash, err := bcrypt.GenerateFromPassword([]byte(opts.Password), bcrypt.MinCost)
 		if err != nil {
 			t.Fatal(err)
@@ -85,6 +123,9 @@ func StartAt(t testing.TB, opts Options, host string) *Registry {
 			t.Fatal(err)
 		}
 		auth = fmt.Sprintf("auth:\n  htpasswd:\n    realm: erofsd-test\n    path: %s\n", htpasswd)
+	}
+	if opts.RedirectTo != "" {
+		auth += fmt.Sprintf("middleware:\n  storage:\n    - name: redirect\n      options:\n        baseurl: %s\n", opts.RedirectTo)
 	}
 	config := fmt.Sprintf(`version: 0.1
 log:
@@ -117,7 +158,7 @@ http:
 		logFile.Close()
 		t.Fatalf("starting %s: %v", bin, err)
 	}
-	r := &Registry{Host: host, Root: root, cmd: cmd}
+	r := &Registry{Host: host, Root: root, cmd: cmd, opts: opts, tok: tok}
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		cmd.Wait()
