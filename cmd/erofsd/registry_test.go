@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bytes"
+	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -10,10 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/erofsd/erofsd/internal/faultproxy"
 	"github.com/erofsd/erofsd/internal/testoci"
 	"github.com/erofsd/erofsd/internal/testregistry"
 	"github.com/erofsd/erofsd/internal/treecmp"
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
@@ -154,5 +159,87 @@ func TestDaemonRegistryMount(t *testing.T) {
 	// A source image that was never converted is refused clearly.
 	if out, err := d.ctl("mount", "--plain-http", "oci://"+reg.Host+"/app:v1", mnt); err == nil || !strings.Contains(out, "not an erofsd image") {
 		t.Errorf("mounting an unconverted image: %v\n%s", err, out)
+	}
+}
+
+// TestDaemonRegistryFaults puts a fault-injecting proxy between erofsd
+// and the registry: 503s, connection resets, truncated, slow and
+// corrupted bodies, bounded in count. Every read returns the right bytes
+// or fails with EIO, never wrong bytes; once the faults stop, every file
+// reads back right.
+func TestDaemonRegistryFaults(t *testing.T) {
+	dir := t.TempDir()
+	bins := fanotifyBins(t, dir)
+	reg := testregistry.Start(t, testregistry.Options{})
+	var entries []testoci.Entry
+	for i := 0; i < 12; i++ {
+		entries = append(entries, testoci.Entry{Name: fmt.Sprintf("f%02d", i), Body: testoci.Random(uint64(100+i), 300<<10+i*4099)})
+	}
+	src := testoci.Image(t, []v1.Layer{testoci.Layer(t, entries)}, "linux", "amd64")
+	ref, err := name.ParseReference(reg.Host + "/faulty:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, src); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(bins["erofs-image"], "convert", "--plain-http", "--chunk-size", "64K", "--platform", "linux/amd64",
+		"oci://"+reg.Host+"/faulty:v1", "oci://"+reg.Host+"/faulty:erofs").CombinedOutput(); err != nil {
+		t.Fatalf("convert: %v\n%s", err, out)
+	}
+	proxy := faultproxy.Start(t, faultproxy.Options{Target: reg.Host, MaxFaults: 200, FlipAt: 100,
+		SlowChunk: 64 << 10, SlowDelay: 5 * time.Millisecond, SlowMax: time.Second})
+
+	d := startDaemon(t, bins, dir, "--frontend", "fanotify")
+	mnt := filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	if out, err := d.ctl("mount", "--plain-http", "oci://"+proxy.Host+"/faulty:erofs", mnt); err != nil {
+		t.Fatalf("erofsctl mount: %v\n%s", err, out)
+	}
+	defer syscall.Unmount(mnt, syscall.MNT_DETACH)
+
+	readAll := func(entries []testoci.Entry) (ok, eio int) {
+		for _, e := range entries {
+			data, err := os.ReadFile(filepath.Join(mnt, e.Name))
+			switch {
+			case err == nil && bytes.Equal(data, e.Body):
+				ok++
+			case err == nil:
+				t.Fatalf("%s: read %d wrong bytes", e.Name, len(data))
+			case errors.Is(err, syscall.EIO):
+				eio++
+			default:
+				t.Fatalf("%s: %v, want the bytes or EIO", e.Name, err)
+			}
+		}
+		return ok, eio
+	}
+	proxy.SetSchedule(faultproxy.Seeded(42, 0.5, faultproxy.Status503, faultproxy.Reset, faultproxy.Truncate, faultproxy.Slow, faultproxy.Flip))
+	ok, eio := readAll(entries[:10])
+	injected := int64(0)
+	for _, f := range []faultproxy.Fault{faultproxy.Status503, faultproxy.Reset, faultproxy.Truncate, faultproxy.Slow, faultproxy.Flip} {
+		injected += proxy.Faults(f)
+	}
+	if proxy.Faults(faultproxy.Flip) == 0 || injected < 10 {
+		t.Fatalf("only %d faults injected (%d flips): the test tests nothing", injected, proxy.Faults(faultproxy.Flip))
+	}
+	t.Logf("under %d faults: %d files read right, %d failed with EIO", injected, ok, eio)
+
+	// Every body corrupted: the retry is corrupted too, so reads fail.
+	proxy.SetSchedule(faultproxy.Seeded(7, 1, faultproxy.Flip))
+	if ok, eio := readAll(entries[10:]); ok != 0 || eio != 2 {
+		t.Fatalf("with every body corrupted: %d files read, %d EIO; want 0 and 2", ok, eio)
+	}
+
+	proxy.SetSchedule(nil)
+	if ok, eio := readAll(entries); ok != len(entries) {
+		t.Fatalf("after the faults stopped: %d files right, %d EIO", ok, eio)
+	}
+	m := scrape(t, d.metrics)
+	if m["erofsd_chunk_digest_failures_total"] == 0 {
+		t.Error("flipped bytes were not caught by the digest check")
+	}
+	if out, err := d.ctl("umount", mnt); err != nil {
+		t.Fatalf("erofsctl umount: %v\n%s", err, out)
 	}
 }
