@@ -7,6 +7,7 @@
 package blobstore
 
 import (
+	"io"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -69,6 +70,14 @@ type Blob interface {
 	ReadAt(ctx context.Context, p []byte, off int64) (int, error)
 	Size() int64
 	Close() error
+}
+
+// RangeOpener is implemented by blobs that can stream a range as it
+// arrives, so that a caller can use the first bytes of a long read before
+// the last ones are in. The reader yields exactly the n bytes at off, or
+// fails with an error (a short body is io.ErrUnexpectedEOF).
+type RangeOpener interface {
+	OpenRange(ctx context.Context, off, n int64) (io.ReadCloser, error)
 }
 
 // OpenStore returns the store named by spec: a directory path (or

@@ -336,6 +336,76 @@ func (b *remoteBlob) ReadAt(ctx context.Context, p []byte, off int64) (int, erro
 	return int(want), nil
 }
 
+// OpenRange streams [off, off+n) from the first host that answers; the
+// request is retried like ReadAt until the response starts, after which a
+// failure ends the stream with an error for the caller to handle (it
+// knows which bytes it already has). The stream holds no ticket of the
+// concurrency limit: callers bound how many they keep open.
+func (b *remoteBlob) OpenRange(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+	if off < 0 || n <= 0 || off+n > b.size {
+		return nil, fmt.Errorf("%s: range %d+%d of %d: %w", b.d, off, n, b.size, ErrOutOfRange)
+	}
+	var body io.ReadCloser
+	t, err := b.r.do(ctx, b.order(), func(ctx context.Context, t *target) error {
+		var err error
+		body, err = b.r.stream(ctx, b.d, t, off, n)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	b.prefer.Store(t)
+	return body, nil
+}
+
+// stream starts a Range request for [off, off+n) at t and returns its
+// body, limited to n bytes and failing if it ends early.
+func (r *remote) stream(ctx context.Context, d Digest, t *target, off, n int64) (io.ReadCloser, error) {
+	c, err := t.client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.url(d), nil)
+	if err != nil {
+		return nil, fmt.Errorf("%s at %s: %w", d, t.host, err)
+	}
+	req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-"+strconv.FormatInt(off+n-1, 10))
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, transportError(fmt.Sprintf("%s at %s", d, t.host), err)
+	}
+	if err := statusError(resp, d, t.host); err != nil {
+		resp.Body.Close()
+		return nil, err
+	}
+	body := &countingReader{r: resp.Body, n: &r.stats.Bytes}
+	if resp.StatusCode == http.StatusOK {
+		if _, err := io.CopyN(io.Discard, body, off); err != nil {
+			resp.Body.Close()
+			return nil, fmt.Errorf("%s at %s: skipping to %d: %w: %v", d, t.host, off, ErrTemporary, err)
+		}
+	}
+	return &exactBody{r: io.LimitReader(body, n), left: n, c: resp.Body}, nil
+}
+
+// exactBody turns an early end of a range body into io.ErrUnexpectedEOF.
+type exactBody struct {
+	r    io.Reader
+	left int64
+	c    io.Closer
+}
+
+func (e *exactBody) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	e.left -= int64(n)
+	if err == io.EOF && e.left > 0 {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+func (e *exactBody) Close() error { return e.c.Close() }
+
 // open finds the first target that has the blob and returns it
 // opened there.
 func (r *remote) open(ctx context.Context, d Digest, targets []*target) (Blob, error) {

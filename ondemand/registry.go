@@ -90,6 +90,10 @@ type Registry struct {
 	// Worth it for remote stores and small chunks, where round trips
 	// cost more than bytes.
 	MinFetch int64
+	// ReadaheadWindow, if set before serving, is how far after a fill
+	// the background readahead keeps data fetched (0: the next chunk).
+	// Remote stores, whose round trips are long, want several MiB.
+	ReadaheadWindow int64
 }
 
 // NewRegistry returns an empty registry.
@@ -262,7 +266,7 @@ func (r *Registry) Resolve(volumeKey, cookieKey string) (*Object, error) {
 		for _, b := range im.blobs {
 			if b.digest.Hex() == cookieKey {
 				im.open.Add(1)
-				return &Object{Source: &blobSource{blobData: b, bufs: r.bufs, stats: &r.Stats, latency: r.FetchLatency, minFetch: min(r.MinFetch, MaxRun)}, Image: im, Kind: "blob"}, nil
+				return &Object{Source: &blobSource{blobData: b, bufs: r.bufs, stats: &r.Stats, latency: r.FetchLatency, minFetch: min(r.MinFetch, MaxRun), window: r.ReadaheadWindow}, Image: im, Kind: "blob"}, nil
 			}
 		}
 	}

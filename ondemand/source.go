@@ -174,6 +174,8 @@ type blobSource struct {
 	latency Observer // may be nil
 	// minFetch extends a fill's store read to the chunks after it.
 	minFetch int64
+	// window is how far ahead of a fill Readahead looks (0: one chunk).
+	window int64
 
 	mu       sync.Mutex
 	inflight map[int64]*fetch // by chunk offset
@@ -188,8 +190,11 @@ type fetch struct {
 func (s *blobSource) Size() int64  { return s.size }
 func (s *blobSource) Name() string { return s.digest.String() }
 
-// Readahead returns the chunk that follows [off, off+n) unless it is
-// already in the object or being fetched.
+// Readahead returns what to fetch in the background after a fill of
+// [off, off+n): with no window, the chunk that follows unless it is in
+// the object or being fetched; with a window, the first run of chunks
+// neither present nor being fetched within window bytes after the range,
+// so that a sequential reader finds data fetched ahead of it.
 func (s *blobSource) Readahead(off, n int64) (int64, int64) {
 	end := off + n
 	i, _ := slices.BinarySearchFunc(s.chunks, end, func(c chunk, t int64) int {
@@ -198,22 +203,35 @@ func (s *blobSource) Readahead(off, n int64) (int64, int64) {
 		}
 		return 1
 	})
-	if i >= len(s.chunks) {
-		return 0, 0
-	}
-	c := s.chunks[i]
-	if c.off < end { // end falls inside chunk i: the next one is wanted
-		if i+1 >= len(s.chunks) {
-			return 0, 0
-		}
-		c = s.chunks[i+1]
+	if i < len(s.chunks) && s.chunks[i].off < end {
+		i++ // end falls inside chunk i: the ones after it are wanted
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.written[c.off] || s.inflight[c.off] != nil {
+	busy := func(c chunk) bool { return s.written[c.off] || s.inflight[c.off] != nil }
+	if s.window <= 0 {
+		if i >= len(s.chunks) || busy(s.chunks[i]) {
+			return 0, 0
+		}
+		return s.chunks[i].off, s.chunks[i].length
+	}
+	limit := end + s.window
+	for i < len(s.chunks) && s.chunks[i].off < limit && busy(s.chunks[i]) {
+		i++
+	}
+	if i >= len(s.chunks) || s.chunks[i].off >= limit {
 		return 0, 0
 	}
-	return c.off, c.length
+	first := s.chunks[i]
+	last := first
+	for j := i + 1; j < len(s.chunks); j++ {
+		c := s.chunks[j]
+		if c.off >= limit || busy(c) || c.off != last.off+alignUp(last.length) || c.off+alignUp(c.length)-first.off > MaxRun {
+			break
+		}
+		last = c
+	}
+	return first.off, last.off + last.length - first.off
 }
 
 func (s *blobSource) Fill(ctx context.Context, off, n int64, w BlockWriter) error {
@@ -289,6 +307,13 @@ func (s *blobSource) fillRun(ctx context.Context, i int, end int64, w BlockWrite
 	s.mu.Unlock()
 
 	span := run[len(run)-1].off + alignUp(run[len(run)-1].length) - run[0].off
+	s.stats.CoalescedFetches.Add(1)
+	if b, err := s.open(ctx); err == nil {
+		if ro, ok := b.(blobstore.RangeOpener); ok {
+			s.streamRun(ctx, ro, run, fetches, span, w)
+			return
+		}
+	}
 	buf := s.bufs.getSize(int(span))
 	defer s.bufs.put(buf)
 	err := s.timedRead(ctx, buf[:span], chunk{off: run[0].off, length: span})
@@ -302,7 +327,40 @@ func (s *blobSource) fillRun(ctx context.Context, i int, end int64, w BlockWrite
 		}
 		s.finish(c, f)
 	}
-	s.stats.CoalescedFetches.Add(1)
+}
+
+// streamRun fetches a run of adjacent chunks with one streamed read and
+// verifies and writes each chunk as soon as its bytes are in, waking
+// whoever waits for it: a reader of the first chunk does not wait for
+// the last. Chunks the stream does not deliver are left to the per-chunk
+// path (errRunMiss).
+func (s *blobSource) streamRun(ctx context.Context, ro blobstore.RangeOpener, run []chunk, fetches []*fetch, span int64, w BlockWriter) {
+	start := time.Now()
+	rc, err := ro.OpenRange(ctx, run[0].off, span)
+	if err == nil {
+		defer rc.Close()
+	}
+	var largest int64
+	for _, c := range run {
+		largest = max(largest, alignUp(c.length))
+	}
+	buf := s.bufs.getSize(int(largest))
+	defer s.bufs.put(buf)
+	for k, c := range run {
+		f := fetches[k]
+		if err == nil {
+			padded := buf[:alignUp(c.length)]
+			if _, err = io.ReadFull(rc, padded); err == nil {
+				if werr := s.verifyAndWrite(padded, c, w); !errors.Is(werr, ErrDigestMismatch) {
+					f.err = werr
+				}
+			}
+		}
+		s.finish(c, f)
+	}
+	if s.latency != nil {
+		s.latency.Observe(time.Since(start).Seconds())
+	}
 }
 
 // finish ends a fetch of chunk c: the chunk counts as written if it

@@ -50,6 +50,7 @@ func run(args []string) error {
 	blobDir := fs.String("blob-dir", "", "default blob store: a `dir` of blobs named by sha256 hex digest, or an http(s):// URL serving URL/<digest> with range requests")
 	blobCA := fs.String("blob-ca-file", "", "extra CA certificates (PEM) for https blob stores and registries")
 	minFetch := fs.Int64("min-fetch", 0, "least `bytes` a fill reads from a blob store: later chunks ride along (0: what is asked; at most 8 MiB); worth raising for registries")
+	window := fs.Int64("readahead-window", 0, "`bytes` after a read that background readahead keeps fetched (0: the next chunk); raise it for registries")
 	mirrors := fs.String("registry-mirrors", "", "comma-separated `HOST=MIRROR` pairs: MIRROR (host[:port] or URL) is tried before registry HOST, in order")
 	stateDir := fs.String("state-dir", "/var/lib/erofsd", "`dir` for the daemon's state: images fetched by digest")
 	socket := fs.String("socket", control.DefaultSocket, "control API unix socket `path` (mode 0600)")
@@ -81,6 +82,9 @@ func run(args []string) error {
 	}
 	if *minFetch < 0 || *minFetch > ondemand.MaxRun {
 		return fmt.Errorf("min-fetch: %d, want 0..%d", *minFetch, ondemand.MaxRun)
+	}
+	if *window < 0 {
+		return fmt.Errorf("readahead-window: %d, want 0 or more", *window)
 	}
 	if *workers <= 0 {
 		return fmt.Errorf("workers: %d, want at least 1", *workers)
@@ -116,7 +120,7 @@ func run(args []string) error {
 	signal.Notify(handover, syscall.SIGUSR2)
 
 	reg := ondemand.NewRegistry()
-	reg.MinFetch = *minFetch
+	reg.MinFetch, reg.ReadaheadWindow = *minFetch, *window
 	defer reg.Close()
 	d := &daemon{reg: reg, cacheDir: *cacheDir, blobDir: *blobDir, stateDir: *stateDir, log: log, started: time.Now(),
 		httpOpts: blobstore.HTTPOptions{CAFile: *blobCA}, mirrors: mirrorMap, backends: &blobstore.Stats{},

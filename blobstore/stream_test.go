@@ -1,0 +1,65 @@
+package blobstore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/erofsd/erofsd/internal/faultproxy"
+	"github.com/erofsd/erofsd/internal/testregistry"
+)
+
+// TestOCIOpenRange streams ranges from the real registry: the bytes
+// asked for, a 503 before the body retried, and a body cut short ending
+// in io.ErrUnexpectedEOF rather than looking complete.
+func TestOCIOpenRange(t *testing.T) {
+	reg := testregistry.Start(t, testregistry.Options{})
+	data := randomBlob(9, 1<<20)
+	d := pushBlob(t, reg, "stream/repo", data)
+	proxy := faultproxy.Start(t, faultproxy.Options{Target: reg.URL(), CutAfter: 5000})
+	o := mustOCI(t, proxy.Host+"/stream/repo", OCIOptions{PlainHTTP: true, HTTPOptions: HTTPOptions{Backoff: time.Millisecond}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	b, err := o.Open(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ro, ok := b.(RangeOpener)
+	if !ok {
+		t.Fatal("an OCI blob does not stream ranges")
+	}
+	read := func(off, n int64) ([]byte, error) {
+		rc, err := ro.OpenRange(ctx, off, n)
+		if err != nil {
+			return nil, err
+		}
+		defer rc.Close()
+		return io.ReadAll(rc)
+	}
+	for _, r := range [][2]int64{{0, 1 << 20}, {4096, 100_000}, {1<<20 - 10, 10}} {
+		got, err := read(r[0], r[1])
+		if err != nil || !bytes.Equal(got, data[r[0]:r[0]+r[1]]) {
+			t.Errorf("range %d+%d: %d bytes, %v", r[0], r[1], len(got), err)
+		}
+	}
+	if _, err := read(1<<20-10, 11); !errors.Is(err, ErrOutOfRange) {
+		t.Errorf("past the end: %v, want ErrOutOfRange", err)
+	}
+	proxy.SetSchedule(faultproxy.Sequence(faultproxy.Status503))
+	if got, err := read(0, 200_000); err != nil || !bytes.Equal(got, data[:200_000]) {
+		t.Errorf("after a 503: %d bytes, %v", len(got), err)
+	}
+	for _, f := range []faultproxy.Fault{faultproxy.Truncate, faultproxy.Reset} {
+		proxy.SetSchedule(faultproxy.Sequence(f))
+		got, err := read(0, 200_000)
+		if err == nil {
+			t.Errorf("%v: the stream looked complete with %d bytes", f, len(got))
+		}
+		if !bytes.Equal(got, data[:len(got)]) {
+			t.Errorf("%v: the bytes before the cut differ", f)
+		}
+	}
+}

@@ -1,0 +1,187 @@
+package ondemand
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+
+	"github.com/erofsd/erofsd/blobstore"
+	"github.com/erofsd/erofsd/erofs/build"
+	"github.com/erofsd/erofsd/internal/testimage"
+)
+
+// uniformImage builds an image of one 2 MiB random file in 64 KiB
+// chunks: 32 chunks, back to back from the start of the blob.
+func uniformImage(t *testing.T) (ImageSpec, []byte) {
+	t.Helper()
+	src := t.TempDir()
+	data := make([]byte, 2<<20)
+	rand.New(rand.NewSource(5)).Read(data)
+	if err := os.WriteFile(filepath.Join(src, "f"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	blobDir := t.TempDir()
+	img, blobs, _ := testimage.Build(t, src, build.Options{BlobDir: blobDir, ChunkSize: 64 << 10})
+	store, err := blobstore.NewLocal(blobDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob, err := os.ReadFile(blobs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ImageSpec{FSID: "img1", Bootstrap: img, Store: store}, blob
+}
+
+// streamStore serves blobs that stream ranges; the first stream breaks
+// after breakAfter bytes.
+type streamStore struct {
+	blobstore.Store
+	breakAfter     int64
+	streams, reads atomic.Int64
+}
+
+func (s *streamStore) Open(ctx context.Context, d blobstore.Digest) (blobstore.Blob, error) {
+	b, err := s.Store.Open(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	return &streamBlob{Blob: b, s: s}, nil
+}
+
+type streamBlob struct {
+	blobstore.Blob
+	s *streamStore
+}
+
+func (b *streamBlob) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	b.s.reads.Add(1)
+	return b.Blob.ReadAt(ctx, p, off)
+}
+
+func (b *streamBlob) OpenRange(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+	limit := n
+	if b.s.streams.Add(1) == 1 && b.s.breakAfter > 0 {
+		limit = b.s.breakAfter
+	}
+	r := io.NewSectionReader(readerAt{ctx, b.Blob}, off, limit)
+	return io.NopCloser(io.MultiReader(r, errReader{io.ErrUnexpectedEOF})), nil
+}
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+
+// TestStreamedRun: a run of chunks is read as one stream and each chunk
+// is verified and written as it arrives; when the stream breaks, the
+// chunks it did not deliver are fetched one by one, and the result is
+// the blob's bytes.
+func TestStreamedRun(t *testing.T) {
+	spec, blob := uniformImage(t)
+	store := &streamStore{Store: spec.Store, breakAfter: 300 << 10}
+	spec.Store = store
+	_, _, obj := serveBlob(t, spec)
+	m := newMemObject(t, obj.Size())
+	if err := obj.Fill(context.Background(), 0, 1<<20, m); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(m.data[:1<<20], blob[:1<<20]) {
+		t.Fatal("content differs")
+	}
+	// 300 KiB delivered 4 whole chunks; the other 12 came one by one.
+	if store.streams.Load() != 1 || store.reads.Load() != 12 {
+		t.Errorf("%d streams and %d single reads; want 1 and 12", store.streams.Load(), store.reads.Load())
+	}
+}
+
+// TestStreamedRunCorruptChunk: a corrupt chunk in a stream is not
+// written; the chunks after it still are, and the corrupt one fails on
+// its own (the store keeps serving it corrupt).
+func TestStreamedRunCorruptChunk(t *testing.T) {
+	spec, blob := uniformImage(t)
+	dir := t.TempDir()
+	bad := bytes.Clone(blob)
+	bad[3*64<<10+7] ^= 0xff // chunk 3
+	digest := blobstore.DigestOf(sha256Sum(blob))
+	if err := os.WriteFile(filepath.Join(dir, digest.Hex()), bad, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	local, err := blobstore.NewLocal(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &streamStore{Store: local}
+	spec.Store = store
+	reg, _, obj := serveBlob(t, spec)
+	m := newMemObject(t, obj.Size())
+	err = obj.Fill(context.Background(), 0, 8*64<<10, m)
+	if !errors.Is(err, ErrDigestMismatch) {
+		t.Fatalf("fill over a corrupt chunk: %v, want ErrDigestMismatch", err)
+	}
+	for c := 0; c < 8; c++ {
+		written := m.seen[c*16]
+		if written != (c != 3) {
+			t.Errorf("chunk %d written: %v", c, written)
+		}
+		if written && !bytes.Equal(m.data[c*64<<10:(c+1)*64<<10], blob[c*64<<10:(c+1)*64<<10]) {
+			t.Errorf("chunk %d differs", c)
+		}
+	}
+	if reg.Stats.DigestFailures.Load() < 2 {
+		t.Errorf("%d digest failures, want the streamed one and the retry", reg.Stats.DigestFailures.Load())
+	}
+}
+
+// TestReadaheadWindow: with a window, readahead asks for the first run
+// of missing chunks within the window after the range; without one, only
+// for the next chunk.
+func TestReadaheadWindow(t *testing.T) {
+	spec, _ := uniformImage(t)
+	const k = 64 << 10
+	for _, tc := range []struct {
+		window  int64
+		written [][2]int64 // fills before asking
+		want    [2]int64
+	}{
+		{0, [][2]int64{{0, k}}, [2]int64{k, k}},
+		{0, [][2]int64{{0, 3 * k}}, [2]int64{}},     // only the next chunk counts
+		{0, [][2]int64{{0, k}, {k, k}}, [2]int64{}}, // the next chunk is there: nothing
+		{4 * k, [][2]int64{{0, k}}, [2]int64{k, 4 * k}},
+		{4 * k, [][2]int64{{0, k}, {k, 2 * k}}, [2]int64{3 * k, 2 * k}},
+		{4 * k, [][2]int64{{0, k}, {k, 4 * k}}, [2]int64{}},     // the window is full
+		{4 * k, [][2]int64{{0, k}, {2 * k, k}}, [2]int64{k, k}}, // a gap, then a present chunk
+		{64 * k, [][2]int64{{0, k}}, [2]int64{k, 31 * k}},       // to the end of the blob
+	} {
+		reg := NewRegistry()
+		reg.ReadaheadWindow = tc.window
+		im, err := reg.Register(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		obj, err := reg.Resolve(im.VolumeKey(), im.Blobs[0].Digest.Hex())
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := newMemObject(t, obj.Size())
+		for _, f := range tc.written {
+			if err := obj.Fill(context.Background(), f[0], f[1], m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		off, n := obj.Readahead(0, k)
+		if [2]int64{off, n} != tc.want {
+			t.Errorf("window %d after fills %v: readahead %d+%d, want %d+%d", tc.window, tc.written, off, n, tc.want[0], tc.want[1])
+		}
+		obj.Release()
+		reg.Close()
+	}
+}
+
+func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }
