@@ -7,11 +7,11 @@
 package blobstore
 
 import (
-	"io"
 	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 )
 
