@@ -51,6 +51,9 @@ bench: build
 	$(GO) run ./tests/vmbench
 	@echo "== fanotify front end on this kernel against the complete blob"
 	$(GO) run ./tests/fanbench
+	@echo "== lazy pulling from a registry on loopback against curl; metadata-walk share"
+	EROFSD_BENCH_MIN_FETCH=$${EROFSD_BENCH_MIN_FETCH:-4194304} EROFSD_BENCH_WINDOW=$${EROFSD_BENCH_WINDOW:-16777216} \
+		$(GO) test -run '^$$' -bench 'Registry$$' -benchtime 1x ./tests/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
