@@ -146,7 +146,7 @@ func (o *OCI) newHost(spec, defaultScheme, query string, kc authn.Keychain, auth
 		prefix = "/" + prefix
 	}
 	h := &ociHost{o: o, reg: reg, scheme: scheme, prefix: prefix, query: query, kc: kc, auth: auth}
-	return &target{host: reg.RegistryStr(), url: h.url, client: h.getClient}, nil
+	return &target{host: reg.RegistryStr(), url: h.url, client: h.getClient, reset: h.reset}, nil
 }
 
 func (h *ociHost) url(d Digest) string {
@@ -182,26 +182,24 @@ func (h *ociHost) getClient(ctx context.Context) (*http.Client, error) {
 	return h.client, nil
 }
 
-// handshakeError classifies a failed ping or token request: refused
-// credentials are final, the rest (connection errors, 5xx) temporary.
+func (h *ociHost) reset() {
+	h.mu.Lock()
+	h.client = nil
+	h.mu.Unlock()
+}
+
+// handshakeError classifies a failed ping or token request like any
+// failed request; a registry without the API (404) is not temporary.
 func (h *ociHost) handshakeError(ctx context.Context, err error) error {
-	host := h.reg.RegistryStr()
-	var te *transport.Error
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	if errors.As(err, &te) {
-		switch {
-		case te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden:
-			return fmt.Errorf("auth handshake with %s: %w: %v", host, ErrUnauthorized, err)
-		case te.StatusCode == http.StatusNotFound:
-			return fmt.Errorf("auth handshake with %s: no registry API (HTTP 404): %v", host, err)
-		case te.StatusCode >= 500 || te.StatusCode == http.StatusTooManyRequests:
-			return fmt.Errorf("auth handshake with %s: %w: %v", host, ErrTemporary, err)
-		}
-		return fmt.Errorf("auth handshake with %s: %v", host, err)
+	what := "auth handshake with " + h.reg.RegistryStr()
+	var te *transport.Error
+	if errors.As(err, &te) && te.StatusCode == http.StatusNotFound {
+		return fmt.Errorf("%s: no registry API here (HTTP 404): %v", what, err)
 	}
-	return transportError("auth handshake with "+host, err)
+	return transportError(what, err)
 }
 
 // schemeGuard sends every request to the registry host in its configured

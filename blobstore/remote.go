@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
 
 // HTTPOptions tune a remote store (HTTP, and the transport of OCI
@@ -95,6 +97,10 @@ type target struct {
 	host   string                                          // for messages
 	url    func(d Digest) string                           // the blob's URL there
 	client func(ctx context.Context) (*http.Client, error) // may set up auth lazily
+	// reset, if set, drops state the client was built from (resolved
+	// credentials, tokens) after the host refused them, so the next
+	// request resolves them again (a docker login in between counts).
+	reset func()
 }
 
 // do runs op against targets in order, falling through to the next
@@ -123,6 +129,9 @@ func (r *remote) do(ctx context.Context, targets []*target, op func(context.Cont
 				return targets[i], nil
 			}
 			errs[i] = err
+			if errors.Is(err, ErrUnauthorized) && targets[i].reset != nil {
+				targets[i].reset()
+			}
 			if ctx.Err() != nil || errors.Is(err, ErrOutOfRange) {
 				// The caller gave up, or asked for bytes no host has.
 				return nil, r.fail(err)
@@ -262,14 +271,17 @@ func statusError(resp *http.Response, d Digest, host string) error {
 	return fmt.Errorf("%s at %s: unexpected HTTP %d", d, host, code)
 }
 
-// transportError classifies a failed request: TLS verification failures
-// and cancellation are final; connection errors and timeouts are
-// temporary and retried.
+// transportError classifies a failed request: TLS verification failures,
+// a scheme mismatch, refused credentials (from a token server, through
+// go-containerregistry's transport) and cancellation are final;
+// connection errors, timeouts and 5xx from a token server are temporary
+// and retried.
 func transportError(what string, err error) error {
 	var cv *tls.CertificateVerificationError
 	var ua x509.UnknownAuthorityError
 	var hn x509.HostnameError
 	var ci x509.CertificateInvalidError
+	var te *transport.Error
 	switch {
 	case errors.Is(err, context.Canceled):
 		return err
@@ -279,6 +291,14 @@ func transportError(what string, err error) error {
 		return fmt.Errorf("%s: %w (the server speaks plain HTTP; use it only if intended)", what, err)
 	case errors.As(err, &cv), errors.As(err, &ua), errors.As(err, &hn), errors.As(err, &ci):
 		return fmt.Errorf("%s: %w: TLS verification failed (pass a CA file, or insecure only for tests): %v", what, ErrUnauthorized, err)
+	case errors.As(err, &te):
+		switch code := te.StatusCode; {
+		case code == http.StatusUnauthorized || code == http.StatusForbidden:
+			return fmt.Errorf("%s: %w: %v", what, ErrUnauthorized, err)
+		case code >= 500 || code == http.StatusTooManyRequests || code == http.StatusRequestTimeout:
+			return fmt.Errorf("%s: %w: %v", what, ErrTemporary, err)
+		}
+		return fmt.Errorf("%s: %v", what, err)
 	}
 	return fmt.Errorf("%s: %w: %v", what, ErrTemporary, err)
 }
