@@ -103,34 +103,43 @@ type target struct {
 	reset func()
 }
 
+// maxBackoff caps the retry delay, however many retries are asked for.
+const maxBackoff = 10 * time.Second
+
 // do runs op against targets in order, falling through to the next
 // target when one fails, and repeats the round with backoff while some
-// target failed temporarily. Each attempt holds one of the store's
-// tickets (not while sleeping, so a backing-off read does not starve
-// others). It returns the target that answered.
+// target failed temporarily; later rounds only ask the targets that
+// failed temporarily (a mirror that said "not found" is not asked
+// again). Each attempt holds one of the store's tickets (not while
+// sleeping, so a backing-off read does not starve others). It returns
+// the target that answered.
 func (r *remote) do(ctx context.Context, targets []*target, op func(context.Context, *target) error) (*target, error) {
 	delay := r.opts.Backoff
 	errs := make([]error, len(targets))
 	for round := 0; ; round++ {
-		temporary := false
-		for i := range targets {
-			if i > 0 {
+		temporary, asked := false, 0
+		for i, t := range targets {
+			if errs[i] != nil && !errors.Is(errs[i], ErrTemporary) {
+				continue // a final answer from this host
+			}
+			if asked > 0 {
 				r.stats.Fallbacks.Add(1)
 			}
+			asked++
 			select {
 			case r.tickets <- struct{}{}:
 			case <-ctx.Done():
 				return nil, r.fail(ctx.Err())
 			}
 			r.stats.Requests.Add(1)
-			err := op(ctx, targets[i])
+			err := op(ctx, t)
 			<-r.tickets
 			if err == nil {
-				return targets[i], nil
+				return t, nil
 			}
 			errs[i] = err
-			if errors.Is(err, ErrUnauthorized) && targets[i].reset != nil {
-				targets[i].reset()
+			if errors.Is(err, ErrUnauthorized) && t.reset != nil {
+				t.reset()
 			}
 			if ctx.Err() != nil || errors.Is(err, ErrOutOfRange) {
 				// The caller gave up, or asked for bytes no host has.
@@ -148,7 +157,7 @@ func (r *remote) do(ctx context.Context, targets []*target, op func(context.Cont
 		case <-ctx.Done():
 			return nil, r.fail(ctx.Err())
 		}
-		delay *= 2
+		delay = min(2*delay, maxBackoff)
 	}
 }
 
