@@ -24,16 +24,18 @@ type OCIOptions struct {
 	PlainHTTP bool
 	// Mirrors are tried in order before the upstream, which is tried
 	// last (containerd's hosts.toml semantics). Each is HOST[:PORT]
-	// (https) or a URL http(s)://HOST[:PORT][/PREFIX]; requests go to
-	// PREFIX/v2/<repo>/blobs/<digest>?ns=<upstream host>. A mirror that
+	// (https) or http(s)://HOST[:PORT]; requests go to
+	// /v2/<repo>/blobs/<digest>?ns=<upstream host> there. A mirror that
 	// fails (not found, unauthorized, temporary, anything else) passes
-	// the request on to the next.
+	// the request on to the next; later retry rounds ask again only
+	// hosts that failed temporarily.
 	Mirrors []string
-	// Keychain resolves credentials per host (default
-	// authn.DefaultKeychain: ~/.docker/config.json or $DOCKER_CONFIG,
-	// with credential helpers).
+	// Keychain resolves credentials per host, mirrors included (default
+	// authn.DefaultKeychain: ~/.docker/config.json, else
+	// $DOCKER_CONFIG/config.json, with credential helpers).
 	Keychain authn.Keychain
-	// Auth, when set, is used for every host instead of Keychain.
+	// Auth, when set, is used for the upstream instead of Keychain
+	// (mirrors still use Keychain: these credentials are the upstream's).
 	Auth authn.Authenticator
 }
 
@@ -63,8 +65,12 @@ func NewOCI(repo string, opts OCIOptions) (*OCI, error) {
 		return nil, fmt.Errorf("OCI repository %q: %w", repo, err)
 	}
 	rep, err := name.NewRepository(path, name.WithDefaultRegistry(reg.RegistryStr()))
-	if err != nil || rep.RegistryStr() != reg.RegistryStr() {
-		return nil, fmt.Errorf("OCI repository %q: bad repository name %q: %v", repo, path, err)
+	if err != nil {
+		return nil, fmt.Errorf("OCI repository %q: %w", repo, err)
+	}
+	if rep.RegistryStr() != reg.RegistryStr() {
+		// The path's first component looks like a host of its own.
+		return nil, fmt.Errorf("OCI repository %q: bad repository name %q", repo, path)
 	}
 	r, err := newRemote(opts.HTTPOptions)
 	if err != nil {
@@ -76,7 +82,9 @@ func NewOCI(repo string, opts OCIOptions) (*OCI, error) {
 	}
 	o := &OCI{repo: rep, r: r}
 	for _, m := range opts.Mirrors {
-		h, err := o.newHost(m, "https", "?ns="+url.QueryEscape(reg.RegistryStr()), kc, opts.Auth)
+		// Mirrors get their own credentials from the keychain, never
+		// Auth: those are the upstream's.
+		h, err := o.newHost(m, "https", "?ns="+url.QueryEscape(reg.RegistryStr()), kc, nil)
 		if err != nil {
 			return nil, fmt.Errorf("mirror %q: %w", m, err)
 		}
@@ -112,7 +120,6 @@ type ociHost struct {
 	o      *OCI
 	reg    name.Registry
 	scheme string
-	prefix string // path before /v2/
 	query  string
 	kc     authn.Keychain
 	auth   authn.Authenticator
@@ -122,16 +129,15 @@ type ociHost struct {
 }
 
 func (o *OCI) newHost(spec, defaultScheme, query string, kc authn.Keychain, auth authn.Authenticator) (*target, error) {
-	scheme, rest := defaultScheme, spec
+	scheme, hostPart := defaultScheme, spec
 	if s, r, ok := strings.Cut(spec, "://"); ok {
 		if s != "http" && s != "https" {
-			return nil, fmt.Errorf("want http(s)://HOST[:PORT][/PREFIX] or HOST[:PORT]")
+			return nil, fmt.Errorf("want http(s)://HOST[:PORT] or HOST[:PORT]")
 		}
-		scheme, rest = s, r
+		scheme, hostPart = s, strings.TrimSuffix(r, "/")
 	}
-	hostPart, prefix, _ := strings.Cut(rest, "/")
-	if hostPart == "" {
-		return nil, fmt.Errorf("no host")
+	if hostPart == "" || strings.ContainsAny(hostPart, "/?#@") {
+		return nil, fmt.Errorf("want http(s)://HOST[:PORT] or HOST[:PORT]")
 	}
 	var opts []name.Option
 	if scheme == "http" {
@@ -141,16 +147,12 @@ func (o *OCI) newHost(spec, defaultScheme, query string, kc authn.Keychain, auth
 	if err != nil {
 		return nil, err
 	}
-	prefix = strings.Trim(prefix, "/")
-	if prefix != "" {
-		prefix = "/" + prefix
-	}
-	h := &ociHost{o: o, reg: reg, scheme: scheme, prefix: prefix, query: query, kc: kc, auth: auth}
+	h := &ociHost{o: o, reg: reg, scheme: scheme, query: query, kc: kc, auth: auth}
 	return &target{host: reg.RegistryStr(), url: h.url, client: h.getClient, reset: h.reset}, nil
 }
 
 func (h *ociHost) url(d Digest) string {
-	return h.scheme + "://" + h.reg.RegistryStr() + h.prefix + "/v2/" + h.o.repo.RepositoryStr() + "/blobs/" + d.String() + h.query
+	return h.scheme + "://" + h.reg.RegistryStr() + "/v2/" + h.o.repo.RepositoryStr() + "/blobs/" + d.String() + h.query
 }
 
 // getClient returns the host's client, doing the auth handshake (ping,
