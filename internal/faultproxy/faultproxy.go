@@ -131,8 +131,14 @@ type Proxy struct {
 	faults   int // faults injected in total
 
 	requests atomic.Int64
+	inFlight atomic.Int64
+	peak     atomic.Int64
 	counts   [numFaults]atomic.Int64
 }
+
+// Peak returns the most requests the proxy was handling at once, for
+// tests of a client's concurrency limit.
+func (p *Proxy) Peak() int64 { return p.peak.Load() }
 
 // Start runs a proxy to opts.Target until the test ends.
 func Start(t testing.TB, opts Options) *Proxy {
@@ -245,6 +251,14 @@ func (p *Proxy) unpick() {
 
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.requests.Add(1)
+	n := p.inFlight.Add(1)
+	defer p.inFlight.Add(-1)
+	for {
+		old := p.peak.Load()
+		if n <= old || p.peak.CompareAndSwap(old, n) {
+			break
+		}
+	}
 	f := p.pick(r)
 	if f == Status503 {
 		p.counts[f].Add(1)
