@@ -236,6 +236,15 @@ func (r *remote) get(ctx context.Context, d Digest, t *target, p []byte, off int
 	if err := statusError(resp, d, t.host); err != nil {
 		return err
 	}
+	if cr := resp.Header.Get("Content-Range"); resp.StatusCode == http.StatusPartialContent && cr != "" {
+		// A range other than the one asked for would be read as the
+		// wrong bytes; chunk digests above would catch it, but only
+		// after the whole fetch, and every retry would repeat it.
+		var start int64
+		if _, err := fmt.Sscanf(cr, "bytes %d-", &start); err != nil || start != off {
+			return fmt.Errorf("%s at %s: asked for bytes from %d, got Content-Range %q", d, t.host, off, cr)
+		}
+	}
 	body := &countingReader{r: resp.Body, n: &r.stats.Bytes}
 	if resp.StatusCode == http.StatusOK {
 		// The server ignored the range: skip to the offset.
