@@ -94,8 +94,10 @@ type StoreOptions struct {
 	// ones. Its Stats is ignored when Stats is set.
 	HTTPOptions
 	// OCI holds the options for oci:// stores beyond HTTPOptions (its
-	// own HTTPOptions are replaced by the field above). Mirrors listed
-	// there apply to every registry; MirrorsByHost adds per-registry ones.
+	// own HTTPOptions are replaced by the field above). They apply to
+	// every registry: leave Auth nil so each gets its credentials from
+	// the Keychain; Mirrors there are tried for every registry, after
+	// those MirrorsByHost lists for its host.
 	OCI OCIOptions
 	// MirrorsByHost maps a registry host (as in the spec) to the mirrors
 	// tried, in order, before it.

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -117,4 +120,41 @@ func TestOCIFaults(t *testing.T) {
 		}
 		t.Logf("%d faults, %d retries, %d requests", injected, o.Stats().Retries.Load(), o.Stats().Requests.Load())
 	})
+}
+
+// TestOCIConcurrencyBound: MaxInFlight bounds the requests a store has
+// open at once, here seen at a proxy whose every body is slow.
+func TestOCIConcurrencyBound(t *testing.T) {
+	reg := testregistry.Start(t, testregistry.Options{})
+	data := randomBlob(9, 256<<10)
+	d := pushBlob(t, reg, "conc/repo", data)
+	proxy := faultproxy.Start(t, faultproxy.Options{Target: reg.URL(), SlowChunk: 8 << 10, SlowDelay: 10 * time.Millisecond,
+		Schedule: func(int, *http.Request) faultproxy.Fault { return faultproxy.Slow }})
+	o := mustOCI(t, proxy.Host+"/conc/repo", OCIOptions{PlainHTTP: true,
+		HTTPOptions: HTTPOptions{MaxInFlight: 2, Timeout: 10 * time.Second}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	b, err := o.Open(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i := range 8 {
+		wg.Go(func() {
+			p := make([]byte, 32<<10)
+			off := i * len(p)
+			if _, err := b.ReadAt(ctx, p, int64(off)); err != nil || !bytes.Equal(p, data[off:off+len(p)]) {
+				errs <- fmt.Errorf("read %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if peak := proxy.Peak(); peak != 2 {
+		t.Fatalf("%d requests at once at the registry, want the limit 2", peak)
+	}
 }

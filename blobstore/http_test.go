@@ -142,3 +142,35 @@ func TestOpenStoreAndBadURLs(t *testing.T) {
 		t.Fatalf("self-signed server: %v", err)
 	}
 }
+
+// TestHTTPWrongContentRange: a 206 for another range than asked is an
+// error, not data.
+func TestHTTPWrongContentRange(t *testing.T) {
+	data := bytes.Repeat([]byte("x"), 1000)
+	d := DigestOf(sha256.Sum256(data))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1000")
+		if r.Method == http.MethodGet {
+			w.Header().Set("Content-Length", "10")
+			w.Header().Set("Content-Range", "bytes 0-9/1000")
+			w.WriteHeader(http.StatusPartialContent)
+			w.Write(data[:10])
+		}
+	}))
+	defer srv.Close()
+	h, err := NewHTTP(srv.URL, HTTPOptions{Backoff: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := h.Open(context.Background(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := make([]byte, 10)
+	if _, err := b.ReadAt(context.Background(), p, 500); err == nil || !strings.Contains(err.Error(), "Content-Range") {
+		t.Fatalf("wrong range accepted: %v", err)
+	}
+	if h.Stats().Retries.Load() != 0 || h.Stats().Other.Load() != 1 {
+		t.Fatalf("retries %d, other errors %d", h.Stats().Retries.Load(), h.Stats().Other.Load())
+	}
+}

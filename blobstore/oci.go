@@ -24,16 +24,18 @@ type OCIOptions struct {
 	PlainHTTP bool
 	// Mirrors are tried in order before the upstream, which is tried
 	// last (containerd's hosts.toml semantics). Each is HOST[:PORT]
-	// (https) or a URL http(s)://HOST[:PORT][/PREFIX]; requests go to
-	// PREFIX/v2/<repo>/blobs/<digest>?ns=<upstream host>. A mirror that
+	// (https) or http(s)://HOST[:PORT]; requests go to
+	// /v2/<repo>/blobs/<digest>?ns=<upstream host> there. A mirror that
 	// fails (not found, unauthorized, temporary, anything else) passes
-	// the request on to the next.
+	// the request on to the next; later retry rounds ask again only
+	// hosts that failed temporarily.
 	Mirrors []string
-	// Keychain resolves credentials per host (default
-	// authn.DefaultKeychain: ~/.docker/config.json or $DOCKER_CONFIG,
-	// with credential helpers).
+	// Keychain resolves credentials per host, mirrors included (default
+	// authn.DefaultKeychain: ~/.docker/config.json, else
+	// $DOCKER_CONFIG/config.json, with credential helpers).
 	Keychain authn.Keychain
-	// Auth, when set, is used for every host instead of Keychain.
+	// Auth, when set, is used for the upstream instead of Keychain
+	// (mirrors still use Keychain: these credentials are the upstream's).
 	Auth authn.Authenticator
 }
 
@@ -63,8 +65,12 @@ func NewOCI(repo string, opts OCIOptions) (*OCI, error) {
 		return nil, fmt.Errorf("OCI repository %q: %w", repo, err)
 	}
 	rep, err := name.NewRepository(path, name.WithDefaultRegistry(reg.RegistryStr()))
-	if err != nil || rep.RegistryStr() != reg.RegistryStr() {
-		return nil, fmt.Errorf("OCI repository %q: bad repository name %q: %v", repo, path, err)
+	if err != nil {
+		return nil, fmt.Errorf("OCI repository %q: %w", repo, err)
+	}
+	if rep.RegistryStr() != reg.RegistryStr() {
+		// The path's first component looks like a host of its own.
+		return nil, fmt.Errorf("OCI repository %q: bad repository name %q", repo, path)
 	}
 	r, err := newRemote(opts.HTTPOptions)
 	if err != nil {
@@ -76,7 +82,9 @@ func NewOCI(repo string, opts OCIOptions) (*OCI, error) {
 	}
 	o := &OCI{repo: rep, r: r}
 	for _, m := range opts.Mirrors {
-		h, err := o.newHost(m, "https", "?ns="+url.QueryEscape(reg.RegistryStr()), kc, opts.Auth)
+		// Mirrors get their own credentials from the keychain, never
+		// Auth: those are the upstream's.
+		h, err := o.newHost(m, "https", "?ns="+url.QueryEscape(reg.RegistryStr()), kc, nil)
 		if err != nil {
 			return nil, fmt.Errorf("mirror %q: %w", m, err)
 		}
@@ -112,7 +120,6 @@ type ociHost struct {
 	o      *OCI
 	reg    name.Registry
 	scheme string
-	prefix string // path before /v2/
 	query  string
 	kc     authn.Keychain
 	auth   authn.Authenticator
@@ -122,16 +129,15 @@ type ociHost struct {
 }
 
 func (o *OCI) newHost(spec, defaultScheme, query string, kc authn.Keychain, auth authn.Authenticator) (*target, error) {
-	scheme, rest := defaultScheme, spec
+	scheme, hostPart := defaultScheme, spec
 	if s, r, ok := strings.Cut(spec, "://"); ok {
 		if s != "http" && s != "https" {
-			return nil, fmt.Errorf("want http(s)://HOST[:PORT][/PREFIX] or HOST[:PORT]")
+			return nil, fmt.Errorf("want http(s)://HOST[:PORT] or HOST[:PORT]")
 		}
-		scheme, rest = s, r
+		scheme, hostPart = s, strings.TrimSuffix(r, "/")
 	}
-	hostPart, prefix, _ := strings.Cut(rest, "/")
-	if hostPart == "" {
-		return nil, fmt.Errorf("no host")
+	if hostPart == "" || strings.ContainsAny(hostPart, "/?#@") {
+		return nil, fmt.Errorf("want http(s)://HOST[:PORT] or HOST[:PORT]")
 	}
 	var opts []name.Option
 	if scheme == "http" {
@@ -141,16 +147,12 @@ func (o *OCI) newHost(spec, defaultScheme, query string, kc authn.Keychain, auth
 	if err != nil {
 		return nil, err
 	}
-	prefix = strings.Trim(prefix, "/")
-	if prefix != "" {
-		prefix = "/" + prefix
-	}
-	h := &ociHost{o: o, reg: reg, scheme: scheme, prefix: prefix, query: query, kc: kc, auth: auth}
-	return &target{host: reg.RegistryStr(), url: h.url, client: h.getClient}, nil
+	h := &ociHost{o: o, reg: reg, scheme: scheme, query: query, kc: kc, auth: auth}
+	return &target{host: reg.RegistryStr(), url: h.url, client: h.getClient, reset: h.reset}, nil
 }
 
 func (h *ociHost) url(d Digest) string {
-	return h.scheme + "://" + h.reg.RegistryStr() + h.prefix + "/v2/" + h.o.repo.RepositoryStr() + "/blobs/" + d.String() + h.query
+	return h.scheme + "://" + h.reg.RegistryStr() + "/v2/" + h.o.repo.RepositoryStr() + "/blobs/" + d.String() + h.query
 }
 
 // getClient returns the host's client, doing the auth handshake (ping,
@@ -182,26 +184,24 @@ func (h *ociHost) getClient(ctx context.Context) (*http.Client, error) {
 	return h.client, nil
 }
 
-// handshakeError classifies a failed ping or token request: refused
-// credentials are final, the rest (connection errors, 5xx) temporary.
+func (h *ociHost) reset() {
+	h.mu.Lock()
+	h.client = nil
+	h.mu.Unlock()
+}
+
+// handshakeError classifies a failed ping or token request like any
+// failed request; a registry without the API (404) is not temporary.
 func (h *ociHost) handshakeError(ctx context.Context, err error) error {
-	host := h.reg.RegistryStr()
-	var te *transport.Error
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	if errors.As(err, &te) {
-		switch {
-		case te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden:
-			return fmt.Errorf("auth handshake with %s: %w: %v", host, ErrUnauthorized, err)
-		case te.StatusCode == http.StatusNotFound:
-			return fmt.Errorf("auth handshake with %s: no registry API (HTTP 404): %v", host, err)
-		case te.StatusCode >= 500 || te.StatusCode == http.StatusTooManyRequests:
-			return fmt.Errorf("auth handshake with %s: %w: %v", host, ErrTemporary, err)
-		}
-		return fmt.Errorf("auth handshake with %s: %v", host, err)
+	what := "auth handshake with " + h.reg.RegistryStr()
+	var te *transport.Error
+	if errors.As(err, &te) && te.StatusCode == http.StatusNotFound {
+		return fmt.Errorf("%s: no registry API here (HTTP 404): %v", what, err)
 	}
-	return transportError("auth handshake with "+host, err)
+	return transportError(what, err)
 }
 
 // schemeGuard sends every request to the registry host in its configured

@@ -283,6 +283,7 @@ func TestOCIMirrors(t *testing.T) {
 		t.Fatal("no fallbacks counted")
 	}
 	// Nowhere: upstream's answer (not found) wins, naming every host.
+	requests, retries := o.Stats().Requests.Load(), o.Stats().Retries.Load()
 	_, err = o.Open(ctx, dNone)
 	if !errors.Is(err, ErrNotFound) {
 		t.Fatalf("missing everywhere: %v", err)
@@ -292,10 +293,13 @@ func TestOCIMirrors(t *testing.T) {
 			t.Errorf("error does not name %s: %v", h, err)
 		}
 	}
-	// The dead mirror's failures are temporary, so the round is retried,
-	// but bounded.
-	if r := o.Stats().Retries.Load(); r == 0 || r > 3*3 {
-		t.Fatalf("%d retries", r)
+	// The dead mirror's failures are temporary, so it is asked again (3
+	// retries); the mirror and upstream answered for good and are not.
+	if n := o.Stats().Retries.Load() - retries; n != 3 {
+		t.Fatalf("%d retries, want 3", n)
+	}
+	if n := o.Stats().Requests.Load() - requests; n != 3+3 {
+		t.Fatalf("%d requests, want 3 then 1 per retry", n)
 	}
 
 	// Through Open with MirrorsByHost, as a daemon configures it.
@@ -357,8 +361,10 @@ func TestOpenStoreKinds(t *testing.T) {
 			t.Errorf("%q accepted", bad)
 		}
 	}
-	if _, err := NewOCI("h:1/r", OCIOptions{Mirrors: []string{"ftp://m"}}); err == nil {
-		t.Error("ftp mirror accepted")
+	for _, m := range []string{"ftp://m", "http://m/prefix", "", "https://", "u@m"} {
+		if _, err := NewOCI("h:1/r", OCIOptions{Mirrors: []string{m}}); err == nil {
+			t.Errorf("mirror %q accepted", m)
+		}
 	}
 	// Shared counters by kind.
 	var st Stats
@@ -370,4 +376,39 @@ func TestOpenStoreKinds(t *testing.T) {
 	if st.Local.NotFound.Load() != 1 || st.Local.Requests.Load() != 1 {
 		t.Fatalf("local stats: %d not found, %d requests", st.Local.NotFound.Load(), st.Local.Requests.Load())
 	}
+}
+
+// TestOCIMirrorCredentials: a mirror gets its own credentials from the
+// keychain, never the upstream's Auth.
+func TestOCIMirrorCredentials(t *testing.T) {
+	upstream := testregistry.Start(t, testregistry.Options{User: "up", Password: "up-pass"})
+	// The mirror would accept the upstream's credentials: it must not
+	// be offered them.
+	mirror := testregistry.Start(t, testregistry.Options{User: "up", Password: "up-pass"})
+	data := []byte("both have it")
+	d := pushBlob(t, upstream, "m/c", data)
+	pushBlob(t, mirror, "m/c", data)
+	ctx := context.Background()
+	upAuth := &authn.Basic{Username: "up", Password: "up-pass"}
+
+	o := mustOCI(t, upstream.Host+"/m/c", OCIOptions{HTTPOptions: fast, PlainHTTP: true,
+		Mirrors: []string{"http://" + mirror.Host}, Auth: upAuth, Keychain: authn.NewMultiKeychain()})
+	b, err := o.Open(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := b.(*remoteBlob).prefer.Load().host; got != upstream.Host {
+		t.Fatalf("served by %s: the mirror got the upstream's credentials", got)
+	}
+	// With the mirror's credentials in the keychain it serves.
+	o = mustOCI(t, upstream.Host+"/m/c", OCIOptions{HTTPOptions: fast, PlainHTTP: true,
+		Mirrors: []string{"http://" + mirror.Host}, Auth: upAuth,
+		Keychain: staticKeychain{mirror.Host: authn.AuthConfig{Username: "up", Password: "up-pass"}}})
+	if b, err = o.Open(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.(*remoteBlob).prefer.Load().host; got != mirror.Host {
+		t.Fatalf("served by %s, want the mirror", got)
+	}
+	checkReads(t, b, data)
 }

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
 
 // HTTPOptions tune a remote store (HTTP, and the transport of OCI
@@ -95,34 +97,50 @@ type target struct {
 	host   string                                          // for messages
 	url    func(d Digest) string                           // the blob's URL there
 	client func(ctx context.Context) (*http.Client, error) // may set up auth lazily
+	// reset, if set, drops state the client was built from (resolved
+	// credentials, tokens) after the host refused them, so the next
+	// request resolves them again (a docker login in between counts).
+	reset func()
 }
+
+// maxBackoff caps the retry delay, however many retries are asked for.
+const maxBackoff = 10 * time.Second
 
 // do runs op against targets in order, falling through to the next
 // target when one fails, and repeats the round with backoff while some
-// target failed temporarily. Each attempt holds one of the store's
-// tickets (not while sleeping, so a backing-off read does not starve
-// others). It returns the target that answered.
+// target failed temporarily; later rounds only ask the targets that
+// failed temporarily (a mirror that said "not found" is not asked
+// again). Each attempt holds one of the store's tickets (not while
+// sleeping, so a backing-off read does not starve others). It returns
+// the target that answered.
 func (r *remote) do(ctx context.Context, targets []*target, op func(context.Context, *target) error) (*target, error) {
 	delay := r.opts.Backoff
 	errs := make([]error, len(targets))
 	for round := 0; ; round++ {
-		temporary := false
-		for i := range targets {
-			if i > 0 {
+		temporary, asked := false, 0
+		for i, t := range targets {
+			if errs[i] != nil && !errors.Is(errs[i], ErrTemporary) {
+				continue // a final answer from this host
+			}
+			if asked > 0 {
 				r.stats.Fallbacks.Add(1)
 			}
+			asked++
 			select {
 			case r.tickets <- struct{}{}:
 			case <-ctx.Done():
 				return nil, r.fail(ctx.Err())
 			}
 			r.stats.Requests.Add(1)
-			err := op(ctx, targets[i])
+			err := op(ctx, t)
 			<-r.tickets
 			if err == nil {
-				return targets[i], nil
+				return t, nil
 			}
 			errs[i] = err
+			if errors.Is(err, ErrUnauthorized) && t.reset != nil {
+				t.reset()
+			}
 			if ctx.Err() != nil || errors.Is(err, ErrOutOfRange) {
 				// The caller gave up, or asked for bytes no host has.
 				return nil, r.fail(err)
@@ -139,7 +157,7 @@ func (r *remote) do(ctx context.Context, targets []*target, op func(context.Cont
 		case <-ctx.Done():
 			return nil, r.fail(ctx.Err())
 		}
-		delay *= 2
+		delay = min(2*delay, maxBackoff)
 	}
 }
 
@@ -218,6 +236,15 @@ func (r *remote) get(ctx context.Context, d Digest, t *target, p []byte, off int
 	if err := statusError(resp, d, t.host); err != nil {
 		return err
 	}
+	if cr := resp.Header.Get("Content-Range"); resp.StatusCode == http.StatusPartialContent && cr != "" {
+		// A range other than the one asked for would be read as the
+		// wrong bytes; chunk digests above would catch it, but only
+		// after the whole fetch, and every retry would repeat it.
+		var start int64
+		if _, err := fmt.Sscanf(cr, "bytes %d-", &start); err != nil || start != off {
+			return fmt.Errorf("%s at %s: asked for bytes from %d, got Content-Range %q", d, t.host, off, cr)
+		}
+	}
 	body := &countingReader{r: resp.Body, n: &r.stats.Bytes}
 	if resp.StatusCode == http.StatusOK {
 		// The server ignored the range: skip to the offset.
@@ -262,14 +289,17 @@ func statusError(resp *http.Response, d Digest, host string) error {
 	return fmt.Errorf("%s at %s: unexpected HTTP %d", d, host, code)
 }
 
-// transportError classifies a failed request: TLS verification failures
-// and cancellation are final; connection errors and timeouts are
-// temporary and retried.
+// transportError classifies a failed request: TLS verification failures,
+// a scheme mismatch, refused credentials (from a token server, through
+// go-containerregistry's transport) and cancellation are final;
+// connection errors, timeouts and 5xx from a token server are temporary
+// and retried.
 func transportError(what string, err error) error {
 	var cv *tls.CertificateVerificationError
 	var ua x509.UnknownAuthorityError
 	var hn x509.HostnameError
 	var ci x509.CertificateInvalidError
+	var te *transport.Error
 	switch {
 	case errors.Is(err, context.Canceled):
 		return err
@@ -279,6 +309,14 @@ func transportError(what string, err error) error {
 		return fmt.Errorf("%s: %w (the server speaks plain HTTP; use it only if intended)", what, err)
 	case errors.As(err, &cv), errors.As(err, &ua), errors.As(err, &hn), errors.As(err, &ci):
 		return fmt.Errorf("%s: %w: TLS verification failed (pass a CA file, or insecure only for tests): %v", what, ErrUnauthorized, err)
+	case errors.As(err, &te):
+		switch code := te.StatusCode; {
+		case code == http.StatusUnauthorized || code == http.StatusForbidden:
+			return fmt.Errorf("%s: %w: %v", what, ErrUnauthorized, err)
+		case code >= 500 || code == http.StatusTooManyRequests || code == http.StatusRequestTimeout:
+			return fmt.Errorf("%s: %w: %v", what, ErrTemporary, err)
+		}
+		return fmt.Errorf("%s: %v", what, err)
 	}
 	return fmt.Errorf("%s: %w: %v", what, ErrTemporary, err)
 }

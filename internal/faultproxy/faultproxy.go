@@ -93,7 +93,9 @@ type Options struct {
 	// Schedule picks faults; nil passes everything through.
 	Schedule Schedule
 	// MaxFaults bounds the faults injected over the proxy's life
-	// (default 100); later requests pass through.
+	// (default 100); later requests pass through. Faults other than
+	// Status503 only apply to bodies of 200 and 206 answers to GET: on
+	// other answers the chosen fault is dropped (and not counted).
 	MaxFaults int
 	// Match selects the requests that may be faulted (default: GET and
 	// HEAD of blobs, paths containing "/blobs/" but not "/uploads/").
@@ -129,8 +131,14 @@ type Proxy struct {
 	faults   int // faults injected in total
 
 	requests atomic.Int64
+	inFlight atomic.Int64
+	peak     atomic.Int64
 	counts   [numFaults]atomic.Int64
 }
+
+// Peak returns the most requests the proxy was handling at once, for
+// tests of a client's concurrency limit.
+func (p *Proxy) Peak() int64 { return p.peak.Load() }
 
 // Start runs a proxy to opts.Target until the test ends.
 func Start(t testing.TB, opts Options) *Proxy {
@@ -234,8 +242,23 @@ func (p *Proxy) pick(r *http.Request) Fault {
 	return f
 }
 
+// unpick gives back a fault that could not be injected.
+func (p *Proxy) unpick() {
+	p.mu.Lock()
+	p.faults--
+	p.mu.Unlock()
+}
+
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.requests.Add(1)
+	n := p.inFlight.Add(1)
+	defer p.inFlight.Add(-1)
+	for {
+		old := p.peak.Load()
+		if n <= old || p.peak.CompareAndSwap(old, n) {
+			break
+		}
+	}
 	f := p.pick(r)
 	if f == Status503 {
 		p.counts[f].Add(1)
@@ -255,8 +278,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer resp.Body.Close()
-	if r.Method == http.MethodHead || (resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent) {
-		// Faults other than 503 act on bodies of successful answers.
+	if f != None && (r.Method == http.MethodHead || (resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent)) {
+		// Faults other than 503 act on bodies of successful answers:
+		// this one is dropped and does not count toward MaxFaults.
+		p.unpick()
 		f = None
 	}
 	switch f {
@@ -276,6 +301,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer func() {
 			if fr.flipped {
 				p.counts[Flip].Add(1)
+			} else {
+				p.unpick()
 			}
 		}()
 	case Slow:

@@ -20,6 +20,10 @@ func backend(t *testing.T, data []byte) *httptest.Server {
 			http.Error(w, "host not kept", http.StatusBadRequest)
 			return
 		}
+		if strings.Contains(r.URL.Path, "missing") {
+			http.NotFound(w, r)
+			return
+		}
 		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(data))
 	}))
 	t.Cleanup(srv.Close)
@@ -130,5 +134,26 @@ func TestBoundAndSeed(t *testing.T) {
 	}
 	if _, err := New(Options{Target: "://"}); err == nil {
 		t.Fatal("bad target accepted")
+	}
+}
+
+func TestDroppedFaultsDoNotCount(t *testing.T) {
+	srv := backend(t, []byte("hello"))
+	p := Start(t, Options{Target: srv.URL, MaxFaults: 1, Schedule: func(int, *http.Request) Fault { return Truncate }})
+	// A 404 cannot be truncated: the fault is dropped, not spent.
+	if code, _, err := get(t, p.URL+"/blobs/missing", ""); err != nil || code != http.StatusNotFound {
+		t.Fatalf("404 path: %d %v", code, err)
+	}
+	req, _ := http.NewRequest(http.MethodHead, p.URL+"/blobs/a", nil)
+	if resp, err := http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+	}
+	if _, _, err := get(t, p.URL+"/blobs/a", ""); err == nil {
+		t.Fatal("the one allowed fault was spent on answers it cannot apply to")
+	}
+	if _, b, err := get(t, p.URL+"/blobs/a", ""); err != nil || string(b) != "hello" {
+		t.Fatalf("after the bound: %q %v", b, err)
 	}
 }

@@ -44,7 +44,7 @@ func (r *Registry) PushBlob(t testing.TB, repo string, data []byte) string {
 		}
 		req.ContentLength = int64(len(body))
 		req.Header.Set("Content-Type", "application/octet-stream")
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := r.client.Do(req)
 		if err != nil {
 			return nil, err
 		}

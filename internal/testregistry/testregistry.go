@@ -40,15 +40,20 @@ type Options struct {
 	// middleware), as registries backed by object stores do. Serve Root
 	// there, e.g. with http.FileServer.
 	RedirectTo string
+	// TLS serves https with a fresh self-signed certificate for
+	// 127.0.0.1 (Registry.CAFile); clients must trust it explicitly.
+	TLS bool
 }
 
 // Registry is a running registry.
 type Registry struct {
-	Host string // 127.0.0.1:PORT
-	Root string // storage directory
-	cmd  *exec.Cmd
-	opts Options
-	tok  *tokenServer
+	Host   string // 127.0.0.1:PORT
+	Root   string // storage directory
+	CAFile string // with TLS: the PEM certificate to trust
+	cmd    *exec.Cmd
+	client *http.Client // trusts CAFile
+	opts   Options
+	tok    *tokenServer
 }
 
 // TokensIssued returns how many tokens the token server issued (0
@@ -68,8 +73,16 @@ func (r *Registry) TokenRealm() string {
 	return r.tok.realm
 }
 
-// URL returns http://HOST.
-func (r *Registry) URL() string { return "http://" + r.Host }
+// URL returns http://HOST, or https://HOST with TLS.
+func (r *Registry) URL() string {
+	if r.CAFile != "" {
+		return "https://" + r.Host
+	}
+	return "http://" + r.Host
+}
+
+// Client returns an HTTP client that trusts the registry's certificate.
+func (r *Registry) Client() *http.Client { return r.client }
 
 // Available reports whether the registry binary is installed.
 func Available() (string, bool) {
@@ -127,6 +140,17 @@ func StartAt(t testing.TB, opts Options, host string) *Registry {
 	if opts.RedirectTo != "" {
 		auth += fmt.Sprintf("middleware:\n  storage:\n    - name: redirect\n      options:\n        baseurl: %s\n", opts.RedirectTo)
 	}
+	var tlsConf, caFile string
+	client := http.DefaultClient
+	if opts.TLS {
+		var err error
+		caFile = filepath.Join(dir, "registry.crt")
+		keyFile := filepath.Join(dir, "registry.key")
+		if client, err = selfSigned(caFile, keyFile); err != nil {
+			t.Fatal(err)
+		}
+		tlsConf = fmt.Sprintf("  tls:\n    certificate: %s\n    key: %s\n", caFile, keyFile)
+	}
 	config := fmt.Sprintf(`version: 0.1
 log:
   level: warn
@@ -142,7 +166,7 @@ storage:
       enabled: false
 http:
   addr: %s
-%s`, root, host, auth)
+%s%s`, root, host, tlsConf, auth)
 	confPath := filepath.Join(dir, "config.yml")
 	if err := os.WriteFile(confPath, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
@@ -158,7 +182,7 @@ http:
 		logFile.Close()
 		t.Fatalf("starting %s: %v", bin, err)
 	}
-	r := &Registry{Host: host, Root: root, cmd: cmd, opts: opts, tok: tok}
+	r := &Registry{Host: host, Root: root, CAFile: caFile, cmd: cmd, client: client, opts: opts, tok: tok}
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		cmd.Wait()
@@ -179,7 +203,7 @@ func (r *Registry) wait(limit time.Duration) error {
 	defer cancel()
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, r.URL()+"/v2/", nil)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := r.client.Do(req)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusUnauthorized {
