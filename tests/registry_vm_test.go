@@ -173,4 +173,3 @@ func addV1Layer(ctx context.Context, b *build.Builder, l v1.Layer) error {
 	_, err = io.Copy(io.Discard, rc)
 	return err
 }
-
