@@ -38,6 +38,9 @@ type daemon struct {
 	httpOpts blobstore.HTTPOptions
 	mirrors  map[string][]string // registry host -> mirrors tried first
 	backends *blobstore.Stats    // blob store counters by kind
+
+	storesMu sync.Mutex
+	stores   map[string]blobstore.Store // by spec and TLS setting
 	log      logrus.FieldLogger
 	started  time.Time
 
@@ -92,12 +95,24 @@ func (d *daemon) store(spec string, insecure bool) (blobstore.Store, error) {
 	if spec == "" {
 		return nil, nil
 	}
+	// One store per repository: images of one registry share its
+	// connections, credentials (tokens) and concurrency limit.
+	key := fmt.Sprintf("%s\x00%v", spec, insecure)
+	d.storesMu.Lock()
+	defer d.storesMu.Unlock()
+	if s, ok := d.stores[key]; ok {
+		return s, nil
+	}
 	opts := blobstore.StoreOptions{HTTPOptions: d.httpOpts, MirrorsByHost: d.mirrors, Stats: d.backends}
 	opts.Insecure = insecure
 	s, err := blobstore.Open(spec, opts)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", control.ErrBadRequest, err)
 	}
+	if d.stores == nil {
+		d.stores = map[string]blobstore.Store{}
+	}
+	d.stores[key] = s
 	return s, nil
 }
 
