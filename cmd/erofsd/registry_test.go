@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -75,7 +77,9 @@ func TestDaemonRegistryMount(t *testing.T) {
 	bins := fanotifyBins(t, dir)
 	reg := testregistry.Start(t, testregistry.Options{})
 
-	layers := append(testoci.Layers(t, 6<<20), testoci.Layer(t, testoci.ManyFiles("many", 1500, 16<<10, 7)))
+	bigData := testoci.Random(77, 64<<20)
+	layers := append(testoci.Layers(t, 6<<20), testoci.Layer(t, testoci.ManyFiles("many", 1500, 16<<10, 7)),
+		testoci.Layer(t, []testoci.Entry{{Name: "big64", Body: bigData}}))
 	src := testoci.Image(t, layers, "linux", "amd64")
 	ref, err := name.ParseReference(reg.Host + "/app:v1")
 	if err != nil {
@@ -140,6 +144,41 @@ func TestDaemonRegistryMount(t *testing.T) {
 	}
 	if n := fetched(); n < float64(read) || n > float64(read)+2*64<<10 {
 		t.Errorf("reading %d bytes fetched %v bytes; want that, up to a chunk more per file", read, n)
+	}
+
+	// 8 readers at random offsets of a 64 MiB file while its chunks
+	// come from the registry: every piece right.
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for r := 0; r < 8; r++ {
+		wg.Add(1)
+		go func(seed uint64) {
+			defer wg.Done()
+			f, err := os.Open(filepath.Join(mnt, "big64"))
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer f.Close()
+			rnd := rand.New(rand.NewPCG(seed, seed))
+			buf := make([]byte, 256<<10)
+			for i := 0; i < 40; i++ {
+				off := rnd.Int64N(int64(len(bigData) - len(buf)))
+				if _, err := f.ReadAt(buf, off); err != nil {
+					errs <- fmt.Errorf("read at %d: %w", off, err)
+					return
+				}
+				if !bytes.Equal(buf, bigData[off:off+int64(len(buf))]) {
+					errs <- fmt.Errorf("wrong bytes at %d", off)
+					return
+				}
+			}
+		}(uint64(r))
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error("reader:", err)
 	}
 
 	diffs, err := treecmp.Compare(rootfs, mnt, treecmp.Options{IgnoreDirMtime: true})
