@@ -16,6 +16,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"time"
 
 	"github.com/erofsd/erofsd/blobstore"
@@ -27,14 +28,26 @@ import (
 
 func main() {
 	size := flag.Int("size", 256, "file size in MiB")
+	window := flag.Int64("readahead", 0, "readahead window in `bytes` (0: the next chunk)")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the run to `file`")
 	flag.Parse()
-	if err := run(*size); err != nil {
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "fanbench:", err)
+			os.Exit(1)
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
+	if err := run(*size, *window); err != nil {
 		fmt.Fprintln(os.Stderr, "fanbench:", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
 
-func run(sizeMiB int) error {
+func run(sizeMiB int, window int64) error {
 	if err := kmount.Supported(); err != nil {
 		return err
 	}
@@ -81,6 +94,7 @@ func run(sizeMiB int) error {
 	// Lazy: a sparse cache file filled on pre-content events.
 	store, _ := blobstore.NewLocal(blobs)
 	reg := ondemand.NewRegistry()
+	reg.ReadaheadWindow = window
 	defer reg.Close()
 	im, err := reg.Register(ondemand.ImageSpec{FSID: "bench", Bootstrap: img, Store: store})
 	if err != nil {
