@@ -33,6 +33,30 @@ type HTTPOptions struct {
 	Stats *BackendStats
 }
 
+// NewTransport returns a clone of http.DefaultTransport that verifies TLS
+// (TLS 1.2 at least) against the system's CAs plus those in caFile, or not
+// at all when insecure is set (never the default).
+func NewTransport(caFile string, insecure bool) (*http.Transport, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	conf := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: insecure}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("CA file: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("CA file %s: no PEM certificates", caFile)
+		}
+		conf.RootCAs = pool
+	}
+	tr.TLSClientConfig = conf
+	return tr, nil
+}
+
 // remote is the request path every HTTP-based store shares: defaults,
 // the TLS transport, the concurrency limit, retries with backoff and
 // jitter, fallback across hosts, error classification and counters.
@@ -70,24 +94,11 @@ func newRemote(opts HTTPOptions) (*remote, error) {
 		}
 		return r, nil
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = opts.MaxInFlight
-	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: opts.Insecure}
-	if opts.CAFile != "" {
-		pem, err := os.ReadFile(opts.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("CA file: %w", err)
-		}
-		pool, err := x509.SystemCertPool()
-		if err != nil {
-			pool = x509.NewCertPool()
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("CA file %s: no PEM certificates", opts.CAFile)
-		}
-		tlsConf.RootCAs = pool
+	tr, err := NewTransport(opts.CAFile, opts.Insecure)
+	if err != nil {
+		return nil, err
 	}
-	tr.TLSClientConfig = tlsConf
+	tr.MaxIdleConnsPerHost = opts.MaxInFlight
 	r.base = tr
 	return r, nil
 }

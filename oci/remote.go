@@ -2,8 +2,6 @@ package oci
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
@@ -11,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/erofsd/erofsd/blobstore"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -69,23 +68,10 @@ func ParseReference(s string, o RemoteOptions) (name.Reference, error) {
 func (o RemoteOptions) transport() (http.RoundTripper, error) {
 	base := o.Transport
 	if base == nil {
-		tr := http.DefaultTransport.(*http.Transport).Clone()
-		conf := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: o.Insecure}
-		if o.CAFile != "" {
-			pem, err := os.ReadFile(o.CAFile)
-			if err != nil {
-				return nil, fmt.Errorf("CA file: %w", err)
-			}
-			pool, err := x509.SystemCertPool()
-			if err != nil {
-				pool = x509.NewCertPool()
-			}
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("CA file %s: no PEM certificates", o.CAFile)
-			}
-			conf.RootCAs = pool
+		tr, err := blobstore.NewTransport(o.CAFile, o.Insecure)
+		if err != nil {
+			return nil, err
 		}
-		tr.TLSClientConfig = conf
 		base = tr
 	}
 	if o.PlainHTTP {
