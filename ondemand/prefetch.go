@@ -1,0 +1,478 @@
+package ondemand
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/erofsd/erofsd/erofs"
+)
+
+// Errors from prefetch.
+var (
+	ErrNoTarget     = errors.New("blob has no open cache object to prefetch into")
+	ErrTargetClosed = errors.New("cache object closed")
+)
+
+// Target is an open cache object of a blob that prefetch may write into.
+// A front end attaches one to the Object it resolved (Object.Attach) once
+// the object can be written; releasing the Object detaches it.
+type Target interface {
+	// Write calls fn with a writer into the cache object, keeping the
+	// object open meanwhile; prefetch is about to fill [off, off+n). It
+	// fails without calling fn if the object is closed or cannot be
+	// written.
+	Write(ctx context.Context, off, n int64, fn func(BlockWriter) error) error
+	// Present reports whether every block covering [off, off+n) is in
+	// the cache object already; false when unknown.
+	Present(off, n int64) bool
+}
+
+// attached is a target and the object whose source fills it.
+type attached struct {
+	obj *Object
+	t   Target
+}
+
+func targetKey(volume, digestHex string) string { return volume + "\x00" + digestHex }
+
+// Attach makes t the cache object prefetch fills for this object's blob
+// in its volume, through this object's source (so that prefetch and the
+// kernel's reads share fetches and know what is written). It returns a
+// function that detaches t; Release detaches it too. Attaching to a
+// bootstrap object does nothing.
+func (o *Object) Attach(t Target) (detach func()) {
+	if o.blob == nil || o.reg == nil {
+		return func() {}
+	}
+	a := &attached{obj: o, t: t}
+	key := targetKey(o.volume, o.blob.digest.Hex())
+	r := o.reg
+	r.tmu.Lock()
+	if r.targets == nil {
+		r.targets = map[string][]*attached{}
+	}
+	r.targets[key] = append(r.targets[key], a)
+	r.tmu.Unlock()
+	return func() { r.detach(key, func(x *attached) bool { return x == a }) }
+}
+
+func (o *Object) detachAll() {
+	if o.blob == nil || o.reg == nil {
+		return
+	}
+	o.reg.detach(targetKey(o.volume, o.blob.digest.Hex()), func(x *attached) bool { return x.obj == o })
+}
+
+func (r *Registry) detach(key string, match func(*attached) bool) {
+	r.tmu.Lock()
+	defer r.tmu.Unlock()
+	ts, ok := r.targets[key]
+	if !ok {
+		return
+	}
+	if ts = slices.DeleteFunc(ts, match); len(ts) > 0 {
+		r.targets[key] = ts
+	} else {
+		delete(r.targets, key)
+	}
+}
+
+// target returns the first target attached for a blob of im.
+func (r *Registry) target(im *Image, b *blobData) *attached {
+	r.tmu.Lock()
+	defer r.tmu.Unlock()
+	if ts := r.targets[targetKey(im.VolumeKey(), b.digest.Hex())]; len(ts) > 0 {
+		return ts[0]
+	}
+	return nil
+}
+
+func (st *Stats) demandStart() {
+	st.FillsInFlight.Add(1)
+	st.lastFill.Store(time.Now().UnixNano())
+}
+
+func (st *Stats) demandEnd() {
+	st.lastFill.Store(time.Now().UnixNano())
+	st.FillsInFlight.Add(-1)
+}
+
+// Limiter paces prefetch to a bandwidth in bytes per second: each fill
+// of n bytes starts no earlier than the previous fills' n/rate seconds
+// allow. One Limiter may be shared by several prefetches (a daemon-wide
+// limit). A nil *Limiter does not limit.
+type Limiter struct {
+	rate float64 // bytes per second
+
+	mu   sync.Mutex
+	next time.Time // when the next fill may start
+}
+
+// NewLimiter returns a limiter of bytesPerSec; 0 or less gives nil, no
+// limit.
+func NewLimiter(bytesPerSec int64) *Limiter {
+	if bytesPerSec <= 0 {
+		return nil
+	}
+	return &Limiter{rate: float64(bytesPerSec)}
+}
+
+// Wait reserves n bytes and waits until they may be fetched.
+func (l *Limiter) Wait(ctx context.Context, n int64) error {
+	if l == nil {
+		return ctx.Err()
+	}
+	l.mu.Lock()
+	now := time.Now()
+	if l.next.Before(now) {
+		l.next = now
+	}
+	start := l.next
+	l.next = l.next.Add(time.Duration(float64(n) / l.rate * float64(time.Second)))
+	l.mu.Unlock()
+	return sleep(ctx, time.Until(start))
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// PrefetchOptions say what a prefetch fills and how.
+type PrefetchOptions struct {
+	// Files are paths in the image whose chunks are filled first, in
+	// this order (a directory stands for the files under it, in
+	// lexical order). Paths not in the image are reported in the result.
+	Files []string
+	// Whole fills, after the files, every other chunk of every blob,
+	// in blob order.
+	Whole bool
+	// Limiter bounds the bandwidth (nil: unlimited).
+	Limiter *Limiter
+	// Quiet is how long no front-end fill may have run before prefetch
+	// fetches (default DefaultQuiet): prefetch yields to kernel reads.
+	Quiet time.Duration
+	// MaxFetch bounds one prefetch fill: adjacent planned chunks are
+	// fetched together up to this many bytes (default 1 MiB, at most
+	// MaxRun; a chunk larger than it is fetched alone).
+	MaxFetch int64
+	// TargetWait is how long prefetch waits for a blob's cache object
+	// to be attached before it gives up (default 10 s).
+	TargetWait time.Duration
+}
+
+// DefaultQuiet is the default PrefetchOptions.Quiet.
+const DefaultQuiet = 10 * time.Millisecond
+
+// maxFailures bounds the fills in a row that may fail before a prefetch
+// gives up.
+const maxFailures = 8
+
+// PrefetchResult reports what a prefetch did.
+type PrefetchResult struct {
+	Planned int64    // bytes of the chunks planned
+	Done    int64    // of which now in the cache: fetched by prefetch or there already
+	Fetched int64    // bytes written during prefetch's own fills (a concurrent read may have fetched some)
+	Failed  int      // chunks that could not be filled
+	Missing []string // listed paths the image does not have
+}
+
+// planned is one chunk of a prefetch plan.
+type planned struct {
+	blob int // index in Image.blobs
+	c    chunk
+}
+
+// Prefetch fills the chunks of im that opts plan into the cache objects
+// attached for its blobs, in plan order, through the same path as kernel
+// reads (verified, sharing fetches with them, skipping what is written).
+// It waits while front-end fills run and paces itself with opts.Limiter.
+// It returns when the plan is done, when ctx ends, when im is
+// unregistered, when a blob has no attached object for
+// opts.TargetWait, or after maxFailures failed fills in a row; the
+// result counts what was done either way. Stats.PrefetchBytesDone and
+// PrefetchBytesLeft follow its progress.
+func (r *Registry) Prefetch(ctx context.Context, im *Image, opts PrefetchOptions) (PrefetchResult, error) {
+	var res PrefetchResult
+	plan, missing, err := im.prefetchPlan(opts)
+	res.Missing = missing
+	if err != nil {
+		return res, err
+	}
+	for _, p := range plan {
+		res.Planned += p.c.length
+	}
+	r.Stats.PrefetchBytesLeft.Add(res.Planned)
+	left := res.Planned
+	defer func() { r.Stats.PrefetchBytesLeft.Add(-left) }()
+	done := func(n int64) {
+		res.Done += n
+		left -= n
+		r.Stats.PrefetchBytesDone.Add(n)
+		r.Stats.PrefetchBytesLeft.Add(-n)
+	}
+	if opts.Quiet <= 0 {
+		opts.Quiet = DefaultQuiet
+	}
+	if opts.MaxFetch <= 0 {
+		opts.MaxFetch = 1 << 20
+	}
+	opts.MaxFetch = min(opts.MaxFetch, MaxRun)
+	if opts.TargetWait <= 0 {
+		opts.TargetWait = 10 * time.Second
+	}
+	failures := 0
+	var lastErr error
+	for i := 0; i < len(plan); {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		if !r.registered(im) {
+			return res, fmt.Errorf("prefetch of %s: %w", im.Spec.FSID, ErrNotFound)
+		}
+		b := im.blobs[plan[i].blob]
+		a, err := r.waitTarget(ctx, im, b, opts.TargetWait)
+		if err != nil {
+			return res, err
+		}
+		src := a.obj.blob
+		if src.has(a.t, plan[i].c) {
+			done(plan[i].c.length)
+			i++
+			continue
+		}
+		// Adjacent planned chunks of the blob that are not written yet
+		// go in one fill (one store read).
+		start := plan[i].c.off
+		end := start + alignUp(plan[i].c.length)
+		j := i + 1
+		for ; j < len(plan) && plan[j].blob == plan[i].blob && plan[j].c.off == end; j++ {
+			next := end + alignUp(plan[j].c.length)
+			if next-start > opts.MaxFetch || src.has(a.t, plan[j].c) {
+				break
+			}
+			end = next
+		}
+		if err := opts.Limiter.Wait(ctx, end-start); err != nil {
+			return res, err
+		}
+		if err := r.Stats.waitIdle(ctx, opts.Quiet); err != nil {
+			return res, err
+		}
+		fetchedBefore := src.writtenIn(plan[i:j])
+		err = a.t.Write(ctx, start, end-start, func(w BlockWriter) error { return src.safeFill(ctx, start, end-start, w) })
+		if err != nil && ctx.Err() != nil {
+			return res, ctx.Err()
+		}
+		for _, p := range plan[i:j] {
+			if src.has(a.t, p.c) {
+				done(p.c.length)
+			} else {
+				res.Failed++
+			}
+		}
+		res.Fetched += src.writtenIn(plan[i:j]) - fetchedBefore
+		if err != nil {
+			lastErr = err
+			if failures++; failures >= maxFailures {
+				return res, fmt.Errorf("prefetch of %s: %d fills in a row failed, the last: %w", im.Spec.FSID, failures, err)
+			}
+		} else {
+			failures = 0
+		}
+		i = j
+	}
+	if res.Failed > 0 {
+		return res, fmt.Errorf("prefetch of %s: %d chunks not filled, the last error: %w", im.Spec.FSID, res.Failed, lastErr)
+	}
+	return res, nil
+}
+
+func (r *Registry) registered(im *Image) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.images[imageKey(im.Spec.FSID, im.Spec.DomainID)] == im
+}
+
+// waitTarget returns the target attached for blob b of im, waiting up to
+// wait for one.
+func (r *Registry) waitTarget(ctx context.Context, im *Image, b *blobData, wait time.Duration) (*attached, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		if a := r.target(im, b); a != nil {
+			return a, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("prefetch of %s: blob %s: %w", im.Spec.FSID, b.digest, ErrNoTarget)
+		}
+		if err := sleep(ctx, 10*time.Millisecond); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// waitIdle returns once no front-end fill has run for quiet. It waits
+// as long as kernel reads keep coming: ctx bounds it.
+func (st *Stats) waitIdle(ctx context.Context, quiet time.Duration) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		wait := quiet
+		if st.FillsInFlight.Load() == 0 {
+			since := time.Duration(time.Now().UnixNano() - st.lastFill.Load())
+			if since >= quiet {
+				return nil
+			}
+			wait = quiet - since
+		}
+		if err := sleep(ctx, wait); err != nil {
+			return err
+		}
+	}
+}
+
+// has reports whether chunk c is in the object t fills.
+func (s *blobSource) has(t Target, c chunk) bool {
+	s.mu.Lock()
+	w := s.written[c.off]
+	s.mu.Unlock()
+	return w || t.Present(c.off, alignUp(c.length))
+}
+
+// writtenIn sums the lengths of the planned chunks this source wrote.
+func (s *blobSource) writtenIn(ps []planned) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var n int64
+	for _, p := range ps {
+		if s.written[p.c.off] {
+			n += p.c.length
+		}
+	}
+	return n
+}
+
+// safeFill is fill with a panic turned into an error: prefetch runs in
+// the daemon's own goroutine.
+func (s *blobSource) safeFill(ctx context.Context, off, n int64, w BlockWriter) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic in prefetch of %s: %v\n%s", s.digest, p, debug.Stack())
+		}
+	}()
+	return s.fill(ctx, off, n, w)
+}
+
+// prefetchPlan lists the chunks opts ask for, each once: the listed
+// files' chunks in list order, then (Whole) every other chunk in blob
+// order. It also returns the listed paths the image lacks.
+func (im *Image) prefetchPlan(opts PrefetchOptions) ([]planned, []string, error) {
+	var plan []planned
+	seen := map[planned]bool{}
+	add := func(p planned) {
+		if !seen[p] {
+			seen[p] = true
+			plan = append(plan, p)
+		}
+	}
+	var missing []string
+	if len(opts.Files) > 0 && len(im.blobs) > 0 {
+		img, err := erofs.Open(im.file, erofs.WithSize(im.Size))
+		if err != nil {
+			return nil, nil, fmt.Errorf("prefetch of %s: %w", im.Spec.FSID, err)
+		}
+		defer img.Close()
+		for _, name := range opts.Files {
+			files, err := filesUnder(img, name)
+			if err != nil {
+				missing = append(missing, name)
+				continue
+			}
+			for _, f := range files {
+				fcs, err := img.Chunks(f)
+				if err != nil {
+					// Not chunk-based (data inline in the image) or
+					// not a regular file: nothing to fetch.
+					continue
+				}
+				for _, fc := range fcs {
+					if fc.Hole || fc.Device < 1 || fc.Device > len(im.blobs) {
+						continue
+					}
+					bi := fc.Device - 1
+					for _, c := range im.blobs[bi].chunksIn(int64(fc.BlkAddr)*BlockSize, alignUp(fc.Length)) {
+						add(planned{blob: bi, c: c})
+					}
+				}
+			}
+		}
+	}
+	if opts.Whole {
+		for bi, b := range im.blobs {
+			for _, c := range b.chunks {
+				add(planned{blob: bi, c: c})
+			}
+		}
+	}
+	return plan, missing, nil
+}
+
+// filesUnder resolves a listed path ("/usr/bin/x" or "usr/bin/x") to
+// itself, or for a directory to the files under it in lexical order.
+func filesUnder(img *erofs.Image, name string) ([]string, error) {
+	p := strings.TrimPrefix(path.Clean("/"+strings.TrimSpace(name)), "/")
+	if p == "" {
+		p = "."
+	}
+	st, err := img.Stat(p)
+	if err != nil {
+		return nil, err
+	}
+	if !st.IsDir() {
+		return []string{p}, nil
+	}
+	var out []string
+	err = fs.WalkDir(img, p, func(f string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			out = append(out, f)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// chunksIn returns the blob's chunks overlapping [off, off+n).
+func (d *blobData) chunksIn(off, n int64) []chunk {
+	i, _ := slices.BinarySearchFunc(d.chunks, off, func(c chunk, t int64) int {
+		if c.off+alignUp(c.length) <= t {
+			return -1
+		}
+		return 1
+	})
+	j := i
+	for j < len(d.chunks) && d.chunks[j].off < off+n {
+		j++
+	}
+	return d.chunks[i:j]
+}
