@@ -90,6 +90,10 @@ var (
 		"Chunk fills that waited for a fill of the same chunk instead of fetching again.", nil, nil)
 	descRuns = prometheus.NewDesc(ns+"_backend_coalesced_reads_total",
 		"Single blob store reads that fetched several adjacent chunks.", nil, nil)
+	descPrefetchDone = prometheus.NewDesc(ns+"_prefetch_bytes_done_total",
+		"Bytes of prefetch plans now in the cache: fetched by prefetch, or found there already.", nil, nil)
+	descPrefetchLeft = prometheus.NewDesc(ns+"_prefetch_bytes_left",
+		"Bytes the running prefetches still plan to fill.", nil, nil)
 	descImages = prometheus.NewDesc(ns+"_images",
 		"Images registered.", nil, nil)
 	descMounts = prometheus.NewDesc(ns+"_mounts",
@@ -100,7 +104,7 @@ type collector struct{ src Sources }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descWritten, descInFlight, descOpenObjects, descReadaheads,
-		descFetches, descFetchedBytes, descDigestFailures, descCoalesced, descRuns, descImages, descMounts} {
+		descFetches, descFetchedBytes, descDigestFailures, descCoalesced, descRuns, descPrefetchDone, descPrefetchLeft, descImages, descMounts} {
 		ch <- d
 	}
 }
@@ -143,6 +147,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descDigestFailures, r.Stats.DigestFailures.Load())
 		counter(descCoalesced, r.Stats.Coalesced.Load())
 		counter(descRuns, r.Stats.CoalescedFetches.Load())
+		counter(descPrefetchDone, r.Stats.PrefetchBytesDone.Load())
+		gauge(descPrefetchLeft, r.Stats.PrefetchBytesLeft.Load())
 		gauge(descImages, int64(len(r.Images())))
 	}
 	if c.src.Mounts != nil {
