@@ -25,9 +25,12 @@ import (
 const usage = `usage: erofsctl [--socket PATH] <command> [flags] ...
 
 commands:
-  mount [--fsid ID] [--domain-id ID] [--blob-dir DIR] [--frontend auto|cachefiles|fanotify] IMAGE MOUNTPOINT
+  mount [--fsid ID] [--domain-id ID] [--blob-dir DIR] [--frontend auto|cachefiles|fanotify]
+        [--prefetch off|whole] [--prefetch-list FILE] IMAGE MOUNTPOINT
                    register IMAGE (a file, or sha256:DIGEST of an image in the
-                   blob store) with erofsd and mount it in fscache mode
+                   blob store) with erofsd and mount it in fscache mode; then
+                   fetch the listed files (paths in the image, one a line)
+                   and with whole every blob in the background
   umount MOUNTPOINT
   ls [--json]      registered images and their mounts
   status [--json]  daemon status and counters
@@ -88,14 +91,19 @@ func cmdMount(ctx context.Context, c *control.Client, args []string, stdout, std
 	domain := fs.String("domain-id", "", "share blobs with other images of this `domain`")
 	blobDir := fs.String("blob-dir", "", "blob store: a `dir`, or an http(s):// URL (default: the daemon's --blob-dir)")
 	frontend := fs.String("frontend", "auto", "kernel front end: auto (cachefiles if the kernel has on-demand mode, else fanotify), cachefiles or fanotify")
+	prefetch := fs.String("prefetch", "", "after the mount, fetch in the background: off or whole (default: the daemon's --prefetch)")
+	prefetchList := fs.String("prefetch-list", "", "`file` of paths in the image, one a line: their data is fetched first, in this order")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	list, err := readPrefetchList(*prefetchList)
+	if err != nil {
+		return err
+	}
 	if fs.NArg() != 2 {
-		return errors.New("usage: erofsctl mount [--fsid ID] [--domain-id ID] [--blob-dir DIR] [--frontend F] IMAGE MOUNTPOINT")
+		return errors.New("usage: erofsctl mount [--fsid ID] [--domain-id ID] [--blob-dir DIR] [--frontend F] [--prefetch off|whole] [--prefetch-list FILE] IMAGE MOUNTPOINT")
 	}
 	image := fs.Arg(0)
-	var err error
 	if !strings.HasPrefix(image, "sha256:") {
 		if image, err = filepath.Abs(image); err != nil {
 			return err
@@ -120,6 +128,8 @@ func cmdMount(ctx context.Context, c *control.Client, args []string, stdout, std
 		RegisterRequest: control.RegisterRequest{FSID: *fsid, DomainID: *domain, Bootstrap: image, BlobDir: *blobDir},
 		Mountpoint:      mp,
 		Frontend:        *frontend,
+		Prefetch:        *prefetch,
+		PrefetchList:    list,
 	})
 	if err != nil {
 		return err

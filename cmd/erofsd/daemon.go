@@ -34,6 +34,7 @@ type daemon struct {
 	httpOpts blobstore.HTTPOptions
 	log      logrus.FieldLogger
 	started  time.Time
+	pf       *prefetcher // background prefetch after mounts; nil: none
 
 	mu     sync.Mutex
 	meta   map[string]*imageMeta // by fsid + "\x00" + domain
@@ -205,6 +206,10 @@ func (d *daemon) Mount(ctx context.Context, req control.MountRequest) (*control.
 	if err != nil {
 		return nil, err
 	}
+	popts, prefetch, err := d.pf.options(req)
+	if err != nil {
+		return nil, err
+	}
 	mp := filepath.Clean(req.Mountpoint)
 	if !filepath.IsAbs(mp) {
 		return nil, fmt.Errorf("%w: mountpoint %q must be an absolute path", control.ErrBadRequest, req.Mountpoint)
@@ -247,6 +252,9 @@ func (d *daemon) Mount(ctx context.Context, req control.MountRequest) (*control.
 	d.mu.Unlock()
 	d.saveState()
 	d.log.WithFields(logrus.Fields{"fsid": req.FSID, "domain": req.DomainID, "mountpoint": mp, "frontend": fe}).Info("mounted")
+	if prefetch {
+		d.pf.start(mp, req.FSID, req.DomainID, popts)
+	}
 	out := m.Mount
 	return &out, nil
 }
@@ -320,6 +328,7 @@ func (d *daemon) watchBlobs(m *mountRec) error {
 			release()
 			return err
 		}
+		obj.Attach(w.Target()) // for prefetch; released with obj
 		m.watches = append(m.watches, w)
 		devices = append(devices, "device="+path)
 	}
@@ -350,6 +359,7 @@ func (d *daemon) Unmount(ctx context.Context, mountpoint string) error {
 	if !ok {
 		return fmt.Errorf("%w: %s was not mounted by erofsd", control.ErrNotFound, mp)
 	}
+	d.pf.stop(mp)
 	if err := unix.Unmount(mp, 0); err != nil {
 		if errors.Is(err, unix.EBUSY) {
 			return fmt.Errorf("%w: %s is busy", control.ErrInUse, mp)
@@ -405,6 +415,8 @@ func (d *daemon) Status(ctx context.Context) (*control.Status, error) {
 			"chunk_fetched_bytes":   d.reg.Stats.FetchedBytes.Load(),
 			"chunk_digest_failures": d.reg.Stats.DigestFailures.Load(),
 			"chunk_fills_coalesced": d.reg.Stats.Coalesced.Load(),
+			"prefetch_bytes_done":   d.reg.Stats.PrefetchBytesDone.Load(),
+			"prefetch_bytes_left":   d.reg.Stats.PrefetchBytesLeft.Load(),
 		},
 	}
 	var fes []string

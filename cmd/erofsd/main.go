@@ -57,6 +57,9 @@ func run(args []string) error {
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	metricsAddr := fs.String("metrics-addr", "127.0.0.1:9851", "`address` serving /metrics, /healthz and /readyz (empty: off)")
+	prefetchMode := fs.String("prefetch", "off", "after a mount, fetch in the background: off, or whole (every blob; a mount's prefetch list comes first either way)")
+	var prefetchRate byteRate
+	fs.Var(&prefetchRate, "prefetch-rate", "bandwidth `limit` of all prefetch together, bytes/s with K, M or G (binary): 0 is unlimited (prefetch yields to kernel reads either way)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	configPath := fs.String("config", defaultConfig, "TOML config `file`: keys are these flags' names with _ (flags win)")
 	if err := fs.Parse(args); err != nil {
@@ -71,6 +74,9 @@ func run(args []string) error {
 	explicit := false
 	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
 	if err := loadConfig(fs, *configPath, explicit); err != nil {
+		return err
+	}
+	if err := checkPrefetchMode(*prefetchMode); err != nil {
 		return err
 	}
 	if *workers <= 0 {
@@ -111,6 +117,8 @@ func run(args []string) error {
 	d := &daemon{reg: reg, cacheDir: *cacheDir, blobDir: *blobDir, stateDir: *stateDir, log: log, started: time.Now(),
 		httpOpts: blobstore.HTTPOptions{CAFile: *blobCA},
 		meta:     map[string]*imageMeta{}, mounts: map[string]*mountRec{}}
+	d.pf = newPrefetcher(reg, *prefetchMode, int64(prefetchRate), log)
+	defer d.pf.stopAll()
 	if err := os.MkdirAll(*cacheDir, 0o700); err != nil {
 		return fmt.Errorf("cache directory: %w", err)
 	}
@@ -263,6 +271,9 @@ func run(args []string) error {
 		running--
 		log.WithError(err).Error("a front end loop ended")
 	}
+	// No prefetch may write into cache files from here on (poisoned
+	// files must stay truncated).
+	d.pf.stopAll()
 	select {
 	case <-handover:
 		log.Info("handing over to the next daemon")
