@@ -359,8 +359,9 @@ func (d *daemon) Unmount(ctx context.Context, mountpoint string) error {
 	if !ok {
 		return fmt.Errorf("%w: %s was not mounted by erofsd", control.ErrNotFound, mp)
 	}
-	d.pf.stop(mp)
+	resume := d.pf.stop(mp)
 	if err := unix.Unmount(mp, 0); err != nil {
+		resume()
 		if errors.Is(err, unix.EBUSY) {
 			return fmt.Errorf("%w: %s is busy", control.ErrInUse, mp)
 		}

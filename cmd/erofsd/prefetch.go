@@ -29,8 +29,10 @@ type prefetcher struct {
 }
 
 type prefetchRun struct {
-	cancel context.CancelFunc
-	done   chan struct{}
+	fsid, domain string
+	opts         ondemand.PrefetchOptions
+	cancel       context.CancelFunc
+	done         chan struct{}
 }
 
 func newPrefetcher(reg *ondemand.Registry, mode string, rate int64, log logrus.FieldLogger) *prefetcher {
@@ -81,7 +83,7 @@ func (p *prefetcher) start(mp, fsid, domain string, opts ondemand.PrefetchOption
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	run := &prefetchRun{cancel: cancel, done: make(chan struct{})}
+	run := &prefetchRun{fsid: fsid, domain: domain, opts: opts, cancel: cancel, done: make(chan struct{})}
 	p.mu.Lock()
 	if old := p.runs[mp]; old != nil {
 		old.cancel()
@@ -116,16 +118,17 @@ func (p *prefetcher) start(mp, fsid, domain string, opts ondemand.PrefetchOption
 }
 
 // stop ends the prefetch of a mount, waiting (bounded) for it to let go
-// of the mount's cache objects.
-func (p *prefetcher) stop(mp string) {
+// of the mount's cache objects. It returns a function that starts the
+// prefetch again (for an unmount that failed).
+func (p *prefetcher) stop(mp string) (resume func()) {
 	if p == nil {
-		return
+		return func() {}
 	}
 	p.mu.Lock()
 	run := p.runs[mp]
 	p.mu.Unlock()
 	if run == nil {
-		return
+		return func() {}
 	}
 	run.cancel()
 	select {
@@ -133,6 +136,7 @@ func (p *prefetcher) stop(mp string) {
 	case <-time.After(5 * time.Second):
 		p.log.WithField("mountpoint", mp).Warn("prefetch still running 5 s after it was stopped")
 	}
+	return func() { p.start(mp, run.fsid, run.domain, run.opts) }
 }
 
 // stopAll ends every prefetch.
