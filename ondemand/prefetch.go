@@ -176,10 +176,16 @@ type PrefetchOptions struct {
 	// TargetWait is how long prefetch waits for a blob's cache object
 	// to be attached before it gives up (default 10 s).
 	TargetWait time.Duration
+	// Parallel bounds the fills running at once (default
+	// DefaultParallel): more hide the round trips of remote stores.
+	Parallel int
 }
 
-// DefaultQuiet is the default PrefetchOptions.Quiet.
-const DefaultQuiet = 10 * time.Millisecond
+// Defaults of PrefetchOptions.
+const (
+	DefaultQuiet    = 10 * time.Millisecond
+	DefaultParallel = 4
+)
 
 // maxFailures bounds the fills in a row that may fail before a prefetch
 // gives up.
@@ -203,31 +209,25 @@ type planned struct {
 // Prefetch fills the chunks of im that opts plan into the cache objects
 // attached for its blobs, in plan order, through the same path as kernel
 // reads (verified, sharing fetches with them, skipping what is written).
-// It waits while front-end fills run and paces itself with opts.Limiter.
-// It returns when the plan is done, when ctx ends, when im is
+// Before each fill it waits until no front-end fill has run for
+// opts.Quiet, and for opts.Limiter; up to opts.Parallel fills run at
+// once. It returns when the plan is done, when ctx ends, when im is
 // unregistered, when a blob has no attached object for
-// opts.TargetWait, or after maxFailures failed fills in a row; the
-// result counts what was done either way. Stats.PrefetchBytesDone and
-// PrefetchBytesLeft follow its progress.
+// opts.TargetWait, or after maxFailures failed fills in a row, once its
+// fills in flight have ended; the result counts what was done either
+// way. Stats.PrefetchBytesDone and PrefetchBytesLeft follow its
+// progress.
 func (r *Registry) Prefetch(ctx context.Context, im *Image, opts PrefetchOptions) (PrefetchResult, error) {
-	var res PrefetchResult
 	plan, missing, err := im.prefetchPlan(opts)
-	res.Missing = missing
+	p := &prefetch{r: r, im: im, res: PrefetchResult{Missing: missing}}
 	if err != nil {
-		return res, err
+		return p.res, err
 	}
-	for _, p := range plan {
-		res.Planned += p.c.length
+	for _, pc := range plan {
+		p.res.Planned += pc.c.length
 	}
-	r.Stats.PrefetchBytesLeft.Add(res.Planned)
-	left := res.Planned
-	defer func() { r.Stats.PrefetchBytesLeft.Add(-left) }()
-	done := func(n int64) {
-		res.Done += n
-		left -= n
-		r.Stats.PrefetchBytesDone.Add(n)
-		r.Stats.PrefetchBytesLeft.Add(-n)
-	}
+	p.left = p.res.Planned
+	r.Stats.PrefetchBytesLeft.Add(p.left)
 	if opts.Quiet <= 0 {
 		opts.Quiet = DefaultQuiet
 	}
@@ -238,24 +238,77 @@ func (r *Registry) Prefetch(ctx context.Context, im *Image, opts PrefetchOptions
 	if opts.TargetWait <= 0 {
 		opts.TargetWait = 10 * time.Second
 	}
-	failures := 0
-	var lastErr error
+	if opts.Parallel <= 0 {
+		opts.Parallel = DefaultParallel
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	p.cancel = cancel
+	err = p.dispatch(runCtx, plan, opts)
+	if err != nil {
+		cancel() // stop the fills in flight too
+	}
+	p.wg.Wait()
+	cancel()
+	r.Stats.PrefetchBytesLeft.Add(-p.left)
+	switch {
+	case p.stopErr != nil:
+		err = p.stopErr
+	case err != nil && ctx.Err() != nil:
+		err = ctx.Err()
+	case err == nil && p.res.Failed > 0:
+		err = fmt.Errorf("prefetch of %s: %d chunks not filled, the last error: %w", im.Spec.FSID, p.res.Failed, p.lastErr)
+	}
+	return p.res, err
+}
+
+// prefetch is one running Prefetch.
+type prefetch struct {
+	r      *Registry
+	im     *Image
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex // guards the rest
+	res      PrefetchResult
+	left     int64
+	failures int // fills failed in a row
+	lastErr  error
+	stopErr  error // why a fill stopped the prefetch
+}
+
+// done counts n planned bytes as in the cache; p.mu is held.
+func (p *prefetch) done(n int64) {
+	p.res.Done += n
+	p.left -= n
+	p.r.Stats.PrefetchBytesDone.Add(n)
+	p.r.Stats.PrefetchBytesLeft.Add(-n)
+}
+
+// dispatch walks the plan and starts the fills; it returns when every
+// fill is started or it must stop.
+func (p *prefetch) dispatch(ctx context.Context, plan []planned, opts PrefetchOptions) error {
+	r, im := p.r, p.im
+	slots := make(chan struct{}, opts.Parallel)
 	for i := 0; i < len(plan); {
-		if err := ctx.Err(); err != nil {
-			return res, err
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 		if !r.registered(im) {
-			return res, fmt.Errorf("prefetch of %s: %w", im.Spec.FSID, ErrNotFound)
+			return fmt.Errorf("prefetch of %s: %w", im.Spec.FSID, ErrNotFound)
 		}
-		b := im.blobs[plan[i].blob]
-		a, err := r.waitTarget(ctx, im, b, opts.TargetWait)
+		a, err := r.waitTarget(ctx, im, im.blobs[plan[i].blob], opts.TargetWait)
 		if err != nil {
-			return res, err
+			return err
 		}
 		src := a.obj.blob
 		if src.has(a.t, plan[i].c) {
-			done(plan[i].c.length)
+			p.mu.Lock()
+			p.done(plan[i].c.length)
+			p.mu.Unlock()
 			i++
+			<-slots
 			continue
 		}
 		// Adjacent planned chunks of the blob that are not written yet
@@ -271,38 +324,49 @@ func (r *Registry) Prefetch(ctx context.Context, im *Image, opts PrefetchOptions
 			end = next
 		}
 		if err := opts.Limiter.Wait(ctx, end-start); err != nil {
-			return res, err
+			return err
 		}
 		if err := r.Stats.waitIdle(ctx, opts.Quiet); err != nil {
-			return res, err
+			return err
 		}
-		fetchedBefore := src.writtenIn(plan[i:j])
-		err = a.t.Write(ctx, start, end-start, func(w BlockWriter) error { return src.safeFill(ctx, start, end-start, w) })
-		if err != nil && ctx.Err() != nil {
-			return res, ctx.Err()
-		}
-		for _, p := range plan[i:j] {
-			if src.has(a.t, p.c) {
-				done(p.c.length)
-			} else {
-				res.Failed++
-			}
-		}
-		res.Fetched += src.writtenIn(plan[i:j]) - fetchedBefore
-		if err != nil {
-			lastErr = err
-			if failures++; failures >= maxFailures {
-				return res, fmt.Errorf("prefetch of %s: %d fills in a row failed, the last: %w", im.Spec.FSID, failures, err)
-			}
-		} else {
-			failures = 0
-		}
+		p.wg.Add(1)
+		go p.fill(ctx, a, plan[i:j], start, end-start, slots)
 		i = j
 	}
-	if res.Failed > 0 {
-		return res, fmt.Errorf("prefetch of %s: %d chunks not filled, the last error: %w", im.Spec.FSID, res.Failed, lastErr)
+	return nil
+}
+
+// fill fills [off, off+n), the planned chunks group, into a's object and
+// counts the outcome.
+func (p *prefetch) fill(ctx context.Context, a *attached, group []planned, off, n int64, slots chan struct{}) {
+	defer p.wg.Done()
+	defer func() { <-slots }()
+	src := a.obj.blob
+	before := src.writtenIn(group)
+	err := a.t.Write(ctx, off, n, func(w BlockWriter) error { return src.safeFill(ctx, off, n, w) })
+	after := src.writtenIn(group)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.res.Fetched += after - before
+	for _, pc := range group {
+		if src.has(a.t, pc.c) {
+			p.done(pc.c.length)
+		} else if ctx.Err() == nil {
+			p.res.Failed++
+		}
 	}
-	return res, nil
+	switch {
+	case err == nil:
+		p.failures = 0
+	case ctx.Err() != nil:
+		// Stopping: not a failure of the fill.
+	default:
+		p.lastErr = err
+		if p.failures++; p.failures >= maxFailures && p.stopErr == nil {
+			p.stopErr = fmt.Errorf("prefetch of %s: %d fills in a row failed, the last: %w", p.im.Spec.FSID, p.failures, err)
+			p.cancel()
+		}
+	}
 }
 
 func (r *Registry) registered(im *Image) bool {

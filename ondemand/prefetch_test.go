@@ -35,9 +35,18 @@ type recStore struct {
 	gateOff int64
 	gate    chan struct{}
 	delay   time.Duration
+
+	active, maxActive int
 }
 
 type span struct{ off, n int64 }
+
+// concurrency returns the most reads that were in flight at once.
+func (s *recStore) concurrency() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.maxActive
+}
 
 func (s *recStore) Open(ctx context.Context, d blobstore.Digest) (blobstore.Blob, error) {
 	b, err := s.Store.Open(ctx, d)
@@ -61,7 +70,14 @@ type recBlob struct {
 func (b recBlob) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	b.s.mu.Lock()
 	b.s.reads = append(b.s.reads, span{off, int64(len(p))})
+	b.s.active++
+	b.s.maxActive = max(b.s.maxActive, b.s.active)
 	b.s.mu.Unlock()
+	defer func() {
+		b.s.mu.Lock()
+		b.s.active--
+		b.s.mu.Unlock()
+	}()
 	if b.s.gate != nil && off == b.s.gateOff {
 		select {
 		case <-b.s.gate:
@@ -105,7 +121,7 @@ func chunkBytes(im *Image) int64 {
 func TestPrefetchWhole(t *testing.T) {
 	rs := &recStore{}
 	reg, im, _, tg, blob := prefetchSetup(t, rs)
-	res, err := reg.Prefetch(context.Background(), im, PrefetchOptions{Whole: true, Quiet: time.Millisecond})
+	res, err := reg.Prefetch(context.Background(), im, PrefetchOptions{Whole: true, Quiet: time.Millisecond, Parallel: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,6 +149,23 @@ func TestPrefetchWhole(t *testing.T) {
 	res, err = reg.Prefetch(context.Background(), im, PrefetchOptions{Whole: true})
 	if err != nil || res.Fetched != 0 || res.Done != want || len(rs.log()) != len(reads) {
 		t.Fatalf("second prefetch: %+v %v, %d more reads", res, err, len(rs.log())-len(reads))
+	}
+}
+
+// TestPrefetchParallel: up to Parallel fills run at once (hiding a
+// slow store's latency), never more, and the result is complete.
+func TestPrefetchParallel(t *testing.T) {
+	rs := &recStore{delay: 20 * time.Millisecond}
+	reg, im, _, tg, blob := prefetchSetup(t, rs)
+	res, err := reg.Prefetch(context.Background(), im, PrefetchOptions{Whole: true, MaxFetch: 64 << 10, Quiet: time.Millisecond, Parallel: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := rs.concurrency(); c < 2 || c > 3 {
+		t.Fatalf("%d store reads at once with Parallel 3", c)
+	}
+	if !bytes.Equal(tg.m.data, blob) || res.Done != res.Planned || res.Fetched != res.Planned {
+		t.Fatalf("parallel prefetch: %+v, content equal %v", res, bytes.Equal(tg.m.data, blob))
 	}
 }
 
@@ -164,7 +197,7 @@ func TestPrefetchListOrder(t *testing.T) {
 	// fe is 300000 bytes, after ff's 3 MiB in the list but before it in
 	// the blob: order shows the list wins.
 	res, err := reg.Prefetch(context.Background(), im, PrefetchOptions{
-		Files: []string{"/ff", "nope", "fe"}, Whole: true, MaxFetch: 64 << 10, Quiet: time.Millisecond,
+		Files: []string{"/ff", "nope", "fe"}, Whole: true, MaxFetch: 64 << 10, Quiet: time.Millisecond, Parallel: 1,
 	})
 	if err != nil {
 		t.Fatal(err)

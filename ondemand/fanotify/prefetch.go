@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/erofsd/erofsd/ondemand"
@@ -22,13 +23,16 @@ const primeTimeout = 30 * time.Second
 // reads one byte at the range to fill through an ordinary fd, which
 // raises a pre-content event like any reader's; Serve (which must be
 // running) answers it, filling that range, and keeps the event's fd.
-func (w *Watch) Target() ondemand.Target { return watchTarget{w} }
+func (w *Watch) Target() ondemand.Target { return &watchTarget{w: w} }
 
-type watchTarget struct{ w *Watch }
+type watchTarget struct {
+	w       *Watch
+	priming sync.Mutex // one priming read at a time
+}
 
-func (t watchTarget) Present(off, n int64) bool { return t.w.has(off, n) }
+func (t *watchTarget) Present(off, n int64) bool { return t.w.has(off, n) }
 
-func (t watchTarget) Write(ctx context.Context, off, n int64, fn func(ondemand.BlockWriter) error) error {
+func (t *watchTarget) Write(ctx context.Context, off, n int64, fn func(ondemand.BlockWriter) error) error {
 	w := t.w
 	w.mu.Lock()
 	if w.refs == 0 || w.poisoned {
@@ -40,14 +44,8 @@ func (t watchTarget) Write(ctx context.Context, off, n int64, fn func(ondemand.B
 	w.mu.Unlock()
 	defer w.Close()
 	if noWriter {
-		if err := w.prime(ctx, off); err != nil {
+		if err := t.prime(ctx, off); err != nil {
 			return err
-		}
-		w.mu.Lock()
-		noWriter = w.writeFD < 0
-		w.mu.Unlock()
-		if noWriter {
-			return fmt.Errorf("%s: no writer fd after a priming read", w.Path)
 		}
 	}
 	if err := fn(blockWriter{w}); err != nil {
@@ -55,6 +53,28 @@ func (t watchTarget) Write(ctx context.Context, off, n int64, fn func(ondemand.B
 	}
 	if w.Complete() {
 		w.unmark()
+	}
+	return nil
+}
+
+// prime gets the watch a writer fd unless a concurrent write did.
+func (t *watchTarget) prime(ctx context.Context, off int64) error {
+	w := t.w
+	t.priming.Lock()
+	defer t.priming.Unlock()
+	hasWriter := func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.writeFD >= 0
+	}
+	if hasWriter() {
+		return nil
+	}
+	if err := w.prime(ctx, off); err != nil {
+		return err
+	}
+	if !hasWriter() {
+		return fmt.Errorf("%s: no writer fd after a priming read", w.Path)
 	}
 	return nil
 }
