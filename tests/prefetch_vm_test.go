@@ -39,6 +39,20 @@ check pf-cmp guesttool cmp /ref/pf /mnt/pf
 value pf-fetches $(( $(counter chunk_fetches) - f0 ))
 value pf-reads $(( $(counter read_requests) - r0 ))
 check umount-pf ctl umount /mnt/pf
+sleep 1
+
+# Mounted again: the kernel's cache files still hold the data, and the
+# new objects' prefetch finds it there (SEEK_HOLE) instead of fetching.
+f1=$(counter chunk_fetches); d1=$(counter prefetch_bytes_done)
+check remount-pf ctl mount --fsid pf /data/pf.erofs /mnt/pf
+for i in $(seq 1200); do
+	d=$(counter prefetch_bytes_done); l=$(counter prefetch_bytes_left)
+	[ "$d" -gt "$d1" ] && [ "$l" -eq 0 ] && break
+	sleep 0.1
+done
+value repf-done $(( $(counter prefetch_bytes_done) - d1 ))
+value repf-fetches $(( $(counter chunk_fetches) - f1 ))
+check pf-cmp-again guesttool cmp /ref/pf /mnt/pf
 echo "--- erofsd log"
 grep -i prefetch /tmp/erofsd.log
 `
@@ -47,7 +61,8 @@ grep -i prefetch /tmp/erofsd.log
 // the 6.1 VM kernel with --prefetch whole and a prefetch list: the
 // blobs' objects are prefetch targets from the kernel's OPEN at mount,
 // prefetch fills them in the background, and reading every file
-// afterwards sends no READ and fetches nothing.
+// afterwards sends no READ and fetches nothing; mounted again, prefetch
+// finds the data in the kernel's cache files and fetches nothing.
 func TestPrefetchInVM(t *testing.T) {
 	kernel := vm.Require(t)
 	d := &dataDir{t: t, dir: t.TempDir()}
@@ -91,7 +106,7 @@ func TestPrefetchInVM(t *testing.T) {
 			values[f[1]], _ = strconv.Atoi(f[2])
 		}
 	}
-	for _, name := range []string{"mount-pf", "pf-cmp", "umount-pf"} {
+	for _, name := range []string{"mount-pf", "pf-cmp", "umount-pf", "remount-pf", "pf-cmp-again"} {
 		if !passed[name] {
 			t.Errorf("guest check %s did not pass", name)
 		}
@@ -101,6 +116,10 @@ func TestPrefetchInVM(t *testing.T) {
 	}
 	if values["pf-fetches"] != 0 || values["pf-reads"] != 0 {
 		t.Errorf("reading the prefetched image: %d fetches, %d READs; want none", values["pf-fetches"], values["pf-reads"])
+	}
+	if values["repf-done"] != values["prefetch-done"] || values["repf-fetches"] != 0 {
+		t.Errorf("prefetch after a remount: %d bytes done (want %d), %d fetches (want 0: the cache has them)",
+			values["repf-done"], values["prefetch-done"], values["repf-fetches"])
 	}
 	if !strings.Contains(res.Output, "prefetch done") {
 		t.Error("the daemon did not log the prefetch as done")
