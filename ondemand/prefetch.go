@@ -125,20 +125,28 @@ func NewLimiter(bytesPerSec int64) *Limiter {
 	return &Limiter{rate: float64(bytesPerSec)}
 }
 
-// Wait reserves n bytes and waits until they may be fetched.
+// Wait reserves n bytes and waits until they may be fetched. If ctx
+// ends first, the reservation is given back.
 func (l *Limiter) Wait(ctx context.Context, n int64) error {
 	if l == nil {
 		return ctx.Err()
 	}
+	d := time.Duration(float64(n) / l.rate * float64(time.Second))
 	l.mu.Lock()
 	now := time.Now()
 	if l.next.Before(now) {
 		l.next = now
 	}
 	start := l.next
-	l.next = l.next.Add(time.Duration(float64(n) / l.rate * float64(time.Second)))
+	l.next = l.next.Add(d)
 	l.mu.Unlock()
-	return sleep(ctx, time.Until(start))
+	if err := sleep(ctx, time.Until(start)); err != nil {
+		l.mu.Lock()
+		l.next = l.next.Add(-d)
+		l.mu.Unlock()
+		return err
+	}
+	return nil
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

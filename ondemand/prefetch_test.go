@@ -387,3 +387,28 @@ func TestPrefetchStops(t *testing.T) {
 		t.Fatalf("prefetch of an unregistered image: %v", err)
 	}
 }
+
+// TestLimiterGivesBackCancelled: a reservation whose wait is cancelled
+// does not delay the limiter's next users.
+func TestLimiterGivesBackCancelled(t *testing.T) {
+	l := NewLimiter(1 << 20)
+	ctx := context.Background()
+	if err := l.Wait(ctx, 256<<10); err != nil { // at once
+		t.Fatal(err)
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := l.Wait(cancelled, 100<<20); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled wait: %v", err)
+	}
+	// The next wait starts after the first 256 KiB (0.25 s), not 100 s.
+	bounded, cancel2 := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel2()
+	start := time.Now()
+	if err := l.Wait(bounded, 1); err != nil {
+		t.Fatalf("wait after a cancelled reservation: %v after %v", err, time.Since(start))
+	}
+	if NewLimiter(0) != nil || (*Limiter)(nil).Wait(ctx, 1<<40) != nil {
+		t.Fatal("a zero rate must not limit")
+	}
+}
