@@ -104,6 +104,10 @@ var (
 		"Blob store operations that failed after retries and fallbacks, by backend kind and error class.", []string{"backend", "class"}, nil)
 	descBackendBytes = prometheus.NewDesc(ns+"_backend_received_bytes_total",
 		"Blob bytes received from blob stores, including attempts that failed later, by backend kind.", []string{"backend"}, nil)
+	descPrefetchDone = prometheus.NewDesc(ns+"_prefetch_bytes_done_total",
+		"Bytes of prefetch plans now in the cache: fetched by prefetch, or found there already.", nil, nil)
+	descPrefetchLeft = prometheus.NewDesc(ns+"_prefetch_bytes_left",
+		"Bytes the running prefetches still plan to fill.", nil, nil)
 	descImages = prometheus.NewDesc(ns+"_images",
 		"Images registered.", nil, nil)
 	descMounts = prometheus.NewDesc(ns+"_mounts",
@@ -114,7 +118,7 @@ type collector struct{ src Sources }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descWritten, descInFlight, descOpenObjects, descReadaheads,
-		descFetches, descFetchedBytes, descDigestFailures, descCoalesced, descRuns, descImages, descMounts,
+		descFetches, descFetchedBytes, descDigestFailures, descCoalesced, descRuns, descPrefetchDone, descPrefetchLeft, descImages, descMounts,
 		descBackendRequests, descBackendRetries, descBackendFallbacks, descBackendErrors, descBackendBytes} {
 		ch <- d
 	}
@@ -158,6 +162,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descDigestFailures, r.Stats.DigestFailures.Load())
 		counter(descCoalesced, r.Stats.Coalesced.Load())
 		counter(descRuns, r.Stats.CoalescedFetches.Load())
+		counter(descPrefetchDone, r.Stats.PrefetchBytesDone.Load())
+		gauge(descPrefetchLeft, r.Stats.PrefetchBytesLeft.Load())
 		gauge(descImages, int64(len(r.Images())))
 	}
 	if b := c.src.Backends; b != nil {

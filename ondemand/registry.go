@@ -36,6 +36,16 @@ type Stats struct {
 	// CoalescedFetches counts single store reads that fetched several
 	// adjacent chunks.
 	CoalescedFetches atomic.Int64
+	// FillsInFlight counts front-end fills of blob data running now
+	// (kernel reads and their readahead); prefetch yields to them.
+	FillsInFlight atomic.Int64
+	// PrefetchBytesDone counts bytes of prefetch plans found in the
+	// cache, fetched by prefetch or already there; PrefetchBytesLeft is
+	// what the running prefetches still plan to fill.
+	PrefetchBytesDone atomic.Int64
+	PrefetchBytesLeft atomic.Int64
+
+	lastFill atomic.Int64 // unix nanoseconds of the last fill's start or end
 }
 
 // ImageSpec describes an image to serve.
@@ -94,6 +104,9 @@ type Registry struct {
 	// the background readahead keeps data fetched (0: the next chunk).
 	// Remote stores, whose round trips are long, want several MiB.
 	ReadaheadWindow int64
+
+	tmu     sync.Mutex
+	targets map[string][]*attached // prefetch targets by volume key + "\x00" + blob digest
 }
 
 // NewRegistry returns an empty registry.
@@ -240,10 +253,18 @@ type Object struct {
 	Source
 	Image *Image
 	Kind  string // "bootstrap" or "blob"
+
+	reg    *Registry
+	volume string      // the volume key it was resolved in
+	blob   *blobSource // the source, for a blob
 }
 
-// Release drops the object's hold on its image.
-func (o *Object) Release() { o.Image.open.Add(-1) }
+// Release drops the object's hold on its image and detaches its
+// prefetch targets.
+func (o *Object) Release() {
+	o.detachAll()
+	o.Image.open.Add(-1)
+}
 
 // Resolve maps the names the kernel uses for a cache object (volume key
 // "erofs,<fsid or domain>", cookie key = fsid for an image, or a blob's
@@ -266,7 +287,8 @@ func (r *Registry) Resolve(volumeKey, cookieKey string) (*Object, error) {
 		for _, b := range im.blobs {
 			if b.digest.Hex() == cookieKey {
 				im.open.Add(1)
-				return &Object{Source: &blobSource{blobData: b, bufs: r.bufs, stats: &r.Stats, latency: r.FetchLatency, minFetch: min(r.MinFetch, MaxRun), window: r.ReadaheadWindow}, Image: im, Kind: "blob"}, nil
+				src := &blobSource{blobData: b, bufs: r.bufs, stats: &r.Stats, latency: r.FetchLatency, minFetch: min(r.MinFetch, MaxRun), window: r.ReadaheadWindow}
+				return &Object{Source: src, Image: im, Kind: "blob", reg: r, volume: volumeKey, blob: src}, nil
 			}
 		}
 	}

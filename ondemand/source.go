@@ -234,7 +234,16 @@ func (s *blobSource) Readahead(off, n int64) (int64, int64) {
 	return first.off, last.off + last.length - first.off
 }
 
+// Fill is a front end's fill (a kernel read or its readahead): while it
+// runs, prefetch waits (see Registry.Prefetch).
 func (s *blobSource) Fill(ctx context.Context, off, n int64, w BlockWriter) error {
+	s.stats.demandStart()
+	defer s.stats.demandEnd()
+	return s.fill(ctx, off, n, w)
+}
+
+// fill is Fill without counting as on-demand work.
+func (s *blobSource) fill(ctx context.Context, off, n int64, w BlockWriter) error {
 	start, end := alignDown(off), alignUp(off+n)
 	// First chunk ending after start.
 	i, _ := slices.BinarySearchFunc(s.chunks, start, func(c chunk, t int64) int {

@@ -26,12 +26,14 @@ const usage = `usage: erofsctl [--socket PATH] <command> [flags] ...
 
 commands:
   mount [--fsid ID] [--domain-id ID] [--blob-dir DIR] [--frontend auto|cachefiles|fanotify]
-        [--plain-http] [--insecure] [--platform OS/ARCH] IMAGE MOUNTPOINT
+        [--plain-http] [--insecure] [--platform OS/ARCH] [--prefetch off|whole] [--prefetch-list FILE] IMAGE MOUNTPOINT
                    register IMAGE with erofsd and mount it; file data is
                    fetched lazily. IMAGE is a file, sha256:DIGEST of an image
                    in the blob store, or oci://HOST/REPO:TAG (or @DIGEST) of
                    an image made by erofs-image convert, whose blobs then
-                   come from that repository
+                   come from that repository. --prefetch then fetches the
+                   listed files (paths in the image, one a line) and with
+                   whole every blob in the background
   umount MOUNTPOINT
   ls [--json]      registered images and their mounts
   status [--json]  daemon status and counters
@@ -90,19 +92,24 @@ func cmdMount(ctx context.Context, c *control.Client, args []string, stdout, std
 	fs.SetOutput(stderr)
 	fsid := fs.String("fsid", "", "fsid of the mount (default: derived from the image path)")
 	domain := fs.String("domain-id", "", "share blobs with other images of this `domain`")
-	blobDir := fs.String("blob-dir", "", "blob store: a `dir`, or an http(s):// URL (default: the daemon's --blob-dir)")
+	blobDir := fs.String("blob-dir", "", "blob store: a `dir`, an http(s):// URL or an oci:// repository (default: the daemon's --blob-dir)")
 	frontend := fs.String("frontend", "auto", "kernel front end: auto (cachefiles if the kernel has on-demand mode, else fanotify), cachefiles or fanotify")
 	plainHTTP := fs.Bool("plain-http", false, "oci:// images: talk plain HTTP to the registry (a test registry); never the default")
 	insecure := fs.Bool("insecure", false, "skip TLS certificate verification of the registry or blob store; never the default")
 	platform := fs.String("platform", "", "oci:// multi-platform images: `os/arch` to mount (default: the daemon's)")
+	prefetch := fs.String("prefetch", "", "after the mount, fetch in the background: off or whole (default: the daemon's --prefetch)")
+	prefetchList := fs.String("prefetch-list", "", "`file` of paths in the image, one a line: their data is fetched first, in this order")
 	if err := parseInterspersed(fs, args); err != nil {
 		return err
 	}
+	list, err := readPrefetchList(*prefetchList)
+	if err != nil {
+		return err
+	}
 	if fs.NArg() != 2 {
-		return errors.New("usage: erofsctl mount [--fsid ID] [--domain-id ID] [--blob-dir DIR] [--frontend F] [--plain-http] [--insecure] [--platform P] IMAGE MOUNTPOINT")
+		return errors.New("usage: erofsctl mount [--fsid ID] [--domain-id ID] [--blob-dir DIR] [--frontend F] [--plain-http] [--insecure] [--platform P] [--prefetch off|whole] [--prefetch-list FILE] IMAGE MOUNTPOINT")
 	}
 	image := fs.Arg(0)
-	var err error
 	isOCI := strings.HasPrefix(image, "oci://")
 	if (*plainHTTP || *platform != "") && !isOCI {
 		return errors.New("--plain-http and --platform apply to oci:// images")
@@ -130,8 +137,10 @@ func cmdMount(ctx context.Context, c *control.Client, args []string, stdout, std
 	m, err := c.Mount(ctx, control.MountRequest{
 		RegisterRequest: control.RegisterRequest{FSID: *fsid, DomainID: *domain, Bootstrap: image, BlobDir: *blobDir,
 			PlainHTTP: *plainHTTP, Insecure: *insecure, Platform: *platform},
-		Mountpoint: mp,
-		Frontend:   *frontend,
+		Mountpoint:   mp,
+		Frontend:     *frontend,
+		Prefetch:     *prefetch,
+		PrefetchList: list,
 	})
 	if err != nil {
 		return err

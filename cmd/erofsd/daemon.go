@@ -43,6 +43,7 @@ type daemon struct {
 	stores   map[string]blobstore.Store // by spec and TLS setting
 	log      logrus.FieldLogger
 	started  time.Time
+	pf       *prefetcher // background prefetch after mounts; nil: none
 
 	mu     sync.Mutex
 	meta   map[string]*imageMeta // by fsid + "\x00" + domain
@@ -288,6 +289,10 @@ func (d *daemon) Mount(ctx context.Context, req control.MountRequest) (*control.
 	if err != nil {
 		return nil, err
 	}
+	popts, prefetch, err := d.pf.options(req)
+	if err != nil {
+		return nil, err
+	}
 	mp := filepath.Clean(req.Mountpoint)
 	if !filepath.IsAbs(mp) {
 		return nil, fmt.Errorf("%w: mountpoint %q must be an absolute path", control.ErrBadRequest, req.Mountpoint)
@@ -330,6 +335,9 @@ func (d *daemon) Mount(ctx context.Context, req control.MountRequest) (*control.
 	d.mu.Unlock()
 	d.saveState()
 	d.log.WithFields(logrus.Fields{"fsid": req.FSID, "domain": req.DomainID, "mountpoint": mp, "frontend": fe}).Info("mounted")
+	if prefetch {
+		d.pf.start(mp, req.FSID, req.DomainID, popts)
+	}
 	out := m.Mount
 	return &out, nil
 }
@@ -403,6 +411,7 @@ func (d *daemon) watchBlobs(m *mountRec) error {
 			release()
 			return err
 		}
+		obj.Attach(w.Target()) // for prefetch; released with obj
 		m.watches = append(m.watches, w)
 		devices = append(devices, "device="+path)
 	}
@@ -433,7 +442,9 @@ func (d *daemon) Unmount(ctx context.Context, mountpoint string) error {
 	if !ok {
 		return fmt.Errorf("%w: %s was not mounted by erofsd", control.ErrNotFound, mp)
 	}
+	resume := d.pf.stop(mp)
 	if err := unix.Unmount(mp, 0); err != nil {
+		resume()
 		if errors.Is(err, unix.EBUSY) {
 			return fmt.Errorf("%w: %s is busy", control.ErrInUse, mp)
 		}
@@ -488,6 +499,8 @@ func (d *daemon) Status(ctx context.Context) (*control.Status, error) {
 			"chunk_fetched_bytes":   d.reg.Stats.FetchedBytes.Load(),
 			"chunk_digest_failures": d.reg.Stats.DigestFailures.Load(),
 			"chunk_fills_coalesced": d.reg.Stats.Coalesced.Load(),
+			"prefetch_bytes_done":   d.reg.Stats.PrefetchBytesDone.Load(),
+			"prefetch_bytes_left":   d.reg.Stats.PrefetchBytesLeft.Load(),
 		},
 	}
 	var fes []string

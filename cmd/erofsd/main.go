@@ -60,6 +60,9 @@ func run(args []string) error {
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	metricsAddr := fs.String("metrics-addr", "127.0.0.1:9851", "`address` serving /metrics, /healthz and /readyz (empty: off)")
+	prefetchMode := fs.String("prefetch", "off", "after a mount, fetch in the background: off, or whole (every blob; a mount's prefetch list comes first either way)")
+	var prefetchRate byteRate
+	fs.Var(&prefetchRate, "prefetch-rate", "bandwidth `limit` of all prefetch together, bytes/s with K, M or G (binary): 0 is unlimited (prefetch yields to kernel reads either way)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	configPath := fs.String("config", defaultConfig, "TOML config `file`: keys are these flags' names with _ (flags win)")
 	if err := fs.Parse(args); err != nil {
@@ -85,6 +88,9 @@ func run(args []string) error {
 	}
 	if *window < 0 {
 		return fmt.Errorf("readahead-window: %d, want 0 or more", *window)
+	}
+	if err := checkPrefetchMode(*prefetchMode); err != nil {
+		return err
 	}
 	if *workers <= 0 {
 		return fmt.Errorf("workers: %d, want at least 1", *workers)
@@ -125,6 +131,8 @@ func run(args []string) error {
 	d := &daemon{reg: reg, cacheDir: *cacheDir, blobDir: *blobDir, stateDir: *stateDir, log: log, started: time.Now(),
 		httpOpts: blobstore.HTTPOptions{CAFile: *blobCA}, mirrors: mirrorMap, backends: &blobstore.Stats{},
 		meta: map[string]*imageMeta{}, mounts: map[string]*mountRec{}}
+	d.pf = newPrefetcher(reg, *prefetchMode, int64(prefetchRate), log)
+	defer d.pf.stopAll()
 	if err := os.MkdirAll(*cacheDir, 0o700); err != nil {
 		return fmt.Errorf("cache directory: %w", err)
 	}
@@ -277,6 +285,9 @@ func run(args []string) error {
 		running--
 		log.WithError(err).Error("a front end loop ended")
 	}
+	// No prefetch may write into cache files from here on (poisoned
+	// files must stay truncated).
+	d.pf.stopAll()
 	select {
 	case <-handover:
 		log.Info("handing over to the next daemon")

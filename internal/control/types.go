@@ -28,6 +28,12 @@ type MountRequest struct {
 	RegisterRequest
 	Mountpoint string `json:"mountpoint"`
 	Frontend   string `json:"frontend,omitempty"` // auto (default), cachefiles or fanotify
+	// Prefetch, after the mount, fetches in the background: "whole"
+	// every blob, "off" nothing; empty: the daemon's --prefetch. The
+	// files of PrefetchList (paths in the image, directories for the
+	// files under them) come first, in order, unless Prefetch is "off".
+	Prefetch     string   `json:"prefetch,omitempty"`
+	PrefetchList []string `json:"prefetch_list,omitempty"`
 }
 
 // Image describes a registered image.

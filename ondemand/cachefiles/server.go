@@ -199,7 +199,8 @@ func (s *Server) handleOpen(m abi.Msg) {
 		// missed): drop the old one.
 		s.dropLocked(old)
 	}
-	s.objects[m.ObjectID] = &object{id: m.ObjectID, io: io, obj: obj}
+	added := &object{id: m.ObjectID, io: io, obj: obj}
+	s.objects[m.ObjectID] = added
 	s.mu.Unlock()
 	s.Stats.OpenObjects.Add(1)
 	s.log.WithFields(logrus.Fields{"object": m.ObjectID, "source": obj.Name(), "size": obj.Size()}).Debug("OPEN")
@@ -209,7 +210,9 @@ func (s *Server) handleOpen(m abi.Msg) {
 			s.dropLocked(cur)
 		}
 		s.mu.Unlock()
+		return
 	}
+	s.attachTarget(added)
 }
 
 // openObject resolves an OPEN and prepares its fd; on failure the fd is

@@ -33,6 +33,7 @@ type lazyMount struct {
 	mnt     string
 	blobDir string
 	watches []*Watch
+	objs    []*ondemand.Object // the sources of watches, in order
 }
 
 func newLazyMount(t *testing.T, src string, chunkSize int64, corrupt bool) *lazyMount {
@@ -77,6 +78,7 @@ func newLazyMount(t *testing.T, src string, chunkSize int64, corrupt bool) *lazy
 			t.Fatal(err)
 		}
 		m.watches = append(m.watches, w)
+		m.objs = append(m.objs, obj)
 		devices = append(devices, p)
 		t.Cleanup(obj.Release)
 	}

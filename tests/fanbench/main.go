@@ -3,7 +3,8 @@
 // filled blob cache file (local blob store, every chunk sha256-verified)
 // against the same image mounted file-backed with its complete blob, in
 // the same run, and prints both, their ratio (target: at least 0.8) and
-// the events handled per second. Needs root and Linux 6.14+.
+// the events handled per second; then a whole prefetch into a fresh
+// cache file and a cold read after it. Needs root and Linux 6.14+.
 //
 //	go run ./tests/fanbench [-size MiB]
 package main
@@ -132,7 +133,7 @@ func run(sizeMiB int, window int64) error {
 	fmt.Printf("  fanotify, filled on demand and verified %8.1f MiB/s  (%d events, %.0f events/s)\n",
 		lazy, events, float64(events)/(float64(sizeMiB)/lazy))
 	fmt.Printf("  ratio fanotify/complete %.2f (target >= 0.8)\n", lazy/ref)
-	return nil
+	return printPrefetch(reg, im, img, work)
 }
 
 // coldRead mounts img with device and reads "big" sequentially after

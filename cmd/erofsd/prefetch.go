@@ -1,0 +1,186 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/erofsd/erofsd/internal/control"
+	"github.com/erofsd/erofsd/ondemand"
+	"github.com/sirupsen/logrus"
+)
+
+// prefetcher runs the background prefetch of the daemon's mounts: after
+// a mount, the chunks of the files of its prefetch list, then (whole)
+// the rest of its blobs, at the daemon-wide bandwidth limit, yielding to
+// kernel reads. A prefetch ends when done or when its mount goes.
+type prefetcher struct {
+	reg     *ondemand.Registry
+	mode    string            // --prefetch: the default for mounts that do not say
+	limiter *ondemand.Limiter // --prefetch-rate, shared by every prefetch; nil: unlimited
+	log     logrus.FieldLogger
+
+	mu   sync.Mutex
+	runs map[string]*prefetchRun // by mountpoint
+}
+
+type prefetchRun struct {
+	fsid, domain string
+	opts         ondemand.PrefetchOptions
+	cancel       context.CancelFunc
+	done         chan struct{}
+}
+
+func newPrefetcher(reg *ondemand.Registry, mode string, rate int64, log logrus.FieldLogger) *prefetcher {
+	return &prefetcher{reg: reg, mode: mode, limiter: ondemand.NewLimiter(rate), log: log, runs: map[string]*prefetchRun{}}
+}
+
+// checkPrefetchMode validates --prefetch and a mount's prefetch field.
+func checkPrefetchMode(s string) error {
+	switch s {
+	case "off", "whole":
+		return nil
+	}
+	return fmt.Errorf("prefetch %q: want off or whole", s)
+}
+
+// options turns a mount request into prefetch options; run is false when
+// the mount wants no prefetch.
+func (p *prefetcher) options(req control.MountRequest) (opts ondemand.PrefetchOptions, run bool, err error) {
+	mode, lim := "off", (*ondemand.Limiter)(nil)
+	if p != nil {
+		mode, lim = p.mode, p.limiter
+	}
+	if req.Prefetch != "" {
+		mode = req.Prefetch
+	}
+	if err := checkPrefetchMode(mode); err != nil {
+		return opts, false, fmt.Errorf("%w: %v", control.ErrBadRequest, err)
+	}
+	if req.Prefetch == "off" && len(req.PrefetchList) > 0 {
+		return opts, false, fmt.Errorf("%w: a prefetch list with prefetch off", control.ErrBadRequest)
+	}
+	opts = ondemand.PrefetchOptions{Files: req.PrefetchList, Whole: mode == "whole", Limiter: lim}
+	return opts, opts.Whole || len(opts.Files) > 0, nil
+}
+
+// start prefetches the image of a mount in the background.
+func (p *prefetcher) start(mp, fsid, domain string, opts ondemand.PrefetchOptions) {
+	if p == nil {
+		return
+	}
+	var im *ondemand.Image
+	for _, i := range p.reg.Images() {
+		if i.Spec.FSID == fsid && i.Spec.DomainID == domain {
+			im = i
+		}
+	}
+	if im == nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	run := &prefetchRun{fsid: fsid, domain: domain, opts: opts, cancel: cancel, done: make(chan struct{})}
+	p.mu.Lock()
+	if old := p.runs[mp]; old != nil {
+		old.cancel()
+	}
+	p.runs[mp] = run
+	p.mu.Unlock()
+	log := p.log.WithFields(logrus.Fields{"fsid": fsid, "mountpoint": mp})
+	go func() {
+		defer close(run.done)
+		defer cancel()
+		start := time.Now()
+		res, err := p.reg.Prefetch(ctx, im, opts)
+		log = log.WithFields(logrus.Fields{"planned": res.Planned, "done": res.Done, "fetched": res.Fetched,
+			"failed": res.Failed, "seconds": time.Since(start).Seconds()})
+		if len(res.Missing) > 0 {
+			log.WithFields(logrus.Fields{"paths": len(res.Missing), "first": res.Missing[0]}).Warn("prefetch list names paths the image lacks")
+		}
+		switch {
+		case errors.Is(err, context.Canceled):
+			log.Info("prefetch stopped")
+		case err != nil:
+			log.WithError(err).Warn("prefetch failed")
+		default:
+			log.Info("prefetch done")
+		}
+		p.mu.Lock()
+		if p.runs[mp] == run {
+			delete(p.runs, mp)
+		}
+		p.mu.Unlock()
+	}()
+}
+
+// stop ends the prefetch of a mount, waiting (bounded) for it to let go
+// of the mount's cache objects. It returns a function that starts the
+// prefetch again (for an unmount that failed).
+func (p *prefetcher) stop(mp string) (resume func()) {
+	if p == nil {
+		return func() {}
+	}
+	p.mu.Lock()
+	run := p.runs[mp]
+	p.mu.Unlock()
+	if run == nil {
+		return func() {}
+	}
+	run.cancel()
+	select {
+	case <-run.done:
+	case <-time.After(5 * time.Second):
+		p.log.WithField("mountpoint", mp).Warn("prefetch still running 5 s after it was stopped")
+	}
+	return func() { p.start(mp, run.fsid, run.domain, run.opts) }
+}
+
+// stopAll ends every prefetch.
+func (p *prefetcher) stopAll() {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	mps := make([]string, 0, len(p.runs))
+	for mp := range p.runs {
+		mps = append(mps, mp)
+	}
+	p.mu.Unlock()
+	for _, mp := range mps {
+		p.stop(mp)
+	}
+}
+
+// byteRate is a flag of bytes per second: "0" (unlimited), "1048576",
+// "512K", "50M", "1G" (binary units).
+type byteRate int64
+
+func (r *byteRate) String() string { return strconv.FormatInt(int64(*r), 10) }
+
+func (r *byteRate) Set(s string) error {
+	s = strings.TrimSpace(s)
+	mult := int64(1)
+	if n := len(s); n > 0 {
+		switch strings.ToUpper(s[n-1:]) {
+		case "K":
+			mult = 1 << 10
+		case "M":
+			mult = 1 << 20
+		case "G":
+			mult = 1 << 30
+		}
+		if mult != 1 {
+			s = s[:n-1]
+		}
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v < 0 || v > (1<<62)/mult {
+		return fmt.Errorf("bad rate %q: want bytes per second, e.g. 0 (unlimited), 512K, 50M", s)
+	}
+	*r = byteRate(v * mult)
+	return nil
+}

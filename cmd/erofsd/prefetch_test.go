@@ -1,0 +1,182 @@
+package main
+
+import (
+	"crypto/rand"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/erofsd/erofsd/internal/control"
+	"github.com/erofsd/erofsd/internal/testtree"
+	"github.com/erofsd/erofsd/internal/treecmp"
+)
+
+func TestByteRateFlag(t *testing.T) {
+	for in, want := range map[string]int64{"0": 0, "1048576": 1 << 20, "512K": 512 << 10, "50M": 50 << 20, "2g": 2 << 30} {
+		var r byteRate
+		if err := r.Set(in); err != nil || int64(r) != want {
+			t.Errorf("%q: %d %v, want %d", in, r, err, want)
+		}
+	}
+	for _, in := range []string{"", "-1", "M", "fast", "1.5M", "99999999999G"} {
+		var r byteRate
+		if err := r.Set(in); err == nil {
+			t.Errorf("%q accepted as %d", in, r)
+		}
+	}
+}
+
+func TestPrefetchOptions(t *testing.T) {
+	p := newPrefetcher(nil, "off", 1<<20, nil)
+	for _, c := range []struct {
+		prefetch string
+		list     []string
+		run      bool
+		whole    bool
+		bad      bool
+	}{
+		{"", nil, false, false, false},
+		{"", []string{"a"}, true, false, false},
+		{"whole", nil, true, true, false},
+		{"whole", []string{"a"}, true, true, false},
+		{"off", nil, false, false, false},
+		{"off", []string{"a"}, false, false, true},
+		{"lazy", nil, false, false, true},
+	} {
+		opts, run, err := p.options(control.MountRequest{Prefetch: c.prefetch, PrefetchList: c.list})
+		if bad := errors.Is(err, control.ErrBadRequest); bad != c.bad || run != c.run || opts.Whole != c.whole {
+			t.Errorf("%+v: run %v whole %v err %v", c, run, opts.Whole, err)
+		}
+		if run && opts.Limiter == nil {
+			t.Errorf("%+v: no limiter", c)
+		}
+	}
+	p.mode = "whole"
+	if opts, run, _ := p.options(control.MountRequest{}); !run || !opts.Whole {
+		t.Error("--prefetch whole is not the default of mounts")
+	}
+}
+
+// TestDaemonPrefetch drives the real binaries: a mount with a prefetch
+// list and --prefetch whole fills every blob in the background (the
+// metrics show its progress), after which reading every file fetches
+// nothing and no read waits for erofsd.
+func TestDaemonPrefetch(t *testing.T) {
+	dir := t.TempDir()
+	bins := fanotifyBins(t, dir)
+	src := filepath.Join(dir, "src")
+	if _, err := testtree.Generate(src, testtree.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	big := make([]byte, 8<<20)
+	rand.Read(big)
+	os.WriteFile(filepath.Join(src, "big"), big, 0o644)
+	img, blobs := filepath.Join(dir, "img.erofs"), filepath.Join(dir, "blobs")
+	if out, err := exec.Command(bins["erofs-image"], "build", "--blob-dir", blobs, "--chunk-size", "256K", "-o", img, src).CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	sock := filepath.Join(dir, "erofsd.sock")
+	metricsAddr := freeAddr(t)
+	daemon := exec.Command(bins["erofsd"], "supervise", "--socket", sock, "--cache-dir", filepath.Join(dir, "cache"),
+		"--state-dir", filepath.Join(dir, "state"), "--blob-dir", blobs, "--metrics-addr", metricsAddr,
+		"--prefetch", "whole", "--prefetch-rate", "64M")
+	var logs strings.Builder
+	daemon.Stderr = &logs
+	if err := daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		daemon.Process.Signal(syscall.SIGTERM)
+		daemon.Wait()
+		if t.Failed() {
+			t.Logf("erofsd log:\n%s", logs.String())
+		}
+	}()
+	ctl := func(args ...string) (string, error) {
+		out, err := exec.Command(bins["erofsctl"], append([]string{"--socket", sock}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	for i := 0; i < 100; i++ {
+		if _, err := ctl("status"); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	list := filepath.Join(dir, "list")
+	os.WriteFile(list, []byte("# read at start\n/big\n\nnot/there\n"), 0o644)
+	mnt := filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	if out, err := ctl("mount", "--prefetch-list", list, img, mnt); err != nil {
+		t.Fatalf("erofsctl mount: %v\n%s", err, out)
+	}
+	defer ctl("umount", mnt)
+	var m map[string]float64
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		m = scrape(t, metricsAddr)
+		if m["erofsd_prefetch_bytes_done_total"] > 0 && m["erofsd_prefetch_bytes_left"] == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("prefetch not done in 60 s: done %v, left %v", m["erofsd_prefetch_bytes_done_total"], m["erofsd_prefetch_bytes_left"])
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if m["erofsd_prefetch_bytes_done_total"] < float64(len(big)) {
+		t.Errorf("prefetch done: %v bytes, less than the big file", m["erofsd_prefetch_bytes_done_total"])
+	}
+	out, _ := ctl("status")
+	if !strings.Contains(out, "prefetch_bytes_done") {
+		t.Errorf("status lacks the prefetch counters:\n%s", out)
+	}
+	reads := `erofsd_kernel_requests_total{frontend="fanotify",result="ok",type="read"}`
+	if _, err := os.Stat("/dev/cachefiles"); err == nil {
+		reads = `erofsd_kernel_requests_total{frontend="cachefiles",result="ok",type="read"}`
+	}
+	diffs, err := treecmp.Compare(src, mnt, treecmp.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range diffs {
+		t.Error(d)
+	}
+	after := scrape(t, metricsAddr)
+	if f := after["erofsd_backend_fetches_total"] - m["erofsd_backend_fetches_total"]; f != 0 {
+		t.Errorf("reading every file after the prefetch fetched %v chunks", f)
+	}
+	if r := after[reads] - m[reads]; r != 0 {
+		t.Errorf("reading every file after the prefetch: %v kernel read requests", r)
+	}
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, "prefetch") {
+			t.Log(line)
+		}
+	}
+	if !strings.Contains(logs.String(), "not/there") || !strings.Contains(logs.String(), "prefetch done") {
+		t.Errorf("the log does not report the prefetch and the missing path")
+	}
+}
+
+func TestPrefetchConfigKeys(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "config.toml")
+	for config, key := range map[string]string{
+		"prefetch = \"lazy\"\n":      "prefetch",
+		"prefetch_rate = \"fast\"\n": "prefetch_rate",
+		"prefetch_rate = -1\n":       "prefetch_rate",
+	} {
+		os.WriteFile(p, []byte(config), 0o644)
+		err := run([]string{"--config", p, "--version"})
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("config %q: %v; want an error naming %s", config, err, key)
+		}
+	}
+	os.WriteFile(p, []byte("prefetch = \"whole\"\nprefetch_rate = \"100M\"\n"), 0o644)
+	if err := run([]string{"--config", p, "--version"}); err != nil {
+		t.Errorf("good prefetch keys: %v", err)
+	}
+}

@@ -1,0 +1,118 @@
+package fanotify
+
+import (
+	"context"
+	"crypto/rand"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/erofsd/erofsd/internal/testtree"
+	"github.com/erofsd/erofsd/internal/treecmp"
+	"github.com/erofsd/erofsd/ondemand"
+)
+
+// TestPrefetchWhole mounts an image lazily, prefetches every blob in
+// the background (the watches have no writer fd yet: the first write
+// primes one with a read of its own) and checks that the cache files are
+// complete and unmarked, and that reading every file afterwards fetches
+// nothing and raises no event.
+func TestPrefetchWhole(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "src")
+	if _, err := testtree.Generate(src, testtree.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	big := make([]byte, 6<<20+12345)
+	rand.Read(big)
+	os.WriteFile(filepath.Join(src, "big"), big, 0o644)
+	m := newLazyMount(t, src, 64<<10, false)
+	for i, w := range m.watches {
+		m.objs[i].Attach(w.Target())
+	}
+	im := m.reg.Images()[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	start := time.Now()
+	res, err := m.reg.Prefetch(ctx, im, ondemand.PrefetchOptions{Whole: true})
+	if err != nil {
+		t.Fatalf("prefetch: %v (%+v)", err, res)
+	}
+	t.Logf("prefetched %d of %d bytes in %v, %d events", res.Done, res.Planned, time.Since(start), m.srv.Stats.Events.Load())
+	if res.Done != res.Planned || res.Planned == 0 {
+		t.Fatalf("result %+v", res)
+	}
+	for _, w := range m.watches {
+		w.mu.Lock()
+		marked := w.marked
+		w.mu.Unlock()
+		if !w.Complete() || marked {
+			t.Fatalf("%s: complete %v, marked %v after the prefetch", w.Path, w.Complete(), marked)
+		}
+	}
+	if ev := m.srv.Stats.Events.Load(); ev > int64(len(m.watches)) {
+		t.Errorf("%d events during the prefetch: want one priming read per blob", ev)
+	}
+	fetches, events := m.reg.Stats.Fetches.Load(), m.srv.Stats.Events.Load()
+	diffs, err := treecmp.Compare(src, m.mnt, treecmp.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range diffs {
+		t.Error(d)
+	}
+	if f, e := m.reg.Stats.Fetches.Load(), m.srv.Stats.Events.Load(); f != fetches || e != events {
+		t.Errorf("reading every file after the prefetch: %d fetches, %d events", f-fetches, e-events)
+	}
+	if d := m.srv.Stats.Denied.Load(); d != 0 {
+		t.Errorf("%d reads denied", d)
+	}
+}
+
+// TestPrefetchWhileReading prefetches at a bandwidth limit while every
+// file is read through the mount: reads and prefetch share the chunks,
+// nothing is fetched twice, every byte is right.
+func TestPrefetchWhileReading(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "src")
+	if _, err := testtree.Generate(src, testtree.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	big := make([]byte, 16<<20)
+	rand.Read(big)
+	os.WriteFile(filepath.Join(src, "big"), big, 0o644)
+	m := newLazyMount(t, src, 64<<10, false)
+	for i, w := range m.watches {
+		m.objs[i].Attach(w.Target())
+	}
+	im := m.reg.Images()[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	type result struct {
+		res ondemand.PrefetchResult
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, err := m.reg.Prefetch(ctx, im, ondemand.PrefetchOptions{Files: []string{"big"}, Whole: true, Limiter: ondemand.NewLimiter(64 << 20)})
+		done <- result{res, err}
+	}()
+	diffs, err := treecmp.Compare(src, m.mnt, treecmp.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range diffs {
+		t.Error(d)
+	}
+	r := <-done
+	if r.err != nil || r.res.Done != r.res.Planned {
+		t.Fatalf("prefetch: %v %+v", r.err, r.res)
+	}
+	chunks := 0
+	for _, b := range im.Blobs {
+		chunks += b.Chunks
+	}
+	if f := m.reg.Stats.Fetches.Load(); f != int64(chunks) {
+		t.Errorf("%d chunk fetches for %d chunks", f, chunks)
+	}
+	t.Logf("prefetch %+v; %d events", r.res, m.srv.Stats.Events.Load())
+}

@@ -1,0 +1,550 @@
+package ondemand
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/erofsd/erofsd/erofs"
+)
+
+// Errors from prefetch.
+var (
+	ErrNoTarget     = errors.New("blob has no open cache object to prefetch into")
+	ErrTargetClosed = errors.New("cache object closed")
+)
+
+// Target is an open cache object of a blob that prefetch may write into.
+// A front end attaches one to the Object it resolved (Object.Attach) once
+// the object can be written; releasing the Object detaches it.
+type Target interface {
+	// Write calls fn with a writer into the cache object, keeping the
+	// object open meanwhile; prefetch is about to fill [off, off+n). It
+	// fails without calling fn if the object is closed or cannot be
+	// written.
+	Write(ctx context.Context, off, n int64, fn func(BlockWriter) error) error
+	// Present reports whether every block covering [off, off+n) is in
+	// the cache object already; false when unknown.
+	Present(off, n int64) bool
+}
+
+// attached is a target and the object whose source fills it.
+type attached struct {
+	obj *Object
+	t   Target
+}
+
+func targetKey(volume, digestHex string) string { return volume + "\x00" + digestHex }
+
+// Attach makes t the cache object prefetch fills for this object's blob
+// in its volume, through this object's source (so that prefetch and the
+// kernel's reads share fetches and know what is written). It returns a
+// function that detaches t; Release detaches it too. Attaching to a
+// bootstrap object does nothing.
+func (o *Object) Attach(t Target) (detach func()) {
+	if o.blob == nil || o.reg == nil {
+		return func() {}
+	}
+	a := &attached{obj: o, t: t}
+	key := targetKey(o.volume, o.blob.digest.Hex())
+	r := o.reg
+	r.tmu.Lock()
+	if r.targets == nil {
+		r.targets = map[string][]*attached{}
+	}
+	r.targets[key] = append(r.targets[key], a)
+	r.tmu.Unlock()
+	return func() { r.detach(key, func(x *attached) bool { return x == a }) }
+}
+
+func (o *Object) detachAll() {
+	if o.blob == nil || o.reg == nil {
+		return
+	}
+	o.reg.detach(targetKey(o.volume, o.blob.digest.Hex()), func(x *attached) bool { return x.obj == o })
+}
+
+func (r *Registry) detach(key string, match func(*attached) bool) {
+	r.tmu.Lock()
+	defer r.tmu.Unlock()
+	ts, ok := r.targets[key]
+	if !ok {
+		return
+	}
+	if ts = slices.DeleteFunc(ts, match); len(ts) > 0 {
+		r.targets[key] = ts
+	} else {
+		delete(r.targets, key)
+	}
+}
+
+// target returns the first target attached for a blob of im.
+func (r *Registry) target(im *Image, b *blobData) *attached {
+	r.tmu.Lock()
+	defer r.tmu.Unlock()
+	if ts := r.targets[targetKey(im.VolumeKey(), b.digest.Hex())]; len(ts) > 0 {
+		return ts[0]
+	}
+	return nil
+}
+
+func (st *Stats) demandStart() {
+	st.FillsInFlight.Add(1)
+	st.lastFill.Store(time.Now().UnixNano())
+}
+
+func (st *Stats) demandEnd() {
+	st.lastFill.Store(time.Now().UnixNano())
+	st.FillsInFlight.Add(-1)
+}
+
+// Limiter paces prefetch to a bandwidth in bytes per second: each fill
+// of n bytes starts no earlier than the previous fills' n/rate seconds
+// allow. One Limiter may be shared by several prefetches (a daemon-wide
+// limit). A nil *Limiter does not limit.
+type Limiter struct {
+	rate float64 // bytes per second
+
+	mu   sync.Mutex
+	next time.Time // when the next fill may start
+}
+
+// NewLimiter returns a limiter of bytesPerSec; 0 or less gives nil, no
+// limit.
+func NewLimiter(bytesPerSec int64) *Limiter {
+	if bytesPerSec <= 0 {
+		return nil
+	}
+	return &Limiter{rate: float64(bytesPerSec)}
+}
+
+// Wait reserves n bytes and waits until they may be fetched. If ctx
+// ends first, the reservation is given back.
+func (l *Limiter) Wait(ctx context.Context, n int64) error {
+	if l == nil {
+		return ctx.Err()
+	}
+	d := time.Duration(float64(n) / l.rate * float64(time.Second))
+	l.mu.Lock()
+	now := time.Now()
+	if l.next.Before(now) {
+		l.next = now
+	}
+	start := l.next
+	l.next = l.next.Add(d)
+	l.mu.Unlock()
+	if err := sleep(ctx, time.Until(start)); err != nil {
+		l.mu.Lock()
+		l.next = l.next.Add(-d)
+		l.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// PrefetchOptions say what a prefetch fills and how.
+type PrefetchOptions struct {
+	// Files are paths in the image whose chunks are filled first, in
+	// this order (a directory stands for the files under it, in
+	// lexical order). Paths not in the image are reported in the result.
+	Files []string
+	// Whole fills, after the files, every other chunk of every blob,
+	// in blob order.
+	Whole bool
+	// Limiter bounds the bandwidth (nil: unlimited).
+	Limiter *Limiter
+	// Quiet is how long no front-end fill may have run before prefetch
+	// fetches (default DefaultQuiet): prefetch yields to kernel reads.
+	Quiet time.Duration
+	// MaxFetch bounds one prefetch fill: adjacent planned chunks are
+	// fetched together up to this many bytes (default 1 MiB, at most
+	// MaxRun; a chunk larger than it is fetched alone).
+	MaxFetch int64
+	// TargetWait is how long prefetch waits for a blob's cache object
+	// to be attached before it gives up (default 10 s).
+	TargetWait time.Duration
+	// Parallel bounds the fills running at once (default
+	// DefaultParallel): more hide the round trips of remote stores.
+	Parallel int
+}
+
+// Defaults of PrefetchOptions.
+const (
+	DefaultQuiet    = 10 * time.Millisecond
+	DefaultParallel = 4
+)
+
+// maxFailures bounds the fills in a row that may fail before a prefetch
+// gives up.
+const maxFailures = 8
+
+// PrefetchResult reports what a prefetch did.
+type PrefetchResult struct {
+	Planned int64    // bytes of the chunks planned
+	Done    int64    // of which now in the cache: fetched by prefetch or there already
+	Fetched int64    // bytes written during prefetch's own fills (a concurrent read may have fetched some)
+	Failed  int      // chunks that could not be filled
+	Missing []string // listed paths the image does not have
+}
+
+// planned is one chunk of a prefetch plan.
+type planned struct {
+	blob int // index in Image.blobs
+	c    chunk
+}
+
+// Prefetch fills the chunks of im that opts plan into the cache objects
+// attached for its blobs, in plan order, through the same path as kernel
+// reads (verified, sharing fetches with them, skipping what is written).
+// Before each fill it waits until no front-end fill has run for
+// opts.Quiet, and for opts.Limiter; up to opts.Parallel fills run at
+// once. It returns when the plan is done, when ctx ends, when im is
+// unregistered, when a blob has no attached object for
+// opts.TargetWait, or after maxFailures failed fills in a row, once its
+// fills in flight have ended; the result counts what was done either
+// way. Stats.PrefetchBytesDone and PrefetchBytesLeft follow its
+// progress.
+func (r *Registry) Prefetch(ctx context.Context, im *Image, opts PrefetchOptions) (PrefetchResult, error) {
+	plan, missing, err := im.prefetchPlan(opts)
+	p := &prefetch{r: r, im: im, res: PrefetchResult{Missing: missing}}
+	if err != nil {
+		return p.res, err
+	}
+	for _, pc := range plan {
+		p.res.Planned += pc.c.length
+	}
+	p.left = p.res.Planned
+	r.Stats.PrefetchBytesLeft.Add(p.left)
+	if opts.Quiet <= 0 {
+		opts.Quiet = DefaultQuiet
+	}
+	if opts.MaxFetch <= 0 {
+		opts.MaxFetch = 1 << 20
+	}
+	opts.MaxFetch = min(opts.MaxFetch, MaxRun)
+	if opts.TargetWait <= 0 {
+		opts.TargetWait = 10 * time.Second
+	}
+	if opts.Parallel <= 0 {
+		opts.Parallel = DefaultParallel
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	p.cancel = cancel
+	err = p.dispatch(runCtx, plan, opts)
+	if err != nil {
+		cancel() // stop the fills in flight too
+	}
+	p.wg.Wait()
+	cancel()
+	r.Stats.PrefetchBytesLeft.Add(-p.left)
+	switch {
+	case p.stopErr != nil:
+		err = p.stopErr
+	case err != nil && ctx.Err() != nil:
+		err = ctx.Err()
+	case err == nil && p.res.Failed > 0:
+		err = fmt.Errorf("prefetch of %s: %d chunks not filled, the last error: %w", im.Spec.FSID, p.res.Failed, p.lastErr)
+	}
+	return p.res, err
+}
+
+// prefetch is one running Prefetch.
+type prefetch struct {
+	r      *Registry
+	im     *Image
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex // guards the rest
+	res      PrefetchResult
+	left     int64
+	failures int // fills failed in a row
+	lastErr  error
+	stopErr  error // why a fill stopped the prefetch
+}
+
+// done counts n planned bytes as in the cache; p.mu is held.
+func (p *prefetch) done(n int64) {
+	p.res.Done += n
+	p.left -= n
+	p.r.Stats.PrefetchBytesDone.Add(n)
+	p.r.Stats.PrefetchBytesLeft.Add(-n)
+}
+
+// dispatch walks the plan and starts the fills; it returns when every
+// fill is started or it must stop.
+func (p *prefetch) dispatch(ctx context.Context, plan []planned, opts PrefetchOptions) error {
+	r, im := p.r, p.im
+	slots := make(chan struct{}, opts.Parallel)
+	for i := 0; i < len(plan); {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if !r.registered(im) {
+			return fmt.Errorf("prefetch of %s: %w", im.Spec.FSID, ErrNotFound)
+		}
+		a, err := r.waitTarget(ctx, im, im.blobs[plan[i].blob], opts.TargetWait)
+		if err != nil {
+			return err
+		}
+		src := a.obj.blob
+		if src.has(a.t, plan[i].c) {
+			p.mu.Lock()
+			p.done(plan[i].c.length)
+			p.mu.Unlock()
+			i++
+			<-slots
+			continue
+		}
+		// Adjacent planned chunks of the blob that are not written yet
+		// go in one fill (one store read).
+		start := plan[i].c.off
+		end := start + alignUp(plan[i].c.length)
+		j := i + 1
+		for ; j < len(plan) && plan[j].blob == plan[i].blob && plan[j].c.off == end; j++ {
+			next := end + alignUp(plan[j].c.length)
+			if next-start > opts.MaxFetch || src.has(a.t, plan[j].c) {
+				break
+			}
+			end = next
+		}
+		if err := opts.Limiter.Wait(ctx, end-start); err != nil {
+			return err
+		}
+		if err := r.Stats.waitIdle(ctx, opts.Quiet); err != nil {
+			return err
+		}
+		p.wg.Add(1)
+		go p.fill(ctx, a, plan[i:j], start, end-start, slots)
+		i = j
+	}
+	return nil
+}
+
+// fill fills [off, off+n), the planned chunks group, into a's object and
+// counts the outcome.
+func (p *prefetch) fill(ctx context.Context, a *attached, group []planned, off, n int64, slots chan struct{}) {
+	defer p.wg.Done()
+	defer func() { <-slots }()
+	src := a.obj.blob
+	before := src.writtenIn(group)
+	err := a.t.Write(ctx, off, n, func(w BlockWriter) error { return src.safeFill(ctx, off, n, w) })
+	after := src.writtenIn(group)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.res.Fetched += after - before
+	for _, pc := range group {
+		if src.has(a.t, pc.c) {
+			p.done(pc.c.length)
+		} else if ctx.Err() == nil {
+			p.res.Failed++
+		}
+	}
+	switch {
+	case err == nil:
+		p.failures = 0
+	case ctx.Err() != nil:
+		// Stopping: not a failure of the fill.
+	default:
+		p.lastErr = err
+		if p.failures++; p.failures >= maxFailures && p.stopErr == nil {
+			p.stopErr = fmt.Errorf("prefetch of %s: %d fills in a row failed, the last: %w", p.im.Spec.FSID, p.failures, err)
+			p.cancel()
+		}
+	}
+}
+
+func (r *Registry) registered(im *Image) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.images[imageKey(im.Spec.FSID, im.Spec.DomainID)] == im
+}
+
+// waitTarget returns the target attached for blob b of im, waiting up to
+// wait for one.
+func (r *Registry) waitTarget(ctx context.Context, im *Image, b *blobData, wait time.Duration) (*attached, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		if a := r.target(im, b); a != nil {
+			return a, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("prefetch of %s: blob %s: %w", im.Spec.FSID, b.digest, ErrNoTarget)
+		}
+		if err := sleep(ctx, 10*time.Millisecond); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// waitIdle returns once no front-end fill has run for quiet. It waits
+// as long as kernel reads keep coming: ctx bounds it.
+func (st *Stats) waitIdle(ctx context.Context, quiet time.Duration) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		wait := quiet
+		if st.FillsInFlight.Load() == 0 {
+			since := time.Duration(time.Now().UnixNano() - st.lastFill.Load())
+			if since >= quiet {
+				return nil
+			}
+			wait = quiet - since
+		}
+		if err := sleep(ctx, wait); err != nil {
+			return err
+		}
+	}
+}
+
+// has reports whether chunk c is in the object t fills.
+func (s *blobSource) has(t Target, c chunk) bool {
+	s.mu.Lock()
+	w := s.written[c.off]
+	s.mu.Unlock()
+	return w || t.Present(c.off, alignUp(c.length))
+}
+
+// writtenIn sums the lengths of the planned chunks this source wrote.
+func (s *blobSource) writtenIn(ps []planned) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var n int64
+	for _, p := range ps {
+		if s.written[p.c.off] {
+			n += p.c.length
+		}
+	}
+	return n
+}
+
+// safeFill is fill with a panic turned into an error: prefetch runs in
+// the daemon's own goroutine.
+func (s *blobSource) safeFill(ctx context.Context, off, n int64, w BlockWriter) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic in prefetch of %s: %v\n%s", s.digest, p, debug.Stack())
+		}
+	}()
+	return s.fill(ctx, off, n, w)
+}
+
+// prefetchPlan lists the chunks opts ask for, each once: the listed
+// files' chunks in list order, then (Whole) every other chunk in blob
+// order. It also returns the listed paths the image lacks.
+func (im *Image) prefetchPlan(opts PrefetchOptions) ([]planned, []string, error) {
+	var plan []planned
+	seen := map[planned]bool{}
+	add := func(p planned) {
+		if !seen[p] {
+			seen[p] = true
+			plan = append(plan, p)
+		}
+	}
+	var missing []string
+	if len(opts.Files) > 0 && len(im.blobs) > 0 {
+		img, err := erofs.Open(im.file, erofs.WithSize(im.Size))
+		if err != nil {
+			return nil, nil, fmt.Errorf("prefetch of %s: %w", im.Spec.FSID, err)
+		}
+		defer img.Close()
+		for _, name := range opts.Files {
+			files, err := filesUnder(img, name)
+			if err != nil {
+				missing = append(missing, name)
+				continue
+			}
+			for _, f := range files {
+				fcs, err := img.Chunks(f)
+				if err != nil {
+					// Not chunk-based (data inline in the image) or
+					// not a regular file: nothing to fetch.
+					continue
+				}
+				for _, fc := range fcs {
+					if fc.Hole || fc.Device < 1 || fc.Device > len(im.blobs) {
+						continue
+					}
+					bi := fc.Device - 1
+					for _, c := range im.blobs[bi].chunksIn(int64(fc.BlkAddr)*BlockSize, alignUp(fc.Length)) {
+						add(planned{blob: bi, c: c})
+					}
+				}
+			}
+		}
+	}
+	if opts.Whole {
+		for bi, b := range im.blobs {
+			for _, c := range b.chunks {
+				add(planned{blob: bi, c: c})
+			}
+		}
+	}
+	return plan, missing, nil
+}
+
+// filesUnder resolves a listed path ("/usr/bin/x" or "usr/bin/x") to
+// itself, or for a directory to the files under it in lexical order.
+func filesUnder(img *erofs.Image, name string) ([]string, error) {
+	p := strings.TrimPrefix(path.Clean("/"+strings.TrimSpace(name)), "/")
+	if p == "" {
+		p = "."
+	}
+	st, err := img.Stat(p)
+	if err != nil {
+		return nil, err
+	}
+	if !st.IsDir() {
+		return []string{p}, nil
+	}
+	var out []string
+	err = fs.WalkDir(img, p, func(f string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			out = append(out, f)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// chunksIn returns the blob's chunks overlapping [off, off+n).
+func (d *blobData) chunksIn(off, n int64) []chunk {
+	i, _ := slices.BinarySearchFunc(d.chunks, off, func(c chunk, t int64) int {
+		if c.off+alignUp(c.length) <= t {
+			return -1
+		}
+		return 1
+	})
+	j := i
+	for j < len(d.chunks) && d.chunks[j].off < off+n {
+		j++
+	}
+	return d.chunks[i:j]
+}

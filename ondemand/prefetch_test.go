@@ -1,0 +1,414 @@
+package ondemand
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/erofsd/erofsd/blobstore"
+	"github.com/erofsd/erofsd/erofs"
+)
+
+// memTarget attaches a memObject for prefetch.
+type memTarget struct {
+	m       *memObject
+	present func(off, n int64) bool // nil: nothing present beforehand
+}
+
+func (t *memTarget) Write(ctx context.Context, off, n int64, fn func(BlockWriter) error) error {
+	return fn(t.m)
+}
+
+func (t *memTarget) Present(off, n int64) bool { return t.present != nil && t.present(off, n) }
+
+// recStore records every read that reaches the backend, in order; a read
+// at gateOff waits for gate to close, and every read takes delay.
+type recStore struct {
+	blobstore.Store
+	mu      sync.Mutex
+	reads   []span
+	gateOff int64
+	gate    chan struct{}
+	delay   time.Duration
+
+	active, maxActive int
+}
+
+type span struct{ off, n int64 }
+
+// concurrency returns the most reads that were in flight at once.
+func (s *recStore) concurrency() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.maxActive
+}
+
+func (s *recStore) Open(ctx context.Context, d blobstore.Digest) (blobstore.Blob, error) {
+	b, err := s.Store.Open(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	return recBlob{b, s}, nil
+}
+
+func (s *recStore) log() []span {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.reads)
+}
+
+type recBlob struct {
+	blobstore.Blob
+	s *recStore
+}
+
+func (b recBlob) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	b.s.mu.Lock()
+	b.s.reads = append(b.s.reads, span{off, int64(len(p))})
+	b.s.active++
+	b.s.maxActive = max(b.s.maxActive, b.s.active)
+	b.s.mu.Unlock()
+	defer func() {
+		b.s.mu.Lock()
+		b.s.active--
+		b.s.mu.Unlock()
+	}()
+	if b.s.gate != nil && off == b.s.gateOff {
+		select {
+		case <-b.s.gate:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+	if b.s.delay > 0 {
+		if err := sleep(ctx, b.s.delay); err != nil {
+			return 0, err
+		}
+	}
+	return b.Blob.ReadAt(ctx, p, off)
+}
+
+// prefetchSetup registers an image of 64 KiB chunks read through a
+// recording store and attaches a memory object to its blob.
+func prefetchSetup(t *testing.T, rs *recStore) (*Registry, *Image, *Object, *memTarget, []byte) {
+	t.Helper()
+	spec, blobPath := buildImage(t, 64<<10)
+	rs.Store = spec.Store
+	spec.Store = rs
+	reg, im, obj := serveBlob(t, spec)
+	tg := &memTarget{m: newMemObject(t, obj.Size())}
+	obj.Attach(tg)
+	blob, err := os.ReadFile(blobPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reg, im, obj, tg, blob
+}
+
+func chunkBytes(im *Image) int64 {
+	var n int64
+	for _, c := range im.blobs[0].chunks {
+		n += c.length
+	}
+	return n
+}
+
+func TestPrefetchWhole(t *testing.T) {
+	rs := &recStore{}
+	reg, im, _, tg, blob := prefetchSetup(t, rs)
+	res, err := reg.Prefetch(context.Background(), im, PrefetchOptions{Whole: true, Quiet: time.Millisecond, Parallel: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(tg.m.data, blob) {
+		t.Fatal("prefetched object differs from the blob")
+	}
+	want := chunkBytes(im)
+	if res.Planned != want || res.Done != want || res.Fetched != want || res.Failed != 0 {
+		t.Fatalf("result %+v, want %d bytes planned, done and fetched", res, want)
+	}
+	if d, l := reg.Stats.PrefetchBytesDone.Load(), reg.Stats.PrefetchBytesLeft.Load(); d != want || l != 0 {
+		t.Fatalf("stats: done %d left %d, want %d and 0", d, l, want)
+	}
+	if f := reg.Stats.Fetches.Load(); f != int64(im.Blobs[0].Chunks) {
+		t.Fatalf("%d chunk fetches for %d chunks", f, im.Blobs[0].Chunks)
+	}
+	// Adjacent chunks came in fills of up to 1 MiB, in blob order.
+	reads := rs.log()
+	for i, r := range reads {
+		if r.n > 1<<20 || i > 0 && r.off <= reads[i-1].off {
+			t.Fatalf("read %d: %+v after %+v", i, r, reads[max(i-1, 0)])
+		}
+	}
+	// Again: everything is written, nothing is fetched.
+	res, err = reg.Prefetch(context.Background(), im, PrefetchOptions{Whole: true})
+	if err != nil || res.Fetched != 0 || res.Done != want || len(rs.log()) != len(reads) {
+		t.Fatalf("second prefetch: %+v %v, %d more reads", res, err, len(rs.log())-len(reads))
+	}
+}
+
+// TestPrefetchParallel: up to Parallel fills run at once (hiding a
+// slow store's latency), never more, and the result is complete.
+func TestPrefetchParallel(t *testing.T) {
+	rs := &recStore{delay: 20 * time.Millisecond}
+	reg, im, _, tg, blob := prefetchSetup(t, rs)
+	res, err := reg.Prefetch(context.Background(), im, PrefetchOptions{Whole: true, MaxFetch: 64 << 10, Quiet: time.Millisecond, Parallel: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := rs.concurrency(); c < 2 || c > 3 {
+		t.Fatalf("%d store reads at once with Parallel 3", c)
+	}
+	if !bytes.Equal(tg.m.data, blob) || res.Done != res.Planned || res.Fetched != res.Planned {
+		t.Fatalf("parallel prefetch: %+v, content equal %v", res, bytes.Equal(tg.m.data, blob))
+	}
+}
+
+// TestPrefetchListOrder: the listed files' chunks come first, in list
+// order, then the rest of the blob; missing paths are reported.
+func TestPrefetchListOrder(t *testing.T) {
+	rs := &recStore{}
+	reg, im, _, tg, blob := prefetchSetup(t, rs)
+	f, err := os.Open(im.Spec.Bootstrap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := erofs.Open(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	var wantOffs []int64 // first chunk offset of each listed file, in order
+	for _, name := range []string{"ff", "fe"} {
+		fcs, err := img.Chunks(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, fc := range fcs {
+			wantOffs = append(wantOffs, int64(fc.BlkAddr)*BlockSize)
+		}
+	}
+	// fe is 300000 bytes, after ff's 3 MiB in the list but before it in
+	// the blob: order shows the list wins.
+	res, err := reg.Prefetch(context.Background(), im, PrefetchOptions{
+		Files: []string{"/ff", "nope", "fe"}, Whole: true, MaxFetch: 64 << 10, Quiet: time.Millisecond, Parallel: 1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(res.Missing, []string{"nope"}) {
+		t.Fatalf("missing: %q", res.Missing)
+	}
+	reads := rs.log()
+	if len(reads) < len(wantOffs) {
+		t.Fatalf("%d reads", len(reads))
+	}
+	for i, off := range wantOffs {
+		if reads[i].off != off {
+			t.Fatalf("read %d at %d, want %d (listed files first, in order); reads %v", i, reads[i].off, off, reads[:len(wantOffs)])
+		}
+	}
+	if wantOffs[len(wantOffs)-1] > wantOffs[0] {
+		t.Fatal("test setup: fe should precede ff in the blob")
+	}
+	if !bytes.Equal(tg.m.data, blob) {
+		t.Fatal("prefetched object differs from the blob")
+	}
+
+	// Only the list: exactly those chunks.
+	reg2, im2, _, tg2, _ := prefetchSetup(t, &recStore{})
+	res, err = reg2.Prefetch(context.Background(), im2, PrefetchOptions{Files: []string{"fe"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Planned != 300000 || res.Done != 300000 {
+		t.Fatalf("list of one 300000-byte file: %+v", res)
+	}
+	for b, ok := range tg2.m.seen {
+		off := int64(b) * BlockSize
+		if inList := off >= wantOffs[len(wantOffs)-5] && off < wantOffs[len(wantOffs)-5]+alignUp(300000); ok != inList {
+			t.Fatalf("block %d written %v", b, ok)
+		}
+	}
+}
+
+// TestPrefetchSkipsWritten: chunks a kernel read filled, or that the
+// target reports present, are not fetched again.
+func TestPrefetchSkipsWritten(t *testing.T) {
+	rs := &recStore{}
+	reg, im, obj, tg, blob := prefetchSetup(t, rs)
+	ctx := context.Background()
+	if err := obj.Fill(ctx, 0, 1<<20, tg.m); err != nil {
+		t.Fatal(err)
+	}
+	before := len(rs.log())
+	// The target also has [1 MiB, 2 MiB) from an earlier run.
+	copy(tg.m.data[1<<20:2<<20], blob[1<<20:2<<20])
+	tg.present = func(off, n int64) bool { return off >= 1<<20 && off+n <= 2<<20 }
+	res, err := reg.Prefetch(ctx, im, PrefetchOptions{Whole: true, Quiet: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Chunks ending by 2 MiB were all there: the read of [0, 1 MiB)
+	// filled the chunk across 1 MiB.
+	var there int64
+	for _, c := range im.blobs[0].chunks {
+		if e := c.off + alignUp(c.length); e <= 2<<20 {
+			there = e
+		}
+	}
+	for _, r := range rs.log()[before:] {
+		if r.off < there {
+			t.Fatalf("prefetch read %+v, which was there (up to %d)", r, there)
+		}
+	}
+	want := chunkBytes(im)
+	if res.Done != want || res.Fetched > want-(2<<20)+64<<10 || res.Fetched < want-(2<<20)-64<<10 {
+		t.Fatalf("result %+v of %d", res, want)
+	}
+	if !bytes.Equal(tg.m.data, blob) {
+		t.Fatal("object differs from the blob")
+	}
+}
+
+// TestPrefetchRate: the achieved rate stays under the limit (plus the
+// first fill, which starts at once).
+func TestPrefetchRate(t *testing.T) {
+	rs := &recStore{}
+	reg, im, _, _, _ := prefetchSetup(t, rs)
+	const rate = 1 << 20
+	const maxFetch = 128 << 10
+	ctx, cancel := context.WithTimeout(context.Background(), 800*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	res, err := reg.Prefetch(ctx, im, PrefetchOptions{Whole: true, Limiter: NewLimiter(rate), MaxFetch: maxFetch, Quiet: time.Millisecond})
+	elapsed := time.Since(start)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("prefetch of %d bytes at %d B/s ended early: %v %+v", chunkBytes(im), rate, err, res)
+	}
+	limit := int64(float64(rate)*elapsed.Seconds()) + maxFetch
+	if res.Fetched > limit+limit/10 || res.Fetched < maxFetch {
+		t.Fatalf("fetched %d bytes in %v at %d B/s: want at most %d", res.Fetched, elapsed, rate, limit)
+	}
+	t.Logf("fetched %d bytes in %v (limit %d B/s + one %d-byte fill)", res.Fetched, elapsed, rate, maxFetch)
+	if l := reg.Stats.PrefetchBytesLeft.Load(); l != 0 {
+		t.Fatalf("bytes left after the prefetch ended: %d", l)
+	}
+}
+
+// TestPrefetchYields: while a kernel read is in flight, prefetch does
+// not fetch; it carries on once the read is done.
+func TestPrefetchYields(t *testing.T) {
+	rs := &recStore{}
+	reg, im, obj, tg, blob := prefetchSetup(t, rs)
+	rs.gateOff, rs.gate = im.blobs[0].chunksIn(2<<20, 1)[0].off, make(chan struct{})
+	ctx := context.Background()
+	read := make(chan error, 1)
+	go func() { read <- obj.Fill(ctx, 2<<20, 1, tg.m) }()
+	for i := 0; len(rs.log()) == 0; i++ {
+		if i > 1000 {
+			t.Fatal("the read never reached the store")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	pf := make(chan error, 1)
+	var res PrefetchResult
+	go func() {
+		var err error
+		res, err = reg.Prefetch(ctx, im, PrefetchOptions{Whole: true, Quiet: time.Millisecond})
+		pf <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	if n := len(rs.log()); n != 1 {
+		t.Fatalf("%d store reads while a kernel read was in flight: prefetch did not yield", n)
+	}
+	close(rs.gate)
+	if err := <-read; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-pf:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("prefetch did not finish")
+	}
+	if !bytes.Equal(tg.m.data, blob) {
+		t.Fatal("object differs from the blob")
+	}
+	if want := chunkBytes(im); res.Done != want {
+		t.Fatalf("done %d of %d", res.Done, want)
+	}
+}
+
+// TestPrefetchStops: cancelling stops a prefetch promptly; so does
+// releasing the object (no target) and unregistering the image.
+func TestPrefetchStops(t *testing.T) {
+	rs := &recStore{delay: 50 * time.Millisecond}
+	reg, im, obj, _, _ := prefetchSetup(t, rs)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(120*time.Millisecond, cancel)
+	start := time.Now()
+	res, err := reg.Prefetch(ctx, im, PrefetchOptions{Whole: true, MaxFetch: 64 << 10, Quiet: time.Millisecond})
+	if !errors.Is(err, context.Canceled) || time.Since(start) > 2*time.Second {
+		t.Fatalf("cancelled prefetch: %v after %v", err, time.Since(start))
+	}
+	if res.Done == 0 || res.Done >= res.Planned {
+		t.Fatalf("cancelled prefetch: %+v", res)
+	}
+	if l := reg.Stats.PrefetchBytesLeft.Load(); l != 0 {
+		t.Fatalf("bytes left after the prefetch ended: %d", l)
+	}
+
+	// Released object: no target to fill.
+	obj.Release()
+	_, err = reg.Prefetch(context.Background(), im, PrefetchOptions{Whole: true, TargetWait: 50 * time.Millisecond})
+	if !errors.Is(err, ErrNoTarget) {
+		t.Fatalf("prefetch without a target: %v", err)
+	}
+	obj.Image.open.Add(1) // the test's cleanup releases it again
+
+	// Unregistered image.
+	reg2, im2, obj2, _, _ := prefetchSetup(t, &recStore{})
+	obj2.Release()
+	if err := reg2.Unregister(im2.Spec.FSID, ""); err != nil {
+		t.Fatal(err)
+	}
+	obj2.Image.open.Add(1)
+	_, err = reg2.Prefetch(context.Background(), im2, PrefetchOptions{Whole: true})
+	if !errors.Is(err, ErrNotFound) {
+		t.Fatalf("prefetch of an unregistered image: %v", err)
+	}
+}
+
+// TestLimiterGivesBackCancelled: a reservation whose wait is cancelled
+// does not delay the limiter's next users.
+func TestLimiterGivesBackCancelled(t *testing.T) {
+	l := NewLimiter(1 << 20)
+	ctx := context.Background()
+	if err := l.Wait(ctx, 256<<10); err != nil { // at once
+		t.Fatal(err)
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := l.Wait(cancelled, 100<<20); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled wait: %v", err)
+	}
+	// The next wait starts after the first 256 KiB (0.25 s), not 100 s.
+	bounded, cancel2 := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel2()
+	start := time.Now()
+	if err := l.Wait(bounded, 1); err != nil {
+		t.Fatalf("wait after a cancelled reservation: %v after %v", err, time.Since(start))
+	}
+	if NewLimiter(0) != nil || (*Limiter)(nil).Wait(ctx, 1<<40) != nil {
+		t.Fatal("a zero rate must not limit")
+	}
+}

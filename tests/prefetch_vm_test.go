@@ -1,0 +1,131 @@
+package tests
+
+import (
+	"context"
+	"crypto/rand"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/erofsd/erofsd/internal/testtree"
+	"github.com/erofsd/erofsd/tests/vm"
+)
+
+const prefetchGuestScript = `
+mkdir -p /data /mnt/pf /ref/pf
+mount -t ext4 -o ro /dev/vdb /data
+erofsd --cache-dir /cache/fscache --blob-dir /data/blobs --socket /tmp/erofsd.sock --prefetch whole >/tmp/erofsd.log 2>&1 &
+for i in $(seq 100); do [ -S /tmp/erofsd.sock ] && break; sleep 0.1; done
+ctl() { erofsctl --socket /tmp/erofsd.sock "$@"; }
+counter() { ctl status --json | sed -n "s/.*\"$1\": \([0-9]*\).*/\1/p"; }
+check() { name=$1; shift; if "$@"; then echo "PASS $name"; else echo "FAIL $name"; fi; }
+value() { echo "VALUE $1 $2"; }
+mount -t erofs -o ro,loop /data/ref-pf.erofs /ref/pf
+
+check mount-pf ctl mount --fsid pf --prefetch-list /data/list /data/pf.erofs /mnt/pf
+for i in $(seq 1200); do
+	d=$(counter prefetch_bytes_done); l=$(counter prefetch_bytes_left)
+	[ "$d" -gt 0 ] && [ "$l" -eq 0 ] && break
+	sleep 0.1
+done
+value prefetch-polls $i
+value prefetch-done $(counter prefetch_bytes_done)
+value prefetch-left $(counter prefetch_bytes_left)
+f0=$(counter chunk_fetches); r0=$(counter read_requests)
+check pf-cmp guesttool cmp /ref/pf /mnt/pf
+value pf-fetches $(( $(counter chunk_fetches) - f0 ))
+value pf-reads $(( $(counter read_requests) - r0 ))
+check umount-pf ctl umount /mnt/pf
+sleep 1
+
+# Mounted again: the kernel's cache files still hold the data, and the
+# new objects' prefetch finds it there (SEEK_HOLE) instead of fetching.
+f1=$(counter chunk_fetches); d1=$(counter prefetch_bytes_done)
+check remount-pf ctl mount --fsid pf /data/pf.erofs /mnt/pf
+for i in $(seq 1200); do
+	d=$(counter prefetch_bytes_done); l=$(counter prefetch_bytes_left)
+	[ "$d" -gt "$d1" ] && [ "$l" -eq 0 ] && break
+	sleep 0.1
+done
+value repf-done $(( $(counter prefetch_bytes_done) - d1 ))
+value repf-fetches $(( $(counter chunk_fetches) - f1 ))
+check pf-cmp-again guesttool cmp /ref/pf /mnt/pf
+echo "--- erofsd log"
+grep -i prefetch /tmp/erofsd.log
+`
+
+// TestPrefetchInVM mounts an image through cachefiles on-demand mode on
+// the 6.1 VM kernel with --prefetch whole and a prefetch list: the
+// blobs' objects are prefetch targets from the kernel's OPEN at mount,
+// prefetch fills them in the background, and reading every file
+// afterwards sends no READ and fetches nothing; mounted again, prefetch
+// finds the data in the kernel's cache files and fetches nothing.
+func TestPrefetchInVM(t *testing.T) {
+	kernel := vm.Require(t)
+	d := &dataDir{t: t, dir: t.TempDir()}
+	src := filepath.Join(t.TempDir(), "pf")
+	if _, err := testtree.Generate(src, testtree.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	big := make([]byte, 16<<20)
+	rand.Read(big)
+	os.WriteFile(filepath.Join(src, "big.bin"), big, 0o644)
+	d.image("pf", src, nil, "blobs", true)
+	os.WriteFile(filepath.Join(d.dir, "list"), []byte("big.bin\n"), 0o644)
+
+	var files []vm.File
+	for _, pkg := range []string{"cmd/erofsd", "cmd/erofsctl", "tests/vm/internal/guesttool"} {
+		bin, err := vm.BuildStatic(t, "github.com/erofsd/erofsd/"+pkg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, vm.File{Host: bin, Guest: "/bin/" + filepath.Base(pkg)})
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 6*time.Minute)
+	defer cancel()
+	res, err := vm.Run(ctx, vm.Config{Kernel: kernel, Script: prefetchGuestScript, Files: files,
+		Disks: []string{d.disk()}, MemoryMB: 1024, CacheDiskMB: 256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("guest ran %s", res.Duration.Round(time.Millisecond))
+	if res.ExitCode != 0 {
+		t.Fatalf("guest script failed (%d):\n%s", res.ExitCode, res.Output)
+	}
+	passed := map[string]bool{}
+	values := map[string]int{}
+	for _, line := range strings.Split(res.Output, "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 2 && f[0] == "PASS":
+			passed[f[1]] = true
+		case len(f) == 3 && f[0] == "VALUE":
+			values[f[1]], _ = strconv.Atoi(f[2])
+		}
+	}
+	for _, name := range []string{"mount-pf", "pf-cmp", "umount-pf", "remount-pf", "pf-cmp-again"} {
+		if !passed[name] {
+			t.Errorf("guest check %s did not pass", name)
+		}
+	}
+	if values["prefetch-done"] < len(big) || values["prefetch-left"] != 0 {
+		t.Errorf("prefetch: %d bytes done, %d left", values["prefetch-done"], values["prefetch-left"])
+	}
+	if values["pf-fetches"] != 0 || values["pf-reads"] != 0 {
+		t.Errorf("reading the prefetched image: %d fetches, %d READs; want none", values["pf-fetches"], values["pf-reads"])
+	}
+	if values["repf-done"] != values["prefetch-done"] || values["repf-fetches"] != 0 {
+		t.Errorf("prefetch after a remount: %d bytes done (want %d), %d fetches (want 0: the cache has them)",
+			values["repf-done"], values["prefetch-done"], values["repf-fetches"])
+	}
+	if !strings.Contains(res.Output, "prefetch done") {
+		t.Error("the daemon did not log the prefetch as done")
+	}
+	t.Logf("prefetch of %d bytes done within %d polls of 0.1 s in the guest (TCG)", values["prefetch-done"], values["prefetch-polls"])
+	if t.Failed() || testing.Verbose() {
+		t.Logf("guest output:\n%s", res.Output)
+	}
+}
