@@ -28,9 +28,9 @@ const (
 // Bounds of one cull pass.
 const (
 	defaultCullInterval = 30 * time.Second
-	maxCullPerPass      = 4096          // objects culled by one pass
-	maxScan             = 1 << 20       // directory entries one scan looks at
-	maxGraveyard        = 4096          // graveyard entries removed by one pass
+	maxCullPerPass      = 4096    // objects culled by one pass
+	maxScan             = 1 << 20 // directory entries one scan looks at
+	maxGraveyard        = 4096    // graveyard entries removed by one pass
 	cullPassTimeout     = 20 * time.Second
 	makeRoomWait        = 10 * time.Second // a write waiting for a pass
 )

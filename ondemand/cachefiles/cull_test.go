@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/erofsd/erofsd/ondemand"
-	"github.com/erofsd/erofsd/ondemand/internal/space"
 	abi "github.com/erofsd/erofsd/ondemand/internal/cachefiles"
+	"github.com/erofsd/erofsd/ondemand/internal/space"
 	"golang.org/x/sys/unix"
 )
 
