@@ -438,17 +438,25 @@ func TestConfigFile(t *testing.T) {
 		t.Fatalf("deploy/config.toml: %v\n%s", err, out)
 	}
 	for config, key := range map[string]string{
-		"bogus = 1\n":                  "bogus",
-		"workers = \"many\"\n":         "workers",
-		"frontend = \"ebpf\"\n":        "frontend",
-		"workers = 0\n":                "workers",
-		"cache_dir = [\"a\", \"b\"]\n": "cache_dir",
-		"version = true\n":             "version",
+		"bogus = 1\n":                       "bogus",
+		"workers = \"many\"\n":              "workers",
+		"frontend = \"ebpf\"\n":             "frontend",
+		"workers = 0\n":                     "workers",
+		"cache_dir = [\"a\", \"b\"]\n":      "cache_dir",
+		"version = true\n":                  "version",
+		"cachefiles_bcull = 50\n":           "bcull 50%",
+		"cachefiles_fstop = 7\n":            "fstop 7%",
+		"fanotify_cache_limit = \"lots\"\n": "fanotify_cache_limit",
+		"fanotify_cache_limit = -1\n":       "fanotify_cache_limit",
+		"cache_check_interval = \"0s\"\n":   "cache_check_interval",
 	} {
 		out, err := run(config)
 		if err == nil || !strings.Contains(out, key) {
 			t.Errorf("config %q: %v, output %q; want an error naming %s", config, err, out, key)
 		}
+	}
+	if out, err := run("cachefiles_brun = 30\ncachefiles_bcull = 20\ncachefiles_bstop = 10\nfanotify_cache_limit = \"20G\"\n"); err != nil {
+		t.Errorf("valid cache settings refused: %v\n%s", err, out)
 	}
 	if out, err := run("frontend = \"ebpf\"\n", "--frontend", "auto"); err != nil {
 		t.Errorf("a flag must win over the file: %v\n%s", err, out)
