@@ -99,10 +99,12 @@ var (
 	// cull pass; fanotify: the eviction pass).
 	descFSSize = prometheus.NewDesc(ns+"_cache_filesystem_size_bytes",
 		"Size of the filesystem holding the front end's cache.", []string{"frontend"}, nil)
+	descFSUsed = prometheus.NewDesc(ns+"_cache_filesystem_used_bytes",
+		"Bytes in use on the filesystem holding the front end's cache (by anything: the cache, other files).", []string{"frontend"}, nil)
 	descFSFree = prometheus.NewDesc(ns+"_cache_filesystem_free_bytes",
 		"Bytes free (for unprivileged users) on the filesystem holding the front end's cache.", []string{"frontend"}, nil)
 	descCacheUsed = prometheus.NewDesc(ns+"_cache_used_bytes",
-		"Bytes allocated to the front end's cache files (cachefiles objects; fanotify blob files and their maps).", []string{"frontend"}, nil)
+		"Bytes allocated to the cache files found in the cache directory: fanotify blob files and their maps; cachefiles objects, except those the kernel created for images mounted now (unlinked temporary files until unmount).", []string{"frontend"}, nil)
 	descCacheObjects = prometheus.NewDesc(ns+"_cache_objects",
 		"Cache files of the front end (cachefiles objects, fanotify blob files).", []string{"frontend"}, nil)
 	descCacheLimit = prometheus.NewDesc(ns+"_cache_limit_bytes",
@@ -122,7 +124,7 @@ type collector struct{ src Sources }
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descWritten, descInFlight, descOpenObjects, descReadaheads,
 		descFetches, descFetchedBytes, descDigestFailures, descCoalesced, descRuns, descImages, descMounts,
-		descFSSize, descFSFree, descCacheUsed, descCacheObjects, descCacheLimit, descEvicted, descEvictedBytes, descNoSpace, descGraveyard} {
+		descFSSize, descFSUsed, descFSFree, descCacheUsed, descCacheObjects, descCacheLimit, descEvicted, descEvictedBytes, descNoSpace, descGraveyard} {
 		ch <- d
 	}
 }
@@ -154,6 +156,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descGraveyard, st.GraveyardRemoved.Load())
 		if u, ok := s.CacheUsage(); ok {
 			gauge(descFSSize, u.FS.Size, "cachefiles")
+			gauge(descFSUsed, u.FS.Used, "cachefiles")
 			gauge(descFSFree, u.FS.Free, "cachefiles")
 			gauge(descCacheUsed, u.ObjectBytes, "cachefiles")
 			gauge(descCacheObjects, int64(u.Objects), "cachefiles")
@@ -173,6 +176,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descNoSpace, st.NoSpace.Load(), "fanotify")
 		if u, ok := s.CacheUsage(); ok {
 			gauge(descFSSize, u.FS.Size, "fanotify")
+			gauge(descFSUsed, u.FS.Used, "fanotify")
 			gauge(descFSFree, u.FS.Free, "fanotify")
 			gauge(descCacheUsed, u.Bytes, "fanotify")
 			gauge(descCacheObjects, int64(u.Files), "fanotify")

@@ -84,7 +84,7 @@ erofsd_cache_objects{frontend="fanotify"} 1
 		"erofsd_cache_evicted_objects_total", "erofsd_cache_limit_bytes", "erofsd_cache_objects"); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"erofsd_cache_used_bytes", "erofsd_cache_filesystem_free_bytes", "erofsd_cache_filesystem_size_bytes", "erofsd_cache_no_space_total"} {
+	for _, name := range []string{"erofsd_cache_used_bytes", "erofsd_cache_filesystem_free_bytes", "erofsd_cache_filesystem_size_bytes", "erofsd_cache_filesystem_used_bytes", "erofsd_cache_no_space_total"} {
 		if n := testutil.CollectAndCount(reg, name); n != 1 {
 			t.Errorf("%s: %d series", name, n)
 		}

@@ -118,8 +118,9 @@ func (d *daemon) cacheCounters(c map[string]int64) {
 		c["cache_culled_bytes"] = s.CulledBytes.Load()
 		c["cache_graveyard_removed"] = s.GraveyardRemoved.Load()
 		if u, ok := d.srv.CacheUsage(); ok {
-			c["cache_free_bytes"] = u.FS.Free
-			c["cache_used_bytes"] = u.ObjectBytes
+			c["cache_fs_free_bytes"] = u.FS.Free
+			c["cache_fs_used_bytes"] = u.FS.Used
+			c["cache_objects_bytes"] = u.ObjectBytes
 		}
 	}
 	if d.fan != nil {
@@ -128,8 +129,8 @@ func (d *daemon) cacheCounters(c map[string]int64) {
 		c["fanotify_cache_evicted"] = s.Evicted.Load()
 		c["fanotify_cache_evicted_bytes"] = s.EvictedBytes.Load()
 		if u, ok := d.fan.CacheUsage(); ok {
-			c["fanotify_cache_used_bytes"] = u.Bytes
-			c["fanotify_cache_free_bytes"] = u.FS.Free
+			c["fanotify_cache_bytes"] = u.Bytes
+			c["fanotify_cache_fs_free_bytes"] = u.FS.Free
 		}
 	}
 }

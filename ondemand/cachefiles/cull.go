@@ -37,9 +37,13 @@ const (
 
 // CacheUsage is the cache's space as the last cull pass saw it.
 type CacheUsage struct {
-	FS          space.FS // the cache filesystem
-	Objects     int      // cache files under cache/
-	ObjectBytes int64    // their allocated bytes
+	FS space.FS // the cache filesystem
+	// Objects are the cache files under cache/ and ObjectBytes their
+	// allocated bytes. Objects the kernel created while their image is
+	// mounted are unlinked temporary files until it is unmounted: they
+	// are not counted (nor can they be culled), but FS accounts for them.
+	Objects     int
+	ObjectBytes int64
 	Scanned     time.Time
 }
 

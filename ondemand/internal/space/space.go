@@ -15,6 +15,7 @@ import (
 // FS is a filesystem's usage in bytes and inodes.
 type FS struct {
 	Size      int64 // total bytes
+	Used      int64 // bytes in use (total less f_bfree)
 	Free      int64 // bytes free for unprivileged users (f_bavail)
 	Files     int64 // inodes
 	FilesFree int64
@@ -32,7 +33,7 @@ func Statfs(path string) (FS, error) {
 			return FS{}, fmt.Errorf("statfs %s: %w", path, err)
 		}
 		bs := int64(st.Bsize)
-		return FS{Size: int64(st.Blocks) * bs, Free: int64(st.Bavail) * bs, Files: int64(st.Files), FilesFree: int64(st.Ffree)}, nil
+		return FS{Size: int64(st.Blocks) * bs, Used: int64(st.Blocks-st.Bfree) * bs, Free: int64(st.Bavail) * bs, Files: int64(st.Files), FilesFree: int64(st.Ffree)}, nil
 	}
 	return FS{}, fmt.Errorf("statfs %s: %w", path, unix.EINTR)
 }
