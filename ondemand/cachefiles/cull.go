@@ -33,6 +33,7 @@ const (
 	maxGraveyard        = 4096    // graveyard entries removed by one pass
 	cullPassTimeout     = 20 * time.Second
 	makeRoomWait        = 10 * time.Second // a write waiting for a pass
+	futileWait          = time.Second      // a pass that left no room stands this long
 )
 
 // CacheUsage is the cache's space as the last cull pass saw it.
@@ -74,9 +75,16 @@ type culler struct {
 	wanted   func(volumeKey, cookieKey string) bool
 	stats    *Stats
 
-	mu    sync.Mutex // one pass at a time
+	sem   chan struct{} // one pass at a time
 	usage atomic.Pointer[CacheUsage]
-	kick  chan struct{}
+
+	// Under sem: when the last pass ended and whether it left room
+	// (culled something, or found the cache above its cull threshold).
+	lastEnd  time.Time
+	lastRoom bool
+	// closed is set when the kernel closed an object since: objects may
+	// have become cullable, so the last pass no longer stands.
+	closed atomic.Bool
 }
 
 func newCuller(dir string, cfg Config, cmd dirCommander, stats *Stats) *culler {
@@ -96,8 +104,20 @@ func newCuller(dir string, cfg Config, cmd dirCommander, stats *Stats) *culler {
 		wanted = func(string, string) bool { return false }
 	}
 	return &culler{dir: dir, lim: lim, interval: iv, cmd: cmd, statfs: space.Statfs, wanted: wanted, stats: stats,
-		kick: make(chan struct{}, 1)}
+		sem: make(chan struct{}, 1)}
 }
+
+// lock takes the pass semaphore unless ctx ends first.
+func (c *culler) lock(ctx context.Context) bool {
+	select {
+	case c.sem <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (c *culler) unlock() { <-c.sem }
 
 // low reports whether the cache filesystem is below a cull threshold.
 func (c *culler) low(fs space.FS) bool {
@@ -198,9 +218,18 @@ func (c *culler) emptyGraveyard(deadline time.Time) (int, error) {
 // the kernel refuses to cull one in use. force culls every object not in
 // use whatever the free space. A pass is bounded in objects and time.
 func (c *culler) pass(ctx context.Context, force bool) (CullResult, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var res CullResult
+	if !c.lock(ctx) {
+		return CullResult{}, ctx.Err()
+	}
+	defer c.unlock()
+	return c.passLocked(ctx, force)
+}
+
+func (c *culler) passLocked(ctx context.Context, force bool) (res CullResult, err error) {
+	defer func() {
+		c.lastEnd = time.Now()
+		c.lastRoom = res.Culled > 0 || res.Graveyard > 0 || (res.Usage.FS.Size > 0 && !c.low(res.Usage.FS))
+	}()
 	deadline := time.Now().Add(cullPassTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
@@ -300,16 +329,27 @@ func (c *culler) cullOne(dir, name string) (bool, error) {
 	return true, nil
 }
 
-// makeRoom runs a pass for a write that failed for lack of space and
-// reports whether anything was culled. It waits at most makeRoomWait.
-func (c *culler) makeRoom(ctx context.Context) bool {
+// makeRoom runs a pass for a write that failed for lack of space at
+// failedAt and reports whether it is worth trying again. A pass that
+// ended after the failure answers for it, and a pass that left no room
+// less than futileWait ago stands, so that a full cache is not scanned
+// again for every write. It waits at most makeRoomWait.
+func (c *culler) makeRoom(ctx context.Context, failedAt time.Time) bool {
 	ctx, cancel := context.WithTimeout(ctx, makeRoomWait)
 	defer cancel()
-	res, _ := c.pass(ctx, false)
-	return res.Culled > 0 || res.Graveyard > 0
+	if !c.lock(ctx) {
+		return false
+	}
+	defer c.unlock()
+	fresh := c.closed.Swap(false)
+	if c.lastEnd.After(failedAt) || (!fresh && !c.lastRoom && time.Since(c.lastEnd) < futileWait) {
+		return c.lastRoom
+	}
+	c.passLocked(ctx, false)
+	return c.lastRoom
 }
 
-// run checks the cache every interval (or when kicked) until ctx ends.
+// run checks the cache every interval until ctx ends.
 func (c *culler) run(ctx context.Context, report func(CullResult, error)) {
 	t := time.NewTicker(c.interval)
 	defer t.Stop()
@@ -322,7 +362,6 @@ func (c *culler) run(ctx context.Context, report func(CullResult, error)) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		case <-c.kick:
 		}
 	}
 }

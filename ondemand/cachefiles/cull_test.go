@@ -329,3 +329,34 @@ func TestWriteWithoutSpaceCullsOrFails(t *testing.T) {
 }
 
 var _ ondemand.Source = (*fakeSource)(nil)
+
+func TestMakeRoomDoesNotRescanAFullCache(t *testing.T) {
+	c := newFakeCache(t, 1000, 0)
+	for i := range 5 {
+		c.object("erofs,a", fmt.Sprint("b", i), 10, time.Minute, true)
+	}
+	cl, _ := c.culler(nil)
+	for range 20 {
+		if cl.makeRoom(context.Background(), time.Now()) {
+			t.Fatal("makeRoom reported room in a full cache with nothing to cull")
+		}
+	}
+	c.mu.Lock()
+	n := len(c.cmds)
+	c.mu.Unlock()
+	if n > 5 {
+		t.Errorf("%d commands for 20 failed writes in a row: a full cache was culled again for each", n)
+	}
+	// Once the futile pass is old enough, a new failure tries again,
+	// and a pass that ends after a failure answers for it.
+	c.mu.Lock()
+	delete(c.inUse, filepath.Join(c.dir, cacheSubdir, "Ierofs,a", "@02", "Db0"))
+	c.mu.Unlock()
+	cl.closed.Store(true) // as on a CLOSE from the kernel
+	if !cl.makeRoom(context.Background(), time.Now()) {
+		t.Error("no room after an object was closed and became cullable")
+	}
+	if !cl.makeRoom(context.Background(), time.Now().Add(-time.Hour)) {
+		t.Error("a write that failed before the last pass must try again")
+	}
+}

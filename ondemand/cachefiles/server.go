@@ -390,6 +390,9 @@ func (s *Server) release(o *object) {
 
 func (s *Server) handleClose(m abi.Msg) {
 	s.Stats.Closes.Add(1)
+	if s.cull != nil {
+		s.cull.closed.Store(true)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	o := s.objects[m.ObjectID]
@@ -438,7 +441,7 @@ func (w objectWriter) WriteBlocks(p []byte, off int64) error {
 	err := w.io.pwrite(p, off)
 	if isNoSpace(err) {
 		w.s.Stats.NoSpace.Add(1)
-		if w.s.cull != nil && w.s.cull.makeRoom(w.ctx) {
+		if w.s.cull != nil && w.s.cull.makeRoom(w.ctx, time.Now()) {
 			err = w.io.pwrite(p, off)
 			if isNoSpace(err) {
 				w.s.Stats.NoSpace.Add(1)

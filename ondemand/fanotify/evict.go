@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -62,6 +63,28 @@ type cacheState struct {
 	used    atomic.Int64 // allocated bytes, estimated between scans
 	scanned atomic.Bool
 	usage   atomic.Pointer[CacheUsage]
+
+	mu       sync.Mutex
+	lastEnd  time.Time // when the last eviction pass ended
+	lastFull bool      // and whether it could not make the room it was asked for
+}
+
+// futileWait is how long a pass that could not make room stands: writes
+// meanwhile fail at once instead of scanning a full cache again.
+const futileWait = time.Second
+
+// evictable notes that a file became evictable: the next write that
+// needs room scans again.
+func (c *cacheState) evictable() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lastFull = false
+}
+
+func (c *cacheState) futile() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lastFull && time.Since(c.lastEnd) < futileWait
 }
 
 // scanCache lists the blob cache files of the cache directory with
@@ -144,6 +167,9 @@ func (s *Server) evict(ctx context.Context, enough func(total int64) bool) (Evic
 	}
 	s.Stats.Evicted.Add(int64(res.Evicted))
 	s.Stats.EvictedBytes.Add(res.Bytes)
+	s.cache.mu.Lock()
+	s.cache.lastEnd, s.cache.lastFull = time.Now(), !enough(total)
+	s.cache.mu.Unlock()
 	s.cache.used.Store(total)
 	s.cache.scanned.Store(true)
 	res.Usage = CacheUsage{Bytes: total, Files: len(files) - res.Evicted, Limit: s.limit, Scanned: time.Now()}
@@ -189,8 +215,10 @@ func (s *Server) reserve(ctx context.Context, n int64) error {
 		}
 		s.cache.used.Add(-n)
 	}
-	target := s.limit - s.limit/10
-	s.evict(ctx, func(total int64) bool { return total+n <= target })
+	if !s.cache.futile() {
+		target := s.limit - s.limit/10
+		s.evict(ctx, func(total int64) bool { return total+n <= target })
+	}
 	if s.cache.used.Add(n) <= s.limit {
 		return nil
 	}
@@ -203,6 +231,9 @@ func (s *Server) reserve(ctx context.Context, n int64) error {
 // of n bytes, until it has n bytes and 1% of its size free. It reports
 // whether anything was evicted.
 func (s *Server) makeRoom(ctx context.Context, n int64) bool {
+	if s.cache.futile() {
+		return false
+	}
 	res, _ := s.evict(ctx, func(int64) bool {
 		fs, err := space.Statfs(s.cacheDir)
 		return err != nil || fs.Free >= n+fs.Size/100

@@ -313,6 +313,7 @@ func (w *Watch) Close() error {
 	w.unmark()
 	delete(w.s.watches, w.key)
 	w.s.Stats.Watches.Add(-1)
+	w.s.cache.evictable() // its file may now be evicted
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.writeFD >= 0 {
