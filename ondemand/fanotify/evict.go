@@ -173,7 +173,7 @@ func (s *Server) evict(ctx context.Context, enough func(total int64) bool) (Evic
 	s.cache.used.Store(total)
 	s.cache.scanned.Store(true)
 	res.Usage = CacheUsage{Bytes: total, Files: len(files) - res.Evicted, Limit: s.limit, Scanned: time.Now()}
-	if fs, err := space.Statfs(s.cacheDir); err == nil {
+	if fs, err := s.statfs(); err == nil {
 		res.Usage.FS = fs
 	} else {
 		errs = append(errs, err)
@@ -227,6 +227,16 @@ func (s *Server) reserve(ctx context.Context, n int64) error {
 	return fmt.Errorf("%w (limit %d bytes)", ErrCacheFull, s.limit)
 }
 
+// statfs reads the usage of the cache's filesystem (its parent's until
+// the directory is made by the first Watch).
+func (s *Server) statfs() (space.FS, error) {
+	fs, err := space.Statfs(s.cacheDir)
+	if errors.Is(err, unix.ENOENT) {
+		fs, err = space.Statfs(filepath.Dir(s.cacheDir))
+	}
+	return fs, err
+}
+
 // makeRoom evicts unwatched files after the filesystem refused a write
 // of n bytes, until it has n bytes and 1% of its size free. It reports
 // whether anything was evicted.
@@ -235,7 +245,7 @@ func (s *Server) makeRoom(ctx context.Context, n int64) bool {
 		return false
 	}
 	res, _ := s.evict(ctx, func(int64) bool {
-		fs, err := space.Statfs(s.cacheDir)
+		fs, err := s.statfs()
 		return err != nil || fs.Free >= n+fs.Size/100
 	})
 	return res.Evicted > 0
