@@ -148,7 +148,7 @@ func (c *culler) scan() (objs []scanned, volumes map[string]int, err error) {
 		if !v.IsDir() {
 			continue
 		}
-		volumes[v.Name()] += 0
+		volumes[v.Name()] += 0 // listed even when no object of it is visible
 		volKey, isVol := strings.CutPrefix(v.Name(), "I")
 		fans, err := os.ReadDir(filepath.Join(root, v.Name()))
 		if err != nil {

@@ -17,7 +17,8 @@ import (
 )
 
 // Cache space. The cache directory holds one sparse file per blob and
-// its presence map. Files of blobs no mounted image uses (no Watch) are
+// its presence map, and nothing else: every regular file in it counts
+// and may be evicted. Files of blobs no mounted image uses (no Watch) are
 // evicted, least recently used first, when the cache would exceed its
 // limit or the filesystem is full; their next mount starts them empty.
 //
