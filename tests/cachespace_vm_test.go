@@ -30,8 +30,10 @@ refmount() { mkdir -p /ref/$1; mount -t erofs -o ro,loop /data/ref-$1.erofs /ref
 freekb() { df -k /cache | awk 'NR==2 {print $4}'; }
 objects() { find /cache/fscache/cache -type f | wc -l; }
 dropcaches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
-readcheck() { guesttool readcheck "$@" | tee /tmp/rc; }
+# readcheck FILE REF: every piece right or EIO; fails on wrong bytes.
+readcheck() { rc=0; guesttool readcheck "$@" >/tmp/rc || rc=$?; cat /tmp/rc; return $rc; }
 eio() { awk '{print $3}' /tmp/rc; }
+okpieces() { awk '{print $2}' /tmp/rc; }
 value free-start-kb $(freekb)
 
 # a fits: read whole and right. Unmounted and mounted again, its objects
@@ -70,7 +72,7 @@ value a-reread-reads $(( $(counter read_requests) - r0 ))
 # also once more from the cache disk.
 check umount-a ctl umount /mnt/a
 value objects-before-cull $(objects)
-readcheck /mnt/b/f /ref/b/f
+check readcheck-b-after readcheck /mnt/b/f /ref/b/f
 value b-eio-after $(eio)
 dropcaches
 check b-intact guesttool cmp /ref/b /mnt/b
@@ -80,6 +82,18 @@ value culled-bytes $(counter cache_culled_bytes)
 value objects-after $(objects)
 value graveyard $(ls -A /cache/fscache/graveyard | wc -l)
 value free-end-kb $(freekb)
+
+# An image bigger than the whole cache disk, once b is unmounted: right
+# bytes as far as the disk holds (b's objects culled), EIO beyond.
+check umount-b ctl umount /mnt/b
+mkdir -p /mnt/huge && refmount huge
+check mount-huge ctl mount --fsid huge /data/huge.erofs /mnt/huge
+check readcheck-huge readcheck /mnt/huge/f /ref/huge/f
+value huge-ok $(okpieces)
+value huge-eio $(eio)
+check status-huge status
+value culled-end $(counter cache_culled)
+value fetches $(counter chunk_fetches)
 wget -qO- http://127.0.0.1:9851/metrics | grep '^erofsd_cache_'
 ctl status
 echo "--- erofsd log"
@@ -90,13 +104,14 @@ grep -v 'level=info msg="image\|level=info msg=mounted\|level=debug' /tmp/erofsd
 // kernel: reads that find no room fail with EIO and never return wrong
 // bytes, the control API stays responsive, cached data stays intact, and
 // once an image is unmounted culling its objects makes room for the
-// other image, whose reads then succeed.
+// other image, whose reads then succeed; an image bigger than the disk
+// reads right as far as it fits and fails with EIO beyond.
 func TestCacheSpaceInVM(t *testing.T) {
 	kernel := vm.Require(t)
 	d := &dataDir{t: t, dir: t.TempDir()}
-	for _, name := range []string{"a", "b"} {
+	for name, size := range map[string]int{"a": 20 << 20, "b": 20 << 20, "huge": 64 << 20} {
 		src := t.TempDir()
-		data := make([]byte, 20<<20)
+		data := make([]byte, size)
 		rand.Read(data)
 		os.WriteFile(filepath.Join(src, "f"), data, 0o644)
 		d.image(name, src, nil, "blobs", true)
@@ -133,7 +148,7 @@ func TestCacheSpaceInVM(t *testing.T) {
 		}
 	}
 	for _, name := range []string{"mount-a", "read-a", "umount-a-first", "remount-a", "mount-b", "status-1", "status-2", "status-3", "status-4", "status-5",
-		"readcheck-b-full", "a-intact", "umount-a", "b-intact"} {
+		"readcheck-b-full", "a-intact", "umount-a", "readcheck-b-after", "b-intact", "umount-b", "mount-huge", "readcheck-huge", "status-huge"} {
 		if !passed[name] {
 			t.Errorf("guest check %s did not pass", name)
 		}
@@ -153,6 +168,21 @@ func TestCacheSpaceInVM(t *testing.T) {
 	}
 	if values["culled"] == 0 || values["culled-bytes"] < 16<<20 {
 		t.Errorf("culled %d objects, %d bytes: want a's blob", values["culled"], values["culled-bytes"])
+	}
+	// huge: 256 pieces of 256 KiB; the disk holds about 35 MiB of it.
+	if values["huge-ok"] < 60 || values["huge-eio"] == 0 || values["huge-ok"]+values["huge-eio"] != 256 {
+		t.Errorf("huge image: %d pieces read, %d EIO: want room made by culling b, then EIO", values["huge-ok"], values["huge-eio"])
+	}
+	if values["culled-end"] <= values["culled"] {
+		t.Errorf("b's objects were not culled for the huge image (%d culled in all)", values["culled-end"])
+	}
+	// About 90 chunks of 1 MiB are written in all; reads that find the
+	// cache full fail without fetching theirs (652 fetches before that).
+	if values["fetches"] == 0 || values["fetches"] > 200 {
+		t.Errorf("%d chunk fetches: a full cache must fail reads without fetching", values["fetches"])
+	}
+	if strings.Contains(out, "readcheck wrong") || strings.Contains(out, "readcheck error") {
+		t.Error("a reader got wrong bytes or an error other than EIO")
 	}
 	if values["graveyard"] != 0 {
 		t.Errorf("graveyard holds %d entries", values["graveyard"])

@@ -85,6 +85,16 @@ type culler struct {
 	// closed is set when the kernel closed an object since: objects may
 	// have become cullable, so the last pass no longer stands.
 	closed atomic.Bool
+	// fullUntil (unix nanoseconds) is set by a pass that found the cache
+	// below bstop with nothing to cull: until then the kernel refuses
+	// every write, so READs fail at once instead of fetching data that
+	// cannot be written. A CLOSE clears it.
+	fullUntil atomic.Int64
+	// refused is the size of the last write the kernel refused: it
+	// checks the space a write needs, so the cache is "stopped" for a
+	// write of that size while fewer than that many bytes above bstop
+	// are free.
+	refused atomic.Int64
 }
 
 func newCuller(dir string, cfg Config, cmd dirCommander, stats *Stats) *culler {
@@ -127,6 +137,22 @@ func (c *culler) low(fs space.FS) bool {
 // enough reports whether culling can stop: both run thresholds are free.
 func (c *culler) enough(fs space.FS) bool {
 	return !space.Below(fs.Free, fs.Size, c.lim.BRun) && !space.Below(fs.FilesFree, fs.Files, c.lim.FRun)
+}
+
+// stopped reports whether the cache filesystem is below a stop
+// threshold: the kernel refuses to grow the cache.
+func (c *culler) stopped(fs space.FS) bool {
+	return fs.Size > 0 && (space.Below(fs.Free-c.refused.Load(), fs.Size, c.lim.BStop) || space.Below(fs.FilesFree, fs.Files, c.lim.FStop))
+}
+
+// full reports whether a recent pass found the cache stopped with
+// nothing to cull, and no object was closed since.
+func (c *culler) full() bool { return time.Now().UnixNano() < c.fullUntil.Load() }
+
+// objectClosed notes a CLOSE: objects may have become cullable.
+func (c *culler) objectClosed() {
+	c.closed.Store(true)
+	c.fullUntil.Store(0)
 }
 
 // scanned is one cache object found by a scan.
@@ -229,6 +255,11 @@ func (c *culler) passLocked(ctx context.Context, force bool) (res CullResult, er
 	defer func() {
 		c.lastEnd = time.Now()
 		c.lastRoom = res.Culled > 0 || res.Graveyard > 0 || (res.Usage.FS.Size > 0 && !c.low(res.Usage.FS))
+		var until int64
+		if !c.lastRoom && c.stopped(res.Usage.FS) {
+			until = c.lastEnd.Add(futileWait).UnixNano()
+		}
+		c.fullUntil.Store(until)
 	}()
 	deadline := time.Now().Add(cullPassTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
@@ -334,7 +365,8 @@ func (c *culler) cullOne(dir, name string) (bool, error) {
 // ended after the failure answers for it, and a pass that left no room
 // less than futileWait ago stands, so that a full cache is not scanned
 // again for every write. It waits at most makeRoomWait.
-func (c *culler) makeRoom(ctx context.Context, failedAt time.Time) bool {
+func (c *culler) makeRoom(ctx context.Context, failedAt time.Time, size int) bool {
+	c.refused.Store(int64(size))
 	ctx, cancel := context.WithTimeout(ctx, makeRoomWait)
 	defer cancel()
 	if !c.lock(ctx) {

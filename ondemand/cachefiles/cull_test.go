@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -337,7 +338,7 @@ func TestMakeRoomDoesNotRescanAFullCache(t *testing.T) {
 	}
 	cl, _ := c.culler(nil)
 	for range 20 {
-		if cl.makeRoom(context.Background(), time.Now()) {
+		if cl.makeRoom(context.Background(), time.Now(), 4096) {
 			t.Fatal("makeRoom reported room in a full cache with nothing to cull")
 		}
 	}
@@ -352,11 +353,57 @@ func TestMakeRoomDoesNotRescanAFullCache(t *testing.T) {
 	c.mu.Lock()
 	delete(c.inUse, filepath.Join(c.dir, cacheSubdir, "Ierofs,a", "@02", "Db0"))
 	c.mu.Unlock()
-	cl.closed.Store(true) // as on a CLOSE from the kernel
-	if !cl.makeRoom(context.Background(), time.Now()) {
+	if !cl.full() {
+		t.Error("a cache below bstop with nothing to cull is not reported full")
+	}
+	cl.objectClosed() // as on a CLOSE from the kernel
+	if cl.full() {
+		t.Error("still full after a CLOSE")
+	}
+	if !cl.makeRoom(context.Background(), time.Now(), 4096) {
 		t.Error("no room after an object was closed and became cullable")
 	}
-	if !cl.makeRoom(context.Background(), time.Now().Add(-time.Hour)) {
+	if !cl.makeRoom(context.Background(), time.Now().Add(-time.Hour), 4096) {
 		t.Error("a write that failed before the last pass must try again")
+	}
+}
+
+// countingSource counts fills.
+type countingSource struct {
+	fakeSource
+	fills atomic.Int32
+}
+
+func (s *countingSource) Fill(ctx context.Context, off, n int64, w ondemand.BlockWriter) error {
+	s.fills.Add(1)
+	return s.fakeSource.Fill(ctx, off, n, w)
+}
+
+func TestFullCacheFailsReadsWithoutFetching(t *testing.T) {
+	c := newFakeCache(t, 1000, 5) // below bstop (3%)
+	c.object("erofs,a", "mounted", 200, time.Hour, true)
+	src := &countingSource{fakeSource: fakeSource{size: 1 << 20}}
+	k := newFakeKernel(4) // 1 copen, 3 completes
+	s := newServer(noSpaceKernel{k, func() bool { return true }}, fakeResolver{"b": src}, Config{Workers: 1})
+	s.cull, _ = c.culler(nil)
+	s.cull.stats = &s.Stats
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Serve(ctx)
+	k.push(abi.EncodeOpenMsg(1, 7, 50, "erofs,x", "b"))
+	for i := range 3 {
+		k.push(abi.EncodeReadMsg(uint32(2+i), 7, uint64(i)*8192, 8192))
+		time.Sleep(20 * time.Millisecond) // one at a time
+	}
+	select {
+	case <-k.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("READs not completed")
+	}
+	if got := src.fills.Load(); got != 1 {
+		t.Errorf("%d fills: after the first write was refused and nothing could be culled, READs must fail without fetching", got)
+	}
+	if s.Stats.ReadErrors.Load() != 3 {
+		t.Errorf("%d read errors, want 3", s.Stats.ReadErrors.Load())
 	}
 }

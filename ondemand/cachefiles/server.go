@@ -24,6 +24,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// ErrCacheFull fails a READ without fetching its data while the cache is
+// below bstop with nothing to cull (the kernel would refuse the write).
+var ErrCacheFull = errors.New("cachefiles cache full: below bstop and nothing to cull")
+
 // Resolver maps the kernel's names for a cache object to its source.
 // *ondemand.Registry implements it.
 type Resolver interface {
@@ -361,6 +365,10 @@ func (s *Server) fill(ctx context.Context, o *object, r abi.Read) (err error) {
 	if r.Off > 1<<62 || r.Len > 1<<40 {
 		return fmt.Errorf("READ out of range: %d bytes at %d", r.Len, r.Off)
 	}
+	if s.cull != nil && s.cull.full() {
+		s.Stats.NoSpace.Add(1)
+		return ErrCacheFull
+	}
 	w := objectWriter{ctx: ctx, s: s, io: o.io, limit: alignUp(o.obj.Size())}
 	return o.obj.Fill(ctx, int64(r.Off), int64(r.Len), w)
 }
@@ -391,7 +399,7 @@ func (s *Server) release(o *object) {
 func (s *Server) handleClose(m abi.Msg) {
 	s.Stats.Closes.Add(1)
 	if s.cull != nil {
-		s.cull.closed.Store(true)
+		s.cull.objectClosed()
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -441,7 +449,7 @@ func (w objectWriter) WriteBlocks(p []byte, off int64) error {
 	err := w.io.pwrite(p, off)
 	if isNoSpace(err) {
 		w.s.Stats.NoSpace.Add(1)
-		if w.s.cull != nil && w.s.cull.makeRoom(w.ctx, time.Now()) {
+		if w.s.cull != nil && w.s.cull.makeRoom(w.ctx, time.Now(), len(p)) {
 			err = w.io.pwrite(p, off)
 			if isNoSpace(err) {
 				w.s.Stats.NoSpace.Add(1)

@@ -33,7 +33,7 @@ import (
 
 // ErrCacheFull is the error of a write that would take the cache past
 // its limit when nothing can be evicted.
-var ErrCacheFull = errors.New("fanotify cache full: every cache file over the limit belongs to a mounted image")
+var ErrCacheFull = errors.New("fanotify cache full: the cache files over the limit, or on the full filesystem, belong to mounted images")
 
 // Bounds of eviction.
 const (

@@ -295,13 +295,31 @@ func TestFullDiskDeniesWithEIOAndEvicts(t *testing.T) {
 	if r.srv.Stats.NoSpace.Load() == 0 || r.srv.Stats.Evicted.Load() != 1 {
 		t.Errorf("no space %d, evicted %d: want ENOSPC counted and the old image evicted", r.srv.Stats.NoSpace.Load(), r.srv.Stats.Evicted.Load())
 	}
+	t.Logf("read %d bytes before EIO; fetched %d bytes; %d writes refused", n, r.reg.Stats.FetchedBytes.Load(), r.srv.Stats.NoSpace.Load())
+	// The rest of the file fails too, without fetching data that could
+	// not be written (for a second after a pass that made no room).
+	fetched := r.reg.Stats.FetchedBytes.Load()
+	f, _ := os.Open(filepath.Join(big.mnt, "f"))
+	defer f.Close()
+	piece := make([]byte, 256<<10)
+	failed := 0
+	for off := n + int64(len(piece)); off < int64(len(big.data)); off += int64(len(piece)) {
+		m, err := f.ReadAt(piece, off)
+		if !bytes.Equal(piece[:m], big.data[off:off+int64(m)]) {
+			t.Fatalf("wrong bytes at %d", off)
+		}
+		if errors.Is(err, syscall.EIO) {
+			failed++
+		}
+	}
+	if more := r.reg.Stats.FetchedBytes.Load() - fetched; failed == 0 || more > 1*mib {
+		t.Errorf("%d more pieces failed and fetched %d more bytes: a full cache must fail reads without fetching", failed, more)
+	}
 	claimed := r.checkMap(big)
 	if claimed == 0 || claimed*4096 >= 16*mib {
 		t.Errorf("map claims %d blocks", claimed)
 	}
 	// The reads that fit keep working.
-	f, _ := os.Open(filepath.Join(big.mnt, "f"))
-	defer f.Close()
 	buf := make([]byte, 1<<20)
 	if _, err := f.ReadAt(buf, 0); err != nil || !bytes.Equal(buf, big.data[:1<<20]) {
 		t.Fatalf("first MiB after the disk filled: %v", err)

@@ -171,6 +171,12 @@ func (w *Watch) serve(ctx context.Context, eventFD int, off, n int64) error {
 	if noWriter {
 		return fmt.Errorf("%s: no fd to write the cache file through", w.Path)
 	}
+	if w.s.cache.futile() {
+		// The last eviction pass could not make room: the write would
+		// fail, so do not fetch the data.
+		w.s.Stats.NoSpace.Add(1)
+		return fmt.Errorf("%s: %w", w.Path, ErrCacheFull)
+	}
 	// Start on the chunk after this range in the background, so that a
 	// sequential reader finds it fetched and verified. (Two chunks ahead
 	// measured no faster on 2 cores.)
