@@ -156,6 +156,12 @@ func TestCacheSpaceInVM(t *testing.T) {
 	if values["b-eio-full"] == 0 {
 		t.Error("b read whole beside a mounted a: the cache never filled, the test is void")
 	}
+	// The limits were written before bind: the cache stopped growing
+	// between bstop (15%) and bcull (25%) of the 41,948 KiB filesystem
+	// free, not at the kernel's default 1%.
+	if free := values["free-full-kb"]; free < 41948*15/100 || free > 41948*25/100 {
+		t.Errorf("%d KiB free when the cache was full: want between bstop and bcull", free)
+	}
 	if values["no-space"] == 0 {
 		t.Error("no write refused for lack of space was counted")
 	}

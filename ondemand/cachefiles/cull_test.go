@@ -407,3 +407,33 @@ func TestFullCacheFailsReadsWithoutFetching(t *testing.T) {
 		t.Errorf("%d read errors, want 3", s.Stats.ReadErrors.Load())
 	}
 }
+
+func TestCwdThreadKeepsTheProcessDirectory(t *testing.T) {
+	before, _ := os.Getwd()
+	dir := t.TempDir()
+	var seen []string
+	th, err := newCwdThread(func(cmd string) error {
+		wd, err := unix.Getwd()
+		seen = append(seen, wd+" "+cmd)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := th.inDir(dir, "cull Dx"); err != nil {
+		t.Fatal(err)
+	}
+	if err := th.inDir(filepath.Join(dir, "missing"), "cull Dy"); err == nil {
+		t.Error("a command in a missing directory was written")
+	}
+	th.stop()
+	if err := th.inDir(dir, "cull Dz"); err != errCommanderStopped {
+		t.Errorf("after stop: %v", err)
+	}
+	if len(seen) != 1 || seen[0] != dir+" cull Dx" {
+		t.Errorf("commands written: %q", seen)
+	}
+	if after, _ := os.Getwd(); after != before {
+		t.Errorf("the process's directory moved from %s to %s", before, after)
+	}
+}
