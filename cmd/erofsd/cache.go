@@ -87,9 +87,15 @@ func (b *byteSize) Set(s string) error {
 // logging what each pass did when it did something.
 func (d *daemon) maintainCache(ctx context.Context, interval time.Duration) {
 	if d.srv != nil {
+		var refused int64
 		go d.srv.RunCuller(ctx, func(r cachefiles.CullResult, err error) {
 			if err != nil {
 				d.log.WithError(err).Warn("culling the cachefiles cache")
+			}
+			if n := d.srv.Stats.NoSpace.Load(); n > refused {
+				d.log.WithFields(logrus.Fields{"refused": n - refused, "free_bytes": r.Usage.FS.Free, "busy": r.Busy}).
+					Warn("cachefiles cache full: writes refused since the last check (their reads failed with EIO)")
+				refused = n
 			}
 			if r.Culled > 0 || r.Graveyard > 0 {
 				d.log.WithFields(logrus.Fields{"culled": r.Culled, "bytes": r.Bytes, "busy": r.Busy, "graveyard": r.Graveyard,
@@ -98,9 +104,15 @@ func (d *daemon) maintainCache(ctx context.Context, interval time.Duration) {
 		})
 	}
 	if d.fan != nil {
+		var refused int64
 		go d.fan.RunEvictor(ctx, interval, func(r fanotify.EvictResult, err error) {
 			if err != nil {
 				d.log.WithError(err).Warn("evicting from the fanotify cache")
+			}
+			if n := d.fan.Stats.NoSpace.Load(); n > refused {
+				d.log.WithFields(logrus.Fields{"refused": n - refused, "used_bytes": r.Usage.Bytes, "limit": r.Usage.Limit, "free_bytes": r.Usage.FS.Free}).
+					Warn("fanotify cache full: writes refused since the last check (their reads failed with EIO)")
+				refused = n
 			}
 			if r.Evicted > 0 {
 				d.log.WithFields(logrus.Fields{"evicted": r.Evicted, "bytes": r.Bytes, "used_bytes": r.Usage.Bytes}).Info("fanotify cache files evicted")

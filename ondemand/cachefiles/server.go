@@ -378,7 +378,14 @@ func (s *Server) fill(ctx context.Context, o *object, r abi.Read) (err error) {
 func (s *Server) complete(o *object, msgID uint32, err error, r abi.Read) {
 	if err != nil {
 		s.Stats.ReadErrors.Add(1)
-		s.log.WithFields(logrus.Fields{"source": o.obj.Name(), "image": o.obj.Image.Spec.FSID, "off": r.Off, "len": r.Len}).WithError(err).Warn("READ failed")
+		l := s.log.WithFields(logrus.Fields{"source": o.obj.Name(), "image": o.obj.Image.Spec.FSID, "off": r.Off, "len": r.Len}).WithError(err)
+		if errors.Is(err, ErrCacheFull) || isNoSpace(err) {
+			// A full cache fails every READ: counted (Stats.NoSpace),
+			// and reported once per check by the daemon, not per READ.
+			l.Debug("READ failed: cache full")
+		} else {
+			l.Warn("READ failed")
+		}
 	}
 	if cerr := o.io.complete(msgID); cerr != nil {
 		s.log.WithError(cerr).WithField("msg", msgID).Error("READ_COMPLETE failed")

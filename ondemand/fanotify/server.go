@@ -310,7 +310,12 @@ func (s *Server) dispatch(ctx context.Context, ev abi.Event) {
 		key := strconv.Itoa(int(ev.Fd))
 		err := s.handle(ctx, ev, key)
 		if err != nil {
-			s.log.WithFields(logrus.Fields{"off": ev.Offset, "len": ev.Count, "pid": ev.Pid}).WithError(err).Warn("read denied")
+			l := s.log.WithFields(logrus.Fields{"off": ev.Offset, "len": ev.Count, "pid": ev.Pid}).WithError(err)
+			if errors.Is(err, ErrCacheFull) || isNoSpace(err) {
+				l.Debug("read denied: cache full") // counted in Stats.NoSpace
+			} else {
+				l.Warn("read denied")
+			}
 			s.respond(ev.Fd, false, unix.EIO)
 		} else {
 			s.respond(ev.Fd, true, 0)
