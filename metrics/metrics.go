@@ -112,6 +112,29 @@ var (
 		"Images registered.", nil, nil)
 	descMounts = prometheus.NewDesc(ns+"_mounts",
 		"Mounts made by erofsd.", nil, nil)
+
+	// Cache space, as the last periodic check saw it (cachefiles: the
+	// cull pass; fanotify: the eviction pass).
+	descFSSize = prometheus.NewDesc(ns+"_cache_filesystem_size_bytes",
+		"Size of the filesystem holding the front end's cache.", []string{"frontend"}, nil)
+	descFSUsed = prometheus.NewDesc(ns+"_cache_filesystem_used_bytes",
+		"Bytes in use on the filesystem holding the front end's cache (by anything: the cache, other files).", []string{"frontend"}, nil)
+	descFSFree = prometheus.NewDesc(ns+"_cache_filesystem_free_bytes",
+		"Bytes free (for unprivileged users) on the filesystem holding the front end's cache.", []string{"frontend"}, nil)
+	descCacheUsed = prometheus.NewDesc(ns+"_cache_used_bytes",
+		"Bytes allocated to the cache files found in the cache directory: fanotify blob files and their maps; cachefiles objects, except those the kernel created for images mounted now (unlinked temporary files until unmount).", []string{"frontend"}, nil)
+	descCacheObjects = prometheus.NewDesc(ns+"_cache_objects",
+		"Cache files of the front end (cachefiles objects, fanotify blob files).", []string{"frontend"}, nil)
+	descCacheLimit = prometheus.NewDesc(ns+"_cache_limit_bytes",
+		"The configured cap on the front end's cache (fanotify only; absent without a cap).", []string{"frontend"}, nil)
+	descEvicted = prometheus.NewDesc(ns+"_cache_evicted_objects_total",
+		"Cache files given up to make room: objects culled from the cachefiles cache, blob files evicted from the fanotify cache.", []string{"frontend"}, nil)
+	descEvictedBytes = prometheus.NewDesc(ns+"_cache_evicted_bytes_total",
+		"Bytes allocated to the cache files given up to make room.", []string{"frontend"}, nil)
+	descNoSpace = prometheus.NewDesc(ns+"_cache_no_space_total",
+		"Writes into the cache refused for lack of space (ENOBUFS below cachefiles' bstop, ENOSPC, the fanotify cap); a read still refused after culling fails with EIO.", []string{"frontend"}, nil)
+	descGraveyard = prometheus.NewDesc(ns+"_cache_graveyard_removed_total",
+		"Entries deleted from cachefiles' graveyard directory.", nil, nil)
 )
 
 type collector struct{ src Sources }
@@ -119,7 +142,8 @@ type collector struct{ src Sources }
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descWritten, descInFlight, descOpenObjects, descReadaheads,
 		descFetches, descFetchedBytes, descDigestFailures, descCoalesced, descRuns, descPrefetchDone, descPrefetchLeft, descImages, descMounts,
-		descBackendRequests, descBackendRetries, descBackendFallbacks, descBackendErrors, descBackendBytes} {
+		descBackendRequests, descBackendRetries, descBackendFallbacks, descBackendErrors, descBackendBytes,
+		descFSSize, descFSUsed, descFSFree, descCacheUsed, descCacheObjects, descCacheLimit, descEvicted, descEvictedBytes, descNoSpace, descGraveyard} {
 		ch <- d
 	}
 }
@@ -145,6 +169,17 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descInFlight, st.InFlight.Load(), "cachefiles")
 		gauge(descOpenObjects, st.OpenObjects.Load(), "cachefiles")
 		counter(descReadaheads, st.Readaheads.Load(), "cachefiles")
+		counter(descEvicted, st.Culled.Load(), "cachefiles")
+		counter(descEvictedBytes, st.CulledBytes.Load(), "cachefiles")
+		counter(descNoSpace, st.NoSpace.Load(), "cachefiles")
+		counter(descGraveyard, st.GraveyardRemoved.Load())
+		if u, ok := s.CacheUsage(); ok {
+			gauge(descFSSize, u.FS.Size, "cachefiles")
+			gauge(descFSUsed, u.FS.Used, "cachefiles")
+			gauge(descFSFree, u.FS.Free, "cachefiles")
+			gauge(descCacheUsed, u.ObjectBytes, "cachefiles")
+			gauge(descCacheObjects, int64(u.Objects), "cachefiles")
+		}
 	}
 	if s := c.src.Fanotify; s != nil {
 		st := &s.Stats
@@ -155,6 +190,19 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descInFlight, st.InFlight.Load(), "fanotify")
 		gauge(descOpenObjects, st.Watches.Load(), "fanotify")
 		counter(descReadaheads, st.Readaheads.Load(), "fanotify")
+		counter(descEvicted, st.Evicted.Load(), "fanotify")
+		counter(descEvictedBytes, st.EvictedBytes.Load(), "fanotify")
+		counter(descNoSpace, st.NoSpace.Load(), "fanotify")
+		if u, ok := s.CacheUsage(); ok {
+			gauge(descFSSize, u.FS.Size, "fanotify")
+			gauge(descFSUsed, u.FS.Used, "fanotify")
+			gauge(descFSFree, u.FS.Free, "fanotify")
+			gauge(descCacheUsed, u.Bytes, "fanotify")
+			gauge(descCacheObjects, int64(u.Files), "fanotify")
+			if u.Limit > 0 {
+				gauge(descCacheLimit, u.Limit, "fanotify")
+			}
+		}
 	}
 	if r := c.src.Registry; r != nil {
 		counter(descFetches, r.Stats.Fetches.Load())

@@ -1,10 +1,14 @@
 package metrics
 
 import (
+	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/erofsd/erofsd/ondemand"
+	"github.com/erofsd/erofsd/ondemand/fanotify"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -53,4 +57,67 @@ erofsd_prefetch_bytes_left 3.145728e+06
 	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
 		t.Fatalf("lint: %v %+v", err, problems)
 	}
+}
+
+func TestCacheSpaceMetrics(t *testing.T) {
+	dir := t.TempDir()
+	fan, err := fanotify.New(fanotify.Config{CacheDir: dir, CacheLimit: 1 << 30})
+	if err != nil {
+		t.Skipf("no fanotify group here (%v): the cache metrics are read from a fanotify server", err)
+	}
+	defer fan.Release()
+	os.WriteFile(filepath.Join(dir, "0123"), make([]byte, 64<<10), 0o600)
+	if _, err := fan.EnforceLimit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	fan.Stats.Evicted.Add(2)
+	fan.Stats.EvictedBytes.Add(3 << 20)
+	fan.Stats.NoSpace.Add(1)
+	reg := prometheus.NewPedanticRegistry()
+	Register(reg, Sources{Fanotify: fan, Version: "test"})
+	want := `
+# HELP erofsd_cache_evicted_bytes_total Bytes allocated to the cache files given up to make room.
+# TYPE erofsd_cache_evicted_bytes_total counter
+erofsd_cache_evicted_bytes_total{frontend="fanotify"} 3.145728e+06
+# HELP erofsd_cache_evicted_objects_total Cache files given up to make room: objects culled from the cachefiles cache, blob files evicted from the fanotify cache.
+# TYPE erofsd_cache_evicted_objects_total counter
+erofsd_cache_evicted_objects_total{frontend="fanotify"} 2
+# HELP erofsd_cache_limit_bytes The configured cap on the front end's cache (fanotify only; absent without a cap).
+# TYPE erofsd_cache_limit_bytes gauge
+erofsd_cache_limit_bytes{frontend="fanotify"} 1.073741824e+09
+# HELP erofsd_cache_objects Cache files of the front end (cachefiles objects, fanotify blob files).
+# TYPE erofsd_cache_objects gauge
+erofsd_cache_objects{frontend="fanotify"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "erofsd_cache_evicted_bytes_total",
+		"erofsd_cache_evicted_objects_total", "erofsd_cache_limit_bytes", "erofsd_cache_objects"); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"erofsd_cache_used_bytes", "erofsd_cache_filesystem_free_bytes", "erofsd_cache_filesystem_size_bytes", "erofsd_cache_filesystem_used_bytes", "erofsd_cache_no_space_total"} {
+		if n := testutil.CollectAndCount(reg, name); n != 1 {
+			t.Errorf("%s: %d series", name, n)
+		}
+	}
+	if got := gathered(t, reg, "erofsd_cache_used_bytes"); got < 64<<10 {
+		t.Errorf("used bytes %v, want at least the 64 KiB file", got)
+	}
+	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
+		t.Fatalf("lint: %v %+v", err, problems)
+	}
+}
+
+// gathered returns the value of a gathered gauge with one series.
+func gathered(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.Metric) == 1 {
+			return mf.Metric[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("%s not gathered", name)
+	return 0
 }

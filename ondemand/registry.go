@@ -295,6 +295,28 @@ func (r *Registry) Resolve(volumeKey, cookieKey string) (*Object, error) {
 	return nil, fmt.Errorf("%w: volume %q cookie %q", ErrUnknownObject, volumeKey, cookieKey)
 }
 
+// Wants reports whether a registered image refers to the kernel object
+// named volumeKey and cookieKey (its bootstrap or one of its blobs), as
+// Resolve would find it; culling gives such objects up last.
+func (r *Registry) Wants(volumeKey, cookieKey string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, im := range r.images {
+		if im.VolumeKey() != volumeKey {
+			continue
+		}
+		if im.Spec.FSID == cookieKey {
+			return true
+		}
+		for _, b := range im.blobs {
+			if b.digest.Hex() == cookieKey {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // Close unregisters everything regardless of open objects.
 func (r *Registry) Close() error {
 	r.mu.Lock()

@@ -518,6 +518,7 @@ func (d *daemon) Status(ctx context.Context) (*control.Status, error) {
 		}
 	}
 	st.Frontend = strings.Join(fes, ", ")
+	d.cacheCounters(st.Counters)
 	if len(fes) == 0 {
 		st.Frontend = fmt.Sprintf("none: cachefiles: %v; fanotify: %v", d.srvErr, d.fanErr)
 	}

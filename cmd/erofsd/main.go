@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -65,6 +66,7 @@ func run(args []string) error {
 	fs.Var(&prefetchRate, "prefetch-rate", "bandwidth `limit` of all prefetch together, bytes/s with K, M or G (binary): 0 is unlimited (prefetch yields to kernel reads either way)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	configPath := fs.String("config", defaultConfig, "TOML config `file`: keys are these flags' names with _ (flags win)")
+	cacheCfg := addCacheFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -94,6 +96,9 @@ func run(args []string) error {
 	}
 	if *workers <= 0 {
 		return fmt.Errorf("workers: %d, want at least 1", *workers)
+	}
+	if err := cacheCfg.validate(); err != nil {
+		return err
 	}
 	switch *frontend {
 	case "auto", "cachefiles", "fanotify":
@@ -166,8 +171,10 @@ func run(args []string) error {
 	promReg := prometheus.NewRegistry()
 	hist := metrics.NewHistograms(promReg)
 	reg.FetchLatency = hist.BackendFetch
-	cfCfg := cachefiles.Config{Workers: *workers, Logger: log, ReadLatency: hist.CachefilesRead}
-	fanCfg := fanotify.Config{Workers: *workers, Logger: log, Journal: journal, ReadLatency: hist.FanotifyRead}
+	cfCfg := cachefiles.Config{Workers: *workers, Logger: log, ReadLatency: hist.CachefilesRead,
+		Limits: cacheCfg.lim, CacheDir: *cacheDir, CullInterval: cacheCfg.interval, Wanted: reg.Wants}
+	fanCfg := fanotify.Config{Workers: *workers, Logger: log, Journal: journal, ReadLatency: hist.FanotifyRead,
+		CacheDir: filepath.Join(*cacheDir, "fanotify"), CacheLimit: int64(cacheCfg.fanLimit)}
 	if fd, ok := held.FDs["cachefiles"]; ok {
 		d.srv, d.srvErr = cachefiles.Resume(fd, reg, cfCfg)
 	} else if useCachefiles {
@@ -260,6 +267,7 @@ func run(args []string) error {
 		go func() { ended <- l.Serve(loopCtx) }()
 	}
 	running := len(loops)
+	d.maintainCache(loopCtx, cacheCfg.interval)
 	status := fmt.Sprintf("STATUS=serving: cachefiles %v, fanotify %v", d.srv != nil, d.fan != nil)
 	if err := sdnotify.Notify("READY=1\n" + status); err != nil {
 		log.WithError(err).Warn("sd_notify")

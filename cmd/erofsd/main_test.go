@@ -438,22 +438,110 @@ func TestConfigFile(t *testing.T) {
 		t.Fatalf("deploy/config.toml: %v\n%s", err, out)
 	}
 	for config, key := range map[string]string{
-		"bogus = 1\n":                  "bogus",
-		"workers = \"many\"\n":         "workers",
-		"frontend = \"ebpf\"\n":        "frontend",
-		"workers = 0\n":                "workers",
-		"cache_dir = [\"a\", \"b\"]\n": "cache_dir",
-		"version = true\n":             "version",
+		"bogus = 1\n":                       "bogus",
+		"workers = \"many\"\n":              "workers",
+		"frontend = \"ebpf\"\n":             "frontend",
+		"workers = 0\n":                     "workers",
+		"cache_dir = [\"a\", \"b\"]\n":      "cache_dir",
+		"version = true\n":                  "version",
+		"cachefiles_bcull = 50\n":           "bcull 50%",
+		"cachefiles_fstop = 7\n":            "fstop 7%",
+		"fanotify_cache_limit = \"lots\"\n": "fanotify_cache_limit",
+		"fanotify_cache_limit = -1\n":       "fanotify_cache_limit",
+		"cache_check_interval = \"0s\"\n":   "cache_check_interval",
 	} {
 		out, err := run(config)
 		if err == nil || !strings.Contains(out, key) {
 			t.Errorf("config %q: %v, output %q; want an error naming %s", config, err, out, key)
 		}
 	}
+	if out, err := run("cachefiles_brun = 30\ncachefiles_bcull = 20\ncachefiles_bstop = 10\nfanotify_cache_limit = \"20G\"\n"); err != nil {
+		t.Errorf("valid cache settings refused: %v\n%s", err, out)
+	}
 	if out, err := run("frontend = \"ebpf\"\n", "--frontend", "auto"); err != nil {
 		t.Errorf("a flag must win over the file: %v\n%s", err, out)
 	}
 	if _, err := exec.Command(bin, "--config", filepath.Join(dir, "missing.toml"), "--version").CombinedOutput(); err == nil {
 		t.Error("a missing --config file was accepted")
+	}
+}
+
+// TestDaemonFanotifyCacheLimit checks the cache limit's wiring: with
+// --fanotify-cache-limit, the cache file of an image no longer mounted is
+// evicted when another image needs the room, and the metrics say so.
+func TestDaemonFanotifyCacheLimit(t *testing.T) {
+	dir := t.TempDir()
+	bins := fanotifyBins(t, dir)
+	blobs := filepath.Join(dir, "blobs")
+	imgs := map[string]string{}
+	want := map[string][]byte{}
+	for _, name := range []string{"a", "b"} {
+		src := filepath.Join(dir, "src-"+name)
+		os.Mkdir(src, 0o755)
+		want[name] = make([]byte, 3<<20)
+		rand.Read(want[name])
+		os.WriteFile(filepath.Join(src, "f"), want[name], 0o644)
+		imgs[name] = filepath.Join(dir, name+".erofs")
+		if out, err := exec.Command(bins["erofs-image"], "build", "--blob-dir", blobs, "-o", imgs[name], src).CombinedOutput(); err != nil {
+			t.Fatalf("build: %v\n%s", err, out)
+		}
+	}
+	sock, metricsAddr := filepath.Join(dir, "erofsd.sock"), freeAddr(t)
+	daemon := exec.Command(bins["erofsd"], "supervise", "--socket", sock, "--cache-dir", filepath.Join(dir, "cache"),
+		"--state-dir", filepath.Join(dir, "state"), "--blob-dir", blobs, "--frontend", "fanotify", "--metrics-addr", metricsAddr,
+		"--fanotify-cache-limit", "5M", "--cache-check-interval", "1s")
+	var logs strings.Builder
+	daemon.Stderr = &logs
+	if err := daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		daemon.Process.Signal(syscall.SIGTERM)
+		daemon.Wait()
+		if t.Failed() {
+			t.Logf("erofsd log:\n%s", logs.String())
+		}
+	}()
+	ctl := func(args ...string) (string, error) {
+		out, err := exec.Command(bins["erofsctl"], append([]string{"--socket", sock}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	for i := 0; i < 100; i++ {
+		if _, err := ctl("status"); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	mnt := filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	for _, name := range []string{"a", "b"} {
+		if out, err := ctl("mount", "--fsid", name, imgs[name], mnt); err != nil {
+			t.Fatalf("erofsctl mount %s: %v\n%s", name, err, out)
+		}
+		got, err := os.ReadFile(filepath.Join(mnt, "f"))
+		if err != nil || !bytes.Equal(got, want[name]) {
+			t.Fatalf("reading %s under a 5 MiB limit: %d bytes, %v", name, len(got), err)
+		}
+		if out, err := ctl("umount", mnt); err != nil {
+			t.Fatalf("erofsctl umount: %v\n%s", err, out)
+		}
+	}
+	// The usage is refreshed every check interval (1s).
+	var m map[string]float64
+	for i := 0; i < 50; i++ {
+		if m = scrape(t, metricsAddr); m[`erofsd_cache_used_bytes{frontend="fanotify"}`] >= 3<<20 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if m[`erofsd_cache_evicted_objects_total{frontend="fanotify"}`] != 1 || m[`erofsd_cache_limit_bytes{frontend="fanotify"}`] != 5<<20 {
+		t.Errorf("evicted %v, limit %v: want a's file evicted under a 5 MiB limit", m[`erofsd_cache_evicted_objects_total{frontend="fanotify"}`],
+			m[`erofsd_cache_limit_bytes{frontend="fanotify"}`])
+	}
+	if used := m[`erofsd_cache_used_bytes{frontend="fanotify"}`]; used > 5<<20 || used < 3<<20 {
+		t.Errorf("cache used %v bytes: want b's file, under the limit", used)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(dir, "cache", "fanotify")); len(ents) != 2 {
+		t.Errorf("%d files in the fanotify cache, want b's file and map", len(ents))
 	}
 }

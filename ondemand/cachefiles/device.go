@@ -51,7 +51,11 @@ func Open(dir, tag string, res Resolver, cfg Config) (*Server, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	for _, cmd := range []string{"dir " + dir, "tag " + tag} {
+	if err := cfg.Limits.Validate(); err != nil {
+		d.closeFDs()
+		return nil, err
+	}
+	for _, cmd := range append([]string{"dir " + dir, "tag " + tag}, cfg.Limits.commands()...) {
 		if err := d.command(cmd); err != nil {
 			d.closeFDs()
 			return nil, fmt.Errorf("cachefiles %q: %w", cmd, err)
@@ -64,8 +68,24 @@ func Open(dir, tag string, res Resolver, cfg Config) (*Server, error) {
 		}
 		return nil, fmt.Errorf("cachefiles bind ondemand in %s: %w", dir, err)
 	}
+	cfg.CacheDir = dir
+	return serveDevice(d, res, cfg)
+}
+
+// serveDevice makes the server of a bound device, with its culler when
+// the cache directory is known.
+func serveDevice(d *device, res Resolver, cfg Config) (*Server, error) {
 	s := newServer(d, res, cfg)
 	s.dev = d
+	if cfg.CacheDir != "" {
+		t, err := newCwdThread(d.command)
+		if err != nil {
+			d.closeFDs()
+			return nil, fmt.Errorf("cachefiles culling: %w", err)
+		}
+		s.cwd = t
+		s.cull = newCuller(cfg.CacheDir, cfg, t, &s.Stats)
+	}
 	return s, nil
 }
 
@@ -82,9 +102,7 @@ func Resume(fd int, res Resolver, cfg Config) (*Server, error) {
 		d.closeFDs()
 		return nil, fmt.Errorf("cachefiles restore: %w (the kernel needs the on-demand failover of Linux 6.8 / 6.1.95)", err)
 	}
-	s := newServer(d, res, cfg)
-	s.dev = d
-	return s, nil
+	return serveDevice(d, res, cfg)
 }
 
 // FD returns the /dev/cachefiles fd, for handing to a supervisor.
@@ -193,6 +211,9 @@ func (a anonFD) close() error { return unix.Close(int(a)) }
 func (s *Server) Release() error {
 	if s.dev == nil {
 		return nil
+	}
+	if s.cwd != nil {
+		s.cwd.stop()
 	}
 	s.dev.closeFDs()
 	s.dev = nil

@@ -32,7 +32,7 @@ func (t objectTarget) Write(ctx context.Context, off, n int64, fn func(ondemand.
 	o.inflight++
 	s.mu.Unlock()
 	defer s.release(o)
-	return fn(objectWriter{io: o.io, stats: &s.Stats, limit: alignUp(o.obj.Size())})
+	return fn(objectWriter{ctx: ctx, s: s, io: o.io, limit: alignUp(o.obj.Size())})
 }
 
 // Present asks the cache file: the anonymous fd seeks in it, and a range

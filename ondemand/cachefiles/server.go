@@ -24,6 +24,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// ErrCacheFull fails a READ without fetching its data while the cache is
+// below bstop with nothing to cull (the kernel would refuse the write).
+var ErrCacheFull = errors.New("cachefiles cache full: below bstop and nothing to cull")
+
 // Resolver maps the kernel's names for a cache object to its source.
 // *ondemand.Registry implements it.
 type Resolver interface {
@@ -39,6 +43,19 @@ type Config struct {
 	// ReadLatency, if set, observes the seconds from a READ's arrival
 	// to its completion.
 	ReadLatency ondemand.Observer
+
+	// Limits are written to the device before the cache is bound (see
+	// Limits); zero keeps the kernel's defaults.
+	Limits Limits
+	// CacheDir is the cache directory: Open takes it as an argument;
+	// Resume needs it here to cull the cache (empty: no culling).
+	CacheDir string
+	// CullInterval is how often RunCuller checks the cache's free space
+	// (default 30s).
+	CullInterval time.Duration
+	// Wanted, if set, reports whether a registered image still refers to
+	// an object (volume key, cookie key): such objects are culled last.
+	Wanted func(volumeKey, cookieKey string) bool
 }
 
 // Stats counts requests by type and result.
@@ -51,6 +68,12 @@ type Stats struct {
 	OpenObjects         atomic.Int64
 	Malformed, Panicked atomic.Int64
 	Readaheads          atomic.Int64 // background fills after sequential READs
+	// NoSpace counts writes into the cache the kernel refused for lack
+	// of space (ENOBUFS below bstop, ENOSPC).
+	NoSpace          atomic.Int64
+	Culled           atomic.Int64 // objects culled
+	CulledBytes      atomic.Int64 // their allocated bytes
+	GraveyardRemoved atomic.Int64 // graveyard entries deleted
 }
 
 // kernel is the device side of the protocol; tests replace it.
@@ -89,6 +112,9 @@ type Server struct {
 
 	mu      sync.Mutex
 	objects map[uint32]*object
+
+	cull *culler    // nil without a cache directory (tests, Resume without CacheDir)
+	cwd  *cwdThread // writes the culler's commands
 }
 
 // object is an open cache object: its fd, its source, and the READs in
@@ -342,7 +368,11 @@ func (s *Server) fill(ctx context.Context, o *object, r abi.Read) (err error) {
 	if r.Off > 1<<62 || r.Len > 1<<40 {
 		return fmt.Errorf("READ out of range: %d bytes at %d", r.Len, r.Off)
 	}
-	w := objectWriter{io: o.io, stats: &s.Stats, limit: alignUp(o.obj.Size())}
+	if s.cull != nil && s.cull.full() {
+		s.Stats.NoSpace.Add(1)
+		return ErrCacheFull
+	}
+	w := objectWriter{ctx: ctx, s: s, io: o.io, limit: alignUp(o.obj.Size())}
 	return o.obj.Fill(ctx, int64(r.Off), int64(r.Len), w)
 }
 
@@ -351,7 +381,14 @@ func (s *Server) fill(ctx context.Context, o *object, r abi.Read) (err error) {
 func (s *Server) complete(o *object, msgID uint32, err error, r abi.Read) {
 	if err != nil {
 		s.Stats.ReadErrors.Add(1)
-		s.log.WithFields(logrus.Fields{"source": o.obj.Name(), "image": o.obj.Image.Spec.FSID, "off": r.Off, "len": r.Len}).WithError(err).Warn("READ failed")
+		l := s.log.WithFields(logrus.Fields{"source": o.obj.Name(), "image": o.obj.Image.Spec.FSID, "off": r.Off, "len": r.Len}).WithError(err)
+		if errors.Is(err, ErrCacheFull) || isNoSpace(err) {
+			// A full cache fails every READ: counted (Stats.NoSpace),
+			// and reported once per check by the daemon, not per READ.
+			l.Debug("READ failed: cache full")
+		} else {
+			l.Warn("READ failed")
+		}
 	}
 	if cerr := o.io.complete(msgID); cerr != nil {
 		s.log.WithError(cerr).WithField("msg", msgID).Error("READ_COMPLETE failed")
@@ -371,6 +408,9 @@ func (s *Server) release(o *object) {
 
 func (s *Server) handleClose(m abi.Msg) {
 	s.Stats.Closes.Add(1)
+	if s.cull != nil {
+		s.cull.objectClosed()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	o := s.objects[m.ObjectID]
@@ -398,11 +438,17 @@ func (s *Server) releaseLocked(o *object) {
 
 // objectWriter writes blocks into an object's anonymous fd.
 type objectWriter struct {
+	ctx   context.Context
+	s     *Server
 	io    objectIO
-	stats *Stats
 	limit int64 // the cache file's size (object size rounded up)
 }
 
+// WriteBlocks writes p at off. A write the kernel refuses for lack of
+// space (ENOBUFS: the cache is below bstop; ENOSPC) makes room by culling
+// objects no mount uses and is tried once more; if it still fails the
+// READ completes without these blocks, so the reader gets EIO. Blocks
+// never written stay holes, which the kernel never reads as data.
 func (w objectWriter) WriteBlocks(p []byte, off int64) error {
 	if off >= w.limit {
 		return nil
@@ -410,11 +456,58 @@ func (w objectWriter) WriteBlocks(p []byte, off int64) error {
 	if off+int64(len(p)) > w.limit {
 		p = p[:w.limit-off]
 	}
-	if err := w.io.pwrite(p, off); err != nil {
+	err := w.io.pwrite(p, off)
+	if isNoSpace(err) {
+		w.s.Stats.NoSpace.Add(1)
+		if w.s.cull != nil && w.s.cull.makeRoom(w.ctx, time.Now(), len(p)) {
+			err = w.io.pwrite(p, off)
+			if isNoSpace(err) {
+				w.s.Stats.NoSpace.Add(1)
+			}
+		}
+	}
+	if err != nil {
 		return err
 	}
-	w.stats.ReadBytes.Add(int64(len(p)))
+	w.s.Stats.ReadBytes.Add(int64(len(p)))
 	return nil
+}
+
+func isNoSpace(err error) bool {
+	return errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT)
+}
+
+// RunCuller keeps the cache within its limits until ctx ends: every
+// CullInterval it empties the graveyard and, when the cache filesystem
+// is below bcull (or fcull), culls objects no mount uses until brun (and
+// frun) is free. report, if set, gets every pass's result. Without a
+// cache directory it returns at once.
+func (s *Server) RunCuller(ctx context.Context, report func(CullResult, error)) {
+	if s.cull == nil {
+		return
+	}
+	s.cull.run(ctx, report)
+}
+
+// Cull runs one cull pass now; force culls every object no mount uses,
+// whatever the free space.
+func (s *Server) Cull(ctx context.Context, force bool) (CullResult, error) {
+	if s.cull == nil {
+		return CullResult{}, errors.New("cachefiles: no cache directory to cull")
+	}
+	return s.cull.pass(ctx, force)
+}
+
+// CacheUsage returns the cache's usage as the last cull pass saw it.
+func (s *Server) CacheUsage() (CacheUsage, bool) {
+	if s.cull == nil {
+		return CacheUsage{}, false
+	}
+	u := s.cull.usage.Load()
+	if u == nil {
+		return CacheUsage{}, false
+	}
+	return *u, true
 }
 
 func alignUp(n int64) int64 { return (n + ondemand.BlockSize - 1) &^ (ondemand.BlockSize - 1) }

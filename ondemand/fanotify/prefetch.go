@@ -48,7 +48,7 @@ func (t *watchTarget) Write(ctx context.Context, off, n int64, fn func(ondemand.
 			return err
 		}
 	}
-	if err := fn(blockWriter{w}); err != nil {
+	if err := fn(blockWriter{ctx, w}); err != nil {
 		return err
 	}
 	if w.Complete() {

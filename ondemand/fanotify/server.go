@@ -41,6 +41,15 @@ type Config struct {
 	// writer fd, so that a restarted daemon can finish what this one
 	// started (see Replay and AdoptWriters).
 	Journal Journal
+	// CacheDir is the directory of the cache files Watch is given; it
+	// is scanned to account for and evict the files of blobs no mount
+	// uses (empty: no eviction, no limit).
+	CacheDir string
+	// CacheLimit caps the bytes allocated to CacheDir (0: no limit): a
+	// write that would pass it first evicts files of blobs no mount uses
+	// and fails with ErrCacheFull (the reader gets EIO) if that is not
+	// enough. See evict.go for why mounted blobs are never evicted.
+	CacheLimit int64
 }
 
 // Journal records work in progress outside the daemon (a supervisor).
@@ -63,6 +72,11 @@ type Stats struct {
 	Watches                 atomic.Int64
 	Malformed, Panicked     atomic.Int64
 	Readaheads              atomic.Int64 // background fills of the next chunk
+	// NoSpace counts writes refused for lack of space: the filesystem's
+	// ENOSPC, or the cache limit with nothing left to evict.
+	NoSpace      atomic.Int64
+	Evicted      atomic.Int64 // blob cache files evicted
+	EvictedBytes atomic.Int64 // their allocated bytes
 }
 
 // Server owns one fanotify group.
@@ -82,6 +96,12 @@ type Server struct {
 	mu      sync.Mutex
 	watches map[devIno]*Watch
 	writers map[string]int // adopted writer fds by cache file path
+
+	cacheDir string
+	limit    int64
+	fileMu   sync.Mutex // held by Watch while it sets up a file and by eviction while it removes one
+	evictMu  sync.Mutex // one eviction pass at a time
+	cache    cacheState
 }
 
 type devIno struct{ dev, ino uint64 }
@@ -136,8 +156,13 @@ func newServer(fd int, cfg Config) (*Server, error) {
 		l.Out = io.Discard
 		log = l
 	}
+	if cfg.CacheLimit < 0 {
+		unix.Close(fd)
+		unix.Close(efd)
+		return nil, fmt.Errorf("fanotify cache limit %d: want 0 (none) or more", cfg.CacheLimit)
+	}
 	return &Server{fd: fd, wakeFD: efd, log: log, sem: make(chan struct{}, cfg.Workers), journal: cfg.Journal, lat: cfg.ReadLatency,
-		watches: map[devIno]*Watch{}, writers: map[string]int{}}, nil
+		watches: map[devIno]*Watch{}, writers: map[string]int{}, cacheDir: cfg.CacheDir, limit: cfg.CacheLimit}, nil
 }
 
 // FD returns the group's fd, for handing to a supervisor.
@@ -285,7 +310,12 @@ func (s *Server) dispatch(ctx context.Context, ev abi.Event) {
 		key := strconv.Itoa(int(ev.Fd))
 		err := s.handle(ctx, ev, key)
 		if err != nil {
-			s.log.WithFields(logrus.Fields{"off": ev.Offset, "len": ev.Count, "pid": ev.Pid}).WithError(err).Warn("read denied")
+			l := s.log.WithFields(logrus.Fields{"off": ev.Offset, "len": ev.Count, "pid": ev.Pid}).WithError(err)
+			if errors.Is(err, ErrCacheFull) || isNoSpace(err) {
+				l.Debug("read denied: cache full") // counted in Stats.NoSpace
+			} else {
+				l.Warn("read denied")
+			}
 			s.respond(ev.Fd, false, unix.EIO)
 		} else {
 			s.respond(ev.Fd, true, 0)

@@ -37,6 +37,9 @@ func (s *Server) Watch(path string, size int64, src ondemand.Source) (*Watch, er
 	if size <= 0 || size%ondemand.BlockSize != 0 {
 		return nil, fmt.Errorf("%s: size %d is not a positive multiple of %d", path, size, ondemand.BlockSize)
 	}
+	// No eviction removes the file while it is being set up.
+	s.fileMu.Lock()
+	defer s.fileMu.Unlock()
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, err
@@ -113,6 +116,10 @@ func (w *Watch) loadMap(f *os.File, fileSize int64) error {
 			mf.Close()
 			return err
 		}
+		// Allocate the map now, so that recording a block never fails
+		// for lack of space after its data was written (best effort:
+		// not every filesystem can).
+		unix.Fallocate(int(mf.Fd()), 0, 0, mapSize)
 	}
 	w.mapFile = mf
 	return nil
@@ -164,11 +171,17 @@ func (w *Watch) serve(ctx context.Context, eventFD int, off, n int64) error {
 	if noWriter {
 		return fmt.Errorf("%s: no fd to write the cache file through", w.Path)
 	}
+	if w.s.cache.futile() {
+		// The last eviction pass could not make room: the write would
+		// fail, so do not fetch the data.
+		w.s.Stats.NoSpace.Add(1)
+		return fmt.Errorf("%s: %w", w.Path, ErrCacheFull)
+	}
 	// Start on the chunk after this range in the background, so that a
 	// sequential reader finds it fetched and verified. (Two chunks ahead
 	// measured no faster on 2 cores.)
 	w.readahead(ctx, off, n)
-	if err := w.src.Fill(ctx, off, n, blockWriter{w}); err != nil {
+	if err := w.src.Fill(ctx, off, n, blockWriter{ctx, w}); err != nil {
 		return err
 	}
 	if w.Complete() {
@@ -204,7 +217,7 @@ func (w *Watch) readahead(ctx context.Context, off, n int64) (int64, int64) {
 	go func() {
 		defer s.wg.Done()
 		defer func() { <-s.sem }()
-		if err := w.src.Fill(ctx, raOff, raN, blockWriter{w}); err == nil && w.Complete() {
+		if err := w.src.Fill(ctx, raOff, raN, blockWriter{ctx, w}); err == nil && w.Complete() {
 			w.unmark()
 		}
 		w.Close()
@@ -306,6 +319,7 @@ func (w *Watch) Close() error {
 	w.unmark()
 	delete(w.s.watches, w.key)
 	w.s.Stats.Watches.Add(-1)
+	w.s.cache.evictable() // its file may now be evicted
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.writeFD >= 0 {
@@ -320,8 +334,17 @@ func (w *Watch) Close() error {
 
 // blockWriter writes verified blocks into the cache file and records them
 // as present (data first, then the map).
-type blockWriter struct{ w *Watch }
+type blockWriter struct {
+	ctx context.Context
+	w   *Watch
+}
 
+// WriteBlocks writes p at off and then records its blocks as present.
+// The blocks new to the file count against the cache limit. A write the
+// filesystem refuses for lack of space evicts files of blobs no mount
+// uses and is tried once more; a write that still fails records nothing
+// (blocks partly written stay absent from the map, so they are fetched
+// again), and the event is denied with EIO.
 func (b blockWriter) WriteBlocks(p []byte, off int64) error {
 	w := b.w
 	if off >= w.size {
@@ -330,6 +353,29 @@ func (b blockWriter) WriteBlocks(p []byte, off int64) error {
 	if off+int64(len(p)) > w.size {
 		p = p[:w.size-off]
 	}
+	added := w.missingBytes(off, int64(len(p)))
+	if err := w.s.reserve(b.ctx, added); err != nil {
+		return fmt.Errorf("writing %s at %d: %w", w.Path, off, err)
+	}
+	err := w.pwrite(p, off)
+	if isNoSpace(err) {
+		w.s.Stats.NoSpace.Add(1)
+		if w.s.makeRoom(b.ctx, int64(len(p))) {
+			err = w.pwrite(p, off)
+			if isNoSpace(err) {
+				w.s.Stats.NoSpace.Add(1)
+			}
+		}
+	}
+	if err != nil {
+		w.s.cache.used.Add(-added)
+		return err
+	}
+	w.s.Stats.WrittenBytes.Add(int64(len(p)))
+	return w.markPresent(off, int64(len(p)))
+}
+
+func (w *Watch) pwrite(p []byte, off int64) error {
 	w.mu.Lock()
 	fd := w.writeFD
 	w.mu.Unlock()
@@ -341,10 +387,12 @@ func (b blockWriter) WriteBlocks(p []byte, off int64) error {
 		if err != nil {
 			return fmt.Errorf("writing %s at %d: %w", w.Path, off+int64(done), err)
 		}
+		if n <= 0 {
+			return fmt.Errorf("writing %s at %d: short write", w.Path, off+int64(done))
+		}
 		done += n
 	}
-	w.s.Stats.WrittenBytes.Add(int64(len(p)))
-	return w.markPresent(off, int64(len(p)))
+	return nil
 }
 
 func (w *Watch) markPresent(off, n int64) error {

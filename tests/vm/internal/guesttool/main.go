@@ -5,16 +5,20 @@
 //	guesttool stress FILE REF N       N readers read FILE sequentially and at random offsets, comparing with REF
 //	guesttool read FILE               read FILE to the end; print "read ok BYTES" or "read error ERRNO-TEXT"
 //	guesttool readtime FILE           read FILE sequentially in 1 MiB reads; print "readtime BYTES NANOSECONDS"
+//	guesttool readcheck FILE REF      read FILE in 256 KiB pieces, each either equal to REF's or failing with
+//	                                  EIO; print "readcheck OK EIO" (pieces); exit 1 on wrong bytes or another error
 package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand"
 	"os"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/erofsd/erofsd/internal/treecmp"
@@ -34,6 +38,8 @@ func main() {
 		read(os.Args[2])
 	case "readtime":
 		readtime(os.Args[2])
+	case "readcheck":
+		readcheck(os.Args[2], os.Args[3])
 	default:
 		fail("unknown command " + os.Args[1])
 	}
@@ -163,4 +169,37 @@ func readtime(file string) {
 		}
 	}
 	fmt.Printf("readtime %d %d\n", total, time.Since(start).Nanoseconds())
+}
+
+// readcheck reads a file piece by piece: a piece may fail with EIO (a
+// full cache), but whatever is read must be the reference's bytes.
+func readcheck(file, ref string) {
+	want, err := os.ReadFile(ref)
+	if err != nil {
+		fail(err.Error())
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		fail(err.Error())
+	}
+	defer f.Close()
+	buf := make([]byte, 256<<10)
+	ok, eio := 0, 0
+	for off := int64(0); off < int64(len(want)); off += int64(len(buf)) {
+		n, err := f.ReadAt(buf, off)
+		if !bytes.Equal(buf[:n], want[off:off+int64(n)]) {
+			fmt.Printf("readcheck wrong bytes at %d\n", off)
+			os.Exit(1)
+		}
+		switch {
+		case err == nil || err == io.EOF:
+			ok++
+		case errors.Is(err, syscall.EIO):
+			eio++
+		default:
+			fmt.Printf("readcheck error at %d: %v\n", off, err)
+			os.Exit(1)
+		}
+	}
+	fmt.Printf("readcheck %d %d\n", ok, eio)
 }
