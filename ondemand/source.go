@@ -174,12 +174,15 @@ type blobSource struct {
 	latency Observer // may be nil
 	// minFetch extends a fill's store read to the chunks after it.
 	minFetch int64
-	// window is how far ahead of a fill Readahead looks (0: one chunk).
+	// window is how far ahead of a sequential reader Readahead looks
+	// (0: one chunk).
 	window int64
 
 	mu       sync.Mutex
 	inflight map[int64]*fetch // by chunk offset
 	written  map[int64]bool   // chunks already in the object: never fetched again
+	lastEnd  int64            // end of the last access Readahead saw
+	seen     bool             // Readahead saw an access
 }
 
 type fetch struct {
@@ -190,11 +193,21 @@ type fetch struct {
 func (s *blobSource) Size() int64  { return s.size }
 func (s *blobSource) Name() string { return s.digest.String() }
 
+// seqSlack is how far an access may start from where the last one ended
+// and still continue a sequential stream: a front end handles one
+// reader's requests in parallel, so they arrive a little out of order.
+const seqSlack = 1 << 20
+
+// maxAhead bounds the bytes readahead keeps in flight for one reader.
+const maxAhead = 2 * MaxRun
+
 // Readahead returns what to fetch in the background after a fill of
-// [off, off+n): with no window, the chunk that follows unless it is in
-// the object or being fetched; with a window, the first run of chunks
-// neither present nor being fetched within window bytes after the range,
-// so that a sequential reader finds data fetched ahead of it.
+// [off, off+n): the chunk that follows unless it is in the object or
+// being fetched; and while the accesses go forward, one after the other,
+// with a window set, the first run of chunks neither present nor being
+// fetched within window bytes after the range, so that a sequential
+// reader finds data fetched ahead of it. Random accesses (small files)
+// get no window: it would fetch megabytes nobody reads.
 func (s *blobSource) Readahead(off, n int64) (int64, int64) {
 	end := off + n
 	i, _ := slices.BinarySearchFunc(s.chunks, end, func(c chunk, t int64) int {
@@ -208,16 +221,33 @@ func (s *blobSource) Readahead(off, n int64) (int64, int64) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	sequential := s.seen && off >= s.lastEnd-seqSlack && off <= s.lastEnd+seqSlack
+	if sequential {
+		s.lastEnd = max(s.lastEnd, end)
+	} else {
+		s.lastEnd = end
+	}
+	s.seen = true
 	busy := func(c chunk) bool { return s.written[c.off] || s.inflight[c.off] != nil }
-	if s.window <= 0 {
+	if s.window <= 0 || !sequential {
 		if i >= len(s.chunks) || busy(s.chunks[i]) {
 			return 0, 0
 		}
 		return s.chunks[i].off, s.chunks[i].length
 	}
 	limit := end + s.window
+	var fetching int64
 	for i < len(s.chunks) && s.chunks[i].off < limit && busy(s.chunks[i]) {
+		if s.inflight[s.chunks[i].off] != nil {
+			fetching += alignUp(s.chunks[i].length)
+		}
 		i++
+	}
+	if fetching >= maxAhead {
+		// Enough is on its way: more streams would only split the
+		// bandwidth, and the chunk the reader wants next would come
+		// later.
+		return 0, 0
 	}
 	if i >= len(s.chunks) || s.chunks[i].off >= limit {
 		return 0, 0

@@ -139,9 +139,9 @@ func TestStreamedRunCorruptChunk(t *testing.T) {
 	}
 }
 
-// TestReadaheadWindow: with a window, readahead asks for the first run
-// of missing chunks within the window after the range; without one, only
-// for the next chunk.
+// TestReadaheadWindow: with a window, readahead of a sequential reader
+// asks for the first run of missing chunks within the window after the
+// range; without one, only for the next chunk.
 func TestReadaheadWindow(t *testing.T) {
 	spec, _ := uniformImage(t)
 	const k = 64 << 10
@@ -175,7 +175,10 @@ func TestReadaheadWindow(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		off, n := obj.Readahead(0, k)
+		// Two accesses in a row, the second where the first ended: a
+		// sequential reader, which gets the window.
+		obj.Readahead(0, k/2)
+		off, n := obj.Readahead(k/2, k/2)
 		if [2]int64{off, n} != tc.want {
 			t.Errorf("window %d after fills %v: readahead %d+%d, want %d+%d", tc.window, tc.written, off, n, tc.want[0], tc.want[1])
 		}
@@ -185,3 +188,32 @@ func TestReadaheadWindow(t *testing.T) {
 }
 
 func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }
+
+// TestReadaheadRandomNoWindow: accesses that jump around (small files
+// read here and there) get the next chunk at most, never the window.
+func TestReadaheadRandomNoWindow(t *testing.T) {
+	spec, _ := uniformImage(t)
+	const k = 64 << 10
+	reg := NewRegistry()
+	defer reg.Close()
+	reg.ReadaheadWindow = 16 * k
+	im, err := reg.Register(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, err := reg.Resolve(im.VolumeKey(), im.Blobs[0].Digest.Hex())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer obj.Release()
+	for _, tc := range []struct{ off, want int64 }{
+		{0, k},              // the first access: no stream yet
+		{24 * k, k},         // a jump: not sequential
+		{5 * k, k},          // backwards
+		{5*k + k/2, 16 * k}, // continues the last: the window, up to 16 chunks
+	} {
+		if _, n := obj.Readahead(tc.off, k/2); n != tc.want {
+			t.Errorf("access at %d: readahead of %d bytes, want %d", tc.off, n, tc.want)
+		}
+	}
+}

@@ -159,7 +159,19 @@ func (w *Watch) serve(ctx context.Context, eventFD int, off, n int64) error {
 	if w.isPoisoned() {
 		return fmt.Errorf("%s: erofsd is stopping", w.Path)
 	}
-	if n <= 0 || off >= w.size || w.has(off, n) {
+	if n <= 0 || off >= w.size {
+		return nil
+	}
+	if w.has(off, n) {
+		// Present already (fetched ahead): keep readahead going, so a
+		// sequential reader stays behind the data instead of catching
+		// up with it.
+		w.mu.Lock()
+		haveWriter := w.writeFD >= 0
+		w.mu.Unlock()
+		if haveWriter {
+			w.readahead(ctx, off, n)
+		}
 		return nil
 	}
 	if err := w.ensureWriter(eventFD); err != nil {
