@@ -52,7 +52,7 @@ bench: build
 	@echo "== fanotify front end on this kernel against the complete blob"
 	$(GO) run ./tests/fanbench
 	@echo "== lazy pulling from a registry on loopback against curl; metadata-walk share"
-	EROFSD_BENCH_MIN_FETCH=$${EROFSD_BENCH_MIN_FETCH:-4194304} EROFSD_BENCH_WINDOW=$${EROFSD_BENCH_WINDOW:-16777216} \
+	EROFSD_BENCH_MIN_FETCH=$${EROFSD_BENCH_MIN_FETCH:-0} EROFSD_BENCH_WINDOW=$${EROFSD_BENCH_WINDOW:-33554432} \
 		$(GO) test -run '^$$' -bench 'Registry$$' -benchtime 1x ./tests/
 
 lint:

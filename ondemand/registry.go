@@ -100,9 +100,10 @@ type Registry struct {
 	// Worth it for remote stores and small chunks, where round trips
 	// cost more than bytes.
 	MinFetch int64
-	// ReadaheadWindow, if set before serving, is how far after a fill
-	// the background readahead keeps data fetched (0: the next chunk).
-	// Remote stores, whose round trips are long, want several MiB.
+	// ReadaheadWindow, if set before serving, is how far ahead of a
+	// sequential reader background readahead keeps data fetched from
+	// stores that stream ranges (HTTP, OCI), in runs of up to MaxRun;
+	// 0, random reads and local stores: the next chunk only.
 	ReadaheadWindow int64
 
 	tmu     sync.Mutex

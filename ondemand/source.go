@@ -152,6 +152,16 @@ func (d *blobData) open(ctx context.Context) (blobstore.Blob, error) {
 	return b, nil
 }
 
+// streams reports whether the blob is open and streams ranges (remote
+// stores): the readahead window pays off there, where a request costs a
+// round trip; a local read is as quick as the window's bookkeeping.
+func (d *blobData) streams() bool {
+	d.openMu.Lock()
+	defer d.openMu.Unlock()
+	_, ok := d.blob.(blobstore.RangeOpener)
+	return ok
+}
+
 // close releases the opened blob.
 func (d *blobData) close() error {
 	d.openMu.Lock()
@@ -183,6 +193,9 @@ type blobSource struct {
 	written  map[int64]bool   // chunks already in the object: never fetched again
 	lastEnd  int64            // end of the last access Readahead saw
 	seen     bool             // Readahead saw an access
+	seqAt    int64            // offset of the last access Readahead saw
+	seqNow   bool             // and whether it continued a sequential stream
+	raNext   int64            // end of the last readahead range handed out
 }
 
 type fetch struct {
@@ -225,11 +238,12 @@ func (s *blobSource) Readahead(off, n int64) (int64, int64) {
 	if sequential {
 		s.lastEnd = max(s.lastEnd, end)
 	} else {
-		s.lastEnd = end
+		s.lastEnd, s.raNext = end, 0
 	}
 	s.seen = true
+	s.seqAt, s.seqNow = off, sequential
 	busy := func(c chunk) bool { return s.written[c.off] || s.inflight[c.off] != nil }
-	if s.window <= 0 || !sequential {
+	if s.window <= 0 || !sequential || !s.streams() {
 		if i >= len(s.chunks) || busy(s.chunks[i]) {
 			return 0, 0
 		}
@@ -237,6 +251,15 @@ func (s *blobSource) Readahead(off, n int64) (int64, int64) {
 	}
 	limit := end + s.window
 	var fetching int64
+	// Ranges handed out before are not handed out again: the front end
+	// may not have started on them yet, and a second fetch of the same
+	// chunks would only wait for the first.
+	for i < len(s.chunks) && s.chunks[i].off < min(s.raNext, limit) {
+		if s.inflight[s.chunks[i].off] != nil {
+			fetching += alignUp(s.chunks[i].length)
+		}
+		i++
+	}
 	for i < len(s.chunks) && s.chunks[i].off < limit && busy(s.chunks[i]) {
 		if s.inflight[s.chunks[i].off] != nil {
 			fetching += alignUp(s.chunks[i].length)
@@ -252,6 +275,11 @@ func (s *blobSource) Readahead(off, n int64) (int64, int64) {
 	if i >= len(s.chunks) || s.chunks[i].off >= limit {
 		return 0, 0
 	}
+	if step := min(s.window/2, MaxRun); limit-s.chunks[i].off < step && s.chunks[len(s.chunks)-1].off >= limit {
+		// The window moved by less than a step: wait until it has
+		// room for a long run rather than fetch chunk by chunk.
+		return 0, 0
+	}
 	first := s.chunks[i]
 	last := first
 	for j := i + 1; j < len(s.chunks); j++ {
@@ -261,6 +289,7 @@ func (s *blobSource) Readahead(off, n int64) (int64, int64) {
 		}
 		last = c
 	}
+	s.raNext = last.off + alignUp(last.length)
 	return first.off, last.off + last.length - first.off
 }
 
@@ -285,7 +314,15 @@ func (s *blobSource) fill(ctx context.Context, off, n int64, w BlockWriter) erro
 	// Adjacent chunks the range needs are fetched with one request
 	// (fewer round trips to remote stores); what that does not cover is
 	// then filled chunk by chunk below.
-	s.fillRun(ctx, i, max(end, start+s.minFetch), w)
+	runEnd := max(end, start+s.minFetch)
+	s.mu.Lock()
+	if s.window > 0 && s.seqNow && s.seqAt == off {
+		// A sequential reader: this fill reads on, streamed, as far as
+		// one run goes; the reader gets its chunk as soon as it is in.
+		runEnd = max(runEnd, start+min(s.window, MaxRun))
+	}
+	s.mu.Unlock()
+	s.fillRun(ctx, i, runEnd, w)
 	pos := start
 	for ; pos < end; i++ {
 		if err := ctx.Err(); err != nil {
@@ -540,3 +577,4 @@ func chunksOf(table []erofs.ChunkDigest, dev int) []chunk {
 	}
 	return out
 }
+

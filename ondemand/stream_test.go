@@ -144,6 +144,7 @@ func TestStreamedRunCorruptChunk(t *testing.T) {
 // range; without one, only for the next chunk.
 func TestReadaheadWindow(t *testing.T) {
 	spec, _ := uniformImage(t)
+	spec.Store = &streamStore{Store: spec.Store} // the window is for stores that stream
 	const k = 64 << 10
 	for _, tc := range []struct {
 		window  int64
@@ -193,6 +194,7 @@ func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }
 // read here and there) get the next chunk at most, never the window.
 func TestReadaheadRandomNoWindow(t *testing.T) {
 	spec, _ := uniformImage(t)
+	spec.Store = &streamStore{Store: spec.Store}
 	const k = 64 << 10
 	reg := NewRegistry()
 	defer reg.Close()
@@ -206,6 +208,10 @@ func TestReadaheadRandomNoWindow(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer obj.Release()
+	// A fill opens the blob (and shows it streams).
+	if err := obj.Fill(context.Background(), 31*k, k, newMemObject(t, obj.Size())); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct{ off, want int64 }{
 		{0, k},              // the first access: no stream yet
 		{24 * k, k},         // a jump: not sequential

@@ -232,6 +232,7 @@ func lazyRun(ctx context.Context, b *testing.B, dir, host string, res *oci.Resol
 		fmt.Printf("  debug: %d chunks fetched, %d runs, %d fills waited for another, %d events, %d readaheads, %d store requests\n",
 			reg.Stats.Fetches.Load(), reg.Stats.CoalescedFetches.Load(), reg.Stats.Coalesced.Load(),
 			srv.Stats.Events.Load(), srv.Stats.Readaheads.Load(), stats.OCI.Requests.Load())
+
 	}
 	return walkShare, mibs, nil
 }

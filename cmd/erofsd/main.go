@@ -51,7 +51,7 @@ func run(args []string) error {
 	blobDir := fs.String("blob-dir", "", "default blob store: a `dir` of blobs named by sha256 hex digest, or an http(s):// URL serving URL/<digest> with range requests")
 	blobCA := fs.String("blob-ca-file", "", "extra CA certificates (PEM) for https blob stores and registries")
 	minFetch := fs.Int64("min-fetch", 0, "least `bytes` a fill reads from a blob store: later chunks ride along (0: what is asked; at most 8 MiB); worth raising for registries")
-	window := fs.Int64("readahead-window", 0, "`bytes` after a read that background readahead keeps fetched (0: the next chunk); raise it for registries")
+	window := fs.Int64("readahead-window", 32<<20, "`bytes` background readahead keeps fetched ahead of a sequential reader from HTTP and OCI stores, in runs of up to 8 MiB (0: the next chunk only)")
 	mirrors := fs.String("registry-mirrors", "", "comma-separated `HOST=MIRROR` pairs: MIRROR (host[:port] or URL) is tried before registry HOST, in order")
 	stateDir := fs.String("state-dir", "/var/lib/erofsd", "`dir` for the daemon's state: images fetched by digest")
 	socket := fs.String("socket", control.DefaultSocket, "control API unix socket `path` (mode 0600)")

@@ -328,14 +328,17 @@ func (s *Server) handleRead(ctx context.Context, m abi.Msg) {
 // READ's range, when a worker is idle, so a sequential reader finds the
 // next chunk fetched and verified. The object stays open until it is done.
 func (s *Server) readahead(ctx context.Context, o *object, r abi.Read) {
-	off, n := o.obj.Readahead(int64(r.Off), int64(r.Len))
-	if n <= 0 {
-		return
-	}
+	// A worker first, then the range: a range the source hands out is
+	// not handed out again, so it must not be dropped for want of one.
 	select {
 	case s.sem <- struct{}{}:
 	default:
 		return // every worker busy: on-demand READs come first
+	}
+	off, n := o.obj.Readahead(int64(r.Off), int64(r.Len))
+	if n <= 0 {
+		<-s.sem
+		return
 	}
 	s.mu.Lock()
 	if o.closing {

@@ -206,15 +206,18 @@ func (w *Watch) serve(ctx context.Context, eventFD int, off, n int64) error {
 // worker is free, and returns that range; the watch stays open until the
 // fill is done.
 func (w *Watch) readahead(ctx context.Context, off, n int64) (int64, int64) {
-	raOff, raN := w.src.Readahead(off, n)
-	if raN <= 0 || w.has(raOff, raN) {
-		return raOff, raN
-	}
+	// A worker first, then the range: a range the source hands out is
+	// not handed out again, so it must not be dropped for want of one.
 	s := w.s
 	select {
 	case s.sem <- struct{}{}:
 	default:
 		return 0, 0 // every worker busy: events come first
+	}
+	raOff, raN := w.src.Readahead(off, n)
+	if raN <= 0 || w.has(raOff, raN) {
+		<-s.sem
+		return raOff, raN
 	}
 	w.mu.Lock()
 	if w.refs == 0 {
