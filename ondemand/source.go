@@ -577,4 +577,3 @@ func chunksOf(table []erofs.ChunkDigest, dev int) []chunk {
 	}
 	return out
 }
-
