@@ -59,6 +59,11 @@ lint:
 install: build
 	install -D -m 0755 -t $(DESTDIR)$(PREFIX)/bin $(addprefix $(BIN)/,$(CMDS))
 	install -D -m 0644 deploy/systemd/erofsd.service $(DESTDIR)/etc/systemd/system/erofsd.service
+	@# FileDescriptorStorePreserve= needs systemd 254+: its drop-in only where systemd knows it.
+	@v=$$(systemctl --version 2>/dev/null | sed -n '1s/^systemd \([0-9]*\).*/\1/p'); \
+	if [ -n "$$v" ] && [ "$$v" -ge 254 ]; then \
+		install -D -m 0644 deploy/systemd/erofsd.service.d/fdstore-preserve.conf $(DESTDIR)/etc/systemd/system/erofsd.service.d/fdstore-preserve.conf; \
+	else echo "systemd $${v:-?} < 254: FileDescriptorStorePreserve= drop-in not installed"; fi
 	install -D -m 0644 deploy/modules-load.d/erofsd.conf $(DESTDIR)/etc/modules-load.d/erofsd.conf
 	install -D -m 0644 deploy/tmpfiles.d/erofsd.conf $(DESTDIR)/etc/tmpfiles.d/erofsd.conf
 	@# An existing config is the administrator's: never overwrite it.

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -127,9 +128,21 @@ func run(args []string) error {
 		return err
 	}
 	held := &fdhold.State{FDs: map[string]int{}, Journal: map[string]string{}}
+	// Unsupervised under systemd, systemd's fd store keeps the
+	// cachefiles fd (the supervisor, if any, stores what it holds).
+	var fdStore fdhold.Mirror
 	if sup != nil {
 		if held, err = sup.Get(); err != nil {
 			return fmt.Errorf("supervisor: %w", err)
+		}
+	} else {
+		fds, err := fdhold.FromSystemd()
+		if err != nil {
+			log.WithError(err).Warn("fds from systemd's fd store")
+		}
+		maps.Copy(held.FDs, fds)
+		if sdnotify.Available() && os.Getenv("FDSTORE") != "0" {
+			fdStore = fdhold.SystemdStore{}
 		}
 	}
 	restarted := len(held.FDs) > 0
@@ -151,6 +164,10 @@ func run(args []string) error {
 	} else if useCachefiles {
 		if d.srv, d.srvErr = cachefiles.Open(*cacheDir, *tag, reg, cfCfg); d.srvErr == nil && sup != nil {
 			sup.Hold("cachefiles", d.srv.FD())
+		} else if d.srvErr == nil && fdStore != nil {
+			if err := fdStore.Store("cachefiles", d.srv.FD()); err != nil {
+				log.WithError(err).Warn("the cachefiles fd is not kept across a crash")
+			}
 		}
 	}
 	if d.srvErr != nil && useCachefiles {
@@ -267,6 +284,10 @@ func run(args []string) error {
 	case <-handover:
 		log.Info("handing over to the next daemon")
 	default:
+		if fdStore != nil && d.srv != nil {
+			// Stopping for good: mounts fail instead of waiting.
+			fdStore.Remove("cachefiles")
+		}
 		if d.fan != nil {
 			// Stopping for good: incomplete cache files would read as
 			// zeros once the group is gone; make them fail instead

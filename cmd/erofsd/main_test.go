@@ -2,11 +2,9 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -15,7 +13,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -330,41 +327,12 @@ func TestSupervisedCrashFanotify(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for r := 0; r < 8; r++ {
-		wg.Add(1)
-		go func(r int) {
-			defer wg.Done()
-			f, err := os.Open(filepath.Join(mnt, "big"))
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer f.Close()
-			buf := make([]byte, 128<<10)
-			for i := 0; i < len(want)/len(buf); i++ {
-				k := (i*8 + r*67) % (len(want) / len(buf)) // readers spread over the file
-				off := int64(k * len(buf))
-				if _, err := f.ReadAt(buf, off); err != nil {
-					errs <- fmt.Errorf("reader %d at %d: %w", r, off, err)
-					return
-				}
-				if !bytes.Equal(buf, want[off:off+int64(len(buf))]) {
-					errs <- fmt.Errorf("reader %d: wrong bytes at %d", r, off)
-					return
-				}
-				time.Sleep(time.Millisecond)
-			}
-		}(r)
-	}
+	wait := streamReaders(filepath.Join(mnt, "big"), want, 8, time.Minute)
 	time.Sleep(150 * time.Millisecond)
 	if err := syscall.Kill(first.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	for _, err := range wait() {
 		t.Error(err)
 	}
 	second := status()

@@ -208,6 +208,12 @@ func (s *Server) Serve(ctx context.Context) error {
 // group's events is not fully journaled yet.
 const batchKey = "batch"
 
+// LostBatch is a journal key for a holder whose own journal was lost
+// (a supervisor restarted with the fds from systemd's fd store): events
+// may have been taken and not journaled, so Replay fills every watched
+// file and then answers every event number, as after a lost batch.
+const LostBatch = batchKey
+
 func (s *Server) journalBegin(key, text string) {
 	if s.journal != nil {
 		s.journal.Begin(key, text)
