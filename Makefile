@@ -66,6 +66,10 @@ install: build
 	else echo "systemd $${v:-?} < 254: FileDescriptorStorePreserve= drop-in not installed"; fi
 	install -D -m 0644 deploy/modules-load.d/erofsd.conf $(DESTDIR)/etc/modules-load.d/erofsd.conf
 	install -D -m 0644 deploy/tmpfiles.d/erofsd.conf $(DESTDIR)/etc/tmpfiles.d/erofsd.conf
+	@# Monitoring examples: a Prometheus scrape config, alert rules (with
+	@# their promtool unit tests) and a Grafana dashboard, to copy from.
+	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/share/erofsd/prometheus deploy/prometheus/prometheus.yml deploy/prometheus/erofsd-rules.yml deploy/prometheus/erofsd-rules.test.yml
+	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/share/erofsd/grafana deploy/grafana/erofsd-dashboard.json
 	@# An existing config is the administrator's: never overwrite it.
 	[ -e $(DESTDIR)/etc/erofsd/config.toml ] || install -D -m 0644 deploy/config.toml $(DESTDIR)/etc/erofsd/config.toml
 
