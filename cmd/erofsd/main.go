@@ -22,6 +22,7 @@ import (
 	"github.com/erofsd/erofsd/blobstore"
 	"github.com/erofsd/erofsd/internal/control"
 	"github.com/erofsd/erofsd/internal/fdhold"
+	"github.com/erofsd/erofsd/internal/lograte"
 	"github.com/erofsd/erofsd/internal/sdnotify"
 	"github.com/erofsd/erofsd/metrics"
 	"github.com/erofsd/erofsd/ondemand"
@@ -99,6 +100,12 @@ func run(args []string) error {
 	default:
 		return fmt.Errorf("--log-format %q: want text or json", *logFormat)
 	}
+	// One line per failed request names its image, blob and offset;
+	// repeats of one failure (same message, image and blob) are limited
+	// to a burst and then one per interval, with a count of the rest.
+	logLimit := lograte.New(logBurst, logEvery, 4096)
+	log.SetFormatter(&lograte.Formatter{Formatter: log.Formatter, Limiter: logLimit,
+		Key: lograte.SimilarKey("off", "len", "pid", "msg", "object", "event")})
 
 	// SIGTERM and SIGINT stop erofsd for good; SIGUSR2 (from erofsd
 	// supervise, for an upgrade) stops it to hand over to a new daemon.
@@ -106,6 +113,7 @@ func run(args []string) error {
 	defer stop()
 	handover := make(chan os.Signal, 1)
 	signal.Notify(handover, syscall.SIGUSR2)
+	go logSuppressed(ctx, log, logLimit)
 
 	reg := ondemand.NewRegistry()
 	defer reg.Close()
@@ -319,6 +327,34 @@ func run(args []string) error {
 		log.WithField("mounts", n).Warn("exiting with images mounted: reads of data not yet fetched fail until erofsd serves them again")
 	}
 	return nil
+}
+
+// Log rate limit for similar warnings and errors: a burst of logBurst
+// lines, then one per logEvery.
+const (
+	logBurst = 10
+	logEvery = 10 * time.Second
+)
+
+// logSuppressed logs, every logEvery, how many lines the limiter held
+// back for failures that have stopped since.
+func logSuppressed(ctx context.Context, log logrus.FieldLogger, l *lograte.Limiter) {
+	t := time.NewTicker(logEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, s := range l.Flush() {
+			like := s.Key
+			if like == "" {
+				like = "(too many kinds of messages to tell apart)"
+			}
+			log.WithFields(logrus.Fields{"suppressed_like": like, "suppressed": s.Count}).Warnf("suppressed %d similar messages", s.Count)
+		}
+	}
 }
 
 // metricsHandler serves /metrics, /healthz (the process answers) and
