@@ -35,9 +35,10 @@ type daemon struct {
 	log      logrus.FieldLogger
 	started  time.Time
 
-	mu     sync.Mutex
-	meta   map[string]*imageMeta // by fsid + "\x00" + domain
-	mounts map[string]*mountRec
+	mu        sync.Mutex
+	meta      map[string]*imageMeta // by fsid + "\x00" + domain
+	mounts    map[string]*mountRec
+	restoring bool // restoreState runs: saveState waits for its end
 }
 
 // mountRec is a mount made by the daemon and what it holds.

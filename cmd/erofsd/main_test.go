@@ -342,6 +342,26 @@ func TestSupervisedCrashFanotify(t *testing.T) {
 	if second.Mounts != 1 || second.Images != 1 {
 		t.Errorf("after the restart: %d mounts, %d images; want the mount adopted", second.Mounts, second.Images)
 	}
+	// A second crash: the restarted daemon must have kept the mount in
+	// its saved state for the next one.
+	os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0o200)
+	wait = streamReaders(filepath.Join(mnt, "big"), want, 4, time.Minute)
+	if err := syscall.Kill(second.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for _, err := range wait() {
+		t.Error("after the second crash:", err)
+	}
+	var third *control.Status
+	for i := 0; i < 400; i++ {
+		if third = status(); third.PID != second.PID {
+			break
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	if third.PID == second.PID || third.Mounts != 1 || third.Images != 1 {
+		t.Errorf("after the second restart: pid %d (was %d), %d mounts, %d images; want the mount adopted again", third.PID, second.PID, third.Mounts, third.Images)
+	}
 }
 
 // freeAddr returns a loopback address with a port nothing listens on.
