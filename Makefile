@@ -49,6 +49,9 @@ bench: build
 	$(GO) run ./tests/vmbench
 	@echo "== fanotify front end on this kernel against the complete blob"
 	$(GO) run ./tests/fanbench
+	@echo "== fanotify failover: kill -9 of the daemon, then of supervisor and daemon (fd store), while readers stream"
+	$(GO) run ./tests/failbench
+	$(GO) run ./tests/failbench -kill supervisor
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -111,7 +111,15 @@ func supervise(args []string) error {
 		if errors.As(exitErr, &ee) {
 			fmt.Fprintf(os.Stderr, "erofsd supervise: erofsd ended (%v); restarting, holding %v\n", ee.ProcessState, holder.Held())
 		}
-		if time.Since(started) > time.Minute {
+		// Readers wait while no daemon runs: a daemon that had been
+		// up for a while is restarted at once; only one that dies soon
+		// after its start (a crash loop) is restarted after a growing
+		// delay.
+		delay := time.Duration(0)
+		if time.Since(started) < healthyRun {
+			delay = backoff
+			backoff = min(2*backoff, 30*time.Second)
+		} else {
 			backoff = 100 * time.Millisecond
 		}
 		select {
@@ -120,11 +128,14 @@ func supervise(args []string) error {
 				holder.Unmirror()
 				return nil
 			}
-		case <-time.After(backoff):
+		case <-time.After(delay):
 		}
-		backoff = min(2*backoff, 30*time.Second)
 	}
 }
+
+// healthyRun is how long a daemon must have run for its death to be
+// restarted without delay.
+const healthyRun = 10 * time.Second
 
 func withoutEnv(env []string, key string) []string {
 	out := env[:0:0]
