@@ -317,6 +317,7 @@ func TestSupervisedCrashFanotify(t *testing.T) {
 	os.Mkdir(mnt, 0o755)
 	defer func() {
 		exec.Command(bins["erofsctl"], "--socket", sock, "umount", mnt).Run()
+		syscall.Unmount(mnt, syscall.MNT_DETACH) // if the daemon lost track of it
 		sup.Process.Signal(syscall.SIGTERM)
 		sup.Wait()
 		if t.Failed() || testing.Verbose() {
