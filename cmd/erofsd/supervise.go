@@ -20,7 +20,8 @@ import (
 // death: when it crashes it is started again and picks them up, so
 // readers of its mounts wait instead of failing or reading zeros. SIGHUP
 // restarts the child gracefully from the binary on disk (a live upgrade);
-// SIGTERM or SIGINT stop both.
+// SIGTERM or SIGINT stop both. Under systemd the held fds also go to
+// its fd store, so that a restart of the whole service resumes too.
 func supervise(args []string) error {
 	self, err := os.Executable()
 	if err != nil {

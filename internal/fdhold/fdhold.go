@@ -5,6 +5,11 @@
 // of its mounts wait instead of failing (cachefiles) or reading zeros
 // (fanotify).
 //
+// A Mirror (SystemdStore: systemd's fd store) keeps a second copy of
+// the held fds, so that they outlive the supervisor too; a supervisor
+// started again adopts them (FromSystemd, Adopt). The journal is not
+// mirrored.
+//
 // The two ends talk over a SOCK_SEQPACKET socketpair: one message per
 // line of text, fds passed with SCM_RIGHTS.
 //
