@@ -51,6 +51,9 @@ bench: build
 	$(GO) run ./tests/vmbench
 	@echo "== fanotify front end on this kernel against the complete blob"
 	$(GO) run ./tests/fanbench
+	@echo "== fanotify failover: kill -9 of the daemon, then of supervisor and daemon (fd store), while readers stream"
+	$(GO) run ./tests/failbench
+	$(GO) run ./tests/failbench -kill supervisor
 	@echo "== lazy pulling from a registry on loopback against curl; metadata-walk share"
 	EROFSD_BENCH_MIN_FETCH=$${EROFSD_BENCH_MIN_FETCH:-0} EROFSD_BENCH_WINDOW=$${EROFSD_BENCH_WINDOW:-33554432} \
 		$(GO) test -run '^$$' -bench 'Registry$$' -benchtime 1x ./tests/
@@ -64,8 +67,17 @@ lint:
 install: build
 	install -D -m 0755 -t $(DESTDIR)$(PREFIX)/bin $(addprefix $(BIN)/,$(CMDS))
 	install -D -m 0644 deploy/systemd/erofsd.service $(DESTDIR)/etc/systemd/system/erofsd.service
+	@# FileDescriptorStorePreserve= needs systemd 254+: its drop-in only where systemd knows it.
+	@v=$$(systemctl --version 2>/dev/null | sed -n '1s/^systemd \([0-9]*\).*/\1/p'); \
+	if [ -n "$$v" ] && [ "$$v" -ge 254 ]; then \
+		install -D -m 0644 deploy/systemd/erofsd.service.d/fdstore-preserve.conf $(DESTDIR)/etc/systemd/system/erofsd.service.d/fdstore-preserve.conf; \
+	else echo "systemd $${v:-?} < 254: FileDescriptorStorePreserve= drop-in not installed"; fi
 	install -D -m 0644 deploy/modules-load.d/erofsd.conf $(DESTDIR)/etc/modules-load.d/erofsd.conf
 	install -D -m 0644 deploy/tmpfiles.d/erofsd.conf $(DESTDIR)/etc/tmpfiles.d/erofsd.conf
+	@# Monitoring examples: a Prometheus scrape config, alert rules (with
+	@# their promtool unit tests) and a Grafana dashboard, to copy from.
+	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/share/erofsd/prometheus deploy/prometheus/prometheus.yml deploy/prometheus/erofsd-rules.yml deploy/prometheus/erofsd-rules.test.yml
+	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/share/erofsd/grafana deploy/grafana/erofsd-dashboard.json
 	@# An existing config is the administrator's: never overwrite it.
 	[ -e $(DESTDIR)/etc/erofsd/config.toml ] || install -D -m 0644 deploy/config.toml $(DESTDIR)/etc/erofsd/config.toml
 

@@ -24,6 +24,18 @@ if [ "${#missing[@]}" -gt 0 ]; then
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# promtool validates deploy/prometheus (tests/monitoring_test.go). It comes
+# from Debian's prometheus package (19 MB download), unpacked for the one
+# tool: installing the package would also start a Prometheus server and
+# pull its web UI's JavaScript.
+if ! command -v promtool >/dev/null 2>&1; then
+	tmp=$(mktemp -d)
+	(cd "$tmp" && apt-get download prometheus >/dev/null 2>&1) || { apt-get update -qq && (cd "$tmp" && apt-get download prometheus >/dev/null); }
+	dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"
+	install -m 0755 "$tmp/x/usr/bin/promtool" /usr/local/bin/promtool
+	rm -rf "$tmp"
+fi
+
 if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
 	echo "install-deps: Go 1.24 or newer is required (expected at /usr/local/go)" >&2
 	exit 1

@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,10 +29,47 @@ func TestSystemdUnitVerifies(t *testing.T) {
 	if !strings.Contains(string(unit), "Type=notify") || !strings.Contains(string(unit), "erofsd supervise") {
 		t.Fatal("the unit should run erofsd supervise as a notify service")
 	}
+	if !strings.Contains(string(unit), "FileDescriptorStoreMax=") {
+		t.Error("the unit should enable the fd store (FileDescriptorStoreMax=)")
+	}
 	path := filepath.Join(dir, "erofsd.service")
 	os.WriteFile(path, []byte(strings.ReplaceAll(string(unit), "/usr/local/bin/erofsd", bin)), 0o644)
 	out, err := exec.Command(analyze, "verify", path).CombinedOutput()
 	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
 	}
+
+	// The drop-in with FileDescriptorStorePreserve= (systemd 254+),
+	// next to the unit where systemd-analyze finds it: clean on 254+;
+	// before, the key must be the only complaint (make install leaves
+	// the drop-in out there).
+	dropIn, err := os.ReadFile("../deploy/systemd/erofsd.service.d/fdstore-preserve.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Mkdir(path+".d", 0o755)
+	os.WriteFile(filepath.Join(path+".d", "fdstore-preserve.conf"), dropIn, 0o644)
+	out, err = exec.Command(analyze, "verify", path).CombinedOutput()
+	if v := systemdVersion(t); v >= 254 {
+		if err != nil || len(strings.TrimSpace(string(out))) > 0 {
+			t.Fatalf("systemd %d: verify with the drop-in: %v\n%s", v, err, out)
+		}
+	} else {
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if len(lines) != 1 || !strings.Contains(lines[0], "Unknown key") || !strings.Contains(lines[0], "FileDescriptorStorePreserve") {
+			t.Fatalf("systemd %d: verify with the drop-in: want only the unknown FileDescriptorStorePreserve key, got %v\n%s", v, err, out)
+		}
+		t.Logf("systemd %d lacks FileDescriptorStorePreserve= (254+): the drop-in is installed only on newer systemd", v)
+	}
+}
+
+// systemdVersion is the major version systemctl reports (0 if unknown).
+func systemdVersion(t *testing.T) int {
+	out, err := exec.Command("systemctl", "--version").Output()
+	if err != nil {
+		return 0
+	}
+	var v int
+	fmt.Sscanf(string(out), "systemd %d", &v)
+	return v
 }

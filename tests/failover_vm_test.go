@@ -15,7 +15,8 @@ import (
 const failoverScript = `
 mkdir -p /data /mnt /ref
 mount -t ext4 -o ro /dev/vdb /data
-erofsd supervise --cache-dir /cache/fscache --blob-dir /data/blobs --socket /tmp/erofsd.sock --state-dir /tmp/state >/tmp/erofsd.log 2>&1 &
+# erofsd supervise runs as systemd would run it, with an fd store.
+guesttool systemd /tmp erofsd supervise --cache-dir /cache/fscache --blob-dir /data/blobs --socket /tmp/erofsd.sock --state-dir /tmp/state >/tmp/erofsd.log 2>&1 &
 suppid=$!
 for i in $(seq 100); do [ -S /tmp/erofsd.sock ] && break; sleep 0.1; done
 ctl() { erofsctl --socket /tmp/erofsd.sock "$@"; }
@@ -46,6 +47,20 @@ if wait $reader; then echo "PASS upgrade"; else echo "FAIL upgrade"; fi
 cat /tmp/stress2
 third=$(daemonpid)
 [ -n "$third" ] && [ "$third" != "$second" ] && echo "PASS upgraded"
+
+# The supervisor dies too: systemd kills what is left of the unit and
+# starts it again with the /dev/cachefiles fd from its fd store.
+mkdir -p /mnt/fdstore && refmount fdstore
+ctl mount --fsid fdstore /data/fdstore.erofs /mnt/fdstore
+guesttool stress /mnt/fdstore/big.bin /ref/fdstore/big.bin 8 >/tmp/stress3 2>&1 &
+reader=$!
+sleep 1
+kill -USR1 $suppid
+if wait $reader; then echo "PASS fdstore"; else echo "FAIL fdstore"; fi
+cat /tmp/stress3
+for i in $(seq 100); do fourth=$(daemonpid); [ -n "$fourth" ] && break; sleep 0.1; done
+[ -n "$fourth" ] && [ "$fourth" != "$third" ] && echo "PASS fdstore-restarted"
+grep -q "resuming with .* fds from systemd's fd store" /tmp/erofsd.log && echo "PASS fdstore-resumed"
 ctl ls
 echo "--- erofsd log"
 grep -v 'level=info msg="image\|level=info msg=mounted' /tmp/erofsd.log | tail -n 15
@@ -53,12 +68,14 @@ grep -v 'level=info msg="image\|level=info msg=mounted' /tmp/erofsd.log | tail -
 
 // TestFailoverInVM checks crash failover and live upgrade of the
 // cachefiles front end on a real 6.1 kernel: under erofsd supervise, the
-// daemon is killed with SIGKILL, then upgraded with SIGHUP, each while 8
+// daemon is killed with SIGKILL, then upgraded with SIGHUP, then the
+// supervisor and the daemon are killed with SIGKILL and a fake systemd
+// starts the service again with the fds of its fd store, each while 8
 // readers stream a file; every reader must finish with the right bytes.
 func TestFailoverInVM(t *testing.T) {
 	kernel := vm.Require(t)
 	d := &dataDir{t: t, dir: t.TempDir()}
-	for name, size := range map[string]int{"crash": 64 << 20, "upgrade": 32 << 20} {
+	for name, size := range map[string]int{"crash": 64 << 20, "upgrade": 32 << 20, "fdstore": 32 << 20} {
 		src := t.TempDir()
 		data := make([]byte, size)
 		rand.Read(data)
@@ -81,7 +98,7 @@ func TestFailoverInVM(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("guest ran %s", res.Duration.Round(time.Millisecond))
-	for _, want := range []string{"PASS crash", "PASS restarted", "PASS upgrade", "PASS upgraded"} {
+	for _, want := range []string{"PASS crash", "PASS restarted", "PASS upgrade", "PASS upgraded", "PASS fdstore", "PASS fdstore-restarted", "PASS fdstore-resumed"} {
 		if !strings.Contains(res.Output, want+"\n") {
 			t.Errorf("guest did not report %q", want)
 		}

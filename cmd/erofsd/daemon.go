@@ -45,9 +45,10 @@ type daemon struct {
 	started  time.Time
 	pf       *prefetcher // background prefetch after mounts; nil: none
 
-	mu     sync.Mutex
-	meta   map[string]*imageMeta // by fsid + "\x00" + domain
-	mounts map[string]*mountRec
+	mu        sync.Mutex
+	meta      map[string]*imageMeta // by fsid + "\x00" + domain
+	mounts    map[string]*mountRec
+	restoring bool // restoreState runs: saveState waits for its end
 }
 
 // mountRec is a mount made by the daemon and what it holds.

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -22,6 +23,7 @@ import (
 	"github.com/erofsd/erofsd/blobstore"
 	"github.com/erofsd/erofsd/internal/control"
 	"github.com/erofsd/erofsd/internal/fdhold"
+	"github.com/erofsd/erofsd/internal/lograte"
 	"github.com/erofsd/erofsd/internal/sdnotify"
 	"github.com/erofsd/erofsd/metrics"
 	"github.com/erofsd/erofsd/ondemand"
@@ -122,6 +124,12 @@ func run(args []string) error {
 	default:
 		return fmt.Errorf("--log-format %q: want text or json", *logFormat)
 	}
+	// One line per failed request names its image, blob and offset;
+	// repeats of one failure (same message, image and blob) are limited
+	// to a burst and then one per interval, with a count of the rest.
+	logLimit := lograte.New(logBurst, logEvery, 4096)
+	log.SetFormatter(&lograte.Formatter{Formatter: log.Formatter, Limiter: logLimit,
+		Key: lograte.SimilarKey("off", "len", "pid", "msg", "object", "event")})
 
 	// SIGTERM and SIGINT stop erofsd for good; SIGUSR2 (from erofsd
 	// supervise, for an upgrade) stops it to hand over to a new daemon.
@@ -129,6 +137,7 @@ func run(args []string) error {
 	defer stop()
 	handover := make(chan os.Signal, 1)
 	signal.Notify(handover, syscall.SIGUSR2)
+	go logSuppressed(ctx, log, logLimit)
 
 	reg := ondemand.NewRegistry()
 	reg.MinFetch, reg.ReadaheadWindow = *minFetch, *window
@@ -154,9 +163,21 @@ func run(args []string) error {
 		return err
 	}
 	held := &fdhold.State{FDs: map[string]int{}, Journal: map[string]string{}}
+	// Unsupervised under systemd, systemd's fd store keeps the
+	// cachefiles fd (the supervisor, if any, stores what it holds).
+	var fdStore fdhold.Mirror
 	if sup != nil {
 		if held, err = sup.Get(); err != nil {
 			return fmt.Errorf("supervisor: %w", err)
+		}
+	} else {
+		fds, err := fdhold.FromSystemd()
+		if err != nil {
+			log.WithError(err).Warn("fds from systemd's fd store")
+		}
+		maps.Copy(held.FDs, fds)
+		if sdnotify.Available() && os.Getenv("FDSTORE") != "0" {
+			fdStore = fdhold.SystemdStore{}
 		}
 	}
 	restarted := len(held.FDs) > 0
@@ -180,6 +201,10 @@ func run(args []string) error {
 	} else if useCachefiles {
 		if d.srv, d.srvErr = cachefiles.Open(*cacheDir, *tag, reg, cfCfg); d.srvErr == nil && sup != nil {
 			sup.Hold("cachefiles", d.srv.FD())
+		} else if d.srvErr == nil && fdStore != nil {
+			if err := fdStore.Store("cachefiles", d.srv.FD()); err != nil {
+				log.WithError(err).Warn("the cachefiles fd is not kept across a crash")
+			}
 		}
 	}
 	if d.srvErr != nil && useCachefiles {
@@ -300,6 +325,10 @@ func run(args []string) error {
 	case <-handover:
 		log.Info("handing over to the next daemon")
 	default:
+		if fdStore != nil && d.srv != nil {
+			// Stopping for good: mounts fail instead of waiting.
+			fdStore.Remove("cachefiles")
+		}
 		if d.fan != nil {
 			// Stopping for good: incomplete cache files would read as
 			// zeros once the group is gone; make them fail instead
@@ -349,6 +378,34 @@ func parseMirrors(s string) (map[string][]string, error) {
 		out[host] = append(out[host], mirror)
 	}
 	return out, nil
+}
+
+// Log rate limit for similar warnings and errors: a burst of logBurst
+// lines, then one per logEvery.
+const (
+	logBurst = 10
+	logEvery = 10 * time.Second
+)
+
+// logSuppressed logs, every logEvery, how many lines the limiter held
+// back for failures that have stopped since.
+func logSuppressed(ctx context.Context, log logrus.FieldLogger, l *lograte.Limiter) {
+	t := time.NewTicker(logEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, s := range l.Flush() {
+			like := s.Key
+			if like == "" {
+				like = "(too many kinds of messages to tell apart)"
+			}
+			log.WithFields(logrus.Fields{"suppressed_like": like, "suppressed": s.Count}).Warnf("suppressed %d similar messages", s.Count)
+		}
+	}
 }
 
 // metricsHandler serves /metrics, /healthz (the process answers) and

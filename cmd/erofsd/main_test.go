@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -15,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -320,6 +318,7 @@ func TestSupervisedCrashFanotify(t *testing.T) {
 	os.Mkdir(mnt, 0o755)
 	defer func() {
 		exec.Command(bins["erofsctl"], "--socket", sock, "umount", mnt).Run()
+		syscall.Unmount(mnt, syscall.MNT_DETACH) // if the daemon lost track of it
 		sup.Process.Signal(syscall.SIGTERM)
 		sup.Wait()
 		if t.Failed() || testing.Verbose() {
@@ -330,41 +329,12 @@ func TestSupervisedCrashFanotify(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for r := 0; r < 8; r++ {
-		wg.Add(1)
-		go func(r int) {
-			defer wg.Done()
-			f, err := os.Open(filepath.Join(mnt, "big"))
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer f.Close()
-			buf := make([]byte, 128<<10)
-			for i := 0; i < len(want)/len(buf); i++ {
-				k := (i*8 + r*67) % (len(want) / len(buf)) // readers spread over the file
-				off := int64(k * len(buf))
-				if _, err := f.ReadAt(buf, off); err != nil {
-					errs <- fmt.Errorf("reader %d at %d: %w", r, off, err)
-					return
-				}
-				if !bytes.Equal(buf, want[off:off+int64(len(buf))]) {
-					errs <- fmt.Errorf("reader %d: wrong bytes at %d", r, off)
-					return
-				}
-				time.Sleep(time.Millisecond)
-			}
-		}(r)
-	}
+	wait := streamReaders(filepath.Join(mnt, "big"), want, 8, time.Minute)
 	time.Sleep(150 * time.Millisecond)
 	if err := syscall.Kill(first.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	for _, err := range wait() {
 		t.Error(err)
 	}
 	second := status()
@@ -373,6 +343,26 @@ func TestSupervisedCrashFanotify(t *testing.T) {
 	}
 	if second.Mounts != 1 || second.Images != 1 {
 		t.Errorf("after the restart: %d mounts, %d images; want the mount adopted", second.Mounts, second.Images)
+	}
+	// A second crash: the restarted daemon must have kept the mount in
+	// its saved state for the next one.
+	os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0o200)
+	wait = streamReaders(filepath.Join(mnt, "big"), want, 4, time.Minute)
+	if err := syscall.Kill(second.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for _, err := range wait() {
+		t.Error("after the second crash:", err)
+	}
+	var third *control.Status
+	for i := 0; i < 400; i++ {
+		if third = status(); third.PID != second.PID {
+			break
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	if third.PID == second.PID || third.Mounts != 1 || third.Images != 1 {
+		t.Errorf("after the second restart: pid %d (was %d), %d mounts, %d images; want the mount adopted again", third.PID, second.PID, third.Mounts, third.Images)
 	}
 }
 

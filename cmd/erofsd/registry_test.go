@@ -229,7 +229,10 @@ func TestDaemonRegistryFaults(t *testing.T) {
 	proxy := faultproxy.Start(t, faultproxy.Options{Target: reg.Host, MaxFaults: 200, FlipAt: 100,
 		SlowChunk: 64 << 10, SlowDelay: 5 * time.Millisecond, SlowMax: time.Second})
 
-	d := startDaemon(t, bins, dir, "--frontend", "fanotify")
+	// Chunk by chunk (no readahead window), so that many requests meet
+	// the faults; streamed runs under faults are covered in blobstore and
+	// ondemand.
+	d := startDaemon(t, bins, dir, "--frontend", "fanotify", "--readahead-window", "0")
 	mnt := filepath.Join(dir, "mnt")
 	os.Mkdir(mnt, 0o755)
 	if out, err := d.ctl("mount", "--plain-http", "oci://"+proxy.Host+"/faulty:erofs", mnt); err != nil {

@@ -31,6 +31,12 @@ func (d *daemon) statePath() string { return filepath.Join(d.stateDir, "state.js
 // daemon can serve without it (only a restart would lose track).
 func (d *daemon) saveState() {
 	d.mu.Lock()
+	if d.restoring {
+		// Half restored: saving now would drop the mounts not adopted
+		// yet, and the next restart would lose them.
+		d.mu.Unlock()
+		return
+	}
 	st := savedState{Images: []savedImage{}, Mounts: []control.Mount{}}
 	for _, im := range d.reg.Images() {
 		m := d.meta[metaKey(im.Spec.FSID, im.Spec.DomainID)]
@@ -73,6 +79,15 @@ func (d *daemon) restoreState(ctx context.Context) error {
 	if err := json.Unmarshal(data, &st); err != nil {
 		return err
 	}
+	d.mu.Lock()
+	d.restoring = true
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		d.restoring = false
+		d.mu.Unlock()
+		d.saveState()
+	}()
 	for _, im := range st.Images {
 		// Registered by its local bootstrap: a registry image needs no
 		// registry to come back, only to fetch data.

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/erofsd/erofsd/internal/fdhold"
+	"github.com/erofsd/erofsd/internal/sdnotify"
+	"github.com/erofsd/erofsd/ondemand/fanotify"
 )
 
 // supervise runs "erofsd [args]" as a child and keeps the child's kernel
@@ -18,7 +20,8 @@ import (
 // death: when it crashes it is started again and picks them up, so
 // readers of its mounts wait instead of failing or reading zeros. SIGHUP
 // restarts the child gracefully from the binary on disk (a live upgrade);
-// SIGTERM or SIGINT stop both.
+// SIGTERM or SIGINT stop both. Under systemd the held fds also go to
+// its fd store, so that a restart of the whole service resumes too.
 func supervise(args []string) error {
 	self, err := os.Executable()
 	if err != nil {
@@ -26,6 +29,26 @@ func supervise(args []string) error {
 	}
 	holder := fdhold.NewHolder()
 	defer holder.Close()
+	// Under systemd the held fds also go to its fd store
+	// (FileDescriptorStoreMax= in the unit): if this supervisor dies
+	// too, the restarted service gets them back through $LISTEN_FDS.
+	stored, err := fdhold.FromSystemd()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "erofsd supervise:", err)
+	}
+	if len(stored) > 0 {
+		holder.Adopt(stored)
+		if _, ok := stored["fanotify"]; ok {
+			// The journal of events being answered died with the
+			// previous supervisor: the daemon recovers as from a
+			// lost batch.
+			holder.Note(fanotify.LostBatch, "supervisor restarted from the fd store")
+		}
+		fmt.Fprintf(os.Stderr, "erofsd supervise: resuming with %d fds from systemd's fd store\n", len(stored))
+	}
+	if sdnotify.Available() && os.Getenv("FDSTORE") != "0" {
+		holder.SetMirror(fdhold.SystemdStore{}, func(err error) { fmt.Fprintln(os.Stderr, "erofsd supervise:", err) })
+	}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	backoff := 100 * time.Millisecond
@@ -72,6 +95,9 @@ func supervise(args []string) error {
 		sup.Close()
 		switch {
 		case stopping:
+			// Stopping for good: systemd must not keep the kernel
+			// waiting for a daemon that will not come.
+			holder.Unmirror()
 			return exitErr
 		case upgrading:
 			fmt.Fprintln(os.Stderr, "erofsd supervise: restarting erofsd (SIGHUP)")
@@ -79,25 +105,38 @@ func supervise(args []string) error {
 		case exitErr == nil:
 			// A clean exit the supervisor did not ask for: someone
 			// stopped the daemon on purpose.
+			holder.Unmirror()
 			return nil
 		}
 		var ee *exec.ExitError
 		if errors.As(exitErr, &ee) {
 			fmt.Fprintf(os.Stderr, "erofsd supervise: erofsd ended (%v); restarting, holding %v\n", ee.ProcessState, holder.Held())
 		}
-		if time.Since(started) > time.Minute {
+		// Readers wait while no daemon runs: a daemon that had been
+		// up for a while is restarted at once; only one that dies soon
+		// after its start (a crash loop) is restarted after a growing
+		// delay.
+		delay := time.Duration(0)
+		if time.Since(started) < healthyRun {
+			delay = backoff
+			backoff = min(2*backoff, 30*time.Second)
+		} else {
 			backoff = 100 * time.Millisecond
 		}
 		select {
 		case sig := <-sigs:
 			if sig != syscall.SIGHUP {
+				holder.Unmirror()
 				return nil
 			}
-		case <-time.After(backoff):
+		case <-time.After(delay):
 		}
-		backoff = min(2*backoff, 30*time.Second)
 	}
 }
+
+// healthyRun is how long a daemon must have run for its death to be
+// restarted without delay.
+const healthyRun = 10 * time.Second
 
 func withoutEnv(env []string, key string) []string {
 	out := env[:0:0]

@@ -5,6 +5,11 @@
 // of its mounts wait instead of failing (cachefiles) or reading zeros
 // (fanotify).
 //
+// A Mirror (SystemdStore: systemd's fd store) keeps a second copy of
+// the held fds, so that they outlive the supervisor too; a supervisor
+// started again adopts them (FromSystemd, Adopt). The journal is not
+// mirrored.
+//
 // The two ends talk over a SOCK_SEQPACKET socketpair: one message per
 // line of text, fds passed with SCM_RIGHTS.
 //
@@ -100,6 +105,66 @@ type Holder struct {
 	mu      sync.Mutex
 	fds     map[string]int
 	journal map[string]string
+	mirror  Mirror
+	onErr   func(error)
+}
+
+// Mirror keeps a second copy of the held fds outside the supervisor
+// (systemd's fd store), so that they outlive the supervisor too.
+type Mirror interface {
+	Store(name string, fd int) error
+	Remove(name string) error
+}
+
+// SetMirror hands every fd held from now on to m as well, and passes
+// drops on; m's errors go to onErr (if not nil). Fds adopted before are
+// taken to be in m already.
+func (h *Holder) SetMirror(m Mirror, onErr func(error)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.mirror, h.onErr = m, onErr
+}
+
+func (h *Holder) mirrorErr(err error) {
+	if err != nil && h.onErr != nil {
+		h.onErr(err)
+	}
+}
+
+// Adopt holds fds kept elsewhere across the supervisor's own restart
+// (systemd's fd store), by name, for the next daemon. A name held
+// already keeps its fd; the adopted duplicate is closed.
+func (h *Holder) Adopt(fds map[string]int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for n, fd := range fds {
+		if _, ok := h.fds[n]; ok {
+			unix.Close(fd)
+			continue
+		}
+		h.fds[n] = fd
+	}
+}
+
+// Note adds a journal entry for the next daemon, as if a daemon had
+// begun it.
+func (h *Holder) Note(key, text string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.journal[key] = text
+}
+
+// Unmirror removes every held fd from the mirror (on a final stop, so
+// that nothing keeps the kernel waiting for a daemon that will not come).
+func (h *Holder) Unmirror() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.mirror == nil {
+		return
+	}
+	for n := range h.fds {
+		h.mirrorErr(h.mirror.Remove(n))
+	}
 }
 
 // NewHolder returns an empty holder.
@@ -126,14 +191,23 @@ func (h *Holder) Serve(conn *os.File) error {
 			h.mu.Lock()
 			if old, ok := h.fds[rest]; ok {
 				unix.Close(old)
+				if h.mirror != nil {
+					h.mirrorErr(h.mirror.Remove(rest))
+				}
 			}
 			h.fds[rest] = file
+			if h.mirror != nil {
+				h.mirrorErr(h.mirror.Store(rest, file))
+			}
 			h.mu.Unlock()
 		case "DROP":
 			h.mu.Lock()
 			if old, ok := h.fds[rest]; ok {
 				unix.Close(old)
 				delete(h.fds, rest)
+				if h.mirror != nil {
+					h.mirrorErr(h.mirror.Remove(rest))
+				}
 			}
 			h.mu.Unlock()
 		case "BEGIN":

@@ -233,6 +233,12 @@ func (s *Server) Serve(ctx context.Context) error {
 // group's events is not fully journaled yet.
 const batchKey = "batch"
 
+// LostBatch is a journal key for a holder whose own journal was lost
+// (a supervisor restarted with the fds from systemd's fd store): events
+// may have been taken and not journaled, so Replay fills every watched
+// file and then answers every event number, as after a lost batch.
+const LostBatch = batchKey
+
 func (s *Server) journalBegin(key, text string) {
 	if s.journal != nil {
 		s.journal.Begin(key, text)
@@ -308,9 +314,16 @@ func (s *Server) dispatch(ctx context.Context, ev abi.Event) {
 		defer s.wg.Done()
 		defer func() { <-s.sem; s.Stats.InFlight.Add(-1) }()
 		key := strconv.Itoa(int(ev.Fd))
-		err := s.handle(ctx, ev, key)
+		w, err := s.handle(ctx, ev, key)
 		if err != nil {
-			l := s.log.WithFields(logrus.Fields{"off": ev.Offset, "len": ev.Count, "pid": ev.Pid}).WithError(err)
+			fields := logrus.Fields{"off": ev.Offset, "len": ev.Count, "pid": ev.Pid}
+			if w != nil {
+				fields["source"] = w.src.Name()
+				if o, ok := w.src.(*ondemand.Object); ok && o.Image != nil {
+					fields["image"] = o.Image.Spec.FSID
+				}
+			}
+			l := s.log.WithFields(fields).WithError(err)
 			if errors.Is(err, ErrCacheFull) || isNoSpace(err) {
 				l.Debug("read denied: cache full") // counted in Stats.NoSpace
 			} else {
@@ -412,8 +425,9 @@ func (s *Server) sweep(journal map[string]string, allow bool) {
 	s.log.WithField("allowed", allow).Warn("answered events lost by the previous daemon")
 }
 
-// handle makes the event's range present; a panic becomes an error.
-func (s *Server) handle(ctx context.Context, ev abi.Event, key string) (err error) {
+// handle makes the event's range present; a panic becomes an error. It
+// returns the watch the event was for, if any.
+func (s *Server) handle(ctx context.Context, ev abi.Event, key string) (w *Watch, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			s.Stats.Panicked.Add(1)
@@ -422,20 +436,20 @@ func (s *Server) handle(ctx context.Context, ev abi.Event, key string) (err erro
 	}()
 	var st unix.Stat_t
 	if err := unix.Fstat(int(ev.Fd), &st); err != nil {
-		return err
+		return nil, err
 	}
 	s.mu.Lock()
-	w := s.watches[devIno{st.Dev, st.Ino}]
+	w = s.watches[devIno{st.Dev, st.Ino}]
 	s.mu.Unlock()
 	if w == nil {
-		return fmt.Errorf("event for a file erofsd does not serve (dev %d ino %d)", st.Dev, st.Ino)
+		return nil, fmt.Errorf("event for a file erofsd does not serve (dev %d ino %d)", st.Dev, st.Ino)
 	}
 	if w.isPoisoned() {
 		// Only Poison's own truncation may proceed; readers fail.
 		if ev.Pid == int32(os.Getpid()) {
-			return nil
+			return w, nil
 		}
-		return fmt.Errorf("%s: erofsd is stopping", w.Path)
+		return w, fmt.Errorf("%s: erofsd is stopping", w.Path)
 	}
-	return w.serve(ctx, int(ev.Fd), int64(ev.Offset), int64(ev.Count))
+	return w, w.serve(ctx, int(ev.Fd), int64(ev.Offset), int64(ev.Count))
 }

@@ -7,6 +7,10 @@
 //	guesttool readtime FILE           read FILE sequentially in 1 MiB reads; print "readtime BYTES NANOSECONDS"
 //	guesttool readcheck FILE REF      read FILE in 256 KiB pieces, each either equal to REF's or failing with
 //	                                  EIO; print "readcheck OK EIO" (pieces); exit 1 on wrong bytes or another error
+//	guesttool systemd DIR CMD ARGS... run CMD as systemd runs a notify service with an fd store
+//	                                  (internal/fakesystemd): SIGHUP and SIGTERM go to CMD; SIGUSR1
+//	                                  SIGKILLs CMD and everything it started, then starts CMD again
+//	                                  with the stored fds ($LISTEN_FDS)
 package main
 
 import (
@@ -16,11 +20,14 @@ import (
 	"io"
 	"math/rand"
 	"os"
+	"os/signal"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/erofsd/erofsd/internal/fakesystemd"
 	"github.com/erofsd/erofsd/internal/treecmp"
 )
 
@@ -40,6 +47,8 @@ func main() {
 		readtime(os.Args[2])
 	case "readcheck":
 		readcheck(os.Args[2], os.Args[3])
+	case "systemd":
+		systemd(os.Args[2], os.Args[3], os.Args[4:])
 	default:
 		fail("unknown command " + os.Args[1])
 	}
@@ -202,4 +211,68 @@ func readcheck(file, ref string) {
 		}
 	}
 	fmt.Printf("readcheck %d %d\n", ok, eio)
+}
+
+// systemd plays the service manager for one service: its notify socket
+// and fd store in dir, the service in its own process group (the unit's
+// cgroup), restarted with the stored fds after SIGUSR1 kills the group.
+func systemd(dir, name string, args []string) {
+	mgr, err := fakesystemd.Listen(dir)
+	if err != nil {
+		fail(err.Error())
+	}
+	defer mgr.Close()
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGUSR1)
+	for {
+		cmd := mgr.Command(name, args...)
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			fail(err.Error())
+		}
+		fmt.Printf("guesttool systemd: started %s pid %d with %d stored fds\n", name, cmd.Process.Pid, len(mgr.Store()))
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		restart := false
+		for !restart {
+			select {
+			case sig := <-sigs:
+				if sig == syscall.SIGUSR1 {
+					syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+					<-exited
+					for groupAlive(cmd.Process.Pid) {
+						time.Sleep(time.Millisecond)
+					}
+					restart = true
+					continue
+				}
+				cmd.Process.Signal(sig)
+			case err := <-exited:
+				fmt.Printf("guesttool systemd: %s ended (%v); %d fds left in the store\n", name, err, len(mgr.Store()))
+				return
+			}
+		}
+	}
+}
+
+// groupAlive reports whether a process of group pgid is still running
+// (zombies waiting for their parent do not count).
+func groupAlive(pgid int) bool {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) > 2 && f[2] == strconv.Itoa(pgid) && f[0] != "Z" {
+			return true
+		}
+	}
+	return false
 }
