@@ -509,22 +509,42 @@ func (im *Image) prefetchPlan(opts PrefetchOptions) ([]planned, []string, error)
 
 // filesUnder resolves a listed path ("/usr/bin/x" or "usr/bin/x") to
 // itself, or for a directory to the files under it in lexical order.
-func filesUnder(img *erofs.Image, name string) ([]string, error) {
+func filesUnder(img fs.FS, name string) ([]string, error) {
 	p := strings.TrimPrefix(path.Clean("/"+strings.TrimSpace(name)), "/")
 	if p == "" {
 		p = "."
 	}
-	st, err := img.Stat(p)
+	st, err := fs.Stat(img, p)
 	if err != nil {
 		return nil, err
 	}
 	if !st.IsDir() {
 		return []string{p}, nil
 	}
+	// The image has not been through Check: a directory entry may point
+	// back at an ancestor. Each directory is entered once, and the walk
+	// is bounded.
 	var out []string
+	entered := map[uint64]bool{}
+	walked := 0
 	err = fs.WalkDir(img, p, func(f string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
+		}
+		if walked++; walked > maxPlanEntries {
+			return fmt.Errorf("prefetch of %s: more than %d entries", name, maxPlanEntries)
+		}
+		if d.IsDir() {
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			if st, ok := fi.Sys().(*erofs.Stat); ok {
+				if entered[st.Nid] {
+					return fs.SkipDir
+				}
+				entered[st.Nid] = true
+			}
 		}
 		if d.Type().IsRegular() {
 			out = append(out, f)
@@ -533,6 +553,9 @@ func filesUnder(img *erofs.Image, name string) ([]string, error) {
 	})
 	return out, err
 }
+
+// maxPlanEntries bounds the entries one prefetch list item may walk.
+const maxPlanEntries = 4 << 20
 
 // chunksIn returns the blob's chunks overlapping [off, off+n).
 func (d *blobData) chunksIn(off, n int64) []chunk {

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"io/fs"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -410,5 +413,96 @@ func TestLimiterGivesBackCancelled(t *testing.T) {
 	}
 	if NewLimiter(0) != nil || (*Limiter)(nil).Wait(ctx, 1<<40) != nil {
 		t.Fatal("a zero rate must not limit")
+	}
+}
+
+// loopFS is a tree whose directory "a/again" is "a" itself, as a corrupt
+// image can have it: a walk that does not track directories never ends.
+type loopFS struct{}
+
+type loopEntry struct {
+	name string
+	dir  bool
+	nid  uint64
+}
+
+func (e loopEntry) Name() string               { return e.name }
+func (e loopEntry) IsDir() bool                { return e.dir }
+func (e loopEntry) Type() fs.FileMode          { return e.Mode().Type() }
+func (e loopEntry) Info() (fs.FileInfo, error) { return e, nil }
+func (e loopEntry) Size() int64                { return 0 }
+func (e loopEntry) ModTime() time.Time         { return time.Time{} }
+func (e loopEntry) Sys() any                   { return &erofs.Stat{Nid: e.nid} }
+func (e loopEntry) Mode() fs.FileMode {
+	if e.dir {
+		return fs.ModeDir | 0o755
+	}
+	return 0o644
+}
+
+// entry resolves a path: "." is nid 1, every "a" (however deep, via
+// "again") is nid 2, "f" in it is a file.
+func (loopFS) entry(name string) (loopEntry, bool) {
+	if name == "." {
+		return loopEntry{".", true, 1}, true
+	}
+	parts := strings.Split(name, "/")
+	if parts[0] != "a" {
+		return loopEntry{}, false
+	}
+	for i, p := range parts[1:] {
+		switch {
+		case p == "again":
+		case p == "f" && i == len(parts)-2:
+			return loopEntry{"f", false, 3}, true
+		default:
+			return loopEntry{}, false
+		}
+	}
+	return loopEntry{parts[len(parts)-1], true, 2}, true
+}
+
+func (l loopFS) Open(name string) (fs.File, error) {
+	e, ok := l.entry(name)
+	if !ok {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
+	}
+	return loopFile{e}, nil
+}
+
+func (l loopFS) ReadDir(name string) ([]fs.DirEntry, error) {
+	e, ok := l.entry(name)
+	if !ok || !e.dir {
+		return nil, &fs.PathError{Op: "readdir", Path: name, Err: fs.ErrNotExist}
+	}
+	if e.nid == 1 {
+		return []fs.DirEntry{loopEntry{"a", true, 2}}, nil
+	}
+	return []fs.DirEntry{loopEntry{"again", true, 2}, loopEntry{"f", false, 3}}, nil
+}
+
+type loopFile struct{ e loopEntry }
+
+func (f loopFile) Stat() (fs.FileInfo, error) { return f.e, nil }
+func (f loopFile) Read([]byte) (int, error)   { return 0, io.EOF }
+func (f loopFile) Close() error               { return nil }
+
+// TestPrefetchListDirectoryLoop: a prefetch list naming a directory of
+// an image with a directory loop ends, each directory walked once.
+func TestPrefetchListDirectoryLoop(t *testing.T) {
+	done := make(chan struct{})
+	var files []string
+	var err error
+	go func() {
+		files, err = filesUnder(loopFS{}, "/")
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("walking a directory loop did not end")
+	}
+	if err != nil || len(files) != 1 || files[0] != "a/f" {
+		t.Fatalf("files %q, %v; want a/f once", files, err)
 	}
 }
