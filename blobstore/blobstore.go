@@ -80,6 +80,13 @@ type RangeOpener interface {
 	OpenRange(ctx context.Context, off, n int64) (io.ReadCloser, error)
 }
 
+// Distruster is implemented by blobs that can read from several hosts
+// (registry mirrors): Distrust sends later reads to another host first,
+// after data from the current one failed verification.
+type Distruster interface {
+	Distrust()
+}
+
 // OpenStore returns the store named by spec: a directory path (or
 // file:///path) for a local store, an http(s):// URL, or an OCI
 // repository (oci://HOST[:PORT]/REPO, over https; oci+http:// for plain

@@ -152,8 +152,9 @@ func (r *remote) do(ctx context.Context, targets []*target, op func(context.Cont
 			if errors.Is(err, ErrUnauthorized) && t.reset != nil {
 				t.reset()
 			}
-			if ctx.Err() != nil || errors.Is(err, ErrOutOfRange) {
-				// The caller gave up, or asked for bytes no host has.
+			if ctx.Err() != nil || (errors.Is(err, ErrOutOfRange) && i == len(targets)-1) {
+				// The caller gave up, or the last host (the upstream)
+				// has no such bytes; a mirror's answer is not final.
 				return nil, r.fail(err)
 			}
 			temporary = temporary || errors.Is(err, ErrTemporary)
@@ -356,6 +357,16 @@ func (b *remoteBlob) order() []*target {
 		}
 	}
 	return out
+}
+
+// Distrust makes reads go to the next host first: the caller found the
+// data of the preferred one wrong (a chunk failed its digest), as a stale
+// or corrupt mirror serves it. With one host it does nothing.
+func (b *remoteBlob) Distrust() {
+	order := b.order()
+	if len(order) > 1 {
+		b.prefer.Store(order[1])
+	}
 }
 
 func (b *remoteBlob) Size() int64  { return b.size }

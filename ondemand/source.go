@@ -162,6 +162,17 @@ func (d *blobData) streams() bool {
 	return ok
 }
 
+// distrust tells a blob read from several hosts (mirrors) that the data
+// it gave failed verification, so the retry asks another host.
+func (d *blobData) distrust() {
+	d.openMu.Lock()
+	b := d.blob
+	d.openMu.Unlock()
+	if ds, ok := b.(blobstore.Distruster); ok {
+		ds.Distrust()
+	}
+}
+
 // close releases the opened blob.
 func (d *blobData) close() error {
 	d.openMu.Lock()
@@ -531,6 +542,7 @@ func (s *blobSource) fetchChunk(ctx context.Context, c chunk, w BlockWriter) err
 		if err = s.verifyAndWrite(buf[:padded], c, w); !errors.Is(err, ErrDigestMismatch) {
 			return err
 		}
+		s.distrust()
 	}
 	return err
 }
