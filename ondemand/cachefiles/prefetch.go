@@ -42,6 +42,17 @@ func (t objectTarget) Present(off, n int64) bool {
 	if !ok || n <= 0 {
 		return false
 	}
+	// Hold the object open around the seek: after a CLOSE its fd is
+	// closed, and the number may belong to another file by then.
+	s, o := t.s, t.o
+	s.mu.Lock()
+	if o.closing {
+		s.mu.Unlock()
+		return false
+	}
+	o.inflight++
+	s.mu.Unlock()
+	defer s.release(o)
 	hole, err := unix.Seek(int(fd), off, unix.SEEK_HOLE)
 	return err == nil && hole >= min(off+n, alignUp(t.o.obj.Size()))
 }

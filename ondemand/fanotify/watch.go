@@ -22,10 +22,11 @@ type Watch struct {
 	key  devIno
 
 	mu       sync.Mutex
-	poisoned bool     // being made unreadable: reads fail with EIO
-	present  []byte   // bitmap, one bit per block
-	mapFile  *os.File // persisted bitmap
-	writeFD  int      // a non-notifying fd of the cache file (a dup of an event fd), -1 before the first event
+	writes   sync.RWMutex // held for reading by each write; Poison takes it to wait them out
+	poisoned bool         // being made unreadable: reads fail with EIO
+	present  []byte       // bitmap, one bit per block
+	mapFile  *os.File     // persisted bitmap
+	writeFD  int          // a non-notifying fd of the cache file (a dup of an event fd), -1 before the first event
 	marked   bool
 	refs     int
 }
@@ -286,6 +287,13 @@ func (w *Watch) Poison() error {
 		return nil
 	}
 	w.poisoned = true
+	w.mu.Unlock()
+	// Writes in flight (a prefetch, a readahead) finish first; later
+	// ones see poisoned and write nothing, so nothing re-extends the
+	// file or marks blocks present after the truncation.
+	w.writes.Lock()
+	defer w.writes.Unlock()
+	w.mu.Lock()
 	clear(w.present)
 	w.mu.Unlock()
 	err := os.Truncate(w.Path, 0)
@@ -362,6 +370,11 @@ type blockWriter struct {
 // again), and the event is denied with EIO.
 func (b blockWriter) WriteBlocks(p []byte, off int64) error {
 	w := b.w
+	w.writes.RLock()
+	defer w.writes.RUnlock()
+	if w.isPoisoned() {
+		return fmt.Errorf("%s: erofsd is stopping", w.Path)
+	}
 	if off >= w.size {
 		return nil
 	}
