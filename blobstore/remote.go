@@ -248,14 +248,8 @@ func (r *remote) get(ctx context.Context, d Digest, t *target, p []byte, off int
 	if err := statusError(resp, d, t.host); err != nil {
 		return err
 	}
-	if cr := resp.Header.Get("Content-Range"); resp.StatusCode == http.StatusPartialContent && cr != "" {
-		// A range other than the one asked for would be read as the
-		// wrong bytes; chunk digests above would catch it, but only
-		// after the whole fetch, and every retry would repeat it.
-		var start int64
-		if _, err := fmt.Sscanf(cr, "bytes %d-", &start); err != nil || start != off {
-			return fmt.Errorf("%s at %s: asked for bytes from %d, got Content-Range %q", d, t.host, off, cr)
-		}
+	if err := checkRange(resp, d, t.host, off); err != nil {
+		return err
 	}
 	body := &countingReader{r: resp.Body, n: &r.stats.Bytes}
 	if resp.StatusCode == http.StatusOK {
@@ -269,6 +263,21 @@ func (r *remote) get(ctx context.Context, d Digest, t *target, p []byte, off int
 			return ctx.Err()
 		}
 		return fmt.Errorf("%s at %s: short body at %d (%d of %d bytes): %w: %v", d, t.host, off, n, len(p), ErrTemporary, err)
+	}
+	return nil
+}
+
+// checkRange refuses a partial answer that starts elsewhere than off: it
+// would be read as the wrong bytes. Chunk digests above would catch it,
+// but only after the whole fetch, and every retry would repeat it.
+func checkRange(resp *http.Response, d Digest, host string, off int64) error {
+	cr := resp.Header.Get("Content-Range")
+	if resp.StatusCode != http.StatusPartialContent || cr == "" {
+		return nil
+	}
+	var start int64
+	if _, err := fmt.Sscanf(cr, "bytes %d-", &start); err != nil || start != off {
+		return fmt.Errorf("%s at %s: asked for bytes from %d, got Content-Range %q", d, host, off, cr)
 	}
 	return nil
 }
@@ -435,6 +444,10 @@ func (r *remote) stream(ctx context.Context, d Digest, t *target, off, n int64) 
 		return nil, transportError(fmt.Sprintf("%s at %s", d, t.host), err)
 	}
 	if err := statusError(resp, d, t.host); err != nil {
+		resp.Body.Close()
+		return nil, err
+	}
+	if err := checkRange(resp, d, t.host, off); err != nil {
 		resp.Body.Close()
 		return nil, err
 	}

@@ -347,6 +347,10 @@ func TestParseLocation(t *testing.T) {
 		{in: "oci://127.0.0.1:5000/app:v1", ref: "127.0.0.1:5000/app:v1"},
 		{in: "registry.example/ns/app@sha256:" + strings.Repeat("a", 64), ref: "registry.example/ns/app@sha256:" + strings.Repeat("a", 64)},
 		{in: "example.com/app", ref: "example.com/app:latest"},
+		{in: "localhost/app:v1", ref: "localhost/app:v1"},
+		{in: "oci://app:v1", wantError: true},      // no registry: never Docker Hub by default
+		{in: "myregistry/app:v1", wantError: true}, // "myregistry" is a Docker Hub namespace, not a host
+		{in: "alpine:3", wantError: true},
 		{in: dir, dir: dir},
 		{in: dir + ":v2", dir: dir, tag: "v2"},
 		{in: "./new-layout", dir: "./new-layout"},

@@ -44,20 +44,25 @@ type RemoteOptions struct {
 	Transport http.RoundTripper
 }
 
+// ErrNoRegistry is returned for a reference that does not name its
+// registry ("app:v1"): erofsd never falls back to Docker Hub on its own.
+var ErrNoRegistry = errors.New("the reference names no registry")
+
 // ParseReference parses a registry reference, with or without the
-// oci:// prefix.
+// oci:// prefix. The registry must be written out (a host with a dot or
+// a port, or localhost): "docker.io/library/alpine:3", not "alpine:3".
+// A missing tag means "latest".
 func ParseReference(s string, o RemoteOptions) (name.Reference, error) {
 	s = strings.TrimPrefix(s, RegistryScheme)
-	var opts []name.Option
+	host, _, _ := strings.Cut(s, "/")
+	if !strings.Contains(s, "/") || !(strings.ContainsAny(host, ".:") || host == "localhost") {
+		return nil, fmt.Errorf("image reference %q: %w (write it out, as in docker.io/library/alpine:3 or 127.0.0.1:5000/app:v1)", s, ErrNoRegistry)
+	}
+	opts := []name.Option{name.WithDefaultTag("latest")}
 	if o.PlainHTTP {
 		opts = append(opts, name.Insecure)
 	}
-	ref, err := name.ParseReference(s, append(opts, name.StrictValidation)...)
-	if err != nil {
-		// StrictValidation wants an explicit tag or digest; give the
-		// usual default but keep the registry explicit.
-		ref, err = name.ParseReference(s, opts...)
-	}
+	ref, err := name.ParseReference(s, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("image reference %q: %w", s, err)
 	}
