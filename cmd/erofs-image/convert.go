@@ -71,8 +71,11 @@ flags:`)
 		return fmt.Errorf("%w: DST: %v", errUsage, err)
 	}
 	// The canonical name, so that oci://HOST/R:T and HOST/R:T convert
-	// to the same digest.
-	opts.SourceRef = src.String()
+	// to the same digest. A layout's path is this machine's business:
+	// the source manifest's digest, always recorded, names the source.
+	if src.Ref != nil {
+		opts.SourceRef = src.Ref.Name()
+	}
 	if isTerminal(stderr) && !*asJSON {
 		opts.Progress = newLayerProgress(stderr)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -218,6 +219,12 @@ func (d *daemon) resolveOCI(ctx context.Context, req *control.RegisterRequest) (
 }
 
 func (d *daemon) Unregister(ctx context.Context, fsid, domain string) error {
+	var bootstrap string
+	for _, im := range d.reg.Images() {
+		if im.Spec.FSID == fsid && im.Spec.DomainID == domain {
+			bootstrap = im.Spec.Bootstrap
+		}
+	}
 	if err := d.reg.Unregister(fsid, domain); err != nil {
 		return mapErr(err)
 	}
@@ -225,8 +232,27 @@ func (d *daemon) Unregister(ctx context.Context, fsid, domain string) error {
 	delete(d.meta, metaKey(fsid, domain))
 	d.mu.Unlock()
 	d.saveState()
+	d.dropBootstrap(bootstrap)
 	d.log.WithFields(logrus.Fields{"fsid": fsid, "domain": domain}).Info("image unregistered")
 	return nil
+}
+
+// dropBootstrap removes a bootstrap the daemon fetched (by digest or from
+// a registry) once no registered image uses it, so that tags moving on
+// do not fill the state dir; it is fetched again if needed.
+func (d *daemon) dropBootstrap(path string) {
+	dir := filepath.Join(d.stateDir, "bootstraps")
+	if path == "" || filepath.Dir(path) != dir {
+		return // the user's own image file
+	}
+	for _, im := range d.reg.Images() {
+		if im.Spec.Bootstrap == path {
+			return
+		}
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		d.log.WithError(err).WithField("bootstrap", path).Warn("removing a fetched bootstrap")
+	}
 }
 
 func (d *daemon) describe(im *ondemand.Image) control.Image {

@@ -375,6 +375,9 @@ func parseMirrors(s string) (map[string][]string, error) {
 		if !ok || host == "" || mirror == "" || strings.ContainsAny(host, "/ ") {
 			return nil, fmt.Errorf("registry-mirrors: %q: want HOST=MIRROR", pair)
 		}
+		if host == "docker.io" || host == "registry-1.docker.io" {
+			host = "index.docker.io" // how Docker Hub references name it
+		}
 		out[host] = append(out[host], mirror)
 	}
 	return out, nil

@@ -195,6 +195,10 @@ func TestDaemonRegistryMount(t *testing.T) {
 	if out, err := d.ctl("umount", mnt); err != nil {
 		t.Fatalf("erofsctl umount: %v\n%s", err, out)
 	}
+	// The fetched bootstrap goes with the image.
+	if left, _ := os.ReadDir(filepath.Join(dir, "state", "bootstraps")); len(left) != 0 {
+		t.Errorf("%d fetched bootstraps left after the image was unmounted", len(left))
+	}
 	// A source image that was never converted is refused clearly.
 	if out, err := d.ctl("mount", "--plain-http", "oci://"+reg.Host+"/app:v1", mnt); err == nil || !strings.Contains(out, "not an erofsd image") {
 		t.Errorf("mounting an unconverted image: %v\n%s", err, out)
