@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -116,14 +115,7 @@ func TestCacheSpaceInVM(t *testing.T) {
 		os.WriteFile(filepath.Join(src, "f"), data, 0o644)
 		d.image(name, src, nil, "blobs", true)
 	}
-	var files []vm.File
-	for _, pkg := range []string{"cmd/erofsd", "cmd/erofsctl", "tests/vm/internal/guesttool"} {
-		bin, err := vm.BuildStatic(t, "github.com/erofsd/erofsd/"+pkg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		files = append(files, vm.File{Host: bin, Guest: "/bin/" + filepath.Base(pkg)})
-	}
+	files := guestBinaries(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 6*time.Minute)
 	defer cancel()
 	res, err := vm.Run(ctx, vm.Config{Kernel: kernel, Script: cacheSpaceScript, Files: files,
@@ -136,17 +128,7 @@ func TestCacheSpaceInVM(t *testing.T) {
 		t.Fatalf("guest script failed (%d):\n%s", res.ExitCode, res.Output)
 	}
 	out := res.Output
-	passed := map[string]bool{}
-	values := map[string]int{}
-	for _, line := range strings.Split(out, "\n") {
-		f := strings.Fields(line)
-		switch {
-		case len(f) == 2 && f[0] == "PASS":
-			passed[f[1]] = true
-		case len(f) == 3 && f[0] == "VALUE":
-			values[f[1]], _ = strconv.Atoi(f[2])
-		}
-	}
+	passed, values := guestResults(out)
 	for _, name := range []string{"mount-a", "read-a", "umount-a-first", "remount-a", "mount-b", "status-1", "status-2", "status-3", "status-4", "status-5",
 		"readcheck-b-full", "a-intact", "umount-a", "readcheck-b-after", "b-intact", "umount-b", "mount-huge", "readcheck-huge", "status-huge"} {
 		if !passed[name] {

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -180,14 +179,7 @@ func TestErofsdInVM(t *testing.T) {
 	os.RemoveAll(filepath.Join(d.dir, "missingblobs"))
 	os.MkdirAll(filepath.Join(d.dir, "noblobs"), 0o755)
 
-	var files []vm.File
-	for _, pkg := range []string{"cmd/erofsd", "cmd/erofsctl", "tests/vm/internal/guesttool"} {
-		bin, err := vm.BuildStatic(t, "github.com/erofsd/erofsd/"+pkg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		files = append(files, vm.File{Host: bin, Guest: "/bin/" + filepath.Base(pkg)})
-	}
+	files := guestBinaries(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 8*time.Minute)
 	defer cancel()
 	script := "TREE_DIGEST=" + treeDigest.String() + "\n" + guestScript
@@ -201,17 +193,7 @@ func TestErofsdInVM(t *testing.T) {
 		t.Fatalf("guest script failed (%d):\n%s", res.ExitCode, res.Output)
 	}
 	out := res.Output
-	passed := map[string]bool{}
-	values := map[string]int{}
-	for _, line := range strings.Split(out, "\n") {
-		f := strings.Fields(line)
-		switch {
-		case len(f) == 2 && f[0] == "PASS":
-			passed[f[1]] = true
-		case len(f) == 3 && f[0] == "VALUE":
-			values[f[1]], _ = strconv.Atoi(f[2])
-		}
-	}
+	passed, values := guestResults(out)
 	for _, name := range []string{"mount-tree", "tree", "mount-digest", "by-digest", "mount-big", "stress", "mount-p", "mount-q", "layered",
 		"umount-tree", "remount-tree", "tree-again", "mount-bad", "mount-missing", "alive"} {
 		if !passed[name] {

@@ -82,14 +82,7 @@ func TestFailoverInVM(t *testing.T) {
 		os.WriteFile(filepath.Join(src, "big.bin"), data, 0o644)
 		d.image(name, src, nil, "blobs", true)
 	}
-	var files []vm.File
-	for _, pkg := range []string{"cmd/erofsd", "cmd/erofsctl", "tests/vm/internal/guesttool"} {
-		bin, err := vm.BuildStatic(t, "github.com/erofsd/erofsd/"+pkg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		files = append(files, vm.File{Host: bin, Guest: "/bin/" + filepath.Base(pkg)})
-	}
+	files := guestBinaries(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 8*time.Minute)
 	defer cancel()
 	res, err := vm.Run(ctx, vm.Config{Kernel: kernel, Script: failoverScript, Files: files,

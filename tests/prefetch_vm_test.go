@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -76,14 +75,7 @@ func TestPrefetchInVM(t *testing.T) {
 	d.image("pf", src, nil, "blobs", true)
 	os.WriteFile(filepath.Join(d.dir, "list"), []byte("big.bin\n"), 0o644)
 
-	var files []vm.File
-	for _, pkg := range []string{"cmd/erofsd", "cmd/erofsctl", "tests/vm/internal/guesttool"} {
-		bin, err := vm.BuildStatic(t, "github.com/erofsd/erofsd/"+pkg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		files = append(files, vm.File{Host: bin, Guest: "/bin/" + filepath.Base(pkg)})
-	}
+	files := guestBinaries(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 6*time.Minute)
 	defer cancel()
 	res, err := vm.Run(ctx, vm.Config{Kernel: kernel, Script: prefetchGuestScript, Files: files,
@@ -95,17 +87,7 @@ func TestPrefetchInVM(t *testing.T) {
 	if res.ExitCode != 0 {
 		t.Fatalf("guest script failed (%d):\n%s", res.ExitCode, res.Output)
 	}
-	passed := map[string]bool{}
-	values := map[string]int{}
-	for _, line := range strings.Split(res.Output, "\n") {
-		f := strings.Fields(line)
-		switch {
-		case len(f) == 2 && f[0] == "PASS":
-			passed[f[1]] = true
-		case len(f) == 3 && f[0] == "VALUE":
-			values[f[1]], _ = strconv.Atoi(f[2])
-		}
-	}
+	passed, values := guestResults(res.Output)
 	for _, name := range []string{"mount-pf", "pf-cmp", "umount-pf", "remount-pf", "pf-cmp-again"} {
 		if !passed[name] {
 			t.Errorf("guest check %s did not pass", name)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"io"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -104,14 +102,7 @@ func TestErofsdRegistryInVM(t *testing.T) {
 		return nil
 	})
 
-	var files []vm.File
-	for _, pkg := range []string{"cmd/erofsd", "cmd/erofsctl", "tests/vm/internal/guesttool"} {
-		bin, err := vm.BuildStatic(t, "github.com/erofsd/erofsd/"+pkg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		files = append(files, vm.File{Host: bin, Guest: "/bin/" + filepath.Base(pkg)})
-	}
+	files := guestBinaries(t)
 	// docker-registry is linked against glibc: give the guest its loader
 	// and libc where the binary looks for them.
 	files = append(files, vm.File{Host: registryBin, Guest: "/bin/docker-registry"})
@@ -133,17 +124,7 @@ func TestErofsdRegistryInVM(t *testing.T) {
 	if res.ExitCode != 0 {
 		t.Fatalf("guest script failed (%d):\n%s", res.ExitCode, res.Output)
 	}
-	passed := map[string]bool{}
-	values := map[string]int{}
-	for _, line := range strings.Split(res.Output, "\n") {
-		f := strings.Fields(line)
-		switch {
-		case len(f) == 2 && f[0] == "PASS":
-			passed[f[1]] = true
-		case len(f) == 3 && f[0] == "VALUE":
-			values[f[1]], _ = strconv.Atoi(f[2])
-		}
-	}
+	passed, values := guestResults(res.Output)
 	for _, name := range []string{"mount-reg", "tree", "stress"} {
 		if !passed[name] {
 			t.Errorf("guest check %s did not pass", name)
