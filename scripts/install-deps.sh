@@ -11,6 +11,7 @@ packages=(
 	e2fsprogs # VM tests: mkfs.ext4 for the guest's cache disk
 	cpio # VM tests: cross-checks the initramfs writer
 	docker-registry # registry tests: the real distribution registry on 127.0.0.1
+	curl # make bench: the registry benchmark's reference download
 	make
 	git
 )
