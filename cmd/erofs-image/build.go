@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/erofsd/erofsd/erofs/build"
+	"github.com/erofsd/erofsd/internal/units"
 	"golang.org/x/sys/unix"
 )
 
@@ -198,23 +199,11 @@ func printBuildJSON(w io.Writer, out string, r *build.Result) error {
 
 // parseSize parses "1048576", "64K", "1M", "1G" (binary units).
 func parseSize(s string) (int64, error) {
-	mult := int64(1)
-	switch strings.ToUpper(s[len(s)-min(len(s), 1):]) {
-	case "K":
-		mult = 1 << 10
-	case "M":
-		mult = 1 << 20
-	case "G":
-		mult = 1 << 30
-	}
-	if mult != 1 {
-		s = s[:len(s)-1]
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n <= 0 {
+	n, err := units.ParseBytes(s)
+	if err != nil || n == 0 {
 		return 0, fmt.Errorf("bad size %q", s)
 	}
-	return n * mult, nil
+	return n, nil
 }
 
 func parseTime(s string) (time.Time, error) {

@@ -4,11 +4,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"math"
-	"strconv"
-	"strings"
 	"time"
 
+	"github.com/erofsd/erofsd/internal/units"
 	"github.com/erofsd/erofsd/ondemand/cachefiles"
 	"github.com/erofsd/erofsd/ondemand/fanotify"
 	"github.com/sirupsen/logrus"
@@ -18,7 +16,7 @@ import (
 type cacheFlags struct {
 	lim      cachefiles.Limits
 	interval time.Duration
-	fanLimit byteSize
+	fanLimit units.Bytes
 }
 
 func addCacheFlags(fs *flag.FlagSet) *cacheFlags {
@@ -49,37 +47,6 @@ func (c *cacheFlags) validate() error {
 	if c.interval < time.Second {
 		return fmt.Errorf("cache_check_interval (--cache-check-interval) %v: want at least 1s", c.interval)
 	}
-	return nil
-}
-
-// byteSize is a flag of bytes with an optional binary unit.
-type byteSize int64
-
-func (b *byteSize) String() string { return strconv.FormatInt(int64(*b), 10) }
-
-func (b *byteSize) Set(s string) error {
-	s = strings.TrimSpace(s)
-	mult := int64(1)
-	if n := len(s); n > 0 {
-		switch strings.ToUpper(s[n-1:]) {
-		case "K":
-			mult = 1 << 10
-		case "M":
-			mult = 1 << 20
-		case "G":
-			mult = 1 << 30
-		case "T":
-			mult = 1 << 40
-		}
-		if mult != 1 {
-			s = s[:n-1]
-		}
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 || n > math.MaxInt64/mult {
-		return fmt.Errorf("bad size %q: want bytes, or a number with K, M, G or T", s)
-	}
-	*b = byteSize(n * mult)
 	return nil
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/erofsd/erofsd/internal/fdhold"
 	"github.com/erofsd/erofsd/internal/lograte"
 	"github.com/erofsd/erofsd/internal/sdnotify"
+	"github.com/erofsd/erofsd/internal/units"
 	"github.com/erofsd/erofsd/metrics"
 	"github.com/erofsd/erofsd/ondemand"
 	"github.com/erofsd/erofsd/ondemand/cachefiles"
@@ -52,8 +53,9 @@ func run(args []string) error {
 	cacheDir := fs.String("cache-dir", "/var/cache/erofsd", "cachefiles cache `dir` (on a filesystem with user xattrs: ext4, xfs)")
 	blobDir := fs.String("blob-dir", "", "default blob store: a `dir` of blobs named by sha256 hex digest, or an http(s):// URL serving URL/<digest> with range requests")
 	blobCA := fs.String("blob-ca-file", "", "extra CA certificates (PEM) for https blob stores and registries")
-	minFetch := fs.Int64("min-fetch", 0, "least `bytes` a fill reads from a blob store: later chunks ride along (0: what is asked; at most 8 MiB); worth raising for registries")
-	window := fs.Int64("readahead-window", 32<<20, "`bytes` background readahead keeps fetched ahead of a sequential reader from HTTP and OCI stores, in runs of up to 8 MiB (0: the next chunk only)")
+	var minFetch, window units.Bytes = 0, 32 << 20
+	fs.Var(&minFetch, "min-fetch", "least `bytes` a fill reads from a blob store (K, M suffixes): later chunks ride along (0: what is asked; at most 8M)")
+	fs.Var(&window, "readahead-window", "`bytes` background readahead keeps fetched ahead of a sequential reader from HTTP and OCI stores (K, M suffixes), in runs of up to 8M (0: the next chunk only)")
 	mirrors := fs.String("registry-mirrors", "", "comma-separated `HOST=MIRROR` pairs: MIRROR (host[:port] or URL) is tried before registry HOST, in order")
 	stateDir := fs.String("state-dir", "/var/lib/erofsd", "`dir` for the daemon's state: images fetched by digest")
 	socket := fs.String("socket", control.DefaultSocket, "control API unix socket `path` (mode 0600)")
@@ -64,7 +66,7 @@ func run(args []string) error {
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	metricsAddr := fs.String("metrics-addr", "127.0.0.1:9851", "`address` serving /metrics, /healthz and /readyz (empty: off)")
 	prefetchMode := fs.String("prefetch", "off", "after a mount, fetch in the background: off, or whole (every blob; a mount's prefetch list comes first either way)")
-	var prefetchRate byteRate
+	var prefetchRate units.Bytes
 	fs.Var(&prefetchRate, "prefetch-rate", "bandwidth `limit` of all prefetch together, bytes/s with K, M or G (binary): 0 is unlimited (prefetch yields to kernel reads either way)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	configPath := fs.String("config", defaultConfig, "TOML config `file`: keys are these flags' names with _ (flags win)")
@@ -87,11 +89,8 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	if *minFetch < 0 || *minFetch > ondemand.MaxRun {
-		return fmt.Errorf("min-fetch: %d, want 0..%d", *minFetch, ondemand.MaxRun)
-	}
-	if *window < 0 {
-		return fmt.Errorf("readahead-window: %d, want 0 or more", *window)
+	if minFetch > ondemand.MaxRun {
+		return fmt.Errorf("min-fetch: %d, want at most %d", minFetch, ondemand.MaxRun)
 	}
 	if err := checkPrefetchMode(*prefetchMode); err != nil {
 		return err
@@ -140,7 +139,7 @@ func run(args []string) error {
 	go logSuppressed(ctx, log, logLimit)
 
 	reg := ondemand.NewRegistry()
-	reg.MinFetch, reg.ReadaheadWindow = *minFetch, *window
+	reg.MinFetch, reg.ReadaheadWindow = int64(minFetch), int64(window)
 	defer reg.Close()
 	d := &daemon{reg: reg, cacheDir: *cacheDir, blobDir: *blobDir, stateDir: *stateDir, log: log, started: time.Now(),
 		httpOpts: blobstore.HTTPOptions{CAFile: *blobCA}, mirrors: mirrorMap, backends: &blobstore.Stats{},

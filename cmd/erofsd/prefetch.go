@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -153,34 +151,4 @@ func (p *prefetcher) stopAll() {
 	for _, mp := range mps {
 		p.stop(mp)
 	}
-}
-
-// byteRate is a flag of bytes per second: "0" (unlimited), "1048576",
-// "512K", "50M", "1G" (binary units).
-type byteRate int64
-
-func (r *byteRate) String() string { return strconv.FormatInt(int64(*r), 10) }
-
-func (r *byteRate) Set(s string) error {
-	s = strings.TrimSpace(s)
-	mult := int64(1)
-	if n := len(s); n > 0 {
-		switch strings.ToUpper(s[n-1:]) {
-		case "K":
-			mult = 1 << 10
-		case "M":
-			mult = 1 << 20
-		case "G":
-			mult = 1 << 30
-		}
-		if mult != 1 {
-			s = s[:n-1]
-		}
-	}
-	v, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || v < 0 || v > (1<<62)/mult {
-		return fmt.Errorf("bad rate %q: want bytes per second, e.g. 0 (unlimited), 512K, 50M", s)
-	}
-	*r = byteRate(v * mult)
-	return nil
 }

@@ -16,21 +16,6 @@ import (
 	"github.com/erofsd/erofsd/internal/treecmp"
 )
 
-func TestByteRateFlag(t *testing.T) {
-	for in, want := range map[string]int64{"0": 0, "1048576": 1 << 20, "512K": 512 << 10, "50M": 50 << 20, "2g": 2 << 30} {
-		var r byteRate
-		if err := r.Set(in); err != nil || int64(r) != want {
-			t.Errorf("%q: %d %v, want %d", in, r, err, want)
-		}
-	}
-	for _, in := range []string{"", "-1", "M", "fast", "1.5M", "99999999999G"} {
-		var r byteRate
-		if err := r.Set(in); err == nil {
-			t.Errorf("%q accepted as %d", in, r)
-		}
-	}
-}
-
 func TestPrefetchOptions(t *testing.T) {
 	p := newPrefetcher(nil, "off", 1<<20, nil)
 	for _, c := range []struct {
