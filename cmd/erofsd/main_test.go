@@ -150,34 +150,8 @@ func TestDaemonFanotifyMount(t *testing.T) {
 	if out, err := exec.Command(bins["erofs-image"], "build", "--blob-dir", blobs, "-o", img, src).CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	sock := filepath.Join(dir, "erofsd.sock")
-	metricsAddr := freeAddr(t)
-	daemon := exec.Command(bins["erofsd"], "supervise", "--socket", sock, "--cache-dir", filepath.Join(dir, "cache"),
-		"--state-dir", filepath.Join(dir, "state"), "--blob-dir", blobs, "--frontend", "auto", "--metrics-addr", metricsAddr)
-	var logs strings.Builder
-	daemon.Stderr = &logs
-	if err := daemon.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if daemon.ProcessState == nil {
-			daemon.Process.Signal(syscall.SIGTERM)
-			daemon.Wait()
-		}
-		if t.Failed() {
-			t.Logf("erofsd log:\n%s", logs.String())
-		}
-	}()
-	ctl := func(args ...string) (string, error) {
-		out, err := exec.Command(bins["erofsctl"], append([]string{"--socket", sock}, args...)...).CombinedOutput()
-		return string(out), err
-	}
-	for i := 0; i < 100; i++ {
-		if _, err := ctl("status"); err == nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	rd := startDaemon(t, bins, dir, "--blob-dir", blobs, "--frontend", "auto")
+	ctl, metricsAddr, daemon := rd.ctl, rd.metrics, rd.cmd
 	mnt := filepath.Join(dir, "mnt")
 	os.Mkdir(mnt, 0o755)
 	out, err := ctl("mount", img, mnt)
@@ -476,32 +450,8 @@ func TestDaemonFanotifyCacheLimit(t *testing.T) {
 			t.Fatalf("build: %v\n%s", err, out)
 		}
 	}
-	sock, metricsAddr := filepath.Join(dir, "erofsd.sock"), freeAddr(t)
-	daemon := exec.Command(bins["erofsd"], "supervise", "--socket", sock, "--cache-dir", filepath.Join(dir, "cache"),
-		"--state-dir", filepath.Join(dir, "state"), "--blob-dir", blobs, "--frontend", "fanotify", "--metrics-addr", metricsAddr,
-		"--fanotify-cache-limit", "5M", "--cache-check-interval", "1s")
-	var logs strings.Builder
-	daemon.Stderr = &logs
-	if err := daemon.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		daemon.Process.Signal(syscall.SIGTERM)
-		daemon.Wait()
-		if t.Failed() {
-			t.Logf("erofsd log:\n%s", logs.String())
-		}
-	}()
-	ctl := func(args ...string) (string, error) {
-		out, err := exec.Command(bins["erofsctl"], append([]string{"--socket", sock}, args...)...).CombinedOutput()
-		return string(out), err
-	}
-	for i := 0; i < 100; i++ {
-		if _, err := ctl("status"); err == nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	rd := startDaemon(t, bins, dir, "--blob-dir", blobs, "--frontend", "fanotify", "--fanotify-cache-limit", "5M", "--cache-check-interval", "1s")
+	ctl, metricsAddr := rd.ctl, rd.metrics
 	mnt := filepath.Join(dir, "mnt")
 	os.Mkdir(mnt, 0o755)
 	for _, name := range []string{"a", "b"} {

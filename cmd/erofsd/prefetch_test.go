@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -65,33 +64,8 @@ func TestDaemonPrefetch(t *testing.T) {
 	if out, err := exec.Command(bins["erofs-image"], "build", "--blob-dir", blobs, "--chunk-size", "256K", "-o", img, src).CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	sock := filepath.Join(dir, "erofsd.sock")
-	metricsAddr := freeAddr(t)
-	daemon := exec.Command(bins["erofsd"], "supervise", "--socket", sock, "--cache-dir", filepath.Join(dir, "cache"),
-		"--state-dir", filepath.Join(dir, "state"), "--blob-dir", blobs, "--metrics-addr", metricsAddr,
-		"--prefetch", "whole", "--prefetch-rate", "64M")
-	var logs strings.Builder
-	daemon.Stderr = &logs
-	if err := daemon.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		daemon.Process.Signal(syscall.SIGTERM)
-		daemon.Wait()
-		if t.Failed() {
-			t.Logf("erofsd log:\n%s", logs.String())
-		}
-	}()
-	ctl := func(args ...string) (string, error) {
-		out, err := exec.Command(bins["erofsctl"], append([]string{"--socket", sock}, args...)...).CombinedOutput()
-		return string(out), err
-	}
-	for i := 0; i < 100; i++ {
-		if _, err := ctl("status"); err == nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	rd := startDaemon(t, bins, dir, "--blob-dir", blobs, "--prefetch", "whole", "--prefetch-rate", "64M")
+	ctl, metricsAddr := rd.ctl, rd.metrics
 	list := filepath.Join(dir, "list")
 	os.WriteFile(list, []byte("# read at start\n/big\n\nnot/there\n"), 0o644)
 	mnt := filepath.Join(dir, "mnt")
@@ -137,12 +111,12 @@ func TestDaemonPrefetch(t *testing.T) {
 	if r := after[reads] - m[reads]; r != 0 {
 		t.Errorf("reading every file after the prefetch: %v kernel read requests", r)
 	}
-	for _, line := range strings.Split(logs.String(), "\n") {
+	for _, line := range strings.Split(rd.logs.String(), "\n") {
 		if strings.Contains(line, "prefetch") {
 			t.Log(line)
 		}
 	}
-	if !strings.Contains(logs.String(), "not/there") || !strings.Contains(logs.String(), "prefetch done") {
+	if !strings.Contains(rd.logs.String(), "not/there") || !strings.Contains(rd.logs.String(), "prefetch done") {
 		t.Errorf("the log does not report the prefetch and the missing path")
 	}
 }
