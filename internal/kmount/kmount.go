@@ -1,5 +1,6 @@
 // Package kmount mounts EROFS images with the running kernel in file-backed
-// mode, for tests that check images against the real filesystem driver.
+// mode, for tests that check images against the real filesystem driver,
+// and tunes EROFS mounts (SetReadahead) for erofsd.
 //
 // File-backed mode (CONFIG_EROFS_FS_BACKED_BY_FILE, Linux 6.12+) lets the
 // kernel read an image straight from a regular file, without a loop
@@ -29,9 +30,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -337,4 +340,41 @@ func minimalImage() []byte {
 	le.PutUint32(ino[20:], 1) // ino
 	copy(ino[32:], dirData)
 	return img
+}
+
+// fsIocGetFSSysfsPath is FS_IOC_GETFSSYSFSPATH (Linux 6.8+): the mount's
+// directory under /sys/fs, "erofs/<name>"; a file-backed EROFS mount's
+// backing device info (/sys/class/bdi/<name>) has the same name.
+const fsIocGetFSSysfsPath = 0x80811501
+
+// BDIName returns the name of the backing device info of the EROFS
+// filesystem mounted at target (/sys/class/bdi/<name>).
+func BDIName(target string) (string, error) {
+	f, err := os.Open(target)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	var buf [129]byte // struct fs_sysfs_path: u8 len, u8 name[128]
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), fsIocGetFSSysfsPath, uintptr(unsafe.Pointer(&buf[0]))); errno != 0 {
+		return "", fmt.Errorf("sysfs name of the mount at %s: %w", target, errno)
+	}
+	n := min(int(buf[0]), len(buf)-1)
+	name, ok := strings.CutPrefix(string(buf[1:1+n]), "erofs/")
+	if !ok || name == "" || name == "." || name == ".." || strings.Contains(name, "/") {
+		return "", fmt.Errorf("mount at %s: unexpected sysfs path %q", target, buf[1:1+n])
+	}
+	return name, nil
+}
+
+// SetReadahead sets the readahead of the EROFS filesystem mounted at
+// target to kb KiB. EROFS reads its blobs in pieces of this size (128 KiB
+// by default): for erofsd, whose front ends answer every read of data
+// not yet fetched, larger reads mean fewer round trips.
+func SetReadahead(target string, kb int) error {
+	name, err := BDIName(target)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join("/sys/class/bdi", name, "read_ahead_kb"), []byte(strconv.Itoa(kb)), 0)
 }

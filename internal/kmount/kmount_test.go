@@ -42,7 +42,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/erofsd/erofsd/erofs/build"
 	"github.com/erofsd/erofsd/internal/kmount"
+	"github.com/erofsd/erofsd/internal/testimage"
 	"github.com/erofsd/erofsd/internal/testtree"
 	"github.com/erofsd/erofsd/internal/treecmp"
 )
@@ -402,5 +404,31 @@ func TestUnmountTwice(t *testing.T) {
 	}
 	if mountedOptions(t, mnt) != "" {
 		t.Errorf("%s still mounted", mnt)
+	}
+}
+
+// TestSetReadahead sets a mount's readahead and reads it back from its
+// backing device info in sysfs.
+func TestSetReadahead(t *testing.T) {
+	needMount(t)
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "f"), []byte("data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	img, _, _ := testimage.Build(t, src, build.Options{})
+	mnt := mount(t, img, nil)
+	name, err := kmount.BDIName(mnt)
+	if err != nil {
+		t.Skipf("this kernel does not name a mount's sysfs directory (FS_IOC_GETFSSYSFSPATH, Linux 6.8+): %v", err)
+	}
+	if err := kmount.SetReadahead(mnt, 2048); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join("/sys/class/bdi", name, "read_ahead_kb"))
+	if err != nil || strings.TrimSpace(string(got)) != "2048" {
+		t.Fatalf("read_ahead_kb of %s: %q, %v; want 2048", name, got, err)
+	}
+	if _, err := kmount.BDIName(t.TempDir()); err == nil {
+		t.Error("a directory that is no EROFS mount got a name")
 	}
 }

@@ -27,8 +27,11 @@ import (
 	"github.com/erofsd/erofsd/ondemand/fanotify"
 )
 
+var mountRA int
+
 func main() {
 	size := flag.Int("size", 256, "file size in MiB")
+	flag.IntVar(&mountRA, "mount-readahead", 4096, "readahead of both mounts in `KiB`, as erofsd sets it (0: the kernel's 128)")
 	window := flag.Int64("readahead", 0, "readahead window in `bytes` (0: the next chunk)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the run to `file`")
 	flag.Parse()
@@ -145,6 +148,11 @@ func coldRead(img, device, mnt string) (float64, error) {
 		return 0, err
 	}
 	defer unmount()
+	if mountRA > 0 {
+		if err := kmount.SetReadahead(mnt, mountRA); err != nil {
+			return 0, err
+		}
+	}
 	os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0o200)
 	f, err := os.Open(filepath.Join(mnt, "big"))
 	if err != nil {
