@@ -7,13 +7,22 @@ import (
 
 // bufferPool hands out page-aligned buffers. The kernel writes cache
 // files with direct I/O, which fails with EINVAL for buffers that are not
-// suitably aligned.
+// suitably aligned. Buffers larger than the pool's size, up to large,
+// come from a second pool, so that coalesced runs do not allocate (and
+// clear) megabytes per fetch.
 type bufferPool struct {
 	size int
 	pool sync.Pool
+	big  *bufferPool // buffers of up to large bytes; nil in the big pool itself
 }
 
 func newBufferPool(size int) *bufferPool {
+	p := newPool(size)
+	p.big = newPool(MaxRun)
+	return p
+}
+
+func newPool(size int) *bufferPool {
 	p := &bufferPool{size: alignUpInt(size)}
 	p.pool.New = func() any { return alignedBuffer(p.size) }
 	return p
@@ -28,12 +37,18 @@ func (p *bufferPool) getSize(n int) []byte {
 	if n <= p.size {
 		return p.get()[:n]
 	}
+	if p.big != nil && n <= p.big.size {
+		return p.big.get()[:n]
+	}
 	return alignedBuffer(n)
 }
 
 func (p *bufferPool) put(b []byte) {
-	if cap(b) == p.size {
+	switch {
+	case cap(b) == p.size:
 		p.pool.Put(b[:p.size])
+	case p.big != nil && cap(b) == p.big.size:
+		p.big.pool.Put(b[:p.big.size])
 	}
 }
 

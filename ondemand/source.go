@@ -17,6 +17,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/erofsd/erofsd/blobstore"
@@ -404,16 +405,26 @@ func (s *blobSource) fillRun(ctx context.Context, i int, end int64, w BlockWrite
 	buf := s.bufs.getSize(int(span))
 	defer s.bufs.put(buf)
 	err := s.timedRead(ctx, buf[:span], chunk{off: run[0].off, length: span})
-	for k, c := range run {
-		f := fetches[k]
-		if err == nil {
-			rel := c.off - run[0].off
-			if werr := s.verifyAndWrite(buf[rel:rel+alignUp(c.length)], c, w); !errors.Is(werr, ErrDigestMismatch) {
-				f.err = werr
+	// The chunks are verified and written on two goroutines: hashing is
+	// most of a fill's work, and the machine has more than one core.
+	var next atomic.Int32
+	work := func() {
+		for k := int(next.Add(1) - 1); k < len(run); k = int(next.Add(1) - 1) {
+			c, f := run[k], fetches[k]
+			if err == nil {
+				rel := c.off - run[0].off
+				if werr := s.verifyAndWrite(buf[rel:rel+alignUp(c.length)], c, w); !errors.Is(werr, ErrDigestMismatch) {
+					f.err = werr
+				}
 			}
+			s.finish(c, f)
 		}
-		s.finish(c, f)
 	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); work() }()
+	work()
+	wg.Wait()
 }
 
 // streamRun fetches a run of adjacent chunks with one streamed read and
@@ -427,21 +438,35 @@ func (s *blobSource) streamRun(ctx context.Context, ro blobstore.RangeOpener, ru
 	if err == nil {
 		defer rc.Close()
 	}
-	var largest int64
-	for _, c := range run {
-		largest = max(largest, alignUp(c.length))
+	// Two stages: this goroutine receives the next chunk while another
+	// verifies and writes the one before, so the network and the hashing
+	// overlap.
+	type piece struct {
+		k   int
+		buf []byte
+		err error
 	}
-	buf := s.bufs.getSize(int(largest))
-	defer s.bufs.put(buf)
-	for k, c := range run {
-		f := fetches[k]
-		if err == nil {
-			padded := buf[:alignUp(c.length)]
-			if _, err = io.ReadFull(rc, padded); err == nil {
-				if werr := s.verifyAndWrite(padded, c, w); !errors.Is(werr, ErrDigestMismatch) {
-					f.err = werr
-				}
+	received := make(chan piece, 1)
+	go func() {
+		defer close(received)
+		for k, c := range run {
+			var p []byte
+			if err == nil {
+				p = s.bufs.getSize(int(alignUp(c.length)))
+				_, err = io.ReadFull(rc, p)
 			}
+			received <- piece{k, p, err}
+		}
+	}()
+	for p := range received {
+		c, f := run[p.k], fetches[p.k]
+		if p.err == nil {
+			if werr := s.verifyAndWrite(p.buf, c, w); !errors.Is(werr, ErrDigestMismatch) {
+				f.err = werr
+			}
+		}
+		if p.buf != nil {
+			s.bufs.put(p.buf)
 		}
 		s.finish(c, f)
 	}
