@@ -55,7 +55,7 @@ bench: build
 	$(GO) run ./tests/failbench
 	$(GO) run ./tests/failbench -kill supervisor
 	@echo "== lazy pulling from a registry on loopback against curl; metadata-walk share"
-	EROFSD_BENCH_MIN_FETCH=$${EROFSD_BENCH_MIN_FETCH:-0} EROFSD_BENCH_WINDOW=$${EROFSD_BENCH_WINDOW:-33554432} \
+	EROFSD_BENCH_MIN_FETCH=$${EROFSD_BENCH_MIN_FETCH:-0} EROFSD_BENCH_WINDOW=$${EROFSD_BENCH_WINDOW:-16777216} \
 		$(GO) test -run '^$$' -bench 'Registry$$' -benchtime 1x ./tests/
 
 lint:

@@ -101,9 +101,8 @@ type Registry struct {
 	// cost more than bytes.
 	MinFetch int64
 	// ReadaheadWindow, if set before serving, is how far ahead of a
-	// sequential reader background readahead keeps data fetched from
-	// stores that stream ranges (HTTP, OCI), in runs of up to MaxRun;
-	// 0, random reads and local stores: the next chunk only.
+	// sequential reader background readahead keeps data fetched, in runs
+	// of up to MaxRun; 0 and random reads: the next chunk only.
 	ReadaheadWindow int64
 
 	tmu     sync.Mutex

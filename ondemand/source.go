@@ -153,16 +153,6 @@ func (d *blobData) open(ctx context.Context) (blobstore.Blob, error) {
 	return b, nil
 }
 
-// streams reports whether the blob is open and streams ranges (remote
-// stores): the readahead window pays off there, where a request costs a
-// round trip; a local read is as quick as the window's bookkeeping.
-func (d *blobData) streams() bool {
-	d.openMu.Lock()
-	defer d.openMu.Unlock()
-	_, ok := d.blob.(blobstore.RangeOpener)
-	return ok
-}
-
 // distrust tells a blob read from several hosts (mirrors) that the data
 // it gave failed verification, so the retry asks another host.
 func (d *blobData) distrust() {
@@ -255,7 +245,7 @@ func (s *blobSource) Readahead(off, n int64) (int64, int64) {
 	s.seen = true
 	s.seqAt, s.seqNow = off, sequential
 	busy := func(c chunk) bool { return s.written[c.off] || s.inflight[c.off] != nil }
-	if s.window <= 0 || !sequential || !s.streams() {
+	if s.window <= 0 || !sequential {
 		if i >= len(s.chunks) || busy(s.chunks[i]) {
 			return 0, 0
 		}

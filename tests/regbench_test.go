@@ -51,7 +51,7 @@ func BenchmarkRegistry(b *testing.B) {
 	}
 	sizeMiB := envInt(b, "EROFSD_BENCH_MIB", 256)
 	minFetch := envInt(b, "EROFSD_BENCH_MIN_FETCH", 0)
-	window := envInt(b, "EROFSD_BENCH_WINDOW", 32<<20) // erofsd's default
+	window := envInt(b, "EROFSD_BENCH_WINDOW", 16<<20) // erofsd's default
 	reg := testregistry.Start(b, testregistry.Options{})
 	ctx := context.Background()
 

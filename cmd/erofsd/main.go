@@ -53,10 +53,10 @@ func run(args []string) error {
 	cacheDir := fs.String("cache-dir", "/var/cache/erofsd", "cachefiles cache `dir` (on a filesystem with user xattrs: ext4, xfs)")
 	blobDir := fs.String("blob-dir", "", "default blob store: a `dir` of blobs named by sha256 hex digest, or an http(s):// URL serving URL/<digest> with range requests")
 	blobCA := fs.String("blob-ca-file", "", "extra CA certificates (PEM) for https blob stores and registries")
-	var minFetch, window, mountRA units.Bytes = 0, 32 << 20, 4 << 20
+	var minFetch, window, mountRA units.Bytes = 0, 16 << 20, 4 << 20
 	fs.Var(&mountRA, "mount-readahead", "readahead of erofsd's mounts in `bytes` (K, M suffixes): the size of the kernel's reads of blobs, each answered by erofsd while data is missing (0: the kernel's 128K)")
 	fs.Var(&minFetch, "min-fetch", "least `bytes` a fill reads from a blob store (K, M suffixes): later chunks ride along (0: what is asked; at most 8M)")
-	fs.Var(&window, "readahead-window", "`bytes` background readahead keeps fetched ahead of a sequential reader from HTTP and OCI stores (K, M suffixes), in runs of up to 8M (0: the next chunk only)")
+	fs.Var(&window, "readahead-window", "`bytes` background readahead keeps fetched ahead of a sequential reader (K, M suffixes), in runs of up to 8M (0: the next chunk only)")
 	mirrors := fs.String("registry-mirrors", "", "comma-separated `HOST=MIRROR` pairs: MIRROR (host[:port] or URL) is tried before registry HOST, in order")
 	stateDir := fs.String("state-dir", "/var/lib/erofsd", "`dir` for the daemon's state: images fetched by digest")
 	socket := fs.String("socket", control.DefaultSocket, "control API unix socket `path` (mode 0600)")
