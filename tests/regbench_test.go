@@ -86,24 +86,18 @@ func BenchmarkRegistry(b *testing.B) {
 	}
 	bigBlob := res.Manifest.Blobs[0]
 
-	// The registry's storage is warm for both (one curl first, caches
-	// not dropped): what is compared is the path from the registry, not
-	// this machine's disk, whose speed after a cache drop varies 3x here.
-	// The erofsd side is cold all the same: every round mounts with an
-	// empty cache, so each byte is fetched, verified and written.
-	if out, err := exec.Command(curl, "-sSf", "-o", "/dev/null", reg.URL()+"/v2/bench/blobs/"+bigBlob.Digest.String()).CombinedOutput(); err != nil {
-		b.Fatalf("curl: %v\n%s", err, out)
-	}
 	// Three rounds, curl and erofsd alternating, medians reported: the
 	// machine is shared.
 	const rounds = 3
 	for i := 0; i < b.N; i++ {
 		var curls, lazies, walks []float64
 		for r := 0; r < rounds; r++ {
-			// Earlier rounds' cache files are removed and written back
-			// first, so that no round pays for another's writeback.
+			// Cold for both: earlier rounds' cache files removed, every
+			// dirty page written back (drop_caches keeps dirty pages) and
+			// the page cache dropped, so the registry reads the blob from
+			// disk for curl and for erofsd alike.
 			os.RemoveAll(filepath.Join(work, "runs"))
-			unix.Sync()
+			dropCaches()
 			start := time.Now()
 			out, err := exec.Command(curl, "-sSf", "-o", "/dev/null", "-w", "%{size_download}",
 				reg.URL()+"/v2/bench/blobs/"+bigBlob.Digest.String()).CombinedOutput()
@@ -232,6 +226,7 @@ func lazyRun(ctx context.Context, b *testing.B, dir, host string, res *oci.Resol
 			read, reg.Stats.FetchedBytes.Load(), 100*float64(im.Size+reg.Stats.FetchedBytes.Load())/float64(imageBytes))
 	}
 
+	dropCaches()
 	f, err := os.Open(filepath.Join(mnt, "big"))
 	if err != nil {
 		return 0, 0, err
@@ -250,6 +245,12 @@ func lazyRun(ctx context.Context, b *testing.B, dir, host string, res *oci.Resol
 
 	}
 	return walkShare, mibs, nil
+}
+
+// dropCaches writes back dirty pages and drops the page cache.
+func dropCaches() {
+	unix.Sync()
+	os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0o200)
 }
 
 func envInt(b *testing.B, key string, def int) int {
