@@ -1,6 +1,9 @@
 package units
 
-import "testing"
+import (
+	"strconv"
+	"testing"
+)
 
 func TestParseBytes(t *testing.T) {
 	for _, tc := range []struct {
@@ -32,4 +35,23 @@ func TestParseBytes(t *testing.T) {
 	if err := b.Set("1K"); err != nil || b != 1024 || b.String() != "1024" {
 		t.Errorf("Bytes.Set(1K): %d, %v", b, err)
 	}
+}
+
+func FuzzParseBytes(f *testing.F) {
+	for _, s := range []string{"0", "64K", "8M", "20G", "2T", "-1", "1.5M", "8388608T"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := ParseBytes(s)
+		if err != nil {
+			return
+		}
+		if n < 0 {
+			t.Fatalf("ParseBytes(%q) = %d", s, n)
+		}
+		// What it accepts, in bytes, reads back the same.
+		if m, err := ParseBytes(strconv.FormatInt(n, 10)); err != nil || m != n {
+			t.Fatalf("%q -> %d -> %d, %v", s, n, m, err)
+		}
+	})
 }
