@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"context"
 	"crypto/rand"
 	"os"
 	"path/filepath"
@@ -116,17 +115,8 @@ func TestCacheSpaceInVM(t *testing.T) {
 		d.image(name, src, nil, "blobs", true)
 	}
 	files := guestBinaries(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 6*time.Minute)
-	defer cancel()
-	res, err := vm.Run(ctx, vm.Config{Kernel: kernel, Script: cacheSpaceScript, Files: files,
-		Disks: []string{d.disk()}, MemoryMB: 1024, CacheDiskMB: 48})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("guest ran %s", res.Duration.Round(time.Millisecond))
-	if res.ExitCode != 0 {
-		t.Fatalf("guest script failed (%d):\n%s", res.ExitCode, res.Output)
-	}
+	res := runGuest(t, vm.Config{Kernel: kernel, Script: cacheSpaceScript, Files: files,
+		Disks: []string{d.disk()}, MemoryMB: 1024, CacheDiskMB: 48}, 6*time.Minute, true)
 	out := res.Output
 	passed, values := guestResults(out)
 	for _, name := range []string{"mount-a", "read-a", "umount-a-first", "remount-a", "mount-b", "status-1", "status-2", "status-3", "status-4", "status-5",

@@ -180,18 +180,9 @@ func TestErofsdInVM(t *testing.T) {
 	os.MkdirAll(filepath.Join(d.dir, "noblobs"), 0o755)
 
 	files := guestBinaries(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 8*time.Minute)
-	defer cancel()
 	script := "TREE_DIGEST=" + treeDigest.String() + "\n" + guestScript
-	res, err := vm.Run(ctx, vm.Config{Kernel: kernel, Script: script, Files: files,
-		Disks: []string{d.disk()}, MemoryMB: 2048, CacheDiskMB: 512})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("guest ran %s", res.Duration.Round(time.Millisecond))
-	if res.ExitCode != 0 {
-		t.Fatalf("guest script failed (%d):\n%s", res.ExitCode, res.Output)
-	}
+	res := runGuest(t, vm.Config{Kernel: kernel, Script: script, Files: files,
+		Disks: []string{d.disk()}, MemoryMB: 2048, CacheDiskMB: 512}, 8*time.Minute, true)
 	out := res.Output
 	passed, values := guestResults(out)
 	for _, name := range []string{"mount-tree", "tree", "mount-digest", "by-digest", "mount-big", "stress", "mount-p", "mount-q", "layered",

@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"context"
 	"crypto/rand"
 	"os"
 	"path/filepath"
@@ -83,14 +82,8 @@ func TestFailoverInVM(t *testing.T) {
 		d.image(name, src, nil, "blobs", true)
 	}
 	files := guestBinaries(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 8*time.Minute)
-	defer cancel()
-	res, err := vm.Run(ctx, vm.Config{Kernel: kernel, Script: failoverScript, Files: files,
-		Disks: []string{d.disk()}, MemoryMB: 2048, CacheDiskMB: 512})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("guest ran %s", res.Duration.Round(time.Millisecond))
+	res := runGuest(t, vm.Config{Kernel: kernel, Script: failoverScript, Files: files,
+		Disks: []string{d.disk()}, MemoryMB: 2048, CacheDiskMB: 512}, 8*time.Minute, false)
 	for _, want := range []string{"PASS crash", "PASS restarted", "PASS upgrade", "PASS upgraded", "PASS fdstore", "PASS fdstore-restarted", "PASS fdstore-resumed"} {
 		if !strings.Contains(res.Output, want+"\n") {
 			t.Errorf("guest did not report %q", want)

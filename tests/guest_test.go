@@ -1,10 +1,12 @@
 package tests
 
 import (
+	"context"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/erofsd/erofsd/tests/vm"
 )
@@ -38,4 +40,22 @@ func guestResults(out string) (passed map[string]bool, values map[string]int) {
 		}
 	}
 	return passed, values
+}
+
+// runGuest boots cfg under a time limit and returns what the guest
+// printed; the test fails if the guest does not run or, with mustSucceed,
+// if its script exits non-zero.
+func runGuest(t *testing.T, cfg vm.Config, limit time.Duration, mustSucceed bool) *vm.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), limit)
+	defer cancel()
+	res, err := vm.Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("guest ran %s", res.Duration.Round(time.Millisecond))
+	if mustSucceed && res.ExitCode != 0 {
+		t.Fatalf("guest script failed (%d):\n%s", res.ExitCode, res.Output)
+	}
+	return res
 }

@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"context"
 	"crypto/rand"
 	"os"
 	"path/filepath"
@@ -76,17 +75,8 @@ func TestPrefetchInVM(t *testing.T) {
 	os.WriteFile(filepath.Join(d.dir, "list"), []byte("big.bin\n"), 0o644)
 
 	files := guestBinaries(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 6*time.Minute)
-	defer cancel()
-	res, err := vm.Run(ctx, vm.Config{Kernel: kernel, Script: prefetchGuestScript, Files: files,
-		Disks: []string{d.disk()}, MemoryMB: 1024, CacheDiskMB: 256})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("guest ran %s", res.Duration.Round(time.Millisecond))
-	if res.ExitCode != 0 {
-		t.Fatalf("guest script failed (%d):\n%s", res.ExitCode, res.Output)
-	}
+	res := runGuest(t, vm.Config{Kernel: kernel, Script: prefetchGuestScript, Files: files,
+		Disks: []string{d.disk()}, MemoryMB: 1024, CacheDiskMB: 256}, 6*time.Minute, true)
 	passed, values := guestResults(res.Output)
 	for _, name := range []string{"mount-pf", "pf-cmp", "umount-pf", "remount-pf", "pf-cmp-again"} {
 		if !passed[name] {

@@ -113,17 +113,8 @@ func TestErofsdRegistryInVM(t *testing.T) {
 		}
 		files = append(files, vm.File{Host: real, Guest: lib})
 	}
-	vmCtx, cancel := context.WithTimeout(t.Context(), 6*time.Minute)
-	defer cancel()
-	res, err := vm.Run(vmCtx, vm.Config{Kernel: kernel, Script: registryGuestScript, Files: files,
-		Disks: []string{d.disk()}, MemoryMB: 2048, CacheDiskMB: 256})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("guest ran %s", res.Duration.Round(time.Millisecond))
-	if res.ExitCode != 0 {
-		t.Fatalf("guest script failed (%d):\n%s", res.ExitCode, res.Output)
-	}
+	res := runGuest(t, vm.Config{Kernel: kernel, Script: registryGuestScript, Files: files,
+		Disks: []string{d.disk()}, MemoryMB: 2048, CacheDiskMB: 256}, 6*time.Minute, true)
 	passed, values := guestResults(res.Output)
 	for _, name := range []string{"mount-reg", "tree", "stress"} {
 		if !passed[name] {
