@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -36,6 +37,10 @@ type lazyMount struct {
 	objs    []*ondemand.Object // the sources of watches, in order
 }
 
+// lazyFlushEvery, if set, is how often newLazyMount's server saves its
+// presence maps.
+var lazyFlushEvery time.Duration
+
 func newLazyMount(t *testing.T, src string, chunkSize int64, corrupt bool) *lazyMount {
 	t.Helper()
 	if err := kmount.Supported(); err != nil {
@@ -63,6 +68,7 @@ func newLazyMount(t *testing.T, src string, chunkSize int64, corrupt bool) *lazy
 	if m.srv, err = New(Config{}); err != nil {
 		t.Fatal(err)
 	}
+	m.srv.flushEvery = lazyFlushEvery
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- m.srv.Serve(ctx) }()
@@ -336,4 +342,53 @@ func testReplay(t *testing.T, lost bool) {
 	cancel()
 	<-done
 	srv.Release()
+}
+
+// TestPresenceMapAfterData: the presence map on disk claims blocks only
+// once their data is durable: reading a file marks its blocks in memory
+// at once, and on disk at the next flush.
+func TestPresenceMapAfterData(t *testing.T) {
+	lazyFlushEvery = time.Hour
+	defer func() { lazyFlushEvery = 0 }()
+	src := t.TempDir()
+	data := make([]byte, 300<<10)
+	rand.Read(data)
+	if err := os.WriteFile(filepath.Join(src, "a"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	other := make([]byte, 300<<10)
+	rand.Read(other)
+	if err := os.WriteFile(filepath.Join(src, "b"), other, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m := newLazyMount(t, src, 64<<10, false)
+	// Only "a": the blob stays incomplete, so nothing flushes on its own.
+	got, err := os.ReadFile(filepath.Join(m.mnt, "a"))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read: %v", err)
+	}
+	w := m.watches[0]
+	claimed := func() int {
+		b, err := os.ReadFile(w.Path + ".present")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, x := range b {
+			n += bits.OnesCount8(x)
+		}
+		return n
+	}
+	if w.Complete() {
+		t.Fatal("reading one file completed the blob: the test tests nothing")
+	}
+	if n := claimed(); n != 0 {
+		t.Fatalf("the map on disk claims %d blocks before any flush", n)
+	}
+	if err := w.flushMap(); err != nil {
+		t.Fatal(err)
+	}
+	if n := claimed(); n < (300<<10)/4096 {
+		t.Fatalf("after a flush the map on disk claims %d blocks, want at least the file's %d", n, (300<<10)/4096)
+	}
 }

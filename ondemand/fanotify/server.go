@@ -85,6 +85,8 @@ type Server struct {
 	wakeFD int
 	log    logrus.FieldLogger
 	sem    chan struct{}
+	// flushEvery is how often presence maps are saved (default 1 s).
+	flushEvery time.Duration
 	wg     sync.WaitGroup
 	closed atomic.Bool
 	once   sync.Once
@@ -174,6 +176,27 @@ func (s *Server) Serve(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, s.wake)
 	defer stop()
 	defer s.wg.Wait()
+	// Presence maps reach disk once a second, after the data they claim.
+	flushed := make(chan struct{})
+	flushCtx, stopFlush := context.WithCancel(ctx)
+	go func() {
+		defer close(flushed)
+		every := s.flushEvery
+		if every <= 0 {
+			every = time.Second
+		}
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-flushCtx.Done():
+				return
+			case <-t.C:
+				s.flushMaps()
+			}
+		}
+	}()
+	defer func() { stopFlush(); <-flushed; s.flushMaps() }()
 	buf := make([]byte, 64<<10)
 	fds := []unix.PollFd{{Fd: int32(s.fd), Events: unix.POLLIN}, {Fd: int32(s.wakeFD), Events: unix.POLLIN}}
 	for {

@@ -1,6 +1,7 @@
 package fanotify
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -25,8 +26,10 @@ type Watch struct {
 	writes   sync.RWMutex // held for reading by each write; Poison takes it to wait them out
 	poisoned bool         // being made unreadable: reads fail with EIO
 	present  []byte       // bitmap, one bit per block
-	mapFile  *os.File     // persisted bitmap
-	writeFD  int          // a non-notifying fd of the cache file (a dup of an event fd), -1 before the first event
+	dirtyLo  int64        // bytes [dirtyLo, dirtyHi) of present not yet on disk (dirtyHi 0: none)
+	dirtyHi  int64
+	mapFile  *os.File // persisted bitmap
+	writeFD  int      // a non-notifying fd of the cache file (a dup of an event fd), -1 before the first event
 	marked   bool
 	refs     int
 }
@@ -263,6 +266,11 @@ func (w *Watch) ensureWriter(eventFD int) error {
 
 // unmark stops events for a complete file: it is read at native speed.
 func (w *Watch) unmark() {
+	// A complete file is read without events from now on: its map must
+	// say so on disk too, or a restart would mark it again.
+	if err := w.flushMap(); err != nil {
+		w.s.log.WithError(err).Warn("presence map not saved")
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if !w.marked {
@@ -295,6 +303,7 @@ func (w *Watch) Poison() error {
 	defer w.writes.Unlock()
 	w.mu.Lock()
 	clear(w.present)
+	w.dirtyLo, w.dirtyHi = 0, 0
 	w.mu.Unlock()
 	err := os.Truncate(w.Path, 0)
 	if e := w.mapFile.Truncate(0); err == nil {
@@ -338,6 +347,9 @@ func (w *Watch) Close() error {
 	w.mu.Unlock()
 	if !last {
 		return nil
+	}
+	if err := w.flushMap(); err != nil {
+		w.s.log.WithError(err).Warn("presence map not saved: its blocks will be fetched again")
 	}
 	w.unmark()
 	delete(w.s.watches, w.key)
@@ -430,7 +442,74 @@ func (w *Watch) markPresent(off, n int64) error {
 	for b := first; b <= last; b++ {
 		w.present[b/8] |= 1 << (b % 8)
 	}
+	// The map on disk follows later (flushMap), after the data it
+	// claims is on disk: written now, a power loss could leave it
+	// claiming blocks that read back as zeros.
 	lo, hi := first/8, last/8+1
-	_, err := w.mapFile.WriteAt(w.present[lo:hi], lo)
-	return err
+	if w.dirtyHi == 0 {
+		w.dirtyLo, w.dirtyHi = lo, hi
+	} else {
+		w.dirtyLo, w.dirtyHi = min(w.dirtyLo, lo), max(w.dirtyHi, hi)
+	}
+	return nil
+}
+
+// flushMap persists the presence bits set so far: it takes them, makes
+// the cache file's data durable (fdatasync), then writes them. Bits set
+// meanwhile wait for the next flush. A crash before the flush costs only
+// refetching those blocks.
+func (w *Watch) flushMap() error {
+	w.mu.Lock()
+	lo, hi := w.dirtyLo, w.dirtyHi
+	if hi == 0 || w.poisoned || w.writeFD < 0 {
+		w.mu.Unlock()
+		return nil
+	}
+	bits := bytes.Clone(w.present[lo:hi])
+	w.dirtyLo, w.dirtyHi = 0, 0
+	fd, err := unix.Dup(w.writeFD) // stays open through the sync even if the watch closes
+	w.mu.Unlock()
+	if err != nil {
+		w.redirty(lo, hi)
+		return err
+	}
+	err = unix.Fdatasync(fd)
+	unix.Close(fd)
+	if err == nil {
+		w.mu.Lock()
+		if !w.poisoned {
+			_, err = w.mapFile.WriteAt(bits, lo)
+		}
+		w.mu.Unlock()
+	}
+	if err != nil {
+		w.redirty(lo, hi)
+		return fmt.Errorf("%s: persisting its presence map: %w", w.Path, err)
+	}
+	return nil
+}
+
+func (w *Watch) redirty(lo, hi int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.dirtyHi == 0 {
+		w.dirtyLo, w.dirtyHi = lo, hi
+	} else {
+		w.dirtyLo, w.dirtyHi = min(w.dirtyLo, lo), max(w.dirtyHi, hi)
+	}
+}
+
+// flushMaps persists the presence maps of every watch (see flushMap).
+func (s *Server) flushMaps() {
+	s.mu.Lock()
+	watches := make([]*Watch, 0, len(s.watches))
+	for _, w := range s.watches {
+		watches = append(watches, w)
+	}
+	s.mu.Unlock()
+	for _, w := range watches {
+		if err := w.flushMap(); err != nil {
+			s.log.WithError(err).Warn("presence map not saved: its blocks will be fetched again after a restart")
+		}
+	}
 }
