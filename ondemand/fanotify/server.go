@@ -463,7 +463,16 @@ func (s *Server) sweep(journal map[string]string, allow bool) {
 // answerPresent allows the event at once, from the reading loop, when
 // its whole range is present in a watched file, starting readahead as
 // serve would; otherwise it does nothing and returns false.
-func (s *Server) answerPresent(ctx context.Context, ev abi.Event) bool {
+func (s *Server) answerPresent(ctx context.Context, ev abi.Event) (answered bool) {
+	defer func() {
+		// A fault here must not take the reading loop down: the worker
+		// path answers the event instead (and recovers on its own).
+		if p := recover(); p != nil {
+			s.Stats.Panicked.Add(1)
+			s.log.Errorf("panic in the fast path: %v\n%s", p, debug.Stack())
+			answered = false
+		}
+	}()
 	var st unix.Stat_t
 	if err := unix.Fstat(int(ev.Fd), &st); err != nil {
 		return false
