@@ -87,10 +87,10 @@ type Server struct {
 	sem    chan struct{}
 	// flushEvery is how often presence maps are saved (default 1 s).
 	flushEvery time.Duration
-	wg     sync.WaitGroup
-	closed atomic.Bool
-	once   sync.Once
-	Stats  Stats
+	wg         sync.WaitGroup
+	closed     atomic.Bool
+	once       sync.Once
+	Stats      Stats
 
 	journal Journal
 	lat     ondemand.Observer
