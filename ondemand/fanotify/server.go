@@ -175,6 +175,7 @@ func (s *Server) FD() int { return s.fd }
 func (s *Server) Serve(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, s.wake)
 	defer stop()
+	defer s.flushMaps() // last, after the workers: what they wrote is saved
 	defer s.wg.Wait()
 	// Presence maps reach disk once a second, after the data they claim.
 	flushed := make(chan struct{})
@@ -196,7 +197,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 		}
 	}()
-	defer func() { stopFlush(); <-flushed; s.flushMaps() }()
+	defer func() { stopFlush(); <-flushed }()
 	buf := make([]byte, 64<<10)
 	fds := []unix.PollFd{{Fd: int32(s.fd), Events: unix.POLLIN}, {Fd: int32(s.wakeFD), Events: unix.POLLIN}}
 	for {

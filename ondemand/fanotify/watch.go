@@ -23,6 +23,7 @@ type Watch struct {
 	key  devIno
 
 	mu       sync.Mutex
+	flushMu  sync.Mutex   // serializes flushMap, and flushMap with closing the map
 	writes   sync.RWMutex // held for reading by each write; Poison takes it to wait them out
 	poisoned bool         // being made unreadable: reads fail with EIO
 	present  []byte       // bitmap, one bit per block
@@ -201,7 +202,7 @@ func (w *Watch) serve(ctx context.Context, eventFD int, off, n int64) error {
 		return err
 	}
 	if w.Complete() {
-		w.unmark()
+		w.unmarkLater()
 	}
 	return nil
 }
@@ -264,6 +265,17 @@ func (w *Watch) ensureWriter(eventFD int) error {
 	return nil
 }
 
+// unmarkLater unmarks a complete file in the background: unmarking
+// saves the map first (an fdatasync), which the read that completed the
+// file need not wait for.
+func (w *Watch) unmarkLater() {
+	w.s.wg.Add(1)
+	go func() {
+		defer w.s.wg.Done()
+		w.unmark()
+	}()
+}
+
 // unmark stops events for a complete file: it is read at native speed.
 func (w *Watch) unmark() {
 	// A complete file is read without events from now on: its map must
@@ -299,12 +311,14 @@ func (w *Watch) Poison() error {
 	// Writes in flight (a prefetch, a readahead) finish first; later
 	// ones see poisoned and write nothing, so nothing re-extends the
 	// file or marks blocks present after the truncation.
+	// The lock is only a barrier: the truncation below raises an event
+	// that a worker must answer, and a worker may be waiting to write.
 	w.writes.Lock()
-	defer w.writes.Unlock()
 	w.mu.Lock()
 	clear(w.present)
 	w.dirtyLo, w.dirtyHi = 0, 0
 	w.mu.Unlock()
+	w.writes.Unlock()
 	err := os.Truncate(w.Path, 0)
 	if e := w.mapFile.Truncate(0); err == nil {
 		err = e
@@ -339,6 +353,17 @@ func (s *Server) PoisonIncomplete() (poisoned int, err error) {
 
 // Close drops a reference; the last one unmarks the file and forgets it.
 func (w *Watch) Close() error {
+	// The last reference saves the map before taking the server's lock:
+	// an fdatasync must not stall every other mount's events. (Others,
+	// such as a readahead done with the watch, save nothing.)
+	w.mu.Lock()
+	lastRef := w.refs == 1
+	w.mu.Unlock()
+	if lastRef {
+		if err := w.flushMap(); err != nil {
+			w.s.log.WithError(err).Warn("presence map not saved: its blocks will be fetched again")
+		}
+	}
 	w.s.mu.Lock()
 	defer w.s.mu.Unlock()
 	w.mu.Lock()
@@ -348,13 +373,12 @@ func (w *Watch) Close() error {
 	if !last {
 		return nil
 	}
-	if err := w.flushMap(); err != nil {
-		w.s.log.WithError(err).Warn("presence map not saved: its blocks will be fetched again")
-	}
 	w.unmark()
 	delete(w.s.watches, w.key)
 	w.s.Stats.Watches.Add(-1)
 	w.s.cache.evictable() // its file may now be evicted
+	w.flushMu.Lock() // before w.mu, as flushMap takes them
+	defer w.flushMu.Unlock()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.writeFD >= 0 {
@@ -459,6 +483,11 @@ func (w *Watch) markPresent(off, n int64) error {
 // meanwhile wait for the next flush. A crash before the flush costs only
 // refetching those blocks.
 func (w *Watch) flushMap() error {
+	// One flush at a time per watch, through to the map write: an older
+	// snapshot must not land after a newer one, and Close must not close
+	// the map under a flush.
+	w.flushMu.Lock()
+	defer w.flushMu.Unlock()
 	w.mu.Lock()
 	lo, hi := w.dirtyLo, w.dirtyHi
 	if hi == 0 || w.poisoned || w.writeFD < 0 {
