@@ -195,8 +195,6 @@ type blobSource struct {
 	written  map[int64]bool   // chunks already in the object: never fetched again
 	lastEnd  int64            // end of the last access Readahead saw
 	seen     bool             // Readahead saw an access
-	seqAt    int64            // offset of the last access Readahead saw
-	seqNow   bool             // and whether it continued a sequential stream
 	raNext   int64            // end of the last readahead range handed out
 }
 
@@ -243,7 +241,6 @@ func (s *blobSource) Readahead(off, n int64) (int64, int64) {
 		s.lastEnd, s.raNext = end, 0
 	}
 	s.seen = true
-	s.seqAt, s.seqNow = off, sequential
 	busy := func(c chunk) bool { return s.written[c.off] || s.inflight[c.off] != nil }
 	if s.window <= 0 || !sequential {
 		if i >= len(s.chunks) || busy(s.chunks[i]) {
@@ -316,15 +313,7 @@ func (s *blobSource) fill(ctx context.Context, off, n int64, w BlockWriter) erro
 	// Adjacent chunks the range needs are fetched with one request
 	// (fewer round trips to remote stores); what that does not cover is
 	// then filled chunk by chunk below.
-	runEnd := max(end, start+s.minFetch)
-	s.mu.Lock()
-	if s.window > 0 && s.seqNow && s.seqAt == off {
-		// A sequential reader: this fill reads on, streamed, as far as
-		// one run goes; the reader gets its chunk as soon as it is in.
-		runEnd = max(runEnd, start+min(s.window, MaxRun))
-	}
-	s.mu.Unlock()
-	s.fillRun(ctx, i, runEnd, w)
+	s.fillRun(ctx, i, max(end, start+s.minFetch), w)
 	pos := start
 	for ; pos < end; i++ {
 		if err := ctx.Err(); err != nil {
@@ -398,7 +387,13 @@ func (s *blobSource) fillRun(ctx context.Context, i int, end int64, w BlockWrite
 	// The chunks are verified and written on two goroutines: hashing is
 	// most of a fill's work, and the machine has more than one core.
 	var next atomic.Int32
+	finished := make([]atomic.Bool, len(run))
 	work := func() {
+		defer func() {
+			// A panic (a writer's) must not leave chunks claimed: the
+			// ones not finished are finished below, for others to fetch.
+			recover()
+		}()
 		for k := int(next.Add(1) - 1); k < len(run); k = int(next.Add(1) - 1) {
 			c, f := run[k], fetches[k]
 			if err == nil {
@@ -407,6 +402,7 @@ func (s *blobSource) fillRun(ctx context.Context, i int, end int64, w BlockWrite
 					f.err = werr
 				}
 			}
+			finished[k].Store(true)
 			s.finish(c, f)
 		}
 	}
@@ -415,6 +411,18 @@ func (s *blobSource) fillRun(ctx context.Context, i int, end int64, w BlockWrite
 	go func() { defer wg.Done(); work() }()
 	work()
 	wg.Wait()
+	s.finishRest(run, fetches, finished)
+}
+
+// finishRest finishes the fetches of a run that were not finished (a
+// panic cut the run short), as not delivered: whoever waits fetches them.
+func (s *blobSource) finishRest(run []chunk, fetches []*fetch, finished []atomic.Bool) {
+	for k := range run {
+		if !finished[k].Load() {
+			fetches[k].err = errRunMiss
+			s.finish(run[k], fetches[k])
+		}
+	}
 }
 
 // streamRun fetches a run of adjacent chunks with one streamed read and
@@ -437,16 +445,37 @@ func (s *blobSource) streamRun(ctx context.Context, ro blobstore.RangeOpener, ru
 		err error
 	}
 	received := make(chan piece, 1)
+	quit := make(chan struct{})
 	go func() {
 		defer close(received)
+		defer func() {
+			if p := recover(); p != nil {
+				err = fmt.Errorf("panic reading a stream: %v", p)
+			}
+		}()
 		for k, c := range run {
 			var p []byte
 			if err == nil {
 				p = s.bufs.getSize(int(alignUp(c.length)))
 				_, err = io.ReadFull(rc, p)
 			}
-			received <- piece{k, p, err}
+			select {
+			case received <- piece{k, p, err}:
+			case <-quit:
+				s.bufs.put(p)
+				return
+			}
 		}
+	}()
+	finished := make([]atomic.Bool, len(run))
+	defer func() {
+		// Whatever happened (a panic in a writer), every chunk of the run
+		// is finished and the receiver stops.
+		close(quit)
+		for p := range received {
+			s.bufs.put(p.buf)
+		}
+		s.finishRest(run, fetches, finished)
 	}()
 	for p := range received {
 		c, f := run[p.k], fetches[p.k]
@@ -458,6 +487,7 @@ func (s *blobSource) streamRun(ctx context.Context, ro blobstore.RangeOpener, ru
 		if p.buf != nil {
 			s.bufs.put(p.buf)
 		}
+		finished[p.k].Store(true)
 		s.finish(c, f)
 	}
 	if s.latency != nil {

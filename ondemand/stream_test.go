@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/erofsd/erofsd/blobstore"
 	"github.com/erofsd/erofsd/erofs/build"
@@ -220,6 +221,46 @@ func TestReadaheadRandomNoWindow(t *testing.T) {
 	} {
 		if _, n := obj.Readahead(tc.off, k/2); n != tc.want {
 			t.Errorf("access at %d: readahead of %d bytes, want %d", tc.off, n, tc.want)
+		}
+	}
+}
+
+// panicOnce panics on its first write, then writes like memObject.
+type panicOnce struct {
+	*memObject
+	panicked atomic.Bool
+}
+
+func (p *panicOnce) WriteBlocks(b []byte, off int64) error {
+	if p.panicked.CompareAndSwap(false, true) {
+		panic("writer fault")
+	}
+	return p.memObject.WriteBlocks(b, off)
+}
+
+// TestRunPanicLeavesNoClaims: a writer that panics in the middle of a
+// run (a coalesced read, streamed or not) leaves no chunk claimed
+// forever: the fill fails, and the next fill of the range completes.
+func TestRunPanicLeavesNoClaims(t *testing.T) {
+	for _, streamed := range []bool{false, true} {
+		spec, blob := uniformImage(t)
+		if streamed {
+			spec.Store = &streamStore{Store: spec.Store}
+		}
+		_, _, obj := serveBlob(t, spec)
+		w := &panicOnce{memObject: newMemObject(t, obj.Size())}
+		func() {
+			defer func() { recover() }() // as a front end's handler does
+			obj.Fill(context.Background(), 0, 8*64<<10, w)
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := obj.Fill(ctx, 0, 8*64<<10, w)
+		cancel()
+		if err != nil {
+			t.Fatalf("streamed %v: the fill after a panic: %v", streamed, err)
+		}
+		if !bytes.Equal(w.data[:8*64<<10], blob[:8*64<<10]) {
+			t.Fatalf("streamed %v: content differs", streamed)
 		}
 	}
 }
