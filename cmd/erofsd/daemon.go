@@ -381,15 +381,15 @@ func (d *daemon) mountCachefiles(m *mountRec) error {
 	if err := unix.Mount("none", m.Mountpoint, "erofs", unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID, opts); err != nil {
 		return fmt.Errorf("mount -t erofs -o %s none %s: %w%s", opts, m.Mountpoint, err, mountHint(err))
 	}
-	d.tuneReadahead(m.Mountpoint)
 	return nil
 }
 
-// tuneReadahead sets the mount's readahead (--mount-readahead): each
-// read the kernel makes of a blob not yet complete is a request erofsd
-// answers, so larger reads mean fewer round trips for a sequential
-// reader. Kernels without the ioctl to find the mount's settings (before
-// 6.8) keep their default, said in the log.
+// tuneReadahead sets a file-backed mount's readahead (--mount-readahead):
+// each read the kernel makes of a blob not yet complete is a request
+// erofsd answers, so larger reads mean fewer round trips for a sequential
+// reader. (fscache mounts name their sysfs directory after the fsid, not
+// after a bdi, so they are left alone.) Kernels without the ioctl to find
+// the mount's settings (before 6.8) keep their default, said in the log.
 func (d *daemon) tuneReadahead(mp string) {
 	if d.mountRA <= 0 {
 		return

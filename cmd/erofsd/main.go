@@ -90,6 +90,9 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	if mountRA != 0 && mountRA < 4<<10 {
+		return fmt.Errorf("mount-readahead: %d, want 0 (the kernel's) or at least 4K", mountRA)
+	}
 	if minFetch > ondemand.MaxRun {
 		return fmt.Errorf("min-fetch: %d, want at most %d", minFetch, ondemand.MaxRun)
 	}

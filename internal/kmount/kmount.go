@@ -360,8 +360,10 @@ func BDIName(target string) (string, error) {
 		return "", fmt.Errorf("sysfs name of the mount at %s: %w", target, errno)
 	}
 	n := min(int(buf[0]), len(buf)-1)
+	// File-backed mounts are named after their bdi, "erofs-<n>"; fscache
+	// ones after their fsid, which is no bdi of theirs.
 	name, ok := strings.CutPrefix(string(buf[1:1+n]), "erofs/")
-	if !ok || name == "" || name == "." || name == ".." || strings.Contains(name, "/") {
+	if !ok || !strings.HasPrefix(name, "erofs-") || name == "" || strings.ContainsAny(name, "/,") {
 		return "", fmt.Errorf("mount at %s: unexpected sysfs path %q", target, buf[1:1+n])
 	}
 	return name, nil
