@@ -80,11 +80,13 @@ type RangeOpener interface {
 	OpenRange(ctx context.Context, off, n int64) (io.ReadCloser, error)
 }
 
-// Distruster is implemented by blobs that can read from several hosts
-// (registry mirrors): Distrust sends later reads to another host first,
-// after data from the current one failed verification.
+// Distruster is implemented by blobs read from several hosts (registry
+// mirrors): a caller that finds data wrong (a chunk failed its digest)
+// names the host that sent it, and later reads ask it last for a while.
 type Distruster interface {
-	Distrust()
+	// ReadAtFrom reads like ReadAt and names the host that answered.
+	ReadAtFrom(ctx context.Context, p []byte, off int64) (n int, host string, err error)
+	Distrust(host string)
 }
 
 // OpenStore returns the store named by spec: a directory path (or

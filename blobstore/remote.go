@@ -10,8 +10,10 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -350,31 +352,82 @@ type remoteBlob struct {
 	size    int64
 	targets []*target
 	prefer  atomic.Pointer[target]
+
+	mu         sync.Mutex
+	distrusted map[*target]time.Time // until when a host's data is not wanted
 }
 
-// order returns the targets with the preferred one first.
+// distrustFor is how long a host whose data failed verification is
+// asked last.
+const distrustFor = 10 * time.Minute
+
+// order returns the targets to ask, in order: the preferred one first,
+// hosts whose data failed verification last.
 func (b *remoteBlob) order() []*target {
 	p := b.prefer.Load()
-	if len(b.targets) == 1 || p == nil || p == b.targets[0] {
+	b.mu.Lock()
+	var bad []*target
+	for t, until := range b.distrusted {
+		if time.Now().After(until) {
+			delete(b.distrusted, t)
+		} else {
+			bad = append(bad, t)
+		}
+	}
+	b.mu.Unlock()
+	if len(b.targets) == 1 || (len(bad) == 0 && (p == nil || p == b.targets[0])) {
 		return b.targets
 	}
 	out := make([]*target, 0, len(b.targets))
-	out = append(out, p)
+	if p != nil && !slices.Contains(bad, p) {
+		out = append(out, p)
+	}
 	for _, t := range b.targets {
-		if t != p {
+		if t != p && !slices.Contains(bad, t) {
+			out = append(out, t)
+		}
+	}
+	for _, t := range b.targets {
+		if slices.Contains(bad, t) {
 			out = append(out, t)
 		}
 	}
 	return out
 }
 
-// Distrust makes reads go to the next host first: the caller found the
-// data of the preferred one wrong (a chunk failed its digest), as a stale
-// or corrupt mirror serves it. With one host it does nothing.
-func (b *remoteBlob) Distrust() {
-	order := b.order()
-	if len(order) > 1 {
-		b.prefer.Store(order[1])
+// preferHost remembers the host that answered, unless its data is
+// distrusted.
+func (b *remoteBlob) preferHost(t *target) {
+	b.mu.Lock()
+	_, bad := b.distrusted[t]
+	b.mu.Unlock()
+	if !bad {
+		b.prefer.Store(t)
+	}
+}
+
+// ReadAtFrom reads like ReadAt and names the host that answered.
+func (b *remoteBlob) ReadAtFrom(ctx context.Context, p []byte, off int64) (int, string, error) {
+	n, t, err := b.readAt(ctx, p, off)
+	if t == nil {
+		return n, "", err
+	}
+	return n, t.host, err
+}
+
+// Distrust asks host last for a while: the caller found its data wrong
+// (a chunk failed its digest), as a stale or corrupt mirror serves it.
+func (b *remoteBlob) Distrust(host string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, t := range b.targets {
+		if t.host == host && len(b.targets) > 1 {
+			if b.distrusted == nil {
+				b.distrusted = map[*target]time.Time{}
+			}
+			b.distrusted[t] = time.Now().Add(distrustFor)
+			b.prefer.CompareAndSwap(t, nil)
+		}
 	}
 }
 
@@ -382,27 +435,32 @@ func (b *remoteBlob) Size() int64  { return b.size }
 func (b *remoteBlob) Close() error { return nil }
 
 func (b *remoteBlob) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	n, _, err := b.readAt(ctx, p, off)
+	return n, err
+}
+
+func (b *remoteBlob) readAt(ctx context.Context, p []byte, off int64) (int, *target, error) {
 	if off < 0 || off > b.size {
-		return 0, fmt.Errorf("%s: offset %d of %d: %w", b.d, off, b.size, ErrOutOfRange)
+		return 0, nil, fmt.Errorf("%s: offset %d of %d: %w", b.d, off, b.size, ErrOutOfRange)
 	}
 	want := min(int64(len(p)), b.size-off)
 	if want == 0 {
 		if len(p) == 0 {
-			return 0, nil
+			return 0, nil, nil
 		}
-		return 0, io.EOF
+		return 0, nil, io.EOF
 	}
 	t, err := b.r.do(ctx, b.order(), func(ctx context.Context, t *target) error {
 		return b.r.get(ctx, b.d, t, p[:want], off)
 	})
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	b.prefer.Store(t)
+	b.preferHost(t)
 	if want < int64(len(p)) {
-		return int(want), io.EOF
+		return int(want), t, io.EOF
 	}
-	return int(want), nil
+	return int(want), t, nil
 }
 
 // OpenRange streams [off, off+n) from the first host that answers; the
@@ -423,7 +481,7 @@ func (b *remoteBlob) OpenRange(ctx context.Context, off, n int64) (io.ReadCloser
 	if err != nil {
 		return nil, err
 	}
-	b.prefer.Store(t)
+	b.preferHost(t)
 	return body, nil
 }
 

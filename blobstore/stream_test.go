@@ -63,3 +63,28 @@ func TestOCIOpenRange(t *testing.T) {
 		}
 	}
 }
+
+// TestDistrust: a host whose data failed verification is asked last,
+// however many readers report it, and a success of a read already on
+// its way to it does not make it preferred again.
+func TestDistrust(t *testing.T) {
+	mirror, upstream := &target{host: "mirror"}, &target{host: "upstream"}
+	b := &remoteBlob{targets: []*target{mirror, upstream}}
+	b.prefer.Store(mirror)
+	if got := b.order()[0].host; got != "mirror" {
+		t.Fatalf("first host %s, want the mirror", got)
+	}
+	b.Distrust("mirror")
+	b.Distrust("mirror") // a second reader that got the same bad data
+	if got := b.order()[0].host; got != "upstream" {
+		t.Fatalf("after distrust, first host %s, want the upstream", got)
+	}
+	b.preferHost(mirror) // a read to the mirror that was in flight succeeds
+	if got := b.order(); got[0].host != "upstream" || got[1].host != "mirror" {
+		t.Fatalf("order %s, %s; want upstream, then the mirror", got[0].host, got[1].host)
+	}
+	b.Distrust("upstream") // both bad: still both asked
+	if got := b.order(); len(got) != 2 {
+		t.Fatalf("%d hosts in the order, want 2", len(got))
+	}
+}

@@ -154,13 +154,16 @@ func (d *blobData) open(ctx context.Context) (blobstore.Blob, error) {
 }
 
 // distrust tells a blob read from several hosts (mirrors) that the data
-// it gave failed verification, so the retry asks another host.
-func (d *blobData) distrust() {
+// host gave failed verification, so the retry asks another host.
+func (d *blobData) distrust(host string) {
+	if host == "" {
+		return
+	}
 	d.openMu.Lock()
 	b := d.blob
 	d.openMu.Unlock()
 	if ds, ok := b.(blobstore.Distruster); ok {
-		ds.Distrust()
+		ds.Distrust(host)
 	}
 }
 
@@ -383,7 +386,7 @@ func (s *blobSource) fillRun(ctx context.Context, i int, end int64, w BlockWrite
 	}
 	buf := s.bufs.getSize(int(span))
 	defer s.bufs.put(buf)
-	err := s.timedRead(ctx, buf[:span], chunk{off: run[0].off, length: span})
+	_, err := s.timedRead(ctx, buf[:span], chunk{off: run[0].off, length: span})
 	// The chunks are verified and written on two goroutines: hashing is
 	// most of a fill's work, and the machine has more than one core.
 	var next atomic.Int32
@@ -525,13 +528,13 @@ func (s *blobSource) verifyAndWrite(buf []byte, c chunk, w BlockWriter) error {
 }
 
 // timedRead reads a chunk (or a run of chunks) and observes the latency.
-func (s *blobSource) timedRead(ctx context.Context, data []byte, c chunk) error {
+func (s *blobSource) timedRead(ctx context.Context, data []byte, c chunk) (string, error) {
 	start := time.Now()
-	err := s.readChunk(ctx, data, c)
+	host, err := s.readChunk(ctx, data, c)
 	if s.latency != nil {
 		s.latency.Observe(time.Since(start).Seconds())
 	}
-	return err
+	return host, err
 }
 
 // errRunMiss marks a chunk a coalesced fetch did not deliver; whoever
@@ -581,30 +584,39 @@ func (s *blobSource) fetchChunk(ctx context.Context, c chunk, w BlockWriter) err
 	defer s.bufs.put(buf)
 	var err error
 	for attempt := 0; attempt < 2; attempt++ {
-		if err = s.timedRead(ctx, buf[:c.length], c); err != nil {
+		var host string
+		if host, err = s.timedRead(ctx, buf[:c.length], c); err != nil {
 			continue
 		}
 		if err = s.verifyAndWrite(buf[:padded], c, w); !errors.Is(err, ErrDigestMismatch) {
 			return err
 		}
-		s.distrust()
+		s.distrust(host)
 	}
 	return err
 }
 
-func (s *blobSource) readChunk(ctx context.Context, data []byte, c chunk) error {
+// readChunk reads a chunk (or a run) and, from a blob with several hosts,
+// names the one that answered.
+func (s *blobSource) readChunk(ctx context.Context, data []byte, c chunk) (string, error) {
 	b, err := s.open(ctx)
 	if err != nil {
-		return err
+		return "", err
 	}
-	n, err := b.ReadAt(ctx, data, c.off)
+	var n int
+	var host string
+	if ds, ok := b.(blobstore.Distruster); ok {
+		n, host, err = ds.ReadAtFrom(ctx, data, c.off)
+	} else {
+		n, err = b.ReadAt(ctx, data, c.off)
+	}
 	if n == len(data) {
-		return nil
+		return host, nil
 	}
 	if err == nil || errors.Is(err, io.EOF) {
 		err = io.ErrUnexpectedEOF
 	}
-	return fmt.Errorf("%s: reading chunk at %d: %w", s.digest, c.off, err)
+	return host, fmt.Errorf("%s: reading chunk at %d: %w", s.digest, c.off, err)
 }
 
 func writeZeros(w BlockWriter, from, to int64, bufs *bufferPool) error {
