@@ -377,7 +377,7 @@ func (w *Watch) Close() error {
 	delete(w.s.watches, w.key)
 	w.s.Stats.Watches.Add(-1)
 	w.s.cache.evictable() // its file may now be evicted
-	w.flushMu.Lock() // before w.mu, as flushMap takes them
+	w.flushMu.Lock()      // before w.mu, as flushMap takes them
 	defer w.flushMu.Unlock()
 	w.mu.Lock()
 	defer w.mu.Unlock()
