@@ -34,9 +34,10 @@ func NewHTTP(base string, opts HTTPOptions) (*HTTP, error) {
 	}
 	h := &HTTP{base: u, r: r}
 	h.target = &target{
-		host:   u.Host,
-		url:    h.url,
-		client: func(context.Context) (*http.Client, error) { return client, nil },
+		upstream: true,
+		host:     u.Host,
+		url:      h.url,
+		client:   func(context.Context) (*http.Client, error) { return client, nil },
 	}
 	return h, nil
 }

@@ -98,6 +98,7 @@ func NewOCI(repo string, opts OCIOptions) (*OCI, error) {
 	if err != nil {
 		return nil, err
 	}
+	h.upstream = true
 	o.targets = append(o.targets, h)
 	return o, nil
 }

@@ -107,9 +107,10 @@ func newRemote(opts HTTPOptions) (*remote, error) {
 
 // target is one host a blob can be fetched from.
 type target struct {
-	host   string                                          // for messages
-	url    func(d Digest) string                           // the blob's URL there
-	client func(ctx context.Context) (*http.Client, error) // may set up auth lazily
+	upstream bool                                            // the origin, whose answers are final (mirrors' are not)
+	host     string                                          // for messages
+	url      func(d Digest) string                           // the blob's URL there
+	client   func(ctx context.Context) (*http.Client, error) // may set up auth lazily
 	// reset, if set, drops state the client was built from (resolved
 	// credentials, tokens) after the host refused them, so the next
 	// request resolves them again (a docker login in between counts).
@@ -154,15 +155,15 @@ func (r *remote) do(ctx context.Context, targets []*target, op func(context.Cont
 			if errors.Is(err, ErrUnauthorized) && t.reset != nil {
 				t.reset()
 			}
-			if ctx.Err() != nil || (errors.Is(err, ErrOutOfRange) && i == len(targets)-1) {
-				// The caller gave up, or the last host (the upstream)
-				// has no such bytes; a mirror's answer is not final.
+			if ctx.Err() != nil || (errors.Is(err, ErrOutOfRange) && targets[i].upstream) {
+				// The caller gave up, or the upstream has no such
+				// bytes; a mirror's answer is not final.
 				return nil, r.fail(err)
 			}
 			temporary = temporary || errors.Is(err, ErrTemporary)
 		}
 		if !temporary || round == r.opts.Retries {
-			return nil, r.fail(summarize(errs, round+1))
+			return nil, r.fail(summarize(targets, errs, round+1))
 		}
 		r.stats.Retries.Add(1)
 		jittered := delay/2 + time.Duration(rand.Int64N(int64(delay)))
@@ -180,11 +181,16 @@ func (r *remote) fail(err error) error {
 	return err
 }
 
-// summarize returns the error of the last host tried (the upstream, when
-// there are mirrors: its answer is the authoritative one), naming the
+// summarize returns the upstream's error (else the last host's: with
+// mirrors the upstream's answer is the authoritative one), naming the
 // others' failures in the message.
-func summarize(errs []error, rounds int) error {
+func summarize(targets []*target, errs []error, rounds int) error {
 	last := errs[len(errs)-1]
+	for i, t := range targets {
+		if t.upstream && errs[i] != nil {
+			last = errs[i] // the upstream's answer is the authoritative one
+		}
+	}
 	var others []string
 	for _, e := range errs {
 		if e != nil && e != last {
