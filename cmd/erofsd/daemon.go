@@ -42,6 +42,7 @@ type daemon struct {
 	mountRA  int64               // readahead of our mounts in bytes (0: the kernel's)
 	backends *blobstore.Stats    // blob store counters by kind
 
+	bootMu   sync.Mutex // held from fetching a bootstrap to registering it, and around unregistering
 	storesMu sync.Mutex
 	stores   map[string]blobstore.Store // by spec and TLS setting
 	log      logrus.FieldLogger
@@ -125,7 +126,17 @@ func (d *daemon) Register(ctx context.Context, req control.RegisterRequest) (*co
 	return d.register(ctx, req, false)
 }
 
-func (d *daemon) register(ctx context.Context, req control.RegisterRequest, byMount bool) (*control.Image, error) {
+func (d *daemon) register(ctx context.Context, req control.RegisterRequest, byMount bool) (_ *control.Image, err error) {
+	// A fetched bootstrap is shared by the images of its digest and
+	// removed with the last: fetching and registering must not interleave
+	// with an unregister's removal.
+	d.bootMu.Lock()
+	defer d.bootMu.Unlock()
+	defer func() {
+		if err != nil && filepath.IsAbs(req.Bootstrap) {
+			d.dropBootstrap(req.Bootstrap) // fetched for nothing
+		}
+	}()
 	var source string
 	if strings.HasPrefix(req.Bootstrap, oci.RegistryScheme) {
 		var err error
@@ -227,6 +238,8 @@ func (d *daemon) Unregister(ctx context.Context, fsid, domain string) error {
 			bootstrap = im.Spec.Bootstrap
 		}
 	}
+	d.bootMu.Lock()
+	defer d.bootMu.Unlock()
 	if err := d.reg.Unregister(fsid, domain); err != nil {
 		return mapErr(err)
 	}
