@@ -7,18 +7,21 @@ import (
 
 // bufferPool hands out page-aligned buffers. The kernel writes cache
 // files with direct I/O, which fails with EINVAL for buffers that are not
-// suitably aligned. Buffers larger than the pool's size, up to large,
-// come from a second pool, so that coalesced runs do not allocate (and
-// clear) megabytes per fetch.
+// suitably aligned. Buffers larger than the pool's size, up to MaxRun,
+// come from pools of doubling sizes, so that coalesced runs neither
+// allocate (and clear) megabytes per fetch nor hold far more than they
+// asked for.
 type bufferPool struct {
-	size int
-	pool sync.Pool
-	big  *bufferPool // buffers of up to large bytes; nil in the big pool itself
+	size    int
+	pool    sync.Pool
+	classes []*bufferPool // larger sizes, doubling up to MaxRun; nil in a class
 }
 
 func newBufferPool(size int) *bufferPool {
 	p := newPool(size)
-	p.big = newPool(MaxRun)
+	for c := p.size * 2; c <= MaxRun; c *= 2 {
+		p.classes = append(p.classes, newPool(c))
+	}
 	return p
 }
 
@@ -31,24 +34,30 @@ func newPool(size int) *bufferPool {
 // get returns a buffer of the pool's size.
 func (p *bufferPool) get() []byte { return p.pool.Get().([]byte) }
 
-// getSize returns a buffer of at least n bytes (a fresh one when n
-// exceeds the pool's size).
+// getSize returns a buffer of at least n bytes: from the pool, from the
+// smallest larger class that fits, or fresh past MaxRun.
 func (p *bufferPool) getSize(n int) []byte {
 	if n <= p.size {
 		return p.get()[:n]
 	}
-	if p.big != nil && n <= p.big.size {
-		return p.big.get()[:n]
+	for _, c := range p.classes {
+		if n <= c.size {
+			return c.get()[:n]
+		}
 	}
 	return alignedBuffer(n)
 }
 
 func (p *bufferPool) put(b []byte) {
-	switch {
-	case cap(b) == p.size:
+	if cap(b) == p.size {
 		p.pool.Put(b[:p.size])
-	case p.big != nil && cap(b) == p.big.size:
-		p.big.pool.Put(b[:p.big.size])
+		return
+	}
+	for _, c := range p.classes {
+		if cap(b) == c.size {
+			c.pool.Put(b[:c.size])
+			return
+		}
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/erofsd/erofsd/blobstore"
 	"github.com/erofsd/erofsd/erofs/build"
@@ -262,5 +263,20 @@ func TestRunPanicLeavesNoClaims(t *testing.T) {
 		if !bytes.Equal(w.data[:8*64<<10], blob[:8*64<<10]) {
 			t.Fatalf("streamed %v: content differs", streamed)
 		}
+	}
+}
+
+// TestBufferClasses: a buffer comes from the smallest class that fits,
+// aligned, and goes back to it.
+func TestBufferClasses(t *testing.T) {
+	p := newBufferPool(1 << 20)
+	for _, tc := range []struct{ n, want int }{
+		{4096, 1 << 20}, {1 << 20, 1 << 20}, {1<<20 + 1, 2 << 20}, {3 << 20, 4 << 20}, {MaxRun, MaxRun}, {MaxRun + 1, MaxRun + 4096},
+	} {
+		b := p.getSize(tc.n)
+		if len(b) < tc.n || cap(b) != tc.want || uintptr(unsafe.Pointer(&b[0]))%BlockSize != 0 {
+			t.Errorf("getSize(%d): len %d cap %d aligned %v; want cap %d", tc.n, len(b), cap(b), uintptr(unsafe.Pointer(&b[0]))%BlockSize == 0, tc.want)
+		}
+		p.put(b)
 	}
 }
