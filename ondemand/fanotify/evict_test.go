@@ -116,6 +116,22 @@ func (r *spaceRig) mount(im *rigImage) {
 		for _, w := range im.watches {
 			w.Close()
 		}
+		// A readahead still running holds a watch a moment longer (it
+		// saves the map as it lets go): the files are in use till then.
+		for _, w := range im.watches {
+			for deadline := time.Now().Add(10 * time.Second); ; {
+				w.mu.Lock()
+				refs := w.refs
+				w.mu.Unlock()
+				if refs == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					r.t.Fatalf("%s still held 10 s after the unmount", w.Path)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
 		for _, o := range objs {
 			o.Release()
 		}
