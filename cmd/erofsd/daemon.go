@@ -62,6 +62,7 @@ type mountRec struct {
 	objects   []*ondemand.Object // and the sources behind them
 	release   func()             // drops watches and objects after unmount
 	devices   []string           // fanotify: device= options
+	prefetch  *savedPrefetch     // the background prefetch asked for, if any
 	bootstrap string             // fanotify: the image file
 }
 
@@ -361,6 +362,9 @@ func (d *daemon) Mount(ctx context.Context, req control.MountRequest) (*control.
 		}
 	}
 	m := &mountRec{Mount: control.Mount{Mountpoint: mp, FSID: req.FSID, DomainID: req.DomainID, Frontend: fe}}
+	if prefetch {
+		m.prefetch = &savedPrefetch{Whole: popts.Whole, Files: popts.Files}
+	}
 	if fe == "cachefiles" {
 		err = d.mountCachefiles(m)
 	} else {

@@ -66,6 +66,15 @@ func (p *prefetcher) options(req control.MountRequest) (opts ondemand.PrefetchOp
 	return opts, opts.Whole || len(opts.Files) > 0, nil
 }
 
+// resume starts again, after a restart, the prefetch a mount had.
+func (p *prefetcher) resume(mp, fsid, domain string, whole bool, files []string) {
+	if p == nil {
+		return
+	}
+	p.log.WithFields(logrus.Fields{"mountpoint": mp, "whole": whole, "files": len(files)}).Info("resuming prefetch")
+	p.start(mp, fsid, domain, ondemand.PrefetchOptions{Whole: whole, Files: files, Limiter: p.limiter})
+}
+
 // start prefetches the image of a mount in the background.
 func (p *prefetcher) start(mp, fsid, domain string, opts ondemand.PrefetchOptions) {
 	if p == nil {

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -137,5 +140,83 @@ func TestPrefetchConfigKeys(t *testing.T) {
 	os.WriteFile(p, []byte("prefetch = \"whole\"\nprefetch_rate = \"100M\"\n"), 0o644)
 	if err := run([]string{"--config", p, "--version"}); err != nil {
 		t.Errorf("good prefetch keys: %v", err)
+	}
+}
+
+// TestDaemonPrefetchResumes kills the daemon (SIGKILL) while a slow
+// prefetch runs: the restarted daemon resumes it from its state and
+// completes the blobs, without fetching what was already in the cache.
+func TestDaemonPrefetchResumes(t *testing.T) {
+	dir := t.TempDir()
+	bins := fanotifyBins(t, dir)
+	src := filepath.Join(dir, "src")
+	os.Mkdir(src, 0o755)
+	big := make([]byte, 6<<20)
+	rand.Read(big)
+	os.WriteFile(filepath.Join(src, "big"), big, 0o644)
+	img, blobs := filepath.Join(dir, "img.erofs"), filepath.Join(dir, "blobs")
+	if out, err := exec.Command(bins["erofs-image"], "build", "--blob-dir", blobs, "--chunk-size", "256K", "-o", img, src).CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	rd := startDaemon(t, bins, dir, "--blob-dir", blobs, "--frontend", "fanotify", "--prefetch-rate", "2M")
+	mnt := filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	if out, err := rd.ctl("mount", "--prefetch", "whole", img, mnt); err != nil {
+		t.Fatalf("erofsctl mount: %v\n%s", err, out)
+	}
+	defer rd.ctl("umount", mnt)
+	pid := func() int {
+		out, err := rd.ctl("status", "--json")
+		if err != nil {
+			return 0
+		}
+		var st control.Status
+		if json.Unmarshal([]byte(out), &st) != nil {
+			return 0
+		}
+		return st.PID
+	}
+	// Some of it fetched, not all: then the daemon dies.
+	deadline := time.Now().Add(30 * time.Second)
+	for scrape(t, rd.metrics)["erofsd_prefetch_bytes_done_total"] < 1<<20 {
+		if time.Now().After(deadline) {
+			t.Fatal("prefetch did not start")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	first := pid()
+	if first == 0 {
+		t.Fatal("no daemon pid")
+	}
+	syscall.Kill(first, syscall.SIGKILL)
+	deadline = time.Now().Add(30 * time.Second)
+	for p := pid(); p == 0 || p == first; p = pid() {
+		if time.Now().After(deadline) {
+			t.Fatal("the daemon was not restarted")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The new daemon finishes the prefetch: the blob completes.
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		m := scrape(t, rd.metrics)
+		if m["erofsd_prefetch_bytes_done_total"] > 0 && m["erofsd_prefetch_bytes_left"] == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the prefetch was not resumed: done %v, left %v", m["erofsd_prefetch_bytes_done_total"], m["erofsd_prefetch_bytes_left"])
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.Contains(rd.logs.String(), "resuming prefetch") {
+		t.Error("the log does not say the prefetch was resumed")
+	}
+	before := scrape(t, rd.metrics)["erofsd_backend_fetches_total"]
+	data, err := os.ReadFile(filepath.Join(mnt, "big"))
+	if err != nil || !bytes.Equal(data, big) {
+		t.Fatalf("reading after the resumed prefetch: %v", err)
+	}
+	if f := scrape(t, rd.metrics)["erofsd_backend_fetches_total"] - before; f != 0 {
+		t.Errorf("reading after the resumed prefetch fetched %v chunks", f)
 	}
 }

@@ -15,8 +15,20 @@ import (
 // savedState is what a restarted daemon needs to carry on: the images it
 // served and the mounts it made. It lives in <state-dir>/state.json.
 type savedState struct {
-	Images []savedImage    `json:"images"`
-	Mounts []control.Mount `json:"mounts"`
+	Images []savedImage `json:"images"`
+	Mounts []savedMount `json:"mounts"`
+}
+
+type savedMount struct {
+	control.Mount
+	// Prefetch is the mount's background prefetch, resumed after a
+	// restart (chunks already in the cache are skipped).
+	Prefetch *savedPrefetch `json:"prefetch,omitempty"`
+}
+
+type savedPrefetch struct {
+	Whole bool     `json:"whole,omitempty"`
+	Files []string `json:"files,omitempty"`
 }
 
 type savedImage struct {
@@ -37,7 +49,7 @@ func (d *daemon) saveState() {
 		d.mu.Unlock()
 		return
 	}
-	st := savedState{Images: []savedImage{}, Mounts: []control.Mount{}}
+	st := savedState{Images: []savedImage{}, Mounts: []savedMount{}}
 	for _, im := range d.reg.Images() {
 		m := d.meta[metaKey(im.Spec.FSID, im.Spec.DomainID)]
 		si := savedImage{RegisterRequest: control.RegisterRequest{FSID: im.Spec.FSID, DomainID: im.Spec.DomainID, Bootstrap: im.Spec.Bootstrap}}
@@ -47,7 +59,7 @@ func (d *daemon) saveState() {
 		st.Images = append(st.Images, si)
 	}
 	for _, m := range d.mounts {
-		st.Mounts = append(st.Mounts, m.Mount)
+		st.Mounts = append(st.Mounts, savedMount{Mount: m.Mount, Prefetch: m.prefetch})
 	}
 	d.mu.Unlock()
 	data, _ := json.MarshalIndent(st, "", "  ")
@@ -103,8 +115,9 @@ func (d *daemon) restoreState(ctx context.Context) error {
 			d.mu.Unlock()
 		}
 	}
-	for _, m := range st.Mounts {
-		rec := &mountRec{Mount: m}
+	for _, sm := range st.Mounts {
+		m := sm.Mount
+		rec := &mountRec{Mount: m, prefetch: sm.Prefetch}
 		if m.Frontend == "fanotify" {
 			if d.fan == nil {
 				d.log.WithField("mountpoint", m.Mountpoint).Error("fanotify mount left behind but no fanotify group")
@@ -119,6 +132,9 @@ func (d *daemon) restoreState(ctx context.Context) error {
 		d.mounts[m.Mountpoint] = rec
 		d.mu.Unlock()
 		d.log.WithFields(logrus.Fields{"mountpoint": m.Mountpoint, "fsid": m.FSID, "frontend": m.Frontend}).Info("mount adopted")
+		if sm.Prefetch != nil {
+			d.pf.resume(m.Mountpoint, m.FSID, m.DomainID, sm.Prefetch.Whole, sm.Prefetch.Files)
+		}
 	}
 	return nil
 }
