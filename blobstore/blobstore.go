@@ -80,6 +80,13 @@ type RangeOpener interface {
 	OpenRange(ctx context.Context, off, n int64) (io.ReadCloser, error)
 }
 
+// SizedOpener is implemented by stores that can pass over hosts whose
+// copy of a blob is shorter than the caller needs (a stale mirror) and
+// open it where it is whole.
+type SizedOpener interface {
+	OpenSized(ctx context.Context, d Digest, minSize int64) (Blob, error)
+}
+
 // Distruster is implemented by blobs read from several hosts (registry
 // mirrors): a caller that finds data wrong (a chunk failed its digest)
 // names the host that sent it, and later reads ask it last for a while.

@@ -53,5 +53,10 @@ func (h *HTTP) Stats() *BackendStats { return h.r.stats }
 
 // Open asks for the blob's size (HEAD) and returns it.
 func (h *HTTP) Open(ctx context.Context, d Digest) (Blob, error) {
-	return h.r.open(ctx, d, []*target{h.target})
+	return h.r.open(ctx, d, []*target{h.target}, 0)
+}
+
+// OpenSized opens a blob of at least minSize bytes (see SizedOpener).
+func (h *HTTP) OpenSized(ctx context.Context, d Digest, minSize int64) (Blob, error) {
+	return h.r.open(ctx, d, []*target{h.target}, minSize)
 }

@@ -112,7 +112,13 @@ func (o *OCI) Repository() name.Repository { return o.repo }
 // Open asks the mirrors, then the upstream, for the blob's size and
 // returns it opened where it was found; reads fall through the same way.
 func (o *OCI) Open(ctx context.Context, d Digest) (Blob, error) {
-	return o.r.open(ctx, d, o.targets)
+	return o.r.open(ctx, d, o.targets, 0)
+}
+
+// OpenSized opens a blob of at least minSize bytes, passing over hosts
+// (mirrors) whose copy is shorter (see SizedOpener).
+func (o *OCI) OpenSized(ctx context.Context, d Digest, minSize int64) (Blob, error) {
+	return o.r.open(ctx, d, o.targets, minSize)
 }
 
 // ociHost is one registry host (a mirror or the upstream) with its

@@ -545,7 +545,7 @@ func (e *exactBody) Close() error { return e.c.Close() }
 
 // open finds the first target that has the blob and returns it
 // opened there.
-func (r *remote) open(ctx context.Context, d Digest, targets []*target) (Blob, error) {
+func (r *remote) open(ctx context.Context, d Digest, targets []*target, minSize int64) (Blob, error) {
 	if d.IsZero() {
 		return nil, fmt.Errorf("%w: empty digest", ErrBadDigest)
 	}
@@ -553,6 +553,11 @@ func (r *remote) open(ctx context.Context, d Digest, targets []*target) (Blob, e
 	t, err := r.do(ctx, targets, func(ctx context.Context, t *target) error {
 		var err error
 		size, err = r.head(ctx, d, t)
+		if err == nil && size < minSize {
+			// A host with a short copy (a stale mirror): the next one
+			// may have the whole blob.
+			err = fmt.Errorf("%s at %s: %d bytes, want at least %d", d, t.host, size, minSize)
+		}
 		return err
 	})
 	if err != nil {

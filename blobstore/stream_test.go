@@ -5,6 +5,10 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,5 +90,42 @@ func TestDistrust(t *testing.T) {
 	b.Distrust("upstream") // both bad: still both asked
 	if got := b.order(); len(got) != 2 {
 		t.Fatalf("%d hosts in the order, want 2", len(got))
+	}
+}
+
+// TestOpenSizedPassesShortMirror: a mirror whose copy of a blob is short
+// (stale) is passed over when the caller needs the whole blob; the
+// upstream, the real registry, serves it.
+func TestOpenSizedPassesShortMirror(t *testing.T) {
+	reg := testregistry.Start(t, testregistry.Options{})
+	data := randomBlob(11, 256<<10)
+	d := pushBlob(t, reg, "sized/repo", data)
+	// The mirror claims a copy 4 KiB short; it serves nothing else.
+	mirror := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead && strings.HasSuffix(r.URL.Path, "/blobs/"+d.String()) {
+			w.Header().Set("Content-Length", strconv.Itoa(len(data)-4096))
+			return
+		}
+		if r.URL.Path == "/v2/" {
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	defer mirror.Close()
+	o := mustOCI(t, reg.Host+"/sized/repo", OCIOptions{PlainHTTP: true, Mirrors: []string{mirror.URL}})
+	ctx := context.Background()
+	if b, err := o.Open(ctx, d); err != nil || b.Size() != int64(len(data))-4096 {
+		t.Fatalf("plain open: %v; want the mirror's short size", err)
+	}
+	b, err := o.OpenSized(ctx, d, int64(len(data)))
+	if err != nil {
+		t.Fatalf("open of the whole blob: %v", err)
+	}
+	if b.Size() != int64(len(data)) {
+		t.Fatalf("size %d, want %d", b.Size(), len(data))
+	}
+	got := make([]byte, len(data))
+	if _, err := b.ReadAt(ctx, got, 0); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("reading the whole blob: %v", err)
 	}
 }

@@ -141,7 +141,13 @@ func (d *blobData) open(ctx context.Context) (blobstore.Blob, error) {
 	if d.blob != nil {
 		return d.blob, nil
 	}
-	b, err := d.store.Open(ctx, d.digest)
+	var b blobstore.Blob
+	var err error
+	if so, ok := d.store.(blobstore.SizedOpener); ok {
+		b, err = so.OpenSized(ctx, d.digest, d.size)
+	} else {
+		b, err = d.store.Open(ctx, d.digest)
+	}
 	if err != nil {
 		return nil, err
 	}
