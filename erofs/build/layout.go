@@ -281,10 +281,3 @@ func (b *Builder) encodeInode(meta []byte, n *node, buildTime int64) {
 		}
 	}
 }
-
-func inodeSize(n *node) int {
-	if n.extended {
-		return disk.ExtendedInodeSize
-	}
-	return disk.CompactInodeSize
-}

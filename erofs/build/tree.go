@@ -3,7 +3,6 @@ package build
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"path"
 	"slices"
 	"strings"
@@ -291,35 +290,4 @@ func fileType(mode uint32) uint8 {
 		return 7
 	}
 	return 0
-}
-
-// modeFromFS converts an io/fs mode to stat(2) bits.
-func modeFromFS(m fs.FileMode) uint32 {
-	r := uint32(m.Perm())
-	if m&fs.ModeSetuid != 0 {
-		r |= unix.S_ISUID
-	}
-	if m&fs.ModeSetgid != 0 {
-		r |= unix.S_ISGID
-	}
-	if m&fs.ModeSticky != 0 {
-		r |= unix.S_ISVTX
-	}
-	switch {
-	case m.IsDir():
-		r |= unix.S_IFDIR
-	case m&fs.ModeSymlink != 0:
-		r |= unix.S_IFLNK
-	case m&fs.ModeNamedPipe != 0:
-		r |= unix.S_IFIFO
-	case m&fs.ModeSocket != 0:
-		r |= unix.S_IFSOCK
-	case m&fs.ModeCharDevice != 0:
-		r |= unix.S_IFCHR
-	case m&fs.ModeDevice != 0:
-		r |= unix.S_IFBLK
-	default:
-		r |= unix.S_IFREG
-	}
-	return r
 }

@@ -124,12 +124,6 @@ func (c *Client) Unregister(ctx context.Context, fsid, domain string) error {
 	return c.do(ctx, "DELETE", "/v1/images/"+url.PathEscape(fsid)+"?"+q.Encode(), nil, nil)
 }
 
-// Mounts lists the mounts made through the daemon.
-func (c *Client) Mounts(ctx context.Context) ([]Mount, error) {
-	var v []Mount
-	return v, c.do(ctx, "GET", "/v1/mounts", nil, &v)
-}
-
 // Mount registers (if needed) and mounts an image.
 func (c *Client) Mount(ctx context.Context, req MountRequest) (*Mount, error) {
 	var v Mount

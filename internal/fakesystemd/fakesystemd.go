@@ -33,8 +33,6 @@ type Manager struct {
 	conn *net.UnixConn
 	mu   sync.Mutex
 	fds  []StoredFD
-	msgs []string
-	wake chan struct{}
 	done chan struct{}
 }
 
@@ -45,7 +43,7 @@ func Listen(dir string) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Manager{Path: path, conn: conn, wake: make(chan struct{}), done: make(chan struct{})}
+	m := &Manager{Path: path, conn: conn, done: make(chan struct{})}
 	go m.loop()
 	return m, nil
 }
@@ -78,7 +76,6 @@ func (m *Manager) handle(msg string, fds []int) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.msgs = append(m.msgs, msg)
 	switch {
 	case fields["FDSTORE"] == "1":
 		for _, fd := range fds {
@@ -97,34 +94,6 @@ func (m *Manager) handle(msg string, fds []int) {
 	}
 	for _, fd := range fds {
 		unix.Close(fd) // fds with a message that takes none
-	}
-	close(m.wake)
-	m.wake = make(chan struct{})
-}
-
-// Messages returns every datagram received so far.
-func (m *Manager) Messages() []string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return slices.Clone(m.msgs)
-}
-
-// WaitFor waits until a datagram satisfies ok or done is closed.
-func (m *Manager) WaitFor(ok func(msg string) bool, done <-chan struct{}) bool {
-	seen := 0
-	for {
-		m.mu.Lock()
-		msgs, wake := m.msgs[seen:], m.wake
-		seen = len(m.msgs)
-		m.mu.Unlock()
-		if slices.ContainsFunc(msgs, ok) {
-			return true
-		}
-		select {
-		case <-wake:
-		case <-done:
-			return false
-		}
 	}
 }
 

@@ -81,9 +81,6 @@ func (r *Registry) URL() string {
 	return "http://" + r.Host
 }
 
-// Client returns an HTTP client that trusts the registry's certificate.
-func (r *Registry) Client() *http.Client { return r.client }
-
 // Available reports whether the registry binary is installed.
 func Available() (string, bool) {
 	p, err := exec.LookPath(Binary)
