@@ -331,7 +331,8 @@ func (s *Server) dispatch(ctx context.Context, ev abi.Event) {
 		return
 	}
 	arrived := time.Now()
-	if s.answerPresent(ctx, ev) {
+	w, lookupErr := s.watchOf(ev) // once, for both paths
+	if w != nil && s.answerPresent(ctx, ev, w) {
 		// Fast path: the range is there already (fetched ahead), so
 		// the reader waits for one answer, not for a worker too.
 		if s.lat != nil {
@@ -350,7 +351,7 @@ func (s *Server) dispatch(ctx context.Context, ev abi.Event) {
 		defer s.wg.Done()
 		defer func() { <-s.sem; s.Stats.InFlight.Add(-1) }()
 		key := strconv.Itoa(int(ev.Fd))
-		w, err := s.handle(ctx, ev, key)
+		err := s.handle(ctx, ev, w, lookupErr)
 		if err != nil {
 			fields := logrus.Fields{"off": ev.Offset, "len": ev.Count, "pid": ev.Pid}
 			if w != nil {
@@ -464,7 +465,7 @@ func (s *Server) sweep(journal map[string]string, allow bool) {
 // answerPresent allows the event at once, from the reading loop, when
 // its whole range is present in a watched file, starting readahead as
 // serve would; otherwise it does nothing and returns false.
-func (s *Server) answerPresent(ctx context.Context, ev abi.Event) (answered bool) {
+func (s *Server) answerPresent(ctx context.Context, ev abi.Event, w *Watch) (answered bool) {
 	defer func() {
 		// A fault here must not take the reading loop down: the worker
 		// path answers the event instead (and recovers on its own).
@@ -474,52 +475,48 @@ func (s *Server) answerPresent(ctx context.Context, ev abi.Event) (answered bool
 			answered = false
 		}
 	}()
-	var st unix.Stat_t
-	if err := unix.Fstat(int(ev.Fd), &st); err != nil {
-		return false
-	}
-	s.mu.Lock()
-	w := s.watches[devIno{st.Dev, st.Ino}]
-	s.mu.Unlock()
 	off, n := int64(ev.Offset), int64(ev.Count)
-	if w == nil || n <= 0 || w.isPoisoned() || !w.has(off, n) {
+	if n <= 0 || w.isPoisoned() || !w.has(off, n) {
 		return false
 	}
-	w.mu.Lock()
-	haveWriter := w.writeFD >= 0
-	w.mu.Unlock()
-	if haveWriter {
-		w.readahead(ctx, off, n)
-	}
+	w.readahead(ctx, off, n)
 	s.respond(ev.Fd, true, 0)
 	return true
 }
 
+// watchOf finds the watch of the file an event is about.
+func (s *Server) watchOf(ev abi.Event) (*Watch, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(ev.Fd), &st); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	w := s.watches[devIno{st.Dev, st.Ino}]
+	s.mu.Unlock()
+	if w == nil {
+		return nil, fmt.Errorf("event for a file erofsd does not serve (dev %d ino %d)", st.Dev, st.Ino)
+	}
+	return w, nil
+}
+
 // handle makes the event's range present; a panic becomes an error. It
 // returns the watch the event was for, if any.
-func (s *Server) handle(ctx context.Context, ev abi.Event, key string) (w *Watch, err error) {
+func (s *Server) handle(ctx context.Context, ev abi.Event, w *Watch, lookupErr error) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			s.Stats.Panicked.Add(1)
 			err = fmt.Errorf("panic serving a read: %v\n%s", p, debug.Stack())
 		}
 	}()
-	var st unix.Stat_t
-	if err := unix.Fstat(int(ev.Fd), &st); err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	w = s.watches[devIno{st.Dev, st.Ino}]
-	s.mu.Unlock()
-	if w == nil {
-		return nil, fmt.Errorf("event for a file erofsd does not serve (dev %d ino %d)", st.Dev, st.Ino)
+	if lookupErr != nil {
+		return lookupErr
 	}
 	if w.isPoisoned() {
 		// Only Poison's own truncation may proceed; readers fail.
 		if ev.Pid == int32(os.Getpid()) {
-			return w, nil
+			return nil
 		}
-		return w, fmt.Errorf("%s: erofsd is stopping", w.Path)
+		return fmt.Errorf("%s: erofsd is stopping", w.Path)
 	}
-	return w, w.serve(ctx, int(ev.Fd), int64(ev.Offset), int64(ev.Count))
+	return w.serve(ctx, int(ev.Fd), int64(ev.Offset), int64(ev.Count))
 }
