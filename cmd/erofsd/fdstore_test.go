@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"fmt"
 	"os"
 	"os/exec"
@@ -78,15 +77,7 @@ func streamReaders(path string, want []byte, n int, timeout time.Duration) func(
 func TestFDStoreSupervisorKilled(t *testing.T) {
 	dir := t.TempDir()
 	bins := fanotifyBins(t, dir)
-	src := filepath.Join(dir, "src")
-	os.Mkdir(src, 0o755)
-	want := make([]byte, 64<<20)
-	rand.Read(want)
-	os.WriteFile(filepath.Join(src, "big"), want, 0o644)
-	img, blobs := filepath.Join(dir, "img.erofs"), filepath.Join(dir, "blobs")
-	if out, err := exec.Command(bins["erofs-image"], "build", "--chunk-size", "256K", "--blob-dir", blobs, "-o", img, src).CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	img, blobs, want := bigFileImage(t, bins, dir, 64<<20)
 	mgr, err := fakesystemd.Listen(dir)
 	if err != nil {
 		t.Fatal(err)

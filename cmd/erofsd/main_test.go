@@ -135,6 +135,23 @@ func fanotifyBins(t *testing.T, dir string) map[string]string {
 	return bins
 }
 
+// bigFileImage builds an image of one file, "big", of size random bytes
+// in 256 KiB chunks, with its blob in dir/blobs; it returns the image,
+// the blob dir and the file's bytes.
+func bigFileImage(t *testing.T, bins map[string]string, dir string, size int) (img, blobs string, data []byte) {
+	t.Helper()
+	src := filepath.Join(dir, "src")
+	os.Mkdir(src, 0o755)
+	data = make([]byte, size)
+	rand.Read(data)
+	os.WriteFile(filepath.Join(src, "big"), data, 0o644)
+	img, blobs = filepath.Join(dir, "img.erofs"), filepath.Join(dir, "blobs")
+	if out, err := exec.Command(bins["erofs-image"], "build", "--chunk-size", "256K", "--blob-dir", blobs, "-o", img, src).CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return img, blobs, data
+}
+
 // TestDaemonFanotifyMount drives the real binaries on this machine's
 // kernel: erofsctl mount with the auto front end picks fanotify where
 // cachefiles on-demand is missing, the tree reads back like its source,
@@ -258,15 +275,7 @@ func TestDaemonFanotifyMount(t *testing.T) {
 func TestSupervisedCrashFanotify(t *testing.T) {
 	dir := t.TempDir()
 	bins := fanotifyBins(t, dir)
-	src := filepath.Join(dir, "src")
-	os.Mkdir(src, 0o755)
-	want := make([]byte, 64<<20)
-	rand.Read(want)
-	os.WriteFile(filepath.Join(src, "big"), want, 0o644)
-	img, blobs := filepath.Join(dir, "img.erofs"), filepath.Join(dir, "blobs")
-	if out, err := exec.Command(bins["erofs-image"], "build", "--chunk-size", "256K", "--blob-dir", blobs, "-o", img, src).CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	img, blobs, want := bigFileImage(t, bins, dir, 64<<20)
 	sock := filepath.Join(dir, "erofsd.sock")
 	sup := exec.Command(bins["erofsd"], "supervise", "--socket", sock, "--cache-dir", filepath.Join(dir, "cache"),
 		"--state-dir", filepath.Join(dir, "state"), "--blob-dir", blobs, "--frontend", "fanotify", "--metrics-addr", "")

@@ -149,15 +149,7 @@ func TestPrefetchConfigKeys(t *testing.T) {
 func TestDaemonPrefetchResumes(t *testing.T) {
 	dir := t.TempDir()
 	bins := fanotifyBins(t, dir)
-	src := filepath.Join(dir, "src")
-	os.Mkdir(src, 0o755)
-	big := make([]byte, 6<<20)
-	rand.Read(big)
-	os.WriteFile(filepath.Join(src, "big"), big, 0o644)
-	img, blobs := filepath.Join(dir, "img.erofs"), filepath.Join(dir, "blobs")
-	if out, err := exec.Command(bins["erofs-image"], "build", "--blob-dir", blobs, "--chunk-size", "256K", "-o", img, src).CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	img, blobs, big := bigFileImage(t, bins, dir, 6<<20)
 	rd := startDaemon(t, bins, dir, "--blob-dir", blobs, "--frontend", "fanotify", "--prefetch-rate", "2M")
 	mnt := filepath.Join(dir, "mnt")
 	os.Mkdir(mnt, 0o755)
