@@ -132,26 +132,37 @@ func run(sizeMiB int, window int64) error {
 // on pre-content events and reads "big" through it; it returns MiB/s and
 // the events handled.
 func lazyRead(reg *ondemand.Registry, im *ondemand.Image, img, cacheFile, mnt string) (float64, int64, error) {
-	obj, err := reg.Resolve(im.VolumeKey(), im.Blobs[0].Digest.Hex())
+	srv, _, _, stop, err := serveBlob(reg, im, cacheFile)
 	if err != nil {
 		return 0, 0, err
 	}
-	defer obj.Release()
+	defer stop()
+	lazy, err := coldRead(img, cacheFile, mnt)
+	return lazy, srv.Stats.Events.Load(), err
+}
+
+// serveBlob serves the image's blob from cacheFile through a fanotify
+// group of its own until stop.
+func serveBlob(reg *ondemand.Registry, im *ondemand.Image, cacheFile string) (*fanotify.Server, *fanotify.Watch, *ondemand.Object, func(), error) {
+	obj, err := reg.Resolve(im.VolumeKey(), im.Blobs[0].Digest.Hex())
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
 	srv, err := fanotify.New(fanotify.Config{})
 	if err != nil {
-		return 0, 0, err
+		obj.Release()
+		return nil, nil, nil, nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx) }()
-	defer func() { cancel(); <-done; srv.Release() }()
+	stopServing := func() { cancel(); <-done; srv.Release(); obj.Release() }
 	w, err := srv.Watch(cacheFile, im.Blobs[0].Size, obj)
 	if err != nil {
-		return 0, 0, err
+		stopServing()
+		return nil, nil, nil, nil, err
 	}
-	defer w.Close()
-	lazy, err := coldRead(img, cacheFile, mnt)
-	return lazy, srv.Stats.Events.Load(), err
+	return srv, w, obj, func() { w.Close(); stopServing() }, nil
 }
 
 func median(v []float64) float64 {

@@ -7,37 +7,19 @@ import (
 	"time"
 
 	"github.com/erofsd/erofsd/ondemand"
-	"github.com/erofsd/erofsd/ondemand/fanotify"
 )
 
 // prefetchWhole fills a fresh cache file of the image's blob by a whole
 // prefetch (unlimited rate, no reader competing) and returns its MiB/s
 // and then the cold read's through the now complete, unmarked file.
 func prefetchWhole(reg *ondemand.Registry, im *ondemand.Image, img, cacheFile, mnt string) (prefetch, read float64, err error) {
-	obj, err := reg.Resolve(im.VolumeKey(), im.Blobs[0].Digest.Hex())
+	_, w, obj, stop, err := serveBlob(reg, im, cacheFile)
 	if err != nil {
 		return 0, 0, err
 	}
-	defer obj.Release()
-	srv, err := fanotify.New(fanotify.Config{})
-	if err != nil {
-		return 0, 0, err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-		srv.Release()
-	}()
-	w, err := srv.Watch(cacheFile, im.Blobs[0].Size, obj)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer w.Close()
+	defer stop()
 	obj.Attach(w.Target())
-	pctx, pcancel := context.WithTimeout(ctx, 5*time.Minute)
+	pctx, pcancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer pcancel()
 	start := time.Now()
 	res, err := reg.Prefetch(pctx, im, ondemand.PrefetchOptions{Whole: true})
