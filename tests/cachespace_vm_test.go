@@ -1,9 +1,6 @@
 package tests
 
 import (
-	"crypto/rand"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -108,11 +105,7 @@ func TestCacheSpaceInVM(t *testing.T) {
 	kernel := vm.Require(t)
 	d := &dataDir{t: t, dir: t.TempDir()}
 	for name, size := range map[string]int{"a": 20 << 20, "b": 20 << 20, "huge": 64 << 20} {
-		src := t.TempDir()
-		data := make([]byte, size)
-		rand.Read(data)
-		os.WriteFile(filepath.Join(src, "f"), data, 0o644)
-		d.image(name, src, nil, "blobs", true)
+		d.randomImage(name, "f", size, "blobs", true)
 	}
 	files := guestBinaries(t)
 	res := runGuest(t, vm.Config{Kernel: kernel, Script: cacheSpaceScript, Files: files,

@@ -54,6 +54,19 @@ func (d *dataDir) image(name, src string, layers [][]byte, blobDir string, ref b
 	}
 }
 
+// randomImage builds name.erofs (see image) of a directory holding one
+// file of size random bytes.
+func (d *dataDir) randomImage(name, file string, size int, blobDir string, ref bool) {
+	d.t.Helper()
+	src := d.t.TempDir()
+	data := make([]byte, size)
+	rand.Read(data)
+	if err := os.WriteFile(filepath.Join(src, file), data, 0o644); err != nil {
+		d.t.Fatal(err)
+	}
+	d.image(name, src, nil, blobDir, ref)
+}
+
 // disk packs the data directory into an ext4 image.
 func (d *dataDir) disk() string {
 	d.t.Helper()
@@ -156,11 +169,7 @@ func TestErofsdInVM(t *testing.T) {
 	treeDigest := blobstore.DigestOf(sha256.Sum256(treeImage))
 	os.WriteFile(filepath.Join(d.dir, "blobs", treeDigest.Hex()), treeImage, 0o644)
 
-	bigDir := t.TempDir()
-	big := make([]byte, 64<<20)
-	rand.Read(big)
-	os.WriteFile(filepath.Join(bigDir, "big.bin"), big, 0o644)
-	d.image("big", bigDir, nil, "blobs", true)
+	d.randomImage("big", "big.bin", 64<<20, "blobs", true)
 
 	base := layerTar(t, []layerEntry{{"usr/", ""}, {"usr/lib/", ""}, {"usr/lib/libfoo.so", strings.Repeat("foo", 100000)},
 		{"etc/", ""}, {"etc/config", "v1"}, {"etc/old", "old"}})

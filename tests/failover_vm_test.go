@@ -1,9 +1,6 @@
 package tests
 
 import (
-	"crypto/rand"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -75,11 +72,7 @@ func TestFailoverInVM(t *testing.T) {
 	kernel := vm.Require(t)
 	d := &dataDir{t: t, dir: t.TempDir()}
 	for name, size := range map[string]int{"crash": 64 << 20, "upgrade": 32 << 20, "fdstore": 32 << 20} {
-		src := t.TempDir()
-		data := make([]byte, size)
-		rand.Read(data)
-		os.WriteFile(filepath.Join(src, "big.bin"), data, 0o644)
-		d.image(name, src, nil, "blobs", true)
+		d.randomImage(name, "big.bin", size, "blobs", true)
 	}
 	files := guestBinaries(t)
 	res := runGuest(t, vm.Config{Kernel: kernel, Script: failoverScript, Files: files,
