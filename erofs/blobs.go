@@ -1,6 +1,8 @@
 package erofs
 
 import (
+	"container/list"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -64,4 +66,174 @@ func (d *dirBlobs) Close() error {
 		delete(d.files, tag)
 	}
 	return errors.Join(errs...)
+}
+
+// Verified blob reads (WithVerifiedBlobs). Variables so tests can
+// shrink them.
+var (
+	// maxCachedChunk is the largest chunk read, verified and kept whole;
+	// it bounds what one read allocates.
+	maxCachedChunk uint32 = 16 << 20
+	// verifyCacheBytes bounds the verified chunks an Image keeps.
+	verifyCacheBytes int64 = 32 << 20
+)
+
+// verifyBufSize is the piece size larger chunks are hashed in.
+const verifyBufSize = 1 << 20
+
+var verifyBufs = sync.Pool{New: func() any { b := make([]byte, verifyBufSize); return &b }}
+
+// readVerified copies the part of the blob chunk ext overlapping
+// [off, off+len(p)) into p, from the whole chunk verified against the
+// chunk digest table. On error p holds no blob bytes.
+func (img *Image) readVerified(ext *extent, p []byte, off int64) error {
+	blk := ext.pstart >> img.blkBits
+	if ext.pstart&(img.blkSize-1) != 0 || blk > 1<<32-1 {
+		return corruptf("device %d: chunk at byte %d is not at a block address", ext.dev, ext.pstart)
+	}
+	d, ok := findChunkDigest(img.vtable, ext.dev, uint32(blk))
+	if !ok {
+		return corruptf("device %d block %d has no chunk table entry: its data cannot be verified", ext.dev, blk)
+	}
+	if int64(d.Length) < ext.llen {
+		return corruptf("device %d block %d: chunk table entry covers %d bytes, the chunk holds %d", ext.dev, blk, d.Length, ext.llen)
+	}
+	rel := off - ext.lstart
+	if d.Length > maxCachedChunk {
+		return img.streamVerified(d, p, rel)
+	}
+	data, err := img.vcache.get(chunkKey{ext.dev, d.BlkAddr}, func() ([]byte, error) {
+		buf := make([]byte, d.Length)
+		if err := img.readDev(int(d.Device), buf, int64(d.BlkAddr)<<img.blkBits); err != nil {
+			return nil, err
+		}
+		if sum := sha256.Sum256(buf); sum != d.Digest {
+			return nil, &ChunkDigestError{Device: int(d.Device), BlkAddr: d.BlkAddr, Length: d.Length, Want: d.Digest, Got: sum}
+		}
+		return buf, nil
+	})
+	if err != nil {
+		return err
+	}
+	copy(p, data[rel:])
+	return nil
+}
+
+// streamVerified hashes a chunk too large to keep in pieces, copying the
+// bytes at [rel, rel+len(p)) of it into p on the way; p is cleared if the
+// digest does not match.
+func (img *Image) streamVerified(d *ChunkDigest, p []byte, rel int64) error {
+	bp := verifyBufs.Get().(*[]byte)
+	defer verifyBufs.Put(bp)
+	buf := *bp
+	h := sha256.New()
+	start := int64(d.BlkAddr) << img.blkBits
+	for pos, end := int64(0), int64(d.Length); pos < end; {
+		m := min(int64(len(buf)), end-pos)
+		if err := img.readDev(int(d.Device), buf[:m], start+pos); err != nil {
+			clear(p)
+			return err
+		}
+		h.Write(buf[:m])
+		if lo, hi := max(pos, rel), min(pos+m, rel+int64(len(p))); lo < hi {
+			copy(p[lo-rel:hi-rel], buf[lo-pos:hi-pos])
+		}
+		pos += m
+	}
+	var sum [32]byte
+	h.Sum(sum[:0])
+	if sum != d.Digest {
+		clear(p)
+		return &ChunkDigestError{Device: int(d.Device), BlkAddr: d.BlkAddr, Length: d.Length, Want: d.Digest, Got: sum}
+	}
+	return nil
+}
+
+type chunkKey struct {
+	dev int
+	blk uint32
+}
+
+// chunkCache keeps the bytes of recently verified chunks (least recently
+// used evicted first, verifyCacheBytes in all) and lets concurrent reads
+// of one chunk share one verification. Keeping the bytes, not just the
+// fact that they were verified, means a blob changed after verification
+// still cannot make a read return wrong bytes.
+type chunkCache struct {
+	mu      sync.Mutex
+	lru     list.List // of *cachedChunk, most recently used first
+	items   map[chunkKey]*list.Element
+	loading map[chunkKey]*chunkLoad
+	bytes   int64
+	closed  bool
+}
+
+type cachedChunk struct {
+	key  chunkKey
+	data []byte
+}
+
+type chunkLoad struct {
+	done chan struct{}
+	data []byte
+	err  error
+}
+
+// get returns the chunk's verified bytes, calling load (once for all
+// concurrent callers) if they are not cached. Errors are not cached.
+func (c *chunkCache) get(key chunkKey, load func() ([]byte, error)) ([]byte, error) {
+	c.mu.Lock()
+	if e := c.items[key]; e != nil {
+		c.lru.MoveToFront(e)
+		data := e.Value.(*cachedChunk).data
+		c.mu.Unlock()
+		return data, nil
+	}
+	if l := c.loading[key]; l != nil {
+		c.mu.Unlock()
+		<-l.done
+		return l.data, l.err
+	}
+	if c.loading == nil {
+		c.loading = make(map[chunkKey]*chunkLoad)
+		c.items = make(map[chunkKey]*list.Element)
+	}
+	l := &chunkLoad{done: make(chan struct{})}
+	c.loading[key] = l
+	c.mu.Unlock()
+
+	l.data, l.err = load()
+
+	c.mu.Lock()
+	delete(c.loading, key)
+	if l.err == nil && !c.closed {
+		c.add(key, l.data)
+	}
+	c.mu.Unlock()
+	close(l.done)
+	return l.data, l.err
+}
+
+// add inserts a chunk and evicts the least recently used ones beyond
+// the budget. c.mu is held.
+func (c *chunkCache) add(key chunkKey, data []byte) {
+	c.items[key] = c.lru.PushFront(&cachedChunk{key: key, data: data})
+	c.bytes += int64(len(data))
+	for c.bytes > verifyCacheBytes && c.lru.Len() > 1 {
+		e := c.lru.Back()
+		cc := c.lru.Remove(e).(*cachedChunk)
+		delete(c.items, cc.key)
+		c.bytes -= int64(len(cc.data))
+	}
+}
+
+// close drops the cached chunks and keeps loads still running from
+// adding theirs.
+func (c *chunkCache) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	c.lru.Init()
+	clear(c.items)
+	c.bytes = 0
 }

@@ -64,10 +64,14 @@ type CheckReport struct {
 //     entry starting at the same block that covers the chunk's bytes, and
 //     with VerifyData and Blobs each such chunk's sha256 is verified once.
 //
+// The superblock's inode count must equal the number of distinct inodes
+// reached from the root (and so cannot exceed the 32-byte inode slots the
+// image holds). The kernel only reports it in statfs and mounts images
+// whatever it says, so Open accepts any count; Check reports it.
+//
 // Relaxations, for images from mkfs.erofs 1.5: a device-table block count
 // of 0 means unknown (mkfs writes 0 for --blobdev), and images without a
-// chunk table are accepted. The superblock's inode count is not checked
-// (the kernel only reports it in statfs).
+// chunk table are accepted.
 //
 // The work is bounded by the image size (plus the data read with
 // VerifyData; each device range is read at most once); ctx is checked
@@ -154,6 +158,9 @@ func (c *checker) run() error {
 			return corruptf("device %d is mapped at block %d, inside the primary's %d blocks", m.dev, m.start>>img.blkBits, img.sb.Blocks)
 		}
 	}
+	if slots := c.inodeSlots(); img.sb.Inos > slots {
+		return corruptf("superblock claims %d inodes, more than the %d 32-byte inode slots between meta_blkaddr %d and the image's %d blocks", img.sb.Inos, slots, img.sb.MetaBlkAddr, img.sb.Blocks)
+	}
 
 	root := img.root.nid
 	c.dirs[root] = "/"
@@ -187,7 +194,23 @@ func (c *checker) run() error {
 		}
 	}
 	c.rep.Inodes = c.rep.Dirs + len(c.files)
+	// Distinct nids: hard links name one inode, which mkfs.erofs and
+	// erofsd's builder count once; both count exactly the inodes
+	// reachable from the root.
+	if img.sb.Inos != uint64(c.rep.Inodes) {
+		return corruptf("superblock claims %d inodes, %d are reachable from the root", img.sb.Inos, c.rep.Inodes)
+	}
 	return nil
+}
+
+// inodeSlots returns how many inodes the image can hold: each takes at
+// least one 32-byte slot between meta_blkaddr and the end of the blocks
+// the superblock counts (Check requires every inode to lie there).
+func (c *checker) inodeSlots() uint64 {
+	if c.img.metaBase >= c.primaryEnd {
+		return 0
+	}
+	return uint64(c.primaryEnd-c.img.metaBase) / disk.InodeSlotSize
 }
 
 // checkTableBlobs checks the chunk table against the blobs' real sizes.
@@ -542,7 +565,7 @@ func (c *checker) verifyDigest(d *ChunkDigest) error {
 	var sum [32]byte
 	h.Sum(sum[:0])
 	if sum != d.Digest {
-		return corruptf("device %d block %d: sha256 of %d bytes is %x, chunk table says %x", d.Device, d.BlkAddr, d.Length, sum, d.Digest)
+		return &ChunkDigestError{Device: int(d.Device), BlkAddr: d.BlkAddr, Length: d.Length, Want: d.Digest, Got: sum}
 	}
 	return nil
 }

@@ -79,6 +79,40 @@ func TestCheckAcceptsMkfsImages(t *testing.T) {
 	}
 }
 
+// TestInodeCountOpen: the kernel mounts an image whatever its inode
+// count says (it only shows it in statfs), so Open and the reader accept
+// an impossible one and report it as is; Check finds it.
+func TestInodeCountOpen(t *testing.T) {
+	b, err := readSeed("flat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := Open(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	walked := img.Info().Inodes
+	rep, err := Check(context.Background(), bytes.NewReader(b), CheckOptions{})
+	if err != nil || uint64(rep.Inodes) != walked {
+		t.Fatalf("Check: %v, %d inodes, superblock %d", err, rep.Inodes, walked)
+	}
+	binary.LittleEndian.PutUint64(b[disk.SuperOffset+0x10:], 1<<58)
+	fixChecksum(b)
+	img, err = Open(bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	if img.Info().Inodes != 1<<58 {
+		t.Fatalf("info %+v", img.Info())
+	}
+	if err := readAll(b); err != nil {
+		t.Fatalf("reading: %v", err)
+	}
+	if _, err := Check(context.Background(), bytes.NewReader(b), CheckOptions{}); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "inodes") {
+		t.Fatalf("Check: %v", err)
+	}
+}
+
 func TestCheckContext(t *testing.T) {
 	_, im := buildVariant(t, variants[0], treeOpts{})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -171,6 +205,11 @@ var corruptions = []corruption{
 	{name: "blkszbits 20", patch: sbPatch(func(b []byte) { b[0x0C] = 20 }), want: "blkszbits", unsup: true},
 	{name: "dirblkbits", patch: sbPatch(func(b []byte) { b[0x5A] = 1 }), want: "dirblkbits", unsup: true},
 	{name: "sb_extslots", patch: sbPatch(func(b []byte) { b[0x0D] = 200 }), want: "sb_extslots"},
+	{name: "inode count 2^58", patch: sbPatch(func(b []byte) { binary.LittleEndian.PutUint64(b[0x10:], 1<<58) }), want: "claims 288230376151711744 inodes, more than the"},
+	{name: "inode count 2^64-1", variant: 2, patch: sbPatch(func(b []byte) { binary.LittleEndian.PutUint64(b[0x10:], 1<<64-1) }), want: "inode slots"},
+	{name: "inode count one more", patch: sbPatch(func(b []byte) { binary.LittleEndian.PutUint64(b[0x10:], binary.LittleEndian.Uint64(b[0x10:])+1) }), want: "are reachable from the root"},
+	{name: "inode count one less", variant: 1, patch: sbPatch(func(b []byte) { binary.LittleEndian.PutUint64(b[0x10:], binary.LittleEndian.Uint64(b[0x10:])-1) }), want: "are reachable from the root"},
+	{name: "inode count 0", patch: sbPatch(func(b []byte) { binary.LittleEndian.PutUint64(b[0x10:], 0) }), want: "claims 0 inodes"},
 	{name: "root nid out of range", patch: sbPatch(func(b []byte) { binary.LittleEndian.PutUint16(b[0x0E:], 0xFFFF) }), want: "beyond image end"},
 	{name: "root not a directory", patch: func(t *testing.T, img *Image, d []byte) []byte {
 		binary.LittleEndian.PutUint16(d[disk.SuperOffset+0x0E:], uint16(nidOf(t, img, "hello.txt")))
@@ -378,10 +417,15 @@ func TestCheckRejectsCorruption(t *testing.T) {
 }
 
 // walkImage opens data and uses every reader API on everything reachable,
-// within byte, entry and time budgets. It must never panic or hang,
-// whatever data holds.
+// within byte, entry and time budgets, without and with verified blob
+// reads. It must never panic or hang, whatever data holds.
 func walkImage(data []byte, blobs BlobResolver) {
-	img, err := Open(bytes.NewReader(data), WithBlobs(blobs))
+	walkImageWith(data, WithBlobs(blobs))
+	walkImageWith(data, WithBlobs(blobs), WithVerifiedBlobs())
+}
+
+func walkImageWith(data []byte, opts ...Option) {
+	img, err := Open(bytes.NewReader(data), opts...)
 	if err != nil {
 		return
 	}

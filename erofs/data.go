@@ -17,6 +17,7 @@ type extent struct {
 	pstart int64
 	hole   bool
 	inline bool // the tail stored right after the inode (primary device)
+	chunk  bool // one chunk of a chunk-based file: what the chunk digest table covers
 }
 
 // translate applies unified addressing to a primary-device byte range: if
@@ -156,7 +157,7 @@ func le32(b []byte) uint32 {
 func (img *Image) chunkExtent(ino *inode, c *chunkLayout, k int64, e chunkEntry) (extent, error) {
 	lstart := k << c.bits
 	llen := min(c.size(), ino.size-lstart)
-	ext := extent{lstart: lstart, llen: llen, hole: e.hole}
+	ext := extent{lstart: lstart, llen: llen, hole: e.hole, chunk: true}
 	if e.hole {
 		return ext, nil
 	}
@@ -208,10 +209,20 @@ func (img *Image) readData(ino *inode, p []byte, off int64) (int, error) {
 }
 
 // readExtent copies the part of ext overlapping [off, off+len(p)) into p.
+// With WithVerifiedBlobs, extra-device data is returned only from a chunk
+// verified against the chunk digest table.
 func (img *Image) readExtent(ext *extent, p []byte, off int64) error {
 	if ext.hole {
 		clear(p)
 		return nil
+	}
+	if ext.dev != 0 && img.verify {
+		if !ext.chunk {
+			// The table records chunks only; flat data that unified
+			// addressing places in a blob has no digest to check.
+			return unsupportedf("device %d: flat data in an extra device cannot be verified (the chunk digest table covers chunks only)", ext.dev)
+		}
+		return img.readVerified(ext, p, off)
 	}
 	return img.readDev(ext.dev, p, ext.pstart+(off-ext.lstart))
 }
@@ -258,7 +269,7 @@ func (img *Image) readChunked(ino *inode, p []byte, off int64) error {
 			}
 			m := min(int64(len(p)), ext.lstart+ext.llen-off)
 			if err := img.readExtent(&ext, p[:m], off); err != nil {
-				return fmt.Errorf("nid %d chunk %d at %d: %w", ino.nid, k+int64(i), off, err)
+				return fmt.Errorf("nid %d chunk %d at offset %d: %w", ino.nid, k+int64(i), off, err)
 			}
 			p, off = p[m:], off+m
 		}

@@ -27,7 +27,33 @@ var (
 	// ErrTooLarge is returned by ReadFile for files too large to return in
 	// one slice; read them with Open instead.
 	ErrTooLarge = errors.New("erofs: file too large to read at once")
+	// ErrDigestMismatch reports blob chunk bytes whose sha256 differs from
+	// the chunk digest table. The error is a *ChunkDigestError, which also
+	// matches ErrCorrupt.
+	ErrDigestMismatch = errors.New("erofs: chunk digest mismatch")
 )
+
+// ChunkDigestError reports a blob chunk whose bytes do not hash to the
+// sha256 the chunk digest table records for it. errors.Is matches it
+// against ErrDigestMismatch and ErrCorrupt.
+type ChunkDigestError struct {
+	Device  int    // extra device (1..N)
+	BlkAddr uint32 // first block of the chunk on Device
+	Length  uint32 // bytes hashed
+	Want    [32]byte
+	Got     [32]byte
+}
+
+func (e *ChunkDigestError) Error() string {
+	return fmt.Sprintf("%v: device %d block %d: sha256 of %d bytes is %x, chunk table says %x",
+		ErrDigestMismatch, e.Device, e.BlkAddr, e.Length, e.Got, e.Want)
+}
+
+// Is makes errors.Is(err, ErrDigestMismatch) and errors.Is(err,
+// ErrCorrupt) hold: a blob that does not match its image is corrupt.
+func (e *ChunkDigestError) Is(target error) bool {
+	return target == ErrDigestMismatch || target == ErrCorrupt
+}
 
 // corruptf returns an error wrapping ErrCorrupt.
 func corruptf(format string, args ...any) error {

@@ -76,6 +76,10 @@ type Image struct {
 	ctDone bool
 	ct     []ChunkDigest
 	ctErr  error
+
+	verify bool          // WithVerifiedBlobs
+	vtable []ChunkDigest // the chunk table blob reads are verified against
+	vcache chunkCache    // recently verified chunks
 }
 
 type blobDev struct {
@@ -93,9 +97,11 @@ type mappedRange struct {
 // Info holds the superblock facts of an image.
 type Info struct {
 	BlockSize       int
-	Blocks          uint32 // blocks of the primary device
-	Inodes          uint64
-	BuildTime       time.Time
+	Blocks          uint32    // blocks of the primary device
+	Inodes          uint64    // as the superblock says; Check compares it with the tree
+	BuildTime       time.Time // garbage if BuildTimeSec is beyond what time.Time holds
+	BuildTimeSec    int64     // raw seconds, signed as the kernel reads them: any int64
+	BuildTimeNsec   uint32
 	UUID            [16]byte
 	VolumeName      string
 	FeatureCompat   uint32
@@ -149,7 +155,7 @@ func Open(r io.ReaderAt, opts ...Option) (*Image, error) {
 	if r == nil {
 		return nil, errors.New("erofs: nil reader")
 	}
-	img := &Image{r: r, size: -1, blobs: o.blobs, blobCache: make(map[int]*blobDev)}
+	img := &Image{r: r, size: -1, blobs: o.blobs, blobCache: make(map[int]*blobDev), verify: o.verify}
 	if o.sizeSet {
 		if o.size < 0 {
 			return nil, fmt.Errorf("erofs: negative image size %d", o.size)
@@ -172,6 +178,15 @@ func Open(r io.ReaderAt, opts ...Option) (*Image, error) {
 		return nil, corruptf("root inode nid %d is not a directory (mode %#o)", root.nid, root.d.Mode)
 	}
 	img.root = root
+	if img.verify && len(img.slots) > 0 {
+		// Refuse now rather than at the first read: without a valid
+		// table no blob byte could be returned.
+		table, err := img.chunkTable()
+		if err != nil {
+			return nil, fmt.Errorf("erofs: %d extra device(s) but blob data cannot be verified: %w", len(img.slots), err)
+		}
+		img.vtable = table
+	}
 	return img, nil
 }
 
@@ -300,6 +315,8 @@ func (img *Image) Info() Info {
 		Blocks:          sb.Blocks,
 		Inodes:          sb.Inos,
 		BuildTime:       unixTime(sb.BuildTime, sb.BuildTimeNsec),
+		BuildTimeSec:    int64(sb.BuildTime),
+		BuildTimeNsec:   sb.BuildTimeNsec,
 		UUID:            sb.UUID,
 		VolumeName:      string(vol),
 		FeatureCompat:   sb.FeatureCompat,
@@ -338,6 +355,7 @@ func (img *Image) Close() error {
 		img.blobMu.Lock()
 		clear(img.blobCache)
 		img.blobMu.Unlock()
+		img.vcache.close()
 		if c, ok := img.blobs.(io.Closer); ok {
 			img.closeErr = c.Close()
 		}

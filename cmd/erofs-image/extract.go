@@ -18,7 +18,7 @@ func cmdExtract(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	flags := newFlagSet("extract", stderr)
 	blobDir := flags.String("blob-dir", "", "`dir` holding the image's blobs (named by digest)")
 	flags.Usage = func() {
-		fmt.Fprintln(stderr, "usage: erofs-image extract [--blob-dir DIR] IMAGE DEST\n\nDEST must be missing or empty.\n\nflags:")
+		fmt.Fprintln(stderr, "usage: erofs-image extract [--blob-dir DIR] IMAGE DEST\n\nDEST must be missing or empty. File data in blobs is verified against the\nimage's chunk digest table; an image with blobs but no valid table is refused.\n\nflags:")
 		flags.PrintDefaults()
 	}
 	pos, err := parseFlags(flags, args)
@@ -34,13 +34,16 @@ func cmdExtract(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		return err
 	}
 	defer f.Close()
-	opts := []erofs.Option{}
+	// Every blob chunk is checked against the image's chunk digest table
+	// before its bytes are written; a blob-backed image without a valid
+	// table is refused by Open.
+	opts := []erofs.Option{erofs.WithVerifiedBlobs()}
 	if *blobDir != "" {
 		opts = append(opts, erofs.WithBlobs(erofs.DirBlobs(*blobDir)))
 	}
 	img, err := erofs.Open(f, opts...)
 	if err != nil {
-		return fmt.Errorf("%s: %w", pos[0], err)
+		return fmt.Errorf("%s: not extracting: %w", pos[0], err)
 	}
 	defer img.Close()
 	n, err := extract(ctx, img, pos[1])
@@ -171,6 +174,10 @@ func (x *extractor) copyFile(p string) error {
 	}
 	if _, err := io.CopyBuffer(struct{ io.Writer }{dst}, src, x.buf); err != nil {
 		dst.Close()
+		// Leave no file that looks extracted but is incomplete.
+		if rerr := x.root.Remove(p); rerr != nil {
+			return errors.Join(err, fmt.Errorf("removing the partial file: %w", rerr))
+		}
 		return err
 	}
 	return dst.Close()

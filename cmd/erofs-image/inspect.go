@@ -23,7 +23,10 @@ type inspectReport struct {
 	BlockSize   int               `json:"block_size"`
 	Blocks      uint32            `json:"blocks"`
 	Inodes      uint64            `json:"inodes"`
-	BuildTime   time.Time         `json:"build_time"`
+	BuildTime   *time.Time        `json:"build_time,omitempty"` // nil if BuildSec is not a date
+	BuildSec    int64             `json:"build_time_seconds"`   // raw: any int64 (the kernel's time64_t)
+	BuildNsec   uint32            `json:"build_time_nsec"`
+	NoBuildDate bool              `json:"build_time_out_of_range"` // BuildSec is outside years 0-9999
 	Compat      []string          `json:"features_compat"`
 	Incompat    []string          `json:"features_incompat"`
 	Linux61     bool              `json:"linux_6_1_compatible"`
@@ -106,7 +109,8 @@ func inspect(ctx context.Context, path string) (*inspectReport, error) {
 	info := img.Info()
 	rep := &inspectReport{
 		Image: path, Size: st.Size(), UUID: formatUUID(info.UUID), Label: info.VolumeName,
-		BlockSize: info.BlockSize, Blocks: info.Blocks, Inodes: info.Inodes, BuildTime: info.BuildTime.UTC(),
+		BlockSize: info.BlockSize, Blocks: info.Blocks, Inodes: info.Inodes,
+		BuildTime: dateOf(info.BuildTimeSec, info.BuildTimeNsec), BuildSec: info.BuildTimeSec, BuildNsec: info.BuildTimeNsec,
 		Linux61: info.Linux61Compatible(),
 		RootNid: info.RootNid, MetaBlkAddr: info.MetaBlkAddr, XattrBlk: info.XattrBlkAddr,
 		Counts:  map[string]int{},
@@ -114,6 +118,7 @@ func inspect(ctx context.Context, path string) (*inspectReport, error) {
 		Chunks:  []inspectChunk{},
 		Errors:  map[string]string{},
 	}
+	rep.NoBuildDate = rep.BuildTime == nil
 	rep.Compat, rep.Incompat = info.FeatureNames()
 	if info.HasChecksum {
 		rep.Checksum = fmt.Sprintf("%#08x", info.Checksum)
@@ -138,6 +143,38 @@ func inspect(ctx context.Context, path string) (*inspectReport, error) {
 		rep.Errors = nil
 	}
 	return rep, nil
+}
+
+// The range of seconds RFC 3339 can show (years 0 to 9999, UTC).
+var (
+	minDateSec = time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC).Unix()
+	maxDateSec = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC).Unix()
+)
+
+// dateOf returns the time sec, nsec stand for in UTC, or nil if it is
+// outside years 0-9999: time.Time's MarshalJSON fails there, and beyond
+// about ±292 billion years time.Time cannot even hold it.
+func dateOf(sec int64, nsec uint32) *time.Time {
+	if sec < minDateSec || sec > maxDateSec {
+		return nil
+	}
+	t := time.Unix(sec, int64(nsec)).UTC() // nsec may carry into the next second
+	if y := t.Year(); y < 0 || y > 9999 {
+		return nil
+	}
+	return &t
+}
+
+// formatBuildTime shows a build time, flagging one that is not a date.
+func formatBuildTime(r *inspectReport) string {
+	if r.BuildTime != nil {
+		return r.BuildTime.Format(time.RFC3339Nano)
+	}
+	s := fmt.Sprintf("%d s", r.BuildSec)
+	if r.BuildNsec != 0 {
+		s += fmt.Sprintf(" + %d ns", r.BuildNsec)
+	}
+	return s + " from the Unix epoch (out of range: not a date in years 0-9999)"
 }
 
 func countEntries(ctx context.Context, img *erofs.Image, rep *inspectReport) error {
@@ -187,7 +224,7 @@ func printInspect(w io.Writer, r *inspectReport, maxChunks int) {
 		fmt.Fprintf(w, "label         %s\n", r.Label)
 	}
 	fmt.Fprintf(w, "block size    %d\nblocks        %d (%s)\n", r.BlockSize, r.Blocks, humanBytes(int64(r.Blocks)*int64(r.BlockSize)))
-	fmt.Fprintf(w, "inodes        %d\nbuild time    %s\n", r.Inodes, r.BuildTime.Format(time.RFC3339Nano))
+	fmt.Fprintf(w, "inodes        %d\nbuild time    %s\n", r.Inodes, formatBuildTime(r))
 	fmt.Fprintf(w, "features      compat: %s; incompat: %s\n", strings.Join(r.Compat, " "), strings.Join(r.Incompat, " "))
 	fmt.Fprintf(w, "linux 6.1     %v\n", yesNo(r.Linux61))
 	fmt.Fprintf(w, "root nid      %d\nmeta blkaddr  %d\nxattr blkaddr %d\n", r.RootNid, r.MetaBlkAddr, r.XattrBlk)
