@@ -28,6 +28,7 @@ func cmdBuild(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	label := fs.String("label", "", "volume `name` (at most 15 bytes)")
 	uuidFlag := fs.String("uuid", "", "filesystem `UUID` (default: derived from the content)")
 	keepWh := fs.Bool("keep-whiteouts", false, "tar input: keep .wh.* entries as files instead of overlayfs whiteouts")
+	holes := fs.String("holes", "auto", "how chunks of zeros are stored: `sparse` (no space; Linux before 6.2 reads them wrong in fscache mode), zero-chunk (one stored zero chunk, safe everywhere) or auto (zero-chunk with --blob-dir, else sparse)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: erofs-image build [flags] -o IMAGE SOURCE\n\nSOURCE is a directory, a tar file (plain, gzip or zstd) or - for standard input.\n\nflags:")
 		fs.PrintDefaults()
@@ -41,6 +42,9 @@ func cmdBuild(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return fmt.Errorf("%w: build needs -o IMAGE and one SOURCE", errUsage)
 	}
 	opts := build.Options{AllRoot: *allRoot, Label: *label, BlobDir: *blobDir}
+	if opts.Holes, err = build.ParseHolePolicy(*holes); err != nil {
+		return fmt.Errorf("%w: --holes: %v", errUsage, err)
+	}
 	if opts.ChunkSize, err = parseSize(*chunk); err != nil {
 		return fmt.Errorf("%w: --chunk-size: %v", errUsage, err)
 	}

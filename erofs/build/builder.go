@@ -60,9 +60,57 @@ type Options struct {
 	UUID *[16]byte
 	// Label is the volume name (at most 15 bytes).
 	Label string
+	// Holes says how chunks of zeros are stored; see HolePolicy.
+	Holes HolePolicy
 	// Progress, if set, is called from the building goroutine as entries
 	// are added and data is written.
 	Progress func(Progress)
+}
+
+// HolePolicy says how a chunk that holds only zeros is stored.
+type HolePolicy int
+
+const (
+	// HolesAuto is HolesZeroChunk in blob mode and HolesSparse for
+	// self-contained images: images meant for lazy serving read right on
+	// every kernel, images that carry their data stay as small as they
+	// can be.
+	HolesAuto HolePolicy = iota
+	// HolesSparse stores a null chunk reference: no space at all. Linux
+	// before 6.2 reads such a hole wrongly in fscache mode: it zero-fills
+	// the rest of the readahead window, data after the hole included
+	// (erofs_fscache_data_read's "count = len", fixed upstream in 6.2).
+	// Such images are refused by erofsd's cachefiles front end there.
+	HolesSparse
+	// HolesZeroChunk points every hole at one all-zero chunk stored once
+	// (in the blob, or in the image when self-contained), so every chunk
+	// is mapped and no kernel's hole handling is involved. It costs one
+	// chunk of space; erofsd recognises the chunk by its digest and
+	// writes zeros without fetching it.
+	HolesZeroChunk
+)
+
+// String names the policy as the command line spells it.
+func (p HolePolicy) String() string {
+	switch p {
+	case HolesAuto:
+		return "auto"
+	case HolesSparse:
+		return "sparse"
+	case HolesZeroChunk:
+		return "zero-chunk"
+	}
+	return fmt.Sprintf("HolePolicy(%d)", int(p))
+}
+
+// ParseHolePolicy parses "auto", "sparse" or "zero-chunk".
+func ParseHolePolicy(s string) (HolePolicy, error) {
+	for _, p := range []HolePolicy{HolesAuto, HolesSparse, HolesZeroChunk} {
+		if s == p.String() {
+			return p, nil
+		}
+	}
+	return 0, fmt.Errorf("hole policy %q: want auto, sparse or zero-chunk", s)
 }
 
 // Progress reports how far a build is.
@@ -116,6 +164,7 @@ type Builder struct {
 	dedupe     map[chunkKey]chunkRef
 	layer      int // layers added by AddLayer so far
 	buf        []byte
+	zeroRef    *chunkRef // the stored all-zero chunk (HolesZeroChunk), once written
 	stats      dataStats
 	entries    int
 	finished   bool
@@ -133,6 +182,16 @@ func New(out io.WriterAt, opts Options) (*Builder, error) {
 	}
 	if len(opts.Label) > 15 {
 		return nil, fmt.Errorf("label %q: longer than 15 bytes", opts.Label)
+	}
+	switch opts.Holes {
+	case HolesAuto:
+		opts.Holes = HolesSparse
+		if opts.BlobDir != "" {
+			opts.Holes = HolesZeroChunk
+		}
+	case HolesSparse, HolesZeroChunk:
+	default:
+		return nil, fmt.Errorf("unknown hole policy %d", int(opts.Holes))
 	}
 	b := &Builder{
 		out:       out,
@@ -238,28 +297,32 @@ func (b *Builder) ingest(ctx context.Context, name string, n *node, src fileSour
 			return err
 		}
 		cn := min(b.chunkSize, size-off)
-		if src.holes != nil && src.holes(off, cn) {
+		hole := src.holes != nil && src.holes(off, cn)
+		if hole {
 			if err := src.skip(off, cn); err != nil {
 				return fmt.Errorf("%s: %w", name, err)
 			}
-			refs = append(refs, holeRef)
+		} else {
+			buf := b.buf[:cn]
+			if _, err := io.ReadFull(src.r, buf); err != nil {
+				if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+					err = errShortFile
+				}
+				return fmt.Errorf("%s: reading at %d: %w", name, off, err)
+			}
+			hole = isZero(buf)
+		}
+		if hole {
+			ref, err := b.holeRef()
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			refs = append(refs, ref)
 			hadHole = true
 			b.stats.holeBytes += cn
 			continue
 		}
 		buf := b.buf[:cn]
-		if _, err := io.ReadFull(src.r, buf); err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				err = errShortFile
-			}
-			return fmt.Errorf("%s: reading at %d: %w", name, off, err)
-		}
-		if isZero(buf) {
-			refs = append(refs, holeRef)
-			hadHole = true
-			b.stats.holeBytes += cn
-			continue
-		}
 		if b.blobMode() {
 			ref, dup, err := b.putChunk(buf)
 			if err != nil {
@@ -299,6 +362,41 @@ func (b *Builder) ingest(ctx context.Context, name string, n *node, src fileSour
 	d.tail = nil
 	d.chunks = refs
 	return nil
+}
+
+// holeRef returns the reference a chunk of zeros gets: a null one, or
+// the all-zero chunk, stored on first use. A zero chunk is a whole chunk
+// long, so a file's shorter last chunk can point at it too (the kernel
+// maps only the file's own length of it).
+func (b *Builder) holeRef() (chunkRef, error) {
+	if b.opts.Holes == HolesSparse {
+		return sparseRef, nil
+	}
+	if b.zeroRef != nil {
+		return *b.zeroRef, nil
+	}
+	zeros := b.buf[:b.chunkSize]
+	clear(zeros)
+	var ref chunkRef
+	if b.blobMode() {
+		r, dup, err := b.putChunk(zeros)
+		if err != nil {
+			return chunkRef{}, err
+		}
+		if !dup {
+			b.stats.unique++
+		}
+		ref = r
+	} else {
+		b.dataCRC = crc32.Update(b.dataCRC, crcTable, zeros)
+		blk, err := b.data.write(zeros)
+		if err != nil {
+			return chunkRef{}, fmt.Errorf("writing image: %w", err)
+		}
+		ref = chunkRef{blk: uint32(blk)}
+	}
+	b.zeroRef = &ref
+	return ref, nil
 }
 
 // inlineXattrWorstCase is the inline xattr area size if no xattr of the

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/erofsd/erofsd/erofs"
 )
 
 // writeTree makes a small tree with repeated 64 KiB regions.
@@ -115,24 +117,44 @@ func TestReproducible(t *testing.T) {
 
 func TestDedupeAndHoles(t *testing.T) {
 	src := writeTree(t)
-	_, res := buildDir(t, src, Options{ChunkSize: 64 << 10, BlobDir: t.TempDir()})
 	// big and copy: 7 chunks each, all of big's 6 full chunks identical,
 	// copy identical to big: 14 refs, 2 stored (the block and the tail).
 	// d/e/f: 1 chunk. d/partial: a zero chunk (hole) and a chunk with x.
 	// a: 1 chunk. d/zeros: all holes.
-	if res.Chunks != 14+1+1+1 {
-		t.Errorf("chunks referenced = %d", res.Chunks)
-	}
-	if res.UniqueChunk != 2+1+1+1 {
-		t.Errorf("unique chunks = %d", res.UniqueChunk)
-	}
-	if want := int64(200000 + 64<<10); res.HoleBytes != want {
-		t.Errorf("hole bytes = %d, want %d", res.HoleBytes, want)
-	}
-	// 64 KiB chunk (16 blocks) + "tail" + f + a (a block each) + the
-	// last 4465 bytes of d/partial (2 blocks).
-	if want := int64(21 * 4096); res.Blobs[0].Size != want {
-		t.Errorf("blob size %d, want %d", res.Blobs[0].Size, want)
+	// Blob: 64 KiB chunk (16 blocks) + "tail" + f + a (a block each) +
+	// the last 4465 bytes of d/partial (2 blocks), and with the zero
+	// chunk policy one all-zero chunk (16 blocks) every hole points at.
+	for _, tc := range []struct {
+		holes    HolePolicy
+		blobSize int64
+		unique   int
+	}{
+		{HolesAuto, 37 * 4096, 6},
+		{HolesZeroChunk, 37 * 4096, 6},
+		{HolesSparse, 21 * 4096, 5},
+	} {
+		t.Run(tc.holes.String(), func(t *testing.T) {
+			img, res := buildDir(t, src, Options{ChunkSize: 64 << 10, BlobDir: t.TempDir(), Holes: tc.holes})
+			if res.Chunks != 14+1+1+1 {
+				t.Errorf("chunks referenced = %d", res.Chunks)
+			}
+			if res.UniqueChunk != tc.unique {
+				t.Errorf("unique chunks = %d", res.UniqueChunk)
+			}
+			if want := int64(200000 + 64<<10); res.HoleBytes != want {
+				t.Errorf("hole bytes = %d, want %d", res.HoleBytes, want)
+			}
+			if res.Blobs[0].Size != tc.blobSize {
+				t.Errorf("blob size %d, want %d", res.Blobs[0].Size, tc.blobSize)
+			}
+			rep, err := erofs.Check(context.Background(), bytes.NewReader(img), erofs.CheckOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sparse := tc.holes == HolesSparse; (rep.HoleChunks > 0) != sparse {
+				t.Errorf("%d null chunk references with policy %v", rep.HoleChunks, tc.holes)
+			}
+		})
 	}
 }
 

@@ -17,13 +17,13 @@ import (
 )
 
 // chunkRef locates one chunk of a chunk-based file: a block on a device
-// (0: the image itself, 1..N: external blobs), or a hole.
+// (0: the image itself, 1..N: external blobs), or a sparse hole.
 type chunkRef struct {
 	dev uint16
 	blk uint32
 }
 
-var holeRef = chunkRef{blk: disk.NullAddr}
+var sparseRef = chunkRef{blk: disk.NullAddr}
 
 // fileData records where a regular file's bytes were put.
 type fileData struct {
@@ -228,7 +228,7 @@ type dataStats struct {
 	chunks      int   // chunks referenced in blobs (incl. duplicates)
 	unique      int   // chunks stored
 	dedupeSaved int64 // bytes not stored thanks to dedupe
-	holeBytes   int64 // bytes stored as holes
+	holeBytes   int64 // bytes of zero chunks stored as holes (sparse or the zero chunk)
 }
 
 // crcTable feeds the image UUID derivation in self-contained mode.
