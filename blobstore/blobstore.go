@@ -55,6 +55,13 @@ func (d Digest) Hex() string { return d.hex }
 // String returns "sha256:<hex>".
 func (d Digest) String() string { return "sha256:" + d.hex }
 
+// Sum returns the raw sha256 sum (all zero for the zero Digest).
+func (d Digest) Sum() [32]byte {
+	var sum [32]byte
+	hex.Decode(sum[:], []byte(d.hex))
+	return sum
+}
+
 // IsZero reports whether d is the zero Digest.
 func (d Digest) IsZero() bool { return d.hex == "" }
 

@@ -90,6 +90,12 @@ var (
 		"Bytes of chunks fetched from blob stores.", nil, nil)
 	descDigestFailures = prometheus.NewDesc(ns+"_chunk_digest_failures_total",
 		"Chunks whose sha256 did not match the image's digest table (never handed to the kernel).", nil, nil)
+	descZeroChunks = prometheus.NewDesc(ns+"_zero_chunks_total",
+		"All-zero chunks (the holes of sparse files) written as zeros without a fetch.", nil, nil)
+	descVerifiedBytes = prometheus.NewDesc(ns+"_cache_verified_bytes_total",
+		"Bytes of complete cache files checked whole against their blob's sha256 before being read natively.", []string{"frontend"}, nil)
+	descNotBlob = prometheus.NewDesc(ns+"_cache_files_not_blob_total",
+		"Complete cache files whose sha256 is not their blob's digest (an image naming a blob it does not describe): left to be served through events.", []string{"frontend"}, nil)
 	descCoalesced = prometheus.NewDesc(ns+"_coalesced_fetches_total",
 		"Chunk fills that waited for a fill of the same chunk instead of fetching again.", nil, nil)
 	descRuns = prometheus.NewDesc(ns+"_backend_coalesced_reads_total",
@@ -141,7 +147,7 @@ type collector struct{ src Sources }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descWritten, descInFlight, descOpenObjects, descReadaheads,
-		descFetches, descFetchedBytes, descDigestFailures, descCoalesced, descRuns, descPrefetchDone, descPrefetchLeft, descImages, descMounts,
+		descFetches, descFetchedBytes, descDigestFailures, descZeroChunks, descVerifiedBytes, descNotBlob, descCoalesced, descRuns, descPrefetchDone, descPrefetchLeft, descImages, descMounts,
 		descBackendRequests, descBackendRetries, descBackendFallbacks, descBackendErrors, descBackendBytes,
 		descFSSize, descFSUsed, descFSFree, descCacheUsed, descCacheObjects, descCacheLimit, descEvicted, descEvictedBytes, descNoSpace, descGraveyard} {
 		ch <- d
@@ -193,6 +199,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descEvicted, st.Evicted.Load(), "fanotify")
 		counter(descEvictedBytes, st.EvictedBytes.Load(), "fanotify")
 		counter(descNoSpace, st.NoSpace.Load(), "fanotify")
+		counter(descVerifiedBytes, st.VerifiedBytes.Load(), "fanotify")
+		counter(descNotBlob, st.NotBlob.Load(), "fanotify")
 		if u, ok := s.CacheUsage(); ok {
 			gauge(descFSSize, u.FS.Size, "fanotify")
 			gauge(descFSUsed, u.FS.Used, "fanotify")
@@ -208,6 +216,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descFetches, r.Stats.Fetches.Load())
 		counter(descFetchedBytes, r.Stats.FetchedBytes.Load())
 		counter(descDigestFailures, r.Stats.DigestFailures.Load())
+		counter(descZeroChunks, r.Stats.ZeroChunks.Load())
 		counter(descCoalesced, r.Stats.Coalesced.Load())
 		counter(descRuns, r.Stats.CoalescedFetches.Load())
 		counter(descPrefetchDone, r.Stats.PrefetchBytesDone.Load())

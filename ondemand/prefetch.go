@@ -41,7 +41,7 @@ type attached struct {
 	t   Target
 }
 
-func targetKey(volume, digestHex string) string { return volume + "\x00" + digestHex }
+func targetKey(volume, blobName string) string { return volume + "\x00" + blobName }
 
 // Attach makes t the cache object prefetch fills for this object's blob
 // in its volume, through this object's source (so that prefetch and the
@@ -53,7 +53,7 @@ func (o *Object) Attach(t Target) (detach func()) {
 		return func() {}
 	}
 	a := &attached{obj: o, t: t}
-	key := targetKey(o.volume, o.blob.digest.Hex())
+	key := targetKey(o.volume, o.blob.name)
 	r := o.reg
 	r.tmu.Lock()
 	if r.targets == nil {
@@ -68,7 +68,7 @@ func (o *Object) detachAll() {
 	if o.blob == nil || o.reg == nil {
 		return
 	}
-	o.reg.detach(targetKey(o.volume, o.blob.digest.Hex()), func(x *attached) bool { return x.obj == o })
+	o.reg.detach(targetKey(o.volume, o.blob.name), func(x *attached) bool { return x.obj == o })
 }
 
 func (r *Registry) detach(key string, match func(*attached) bool) {
@@ -89,7 +89,7 @@ func (r *Registry) detach(key string, match func(*attached) bool) {
 func (r *Registry) target(im *Image, b *blobData) *attached {
 	r.tmu.Lock()
 	defer r.tmu.Unlock()
-	if ts := r.targets[targetKey(im.VolumeKey(), b.digest.Hex())]; len(ts) > 0 {
+	if ts := r.targets[targetKey(im.VolumeKey(), b.name)]; len(ts) > 0 {
 		return ts[0]
 	}
 	return nil

@@ -1,6 +1,10 @@
 package ondemand
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -30,6 +34,7 @@ type Observer interface{ Observe(float64) }
 // and may be read at any time.
 type Stats struct {
 	Fetches        atomic.Int64 // chunks fetched from blob stores
+	ZeroChunks     atomic.Int64 // all-zero chunks written without a fetch
 	FetchedBytes   atomic.Int64
 	DigestFailures atomic.Int64 // chunks whose sha256 did not match
 	Coalesced      atomic.Int64 // fills that waited for another fill of the same chunk
@@ -65,6 +70,25 @@ type Image struct {
 	file  *os.File
 	blobs []*blobData
 	open  atomic.Int32 // kernel objects currently open for it
+
+	fscacheOnce sync.Once
+	fscache     *erofs.FscacheReport
+	fscacheErr  error
+}
+
+// FscacheLinux61 examines the image for Linux 6.1's fscache mode (see
+// erofs.FscacheReport): once, the first time it is asked.
+func (im *Image) FscacheLinux61(ctx context.Context) (*erofs.FscacheReport, error) {
+	im.fscacheOnce.Do(func() {
+		img, err := erofs.Open(im.file, erofs.WithSize(im.Size))
+		if err != nil {
+			im.fscacheErr = err
+			return
+		}
+		defer img.Close()
+		im.fscache, im.fscacheErr = img.FscacheLinux61(ctx)
+	})
+	return im.fscache, im.fscacheErr
 }
 
 // BlobInfo describes one blob of an image.
@@ -72,6 +96,12 @@ type BlobInfo struct {
 	Digest blobstore.Digest
 	Size   int64
 	Chunks int
+	// Name is the blob's cache object name: its digest and a fingerprint
+	// of its size and chunk table ("<hex digest>.<32 hex>"). Cache
+	// objects and files are named by it, so data verified against one
+	// chunk table is never served to an image that describes the blob
+	// otherwise (a digest in an image is a claim, not a fact).
+	Name string
 }
 
 // VolumeKey is the fscache volume the kernel uses for the image's mount.
@@ -88,7 +118,8 @@ func volumeKey(fsid, domain string) string {
 // names to sources. It is safe for concurrent use.
 type Registry struct {
 	mu     sync.Mutex
-	images map[string]*Image // by volume key + "\x00" + fsid
+	images map[string]*Image    // by volume key + "\x00" + fsid
+	blobs  map[string]*blobData // by BlobInfo.Name, shared by the images that agree on it
 	bufs   *bufferPool
 	Stats  Stats
 	// FetchLatency, if set before serving, observes the seconds each
@@ -106,12 +137,12 @@ type Registry struct {
 	ReadaheadWindow int64
 
 	tmu     sync.Mutex
-	targets map[string][]*attached // prefetch targets by volume key + "\x00" + blob digest
+	targets map[string][]*attached // prefetch targets by volume key + "\x00" + blob name
 }
 
 // NewRegistry returns an empty registry.
 func NewRegistry() *Registry {
-	return &Registry{images: map[string]*Image{}, bufs: newBufferPool(1 << 20)}
+	return &Registry{images: map[string]*Image{}, blobs: map[string]*blobData{}, bufs: newBufferPool(1 << 20)}
 }
 
 func imageKey(fsid, domain string) string { return volumeKey(fsid, domain) + "\x00" + fsid }
@@ -152,8 +183,33 @@ func (r *Registry) Register(spec ImageSpec) (*Image, error) {
 		im.file.Close()
 		return nil, fmt.Errorf("%w: fsid %q", ErrExists, spec.FSID)
 	}
+	// Blobs other images describe the same way are shared; this image's
+	// store becomes one more place to read them from.
+	for i, b := range im.blobs {
+		if shared, ok := r.blobs[b.name]; ok {
+			im.blobs[i] = shared
+			b = shared
+		} else {
+			r.blobs[b.name] = b
+		}
+		b.refs++
+		b.addStore(spec.Store)
+	}
 	r.images[key] = im
 	return im, nil
+}
+
+// releaseBlobs drops an image's hold on its blobs (under r.mu).
+func (r *Registry) releaseBlobs(im *Image) error {
+	var errs []error
+	for _, b := range im.blobs {
+		errs = append(errs, b.dropStore(im.Spec.Store))
+		if b.refs--; b.refs == 0 {
+			delete(r.blobs, b.name)
+			errs = append(errs, b.close())
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func openImage(spec ImageSpec) (*Image, error) {
@@ -198,16 +254,38 @@ func describeImage(spec ImageSpec, f *os.File) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
+	zeros := zeroDigests{}
 	for _, d := range devs {
 		digest, err := blobstore.ParseDigest(d.Tag)
 		if err != nil {
 			return nil, fmt.Errorf("device %d: tag is not a blob digest: %w", d.ID, err)
 		}
-		bd := &blobData{digest: digest, store: spec.Store, size: int64(d.Blocks) * BlockSize, chunks: chunksOf(table, d.ID)}
+		bd := &blobData{digest: digest, size: int64(d.Blocks) * BlockSize, chunks: chunksOf(table, d.ID, zeros)}
+		bd.name = blobName(digest, bd.size, bd.chunks)
 		im.blobs = append(im.blobs, bd)
-		im.Blobs = append(im.Blobs, BlobInfo{Digest: digest, Size: bd.size, Chunks: len(bd.chunks)})
+		im.Blobs = append(im.Blobs, BlobInfo{Digest: digest, Size: bd.size, Chunks: len(bd.chunks), Name: bd.name})
 	}
 	return im, nil
+}
+
+// blobName names a blob's cache object by its digest and a fingerprint
+// of how the image describes it: its size and every chunk's place,
+// length and digest. Two images share a cache object only if they agree
+// on all of that, so every byte in it was verified against the table of
+// each image reading it. The fingerprint is 128 bits of sha256: finding
+// another table with the same name is out of reach.
+func blobName(digest blobstore.Digest, size int64, chunks []chunk) string {
+	h := sha256.New()
+	var b [8 + 8 + 8 + 32]byte
+	binary.LittleEndian.PutUint64(b[:8], uint64(size))
+	h.Write(b[:8])
+	for _, c := range chunks {
+		binary.LittleEndian.PutUint64(b[0:], uint64(c.off))
+		binary.LittleEndian.PutUint64(b[8:], uint64(c.length))
+		copy(b[16:], c.digest[:])
+		h.Write(b[:16+32])
+	}
+	return digest.Hex() + "." + hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 // Unregister removes an image. It fails with ErrImageInUse while the
@@ -224,10 +302,7 @@ func (r *Registry) Unregister(fsid, domain string) error {
 		return fmt.Errorf("%w: %d kernel objects open", ErrImageInUse, n)
 	}
 	delete(r.images, key)
-	for _, b := range im.blobs {
-		b.close()
-	}
-	return im.file.Close()
+	return errors.Join(r.releaseBlobs(im), im.file.Close())
 }
 
 // Images lists the registered images, sorted by volume key and fsid.
@@ -279,20 +354,44 @@ func (r *Registry) Resolve(volumeKey, cookieKey string) (*Object, error) {
 			return &Object{Source: newFileSource("image "+im.Spec.FSID, im.file, im.Size, r.bufs), Image: im, Kind: "bootstrap"}, nil
 		}
 	}
-	// A blob of any image in this volume (a domain shares blobs).
+	// A blob of an image in this volume (a domain shares blobs).
+	if im, b := r.findBlob(volumeKey, cookieKey); b != nil {
+		im.open.Add(1)
+		src := &blobSource{blobData: b, bufs: r.bufs, stats: &r.Stats, latency: r.FetchLatency, minFetch: min(r.MinFetch, MaxRun), window: r.ReadaheadWindow}
+		return &Object{Source: src, Image: im, Kind: "blob", reg: r, volume: volumeKey, blob: src}, nil
+	}
+	return nil, fmt.Errorf("%w: volume %q cookie %q", ErrUnknownObject, volumeKey, cookieKey)
+}
+
+// findBlob finds the blob a kernel object of volumeKey names (under
+// r.mu): by its Name, as erofsd mounts name blobs. A bare digest (the
+// device tag, as mounts made by erofsd before blob names had a table
+// fingerprint name them) is accepted only while exactly one blob of the
+// volume has that digest: otherwise whose data it holds is unknown.
+func (r *Registry) findBlob(volumeKey, cookieKey string) (*Image, *blobData) {
+	var byDigest *blobData
+	var byDigestImage *Image
+	ambiguous := false
 	for _, im := range r.images {
 		if im.VolumeKey() != volumeKey {
 			continue
 		}
 		for _, b := range im.blobs {
+			if b.name == cookieKey {
+				return im, b
+			}
 			if b.digest.Hex() == cookieKey {
-				im.open.Add(1)
-				src := &blobSource{blobData: b, bufs: r.bufs, stats: &r.Stats, latency: r.FetchLatency, minFetch: min(r.MinFetch, MaxRun), window: r.ReadaheadWindow}
-				return &Object{Source: src, Image: im, Kind: "blob", reg: r, volume: volumeKey, blob: src}, nil
+				if byDigest != nil && byDigest != b {
+					ambiguous = true
+				}
+				byDigest, byDigestImage = b, im
 			}
 		}
 	}
-	return nil, fmt.Errorf("%w: volume %q cookie %q", ErrUnknownObject, volumeKey, cookieKey)
+	if ambiguous {
+		return nil, nil
+	}
+	return byDigestImage, byDigest
 }
 
 // Wants reports whether a registered image refers to the kernel object
@@ -302,19 +401,12 @@ func (r *Registry) Wants(volumeKey, cookieKey string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, im := range r.images {
-		if im.VolumeKey() != volumeKey {
-			continue
-		}
-		if im.Spec.FSID == cookieKey {
+		if im.VolumeKey() == volumeKey && im.Spec.FSID == cookieKey {
 			return true
 		}
-		for _, b := range im.blobs {
-			if b.digest.Hex() == cookieKey {
-				return true
-			}
-		}
 	}
-	return false
+	_, b := r.findBlob(volumeKey, cookieKey)
+	return b != nil
 }
 
 // Close unregisters everything regardless of open objects.
@@ -323,10 +415,7 @@ func (r *Registry) Close() error {
 	defer r.mu.Unlock()
 	var errs []error
 	for k, im := range r.images {
-		for _, b := range im.blobs {
-			errs = append(errs, b.close())
-		}
-		errs = append(errs, im.file.Close())
+		errs = append(errs, r.releaseBlobs(im), im.file.Close())
 		delete(r.images, k)
 	}
 	return errors.Join(errs...)

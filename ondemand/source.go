@@ -33,6 +33,10 @@ var (
 	ErrDigestMismatch = errors.New("chunk digest mismatch")
 	ErrUnknownObject  = errors.New("unknown object")
 	ErrNoChunkTable   = errors.New("image has blobs but no chunk digest table: its data cannot be verified")
+	// ErrUncovered is a read of blob bytes no entry of the image's chunk
+	// digest table covers: they cannot be verified, so they are not
+	// served.
+	ErrUncovered = errors.New("blob range outside every verified chunk")
 )
 
 // BlockWriter receives data for a cache object. Every call writes whole
@@ -120,33 +124,92 @@ type chunk struct {
 	off    int64 // byte offset in the blob (block aligned)
 	length int64 // data bytes; the chunk occupies alignUp(length)
 	digest [32]byte
+	// zero marks the all-zero chunk a builder stores once for the holes
+	// of sparse files: its digest is that of length zero bytes, so it is
+	// written as zeros without being fetched.
+	zero bool
 }
 
-// blobData is a blob as the images registered with it describe it: where
-// it comes from, its size and its chunks. It is shared by every kernel
-// object that caches this blob.
+// blobData is a blob as the images registered with it describe it: its
+// digest, size and chunk table, and the stores of those images. Images
+// whose description agrees (same digest, size and chunk table: the same
+// Name) share one blobData, and with it one cache object or file; every
+// byte written there was verified against that one table. It is shared
+// by every kernel object that caches this blob.
 type blobData struct {
 	digest blobstore.Digest
-	store  blobstore.Store
+	name   string // digest and table fingerprint: the cache object's name
 	size   int64
 	chunks []chunk // sorted by off, non-overlapping
+
+	refs int // images registered with it (under Registry.mu)
+
+	storesMu sync.Mutex
+	stores   []*blobStore // the images' stores, in the order they came
+}
+
+// blobStore is one store a blob can be read from, opened on first use.
+type blobStore struct {
+	store blobstore.Store
+	refs  int // images of the blob that named this store (under storesMu)
 
 	openMu sync.Mutex
 	blob   blobstore.Blob
 }
 
-func (d *blobData) open(ctx context.Context) (blobstore.Blob, error) {
-	d.openMu.Lock()
-	defer d.openMu.Unlock()
-	if d.blob != nil {
-		return d.blob, nil
+// addStore records that an image reads the blob from st.
+func (d *blobData) addStore(st blobstore.Store) {
+	d.storesMu.Lock()
+	defer d.storesMu.Unlock()
+	for _, bs := range d.stores {
+		if bs.store == st {
+			bs.refs++
+			return
+		}
+	}
+	d.stores = append(d.stores, &blobStore{store: st, refs: 1})
+}
+
+// dropStore forgets one image's use of st, closing the store's blob when
+// no image names it any more.
+func (d *blobData) dropStore(st blobstore.Store) error {
+	d.storesMu.Lock()
+	var gone *blobStore
+	for i, bs := range d.stores {
+		if bs.store == st {
+			if bs.refs--; bs.refs == 0 {
+				gone = bs
+				d.stores = slices.Delete(d.stores, i, i+1)
+			}
+			break
+		}
+	}
+	d.storesMu.Unlock()
+	if gone == nil {
+		return nil
+	}
+	return gone.close()
+}
+
+// storeList returns the stores to try, in order.
+func (d *blobData) storeList() []*blobStore {
+	d.storesMu.Lock()
+	defer d.storesMu.Unlock()
+	return slices.Clone(d.stores)
+}
+
+func (bs *blobStore) open(ctx context.Context, d *blobData) (blobstore.Blob, error) {
+	bs.openMu.Lock()
+	defer bs.openMu.Unlock()
+	if bs.blob != nil {
+		return bs.blob, nil
 	}
 	var b blobstore.Blob
 	var err error
-	if so, ok := d.store.(blobstore.SizedOpener); ok {
+	if so, ok := bs.store.(blobstore.SizedOpener); ok {
 		b, err = so.OpenSized(ctx, d.digest, d.size)
 	} else {
-		b, err = d.store.Open(ctx, d.digest)
+		b, err = bs.store.Open(ctx, d.digest)
 	}
 	if err != nil {
 		return nil, err
@@ -155,34 +218,43 @@ func (d *blobData) open(ctx context.Context) (blobstore.Blob, error) {
 		b.Close()
 		return nil, fmt.Errorf("%s: blob has %d bytes, the image needs %d", d.digest, b.Size(), d.size)
 	}
-	d.blob = b
+	bs.blob = b
 	return b, nil
 }
 
 // distrust tells a blob read from several hosts (mirrors) that the data
 // host gave failed verification, so the retry asks another host.
-func (d *blobData) distrust(host string) {
+func (bs *blobStore) distrust(host string) {
 	if host == "" {
 		return
 	}
-	d.openMu.Lock()
-	b := d.blob
-	d.openMu.Unlock()
+	bs.openMu.Lock()
+	b := bs.blob
+	bs.openMu.Unlock()
 	if ds, ok := b.(blobstore.Distruster); ok {
 		ds.Distrust(host)
 	}
 }
 
 // close releases the opened blob.
-func (d *blobData) close() error {
-	d.openMu.Lock()
-	defer d.openMu.Unlock()
-	if d.blob == nil {
+func (bs *blobStore) close() error {
+	bs.openMu.Lock()
+	defer bs.openMu.Unlock()
+	if bs.blob == nil {
 		return nil
 	}
-	err := d.blob.Close()
-	d.blob = nil
+	err := bs.blob.Close()
+	bs.blob = nil
 	return err
+}
+
+// close releases the blobs opened in every store.
+func (d *blobData) close() error {
+	var errs []error
+	for _, bs := range d.storeList() {
+		errs = append(errs, bs.close())
+	}
+	return errors.Join(errs...)
 }
 
 // blobSource serves one kernel object of a blob, chunk by chunk,
@@ -323,26 +395,34 @@ func (s *blobSource) fill(ctx context.Context, off, n int64, w BlockWriter) erro
 	// (fewer round trips to remote stores); what that does not cover is
 	// then filled chunk by chunk below.
 	s.fillRun(ctx, i, max(end, start+s.minFetch), w)
-	pos := start
-	for ; pos < end; i++ {
+	for pos := start; pos < end; {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if i >= len(s.chunks) || s.chunks[i].off >= end {
-			// No chunk covers the rest: padding or past the blob's
-			// data. Those bytes are zero in every valid blob.
-			return writeZeros(w, pos, end, s.bufs)
+		next := end
+		if i < len(s.chunks) {
+			next = min(s.chunks[i].off, end)
 		}
-		c := s.chunks[i]
-		if c.off > pos {
-			if err := writeZeros(w, pos, c.off, s.bufs); err != nil {
+		if next > pos {
+			// No chunk covers [pos, next). Past the blob's end nothing
+			// exists and zeros are right; inside it those bytes are
+			// nothing the image vouches for (a builder leaves no
+			// gaps), so they are not made up.
+			if pos < s.size {
+				return fmt.Errorf("%w: %s bytes [%d, %d)", ErrUncovered, s.digest, pos, min(next, s.size))
+			}
+			if err := writeZeros(w, pos, next, s.bufs); err != nil {
 				return err
 			}
+			pos = next
+			continue
 		}
+		c := s.chunks[i]
 		if err := s.fillChunk(ctx, c, w); err != nil {
 			return err
 		}
 		pos = c.off + alignUp(c.length)
+		i++
 	}
 	return nil
 }
@@ -360,7 +440,7 @@ func (s *blobSource) fillRun(ctx context.Context, i int, end int64, w BlockWrite
 	var fetches []*fetch
 	for j := i; j < len(s.chunks) && s.chunks[j].off < end; j++ {
 		c := s.chunks[j]
-		if s.written[c.off] || s.inflight[c.off] != nil {
+		if c.zero || s.written[c.off] || s.inflight[c.off] != nil {
 			break
 		}
 		if n := len(run); n > 0 && (run[n-1].off+alignUp(run[n-1].length) != c.off || c.off+alignUp(c.length)-run[0].off > MaxRun) {
@@ -384,7 +464,17 @@ func (s *blobSource) fillRun(ctx context.Context, i int, end int64, w BlockWrite
 
 	span := run[len(run)-1].off + alignUp(run[len(run)-1].length) - run[0].off
 	s.stats.CoalescedFetches.Add(1)
-	if b, err := s.open(ctx); err == nil {
+	// A run is read from the first store; what it does not deliver is
+	// fetched chunk by chunk, from every store in turn.
+	var first *blobStore
+	if stores := s.storeList(); len(stores) > 0 {
+		first = stores[0]
+	}
+	if first == nil {
+		s.finishRest(run, fetches, make([]atomic.Bool, len(run)))
+		return
+	}
+	if b, err := first.open(ctx, s.blobData); err == nil {
 		if ro, ok := b.(blobstore.RangeOpener); ok {
 			s.streamRun(ctx, ro, run, fetches, span, w)
 			return
@@ -392,7 +482,7 @@ func (s *blobSource) fillRun(ctx context.Context, i int, end int64, w BlockWrite
 	}
 	buf := s.bufs.getSize(int(span))
 	defer s.bufs.put(buf)
-	_, err := s.timedRead(ctx, buf[:span], chunk{off: run[0].off, length: span})
+	_, err := s.timedRead(ctx, first, buf[:span], chunk{off: run[0].off, length: span})
 	// The chunks are verified and written on two goroutines: hashing is
 	// most of a fill's work, and the machine has more than one core.
 	var next atomic.Int32
@@ -533,10 +623,11 @@ func (s *blobSource) verifyAndWrite(buf []byte, c chunk, w BlockWriter) error {
 	return w.WriteBlocks(buf, c.off)
 }
 
-// timedRead reads a chunk (or a run of chunks) and observes the latency.
-func (s *blobSource) timedRead(ctx context.Context, data []byte, c chunk) (string, error) {
+// timedRead reads a chunk (or a run of chunks) from one store and
+// observes the latency.
+func (s *blobSource) timedRead(ctx context.Context, bs *blobStore, data []byte, c chunk) (string, error) {
 	start := time.Now()
-	host, err := s.readChunk(ctx, data, c)
+	host, err := s.readChunk(ctx, bs, data, c)
 	if s.latency != nil {
 		s.latency.Observe(time.Since(start).Seconds())
 	}
@@ -584,30 +675,54 @@ func (s *blobSource) fillChunk(ctx context.Context, c chunk, w BlockWriter) erro
 	}
 }
 
+// fetchChunk fetches chunk c, verifies it and writes it. The image's
+// stores are tried in turn: a store that fails or serves data that does
+// not match (twice: a mirror that served it is distrusted in between)
+// passes the chunk on to the next, so that an image sharing this blob
+// with a broken or lying store still reads from its own. The all-zero
+// chunk is written without fetching.
 func (s *blobSource) fetchChunk(ctx context.Context, c chunk, w BlockWriter) error {
 	padded := alignUp(c.length)
+	if c.zero {
+		s.stats.ZeroChunks.Add(1)
+		return writeZeros(w, c.off, c.off+padded, s.bufs)
+	}
+	stores := s.storeList()
+	if len(stores) == 0 {
+		return fmt.Errorf("%s: no blob store to fetch from", s.digest)
+	}
 	buf := s.bufs.getSize(int(padded))
 	defer s.bufs.put(buf)
-	var err error
-	for attempt := 0; attempt < 2; attempt++ {
-		var host string
-		if host, err = s.timedRead(ctx, buf[:c.length], c); err != nil {
-			continue
+	var errs []error
+	for _, bs := range stores {
+		var err error
+		for attempt := 0; attempt < 2; attempt++ {
+			var host string
+			if host, err = s.timedRead(ctx, bs, buf[:c.length], c); err != nil {
+				continue
+			}
+			if err = s.verifyAndWrite(buf[:padded], c, w); !errors.Is(err, ErrDigestMismatch) {
+				break
+			}
+			bs.distrust(host)
 		}
-		if err = s.verifyAndWrite(buf[:padded], c, w); !errors.Is(err, ErrDigestMismatch) {
+		if err == nil || ctx.Err() != nil {
 			return err
 		}
-		s.distrust(host)
+		if !errors.Is(err, ErrDigestMismatch) && !isStoreError(err) {
+			return err // the cache write failed: another store cannot help
+		}
+		errs = append(errs, err)
 	}
-	return err
+	return errors.Join(errs...)
 }
 
-// readChunk reads a chunk (or a run) and, from a blob with several hosts,
-// names the one that answered.
-func (s *blobSource) readChunk(ctx context.Context, data []byte, c chunk) (string, error) {
-	b, err := s.open(ctx)
+// readChunk reads a chunk (or a run) from one store and, from a blob
+// with several hosts, names the one that answered.
+func (s *blobSource) readChunk(ctx context.Context, bs *blobStore, data []byte, c chunk) (string, error) {
+	b, err := bs.open(ctx, s.blobData)
 	if err != nil {
-		return "", err
+		return "", &storeError{err}
 	}
 	var n int
 	var host string
@@ -622,7 +737,19 @@ func (s *blobSource) readChunk(ctx context.Context, data []byte, c chunk) (strin
 	if err == nil || errors.Is(err, io.EOF) {
 		err = io.ErrUnexpectedEOF
 	}
-	return host, fmt.Errorf("%s: reading chunk at %d: %w", s.digest, c.off, err)
+	return host, &storeError{fmt.Errorf("%s: reading chunk at %d: %w", s.digest, c.off, err)}
+}
+
+// storeError marks an error of a blob store (as opposed to one writing
+// the cache), after which another store may be tried.
+type storeError struct{ err error }
+
+func (e *storeError) Error() string { return e.err.Error() }
+func (e *storeError) Unwrap() error { return e.err }
+
+func isStoreError(err error) bool {
+	var se *storeError
+	return errors.As(err, &se)
 }
 
 func writeZeros(w BlockWriter, from, to int64, bufs *bufferPool) error {
@@ -642,13 +769,43 @@ func writeZeros(w BlockWriter, from, to int64, bufs *bufferPool) error {
 	return nil
 }
 
-// chunksOf returns device dev's chunks from an image's digest table.
-func chunksOf(table []erofs.ChunkDigest, dev int) []chunk {
+// chunksOf returns device dev's chunks from an image's digest table,
+// marking the all-zero ones.
+func chunksOf(table []erofs.ChunkDigest, dev int, zeros zeroDigests) []chunk {
 	var out []chunk
 	for _, e := range table {
 		if int(e.Device) == dev {
-			out = append(out, chunk{off: int64(e.BlkAddr) * BlockSize, length: int64(e.Length), digest: e.Digest})
+			out = append(out, chunk{off: int64(e.BlkAddr) * BlockSize, length: int64(e.Length), digest: e.Digest, zero: zeros.is(e.Length, e.Digest)})
 		}
 	}
 	return out
+}
+
+// zeroDigests recognises the digests of all-zero chunks. Builders store
+// one zero chunk a whole chunk long, a power of two, for the holes of
+// sparse files; only those lengths are considered, each hashed once.
+type zeroDigests map[uint32][32]byte
+
+func (z zeroDigests) is(length uint32, digest [32]byte) bool {
+	if length < BlockSize || length&(length-1) != 0 {
+		return false
+	}
+	d, ok := z[length]
+	if !ok {
+		d = zeroDigest(length)
+		z[length] = d
+	}
+	return d == digest
+}
+
+// zeroDigest returns the sha256 of length zero bytes.
+func zeroDigest(length uint32) [32]byte {
+	h := sha256.New()
+	block := make([]byte, min(length, 1<<20))
+	for left := length; left > 0; {
+		n := min(left, uint32(len(block)))
+		h.Write(block[:n])
+		left -= n
+	}
+	return [32]byte(h.Sum(nil))
 }

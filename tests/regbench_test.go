@@ -175,13 +175,13 @@ func lazyRun(ctx context.Context, b *testing.B, dir, host string, res *oci.Resol
 	defer func() { cancel(); <-done; srv.Release() }()
 	var devices []string
 	for _, bl := range im.Blobs {
-		obj, err := reg.Resolve(im.VolumeKey(), bl.Digest.Hex())
+		obj, err := reg.Resolve(im.VolumeKey(), bl.Name)
 		if err != nil {
 			return 0, 0, err
 		}
 		defer obj.Release()
-		p := filepath.Join(cache, bl.Digest.Hex())
-		w, err := srv.Watch(p, bl.Size, obj)
+		p := filepath.Join(cache, bl.Name)
+		w, err := srv.Watch(p, bl.Size, bl.Digest.Sum(), obj)
 		if err != nil {
 			return 0, 0, err
 		}

@@ -40,7 +40,12 @@ type daemon struct {
 	httpOpts blobstore.HTTPOptions
 	mirrors  map[string][]string // registry host -> mirrors tried first
 	mountRA  int64               // readahead of our mounts in bytes (0: the kernel's)
-	backends *blobstore.Stats    // blob store counters by kind
+	// fscacheHoleBug: this kernel (before 6.2) reads a sparse hole in
+	// fscache mode as zeros up to the end of the read, data after it
+	// included; kernelRelease names it.
+	fscacheHoleBug bool
+	kernelRelease  string
+	backends       *blobstore.Stats // blob store counters by kind
 
 	bootMu   sync.Mutex // held from fetching a bootstrap to registering it, and around unregistering
 	storesMu sync.Mutex
@@ -61,7 +66,7 @@ type mountRec struct {
 	watches   []*fanotify.Watch  // fanotify front end: the blob cache files
 	objects   []*ondemand.Object // and the sources behind them
 	release   func()             // drops watches and objects after unmount
-	devices   []string           // fanotify: device= options
+	devices   []string           // fanotify: the blob cache files, device= values
 	prefetch  *savedPrefetch     // the background prefetch asked for, if any
 	bootstrap string             // fanotify: the image file
 }
@@ -389,14 +394,58 @@ func (d *daemon) Mount(ctx context.Context, req control.MountRequest) (*control.
 }
 
 // mountCachefiles mounts in fscache mode: the kernel asks for the image
-// and its blobs through /dev/cachefiles.
+// and its blobs through /dev/cachefiles. The blobs' cache objects are
+// named by device= options after their digest and chunk table
+// (BlobInfo.Name), not by the bare device tags: an image that claims
+// another image's blob digest with other chunks gets objects of its own.
 func (d *daemon) mountCachefiles(m *mountRec) error {
-	opts := "fsid=" + m.FSID
-	if m.DomainID != "" {
-		opts += ",domain_id=" + m.DomainID
+	im := d.image(m.FSID, m.DomainID)
+	if im == nil {
+		return fmt.Errorf("%w: image %q is not registered", control.ErrNotFound, m.FSID)
 	}
-	if err := unix.Mount("none", m.Mountpoint, "erofs", unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID, opts); err != nil {
-		return fmt.Errorf("mount -t erofs -o %s none %s: %w%s", opts, m.Mountpoint, err, mountHint(err))
+	if err := d.checkFscacheSafe(im); err != nil {
+		return err
+	}
+	if d.srv != nil {
+		// A bootstrap object left in the cache under this fsid by an
+		// image of the same name but other content would be read by the
+		// kernel without asking erofsd.
+		if err := d.srv.ForgetStale(im.VolumeKey(), m.FSID, im.Spec.Bootstrap); err != nil {
+			return fmt.Errorf("cached bootstrap of fsid %s: %w", m.FSID, err)
+		}
+	}
+	spec := kmount.Spec{FSID: m.FSID, DomainID: m.DomainID, Attrs: unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOSUID}
+	for _, b := range im.Blobs {
+		spec.Devices = append(spec.Devices, b.Name)
+	}
+	if err := kmount.Mount(spec, m.Mountpoint); err != nil {
+		return fmt.Errorf("%w%s", err, mountHint(err))
+	}
+	return nil
+}
+
+// image returns the registered image of fsid and domain, or nil.
+func (d *daemon) image(fsid, domain string) *ondemand.Image {
+	for _, i := range d.reg.Images() {
+		if i.Spec.FSID == fsid && i.Spec.DomainID == domain {
+			return i
+		}
+	}
+	return nil
+}
+
+// checkFscacheSafe refuses, on kernels whose fscache mode reads sparse
+// holes wrongly (before 6.2), an image with a hole before data.
+func (d *daemon) checkFscacheSafe(im *ondemand.Image) error {
+	if !d.fscacheHoleBug {
+		return nil
+	}
+	rep, err := im.FscacheLinux61(context.Background())
+	if err != nil {
+		return fmt.Errorf("%w: %v", control.ErrBadRequest, err)
+	}
+	if rep.HoleFiles > 0 {
+		return fmt.Errorf("%w: image %s cannot be served in fscache mode by this kernel (%s): %s", control.ErrBadRequest, im.Spec.FSID, d.kernelRelease, strings.Join(rep.Problems, "; "))
 	}
 	return nil
 }
@@ -422,14 +471,14 @@ func (d *daemon) mountFanotify(m *mountRec) error {
 	if err := d.watchBlobs(m); err != nil {
 		return err
 	}
-	opts := strings.Join(m.devices, ",")
-	if err := unix.Mount(m.bootstrap, m.Mountpoint, "erofs", unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID, opts); err != nil {
+	spec := kmount.Spec{Source: m.bootstrap, Devices: m.devices, Attrs: unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOSUID}
+	if err := kmount.Mount(spec, m.Mountpoint); err != nil {
 		m.release()
 		hint := ""
 		if errors.Is(err, unix.ENOTBLK) || errors.Is(err, unix.EINVAL) {
 			hint = " (file-backed EROFS mounts need CONFIG_EROFS_FS_BACKED_BY_FILE, Linux 6.12+)"
 		}
-		return fmt.Errorf("mount -t erofs %s %s: %w%s", m.bootstrap, m.Mountpoint, err, hint)
+		return fmt.Errorf("%w%s", err, hint)
 	}
 	d.tuneReadahead(m.Mountpoint)
 	return nil
@@ -437,12 +486,7 @@ func (d *daemon) mountFanotify(m *mountRec) error {
 
 // watchBlobs resolves a mount's blobs and watches their cache files.
 func (d *daemon) watchBlobs(m *mountRec) error {
-	var im *ondemand.Image
-	for _, i := range d.reg.Images() {
-		if i.Spec.FSID == m.FSID && i.Spec.DomainID == m.DomainID {
-			im = i
-		}
-	}
+	im := d.image(m.FSID, m.DomainID)
 	if im == nil {
 		return fmt.Errorf("%w: image %q is not registered", control.ErrNotFound, m.FSID)
 	}
@@ -461,21 +505,21 @@ func (d *daemon) watchBlobs(m *mountRec) error {
 	}
 	var devices []string
 	for _, b := range im.Blobs {
-		obj, err := d.reg.Resolve(im.VolumeKey(), b.Digest.Hex())
+		obj, err := d.reg.Resolve(im.VolumeKey(), b.Name)
 		if err != nil {
 			release()
 			return err
 		}
 		m.objects = append(m.objects, obj)
-		path := filepath.Join(dir, b.Digest.Hex()) // a validated digest: a safe file name
-		w, err := d.fan.Watch(path, b.Size, obj)
+		path := filepath.Join(dir, b.Name) // hex digest and fingerprint: a safe file name
+		w, err := d.fan.Watch(path, b.Size, b.Digest.Sum(), obj)
 		if err != nil {
 			release()
 			return err
 		}
 		obj.Attach(w.Target()) // for prefetch; released with obj
 		m.watches = append(m.watches, w)
-		devices = append(devices, "device="+path)
+		devices = append(devices, path)
 	}
 	m.devices, m.bootstrap, m.release = devices, im.Spec.Bootstrap, release
 	return nil
@@ -560,6 +604,7 @@ func (d *daemon) Status(ctx context.Context) (*control.Status, error) {
 			"chunk_fetches":         d.reg.Stats.Fetches.Load(),
 			"chunk_fetched_bytes":   d.reg.Stats.FetchedBytes.Load(),
 			"chunk_digest_failures": d.reg.Stats.DigestFailures.Load(),
+			"zero_chunks":           d.reg.Stats.ZeroChunks.Load(),
 			"chunk_fills_coalesced": d.reg.Stats.Coalesced.Load(),
 			"prefetch_bytes_done":   d.reg.Stats.PrefetchBytesDone.Load(),
 			"prefetch_bytes_left":   d.reg.Stats.PrefetchBytesLeft.Load(),
@@ -575,6 +620,7 @@ func (d *daemon) Status(ctx context.Context) (*control.Status, error) {
 		for k, v := range map[string]int64{
 			"fanotify_events": f.Events.Load(), "fanotify_allowed": f.Allowed.Load(), "fanotify_denied": f.Denied.Load(),
 			"fanotify_written_bytes": f.WrittenBytes.Load(), "fanotify_in_flight": f.InFlight.Load(), "fanotify_watches": f.Watches.Load(),
+			"fanotify_verified_bytes": f.VerifiedBytes.Load(), "fanotify_files_not_blob": f.NotBlob.Load(),
 		} {
 			st.Counters[k] = v
 		}

@@ -148,6 +148,8 @@ func run(args []string) error {
 	d := &daemon{reg: reg, cacheDir: *cacheDir, blobDir: *blobDir, stateDir: *stateDir, log: log, started: time.Now(),
 		httpOpts: blobstore.HTTPOptions{CAFile: *blobCA}, mirrors: mirrorMap, backends: &blobstore.Stats{}, mountRA: int64(mountRA),
 		meta: map[string]*imageMeta{}, mounts: map[string]*mountRec{}}
+	d.kernelRelease = cachefiles.KernelRelease()
+	d.fscacheHoleBug = cachefiles.HolesReadWrong(d.kernelRelease)
 	d.pf = newPrefetcher(reg, *prefetchMode, int64(prefetchRate), log)
 	defer d.pf.stopAll()
 	if err := os.MkdirAll(*cacheDir, 0o700); err != nil {

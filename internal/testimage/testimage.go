@@ -4,6 +4,8 @@ package testimage
 
 import (
 	"context"
+	"encoding/binary"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"testing"
@@ -67,4 +69,49 @@ func Build(t testing.TB, src string, opts build.Options) (image string, blobs []
 		blobs = append(blobs, filepath.Join(opts.BlobDir, bl.Digest))
 	}
 	return image, blobs, res
+}
+
+// Retag rewrites the tag of device dev (1..N) in the device table of the
+// image file at path, as a hostile image would name another image's blob,
+// and recomputes the superblock checksum so the image still opens.
+func Retag(t testing.TB, path string, dev int, tag string) {
+	t.Helper()
+	const (
+		sbOff       = 1024
+		slotSize    = 128
+		tagSize     = 64
+		blockSize   = 4096
+		compatCsum  = 0x1
+		offChecksum = 0x04
+		offCompat   = 0x08
+		offExtra    = 0x56
+		offSlotOff  = 0x58
+	)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	head := make([]byte, blockSize)
+	if _, err := f.ReadAt(head, 0); err != nil {
+		t.Fatal(err)
+	}
+	sb := head[sbOff:]
+	if extra := int(binary.LittleEndian.Uint16(sb[offExtra:])); dev < 1 || dev > extra || len(tag) > tagSize {
+		t.Fatalf("retag: device %d of %d, tag of %d bytes", dev, extra, len(tag))
+	}
+	slot := int(binary.LittleEndian.Uint16(sb[offSlotOff:]))*slotSize + (dev-1)*slotSize
+	if slot+slotSize > len(head) {
+		t.Fatalf("retag: device table beyond block 0")
+	}
+	clear(head[slot : slot+tagSize])
+	copy(head[slot:], tag)
+	if binary.LittleEndian.Uint32(sb[offCompat:])&compatCsum != 0 {
+		binary.LittleEndian.PutUint32(sb[offChecksum:], 0)
+		sum := ^crc32.Checksum(head[sbOff:], crc32.MakeTable(crc32.Castagnoli))
+		binary.LittleEndian.PutUint32(sb[offChecksum:], sum)
+	}
+	if _, err := f.WriteAt(head, 0); err != nil {
+		t.Fatal(err)
+	}
 }

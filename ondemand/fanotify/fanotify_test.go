@@ -74,12 +74,12 @@ func newLazyMount(t *testing.T, src string, chunkSize int64, corrupt bool) *lazy
 	go func() { served <- m.srv.Serve(ctx) }()
 	var devices []string
 	for _, bl := range im.Blobs {
-		obj, err := m.reg.Resolve(im.VolumeKey(), bl.Digest.Hex())
+		obj, err := m.reg.Resolve(im.VolumeKey(), bl.Name)
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := filepath.Join(cache, bl.Digest.Hex())
-		w, err := m.srv.Watch(p, bl.Size, obj)
+		p := filepath.Join(cache, bl.Name)
+		w, err := m.srv.Watch(p, bl.Size, bl.Digest.Sum(), obj)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -258,7 +258,7 @@ func testReplay(t *testing.T, lost bool) {
 	reg := ondemand.NewRegistry()
 	defer reg.Close()
 	im, _ := reg.Register(ondemand.ImageSpec{FSID: "r", Bootstrap: img, Store: store})
-	obj, _ := reg.Resolve(im.VolumeKey(), im.Blobs[0].Digest.Hex())
+	obj, _ := reg.Resolve(im.VolumeKey(), im.Blobs[0].Name)
 	defer obj.Release()
 
 	// The first daemon: a group and a watch, but it never answers.
@@ -267,7 +267,7 @@ func testReplay(t *testing.T, lost bool) {
 		t.Fatal(err)
 	}
 	cachePath := filepath.Join(cache, "blob")
-	if _, err := old.Watch(cachePath, res.Blobs[0].Size, obj); err != nil {
+	if _, err := old.Watch(cachePath, res.Blobs[0].Size, im.Blobs[0].Digest.Sum(), obj); err != nil {
 		t.Fatal(err)
 	}
 	mnt := t.TempDir()
@@ -322,7 +322,7 @@ func testReplay(t *testing.T, lost bool) {
 		t.Fatal(err)
 	}
 	srv.AdoptWriters(map[string]int{cachePath: writer})
-	w, err := srv.Watch(cachePath, res.Blobs[0].Size, obj)
+	w, err := srv.Watch(cachePath, res.Blobs[0].Size, im.Blobs[0].Digest.Sum(), obj)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,7 +45,7 @@ func TestPoisonWithWriteInFlight(t *testing.T) {
 	defer func() { cancel(); <-served; srv.Release() }()
 	src := &gatedSource{size: 1 << 20, entered: make(chan struct{}), release: make(chan struct{})}
 	p := filepath.Join(dir, "f")
-	w, err := srv.Watch(p, src.size, src)
+	w, err := srv.Watch(p, src.size, [32]byte{}, src)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -51,9 +51,7 @@ func (t *watchTarget) Write(ctx context.Context, off, n int64, fn func(ondemand.
 	if err := fn(blockWriter{ctx, w}); err != nil {
 		return err
 	}
-	if w.Complete() {
-		w.unmark()
-	}
+	w.finish()
 	return nil
 }
 

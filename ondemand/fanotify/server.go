@@ -77,6 +77,10 @@ type Stats struct {
 	NoSpace      atomic.Int64
 	Evicted      atomic.Int64 // blob cache files evicted
 	EvictedBytes atomic.Int64 // their allocated bytes
+	// VerifiedBytes counts bytes of complete cache files checked whole
+	// against their blob's digest; NotBlob counts files that failed.
+	VerifiedBytes atomic.Int64
+	NotBlob       atomic.Int64
 }
 
 // Server owns one fanotify group.
@@ -481,6 +485,12 @@ func (s *Server) answerPresent(ctx context.Context, ev abi.Event, w *Watch) (ans
 	}
 	w.readahead(ctx, off, n)
 	s.respond(ev.Fd, true, 0)
+	// A file found complete (on disk from before, or filled by another
+	// path) gets its whole-file check now that there is an fd to read
+	// it through.
+	if w.ensureWriter(int(ev.Fd)) == nil {
+		w.finishLater()
+	}
 	return true
 }
 

@@ -3,6 +3,7 @@ package fanotify
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -15,12 +16,19 @@ import (
 // Watch is one cache file served lazily: a sparse file of the blob's
 // size, its presence map ("<file>.present", one bit per 4 KiB block) and
 // the source its data comes from.
+//
+// Every block written was verified against the image's chunk table, but
+// a file is only read natively (unmarked) once it is complete and its
+// whole content has been checked against the blob's sha256, the digest
+// that names it; the map then records that check (a trailer holding the
+// digest), so a restart need not repeat it.
 type Watch struct {
-	s    *Server
-	Path string
-	size int64
-	src  ondemand.Source
-	key  devIno
+	s      *Server
+	Path   string
+	size   int64
+	digest [32]byte // the blob's sha256; zero: unknown, never unmarked
+	src    ondemand.Source
+	key    devIno
 
 	mu       sync.Mutex
 	flushMu  sync.Mutex   // serializes flushMap, and flushMap with closing the map
@@ -33,12 +41,19 @@ type Watch struct {
 	writeFD  int      // a non-notifying fd of the cache file (a dup of an event fd), -1 before the first event
 	marked   bool
 	refs     int
+	// verified: the complete file matched digest. verifying: a check
+	// runs. mismatch: a check failed; the file stays marked (its blocks
+	// are right for the image's chunk table, its whole is not the blob).
+	verified, verifying, mismatch bool
 }
 
 // Watch serves the cache file at path (created sparse at size if missing,
-// reset if its size differs) from src. Watching the same file again adds
-// a reference; Close drops one.
-func (s *Server) Watch(path string, size int64, src ondemand.Source) (*Watch, error) {
+// reset if its size differs) from src; digest is the blob's sha256, which
+// the complete file must match before it is read natively. Name the file
+// after the blob's digest and chunk table (ondemand.BlobInfo.Name): its
+// blocks are verified against one table. Watching the same file again
+// adds a reference; Close drops one.
+func (s *Server) Watch(path string, size int64, digest [32]byte, src ondemand.Source) (*Watch, error) {
 	if size <= 0 || size%ondemand.BlockSize != 0 {
 		return nil, fmt.Errorf("%s: size %d is not a positive multiple of %d", path, size, ondemand.BlockSize)
 	}
@@ -63,7 +78,7 @@ func (s *Server) Watch(path string, size int64, src ondemand.Source) (*Watch, er
 		w.mu.Unlock()
 		return w, nil
 	}
-	w := &Watch{s: s, Path: path, size: size, src: src, key: key, writeFD: -1, refs: 1}
+	w := &Watch{s: s, Path: path, size: size, digest: digest, src: src, key: key, writeFD: -1, refs: 1}
 	if fd, ok := s.writers[path]; ok {
 		w.writeFD = fd
 		delete(s.writers, path)
@@ -71,7 +86,7 @@ func (s *Server) Watch(path string, size int64, src ondemand.Source) (*Watch, er
 	if err := w.loadMap(f, st.Size); err != nil {
 		return nil, err
 	}
-	if !w.completeLocked() {
+	if !w.verified {
 		if err := unix.FanotifyMark(s.fd, unix.FAN_MARK_ADD, unix.FAN_PRE_ACCESS, unix.AT_FDCWD, path); err != nil {
 			w.mapFile.Close()
 			return nil, fmt.Errorf("marking %s: %w", path, err)
@@ -83,8 +98,13 @@ func (s *Server) Watch(path string, size int64, src ondemand.Source) (*Watch, er
 	return w, nil
 }
 
+// verifiedTrailer is the size of the record after the bitmap that says
+// the complete file matched the blob's digest: the digest itself.
+const verifiedTrailer = 32
+
 // loadMap opens the presence map; a cache file of the wrong size, or one
-// whose map is missing or of the wrong size, starts empty.
+// whose map is missing or of the wrong size, starts empty. A complete map
+// followed by the blob's digest marks a file checked whole before.
 func (w *Watch) loadMap(f *os.File, fileSize int64) error {
 	blocks := w.size / ondemand.BlockSize
 	mapSize := (blocks + 7) / 8
@@ -98,10 +118,26 @@ func (w *Watch) loadMap(f *os.File, fileSize int64) error {
 		return err
 	}
 	w.present = make([]byte, mapSize)
-	if fileSize == w.size && st.Size() == mapSize {
+	if fileSize == w.size && (st.Size() == mapSize || st.Size() == mapSize+verifiedTrailer) {
 		if _, err := mf.ReadAt(w.present, 0); err != nil {
 			mf.Close()
 			return err
+		}
+		if st.Size() > mapSize {
+			var trailer [verifiedTrailer]byte
+			if _, err := mf.ReadAt(trailer[:], mapSize); err != nil {
+				mf.Close()
+				return err
+			}
+			w.verified = trailer == w.digest && w.digest != [32]byte{} && w.completeLocked()
+			if !w.verified {
+				// A record of another digest, or a map not complete:
+				// the check is done again when the file is complete.
+				if err := mf.Truncate(mapSize); err != nil {
+					mf.Close()
+					return err
+				}
+			}
 		}
 	} else {
 		// Start over: a sparse file of the right size, an empty map.
@@ -195,9 +231,7 @@ func (w *Watch) serve(ctx context.Context, eventFD int, off, n int64) error {
 	if err := w.src.Fill(ctx, off, n, blockWriter{ctx, w}); err != nil {
 		return err
 	}
-	if w.Complete() {
-		w.unmarkLater()
-	}
+	w.finishLater()
 	return nil
 }
 
@@ -237,8 +271,8 @@ func (w *Watch) readahead(ctx context.Context, off, n int64) (int64, int64) {
 	go func() {
 		defer s.wg.Done()
 		defer func() { <-s.sem }()
-		if err := w.src.Fill(ctx, raOff, raN, blockWriter{ctx, w}); err == nil && w.Complete() {
-			w.unmark()
+		if err := w.src.Fill(ctx, raOff, raN, blockWriter{ctx, w}); err == nil {
+			w.finish()
 		}
 		w.Close()
 	}()
@@ -265,24 +299,126 @@ func (w *Watch) ensureWriter(eventFD int) error {
 	return nil
 }
 
-// unmarkLater unmarks a complete file in the background: unmarking
-// saves the map first (an fdatasync), which the read that completed the
-// file need not wait for.
-func (w *Watch) unmarkLater() {
+// finishLater runs finish in the background if the file is complete:
+// it saves the map (an fdatasync) and reads the whole file, which the
+// read that completed it need not wait for.
+func (w *Watch) finishLater() {
+	w.mu.Lock()
+	start := w.completeLocked() && !w.verified && !w.verifying && !w.mismatch && w.writeFD >= 0
+	w.mu.Unlock()
+	if !start {
+		return
+	}
 	w.s.wg.Add(1)
 	go func() {
 		defer w.s.wg.Done()
-		w.unmark()
+		w.finish()
 	}()
 }
 
-// unmark stops events for a complete file: it is read at native speed.
-func (w *Watch) unmark() {
+// finish stops events for a complete file, once its whole content has
+// matched the blob's digest: it is read at native speed from then on.
+// A file that does not match stays marked (every block of it was
+// verified against the image's chunk table, so reads stay right).
+func (w *Watch) finish() {
+	w.mu.Lock()
+	if !w.completeLocked() || w.verifying || w.mismatch || w.poisoned {
+		w.mu.Unlock()
+		return
+	}
+	verified := w.verified
+	w.verifying = !verified
+	w.mu.Unlock()
 	// A complete file is read without events from now on: its map must
 	// say so on disk too, or a restart would mark it again.
 	if err := w.flushMap(); err != nil {
 		w.s.log.WithError(err).Warn("presence map not saved")
 	}
+	if !verified {
+		err := w.verify()
+		w.mu.Lock()
+		w.verifying = false
+		switch {
+		case err == nil:
+			w.verified = true
+		case errors.Is(err, errNotBlob):
+			w.mismatch = true
+		}
+		w.mu.Unlock()
+		if err != nil {
+			if errors.Is(err, errNotBlob) {
+				w.s.Stats.NotBlob.Add(1)
+				w.s.log.WithError(err).WithField("file", w.Path).Warn("complete cache file is not its blob: left marked, served through events")
+			} else {
+				w.s.log.WithError(err).WithField("file", w.Path).Warn("checking a complete cache file")
+			}
+			return
+		}
+	}
+	w.removeMark()
+}
+
+// errNotBlob is a complete cache file whose sha256 is not the blob's.
+var errNotBlob = errors.New("content does not match the blob digest")
+
+// verify reads the whole file through the writer fd (an fd fanotify
+// opened: reading it raises no events) and checks its sha256 against the
+// blob's digest, then records the check after the map.
+func (w *Watch) verify() error {
+	if w.digest == [32]byte{} {
+		return fmt.Errorf("%s: %w (no digest to check against)", w.Path, errNotBlob)
+	}
+	w.mu.Lock()
+	fd := -1
+	var err error
+	if w.writeFD >= 0 {
+		fd, err = unix.Dup(w.writeFD) // stays open even if the watch closes
+	}
+	w.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if fd < 0 {
+		return fmt.Errorf("%s: no fd to read the cache file through", w.Path)
+	}
+	defer unix.Close(fd)
+	h := sha256.New()
+	buf := make([]byte, 1<<20)
+	for off := int64(0); off < w.size; {
+		n, err := unix.Pread(fd, buf[:min(int64(len(buf)), w.size-off)], off)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("%s: reading at %d: %w", w.Path, off, err)
+		}
+		if n == 0 {
+			return fmt.Errorf("%s: %w: file ends at %d", w.Path, errNotBlob, off)
+		}
+		h.Write(buf[:n])
+		off += int64(n)
+	}
+	w.s.Stats.VerifiedBytes.Add(w.size)
+	if got := [32]byte(h.Sum(nil)); got != w.digest {
+		return fmt.Errorf("%s: %w: sha256 %x, blob %x", w.Path, errNotBlob, got, w.digest)
+	}
+	w.flushMu.Lock() // the map file stays open through the write
+	defer w.flushMu.Unlock()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.poisoned || w.mapFile == nil {
+		return fmt.Errorf("%s: closed while checked", w.Path)
+	}
+	mapSize := int64(len(w.present))
+	if _, err := w.mapFile.WriteAt(w.digest[:], mapSize); err != nil {
+		w.mapFile.Truncate(mapSize)
+		return fmt.Errorf("%s: recording its check: %w", w.Path, err)
+	}
+	return nil
+}
+
+// removeMark stops pre-content events for the file.
+func (w *Watch) removeMark() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if !w.marked {
@@ -373,7 +509,7 @@ func (w *Watch) Close() error {
 	if !last {
 		return nil
 	}
-	w.unmark()
+	w.removeMark()
 	delete(w.s.watches, w.key)
 	w.s.Stats.Watches.Add(-1)
 	w.s.cache.evictable() // its file may now be evicted

@@ -144,7 +144,7 @@ func lazyRead(reg *ondemand.Registry, im *ondemand.Image, img, cacheFile, mnt st
 // serveBlob serves the image's blob from cacheFile through a fanotify
 // group of its own until stop.
 func serveBlob(reg *ondemand.Registry, im *ondemand.Image, cacheFile string) (*fanotify.Server, *fanotify.Watch, *ondemand.Object, func(), error) {
-	obj, err := reg.Resolve(im.VolumeKey(), im.Blobs[0].Digest.Hex())
+	obj, err := reg.Resolve(im.VolumeKey(), im.Blobs[0].Name)
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
@@ -157,7 +157,7 @@ func serveBlob(reg *ondemand.Registry, im *ondemand.Image, cacheFile string) (*f
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx) }()
 	stopServing := func() { cancel(); <-done; srv.Release(); obj.Release() }
-	w, err := srv.Watch(cacheFile, im.Blobs[0].Size, obj)
+	w, err := srv.Watch(cacheFile, im.Blobs[0].Size, im.Blobs[0].Digest.Sum(), obj)
 	if err != nil {
 		stopServing()
 		return nil, nil, nil, nil, err

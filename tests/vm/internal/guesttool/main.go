@@ -7,6 +7,8 @@
 //	guesttool readtime FILE           read FILE sequentially in 1 MiB reads; print "readtime BYTES NANOSECONDS"
 //	guesttool readcheck FILE REF      read FILE in 256 KiB pieces, each either equal to REF's or failing with
 //	                                  EIO; print "readcheck OK EIO" (pieces); exit 1 on wrong bytes or another error
+//	guesttool shasum FILE BS|random   read FILE sequentially in BS-byte reads (4096, 131072, ...) or in pieces of
+//	                                  random sizes at random offsets; print "shasum FILE MODE HEX" of its content
 //	guesttool systemd DIR CMD ARGS... run CMD as systemd runs a notify service with an fd store
 //	                                  (internal/fakesystemd): SIGHUP and SIGTERM go to CMD; SIGUSR1
 //	                                  SIGKILLs CMD and everything it started, then starts CMD again
@@ -15,6 +17,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -47,6 +50,8 @@ func main() {
 		readtime(os.Args[2])
 	case "readcheck":
 		readcheck(os.Args[2], os.Args[3])
+	case "shasum":
+		shasum(os.Args[2], os.Args[3])
 	case "systemd":
 		systemd(os.Args[2], os.Args[3], os.Args[4:])
 	default:
@@ -275,4 +280,55 @@ func groupAlive(pgid int) bool {
 		}
 	}
 	return false
+}
+
+// shasum hashes a file read the way mode says: sequential reads of a
+// fixed size (the size the kernel's readahead sees), or pieces of 1 byte
+// to 1 MiB at random offsets until every byte was read once.
+func shasum(file, mode string) {
+	f, err := os.Open(file)
+	if err != nil {
+		fail(err.Error())
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		fail(err.Error())
+	}
+	h := sha256.New()
+	if mode == "random" {
+		data := make([]byte, st.Size())
+		type piece struct{ off, n int64 }
+		var pieces []piece
+		r := rand.New(rand.NewSource(st.Size()))
+		for off := int64(0); off < st.Size(); {
+			n := min(r.Int63n(1<<20)+1, st.Size()-off)
+			pieces = append(pieces, piece{off, n})
+			off += n
+		}
+		r.Shuffle(len(pieces), func(i, j int) { pieces[i], pieces[j] = pieces[j], pieces[i] })
+		for _, p := range pieces {
+			if _, err := f.ReadAt(data[p.off:p.off+p.n], p.off); err != nil && !errors.Is(err, io.EOF) {
+				fail(fmt.Sprintf("read %s at %d: %v", file, p.off, err))
+			}
+		}
+		h.Write(data)
+	} else {
+		bs, err := strconv.Atoi(mode)
+		if err != nil || bs <= 0 {
+			fail("shasum: mode must be a read size or random")
+		}
+		buf := make([]byte, bs)
+		for {
+			n, err := f.Read(buf)
+			h.Write(buf[:n])
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				fail(fmt.Sprintf("read %s: %v", file, err))
+			}
+		}
+	}
+	fmt.Printf("shasum %s %s %x\n", file, mode, h.Sum(nil))
 }
