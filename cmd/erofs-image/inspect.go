@@ -30,6 +30,7 @@ type inspectReport struct {
 	Compat      []string          `json:"features_compat"`
 	Incompat    []string          `json:"features_incompat"`
 	Linux61     bool              `json:"linux_6_1_compatible"`
+	Fscache61   *inspectFscache   `json:"linux_6_1_fscache,omitempty"`
 	RootNid     uint64            `json:"root_nid"`
 	MetaBlkAddr uint32            `json:"meta_blkaddr"`
 	XattrBlk    uint32            `json:"xattr_blkaddr"`
@@ -40,6 +41,14 @@ type inspectReport struct {
 	Chunks      []inspectChunk    `json:"chunk_table"`
 	ChunkBytes  int64             `json:"chunk_table_bytes"`
 	Errors      map[string]string `json:"errors,omitempty"`
+}
+
+// inspectFscache says whether Linux 6.1 reads the image right in fscache
+// (cachefiles on-demand) mode, and why not.
+type inspectFscache struct {
+	Safe      bool     `json:"safe"`
+	HoleFiles int      `json:"files_with_holes_before_data"`
+	Problems  []string `json:"problems,omitempty"`
 }
 
 type inspectDevice struct {
@@ -138,6 +147,10 @@ func inspect(ctx context.Context, path string) (*inspectReport, error) {
 	}
 	if err := countEntries(ctx, img, rep); err != nil {
 		rep.Errors["walk"] = err.Error()
+	} else if fr, err := img.FscacheLinux61(ctx); err != nil {
+		rep.Errors["fscache"] = err.Error()
+	} else {
+		rep.Fscache61 = &inspectFscache{Safe: fr.Safe(), HoleFiles: fr.HoleFiles, Problems: fr.Problems}
 	}
 	if len(rep.Errors) == 0 {
 		rep.Errors = nil
@@ -227,6 +240,13 @@ func printInspect(w io.Writer, r *inspectReport, maxChunks int) {
 	fmt.Fprintf(w, "inodes        %d\nbuild time    %s\n", r.Inodes, formatBuildTime(r))
 	fmt.Fprintf(w, "features      compat: %s; incompat: %s\n", strings.Join(r.Compat, " "), strings.Join(r.Incompat, " "))
 	fmt.Fprintf(w, "linux 6.1     %v\n", yesNo(r.Linux61))
+	if f := r.Fscache61; f != nil {
+		if f.Safe {
+			fmt.Fprintf(w, "6.1 fscache   safe\n")
+		} else {
+			fmt.Fprintf(w, "6.1 fscache   NOT SAFE: %s\n", strings.Join(f.Problems, "; "))
+		}
+	}
 	fmt.Fprintf(w, "root nid      %d\nmeta blkaddr  %d\nxattr blkaddr %d\n", r.RootNid, r.MetaBlkAddr, r.XattrBlk)
 	if r.Checksum != "" {
 		fmt.Fprintf(w, "checksum      %s (verified)\n", r.Checksum)

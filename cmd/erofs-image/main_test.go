@@ -553,3 +553,45 @@ func TestCheckInodeCount(t *testing.T) {
 		}
 	}
 }
+
+// TestInspectFscache61: inspect says whether Linux 6.1 reads an image
+// right in fscache mode: sparse holes before data do not, the zero chunk
+// does.
+func TestInspectFscache61(t *testing.T) {
+	src := t.TempDir()
+	f, err := os.Create(filepath.Join(src, "sparse"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte("data after a hole"), 3<<20)
+	f.Close()
+	for _, tc := range []struct {
+		holes string
+		safe  bool
+	}{{"auto", true}, {"zero-chunk", true}, {"sparse", false}} {
+		t.Run(tc.holes, func(t *testing.T) {
+			img := filepath.Join(t.TempDir(), "img")
+			if out, err := runCmd(t, "build", "--blob-dir", t.TempDir(), "--holes", tc.holes, "-o", img, src); err != nil {
+				t.Fatalf("build: %v\n%s", err, out)
+			}
+			out, err := runCmd(t, "inspect", "--json", img)
+			if err != nil {
+				t.Fatalf("inspect: %v\n%s", err, out)
+			}
+			var rep inspectReport
+			if err := json.Unmarshal([]byte(out), &rep); err != nil {
+				t.Fatal(err)
+			}
+			if rep.Fscache61 == nil || rep.Fscache61.Safe != tc.safe || (rep.Fscache61.HoleFiles > 0) == tc.safe {
+				t.Fatalf("fscache report %+v, want safe=%v", rep.Fscache61, tc.safe)
+			}
+			text, _ := runCmd(t, "inspect", img)
+			if want := map[bool]string{true: "6.1 fscache   safe", false: "6.1 fscache   NOT SAFE: 1 file(s) (first: /sparse)"}[tc.safe]; !strings.Contains(text, want) {
+				t.Errorf("text output lacks %q:\n%s", want, text)
+			}
+		})
+	}
+	if out, err := runCmd(t, "build", "--holes", "nonsense", "-o", filepath.Join(t.TempDir(), "img"), src); err == nil {
+		t.Errorf("--holes nonsense accepted:\n%s", out)
+	}
+}

@@ -1,0 +1,113 @@
+package fanotify
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/erofsd/erofsd/internal/testtree"
+	"github.com/erofsd/erofsd/internal/treecmp"
+)
+
+// waitUnmarked waits until w has no mark (its file is read natively).
+func waitUnmarked(t *testing.T, w *Watch) bool {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		w.mu.Lock()
+		marked := w.marked
+		w.mu.Unlock()
+		if !marked {
+			return true
+		}
+	}
+	return false
+}
+
+// TestCompleteFileCheckedWhole: a cache file made complete is read
+// natively only after its whole content matched the blob's digest; the
+// check is recorded after the presence map, so a new watch of the file
+// (a restart) does not mark it again. A file whose blocks are all there
+// but whose whole does not match (a wrong digest, as from an image that
+// names a blob it does not describe) stays marked and keeps reading
+// right through events.
+func TestCompleteFileCheckedWhole(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "src")
+	if _, err := testtree.Generate(src, testtree.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	m := newLazyMount(t, src, 64<<10, false)
+	if diffs, err := treecmp.Compare(src, m.mnt, treecmp.Options{}); err != nil || len(diffs) > 0 {
+		t.Fatalf("tree: %v %v", err, diffs)
+	}
+	w := m.watches[0]
+	if !waitUnmarked(t, w) {
+		t.Fatal("a complete cache file stayed marked")
+	}
+	if m.srv.Stats.VerifiedBytes.Load() != w.size || m.srv.Stats.NotBlob.Load() != 0 {
+		t.Errorf("verified %d bytes of %d, %d not the blob", m.srv.Stats.VerifiedBytes.Load(), w.size, m.srv.Stats.NotBlob.Load())
+	}
+	w.flushMu.Lock()
+	mapped, _ := os.ReadFile(w.Path + ".present")
+	w.flushMu.Unlock()
+	if want := w.digest; len(mapped) != len(w.present)+verifiedTrailer || !bytes.Equal(mapped[len(w.present):], want[:]) {
+		t.Fatalf("map of %d bytes does not record the check", len(mapped))
+	}
+
+	// A new server watching the complete file: no mark, no new check.
+	srv, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Release()
+	again, err := srv.Watch(w.Path, w.size, w.digest, m.objs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.marked || !again.verified {
+		t.Error("a checked complete file was marked again")
+	}
+	again.Close()
+
+	// The same complete file claimed for another digest: marked, and the
+	// record of the check is dropped.
+	wrong := w.digest
+	wrong[0] ^= 1
+	other, err := srv.Watch(w.Path, w.size, wrong, m.objs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if !other.marked || other.verified {
+		t.Error("a complete file was trusted for a digest it was not checked against")
+	}
+	if st, err := os.Stat(w.Path + ".present"); err != nil || st.Size() != int64(len(w.present)) {
+		t.Errorf("the record of another digest's check was kept (%v)", err)
+	}
+	// The first read raises an event, answered from the reading loop (the
+	// blocks are there); with its fd the check runs and finds the file is
+	// not that blob: it stays marked, and reads keep going right.
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+	defer func() { cancel(); <-served }()
+	blob, err := os.ReadFile(w.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); srv.Stats.NotBlob.Load() == 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	other.mu.Lock()
+	marked, verified, mismatch := other.marked, other.verified, other.mismatch
+	other.mu.Unlock()
+	if !marked || verified || !mismatch || srv.Stats.NotBlob.Load() != 1 {
+		t.Errorf("a file not matching its digest: marked %v verified %v mismatch %v not-blob %d", marked, verified, mismatch, srv.Stats.NotBlob.Load())
+	}
+	if got := sha256.Sum256(blob); got != w.digest {
+		t.Error("the file read through events differs from the blob")
+	}
+}
