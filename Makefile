@@ -13,9 +13,12 @@ DESTDIR   ?=
 
 all: build
 
+# -buildvcs=auto stamps the git revision into the binaries (go version -m;
+# internal/version) even where GOFLAGS has -buildvcs=false; outside a git
+# checkout, or without git, they are built without it.
 build:
 	@mkdir -p $(BIN)
-	$(GOFLAGS_STATIC) $(GO) build -trimpath -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
+	$(GOFLAGS_STATIC) $(GO) build -trimpath -buildvcs=auto -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
 
 # Every test, then a short run of each fuzz target. Tests that need root
 # or a kernel feature skip with the reason when it is missing.

@@ -38,6 +38,6 @@ if ! command -v promtool >/dev/null 2>&1; then
 fi
 
 if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
-	echo "install-deps: Go 1.24 or newer is required (expected at /usr/local/go)" >&2
+	echo "install-deps: Go 1.26.8 or newer is required (go.mod's go line; expected at /usr/local/go)" >&2
 	exit 1
 fi

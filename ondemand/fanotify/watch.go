@@ -161,6 +161,12 @@ func (w *Watch) loadMap(f *os.File, fileSize int64) error {
 		// for lack of space after its data was written (best effort:
 		// not every filesystem can).
 		unix.Fallocate(int(mf.Fd()), 0, 0, mapSize)
+		// The new map's blocks count against the cache limit like the
+		// data written later (until a scan counts them itself).
+		var st unix.Stat_t
+		if unix.Fstat(int(mf.Fd()), &st) == nil {
+			w.s.cache.used.Add(st.Blocks * 512)
+		}
 	}
 	w.mapFile = mf
 	return nil

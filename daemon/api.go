@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"context"
@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/erofsd/erofsd/blobstore"
@@ -18,47 +17,12 @@ import (
 	"github.com/erofsd/erofsd/internal/kmount"
 	"github.com/erofsd/erofsd/oci"
 	"github.com/erofsd/erofsd/ondemand"
-	"github.com/erofsd/erofsd/ondemand/cachefiles"
 	"github.com/erofsd/erofsd/ondemand/fanotify"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )
-
-// daemon implements the control API on top of the registry and the
-// cachefiles front end.
-type daemon struct {
-	reg      *ondemand.Registry
-	srv      *cachefiles.Server // nil when cachefiles on-demand cannot be used
-	srvErr   error              // why srv is nil
-	fan      *fanotify.Server   // nil when fanotify pre-content events cannot be used
-	fanErr   error              // why fan is nil
-	cacheDir string
-	blobDir  string
-	stateDir string // bootstraps fetched by digest live in stateDir/bootstraps
-	httpOpts blobstore.HTTPOptions
-	mirrors  map[string][]string // registry host -> mirrors tried first
-	mountRA  int64               // readahead of our mounts in bytes (0: the kernel's)
-	// fscacheHoleBug: this kernel (before 6.2) reads a sparse hole in
-	// fscache mode as zeros up to the end of the read, data after it
-	// included; kernelRelease names it.
-	fscacheHoleBug bool
-	kernelRelease  string
-	backends       *blobstore.Stats // blob store counters by kind
-
-	bootMu   sync.Mutex // held from fetching a bootstrap to registering it, and around unregistering
-	storesMu sync.Mutex
-	stores   map[string]blobstore.Store // by spec and TLS setting
-	log      logrus.FieldLogger
-	started  time.Time
-	pf       *prefetcher // background prefetch after mounts; nil: none
-
-	mu        sync.Mutex
-	meta      map[string]*imageMeta // by fsid + "\x00" + domain
-	mounts    map[string]*mountRec
-	restoring bool // restoreState runs: saveState waits for its end
-}
 
 // mountRec is a mount made by the daemon and what it holds.
 type mountRec struct {
@@ -100,9 +64,9 @@ func mapErr(err error) error {
 
 // store opens the blob store named by spec (a directory, an http(s)://
 // URL or an oci:// repository), or the daemon's default one.
-func (d *daemon) store(spec string, insecure bool) (blobstore.Store, error) {
+func (d *Daemon) store(spec string, insecure bool) (blobstore.Store, error) {
 	if spec == "" {
-		spec = d.blobDir
+		spec = d.cfg.BlobDir
 	}
 	if spec == "" {
 		return nil, nil
@@ -115,7 +79,7 @@ func (d *daemon) store(spec string, insecure bool) (blobstore.Store, error) {
 	if s, ok := d.stores[key]; ok {
 		return s, nil
 	}
-	opts := blobstore.StoreOptions{HTTPOptions: d.httpOpts, MirrorsByHost: d.mirrors, Stats: d.backends}
+	opts := blobstore.StoreOptions{HTTPOptions: d.httpOpts, MirrorsByHost: d.cfg.RegistryMirrors, Stats: d.backends}
 	opts.Insecure = insecure
 	s, err := blobstore.Open(spec, opts)
 	if err != nil {
@@ -128,11 +92,11 @@ func (d *daemon) store(spec string, insecure bool) (blobstore.Store, error) {
 	return s, nil
 }
 
-func (d *daemon) Register(ctx context.Context, req control.RegisterRequest) (*control.Image, error) {
+func (d *Daemon) Register(ctx context.Context, req control.RegisterRequest) (*control.Image, error) {
 	return d.register(ctx, req, false)
 }
 
-func (d *daemon) register(ctx context.Context, req control.RegisterRequest, byMount bool) (_ *control.Image, err error) {
+func (d *Daemon) register(ctx context.Context, req control.RegisterRequest, byMount bool) (_ *control.Image, err error) {
 	// A fetched bootstrap is shared by the images of its digest and
 	// removed with the last: fetching and registering must not interleave
 	// with an unregister's removal.
@@ -160,7 +124,7 @@ func (d *daemon) register(ctx context.Context, req control.RegisterRequest, byMo
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", control.ErrBadRequest, err)
 		}
-		path, err := ondemand.FetchBootstrap(ctx, store, digest, filepath.Join(d.stateDir, "bootstraps"))
+		path, err := ondemand.FetchBootstrap(ctx, store, digest, filepath.Join(d.cfg.StateDir, "bootstraps"))
 		if err != nil {
 			if errors.Is(err, blobstore.ErrNotFound) {
 				return nil, fmt.Errorf("%w: %v", control.ErrNotFound, err)
@@ -190,7 +154,7 @@ func (d *daemon) register(ctx context.Context, req control.RegisterRequest, byMo
 // fetches and verifies its bootstrap, and points req at the local copy and
 // at the repository as blob store. It returns the manifest resolved, by
 // digest, so that a restart serves the same image even if the tag moved.
-func (d *daemon) resolveOCI(ctx context.Context, req *control.RegisterRequest) (string, error) {
+func (d *Daemon) resolveOCI(ctx context.Context, req *control.RegisterRequest) (string, error) {
 	var platform *v1.Platform
 	if req.Platform != "" {
 		p, err := v1.ParsePlatform(req.Platform)
@@ -227,7 +191,7 @@ func (d *daemon) resolveOCI(ctx context.Context, req *control.RegisterRequest) (
 	if res.Manifest.Bootstrap.Size > ondemand.MaxBootstrapSize {
 		return "", fmt.Errorf("%w: bootstrap of %d bytes", control.ErrBadRequest, res.Manifest.Bootstrap.Size)
 	}
-	path, err := ondemand.FetchBootstrap(ctx, store, digest, filepath.Join(d.stateDir, "bootstraps"))
+	path, err := ondemand.FetchBootstrap(ctx, store, digest, filepath.Join(d.cfg.StateDir, "bootstraps"))
 	if err != nil {
 		return "", fmt.Errorf("bootstrap of %s: %w", req.Bootstrap, err)
 	}
@@ -237,7 +201,7 @@ func (d *daemon) resolveOCI(ctx context.Context, req *control.RegisterRequest) (
 	return source, nil
 }
 
-func (d *daemon) Unregister(ctx context.Context, fsid, domain string) error {
+func (d *Daemon) Unregister(ctx context.Context, fsid, domain string) error {
 	var bootstrap string
 	for _, im := range d.reg.Images() {
 		if im.Spec.FSID == fsid && im.Spec.DomainID == domain {
@@ -261,8 +225,8 @@ func (d *daemon) Unregister(ctx context.Context, fsid, domain string) error {
 // dropBootstrap removes a bootstrap the daemon fetched (by digest or from
 // a registry) once no registered image uses it, so that tags moving on
 // do not fill the state dir; it is fetched again if needed.
-func (d *daemon) dropBootstrap(path string) {
-	dir := filepath.Join(d.stateDir, "bootstraps")
+func (d *Daemon) dropBootstrap(path string) {
+	dir := filepath.Join(d.cfg.StateDir, "bootstraps")
 	if path == "" || filepath.Dir(path) != dir {
 		return // the user's own image file
 	}
@@ -276,7 +240,7 @@ func (d *daemon) dropBootstrap(path string) {
 	}
 }
 
-func (d *daemon) describe(im *ondemand.Image) control.Image {
+func (d *Daemon) describe(im *ondemand.Image) control.Image {
 	out := control.Image{
 		FSID: im.Spec.FSID, DomainID: im.Spec.DomainID, Bootstrap: im.Spec.Bootstrap, Size: im.Size,
 		OpenObjects: im.OpenObjects(), Blobs: []control.Blob{}, Mounts: []string{},
@@ -298,7 +262,7 @@ func (d *daemon) describe(im *ondemand.Image) control.Image {
 	return out
 }
 
-func (d *daemon) Images(ctx context.Context) ([]control.Image, error) {
+func (d *Daemon) Images(ctx context.Context) ([]control.Image, error) {
 	out := []control.Image{}
 	for _, im := range d.reg.Images() {
 		out = append(out, d.describe(im))
@@ -308,7 +272,7 @@ func (d *daemon) Images(ctx context.Context) ([]control.Image, error) {
 
 // frontend picks the front end for a mount: "auto" prefers cachefiles
 // (the kernel caches the data itself) and falls back to fanotify.
-func (d *daemon) frontend(want string) (string, error) {
+func (d *Daemon) frontend(want string) (string, error) {
 	switch want {
 	case "", "auto":
 		if d.srv != nil {
@@ -332,7 +296,7 @@ func (d *daemon) frontend(want string) (string, error) {
 	return want, nil
 }
 
-func (d *daemon) Mount(ctx context.Context, req control.MountRequest) (*control.Mount, error) {
+func (d *Daemon) Mount(ctx context.Context, req control.MountRequest) (*control.Mount, error) {
 	fe, err := d.frontend(req.Frontend)
 	if err != nil {
 		return nil, err
@@ -398,7 +362,7 @@ func (d *daemon) Mount(ctx context.Context, req control.MountRequest) (*control.
 // named by device= options after their digest and chunk table
 // (BlobInfo.Name), not by the bare device tags: an image that claims
 // another image's blob digest with other chunks gets objects of its own.
-func (d *daemon) mountCachefiles(m *mountRec) error {
+func (d *Daemon) mountCachefiles(m *mountRec) error {
 	im := d.image(m.FSID, m.DomainID)
 	if im == nil {
 		return fmt.Errorf("%w: image %q is not registered", control.ErrNotFound, m.FSID)
@@ -425,7 +389,7 @@ func (d *daemon) mountCachefiles(m *mountRec) error {
 }
 
 // image returns the registered image of fsid and domain, or nil.
-func (d *daemon) image(fsid, domain string) *ondemand.Image {
+func (d *Daemon) image(fsid, domain string) *ondemand.Image {
 	for _, i := range d.reg.Images() {
 		if i.Spec.FSID == fsid && i.Spec.DomainID == domain {
 			return i
@@ -436,7 +400,7 @@ func (d *daemon) image(fsid, domain string) *ondemand.Image {
 
 // checkFscacheSafe refuses, on kernels whose fscache mode reads sparse
 // holes wrongly (before 6.2), an image with a hole before data.
-func (d *daemon) checkFscacheSafe(im *ondemand.Image) error {
+func (d *Daemon) checkFscacheSafe(im *ondemand.Image) error {
 	if !d.fscacheHoleBug {
 		return nil
 	}
@@ -456,18 +420,18 @@ func (d *daemon) checkFscacheSafe(im *ondemand.Image) error {
 // reader. (fscache mounts name their sysfs directory after the fsid, not
 // after a bdi, so they are left alone.) Kernels without the ioctl to find
 // the mount's settings (before 6.8) keep their default, said in the log.
-func (d *daemon) tuneReadahead(mp string) {
-	if d.mountRA <= 0 {
+func (d *Daemon) tuneReadahead(mp string) {
+	if d.cfg.MountReadahead <= 0 {
 		return
 	}
-	if err := kmount.SetReadahead(mp, int(d.mountRA>>10)); err != nil {
+	if err := kmount.SetReadahead(mp, int(d.cfg.MountReadahead>>10)); err != nil {
 		d.log.WithError(err).WithField("mountpoint", mp).Info("mount readahead left at the kernel's default")
 	}
 }
 
 // mountFanotify mounts the image file-backed with a sparse cache file per
 // blob, each watched for pre-content events.
-func (d *daemon) mountFanotify(m *mountRec) error {
+func (d *Daemon) mountFanotify(m *mountRec) error {
 	if err := d.watchBlobs(m); err != nil {
 		return err
 	}
@@ -485,12 +449,12 @@ func (d *daemon) mountFanotify(m *mountRec) error {
 }
 
 // watchBlobs resolves a mount's blobs and watches their cache files.
-func (d *daemon) watchBlobs(m *mountRec) error {
+func (d *Daemon) watchBlobs(m *mountRec) error {
 	im := d.image(m.FSID, m.DomainID)
 	if im == nil {
 		return fmt.Errorf("%w: image %q is not registered", control.ErrNotFound, m.FSID)
 	}
-	dir := filepath.Join(d.cacheDir, "fanotify")
+	dir := filepath.Join(d.cfg.CacheDir, "fanotify")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
@@ -540,7 +504,7 @@ func mountHint(err error) string {
 	return ""
 }
 
-func (d *daemon) Unmount(ctx context.Context, mountpoint string) error {
+func (d *Daemon) Unmount(ctx context.Context, mountpoint string) error {
 	mp := filepath.Clean(mountpoint)
 	d.mu.Lock()
 	m, ok := d.mounts[mp]
@@ -583,7 +547,7 @@ func (d *daemon) Unmount(ctx context.Context, mountpoint string) error {
 	return nil
 }
 
-func (d *daemon) Mounts(ctx context.Context) ([]control.Mount, error) {
+func (d *Daemon) Mounts(ctx context.Context) ([]control.Mount, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	out := []control.Mount{}
@@ -594,12 +558,12 @@ func (d *daemon) Mounts(ctx context.Context) ([]control.Mount, error) {
 	return out, nil
 }
 
-func (d *daemon) Status(ctx context.Context) (*control.Status, error) {
+func (d *Daemon) Status(ctx context.Context) (*control.Status, error) {
 	d.mu.Lock()
 	mounts := len(d.mounts)
 	d.mu.Unlock()
 	st := &control.Status{
-		Version: version, PID: os.Getpid(), Started: d.started, Frontend: "cachefiles", CacheDir: d.cacheDir,
+		Version: d.cfg.Version, PID: os.Getpid(), Started: d.started, Frontend: "cachefiles", CacheDir: d.cfg.CacheDir,
 		Images: len(d.reg.Images()), Mounts: mounts, Counters: map[string]int64{
 			"chunk_fetches":         d.reg.Stats.Fetches.Load(),
 			"chunk_fetched_bytes":   d.reg.Stats.FetchedBytes.Load(),

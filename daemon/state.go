@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"context"
@@ -37,11 +37,11 @@ type savedImage struct {
 	Source  string `json:"source,omitempty"` // oci:// images: the manifest the bootstrap came from
 }
 
-func (d *daemon) statePath() string { return filepath.Join(d.stateDir, "state.json") }
+func (d *Daemon) statePath() string { return filepath.Join(d.cfg.StateDir, "state.json") }
 
 // saveState writes the state atomically; failures are logged, since the
 // daemon can serve without it (only a restart would lose track).
-func (d *daemon) saveState() {
+func (d *Daemon) saveState() {
 	d.mu.Lock()
 	if d.restoring {
 		// Half restored: saving now would drop the mounts not adopted
@@ -63,7 +63,7 @@ func (d *daemon) saveState() {
 	}
 	d.mu.Unlock()
 	data, _ := json.MarshalIndent(st, "", "  ")
-	if err := os.MkdirAll(d.stateDir, 0o700); err != nil {
+	if err := os.MkdirAll(d.cfg.StateDir, 0o700); err != nil {
 		d.log.WithError(err).Warn("saving state")
 		return
 	}
@@ -79,7 +79,7 @@ func (d *daemon) saveState() {
 
 // restoreState re-registers the images and re-adopts the mounts of the
 // daemon that ran before this one (a restart under a supervisor).
-func (d *daemon) restoreState(ctx context.Context) error {
+func (d *Daemon) restoreState(ctx context.Context) error {
 	data, err := os.ReadFile(d.statePath())
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"errors"
@@ -15,14 +15,14 @@ import (
 	"github.com/erofsd/erofsd/ondemand/fanotify"
 )
 
-// supervise runs "erofsd [args]" as a child and keeps the child's kernel
+// Supervise runs "erofsd [args]" as a child and keeps the child's kernel
 // fds (and its journal of requests in progress) across the child's
 // death: when it crashes it is started again and picks them up, so
 // readers of its mounts wait instead of failing or reading zeros. SIGHUP
 // restarts the child gracefully from the binary on disk (a live upgrade);
 // SIGTERM or SIGINT stop both. Under systemd the held fds also go to
 // its fd store, so that a restart of the whole service resumes too.
-func supervise(args []string) error {
+func Supervise(args []string) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err

@@ -1,0 +1,182 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/erofsd/erofsd/internal/control"
+	"github.com/erofsd/erofsd/internal/fdhold"
+	"github.com/erofsd/erofsd/ondemand"
+	"github.com/erofsd/erofsd/ondemand/cachefiles"
+	"github.com/sirupsen/logrus"
+)
+
+// Config is everything a Daemon is told. The zero value of a field means
+// its default (see Defaults), except where said otherwise.
+type Config struct {
+	// CacheDir holds the kernel's cache: cachefiles' cache (on a
+	// filesystem with user xattrs) and the fanotify cache files.
+	CacheDir string
+	// StateDir holds state.json and fetched bootstraps.
+	StateDir string
+	// Socket is the control API's unix socket (mode 0600).
+	Socket string
+	// MetricsAddr serves /metrics, /healthz and /readyz; empty: off.
+	MetricsAddr string
+
+	// BlobDir is the default blob store (a directory, an http(s):// URL
+	// or an oci:// repository); empty: none.
+	BlobDir string
+	// BlobCAFile adds CA certificates for https stores and registries.
+	BlobCAFile string
+	// RegistryMirrors lists mirrors per registry host, tried in order.
+	RegistryMirrors map[string][]string
+
+	// Frontend is "auto" (every front end this kernel supports),
+	// "cachefiles" or "fanotify".
+	Frontend string
+	// CachefilesTag is the cachefiles cache's tag.
+	CachefilesTag string
+	// Workers is the number of kernel requests handled at once.
+	Workers int
+
+	// MinFetch is the least a fill reads from a blob store (at most
+	// ondemand.MaxRun); ReadaheadWindow what is kept fetched ahead of a
+	// sequential reader; MountReadahead the readahead of erofsd's
+	// file-backed mounts (0: the kernel's).
+	MinFetch, ReadaheadWindow, MountReadahead int64
+	// RequestTimeout bounds a kernel request: one not served within it
+	// fails with EIO and the store request behind it is cancelled.
+	RequestTimeout time.Duration
+
+	// Prefetch is the default of mounts that do not say: "off" or
+	// "whole"; PrefetchRate caps all prefetch together (bytes/s, 0:
+	// none).
+	Prefetch     string
+	PrefetchRate int64
+
+	// CachefilesLimits are cachefiles' culling thresholds.
+	CachefilesLimits cachefiles.Limits
+	// FanotifyCacheLimit caps the fanotify cache files' bytes (0: none).
+	FanotifyCacheLimit int64
+	// CacheCheckInterval is how often cache space is checked.
+	CacheCheckInterval time.Duration
+
+	// Supervisor is the "erofsd supervise" holding the kernel fds across
+	// a crash (fdhold.FromEnv); nil: none.
+	Supervisor *fdhold.Client
+	// Systemd makes the daemon talk to systemd: readiness, status and
+	// watchdog notifications, and (unsupervised) its fd store.
+	Systemd bool
+
+	// Version is reported in status and metrics.
+	Version string
+	// Logger receives the daemon's logs; nil discards them.
+	Logger logrus.FieldLogger
+}
+
+// Defaults for fields left zero.
+const (
+	DefaultCacheDir           = "/var/cache/erofsd"
+	DefaultStateDir           = "/var/lib/erofsd"
+	DefaultMetricsAddr        = "127.0.0.1:9851"
+	DefaultWorkers            = 16
+	DefaultReadaheadWindow    = 16 << 20
+	DefaultMountReadahead     = 4 << 20
+	DefaultRequestTimeout     = 60 * time.Second
+	DefaultCacheCheckInterval = 30 * time.Second
+)
+
+// ErrConfig is wrapped by every error of an invalid Config.
+var ErrConfig = errors.New("invalid configuration")
+
+func configErr(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrConfig, fmt.Sprintf(format, args...))
+}
+
+// Validate checks the configuration as New would.
+func (c Config) Validate() error {
+	_, err := c.withDefaults()
+	return err
+}
+
+// withDefaults returns c with its zero fields set to their defaults and
+// checks it.
+func (c Config) withDefaults() (Config, error) {
+	if c.CacheDir == "" {
+		c.CacheDir = DefaultCacheDir
+	}
+	if c.StateDir == "" {
+		c.StateDir = DefaultStateDir
+	}
+	if c.Socket == "" {
+		c.Socket = control.DefaultSocket
+	}
+	if c.Frontend == "" {
+		c.Frontend = "auto"
+	}
+	if c.CachefilesTag == "" {
+		c.CachefilesTag = "erofsd"
+	}
+	if c.Workers == 0 {
+		c.Workers = DefaultWorkers
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = DefaultRequestTimeout
+	}
+	if c.Prefetch == "" {
+		c.Prefetch = "off"
+	}
+	if c.CacheCheckInterval == 0 {
+		c.CacheCheckInterval = DefaultCacheCheckInterval
+	}
+	if c.Version == "" {
+		c.Version = "dev"
+	}
+	if c.Logger == nil {
+		l := logrus.New()
+		l.Out = discard{}
+		c.Logger = l
+	}
+	switch c.Frontend {
+	case "auto", "cachefiles", "fanotify":
+	default:
+		return c, configErr("frontend %q: want auto, cachefiles or fanotify", c.Frontend)
+	}
+	if c.Workers < 0 {
+		return c, configErr("workers %d: want at least 1", c.Workers)
+	}
+	if c.MinFetch < 0 || c.MinFetch > ondemand.MaxRun {
+		return c, configErr("min_fetch (--min-fetch) %d: want 0 to %d", c.MinFetch, ondemand.MaxRun)
+	}
+	if c.ReadaheadWindow < 0 {
+		return c, configErr("readahead_window (--readahead-window) %d: want 0 or more", c.ReadaheadWindow)
+	}
+	if c.MountReadahead != 0 && c.MountReadahead < 4<<10 {
+		return c, configErr("mount_readahead (--mount-readahead) %d: want 0 (the kernel's) or at least 4K", c.MountReadahead)
+	}
+	if c.RequestTimeout < time.Second {
+		return c, configErr("request_timeout (--request-timeout) %v: want at least 1s", c.RequestTimeout)
+	}
+	if err := checkPrefetchMode(c.Prefetch); err != nil { // names "prefetch"
+		return c, configErr("%v", err)
+	}
+	if c.PrefetchRate < 0 {
+		return c, configErr("prefetch_rate (--prefetch-rate) %d: want 0 (unlimited) or more", c.PrefetchRate)
+	}
+	if err := c.CachefilesLimits.Validate(); err != nil {
+		return c, configErr("cachefiles_brun, _bcull, _bstop, _frun, _fcull, _fstop (--cachefiles-brun ...): %v", err)
+	}
+	if c.CacheCheckInterval < time.Second {
+		return c, configErr("cache_check_interval (--cache-check-interval) %v: want at least 1s", c.CacheCheckInterval)
+	}
+	if c.FanotifyCacheLimit < 0 {
+		return c, configErr("fanotify_cache_limit (--fanotify-cache-limit) %d: want 0 (none) or more", c.FanotifyCacheLimit)
+	}
+	return c, nil
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }

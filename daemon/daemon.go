@@ -1,0 +1,352 @@
+// Package daemon is erofsd: it registers images, mounts them through a
+// kernel front end (cachefiles on-demand or fanotify pre-content events)
+// and serves their data lazily from blob stores, with a control API on a
+// unix socket, Prometheus metrics, prefetch, cache upkeep, and a state
+// file that lets a restarted daemon carry on with the mounts of the one
+// before. cmd/erofsd turns flags and a TOML file into a Config and runs
+// New(cfg).Run(ctx); Supervise is "erofsd supervise".
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/erofsd/erofsd/blobstore"
+	"github.com/erofsd/erofsd/internal/control"
+	"github.com/erofsd/erofsd/internal/fdhold"
+	"github.com/erofsd/erofsd/internal/sdnotify"
+	"github.com/erofsd/erofsd/metrics"
+	"github.com/erofsd/erofsd/ondemand"
+	"github.com/erofsd/erofsd/ondemand/cachefiles"
+	"github.com/erofsd/erofsd/ondemand/fanotify"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sirupsen/logrus"
+)
+
+// Daemon is one erofsd. Create it with New, run it with Run; it serves
+// the control API (control.Backend) while it runs.
+type Daemon struct {
+	cfg      Config
+	reg      *ondemand.Registry
+	srv      *cachefiles.Server // nil when cachefiles on-demand cannot be used
+	srvErr   error              // why srv is nil
+	fan      *fanotify.Server   // nil when fanotify pre-content events cannot be used
+	fanErr   error              // why fan is nil
+	httpOpts blobstore.HTTPOptions
+	backends *blobstore.Stats // blob store counters by kind
+	// fscacheHoleBug: this kernel (before 6.2) reads a sparse hole in
+	// fscache mode as zeros up to the end of the read, data after it
+	// included; kernelRelease names it.
+	fscacheHoleBug bool
+	kernelRelease  string
+	log            logrus.FieldLogger
+	started        time.Time
+	pf             *prefetcher // background prefetch after mounts
+
+	sup       *fdhold.Client // the supervisor holding our kernel fds, if any
+	held      *fdhold.State  // what it held for us at start
+	fdStore   fdhold.Mirror  // systemd's fd store, unsupervised under systemd
+	promReg   *prometheus.Registry
+	handover  atomic.Bool // Run ends to hand over to a new daemon, not for good
+	closeOnce sync.Once
+
+	bootMu   sync.Mutex // held from fetching a bootstrap to registering it, and around unregistering
+	storesMu sync.Mutex
+	stores   map[string]blobstore.Store // by spec and TLS setting
+
+	mu        sync.Mutex
+	meta      map[string]*imageMeta // by fsid + "\x00" + domain
+	mounts    map[string]*mountRec
+	restoring bool // restoreState runs: saveState waits for its end
+}
+
+// New opens the kernel front ends the configuration and the kernel allow
+// (taking back the fds a supervisor or systemd's fd store kept for a
+// restarted daemon) and prepares the daemon; Run starts serving. A front
+// end that cannot work here stays off with the reason logged, so that
+// the API can say why mounts fail.
+func New(cfg Config) (*Daemon, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	reg := ondemand.NewRegistry()
+	reg.MinFetch, reg.ReadaheadWindow = cfg.MinFetch, cfg.ReadaheadWindow
+	d := &Daemon{cfg: cfg, reg: reg, log: log, started: time.Now(),
+		httpOpts: blobstore.HTTPOptions{CAFile: cfg.BlobCAFile}, backends: &blobstore.Stats{},
+		meta: map[string]*imageMeta{}, mounts: map[string]*mountRec{}, promReg: prometheus.NewRegistry()}
+	d.kernelRelease = cachefiles.KernelRelease()
+	d.fscacheHoleBug = cachefiles.HolesReadWrong(d.kernelRelease)
+	d.pf = newPrefetcher(reg, cfg.Prefetch, cfg.PrefetchRate, log)
+	if err := os.MkdirAll(cfg.CacheDir, 0o700); err != nil {
+		reg.Close()
+		return nil, fmt.Errorf("cache directory: %w", err)
+	}
+	if err := d.openFrontends(); err != nil {
+		d.release()
+		return nil, err
+	}
+	return d, nil
+}
+
+// openFrontends opens cachefiles and fanotify as configured.
+func (d *Daemon) openFrontends() error {
+	cfg, log := d.cfg, d.log
+	useCachefiles := cfg.Frontend == "auto" || cfg.Frontend == "cachefiles"
+	useFanotify := cfg.Frontend == "auto" || cfg.Frontend == "fanotify"
+
+	// Under "erofsd supervise", the supervisor keeps our kernel fds: a
+	// restarted daemon takes them back and carries on.
+	d.sup = cfg.Supervisor
+	d.held = &fdhold.State{FDs: map[string]int{}, Journal: map[string]string{}}
+	if d.sup != nil {
+		held, err := d.sup.Get()
+		if err != nil {
+			return fmt.Errorf("supervisor: %w", err)
+		}
+		d.held = held
+	} else if cfg.Systemd {
+		// Unsupervised under systemd, systemd's fd store keeps the
+		// cachefiles fd (the supervisor, if any, stores what it holds).
+		fds, err := fdhold.FromSystemd()
+		if err != nil {
+			log.WithError(err).Warn("fds from systemd's fd store")
+		}
+		maps.Copy(d.held.FDs, fds)
+		d.fdStore = fdhold.SystemdStore{}
+	}
+	var journal fanotify.Journal
+	if d.sup != nil {
+		journal = d.sup
+	}
+
+	d.srvErr, d.fanErr = errors.New("disabled by --frontend"), errors.New("disabled by --frontend")
+	hist := metrics.NewHistograms(d.promReg)
+	d.reg.FetchLatency = hist.BackendFetch
+	cfCfg := cachefiles.Config{Workers: cfg.Workers, Logger: log, ReadLatency: hist.CachefilesRead,
+		Limits: cfg.CachefilesLimits, CacheDir: cfg.CacheDir, CullInterval: cfg.CacheCheckInterval, Wanted: d.reg.Wants}
+	fanCfg := fanotify.Config{Workers: cfg.Workers, Logger: log, Journal: journal, ReadLatency: hist.FanotifyRead,
+		CacheDir: filepath.Join(cfg.CacheDir, "fanotify"), CacheLimit: cfg.FanotifyCacheLimit}
+	if fd, ok := d.held.FDs["cachefiles"]; ok {
+		d.srv, d.srvErr = cachefiles.Resume(fd, d.reg, cfCfg)
+	} else if useCachefiles {
+		if d.srv, d.srvErr = cachefiles.Open(cfg.CacheDir, cfg.CachefilesTag, d.reg, cfCfg); d.srvErr == nil && d.sup != nil {
+			d.sup.Hold("cachefiles", d.srv.FD())
+		} else if d.srvErr == nil && d.fdStore != nil {
+			if err := d.fdStore.Store("cachefiles", d.srv.FD()); err != nil {
+				log.WithError(err).Warn("the cachefiles fd is not kept across a crash")
+			}
+		}
+	}
+	if d.srvErr != nil && useCachefiles {
+		log.WithError(d.srvErr).Warn("cachefiles front end unavailable")
+	}
+	if fd, ok := d.held.FDs["fanotify"]; ok {
+		d.fan, d.fanErr = fanotify.FromFD(fd, fanCfg)
+	} else if useFanotify && d.sup == nil {
+		// Without another holder of the group, a crash would let the
+		// kernel read missing data as zeros: refuse rather than risk it.
+		d.fanErr = errors.New("fanotify needs a holder of its group fd so that reads fail closed if erofsd dies: run erofsd supervise")
+	} else if useFanotify {
+		if d.fanErr = fanotify.Supported(cfg.CacheDir); d.fanErr == nil {
+			if d.fan, d.fanErr = fanotify.New(fanCfg); d.fanErr == nil && d.sup != nil {
+				d.sup.Hold("fanotify", d.fan.FD())
+			}
+		}
+	}
+	if d.fanErr != nil && useFanotify {
+		log.WithError(d.fanErr).Warn("fanotify front end unavailable")
+	} else if d.fan != nil {
+		writers := map[string]int{}
+		for name, fd := range d.held.FDs {
+			if p, ok := strings.CutPrefix(name, "fanotify-writer:"); ok {
+				writers[p] = fd
+			}
+		}
+		d.fan.AdoptWriters(writers)
+	}
+	return nil
+}
+
+// HandOver makes Run, when its context ends, stop for a new daemon that
+// takes over (a live upgrade): mounts keep waiting for it instead of
+// being made to fail.
+func (d *Daemon) HandOver() { d.handover.Store(true) }
+
+// Run serves until ctx ends: the front ends, the control API on the
+// socket, metrics, cache upkeep. A restarted daemon first serves again
+// what the previous one served. It returns after shutting down.
+func (d *Daemon) Run(ctx context.Context) error {
+	defer d.release()
+	cfg, log := d.cfg, d.log
+	if len(d.held.FDs) > 0 {
+		// Serve again what the previous daemon served, then finish the
+		// reads it had taken but not answered, before reading new ones.
+		if err := d.restoreState(ctx); err != nil {
+			log.WithError(err).Error("restoring state after a restart")
+		}
+		if d.fan != nil {
+			d.fan.Replay(ctx, d.held.Journal)
+		}
+		log.WithFields(logrus.Fields{"images": len(d.reg.Images()), "replayed": len(d.held.Journal)}).Info("resumed after a restart")
+	}
+	if d.srv == nil && d.fan == nil {
+		log.Error("no front end can serve this kernel: mounts will fail (see the warnings above)")
+	}
+
+	metrics.Register(d.promReg, metrics.Sources{Registry: d.reg, Cachefiles: d.srv, Fanotify: d.fan, Version: cfg.Version, Backends: d.backends,
+		Mounts: func() int { d.mu.Lock(); defer d.mu.Unlock(); return len(d.mounts) }})
+	if cfg.MetricsAddr != "" {
+		ml, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("metrics address: %w", err)
+		}
+		ms := &http.Server{Handler: d.metricsHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go ms.Serve(ml)
+		defer ms.Close()
+	}
+
+	l, err := control.Listen(cfg.Socket)
+	if err != nil {
+		return fmt.Errorf("control socket: %w", err)
+	}
+	defer os.Remove(cfg.Socket)
+	hs := &http.Server{Handler: control.Handler(d), ReadHeaderTimeout: 10 * time.Second}
+	go hs.Serve(l)
+	log.WithFields(logrus.Fields{"socket": cfg.Socket, "cache_dir": cfg.CacheDir, "version": cfg.Version,
+		"cachefiles": d.srv != nil, "fanotify": d.fan != nil}).Info("erofsd ready")
+
+	type loop interface {
+		Serve(context.Context) error
+		Close() error
+	}
+	var loops []loop
+	if d.srv != nil {
+		loops = append(loops, d.srv)
+	}
+	if d.fan != nil {
+		loops = append(loops, d.fan)
+	}
+	loopCtx, stopLoops := context.WithCancel(context.Background())
+	defer stopLoops()
+	ended := make(chan error, len(loops))
+	for _, l := range loops {
+		go func() { ended <- l.Serve(loopCtx) }()
+	}
+	running := len(loops)
+	d.maintainCache(loopCtx, cfg.CacheCheckInterval)
+	if cfg.Systemd {
+		status := fmt.Sprintf("STATUS=serving: cachefiles %v, fanotify %v", d.srv != nil, d.fan != nil)
+		if err := sdnotify.Notify("READY=1\n" + status); err != nil {
+			log.WithError(err).Warn("sd_notify")
+		}
+		if iv := sdnotify.WatchdogInterval(); iv > 0 {
+			go watchdog(loopCtx, iv)
+		}
+	}
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err := <-ended:
+		running--
+		log.WithError(err).Error("a front end loop ended")
+	}
+	// No prefetch may write into cache files from here on (poisoned
+	// files must stay truncated).
+	d.pf.stopAll()
+	if d.handover.Load() {
+		log.Info("handing over to the next daemon")
+	} else {
+		if d.fdStore != nil && d.srv != nil {
+			// Stopping for good: mounts fail instead of waiting.
+			d.fdStore.Remove("cachefiles")
+		}
+		if d.fan != nil {
+			// Stopping for good: incomplete cache files would read as
+			// zeros once the group is gone; make them fail instead
+			// (while the loop still runs: truncating raises an event).
+			if n, err := d.fan.PoisonIncomplete(); n > 0 || err != nil {
+				log.WithError(err).WithField("files", n).Warn("incomplete fanotify cache files truncated: their mounts now fail reads with EIO")
+			}
+		}
+	}
+	if cfg.Systemd {
+		sdnotify.Notify("STOPPING=1")
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	hs.Shutdown(shutCtx)
+	for _, l := range loops {
+		l.Close()
+	}
+	stopLoops()
+	for ; running > 0; running-- {
+		select {
+		case <-ended:
+		case <-shutCtx.Done():
+			running = 0
+		}
+	}
+	d.mu.Lock()
+	n := len(d.mounts)
+	d.mu.Unlock()
+	if n > 0 {
+		log.WithField("mounts", n).Warn("exiting with images mounted: reads of data not yet fetched fail until erofsd serves them again")
+	}
+	return nil
+}
+
+// release gives up the kernel fds and the registry (once).
+func (d *Daemon) release() {
+	d.closeOnce.Do(func() {
+		d.pf.stopAll()
+		if d.srv != nil {
+			d.srv.Release()
+		}
+		if d.fan != nil {
+			d.fan.Release()
+		}
+		d.reg.Close()
+	})
+}
+
+func watchdog(ctx context.Context, iv time.Duration) {
+	t := time.NewTicker(iv / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			sdnotify.Notify("WATCHDOG=1")
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// metricsHandler serves /metrics, /healthz (the process answers) and
+// /readyz (a kernel front end is serving).
+func (d *Daemon) metricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(d.promReg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if d.srv == nil && d.fan == nil {
+			http.Error(w, fmt.Sprintf("no kernel front end: cachefiles: %v; fanotify: %v", d.srvErr, d.fanErr), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	return mux
+}
