@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"sync/atomic"
+
+	"github.com/erofsd/erofsd/internal/counters"
 )
 
 // BackendStats counts what one kind of backend did. Fields are updated
@@ -79,5 +81,42 @@ func (s *BackendStats) countError(err error) {
 		s.Temporary.Add(1)
 	default:
 		s.Other.Add(1)
+	}
+}
+
+// Counter families of the blob stores, by backend kind.
+var (
+	RequestsDesc = &counters.Desc{Name: "backend_requests_total", Labels: []string{"backend"},
+		Help: "Requests sent to blob stores (each attempt at each host; local stores: opens and reads), by backend kind."}
+	RetriesDesc = &counters.Desc{Name: "backend_retries_total", Labels: []string{"backend"},
+		Help: "Blob store request rounds repeated after a temporary failure (5xx, reset, short read, timeout), by backend kind."}
+	FallbacksDesc = &counters.Desc{Name: "backend_fallbacks_total", Labels: []string{"backend"},
+		Help: "Blob store requests passed on to the next host because a registry mirror failed, by backend kind."}
+	ErrorsDesc = &counters.Desc{Name: "backend_errors_total", Labels: []string{"backend", "class"},
+		Help: "Blob store operations that failed after retries and fallbacks, by backend kind and error class."}
+	BytesDesc = &counters.Desc{Name: "backend_received_bytes_total", Labels: []string{"backend"},
+		Help: "Blob bytes received from blob stores, including attempts that failed later, by backend kind."}
+)
+
+// Describe names the blob stores' families.
+func (s *Stats) Describe(describe func(*counters.Desc)) {
+	for _, d := range []*counters.Desc{RequestsDesc, RetriesDesc, FallbacksDesc, ErrorsDesc, BytesDesc} {
+		describe(d)
+	}
+}
+
+// Counters reports every kind's counters.
+func (s *Stats) Counters(emit func(counters.Value)) {
+	e := counters.Emitter(emit)
+	for _, kind := range Kinds {
+		st := s.ByKind(kind)
+		e.Add(RequestsDesc, st.Requests.Load(), kind)
+		e.Add(RetriesDesc, st.Retries.Load(), kind)
+		e.Add(FallbacksDesc, st.Fallbacks.Load(), kind)
+		e.Add(ErrorsDesc, st.NotFound.Load(), kind, "not_found")
+		e.Add(ErrorsDesc, st.Unauthorized.Load(), kind, "unauthorized")
+		e.Add(ErrorsDesc, st.Temporary.Load(), kind, "temporary")
+		e.Add(ErrorsDesc, st.Other.Load(), kind, "other")
+		e.Add(BytesDesc, st.Bytes.Load(), kind)
 	}
 }

@@ -37,38 +37,34 @@ import (
 // Daemon is one erofsd. Create it with New, run it with Run; it serves
 // the control API (control.Backend) while it runs.
 type Daemon struct {
-	cfg      Config
-	reg      *ondemand.Registry
-	srv      *cachefiles.Server // nil when cachefiles on-demand cannot be used
-	srvErr   error              // why srv is nil
-	fan      *fanotify.Server   // nil when fanotify pre-content events cannot be used
-	fanErr   error              // why fan is nil
-	httpOpts blobstore.HTTPOptions
-	backends *blobstore.Stats // blob store counters by kind
-	// fscacheHoleBug: this kernel (before 6.2) reads a sparse hole in
-	// fscache mode as zeros up to the end of the read, data after it
-	// included; kernelRelease names it.
-	fscacheHoleBug bool
-	kernelRelease  string
-	log            logrus.FieldLogger
-	started        time.Time
-	pf             *prefetcher // background prefetch after mounts
+	cfg Config
+	reg *ondemand.Registry
+	// frontends serve the kernel, cachefiles first (auto prefers it);
+	// off says why the others are off.
+	frontends []ondemand.Frontend
+	off       map[string]error
+	httpOpts  blobstore.HTTPOptions
+	backends  *blobstore.Stats // blob store counters by kind
+	log       logrus.FieldLogger
+	started   time.Time
+	pf        *prefetcher // background prefetch after mounts
 
 	sup       *fdhold.Client // the supervisor holding our kernel fds, if any
 	held      *fdhold.State  // what it held for us at start
 	fdStore   fdhold.Mirror  // systemd's fd store, unsupervised under systemd
 	promReg   *prometheus.Registry
-	handover  atomic.Bool // Run ends to hand over to a new daemon, not for good
+	handover  atomic.Bool           // Run ends to hand over to a new daemon, not for good
+	replay    func(context.Context) // fanotify: answers the events the previous daemon had taken
 	closeOnce sync.Once
 
-	bootMu   sync.Mutex // held from fetching a bootstrap to registering it, and around unregistering
-	storesMu sync.Mutex
-	stores   map[string]blobstore.Store // by spec and TLS setting
+	bootLocks keyLocks // by bootstrap path: a fetch and its registration against its removal
+	storesMu  sync.Mutex
+	stores    map[string]blobstore.Store // by spec and TLS setting
 
 	mu        sync.Mutex
-	meta      map[string]*imageMeta // by fsid + "\x00" + domain
-	mounts    map[string]*mountRec
-	restoring bool // restoreState runs: saveState waits for its end
+	mounts    map[string]*mountRec // by mountpoint; mounted == nil while being mounted
+	restoring bool                 // restoreState runs: saveState waits for its end
+	stateMu   sync.Mutex           // one state file write at a time
 }
 
 // New opens the kernel front ends the configuration and the kernel allow
@@ -84,11 +80,9 @@ func New(cfg Config) (*Daemon, error) {
 	log := cfg.Logger
 	reg := ondemand.NewRegistry()
 	reg.MinFetch, reg.ReadaheadWindow = cfg.MinFetch, cfg.ReadaheadWindow
-	d := &Daemon{cfg: cfg, reg: reg, log: log, started: time.Now(),
+	d := &Daemon{cfg: cfg, reg: reg, log: log, started: time.Now(), off: map[string]error{},
 		httpOpts: blobstore.HTTPOptions{CAFile: cfg.BlobCAFile}, backends: &blobstore.Stats{},
-		meta: map[string]*imageMeta{}, mounts: map[string]*mountRec{}, promReg: prometheus.NewRegistry()}
-	d.kernelRelease = cachefiles.KernelRelease()
-	d.fscacheHoleBug = cachefiles.HolesReadWrong(d.kernelRelease)
+		mounts: map[string]*mountRec{}, promReg: prometheus.NewRegistry()}
 	d.pf = newPrefetcher(reg, cfg.Prefetch, cfg.PrefetchRate, log)
 	if err := os.MkdirAll(cfg.CacheDir, 0o700); err != nil {
 		reg.Close()
@@ -132,50 +126,67 @@ func (d *Daemon) openFrontends() error {
 		journal = d.sup
 	}
 
-	d.srvErr, d.fanErr = errors.New("disabled by --frontend"), errors.New("disabled by --frontend")
+	disabled := errors.New("disabled by --frontend")
 	hist := metrics.NewHistograms(d.promReg)
 	d.reg.FetchLatency = hist.BackendFetch
-	cfCfg := cachefiles.Config{Workers: cfg.Workers, Logger: log, ReadLatency: hist.CachefilesRead,
+	cfCfg := cachefiles.Config{Workers: cfg.Workers, RequestTimeout: cfg.RequestTimeout, Logger: log, ReadLatency: hist.CachefilesRead,
 		Limits: cfg.CachefilesLimits, CacheDir: cfg.CacheDir, CullInterval: cfg.CacheCheckInterval, Wanted: d.reg.Wants}
-	fanCfg := fanotify.Config{Workers: cfg.Workers, Logger: log, Journal: journal, ReadLatency: hist.FanotifyRead,
-		CacheDir: filepath.Join(cfg.CacheDir, "fanotify"), CacheLimit: cfg.FanotifyCacheLimit}
+	fanCfg := fanotify.Config{Workers: cfg.Workers, RequestTimeout: cfg.RequestTimeout, Logger: log, Journal: journal, ReadLatency: hist.FanotifyRead,
+		CacheDir: filepath.Join(cfg.CacheDir, "fanotify"), CacheLimit: cfg.FanotifyCacheLimit, CacheCheckInterval: cfg.CacheCheckInterval,
+		Resolver: d.reg, MountReadahead: cfg.MountReadahead}
+
+	var srv *cachefiles.Server
+	srvErr := disabled
 	if fd, ok := d.held.FDs["cachefiles"]; ok {
-		d.srv, d.srvErr = cachefiles.Resume(fd, d.reg, cfCfg)
+		srv, srvErr = cachefiles.Resume(fd, d.reg, cfCfg)
 	} else if useCachefiles {
-		if d.srv, d.srvErr = cachefiles.Open(cfg.CacheDir, cfg.CachefilesTag, d.reg, cfCfg); d.srvErr == nil && d.sup != nil {
-			d.sup.Hold("cachefiles", d.srv.FD())
-		} else if d.srvErr == nil && d.fdStore != nil {
-			if err := d.fdStore.Store("cachefiles", d.srv.FD()); err != nil {
+		if srv, srvErr = cachefiles.Open(cfg.CacheDir, cfg.CachefilesTag, d.reg, cfCfg); srvErr == nil && d.sup != nil {
+			d.sup.Hold("cachefiles", srv.FD())
+		} else if srvErr == nil && d.fdStore != nil {
+			if err := d.fdStore.Store("cachefiles", srv.FD()); err != nil {
 				log.WithError(err).Warn("the cachefiles fd is not kept across a crash")
 			}
 		}
 	}
-	if d.srvErr != nil && useCachefiles {
-		log.WithError(d.srvErr).Warn("cachefiles front end unavailable")
+	if srvErr != nil {
+		d.off["cachefiles"] = srvErr
+		if useCachefiles {
+			log.WithError(srvErr).Warn("cachefiles front end unavailable")
+		}
+	} else {
+		d.frontends = append(d.frontends, srv)
 	}
+
+	var fan *fanotify.Server
+	fanErr := disabled
 	if fd, ok := d.held.FDs["fanotify"]; ok {
-		d.fan, d.fanErr = fanotify.FromFD(fd, fanCfg)
+		fan, fanErr = fanotify.FromFD(fd, fanCfg)
 	} else if useFanotify && d.sup == nil {
 		// Without another holder of the group, a crash would let the
 		// kernel read missing data as zeros: refuse rather than risk it.
-		d.fanErr = errors.New("fanotify needs a holder of its group fd so that reads fail closed if erofsd dies: run erofsd supervise")
+		fanErr = errors.New("fanotify needs a holder of its group fd so that reads fail closed if erofsd dies: run erofsd supervise")
 	} else if useFanotify {
-		if d.fanErr = fanotify.Supported(cfg.CacheDir); d.fanErr == nil {
-			if d.fan, d.fanErr = fanotify.New(fanCfg); d.fanErr == nil && d.sup != nil {
-				d.sup.Hold("fanotify", d.fan.FD())
+		if fanErr = fanotify.Supported(cfg.CacheDir); fanErr == nil {
+			if fan, fanErr = fanotify.New(fanCfg); fanErr == nil && d.sup != nil {
+				d.sup.Hold("fanotify", fan.FD())
 			}
 		}
 	}
-	if d.fanErr != nil && useFanotify {
-		log.WithError(d.fanErr).Warn("fanotify front end unavailable")
-	} else if d.fan != nil {
+	if fanErr != nil {
+		d.off["fanotify"] = fanErr
+		if useFanotify {
+			log.WithError(fanErr).Warn("fanotify front end unavailable")
+		}
+	} else {
 		writers := map[string]int{}
 		for name, fd := range d.held.FDs {
 			if p, ok := strings.CutPrefix(name, "fanotify-writer:"); ok {
 				writers[p] = fd
 			}
 		}
-		d.fan.AdoptWriters(writers)
+		fan.AdoptWriters(writers)
+		d.replay = func(ctx context.Context) { fan.Replay(ctx, d.held.Journal) }
+		d.frontends = append(d.frontends, fan)
 	}
 	return nil
 }
@@ -191,23 +202,24 @@ func (d *Daemon) HandOver() { d.handover.Store(true) }
 func (d *Daemon) Run(ctx context.Context) error {
 	defer d.release()
 	cfg, log := d.cfg, d.log
+	// Serve again what the previous daemon served (mounts still there
+	// are adopted, whether the daemon was restarted holding its fds or
+	// started anew), then finish the reads it had taken but not
+	// answered, before reading new ones.
+	if err := d.restoreState(ctx); err != nil {
+		log.WithError(err).Error("restoring state")
+	}
 	if len(d.held.FDs) > 0 {
-		// Serve again what the previous daemon served, then finish the
-		// reads it had taken but not answered, before reading new ones.
-		if err := d.restoreState(ctx); err != nil {
-			log.WithError(err).Error("restoring state after a restart")
-		}
-		if d.fan != nil {
-			d.fan.Replay(ctx, d.held.Journal)
+		if d.replay != nil {
+			d.replay(ctx)
 		}
 		log.WithFields(logrus.Fields{"images": len(d.reg.Images()), "replayed": len(d.held.Journal)}).Info("resumed after a restart")
 	}
-	if d.srv == nil && d.fan == nil {
+	if len(d.frontends) == 0 {
 		log.Error("no front end can serve this kernel: mounts will fail (see the warnings above)")
 	}
 
-	metrics.Register(d.promReg, metrics.Sources{Registry: d.reg, Cachefiles: d.srv, Fanotify: d.fan, Version: cfg.Version, Backends: d.backends,
-		Mounts: func() int { d.mu.Lock(); defer d.mu.Unlock(); return len(d.mounts) }})
+	metrics.Register(d.promReg, cfg.Version, d.counterSources()...)
 	if cfg.MetricsAddr != "" {
 		ml, err := net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {
@@ -225,30 +237,26 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer os.Remove(cfg.Socket)
 	hs := &http.Server{Handler: control.Handler(d), ReadHeaderTimeout: 10 * time.Second}
 	go hs.Serve(l)
+	var names []string
+	for _, fe := range d.frontends {
+		names = append(names, fe.Name())
+	}
 	log.WithFields(logrus.Fields{"socket": cfg.Socket, "cache_dir": cfg.CacheDir, "version": cfg.Version,
-		"cachefiles": d.srv != nil, "fanotify": d.fan != nil}).Info("erofsd ready")
+		"frontends": strings.Join(names, ",")}).Info("erofsd ready")
+	if d.sup != nil {
+		d.sup.Serving() // the supervisor restarts a daemon that served at once
+	}
 
-	type loop interface {
-		Serve(context.Context) error
-		Close() error
-	}
-	var loops []loop
-	if d.srv != nil {
-		loops = append(loops, d.srv)
-	}
-	if d.fan != nil {
-		loops = append(loops, d.fan)
-	}
 	loopCtx, stopLoops := context.WithCancel(context.Background())
 	defer stopLoops()
-	ended := make(chan error, len(loops))
-	for _, l := range loops {
-		go func() { ended <- l.Serve(loopCtx) }()
+	ended := make(chan error, len(d.frontends))
+	for _, fe := range d.frontends {
+		go func() { ended <- fe.Serve(loopCtx) }()
+		go fe.KeepCache(loopCtx)
 	}
-	running := len(loops)
-	d.maintainCache(loopCtx, cfg.CacheCheckInterval)
+	running := len(d.frontends)
 	if cfg.Systemd {
-		status := fmt.Sprintf("STATUS=serving: cachefiles %v, fanotify %v", d.srv != nil, d.fan != nil)
+		status := fmt.Sprintf("STATUS=serving: %s", strings.Join(names, ", "))
 		if err := sdnotify.Notify("READY=1\n" + status); err != nil {
 			log.WithError(err).Warn("sd_notify")
 		}
@@ -266,20 +274,21 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// No prefetch may write into cache files from here on (poisoned
 	// files must stay truncated).
 	d.pf.stopAll()
-	if d.handover.Load() {
-		log.Info("handing over to the next daemon")
-	} else {
-		if d.fdStore != nil && d.srv != nil {
+	forGood := !d.handover.Load()
+	if forGood {
+		if _, off := d.off["cachefiles"]; d.fdStore != nil && !off {
 			// Stopping for good: mounts fail instead of waiting.
 			d.fdStore.Remove("cachefiles")
 		}
-		if d.fan != nil {
-			// Stopping for good: incomplete cache files would read as
-			// zeros once the group is gone; make them fail instead
-			// (while the loop still runs: truncating raises an event).
-			if n, err := d.fan.PoisonIncomplete(); n > 0 || err != nil {
-				log.WithError(err).WithField("files", n).Warn("incomplete fanotify cache files truncated: their mounts now fail reads with EIO")
-			}
+	} else {
+		log.Info("handing over to the next daemon")
+	}
+	for _, fe := range d.frontends {
+		// For good: requests being served fail (EIO) and fanotify
+		// files that are not complete are made to fail; the loops still
+		// run for that.
+		if err := fe.Stop(forGood); err != nil {
+			log.WithError(err).WithField("frontend", fe.Name()).Warn("stopping")
 		}
 	}
 	if cfg.Systemd {
@@ -288,8 +297,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	hs.Shutdown(shutCtx)
-	for _, l := range loops {
-		l.Close()
+	for _, fe := range d.frontends {
+		fe.Close()
 	}
 	stopLoops()
 	for ; running > 0; running-- {
@@ -299,10 +308,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			running = 0
 		}
 	}
-	d.mu.Lock()
-	n := len(d.mounts)
-	d.mu.Unlock()
-	if n > 0 {
+	if n := d.mountCount(); n > 0 {
 		log.WithField("mounts", n).Warn("exiting with images mounted: reads of data not yet fetched fail until erofsd serves them again")
 	}
 	return nil
@@ -312,11 +318,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 func (d *Daemon) release() {
 	d.closeOnce.Do(func() {
 		d.pf.stopAll()
-		if d.srv != nil {
-			d.srv.Release()
-		}
-		if d.fan != nil {
-			d.fan.Release()
+		for _, fe := range d.frontends {
+			fe.Release()
 		}
 		d.reg.Close()
 	})
@@ -342,8 +345,8 @@ func (d *Daemon) metricsHandler() http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.promReg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if d.srv == nil && d.fan == nil {
-			http.Error(w, fmt.Sprintf("no kernel front end: cachefiles: %v; fanotify: %v", d.srvErr, d.fanErr), http.StatusServiceUnavailable)
+		if len(d.frontends) == 0 {
+			http.Error(w, "no kernel front end: "+d.whyOff(), http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ok")

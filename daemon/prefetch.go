@@ -80,13 +80,8 @@ func (p *prefetcher) start(mp, fsid, domain string, opts ondemand.PrefetchOption
 	if p == nil {
 		return
 	}
-	var im *ondemand.Image
-	for _, i := range p.reg.Images() {
-		if i.Spec.FSID == fsid && i.Spec.DomainID == domain {
-			im = i
-		}
-	}
-	if im == nil {
+	im, ok := p.reg.Lookup(fsid, domain)
+	if !ok {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -146,18 +141,26 @@ func (p *prefetcher) stop(mp string) (resume func()) {
 	return func() { p.start(mp, run.fsid, run.domain, run.opts) }
 }
 
-// stopAll ends every prefetch.
+// stopAll ends every prefetch: all are told at once, then waited for,
+// 5 s in all.
 func (p *prefetcher) stopAll() {
 	if p == nil {
 		return
 	}
 	p.mu.Lock()
-	mps := make([]string, 0, len(p.runs))
-	for mp := range p.runs {
-		mps = append(mps, mp)
+	runs := make([]*prefetchRun, 0, len(p.runs))
+	for _, run := range p.runs {
+		run.cancel()
+		runs = append(runs, run)
 	}
 	p.mu.Unlock()
-	for _, mp := range mps {
-		p.stop(mp)
+	deadline := time.After(5 * time.Second)
+	for _, run := range runs {
+		select {
+		case <-run.done:
+		case <-deadline:
+			p.log.Warn("prefetch still running 5 s after it was stopped")
+			return
+		}
 	}
 }

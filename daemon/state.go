@@ -2,46 +2,27 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
-	"io/fs"
-	"os"
+	"fmt"
 	"path/filepath"
 
 	"github.com/erofsd/erofsd/internal/control"
+	"github.com/erofsd/erofsd/internal/mountinfo"
+	"github.com/erofsd/erofsd/internal/state"
 	"github.com/sirupsen/logrus"
 )
 
-// savedState is what a restarted daemon needs to carry on: the images it
-// served and the mounts it made. It lives in <state-dir>/state.json.
-type savedState struct {
-	Images []savedImage `json:"images"`
-	Mounts []savedMount `json:"mounts"`
-}
-
-type savedMount struct {
-	control.Mount
-	// Prefetch is the mount's background prefetch, resumed after a
-	// restart (chunks already in the cache are skipped).
-	Prefetch *savedPrefetch `json:"prefetch,omitempty"`
-}
-
-type savedPrefetch struct {
-	Whole bool     `json:"whole,omitempty"`
-	Files []string `json:"files,omitempty"`
-}
-
-type savedImage struct {
-	control.RegisterRequest
-	ByMount bool   `json:"by_mount"`
-	Source  string `json:"source,omitempty"` // oci:// images: the manifest the bootstrap came from
-}
+// savedPrefetch is a mount's background prefetch, resumed after a restart.
+type savedPrefetch = state.Prefetch
 
 func (d *Daemon) statePath() string { return filepath.Join(d.cfg.StateDir, "state.json") }
 
-// saveState writes the state atomically; failures are logged, since the
-// daemon can serve without it (only a restart would lose track).
+// saveState writes what a restarted daemon needs to carry on: the images
+// registered and the mounts made (state.Save: atomic, the previous good
+// copy kept). Failures are logged: the daemon serves without it, only a
+// restart would lose track.
 func (d *Daemon) saveState() {
+	d.stateMu.Lock() // writes in the order their snapshots were taken
+	defer d.stateMu.Unlock()
 	d.mu.Lock()
 	if d.restoring {
 		// Half restored: saving now would drop the mounts not adopted
@@ -49,46 +30,35 @@ func (d *Daemon) saveState() {
 		d.mu.Unlock()
 		return
 	}
-	st := savedState{Images: []savedImage{}, Mounts: []savedMount{}}
-	for _, im := range d.reg.Images() {
-		m := d.meta[metaKey(im.Spec.FSID, im.Spec.DomainID)]
-		si := savedImage{RegisterRequest: control.RegisterRequest{FSID: im.Spec.FSID, DomainID: im.Spec.DomainID, Bootstrap: im.Spec.Bootstrap}}
-		if m != nil {
-			si.BlobDir, si.ByMount, si.Insecure, si.Source = m.blobDir, m.byMount, m.insecure, m.source
-		}
-		st.Images = append(st.Images, si)
-	}
+	f := &state.File{Images: []state.Image{}, Mounts: []state.Mount{}}
 	for _, m := range d.mounts {
-		st.Mounts = append(st.Mounts, savedMount{Mount: m.Mount, Prefetch: m.prefetch})
+		if m.mounted == nil {
+			continue // still being mounted
+		}
+		f.Mounts = append(f.Mounts, state.Mount{Mountpoint: m.Mountpoint, FSID: m.FSID, DomainID: m.DomainID, Frontend: m.Frontend, Prefetch: m.prefetch})
 	}
 	d.mu.Unlock()
-	data, _ := json.MarshalIndent(st, "", "  ")
-	if err := os.MkdirAll(d.cfg.StateDir, 0o700); err != nil {
-		d.log.WithError(err).Warn("saving state")
-		return
+	for _, im := range d.reg.Images() {
+		m := metaOf(im)
+		f.Images = append(f.Images, state.Image{FSID: im.Spec.FSID, DomainID: im.Spec.DomainID, Bootstrap: im.Spec.Bootstrap,
+			BlobDir: m.blobDir, Insecure: m.insecure, PlainHTTP: m.plainHTTP, ByMount: m.byMount, Source: m.source})
 	}
-	tmp := d.statePath() + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		d.log.WithError(err).Warn("saving state")
-		return
-	}
-	if err := os.Rename(tmp, d.statePath()); err != nil {
+	if err := state.Save(d.statePath(), f); err != nil {
 		d.log.WithError(err).Warn("saving state")
 	}
 }
 
 // restoreState re-registers the images and re-adopts the mounts of the
-// daemon that ran before this one (a restart under a supervisor).
+// daemon that ran before this one (a restart under a supervisor). Entries
+// that do not parse are skipped, each logged; a mount is adopted only if
+// its mountpoint holds the erofs mount the entry describes (a stale or
+// tampered entry must not make a later umount unmount something else).
 func (d *Daemon) restoreState(ctx context.Context) error {
-	data, err := os.ReadFile(d.statePath())
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
+	f, problems, err := state.Load(d.statePath())
+	for _, p := range problems {
+		d.log.WithError(p).Warn("state file")
 	}
 	if err != nil {
-		return err
-	}
-	var st savedState
-	if err := json.Unmarshal(data, &st); err != nil {
 		return err
 	}
 	d.mu.Lock()
@@ -100,41 +70,94 @@ func (d *Daemon) restoreState(ctx context.Context) error {
 		d.mu.Unlock()
 		d.saveState()
 	}()
-	for _, im := range st.Images {
+	for _, si := range f.Images {
 		// Registered by its local bootstrap: a registry image needs no
 		// registry to come back, only to fetch data.
-		if _, err := d.register(ctx, im.RegisterRequest, im.ByMount); err != nil {
-			d.log.WithError(err).WithField("fsid", im.FSID).Error("cannot re-register image after restart")
+		req := control.RegisterRequest{FSID: si.FSID, DomainID: si.DomainID, Bootstrap: si.Bootstrap, BlobDir: si.BlobDir,
+			Insecure: si.Insecure, PlainHTTP: si.PlainHTTP}
+		im, err := d.register(ctx, req, si.ByMount)
+		if err != nil {
+			d.log.WithError(err).WithField("fsid", si.FSID).Error("cannot re-register image after restart")
 			continue
 		}
-		if im.Source != "" {
-			d.mu.Lock()
-			if m := d.meta[metaKey(im.FSID, im.DomainID)]; m != nil {
-				m.source = im.Source
-			}
-			d.mu.Unlock()
-		}
+		metaOf(im).source = si.Source
 	}
-	for _, sm := range st.Mounts {
-		m := sm.Mount
-		rec := &mountRec{Mount: m, prefetch: sm.Prefetch}
-		if m.Frontend == "fanotify" {
-			if d.fan == nil {
-				d.log.WithField("mountpoint", m.Mountpoint).Error("fanotify mount left behind but no fanotify group")
-				continue
-			}
-			if err := d.watchBlobs(rec); err != nil {
-				d.log.WithError(err).WithField("mountpoint", m.Mountpoint).Error("cannot watch the blobs of a mount after restart")
-				continue
-			}
+	mounts, err := mountinfo.Read()
+	if err != nil {
+		return fmt.Errorf("adopting mounts: %w", err)
+	}
+	for _, sm := range f.Mounts {
+		log := d.log.WithFields(logrus.Fields{"mountpoint": sm.Mountpoint, "fsid": sm.FSID, "frontend": sm.Frontend})
+		if err := d.adopt(ctx, sm, mounts); err != nil {
+			log.WithError(err).Error("mount not adopted after restart")
+			continue
 		}
-		d.mu.Lock()
-		d.mounts[m.Mountpoint] = rec
-		d.mu.Unlock()
-		d.log.WithFields(logrus.Fields{"mountpoint": m.Mountpoint, "fsid": m.FSID, "frontend": m.Frontend}).Info("mount adopted")
+		log.Info("mount adopted")
 		if sm.Prefetch != nil {
-			d.pf.resume(m.Mountpoint, m.FSID, m.DomainID, sm.Prefetch.Whole, sm.Prefetch.Files)
+			d.pf.resume(sm.Mountpoint, sm.FSID, sm.DomainID, sm.Prefetch.Whole, sm.Prefetch.Files)
 		}
 	}
+	// An image registered by a mount that is gone (a reboot, a stale
+	// entry) would stay registered for good: it goes with its mount.
+	for _, im := range d.reg.Images() {
+		if metaOf(im).byMount && !d.hasMount(im.Spec.FSID, im.Spec.DomainID) {
+			if err := d.Unregister(ctx, im.Spec.FSID, im.Spec.DomainID); err != nil {
+				d.log.WithError(err).WithField("fsid", im.Spec.FSID).Warn("image of a mount gone stays registered")
+			}
+		}
+	}
+	return nil
+}
+
+// hasMount reports whether a mount of the image is tracked.
+func (d *Daemon) hasMount(fsid, domain string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, m := range d.mounts {
+		if m.FSID == fsid && m.DomainID == domain {
+			return true
+		}
+	}
+	return false
+}
+
+// adopt takes back one mount of the state file after checking that its
+// mountpoint holds it.
+func (d *Daemon) adopt(ctx context.Context, sm state.Mount, mounts []mountinfo.Entry) error {
+	im, ok := d.reg.Lookup(sm.FSID, sm.DomainID)
+	if !ok {
+		return fmt.Errorf("image %q is not registered", sm.FSID)
+	}
+	fe, err := d.frontend(sm.Frontend)
+	if err != nil {
+		return err
+	}
+	e, ok := mountinfo.Top(mounts, sm.Mountpoint)
+	if !ok {
+		return fmt.Errorf("%s is not mounted any more", sm.Mountpoint)
+	}
+	want := mountinfo.Erofs{FSID: sm.FSID, DomainID: sm.DomainID}
+	if sm.Frontend == "fanotify" {
+		want = mountinfo.Erofs{Source: im.Spec.Bootstrap}
+	}
+	if err := mountinfo.CheckErofs(e, want); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	if _, busy := d.mounts[sm.Mountpoint]; busy {
+		d.mu.Unlock()
+		return fmt.Errorf("%s is listed twice", sm.Mountpoint)
+	}
+	rec := &mountRec{Mount: control.Mount{Mountpoint: sm.Mountpoint, FSID: sm.FSID, DomainID: sm.DomainID, Frontend: fe.Name()}, prefetch: sm.Prefetch}
+	d.mounts[sm.Mountpoint] = rec
+	d.mu.Unlock()
+	mounted, err := fe.Adopt(ctx, im, sm.Mountpoint)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err != nil {
+		delete(d.mounts, sm.Mountpoint)
+		return err
+	}
+	rec.mounted = mounted
 	return nil
 }

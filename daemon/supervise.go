@@ -63,7 +63,6 @@ func Supervise(args []string) error {
 		// The child talks to systemd itself (NotifyAccess=all): READY,
 		// STATUS, STOPPING, and the watchdog, which is meant for it.
 		cmd.Env = append(withoutEnv(os.Environ(), "WATCHDOG_PID"), fdhold.EnvFD+"=3")
-		started := time.Now()
 		if err := cmd.Start(); err != nil {
 			return fmt.Errorf("starting erofsd: %w", err)
 		}
@@ -112,14 +111,21 @@ func Supervise(args []string) error {
 		if errors.As(exitErr, &ee) {
 			fmt.Fprintf(os.Stderr, "erofsd supervise: erofsd ended (%v); restarting, holding %v\n", ee.ProcessState, holder.Held())
 		}
-		// Readers wait while no daemon runs: a daemon that had been
-		// up for a while is restarted at once; only one that dies soon
-		// after its start (a crash loop) is restarted after a growing
+		// Readers wait while no daemon runs: a daemon that served the
+		// kernel is restarted at once, however often it dies (its fds
+		// are held, requests may be waiting); only one that dies before
+		// it serves (a crash loop at start) is restarted after a growing
 		// delay.
+		// While kernel fds are held (mounts may wait for a daemon) the
+		// delay stays under a second.
 		delay := time.Duration(0)
-		if time.Since(started) < healthyRun {
-			delay = backoff
-			backoff = min(2*backoff, 30*time.Second)
+		if !holder.Served() {
+			limit := 30 * time.Second
+			if len(holder.Held()) > 0 {
+				limit = time.Second
+			}
+			delay = min(backoff, limit)
+			backoff = min(2*backoff, limit)
 		} else {
 			backoff = 100 * time.Millisecond
 		}
@@ -133,10 +139,6 @@ func Supervise(args []string) error {
 		}
 	}
 }
-
-// healthyRun is how long a daemon must have run for its death to be
-// restarted without delay.
-const healthyRun = 10 * time.Second
 
 func withoutEnv(env []string, key string) []string {
 	out := env[:0:0]

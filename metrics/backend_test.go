@@ -26,7 +26,7 @@ import (
 func TestBackendMetricsMove(t *testing.T) {
 	var stats blobstore.Stats
 	reg := prometheus.NewPedanticRegistry()
-	Register(reg, Sources{Backends: &stats, Version: "test"})
+	Register(reg, "test", &stats)
 	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	defer srv.Close()
 	scrape := func() string {

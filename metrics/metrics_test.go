@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/erofsd/erofsd/internal/counters"
 	"github.com/erofsd/erofsd/ondemand"
 	"github.com/erofsd/erofsd/ondemand/fanotify"
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,7 +19,10 @@ func TestCollectorReadsCounters(t *testing.T) {
 	core := ondemand.NewRegistry()
 	defer core.Close()
 	h := NewHistograms(reg)
-	Register(reg, Sources{Registry: core, Mounts: func() int { return 3 }, Version: "test"})
+	mounts := &counters.Desc{Name: "mounts", Gauge: true, Help: "Mounts made by erofsd."}
+	Register(reg, "test", core, counters.Func{Descs: []*counters.Desc{mounts}, Emit: func(emit func(counters.Value)) {
+		counters.Emitter(emit).Add(mounts, 3)
+	}})
 
 	core.Stats.Fetches.Add(7)
 	core.Stats.FetchedBytes.Add(7 << 20)
@@ -74,7 +78,7 @@ func TestCacheSpaceMetrics(t *testing.T) {
 	fan.Stats.EvictedBytes.Add(3 << 20)
 	fan.Stats.NoSpace.Add(1)
 	reg := prometheus.NewPedanticRegistry()
-	Register(reg, Sources{Fanotify: fan, Version: "test"})
+	Register(reg, "test", fan)
 	want := `
 # HELP erofsd_cache_evicted_bytes_total Bytes allocated to the cache files given up to make room.
 # TYPE erofsd_cache_evicted_bytes_total counter

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
+	"time"
 
 	"github.com/erofsd/erofsd/blobstore"
 	"github.com/erofsd/erofsd/erofs"
@@ -59,13 +61,17 @@ type ImageSpec struct {
 	DomainID  string          // optional: images of one domain share blob objects
 	Bootstrap string          // path of the image file (metadata and chunk table)
 	Store     blobstore.Store // where its blobs come from
+	// Meta is the caller's own record of the image (the registry keeps
+	// it and never looks inside).
+	Meta any
 }
 
 // Image is a registered image.
 type Image struct {
-	Spec  ImageSpec
-	Size  int64
-	Blobs []BlobInfo
+	Spec       ImageSpec
+	Size       int64
+	Blobs      []BlobInfo
+	Registered time.Time
 
 	file  *os.File
 	blobs []*blobData
@@ -195,8 +201,30 @@ func (r *Registry) Register(spec ImageSpec) (*Image, error) {
 		b.refs++
 		b.addStore(spec.Store)
 	}
+	im.Registered = time.Now()
 	r.images[key] = im
 	return im, nil
+}
+
+// Lookup returns the registered image of fsid in domain ("" for none).
+func (r *Registry) Lookup(fsid, domain string) (*Image, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	im, ok := r.images[imageKey(fsid, domain)]
+	return im, ok
+}
+
+// UsesBootstrap reports whether a registered image is served from the
+// image file at path.
+func (r *Registry) UsesBootstrap(path string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, im := range r.images {
+		if im.Spec.Bootstrap == path {
+			return true
+		}
+	}
+	return false
 }
 
 // releaseBlobs drops an image's hold on its blobs (under r.mu).
@@ -213,8 +241,18 @@ func (r *Registry) releaseBlobs(im *Image) error {
 }
 
 func openImage(spec ImageSpec) (*Image, error) {
-	f, err := os.Open(spec.Bootstrap)
+	// Only a regular file: opening a FIFO would wait for a writer, and a
+	// device could be anything. O_NONBLOCK keeps the open itself from
+	// waiting; it means nothing for the regular file that is read.
+	f, err := os.OpenFile(spec.Bootstrap, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadImage, err)
+	}
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		f.Close()
+		if err == nil {
+			err = fmt.Errorf("%s is not a regular file (%v)", spec.Bootstrap, st.Mode().Type())
+		}
 		return nil, fmt.Errorf("%w: %v", ErrBadImage, err)
 	}
 	im, err := describeImage(spec, f)

@@ -16,12 +16,7 @@ mkdir -p /data /mnt /ref
 mount -t ext4 -o ro /dev/vdb /data
 erofsd --cache-dir /cache/fscache --blob-dir /data/blobs --socket /tmp/erofsd.sock \
 	--cachefiles-brun 30 --cachefiles-bcull 25 --cachefiles-bstop 15 --cache-check-interval 2s >/tmp/erofsd.log 2>&1 &
-for i in $(seq 100); do [ -S /tmp/erofsd.sock ] && break; sleep 0.1; done
-ctl() { erofsctl --socket /tmp/erofsd.sock "$@"; }
-counter() { ctl status --json | sed -n "s/.*\"$1\": \([0-9]*\).*/\1/p"; }
-check() { name=$1; shift; if "$@"; then echo "PASS $name"; else echo "FAIL $name"; fi; }
-value() { echo "VALUE $1 $2"; }
-refmount() { mkdir -p /ref/$1; mount -t erofs -o ro,loop /data/ref-$1.erofs /ref/$1; }
+` + guestPrelude + `
 freekb() { df -k /cache | awk 'NR==2 {print $4}'; }
 objects() { find /cache/fscache/cache -type f | wc -l; }
 dropcaches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
@@ -53,15 +48,15 @@ check readcheck-b-full wait $reader
 cat /tmp/rc
 value b-eio-full $(eio)
 value free-full-kb $(freekb)
-value no-space $(counter cache_no_space)
-value culled-while-mounted $(counter cache_culled)
+value no-space $(counter 'cache_no_space_total{frontend=cachefiles}')
+value culled-while-mounted $(counter 'cache_evicted_objects_total{frontend=cachefiles}')
 value objects-a-full $(objects)
 
 # What is cached stays right: a, read back from the cache disk.
 dropcaches
-r0=$(counter read_requests)
+r0=$(requests read)
 check a-intact guesttool cmp /ref/a /mnt/a
-value a-reread-reads $(( $(counter read_requests) - r0 ))
+value a-reread-reads $(( $(requests read) - r0 ))
 
 # Unmount a: culling its objects makes room and b reads whole and right,
 # also once more from the cache disk.
@@ -72,8 +67,8 @@ value b-eio-after $(eio)
 dropcaches
 check b-intact guesttool cmp /ref/b /mnt/b
 sleep 3
-value culled $(counter cache_culled)
-value culled-bytes $(counter cache_culled_bytes)
+value culled $(counter 'cache_evicted_objects_total{frontend=cachefiles}')
+value culled-bytes $(counter 'cache_evicted_bytes_total{frontend=cachefiles}')
 value objects-after $(objects)
 value graveyard $(ls -A /cache/fscache/graveyard | wc -l)
 value free-end-kb $(freekb)
@@ -87,8 +82,8 @@ check readcheck-huge readcheck /mnt/huge/f /ref/huge/f
 value huge-ok $(okpieces)
 value huge-eio $(eio)
 check status-huge status
-value culled-end $(counter cache_culled)
-value fetches $(counter chunk_fetches)
+value culled-end $(counter 'cache_evicted_objects_total{frontend=cachefiles}')
+value fetches $(counter backend_fetches_total)
 wget -qO- http://127.0.0.1:9851/metrics | grep '^erofsd_cache_'
 ctl status
 echo "--- erofsd log"

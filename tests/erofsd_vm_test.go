@@ -90,12 +90,7 @@ const guestScript = `
 mkdir -p /data /mnt /ref
 mount -t ext4 -o ro /dev/vdb /data
 erofsd --cache-dir /cache/fscache --blob-dir /data/blobs --socket /tmp/erofsd.sock >/tmp/erofsd.log 2>&1 &
-for i in $(seq 100); do [ -S /tmp/erofsd.sock ] && break; sleep 0.1; done
-ctl() { erofsctl --socket /tmp/erofsd.sock "$@"; }
-counter() { ctl status --json | sed -n "s/.*\"$1\": \([0-9]*\).*/\1/p"; }
-check() { name=$1; shift; if "$@"; then echo "PASS $name"; else echo "FAIL $name"; fi; }
-value() { echo "VALUE $1 $2"; }
-refmount() { mkdir -p /ref/$1; mount -t erofs -o ro,loop /data/ref-$1.erofs /ref/$1; }
+` + guestPrelude + `
 
 # Chunked image of the feature tree: every entry as the reference has it.
 mkdir -p /mnt/tree && refmount tree
@@ -115,23 +110,23 @@ check stress guesttool stress /mnt/big/big.bin /ref/big/big.bin 8
 
 # Two layered images (several blobs each) sharing their first layer's
 # blob in one domain: that blob is opened once.
-o0=$(counter open_requests)
+o0=$(requests open)
 mkdir -p /mnt/p /mnt/q && refmount p
 check mount-p ctl mount --fsid p --domain-id shared /data/p.erofs /mnt/p
 check mount-q ctl mount --fsid q --domain-id shared /data/q.erofs /mnt/q
 check layered guesttool cmp /ref/p /mnt/p
 find /mnt/q -type f -exec cat {} + >/dev/null
-value domain-opens $(( $(counter open_requests) - o0 ))
+value domain-opens $(( $(requests open) - o0 ))
 
 # Unmount sends CLOSE; a second mount is served from the cache.
-c0=$(counter close_requests)
+c0=$(requests close)
 check umount-tree ctl umount /mnt/tree
 sleep 1
-value umount-closes $(( $(counter close_requests) - c0 ))
+value umount-closes $(( $(requests close) - c0 ))
 check remount-tree ctl mount --fsid tree /data/tree.erofs /mnt/tree
-r0=$(counter read_requests)
+r0=$(requests read)
 check tree-again guesttool cmp /ref/tree /mnt/tree
-value remount-reads $(( $(counter read_requests) - r0 ))
+value remount-reads $(( $(requests read) - r0 ))
 
 # A corrupt and a missing blob give EIO; the other mounts keep working.
 mkdir -p /mnt/bad /mnt/missing
@@ -139,7 +134,7 @@ check mount-bad ctl mount --fsid bad --blob-dir /data/badblobs /data/bad.erofs /
 guesttool read /mnt/bad/data.bin
 check mount-missing ctl mount --fsid missing --blob-dir /data/noblobs /data/missing.erofs /mnt/missing
 guesttool read /mnt/missing/data.bin
-value digest-failures $(counter chunk_digest_failures)
+value digest-failures $(counter chunk_digest_failures_total)
 check alive guesttool cmp /ref/p /mnt/p
 
 ctl ls

@@ -14,10 +14,8 @@ mount -t ext4 -o ro /dev/vdb /data
 # erofsd supervise runs as systemd would run it, with an fd store.
 guesttool systemd /tmp erofsd supervise --cache-dir /cache/fscache --blob-dir /data/blobs --socket /tmp/erofsd.sock --state-dir /tmp/state >/tmp/erofsd.log 2>&1 &
 suppid=$!
-for i in $(seq 100); do [ -S /tmp/erofsd.sock ] && break; sleep 0.1; done
-ctl() { erofsctl --socket /tmp/erofsd.sock "$@"; }
+` + guestPrelude + `
 daemonpid() { ctl status --json | sed -n 's/.*"pid": \([0-9]*\).*/\1/p'; }
-refmount() { mkdir -p /ref/$1; mount -t erofs -o ro,loop /data/ref-$1.erofs /ref/$1; }
 
 # kill -9 the daemon while 8 readers stream a 64 MiB file.
 mkdir -p /mnt/crash && refmount crash

@@ -59,3 +59,19 @@ func runGuest(t *testing.T, cfg vm.Config, limit time.Duration, mustSucceed bool
 	}
 	return res
 }
+
+// guestPrelude defines the shell helpers every guest script uses, after
+// it has started erofsd on /tmp/erofsd.sock: ctl (erofsctl), counter KEY
+// (a status counter by its key, as counters.Value.Key spells it), the
+// counter sums reads/opens/closes of the cachefiles front end, check NAME
+// CMD... (prints PASS or FAIL NAME), value NAME N and refmount NAME (loop
+// mounts /data/ref-NAME.erofs on /ref/NAME).
+const guestPrelude = `
+for i in $(seq 100); do [ -S /tmp/erofsd.sock ] && break; sleep 0.1; done
+ctl() { erofsctl --socket /tmp/erofsd.sock "$@"; }
+counter() { v=$(ctl status --json | grep -F "\"$1\":" | sed -n 's/.*: \([0-9]*\).*/\1/p'); echo "${v:-0}"; }
+requests() { echo $(( $(counter "kernel_requests_total{frontend=cachefiles,type=$1,result=ok}") + $(counter "kernel_requests_total{frontend=cachefiles,type=$1,result=error}") )); }
+check() { name=$1; shift; if "$@"; then echo "PASS $name"; else echo "FAIL $name"; fi; }
+value() { echo "VALUE $1 $2"; }
+refmount() { mkdir -p /ref/$1; mount -t erofs -o ro,loop /data/ref-$1.erofs /ref/$1; }
+`

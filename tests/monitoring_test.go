@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/erofsd/erofsd/blobstore"
+	"github.com/erofsd/erofsd/internal/counters"
 	"github.com/erofsd/erofsd/metrics"
 	"github.com/erofsd/erofsd/ondemand"
 	"github.com/erofsd/erofsd/ondemand/cachefiles"
@@ -30,8 +32,8 @@ func exported(t *testing.T) (names, labels map[string]bool) {
 	metrics.NewHistograms(reg)
 	core := ondemand.NewRegistry()
 	defer core.Close()
-	metrics.Register(reg, metrics.Sources{Registry: core, Cachefiles: &cachefiles.Server{}, Fanotify: &fanotify.Server{},
-		Mounts: func() int { return 0 }, Version: "test"})
+	metrics.Register(reg, "test", core, &cachefiles.Server{}, &fanotify.Server{}, &blobstore.Stats{},
+		counters.Func{Descs: []*counters.Desc{ondemand.Mounts}, Emit: func(emit func(counters.Value)) { counters.Emitter(emit).Add(ondemand.Mounts, 0) }})
 	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	defer srv.Close()
 	resp, err := http.Get(srv.URL)

@@ -16,40 +16,36 @@ const prefetchGuestScript = `
 mkdir -p /data /mnt/pf /ref/pf
 mount -t ext4 -o ro /dev/vdb /data
 erofsd --cache-dir /cache/fscache --blob-dir /data/blobs --socket /tmp/erofsd.sock --prefetch whole >/tmp/erofsd.log 2>&1 &
-for i in $(seq 100); do [ -S /tmp/erofsd.sock ] && break; sleep 0.1; done
-ctl() { erofsctl --socket /tmp/erofsd.sock "$@"; }
-counter() { ctl status --json | sed -n "s/.*\"$1\": \([0-9]*\).*/\1/p"; }
-check() { name=$1; shift; if "$@"; then echo "PASS $name"; else echo "FAIL $name"; fi; }
-value() { echo "VALUE $1 $2"; }
+` + guestPrelude + `
 mount -t erofs -o ro,loop /data/ref-pf.erofs /ref/pf
 
 check mount-pf ctl mount --fsid pf --prefetch-list /data/list /data/pf.erofs /mnt/pf
 for i in $(seq 1200); do
-	d=$(counter prefetch_bytes_done); l=$(counter prefetch_bytes_left)
+	d=$(counter prefetch_bytes_done_total); l=$(counter prefetch_bytes_left)
 	[ "$d" -gt 0 ] && [ "$l" -eq 0 ] && break
 	sleep 0.1
 done
 value prefetch-polls $i
-value prefetch-done $(counter prefetch_bytes_done)
+value prefetch-done $(counter prefetch_bytes_done_total)
 value prefetch-left $(counter prefetch_bytes_left)
-f0=$(counter chunk_fetches); r0=$(counter read_requests)
+f0=$(counter backend_fetches_total); r0=$(requests read)
 check pf-cmp guesttool cmp /ref/pf /mnt/pf
-value pf-fetches $(( $(counter chunk_fetches) - f0 ))
-value pf-reads $(( $(counter read_requests) - r0 ))
+value pf-fetches $(( $(counter backend_fetches_total) - f0 ))
+value pf-reads $(( $(requests read) - r0 ))
 check umount-pf ctl umount /mnt/pf
 sleep 1
 
 # Mounted again: the kernel's cache files still hold the data, and the
 # new objects' prefetch finds it there (SEEK_HOLE) instead of fetching.
-f1=$(counter chunk_fetches); d1=$(counter prefetch_bytes_done)
+f1=$(counter backend_fetches_total); d1=$(counter prefetch_bytes_done_total)
 check remount-pf ctl mount --fsid pf /data/pf.erofs /mnt/pf
 for i in $(seq 1200); do
-	d=$(counter prefetch_bytes_done); l=$(counter prefetch_bytes_left)
+	d=$(counter prefetch_bytes_done_total); l=$(counter prefetch_bytes_left)
 	[ "$d" -gt "$d1" ] && [ "$l" -eq 0 ] && break
 	sleep 0.1
 done
-value repf-done $(( $(counter prefetch_bytes_done) - d1 ))
-value repf-fetches $(( $(counter chunk_fetches) - f1 ))
+value repf-done $(( $(counter prefetch_bytes_done_total) - d1 ))
+value repf-fetches $(( $(counter backend_fetches_total) - f1 ))
 check pf-cmp-again guesttool cmp /ref/pf /mnt/pf
 echo "--- erofsd log"
 grep -i prefetch /tmp/erofsd.log

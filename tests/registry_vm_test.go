@@ -37,19 +37,16 @@ http:
 EOF
 docker-registry serve /tmp/registry.yml >/tmp/registry.log 2>&1 &
 erofsd --cache-dir /cache/fscache --socket /tmp/erofsd.sock >/tmp/erofsd.log 2>&1 &
-for i in $(seq 100); do [ -S /tmp/erofsd.sock ] && wget -q -O /dev/null http://127.0.0.1:5000/v2/ && break; sleep 0.1; done
-ctl() { erofsctl --socket /tmp/erofsd.sock "$@"; }
-counter() { ctl status --json | sed -n "s/.*\"$1\": \([0-9]*\).*/\1/p"; }
-check() { name=$1; shift; if "$@"; then echo "PASS $name"; else echo "FAIL $name"; fi; }
-value() { echo "VALUE $1 $2"; }
+for i in $(seq 100); do wget -q -O /dev/null http://127.0.0.1:5000/v2/ && break; sleep 0.1; done
+` + guestPrelude + `
 
 mount -t erofs -o ro,loop /data/ref-reg.erofs /ref/reg
 check mount-reg ctl mount --plain-http --fsid reg oci://127.0.0.1:5000/app:erofs /mnt/reg
 find /mnt/reg >/dev/null
-value walk-fetched $(counter chunk_fetched_bytes)
+value walk-fetched $(counter backend_fetched_bytes_total)
 check tree guesttool cmp /ref/reg /mnt/reg
 check stress guesttool stress /mnt/reg/data/big /ref/reg/data/big 8
-value digest-failures $(counter chunk_digest_failures)
+value digest-failures $(counter chunk_digest_failures_total)
 ctl ls
 ctl status
 echo "--- erofsd log"

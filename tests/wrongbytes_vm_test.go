@@ -82,10 +82,7 @@ const wrongBytesScript = `
 mkdir -p /data /mnt /ref
 mount -t ext4 -o ro /dev/vdb /data
 erofsd --cache-dir /cache/fscache --socket /tmp/erofsd.sock >/tmp/erofsd.log 2>&1 &
-for i in $(seq 100); do [ -S /tmp/erofsd.sock ] && break; sleep 0.1; done
-ctl() { erofsctl --socket /tmp/erofsd.sock "$@"; }
-check() { name=$1; shift; if "$@"; then echo "PASS $name"; else echo "FAIL $name"; fi; }
-refmount() { mkdir -p /ref/$1; mount -t erofs -o ro,loop /data/ref-$1.erofs /ref/$1; }
+` + guestPrelude + `
 
 # Sparse files of a blob image (holes point at its zero chunk), each read
 # cold sequentially in 4 KiB, 128 KiB and 8 MiB reads and at random.

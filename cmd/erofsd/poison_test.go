@@ -87,10 +87,10 @@ func TestForgedImageCannotPoison(t *testing.T) {
 		return st.Counters[name]
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for counter("fanotify_files_not_blob") == 0 && time.Now().Before(deadline) {
+	for counter("cache_files_not_blob_total{frontend=fanotify}") == 0 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
-	if n := counter("fanotify_files_not_blob"); n != 1 {
+	if n := counter("cache_files_not_blob_total{frontend=fanotify}"); n != 1 {
 		t.Errorf("%d complete cache files found not to be their blob; want B's", n)
 	}
 	if out, err := rd.ctl("umount", mnt); err != nil {
@@ -124,7 +124,7 @@ func TestForgedImageCannotPoison(t *testing.T) {
 	if len(names) != 4 {
 		t.Errorf("cache files %v: want a data file and a map for each of the two tables", names)
 	}
-	if n := counter("fanotify_verified_bytes"); n == 0 {
+	if n := counter("cache_verified_bytes_total{frontend=fanotify}"); n == 0 {
 		t.Error("A's complete cache file was not checked against its digest")
 	}
 }

@@ -18,6 +18,7 @@
 //	                      BEGIN <key> <text>         a request in progress (journal)
 //	                      END <key>                  ... answered
 //	                      GET                        send back what is held
+//	                      SERVING                    the daemon serves the kernel now
 //	supervisor -> daemon: FD <name>        (+1 fd)
 //	                      JOURNAL <key> <text>
 //	                      DONE
@@ -30,6 +31,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -107,6 +109,7 @@ type Holder struct {
 	journal map[string]string
 	mirror  Mirror
 	onErr   func(error)
+	served  atomic.Bool
 }
 
 // Mirror keeps a second copy of the held fds outside the supervisor
@@ -174,6 +177,7 @@ func NewHolder() *Holder { return &Holder{fds: map[string]int{}, journal: map[st
 // exited). What is held stays for the next daemon.
 func (h *Holder) Serve(conn *os.File) error {
 	fd := int(conn.Fd())
+	h.served.Store(false)
 	for {
 		msg, file, err := recv(fd)
 		if errors.Is(err, errEOF) {
@@ -223,6 +227,8 @@ func (h *Holder) Serve(conn *os.File) error {
 			if err := h.sendAll(fd); err != nil {
 				return err
 			}
+		case "SERVING":
+			h.served.Store(true)
 		}
 		if file >= 0 && verb != "HOLD" {
 			unix.Close(file)
@@ -251,6 +257,11 @@ func (h *Holder) sendAll(fd int) error {
 	return send(fd, "DONE", -1)
 }
 
+// Served reports whether the daemon of the last Serve said it served the
+// kernel: one that did is restarted at once when it dies, since readers
+// may be waiting for it; one that did not is failing to start.
+func (h *Holder) Served() bool { return h.served.Load() }
+
 // Held reports the names of the fds held.
 func (h *Holder) Held() []string {
 	h.mu.Lock()
@@ -277,7 +288,11 @@ func (h *Holder) Close() {
 type Client struct {
 	mu sync.Mutex
 	fd int
+	f  *os.File // keeps a NewClient's file (and so its fd) open
 }
+
+// NewClient returns the daemon's side of a socketpair made by Pair.
+func NewClient(f *os.File) *Client { return &Client{fd: int(f.Fd()), f: f} }
 
 // FromEnv returns the client for a daemon started by a supervisor, or nil
 // when EnvFD is not set.
@@ -335,6 +350,9 @@ func (c *Client) Hold(name string, fd int) error {
 	defer c.mu.Unlock()
 	return send(c.fd, "HOLD "+name, fd)
 }
+
+// Serving tells the supervisor that the daemon serves the kernel now.
+func (c *Client) Serving() error { return c.msg("SERVING") }
 
 // Drop asks the supervisor to close the fd held under name.
 func (c *Client) Drop(name string) error { return c.msg("DROP " + name) }

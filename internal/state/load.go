@@ -90,7 +90,7 @@ func readFile(path string) ([]byte, error) {
 		return nil, err
 	}
 	if len(data) > MaxSize {
-		return data[:MaxSize], fmt.Errorf("state: %s: %w: more than %d bytes", path, ErrTooLarge, MaxSize)
+		return data[:MaxSize], fmt.Errorf("state: %s: %w: %w: more than %d bytes", path, ErrDamaged, ErrTooLarge, MaxSize)
 	}
 	return data, nil
 }

@@ -32,7 +32,7 @@ var (
 	// ErrNewerVersion is a file written by a newer erofsd: its meaning is
 	// unknown, so it is neither read nor overwritten.
 	ErrNewerVersion = errors.New("written by a newer erofsd")
-	// ErrTooLarge is a file larger than MaxSize.
+	// ErrTooLarge is a file larger than MaxSize, a kind of ErrDamaged.
 	ErrTooLarge = errors.New("too large")
 	// ErrDamaged is a file that does not parse as a whole.
 	ErrDamaged = errors.New("damaged")
@@ -88,14 +88,12 @@ func validImage(im *Image) string {
 	switch {
 	case im.FSID == "":
 		return "empty fsid"
-	case strings.ContainsRune(im.FSID, 0) || strings.ContainsRune(im.DomainID, 0):
-		return "NUL byte in fsid or domain id"
+	case strings.ContainsRune(im.FSID, 0) || strings.ContainsRune(im.DomainID, 0) || strings.ContainsRune(im.Bootstrap, 0):
+		return "NUL byte in fsid, domain id or bootstrap"
 	case strings.HasPrefix(im.Bootstrap, "sha256:") || strings.HasPrefix(im.Bootstrap, "oci://"):
 		return ""
 	case !filepath.IsAbs(im.Bootstrap):
 		return fmt.Sprintf("bootstrap %q is not an absolute path, sha256: digest or oci:// reference", im.Bootstrap)
-	case strings.ContainsRune(im.Bootstrap, 0):
-		return "NUL byte in bootstrap"
 	}
 	return ""
 }

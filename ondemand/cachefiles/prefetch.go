@@ -32,7 +32,7 @@ func (t objectTarget) Write(ctx context.Context, off, n int64, fn func(ondemand.
 	o.inflight++
 	s.mu.Unlock()
 	defer s.release(o)
-	return fn(objectWriter{ctx: ctx, s: s, io: o.io, limit: alignUp(o.obj.Size())})
+	return fn(objectWriter{ctx: ctx, s: s, io: o.io, limit: ondemand.AlignUp(o.obj.Size())})
 }
 
 // Present asks the cache file: the anonymous fd seeks in it, and a range
@@ -54,5 +54,5 @@ func (t objectTarget) Present(off, n int64) bool {
 	s.mu.Unlock()
 	defer s.release(o)
 	hole, err := unix.Seek(int(fd), off, unix.SEEK_HOLE)
-	return err == nil && hole >= min(off+n, alignUp(t.o.obj.Size()))
+	return err == nil && hole >= min(off+n, ondemand.AlignUp(t.o.obj.Size()))
 }

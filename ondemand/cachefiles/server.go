@@ -24,20 +24,21 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ErrCacheFull fails a READ without fetching its data while the cache is
+// errCacheFull fails a READ without fetching its data while the cache is
 // below bstop with nothing to cull (the kernel would refuse the write).
-var ErrCacheFull = errors.New("cachefiles cache full: below bstop and nothing to cull")
+var errCacheFull = fmt.Errorf("cachefiles %w: below bstop and nothing to cull", ondemand.ErrCacheFull)
 
 // Resolver maps the kernel's names for a cache object to its source.
-// *ondemand.Registry implements it.
-type Resolver interface {
-	Resolve(volumeKey, cookieKey string) (*ondemand.Object, error)
-}
+type Resolver = ondemand.Resolver
 
 // Config configures a Server.
 type Config struct {
 	// Workers bounds the READ requests handled at once (default 16).
 	Workers int
+	// RequestTimeout bounds a READ: one not filled within it is
+	// completed without data (EIO) and its fill's context is cancelled
+	// (default 60s).
+	RequestTimeout time.Duration
 	// Logger receives one line per failed request (default: discard).
 	Logger logrus.FieldLogger
 	// ReadLatency, if set, observes the seconds from a READ's arrival
@@ -68,6 +69,7 @@ type Stats struct {
 	OpenObjects         atomic.Int64
 	Malformed, Panicked atomic.Int64
 	Readaheads          atomic.Int64 // background fills after sequential READs
+	TimedOut            atomic.Int64 // READs answered at the request timeout
 	// NoSpace counts writes into the cache the kernel refused for lack
 	// of space (ENOBUFS below bstop, ENOSPC).
 	NoSpace          atomic.Int64
@@ -102,13 +104,20 @@ type Server struct {
 	k      kernel
 	dev    *device // the real device; nil in tests
 	res    Resolver
-	log    logrus.FieldLogger
-	sem    chan struct{}
-	lat    ondemand.Observer
+	log     logrus.FieldLogger
+	pool    *ondemand.Pool
+	timeout time.Duration
+	holeBug bool   // this kernel reads sparse holes wrongly in fscache mode
+	kernel  string // its release
+	lat     ondemand.Observer
 	Stats  Stats
 	closed atomic.Bool
 	once   sync.Once
-	wg     sync.WaitGroup
+	// abort is the context of every request's fill: Stop(true) cancels
+	// it, so that what is pending fails at once when erofsd stops for
+	// good (on a handover it is left to the next daemon).
+	abort     context.Context
+	abortFill context.CancelFunc
 
 	mu      sync.Mutex
 	objects map[uint32]*object
@@ -131,13 +140,20 @@ func newServer(k kernel, res Resolver, cfg Config) *Server {
 	if cfg.Workers <= 0 {
 		cfg.Workers = 16
 	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = 60 * time.Second
+	}
 	log := cfg.Logger
 	if log == nil {
 		l := logrus.New()
 		l.Out = io.Discard
 		log = l
 	}
-	return &Server{k: k, res: res, log: log, sem: make(chan struct{}, cfg.Workers), lat: cfg.ReadLatency, objects: map[uint32]*object{}}
+	release := KernelRelease()
+	abort, abortFill := context.WithCancel(context.Background())
+	return &Server{k: k, res: res, log: log, pool: ondemand.NewPool(cfg.Workers), timeout: cfg.RequestTimeout,
+		holeBug: HolesReadWrong(release), kernel: release, lat: cfg.ReadLatency, objects: map[uint32]*object{},
+		abort: abort, abortFill: abortFill}
 }
 
 // Serve reads and handles requests until ctx ends or Close is called. It
@@ -147,7 +163,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, s.k.wake)
 	defer stop()
 	buf := make([]byte, abi.MsgMaxSize)
-	defer s.wg.Wait()
+	defer s.pool.Wait()
 	for {
 		if ctx.Err() != nil || s.closed.Load() {
 			return ctx.Err()
@@ -168,7 +184,8 @@ func (s *Server) Serve(ctx context.Context) error {
 		// Requests taken are finished even when ctx ends: completing a
 		// READ because we are stopping would fail it; a READ left
 		// unanswered is re-delivered to the next daemon after restore.
-		s.dispatch(context.WithoutCancel(ctx), buf[:n])
+		// Only Stop(true) fails them.
+		s.dispatch(s.abort, buf[:n])
 	}
 }
 
@@ -300,28 +317,54 @@ func (s *Server) handleRead(ctx context.Context, m abi.Msg) {
 		return
 	}
 	r, err := abi.DecodeRead(m.Payload)
-	select {
-	case s.sem <- struct{}{}:
-	case <-ctx.Done():
+	if !s.pool.Acquire(ctx) {
 		s.complete(o, m.ID, ctx.Err(), r)
 		return
 	}
 	s.Stats.InFlight.Add(1)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		defer func() { <-s.sem; s.Stats.InFlight.Add(-1) }()
+	s.pool.Go(func() {
+		defer s.Stats.InFlight.Add(-1)
 		if err == nil {
 			// Start on the next chunk now, so that it is fetched and
 			// verified on another core while this one is.
 			s.readahead(ctx, o, r)
-			err = s.fill(ctx, o, r)
+			err = s.fillTimed(ctx, o, r)
 		}
 		s.complete(o, m.ID, err, r)
 		if s.lat != nil {
 			s.lat.Observe(time.Since(arrived).Seconds())
 		}
+	})
+}
+
+// errTimedOut completes a READ its fill did not finish in time.
+var errTimedOut = errors.New("not served within the request timeout")
+
+// fillTimed fills a READ's range within the request timeout: past it,
+// the fill's context is cancelled (the store request behind it ends) and
+// the READ is answered without waiting further. A fill still running
+// keeps the object open until it ends.
+func (s *Server) fillTimed(ctx context.Context, o *object, r abi.Read) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	s.mu.Lock()
+	o.inflight++ // for the fill, which may outlive this call
+	s.mu.Unlock()
+	done := make(chan error, 1)
+	go func() {
+		defer s.release(o)
+		done <- s.fill(ctx, o, r)
 	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		if s.abort.Err() != nil {
+			return errors.New("erofsd is stopping")
+		}
+		s.Stats.TimedOut.Add(1)
+		return fmt.Errorf("READ of %d bytes at %d: %w (%v)", r.Len, r.Off, errTimedOut, s.timeout)
+	}
 }
 
 // readahead fills, in the background, what the source suggests after a
@@ -330,34 +373,31 @@ func (s *Server) handleRead(ctx context.Context, m abi.Msg) {
 func (s *Server) readahead(ctx context.Context, o *object, r abi.Read) {
 	// A worker first, then the range: a range the source hands out is
 	// not handed out again, so it must not be dropped for want of one.
-	select {
-	case s.sem <- struct{}{}:
-	default:
+	if !s.pool.TryAcquire() {
 		return // every worker busy: on-demand READs come first
 	}
 	off, n := o.obj.Readahead(int64(r.Off), int64(r.Len))
 	if n <= 0 {
-		<-s.sem
+		s.pool.Put()
 		return
 	}
 	s.mu.Lock()
 	if o.closing {
 		s.mu.Unlock()
-		<-s.sem
+		s.pool.Put()
 		return
 	}
 	o.inflight++
 	s.mu.Unlock()
 	s.Stats.Readaheads.Add(1)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		defer func() { <-s.sem }()
+	s.pool.Go(func() {
+		ctx, cancel := context.WithTimeout(ctx, s.timeout)
+		defer cancel()
 		if err := s.fill(ctx, o, abi.Read{Off: uint64(off), Len: uint64(n)}); err != nil {
 			s.log.WithError(err).WithField("source", o.obj.Name()).Debug("readahead failed")
 		}
 		s.release(o)
-	}()
+	})
 }
 
 // fill produces the requested range; a panic in a source becomes an error.
@@ -373,9 +413,9 @@ func (s *Server) fill(ctx context.Context, o *object, r abi.Read) (err error) {
 	}
 	if s.cull != nil && s.cull.full() {
 		s.Stats.NoSpace.Add(1)
-		return ErrCacheFull
+		return errCacheFull
 	}
-	w := objectWriter{ctx: ctx, s: s, io: o.io, limit: alignUp(o.obj.Size())}
+	w := objectWriter{ctx: ctx, s: s, io: o.io, limit: ondemand.AlignUp(o.obj.Size())}
 	return o.obj.Fill(ctx, int64(r.Off), int64(r.Len), w)
 }
 
@@ -385,7 +425,7 @@ func (s *Server) complete(o *object, msgID uint32, err error, r abi.Read) {
 	if err != nil {
 		s.Stats.ReadErrors.Add(1)
 		l := s.log.WithFields(logrus.Fields{"source": o.obj.Name(), "image": o.obj.Image.Spec.FSID, "off": r.Off, "len": r.Len}).WithError(err)
-		if errors.Is(err, ErrCacheFull) || isNoSpace(err) {
+		if errors.Is(err, ondemand.ErrCacheFull) || ondemand.IsNoSpace(err) {
 			// A full cache fails every READ: counted (Stats.NoSpace),
 			// and reported once per check by the daemon, not per READ.
 			l.Debug("READ failed: cache full")
@@ -460,11 +500,11 @@ func (w objectWriter) WriteBlocks(p []byte, off int64) error {
 		p = p[:w.limit-off]
 	}
 	err := w.io.pwrite(p, off)
-	if isNoSpace(err) {
+	if ondemand.IsNoSpace(err) {
 		w.s.Stats.NoSpace.Add(1)
 		if w.s.cull != nil && w.s.cull.makeRoom(w.ctx, time.Now(), len(p)) {
 			err = w.io.pwrite(p, off)
-			if isNoSpace(err) {
+			if ondemand.IsNoSpace(err) {
 				w.s.Stats.NoSpace.Add(1)
 			}
 		}
@@ -474,10 +514,6 @@ func (w objectWriter) WriteBlocks(p []byte, off int64) error {
 	}
 	w.s.Stats.ReadBytes.Add(int64(len(p)))
 	return nil
-}
-
-func isNoSpace(err error) bool {
-	return errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT)
 }
 
 // RunCuller keeps the cache within its limits until ctx ends: every
@@ -512,5 +548,3 @@ func (s *Server) CacheUsage() (CacheUsage, bool) {
 	}
 	return *u, true
 }
-
-func alignUp(n int64) int64 { return (n + ondemand.BlockSize - 1) &^ (ondemand.BlockSize - 1) }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/erofsd/erofsd/ondemand"
 	"golang.org/x/sys/unix"
 )
 
@@ -76,7 +77,7 @@ func sameContent(cached, want string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if cst.Size() != alignUp(wst.Size()) {
+	if cst.Size() != ondemand.AlignUp(wst.Size()) {
 		return false, nil
 	}
 	const bufSize = 1 << 20

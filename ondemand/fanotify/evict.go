@@ -28,12 +28,12 @@ import (
 // out or a file truncated under a mount could be read as zeros or fail
 // a read erofsd had allowed. Fail-closed wins over space: when the
 // mounted images alone fill the cache, writes of new chunks are refused
-// (ErrCacheFull, or ENOSPC from the filesystem) and their readers get
+// (ondemand.ErrCacheFull, or ENOSPC from the filesystem) and their readers get
 // EIO; the presence map only ever records blocks that were written.
 
-// ErrCacheFull is the error of a write that would take the cache past
+// errCacheFull is the error of a write that would take the cache past
 // its limit when nothing can be evicted.
-var ErrCacheFull = errors.New("fanotify cache full: the cache files over the limit, or on the full filesystem, belong to mounted images")
+var errCacheFull = fmt.Errorf("fanotify %w: the cache files over the limit, or on the full filesystem, belong to mounted images", ondemand.ErrCacheFull)
 
 // Bounds of eviction.
 const (
@@ -57,6 +57,8 @@ type EvictResult struct {
 	Evicted int   // blob cache files removed (with their maps)
 	Bytes   int64 // their allocated bytes
 	Usage   CacheUsage
+
+	raced bool // a file became evictable during the pass
 }
 
 // cacheState is the server's view of its cache directory.
@@ -68,6 +70,7 @@ type cacheState struct {
 	mu       sync.Mutex
 	lastEnd  time.Time // when the last eviction pass ended
 	lastFull bool      // and whether it could not make the room it was asked for
+	freed    uint64    // counts files that became evictable: a pass that saw one watched must not stand
 }
 
 // futileWait is how long a pass that could not make room stands: writes
@@ -80,6 +83,7 @@ func (c *cacheState) evictable() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.lastFull = false
+	c.freed++
 }
 
 func (c *cacheState) futile() bool {
@@ -143,6 +147,9 @@ func (s *Server) evict(ctx context.Context, enough func(total int64) bool) (Evic
 	s.evictMu.Lock()
 	defer s.evictMu.Unlock()
 	var res EvictResult
+	s.cache.mu.Lock()
+	freed := s.cache.freed
+	s.cache.mu.Unlock()
 	files, total, err := s.scanCache()
 	if err != nil {
 		return res, err
@@ -169,7 +176,10 @@ func (s *Server) evict(ctx context.Context, enough func(total int64) bool) (Evic
 	s.Stats.Evicted.Add(int64(res.Evicted))
 	s.Stats.EvictedBytes.Add(res.Bytes)
 	s.cache.mu.Lock()
-	s.cache.lastEnd, s.cache.lastFull = time.Now(), !enough(total)
+	// A file that became evictable during the pass (a watch closed
+	// after the scan saw it) may be the room: the pass does not stand.
+	res.raced = s.cache.freed != freed
+	s.cache.lastEnd, s.cache.lastFull = time.Now(), !enough(total) && !res.raced
 	s.cache.mu.Unlock()
 	s.cache.used.Store(total)
 	s.cache.scanned.Store(true)
@@ -216,16 +226,21 @@ func (s *Server) reserve(ctx context.Context, n int64) error {
 		}
 		s.cache.used.Add(-n)
 	}
-	if !s.cache.futile() {
-		target := s.limit - s.limit/10
-		s.evict(ctx, func(total int64) bool { return total+n <= target })
+	target := s.limit - s.limit/10
+	// A second pass if a file became evictable during the first (a
+	// watch closed after its scan): that file may be the room.
+	for pass := 0; pass < 2 && !s.cache.futile(); pass++ {
+		res, _ := s.evict(ctx, func(total int64) bool { return total+n <= target })
+		if !res.raced || s.cache.used.Load()+n <= s.limit {
+			break
+		}
 	}
 	if s.cache.used.Add(n) <= s.limit {
 		return nil
 	}
 	s.cache.used.Add(-n)
 	s.Stats.NoSpace.Add(1)
-	return fmt.Errorf("%w (limit %d bytes)", ErrCacheFull, s.limit)
+	return fmt.Errorf("%w (limit %d bytes)", errCacheFull, s.limit)
 }
 
 // statfs reads the usage of the cache's filesystem (its parent's until
@@ -292,11 +307,6 @@ func (s *Server) CacheUsage() (CacheUsage, bool) {
 		return CacheUsage{}, false
 	}
 	return *u, true
-}
-
-// isNoSpace reports a write refused by the filesystem for lack of space.
-func isNoSpace(err error) bool {
-	return errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT)
 }
 
 // missingBytes returns the bytes of blocks in [off, off+n) not present.

@@ -33,6 +33,16 @@ var ErrUnsupported = errors.New("the kernel lacks fanotify pre-content events (L
 // Config configures a Server.
 type Config struct {
 	Workers int                // events handled at once (default 16)
+	// RequestTimeout bounds an event: one not served within it is
+	// denied with EIO and its fill's context is cancelled (default 60s).
+	RequestTimeout time.Duration
+	// Resolver finds the sources of the blobs of the images Mount and
+	// Adopt are given (*ondemand.Registry).
+	Resolver ondemand.Resolver
+	// MountReadahead, if set, is the readahead in bytes of the mounts
+	// Mount makes: each read of a blob not yet complete is an event, so
+	// larger reads mean fewer of them for a sequential reader.
+	MountReadahead int64
 	Logger  logrus.FieldLogger // default: discard
 	// ReadLatency, if set, observes the seconds from an event's arrival
 	// to its answer.
@@ -50,6 +60,9 @@ type Config struct {
 	// and fails with ErrCacheFull (the reader gets EIO) if that is not
 	// enough. See evict.go for why mounted blobs are never evicted.
 	CacheLimit int64
+	// CacheCheckInterval is how often KeepCache scans the cache (default
+	// 30s).
+	CacheCheckInterval time.Duration
 }
 
 // Journal records work in progress outside the daemon (a supervisor).
@@ -81,19 +94,30 @@ type Stats struct {
 	// against their blob's digest; NotBlob counts files that failed.
 	VerifiedBytes atomic.Int64
 	NotBlob       atomic.Int64
+	TimedOut      atomic.Int64 // events denied at the request timeout
 }
 
 // Server owns one fanotify group.
 type Server struct {
 	fd     int
 	wakeFD int
-	log    logrus.FieldLogger
-	sem    chan struct{}
+	log     logrus.FieldLogger
+	pool    *ondemand.Pool
+	timeout time.Duration
+	res     ondemand.Resolver
+	mountRA int64
+	// checkEvery is KeepCache's interval.
+	checkEvery time.Duration
 	// flushEvery is how often presence maps are saved (default 1 s).
 	flushEvery time.Duration
-	wg         sync.WaitGroup
+	bg         sync.WaitGroup // background work outside the pool (finishing complete files)
 	closed     atomic.Bool
 	once       sync.Once
+	// abort is the context of every event's fill: Stop(true) cancels
+	// it, so that what is pending is denied at once when erofsd stops
+	// for good.
+	abort     context.Context
+	abortFill context.CancelFunc
 	Stats      Stats
 
 	journal Journal
@@ -156,6 +180,9 @@ func newServer(fd int, cfg Config) (*Server, error) {
 	if cfg.Workers <= 0 {
 		cfg.Workers = 16
 	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = 60 * time.Second
+	}
 	log := cfg.Logger
 	if log == nil {
 		l := logrus.New()
@@ -167,7 +194,9 @@ func newServer(fd int, cfg Config) (*Server, error) {
 		unix.Close(efd)
 		return nil, fmt.Errorf("fanotify cache limit %d: want 0 (none) or more", cfg.CacheLimit)
 	}
-	return &Server{fd: fd, wakeFD: efd, log: log, sem: make(chan struct{}, cfg.Workers), journal: cfg.Journal, lat: cfg.ReadLatency,
+	abort, abortFill := context.WithCancel(context.Background())
+	return &Server{fd: fd, wakeFD: efd, log: log, pool: ondemand.NewPool(cfg.Workers), timeout: cfg.RequestTimeout, abort: abort, abortFill: abortFill,
+		res: cfg.Resolver, mountRA: cfg.MountReadahead, checkEvery: cfg.CacheCheckInterval, journal: cfg.Journal, lat: cfg.ReadLatency,
 		watches: map[devIno]*Watch{}, writers: map[string]int{}, cacheDir: cfg.CacheDir, limit: cfg.CacheLimit}, nil
 }
 
@@ -180,7 +209,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, s.wake)
 	defer stop()
 	defer s.flushMaps() // last, after the workers: what they wrote is saved
-	defer s.wg.Wait()
+	defer s.bg.Wait()
+	defer s.pool.Wait()
 	// Presence maps reach disk once a second, after the data they claim.
 	flushed := make(chan struct{})
 	flushCtx, stopFlush := context.WithCancel(ctx)
@@ -251,8 +281,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		for _, ev := range evs {
 			// Events taken are answered even when ctx ends (a deny
 			// would fail a reader); if the process exits first, the
-			// journal lets the next daemon answer them.
-			s.dispatch(context.WithoutCancel(ctx), ev)
+			// journal lets the next daemon answer them. Only Stop(true)
+			// fails them.
+			s.dispatch(s.abort, ev)
 		}
 	}
 }
@@ -336,6 +367,16 @@ func (s *Server) dispatch(ctx context.Context, ev abi.Event) {
 	}
 	arrived := time.Now()
 	w, lookupErr := s.watchOf(ev) // once, for both paths
+	if w != nil && w.isPoisoned() && ev.Pid == int32(os.Getpid()) {
+		// Poison's own truncation: allowed from the reading loop, so it
+		// never waits for a worker (they may all be busy).
+		s.respond(ev.Fd, true, 0)
+		if s.journal != nil {
+			s.journal.End(strconv.Itoa(int(ev.Fd)))
+		}
+		unix.Close(int(ev.Fd))
+		return
+	}
 	if w != nil && s.answerPresent(ctx, ev, w) {
 		// Fast path: the range is there already (fetched ahead), so
 		// the reader waits for one answer, not for a worker too.
@@ -348,14 +389,12 @@ func (s *Server) dispatch(ctx context.Context, ev abi.Event) {
 		unix.Close(int(ev.Fd))
 		return
 	}
-	s.sem <- struct{}{}
+	s.pool.Acquire(context.Background()) // events taken are answered: wait for a worker
 	s.Stats.InFlight.Add(1)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		defer func() { <-s.sem; s.Stats.InFlight.Add(-1) }()
+	s.pool.Go(func() {
+		defer s.Stats.InFlight.Add(-1)
 		key := strconv.Itoa(int(ev.Fd))
-		err := s.handle(ctx, ev, w, lookupErr)
+		err, closeFD := s.handleTimed(ctx, ev, w, lookupErr)
 		if err != nil {
 			fields := logrus.Fields{"off": ev.Offset, "len": ev.Count, "pid": ev.Pid}
 			if w != nil {
@@ -365,7 +404,7 @@ func (s *Server) dispatch(ctx context.Context, ev abi.Event) {
 				}
 			}
 			l := s.log.WithFields(fields).WithError(err)
-			if errors.Is(err, ErrCacheFull) || isNoSpace(err) {
+			if errors.Is(err, ondemand.ErrCacheFull) || ondemand.IsNoSpace(err) {
 				l.Debug("read denied: cache full") // counted in Stats.NoSpace
 			} else {
 				l.Warn("read denied")
@@ -380,8 +419,53 @@ func (s *Server) dispatch(ctx context.Context, ev abi.Event) {
 		if s.journal != nil {
 			s.journal.End(key)
 		}
-		unix.Close(int(ev.Fd))
+		closeFD()
+	})
+}
+
+// errTimedOut denies an event its fill did not finish in time.
+var errTimedOut = errors.New("not served within the request timeout")
+
+// handleTimed handles an event within the request timeout: past it, the
+// fill's context is cancelled (the store request behind it ends) and the
+// event is denied without waiting further. The event's fd stays open
+// until the handler ends (it may still take it as the writer fd: closed
+// early, its number could name another file by then), and so does the
+// watch; closeFD closes the fd if the handler is done.
+func (s *Server) handleTimed(ctx context.Context, ev abi.Event, w *Watch, lookupErr error) (err error, closeFD func()) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	if w != nil && !w.hold() {
+		w = nil
+		lookupErr = fmt.Errorf("event for a cache file no longer watched")
+	}
+	done := make(chan error, 1)
+	go func() {
+		err := s.handle(ctx, ev, w, lookupErr)
+		if w != nil {
+			w.Close()
+		}
+		done <- err
 	}()
+	select {
+	case err := <-done:
+		cancel()
+		return err, func() { unix.Close(int(ev.Fd)) }
+	case <-ctx.Done():
+		if s.abort.Err() != nil {
+			err = errors.New("erofsd is stopping")
+		} else {
+			s.Stats.TimedOut.Add(1)
+			err = fmt.Errorf("%d bytes at %d: %w (%v)", ev.Count, ev.Offset, errTimedOut, s.timeout)
+		}
+		s.bg.Add(1)
+		go func() {
+			defer s.bg.Done()
+			<-done
+			cancel()
+			unix.Close(int(ev.Fd))
+		}()
+		return err, func() {}
+	}
 }
 
 // AdoptWriters gives the server writer fds kept by a supervisor (by
@@ -483,7 +567,7 @@ func (s *Server) answerPresent(ctx context.Context, ev abi.Event, w *Watch) (ans
 	if n <= 0 || w.isPoisoned() || !w.has(off, n) {
 		return false
 	}
-	w.readahead(ctx, off, n)
+	w.readahead(off, n)
 	s.respond(ev.Fd, true, 0)
 	// A file found complete (on disk from before, or filled by another
 	// path) gets its whole-file check now that there is an fd to read

@@ -213,7 +213,7 @@ func (w *Watch) serve(ctx context.Context, eventFD int, off, n int64) error {
 		// Present already (fetched ahead): keep readahead going, so a
 		// sequential reader stays behind the data instead of catching
 		// up with it.
-		w.readahead(ctx, off, n)
+		w.readahead(off, n)
 		return nil
 	}
 	if err := w.ensureWriter(eventFD); err != nil {
@@ -229,11 +229,11 @@ func (w *Watch) serve(ctx context.Context, eventFD int, off, n int64) error {
 		// The last eviction pass could not make room: the write would
 		// fail, so do not fetch the data.
 		w.s.Stats.NoSpace.Add(1)
-		return fmt.Errorf("%s: %w", w.Path, ErrCacheFull)
+		return fmt.Errorf("%s: %w", w.Path, errCacheFull)
 	}
 	// Start on what follows this range in the background (the source's
 	// readahead window), so that a sequential reader finds it fetched.
-	w.readahead(ctx, off, n)
+	w.readahead(off, n)
 	if err := w.src.Fill(ctx, off, n, blockWriter{ctx, w}); err != nil {
 		return err
 	}
@@ -244,7 +244,7 @@ func (w *Watch) serve(ctx context.Context, eventFD int, off, n int64) error {
 // readahead fills what the source suggests after [off, off+n) when a
 // worker is free and the watch has a writer, and returns that range; the
 // watch stays open until the fill is done.
-func (w *Watch) readahead(ctx context.Context, off, n int64) (int64, int64) {
+func (w *Watch) readahead(off, n int64) (int64, int64) {
 	w.mu.Lock()
 	noWriter := w.writeFD < 0
 	w.mu.Unlock()
@@ -254,35 +254,41 @@ func (w *Watch) readahead(ctx context.Context, off, n int64) (int64, int64) {
 	// A worker first, then the range: a range the source hands out is
 	// not handed out again, so it must not be dropped for want of one.
 	s := w.s
-	select {
-	case s.sem <- struct{}{}:
-	default:
+	if !s.pool.TryAcquire() {
 		return 0, 0 // every worker busy: events come first
 	}
 	raOff, raN := w.src.Readahead(off, n)
 	if raN <= 0 || w.has(raOff, raN) {
-		<-s.sem
+		s.pool.Put()
 		return raOff, raN
 	}
-	w.mu.Lock()
-	if w.refs == 0 {
-		w.mu.Unlock()
-		<-s.sem
+	if !w.hold() {
+		s.pool.Put()
 		return 0, 0
 	}
-	w.refs++
-	w.mu.Unlock()
 	s.Stats.Readaheads.Add(1)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		defer func() { <-s.sem }()
+	s.pool.Go(func() {
+		// Not the event's context: the event is answered long before.
+		ctx, cancel := context.WithTimeout(s.abort, s.timeout)
+		defer cancel()
 		if err := w.src.Fill(ctx, raOff, raN, blockWriter{ctx, w}); err == nil {
 			w.finish()
 		}
 		w.Close()
-	}()
+	})
 	return raOff, raN
+}
+
+// hold adds a reference for work that outlives the caller (a readahead,
+// a fill past its timeout); false if the watch is closed. Close drops it.
+func (w *Watch) hold() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.refs == 0 {
+		return false
+	}
+	w.refs++
+	return true
 }
 
 // ensureWriter keeps a dup of the first event fd: fds that fanotify
@@ -315,9 +321,9 @@ func (w *Watch) finishLater() {
 	if !start {
 		return
 	}
-	w.s.wg.Add(1)
+	w.s.bg.Add(1)
 	go func() {
-		defer w.s.wg.Done()
+		defer w.s.bg.Done()
 		w.finish()
 	}()
 }
@@ -564,11 +570,11 @@ func (b blockWriter) WriteBlocks(p []byte, off int64) error {
 		return fmt.Errorf("writing %s at %d: %w", w.Path, off, err)
 	}
 	err := w.pwrite(p, off)
-	if isNoSpace(err) {
+	if ondemand.IsNoSpace(err) {
 		w.s.Stats.NoSpace.Add(1)
 		if w.s.makeRoom(b.ctx, int64(len(p))) {
 			err = w.pwrite(p, off)
-			if isNoSpace(err) {
+			if ondemand.IsNoSpace(err) {
 				w.s.Stats.NoSpace.Add(1)
 			}
 		}

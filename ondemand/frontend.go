@@ -1,0 +1,121 @@
+package ondemand
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/erofsd/erofsd/internal/counters"
+	"golang.org/x/sys/unix"
+)
+
+// Frontend is a kernel front end: it answers the kernel's requests for
+// the data of registered images and makes their mounts. The cachefiles
+// (on-demand fscache) and fanotify (pre-content events on file-backed
+// mounts) front ends implement it.
+type Frontend interface {
+	// Name is the front end's name: "cachefiles" or "fanotify".
+	Name() string
+	// Serve answers the kernel until ctx ends or Close is called; it
+	// waits for the requests being handled before it returns.
+	Serve(ctx context.Context) error
+	// Close makes Serve return. It is safe to call more than once.
+	Close() error
+	// Mount mounts im read-only on the directory target. Release the
+	// result once target is unmounted.
+	Mount(ctx context.Context, im *Image, target string) (Mounted, error)
+	// Adopt takes over a mount of im on target that an earlier daemon
+	// made, after checking that target holds it.
+	Adopt(ctx context.Context, im *Image, target string) (Mounted, error)
+	// KeepCache keeps the cache within its limits until ctx ends,
+	// logging what it did.
+	KeepCache(ctx context.Context)
+	// Stop prepares erofsd's exit while Serve still runs. forGood means
+	// no daemon takes over: mounts must fail rather than wait.
+	Stop(forGood bool) error
+	// Release gives the kernel fd up; call it after Serve returned.
+	Release() error
+	// Counters reports the front end's counters, labelled with its name.
+	counters.Source
+}
+
+// Mounted is what a front end holds for one mount (watched cache files,
+// resolved objects); Release drops it after the unmount.
+type Mounted interface {
+	Release()
+}
+
+// MountedFunc adapts a function to Mounted.
+type MountedFunc func()
+
+// Release calls f.
+func (f MountedFunc) Release() { f() }
+
+// Resolver maps the kernel's names for a cache object to its source.
+// *Registry implements it.
+type Resolver interface {
+	Resolve(volumeKey, cookieKey string) (*Object, error)
+}
+
+// ErrCacheFull is wrapped by the errors of fills that were not tried
+// because their data could not be written: the cache is full of data
+// mounted images use. The reader gets EIO.
+var ErrCacheFull = errors.New("cache full")
+
+// IsNoSpace reports whether err is the kernel refusing a cache write for
+// lack of space: ENOSPC, EDQUOT, or ENOBUFS (cachefiles below bstop).
+func IsNoSpace(err error) bool {
+	return errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) || errors.Is(err, unix.ENOBUFS)
+}
+
+// AlignUp rounds n up to a whole number of blocks.
+func AlignUp(n int64) int64 { return alignUp(n) }
+
+// Pool bounds the kernel requests a front end handles at once, on
+// goroutines of their own. Requests wait for a worker; readahead takes
+// one only when it is idle, so that requests come first.
+type Pool struct {
+	sem chan struct{}
+	wg  sync.WaitGroup
+}
+
+// NewPool returns a pool of n workers (at least 1).
+func NewPool(n int) *Pool {
+	return &Pool{sem: make(chan struct{}, max(n, 1))}
+}
+
+// Acquire waits for an idle worker; it reports false if ctx ended first.
+func (p *Pool) Acquire(ctx context.Context) bool {
+	select {
+	case p.sem <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// TryAcquire takes a worker only if one is idle.
+func (p *Pool) TryAcquire() bool {
+	select {
+	case p.sem <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+// Put gives back a worker acquired and not used.
+func (p *Pool) Put() { <-p.sem }
+
+// Go runs fn on an acquired worker, which it gives back after fn.
+func (p *Pool) Go(fn func()) {
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		defer p.Put()
+		fn()
+	}()
+}
+
+// Wait waits for every fn started by Go.
+func (p *Pool) Wait() { p.wg.Wait() }
