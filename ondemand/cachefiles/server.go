@@ -101,18 +101,18 @@ type objectIO interface {
 
 // Server serves one bound cachefiles cache.
 type Server struct {
-	k      kernel
-	dev    *device // the real device; nil in tests
-	res    Resolver
+	k       kernel
+	dev     *device // the real device; nil in tests
+	res     Resolver
 	log     logrus.FieldLogger
 	pool    *ondemand.Pool
 	timeout time.Duration
 	holeBug bool   // this kernel reads sparse holes wrongly in fscache mode
 	kernel  string // its release
 	lat     ondemand.Observer
-	Stats  Stats
-	closed atomic.Bool
-	once   sync.Once
+	Stats   Stats
+	closed  atomic.Bool
+	once    sync.Once
 	// abort is the context of every request's fill: Stop(true) cancels
 	// it, so that what is pending fails at once when erofsd stops for
 	// good (on a handover it is left to the next daemon).

@@ -32,7 +32,7 @@ var ErrUnsupported = errors.New("the kernel lacks fanotify pre-content events (L
 
 // Config configures a Server.
 type Config struct {
-	Workers int                // events handled at once (default 16)
+	Workers int // events handled at once (default 16)
 	// RequestTimeout bounds an event: one not served within it is
 	// denied with EIO and its fill's context is cancelled (default 60s).
 	RequestTimeout time.Duration
@@ -43,7 +43,7 @@ type Config struct {
 	// Mount makes: each read of a blob not yet complete is an event, so
 	// larger reads mean fewer of them for a sequential reader.
 	MountReadahead int64
-	Logger  logrus.FieldLogger // default: discard
+	Logger         logrus.FieldLogger // default: discard
 	// ReadLatency, if set, observes the seconds from an event's arrival
 	// to its answer.
 	ReadLatency ondemand.Observer
@@ -99,8 +99,8 @@ type Stats struct {
 
 // Server owns one fanotify group.
 type Server struct {
-	fd     int
-	wakeFD int
+	fd      int
+	wakeFD  int
 	log     logrus.FieldLogger
 	pool    *ondemand.Pool
 	timeout time.Duration
@@ -118,7 +118,7 @@ type Server struct {
 	// for good.
 	abort     context.Context
 	abortFill context.CancelFunc
-	Stats      Stats
+	Stats     Stats
 
 	journal Journal
 	lat     ondemand.Observer
