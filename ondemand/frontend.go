@@ -119,3 +119,28 @@ func (p *Pool) Go(fn func()) {
 
 // Wait waits for every fn started by Go.
 func (p *Pool) Wait() { p.wg.Wait() }
+
+// Readahead is the front ends' background readahead after a fill of
+// [off, off+n) of src: on an idle worker only (requests come first), it
+// fills the range src suggests, unless present reports it is there
+// already or hold (which keeps the cache object open for the fill,
+// false: it is closing) refuses. fill runs on the worker and must let
+// the object go. A worker is taken before the range is asked for: src
+// hands a range out once, so it must not be dropped for want of one. It
+// returns the range src suggested (n == 0: none).
+func (p *Pool) Readahead(src Source, off, n int64, present func(off, n int64) bool, hold func() bool, fill func(off, n int64)) (int64, int64) {
+	if !p.TryAcquire() {
+		return 0, 0
+	}
+	raOff, raN := src.Readahead(off, n)
+	if raN <= 0 || (present != nil && present(raOff, raN)) {
+		p.Put()
+		return raOff, raN
+	}
+	if !hold() {
+		p.Put()
+		return 0, 0
+	}
+	p.Go(func() { fill(raOff, raN) })
+	return raOff, raN
+}

@@ -371,26 +371,17 @@ func (s *Server) fillTimed(ctx context.Context, o *object, r abi.Read) error {
 // READ's range, when a worker is idle, so a sequential reader finds the
 // next chunk fetched and verified. The object stays open until it is done.
 func (s *Server) readahead(ctx context.Context, o *object, r abi.Read) {
-	// A worker first, then the range: a range the source hands out is
-	// not handed out again, so it must not be dropped for want of one.
-	if !s.pool.TryAcquire() {
-		return // every worker busy: on-demand READs come first
+	hold := func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if o.closing {
+			return false
+		}
+		o.inflight++
+		return true
 	}
-	off, n := o.obj.Readahead(int64(r.Off), int64(r.Len))
-	if n <= 0 {
-		s.pool.Put()
-		return
-	}
-	s.mu.Lock()
-	if o.closing {
-		s.mu.Unlock()
-		s.pool.Put()
-		return
-	}
-	o.inflight++
-	s.mu.Unlock()
-	s.Stats.Readaheads.Add(1)
-	s.pool.Go(func() {
+	s.pool.Readahead(o.obj, int64(r.Off), int64(r.Len), nil, hold, func(off, n int64) {
+		s.Stats.Readaheads.Add(1)
 		ctx, cancel := context.WithTimeout(ctx, s.timeout)
 		defer cancel()
 		if err := s.fill(ctx, o, abi.Read{Off: uint64(off), Len: uint64(n)}); err != nil {

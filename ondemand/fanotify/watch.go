@@ -251,23 +251,9 @@ func (w *Watch) readahead(off, n int64) (int64, int64) {
 	if noWriter {
 		return 0, 0 // nothing to write through before the first event's fd
 	}
-	// A worker first, then the range: a range the source hands out is
-	// not handed out again, so it must not be dropped for want of one.
 	s := w.s
-	if !s.pool.TryAcquire() {
-		return 0, 0 // every worker busy: events come first
-	}
-	raOff, raN := w.src.Readahead(off, n)
-	if raN <= 0 || w.has(raOff, raN) {
-		s.pool.Put()
-		return raOff, raN
-	}
-	if !w.hold() {
-		s.pool.Put()
-		return 0, 0
-	}
-	s.Stats.Readaheads.Add(1)
-	s.pool.Go(func() {
+	return s.pool.Readahead(w.src, off, n, w.has, w.hold, func(raOff, raN int64) {
+		s.Stats.Readaheads.Add(1)
 		// Not the event's context: the event is answered long before.
 		ctx, cancel := context.WithTimeout(s.abort, s.timeout)
 		defer cancel()
@@ -276,7 +262,6 @@ func (w *Watch) readahead(off, n int64) (int64, int64) {
 		}
 		w.Close()
 	})
-	return raOff, raN
 }
 
 // hold adds a reference for work that outlives the caller (a readahead,
