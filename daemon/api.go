@@ -16,6 +16,7 @@ import (
 	"github.com/erofsd/erofsd/blobstore"
 	"github.com/erofsd/erofsd/internal/control"
 	"github.com/erofsd/erofsd/internal/counters"
+	"github.com/erofsd/erofsd/internal/kmount"
 	"github.com/erofsd/erofsd/oci"
 	"github.com/erofsd/erofsd/ondemand"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -31,6 +32,7 @@ type mountRec struct {
 	control.Mount
 	mounted  ondemand.Mounted // what the front end holds for it; nil while mounting
 	prefetch *savedPrefetch   // the background prefetch asked for, if any
+	sysfs    string           // the filesystem's /sys/fs directory: it exists while the filesystem does
 }
 
 // imageMeta is the daemon's record of a registered image
@@ -390,8 +392,9 @@ func (d *Daemon) Mount(ctx context.Context, req control.MountRequest) (*control.
 		}
 		return nil, mapErr(err)
 	}
+	sysfs := superblockDir(mp, im)
 	d.mu.Lock()
-	m.mounted = mounted
+	m.mounted, m.sysfs = mounted, sysfs
 	d.mu.Unlock()
 	d.saveState()
 	d.log.WithFields(logrus.Fields{"fsid": req.FSID, "domain": req.DomainID, "mountpoint": mp, "frontend": fe.Name()}).Info("mounted")
@@ -431,25 +434,91 @@ func (d *Daemon) Unmount(ctx context.Context, mountpoint string) error {
 	}
 	delete(d.mounts, mp)
 	d.mu.Unlock()
-	m.mounted.Release()
 	d.saveState()
-	d.log.WithFields(logrus.Fields{"fsid": m.FSID, "mountpoint": mp}).Info("unmounted")
-	if im, ok := d.reg.Lookup(m.FSID, m.DomainID); ok && metaOf(im).byMount {
-		// The kernel sends CLOSE for the image's objects shortly after
-		// the unmount; unregister once they are released.
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			err := d.Unregister(ctx, m.FSID, m.DomainID)
-			if err == nil || !errors.Is(err, control.ErrInUse) || time.Now().After(deadline) {
-				if err != nil {
-					d.log.WithError(err).WithField("fsid", m.FSID).Warn("image stays registered after unmount")
-				}
-				break
+	log := d.log.WithFields(logrus.Fields{"fsid": m.FSID, "mountpoint": mp})
+	if lingers(m.sysfs) {
+		// The filesystem lives on without its mount point: a bind mount
+		// or an overlay (a container's rootfs) still uses it. Its blobs
+		// stay served until it is gone: released now, its cache files'
+		// missing blocks would read as zeros.
+		log.WithField("sysfs", m.sysfs).Info("unmounted; the filesystem is still in use elsewhere and stays served until it is released")
+		d.lingerWG.Add(1)
+		go func() {
+			defer d.lingerWG.Done()
+			if d.waitGone(m.sysfs) {
+				d.released(context.Background(), m)
 			}
-			time.Sleep(20 * time.Millisecond)
+		}()
+		return nil
+	}
+	log.Info("unmounted")
+	d.released(ctx, m)
+	return nil
+}
+
+// released lets go of what a mount held once its filesystem is gone, and
+// unregisters the image if the mount registered it.
+func (d *Daemon) released(ctx context.Context, m *mountRec) {
+	m.mounted.Release()
+	im, ok := d.reg.Lookup(m.FSID, m.DomainID)
+	if !ok || !metaOf(im).byMount || d.hasMount(m.FSID, m.DomainID) {
+		return
+	}
+	// The kernel sends CLOSE for the image's objects shortly after the
+	// filesystem goes; unregister once they are released.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := d.Unregister(ctx, m.FSID, m.DomainID)
+		if err == nil || !errors.Is(err, control.ErrInUse) || time.Now().After(deadline) {
+			if err != nil {
+				d.log.WithError(err).WithField("fsid", m.FSID).Warn("image stays registered after unmount")
+			}
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// superblockDir names the /sys/fs directory of the EROFS filesystem
+// mounted at mp: from the kernel (6.8+), else after the fsid (fscache
+// mode names it "[domain,]fsid"); "" if unknown.
+func superblockDir(mp string, im *ondemand.Image) string {
+	if dir, err := kmount.SysfsDir(mp); err == nil {
+		return dir
+	}
+	name := im.Spec.FSID
+	if im.Spec.DomainID != "" {
+		name = im.Spec.DomainID + "," + im.Spec.FSID
+	}
+	dir := filepath.Join("/sys/fs/erofs", name)
+	if _, err := os.Stat(dir); err != nil {
+		return ""
+	}
+	return dir
+}
+
+// lingers reports whether a filesystem's sysfs directory still exists.
+func lingers(sysfs string) bool {
+	if sysfs == "" {
+		return false
+	}
+	_, err := os.Stat(sysfs)
+	return err == nil
+}
+
+// waitGone waits until a filesystem's sysfs directory is gone; false if
+// the daemon stops first (its front ends keep serving until then).
+func (d *Daemon) waitGone(sysfs string) bool {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for lingers(sysfs) {
+		select {
+		case <-t.C:
+		case <-d.stopping:
+			return false
 		}
 	}
-	return nil
+	return true
 }
 
 // Mounts lists the mounts erofsd made.

@@ -55,6 +55,8 @@ type Daemon struct {
 	promReg   *prometheus.Registry
 	handover  atomic.Bool           // Run ends to hand over to a new daemon, not for good
 	replay    func(context.Context) // fanotify: answers the events the previous daemon had taken
+	stopping  chan struct{}         // closed when Run begins to stop
+	lingerWG  sync.WaitGroup        // waits for filesystems unmounted but still in use
 	closeOnce sync.Once
 
 	bootLocks keyLocks // by bootstrap path: a fetch and its registration against its removal
@@ -82,7 +84,7 @@ func New(cfg Config) (*Daemon, error) {
 	reg.MinFetch, reg.ReadaheadWindow = cfg.MinFetch, cfg.ReadaheadWindow
 	d := &Daemon{cfg: cfg, reg: reg, log: log, started: time.Now(), off: map[string]error{},
 		httpOpts: blobstore.HTTPOptions{CAFile: cfg.BlobCAFile}, backends: &blobstore.Stats{},
-		mounts: map[string]*mountRec{}, promReg: prometheus.NewRegistry()}
+		mounts: map[string]*mountRec{}, promReg: prometheus.NewRegistry(), stopping: make(chan struct{})}
 	d.pf = newPrefetcher(reg, cfg.Prefetch, cfg.PrefetchRate, log)
 	if err := os.MkdirAll(cfg.CacheDir, 0o700); err != nil {
 		reg.Close()
@@ -271,6 +273,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		running--
 		log.WithError(err).Error("a front end loop ended")
 	}
+	close(d.stopping)
+	d.lingerWG.Wait()
 	// No prefetch may write into cache files from here on (poisoned
 	// files must stay truncated).
 	d.pf.stopAll()

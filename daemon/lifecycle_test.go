@@ -317,3 +317,39 @@ func TestStateDamagedAndTampered(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestUnmountWhileInUseElsewhere: the image's mount point is unmounted
+// while a bind mount of it (as a container's overlay would) still uses
+// the filesystem. Reads through the bind mount go on getting the right
+// bytes (released at once, the cache file's missing blocks would read as
+// zeros); once the bind mount goes too, the image is released.
+func TestUnmountWhileInUseElsewhere(t *testing.T) {
+	needFanotify(t)
+	td := startDaemon(t, holderOf(t), testConfig(t.TempDir()))
+	ctx := context.Background()
+	img, blobs, data := randomImage(t, 4<<20)
+	mp, bind := t.TempDir(), t.TempDir()
+	if _, err := td.api.Mount(ctx, mountReq("shared", img, blobs, mp)); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(mp, bind, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(bind, unix.MNT_DETACH)
+	if err := td.api.Unmount(ctx, mp); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(bind, "f"))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("reading through the bind mount after the unmount: %v, right bytes %v", err, bytes.Equal(got, data))
+	}
+	if ims, _ := td.api.Images(ctx); len(ims) != 1 {
+		t.Errorf("%d images registered while the filesystem is in use; want it kept", len(ims))
+	}
+	if err := unix.Unmount(bind, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !waitFor(10*time.Second, func() bool { ims, _ := td.api.Images(ctx); return len(ims) == 0 }) {
+		t.Error("the image stays registered after the filesystem is gone")
+	}
+}

@@ -369,6 +369,29 @@ func BDIName(target string) (string, error) {
 	return name, nil
 }
 
+// SysfsDir returns the directory of the EROFS filesystem mounted at
+// target under /sys/fs ("/sys/fs/erofs/<name>"). It exists as long as
+// the filesystem does: after its mount point is unmounted, a bind mount
+// or an overlay using it as a layer keeps it alive. Linux 6.8+
+// (FS_IOC_GETFSSYSFSPATH).
+func SysfsDir(target string) (string, error) {
+	f, err := os.Open(target)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	var buf [129]byte // struct fs_sysfs_path: u8 len, u8 name[128]
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), fsIocGetFSSysfsPath, uintptr(unsafe.Pointer(&buf[0]))); errno != 0 {
+		return "", fmt.Errorf("sysfs path of the mount at %s: %w", target, errno)
+	}
+	n := min(int(buf[0]), len(buf)-1)
+	rel := string(buf[1 : 1+n])
+	if !strings.HasPrefix(rel, "erofs/") || strings.Contains(rel, "..") || strings.Count(rel, "/") != 1 {
+		return "", fmt.Errorf("mount at %s: unexpected sysfs path %q", target, rel)
+	}
+	return filepath.Join("/sys/fs", rel), nil
+}
+
 // SetReadahead sets the readahead of the EROFS filesystem mounted at
 // target to kb KiB. EROFS reads its blobs in pieces of this size (128 KiB
 // by default): for erofsd, whose front ends answer every read of data
