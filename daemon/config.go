@@ -12,8 +12,11 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// Config is everything a Daemon is told. The zero value of a field means
-// its default (see Defaults), except where said otherwise.
+// Config is everything a Daemon is told. A zero field takes its default
+// (see the Default constants), except where its comment gives zero a
+// meaning of its own (MinFetch, ReadaheadWindow, MountReadahead,
+// PrefetchRate, FanotifyCacheLimit, the cachefiles limits: zero is "off"
+// or "the kernel's"); DefaultConfig has every default set.
 type Config struct {
 	// CacheDir holds the kernel's cache: cachefiles' cache (on a
 	// filesystem with user xattrs) and the fanotify cache files.
@@ -42,9 +45,10 @@ type Config struct {
 	Workers int
 
 	// MinFetch is the least a fill reads from a blob store (at most
-	// ondemand.MaxRun); ReadaheadWindow what is kept fetched ahead of a
-	// sequential reader; MountReadahead the readahead of erofsd's
-	// file-backed mounts (0: the kernel's).
+	// ondemand.MaxRun; 0: what is asked); ReadaheadWindow what is kept
+	// fetched ahead of a sequential reader (0: the next chunk only);
+	// MountReadahead the readahead of erofsd's file-backed mounts (0:
+	// the kernel's).
 	MinFetch, ReadaheadWindow, MountReadahead int64
 	// RequestTimeout bounds a kernel request: one not served within it
 	// fails with EIO and the store request behind it is cancelled.
@@ -76,7 +80,16 @@ type Config struct {
 	Logger logrus.FieldLogger
 }
 
-// Defaults for fields left zero.
+// DefaultConfig returns a Config with every field at the value erofsd's
+// flags default to.
+func DefaultConfig() Config {
+	return Config{CacheDir: DefaultCacheDir, StateDir: DefaultStateDir, Socket: control.DefaultSocket, MetricsAddr: DefaultMetricsAddr,
+		Frontend: "auto", CachefilesTag: "erofsd", Workers: DefaultWorkers, ReadaheadWindow: DefaultReadaheadWindow,
+		MountReadahead: DefaultMountReadahead, RequestTimeout: DefaultRequestTimeout, Prefetch: "off",
+		CachefilesLimits: cachefiles.DefaultLimits, CacheCheckInterval: DefaultCacheCheckInterval}
+}
+
+// Defaults of fields.
 const (
 	DefaultCacheDir           = "/var/cache/erofsd"
 	DefaultStateDir           = "/var/lib/erofsd"

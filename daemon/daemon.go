@@ -295,6 +295,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 			log.WithError(err).WithField("frontend", fe.Name()).Warn("stopping")
 		}
 	}
+	if forGood && d.sup != nil {
+		// Nobody is to wait for a next daemon: the supervisor lets the
+		// kernel fds go, so that reads fail instead of waiting (the
+		// fanotify files that could read as zeros are truncated above).
+		if err := d.sup.DropAll(); err != nil {
+			log.WithError(err).Warn("asking the supervisor to let the kernel fds go")
+		}
+	}
 	if cfg.Systemd {
 		sdnotify.Notify("STOPPING=1")
 	}

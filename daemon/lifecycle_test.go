@@ -179,6 +179,7 @@ func TestNothingBlocksUnrelatedWork(t *testing.T) {
 	if _, err := td.api.Mount(ctx, mountReq("hung", hungImg, hungStore(t), hungMp)); err != nil {
 		t.Fatal(err)
 	}
+	defer unix.Unmount(hungMp, unix.MNT_DETACH) // a read is still waiting on it
 	go os.ReadFile(filepath.Join(hungMp, "f")) // waits on the store
 	time.Sleep(200 * time.Millisecond)
 

@@ -119,7 +119,8 @@ func parseConfig(args []string) (daemon.Config, error) {
 	if cfg.Workers <= 0 {
 		return cfg, fmt.Errorf("workers: %d, want at least 1", cfg.Workers)
 	}
-	// Zero means "the default" to daemon.Config; here it was asked for.
+	// daemon.Config takes a zero interval as its default; here zero was
+	// asked for, and is refused.
 	if err := cacheCfg.validate(); err != nil {
 		return cfg, err
 	}

@@ -2,13 +2,11 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,8 +17,6 @@ import (
 	"time"
 
 	"github.com/erofsd/erofsd/internal/control"
-	"github.com/erofsd/erofsd/internal/testtree"
-	"github.com/erofsd/erofsd/internal/treecmp"
 	"github.com/erofsd/erofsd/ondemand/fanotify"
 )
 
@@ -150,122 +146,6 @@ func bigFileImage(t *testing.T, bins map[string]string, dir string, size int) (i
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	return img, blobs, data
-}
-
-// TestDaemonFanotifyMount drives the real binaries on this machine's
-// kernel: erofsctl mount with the auto front end picks fanotify where
-// cachefiles on-demand is missing, the tree reads back like its source,
-// and umount releases everything.
-func TestDaemonFanotifyMount(t *testing.T) {
-	dir := t.TempDir()
-	bins := fanotifyBins(t, dir)
-	src := filepath.Join(dir, "src")
-	if _, err := testtree.Generate(src, testtree.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	img, blobs := filepath.Join(dir, "img.erofs"), filepath.Join(dir, "blobs")
-	if out, err := exec.Command(bins["erofs-image"], "build", "--blob-dir", blobs, "-o", img, src).CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	rd := startDaemon(t, bins, dir, "--blob-dir", blobs, "--frontend", "auto")
-	ctl, metricsAddr, daemon := rd.ctl, rd.metrics, rd.cmd
-	mnt := filepath.Join(dir, "mnt")
-	os.Mkdir(mnt, 0o755)
-	out, err := ctl("mount", img, mnt)
-	if err != nil {
-		t.Fatalf("erofsctl mount: %v\n%s", err, out)
-	}
-	wantFE := "fanotify"
-	if _, err := os.Stat("/dev/cachefiles"); err == nil {
-		wantFE = "cachefiles"
-	}
-	if !strings.Contains(out, wantFE) {
-		t.Errorf("mount used another front end than %s: %s", wantFE, out)
-	}
-	before := scrape(t, metricsAddr)
-	diffs, err := treecmp.Compare(src, mnt, treecmp.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range diffs {
-		t.Error(d)
-	}
-	after := scrape(t, metricsAddr)
-	okReads := `erofsd_kernel_requests_total{frontend="` + wantFE + `",result="ok",type="read"}`
-	for _, m := range []string{"erofsd_backend_fetches_total", "erofsd_backend_fetched_bytes_total", okReads,
-		`erofsd_cache_written_bytes_total{frontend="` + wantFE + `"}`, `erofsd_read_duration_seconds_count{frontend="` + wantFE + `"}`} {
-		if after[m] <= before[m] {
-			t.Errorf("%s did not move while the tree was read: %v -> %v", m, before[m], after[m])
-		}
-	}
-	if after["erofsd_mounts"] != 1 || after["erofsd_chunk_digest_failures_total"] != 0 {
-		t.Errorf("mounts %v, digest failures %v", after["erofsd_mounts"], after["erofsd_chunk_digest_failures_total"])
-	}
-	for _, path := range []string{"/healthz", "/readyz"} {
-		resp, err := http.Get("http://" + metricsAddr + path)
-		if err != nil || resp.StatusCode != 200 {
-			t.Errorf("%s: %v %v", path, resp, err)
-		} else {
-			resp.Body.Close()
-		}
-	}
-	if out, err := ctl("umount", mnt); err != nil {
-		t.Fatalf("erofsctl umount: %v\n%s", err, out)
-	}
-	if out, _ := ctl("ls"); strings.Contains(out, "img") {
-		t.Errorf("image still registered after umount:\n%s", out)
-	}
-	// The same image with its blobs served over HTTP (loopback): data
-	// comes through range requests, verified.
-	hs := httptest.NewServer(http.FileServer(http.Dir(blobs)))
-	defer hs.Close()
-	os.RemoveAll(filepath.Join(dir, "cache", "fanotify")) // a cold cache (fanotify)
-	fetched := scrape(t, metricsAddr)["erofsd_backend_fetched_bytes_total"]
-	if out, err := ctl("mount", "--fsid", "overhttp", "--blob-dir", hs.URL, img, mnt); err != nil {
-		t.Fatalf("erofsctl mount over HTTP: %v\n%s", err, out)
-	}
-	diffs, err = treecmp.Compare(src, mnt, treecmp.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range diffs {
-		t.Error("over HTTP:", d)
-	}
-	if out, err := ctl("umount", mnt); err != nil {
-		t.Fatalf("erofsctl umount: %v\n%s", err, out)
-	}
-	if wantFE == "fanotify" && scrape(t, metricsAddr)["erofsd_backend_fetched_bytes_total"] <= fetched {
-		t.Error("nothing was fetched over HTTP")
-	}
-
-	if wantFE != "fanotify" {
-		return
-	}
-
-	// Stopping erofsd for good with data still missing: the mount must
-	// fail reads of it (EIO), never show zeros.
-	src2 := filepath.Join(dir, "src2")
-	os.Mkdir(src2, 0o755)
-	random := make([]byte, 3<<20)
-	rand.Read(random)
-	os.WriteFile(filepath.Join(src2, "unread"), random, 0o644)
-	img2 := filepath.Join(dir, "img2.erofs")
-	if out, err := exec.Command(bins["erofs-image"], "build", "--blob-dir", blobs, "-o", img2, src2).CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	if out, err := ctl("mount", img2, mnt); err != nil {
-		t.Fatalf("erofsctl mount: %v\n%s", err, out)
-	}
-	defer syscall.Unmount(mnt, syscall.MNT_DETACH)
-	big := filepath.Join(mnt, "unread")
-	daemon.Process.Signal(syscall.SIGTERM)
-	if err := daemon.Wait(); err != nil {
-		t.Fatalf("stop: %v", err)
-	}
-	data, err := os.ReadFile(big)
-	if !errors.Is(err, syscall.EIO) {
-		t.Fatalf("reading %s after erofsd stopped: %d bytes, %v; want EIO", big, len(data), err)
-	}
 }
 
 // TestSupervisedCrashFanotify kills erofsd with SIGKILL while 8 readers
@@ -436,61 +316,5 @@ func TestConfigFile(t *testing.T) {
 	}
 	if _, err := exec.Command(bin, "--config", filepath.Join(dir, "missing.toml"), "--version").CombinedOutput(); err == nil {
 		t.Error("a missing --config file was accepted")
-	}
-}
-
-// TestDaemonFanotifyCacheLimit checks the cache limit's wiring: with
-// --fanotify-cache-limit, the cache file of an image no longer mounted is
-// evicted when another image needs the room, and the metrics say so.
-func TestDaemonFanotifyCacheLimit(t *testing.T) {
-	dir := t.TempDir()
-	bins := fanotifyBins(t, dir)
-	blobs := filepath.Join(dir, "blobs")
-	imgs := map[string]string{}
-	want := map[string][]byte{}
-	for _, name := range []string{"a", "b"} {
-		src := filepath.Join(dir, "src-"+name)
-		os.Mkdir(src, 0o755)
-		want[name] = make([]byte, 3<<20)
-		rand.Read(want[name])
-		os.WriteFile(filepath.Join(src, "f"), want[name], 0o644)
-		imgs[name] = filepath.Join(dir, name+".erofs")
-		if out, err := exec.Command(bins["erofs-image"], "build", "--blob-dir", blobs, "-o", imgs[name], src).CombinedOutput(); err != nil {
-			t.Fatalf("build: %v\n%s", err, out)
-		}
-	}
-	rd := startDaemon(t, bins, dir, "--blob-dir", blobs, "--frontend", "fanotify", "--fanotify-cache-limit", "5M", "--cache-check-interval", "1s")
-	ctl, metricsAddr := rd.ctl, rd.metrics
-	mnt := filepath.Join(dir, "mnt")
-	os.Mkdir(mnt, 0o755)
-	for _, name := range []string{"a", "b"} {
-		if out, err := ctl("mount", "--fsid", name, imgs[name], mnt); err != nil {
-			t.Fatalf("erofsctl mount %s: %v\n%s", name, err, out)
-		}
-		got, err := os.ReadFile(filepath.Join(mnt, "f"))
-		if err != nil || !bytes.Equal(got, want[name]) {
-			t.Fatalf("reading %s under a 5 MiB limit: %d bytes, %v", name, len(got), err)
-		}
-		if out, err := ctl("umount", mnt); err != nil {
-			t.Fatalf("erofsctl umount: %v\n%s", err, out)
-		}
-	}
-	// The usage is refreshed every check interval (1s).
-	var m map[string]float64
-	for i := 0; i < 50; i++ {
-		if m = scrape(t, metricsAddr); m[`erofsd_cache_used_bytes{frontend="fanotify"}`] >= 3<<20 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if m[`erofsd_cache_evicted_objects_total{frontend="fanotify"}`] != 1 || m[`erofsd_cache_limit_bytes{frontend="fanotify"}`] != 5<<20 {
-		t.Errorf("evicted %v, limit %v: want a's file evicted under a 5 MiB limit", m[`erofsd_cache_evicted_objects_total{frontend="fanotify"}`],
-			m[`erofsd_cache_limit_bytes{frontend="fanotify"}`])
-	}
-	if used := m[`erofsd_cache_used_bytes{frontend="fanotify"}`]; used > 5<<20 || used < 3<<20 {
-		t.Errorf("cache used %v bytes: want b's file, under the limit", used)
-	}
-	if ents, _ := os.ReadDir(filepath.Join(dir, "cache", "fanotify")); len(ents) != 2 {
-		t.Errorf("%d files in the fanotify cache, want b's file and map", len(ents))
 	}
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"crypto/rand"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -13,84 +12,7 @@ import (
 	"time"
 
 	"github.com/erofsd/erofsd/internal/control"
-	"github.com/erofsd/erofsd/internal/testtree"
-	"github.com/erofsd/erofsd/internal/treecmp"
 )
-
-// TestDaemonPrefetch drives the real binaries: a mount with a prefetch
-// list and --prefetch whole fills every blob in the background (the
-// metrics show its progress), after which reading every file fetches
-// nothing and no read waits for erofsd.
-func TestDaemonPrefetch(t *testing.T) {
-	dir := t.TempDir()
-	bins := fanotifyBins(t, dir)
-	src := filepath.Join(dir, "src")
-	if _, err := testtree.Generate(src, testtree.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	big := make([]byte, 8<<20)
-	rand.Read(big)
-	os.WriteFile(filepath.Join(src, "big"), big, 0o644)
-	img, blobs := filepath.Join(dir, "img.erofs"), filepath.Join(dir, "blobs")
-	if out, err := exec.Command(bins["erofs-image"], "build", "--blob-dir", blobs, "--chunk-size", "256K", "-o", img, src).CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	rd := startDaemon(t, bins, dir, "--blob-dir", blobs, "--prefetch", "whole", "--prefetch-rate", "64M")
-	ctl, metricsAddr := rd.ctl, rd.metrics
-	list := filepath.Join(dir, "list")
-	os.WriteFile(list, []byte("# read at start\n/big\n\nnot/there\n"), 0o644)
-	mnt := filepath.Join(dir, "mnt")
-	os.Mkdir(mnt, 0o755)
-	if out, err := ctl("mount", "--prefetch-list", list, img, mnt); err != nil {
-		t.Fatalf("erofsctl mount: %v\n%s", err, out)
-	}
-	defer ctl("umount", mnt)
-	var m map[string]float64
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		m = scrape(t, metricsAddr)
-		if m["erofsd_prefetch_bytes_done_total"] > 0 && m["erofsd_prefetch_bytes_left"] == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("prefetch not done in 60 s: done %v, left %v", m["erofsd_prefetch_bytes_done_total"], m["erofsd_prefetch_bytes_left"])
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if m["erofsd_prefetch_bytes_done_total"] < float64(len(big)) {
-		t.Errorf("prefetch done: %v bytes, less than the big file", m["erofsd_prefetch_bytes_done_total"])
-	}
-	out, _ := ctl("status")
-	if !strings.Contains(out, "prefetch_bytes_done") {
-		t.Errorf("status lacks the prefetch counters:\n%s", out)
-	}
-	reads := `erofsd_kernel_requests_total{frontend="fanotify",result="ok",type="read"}`
-	if _, err := os.Stat("/dev/cachefiles"); err == nil {
-		reads = `erofsd_kernel_requests_total{frontend="cachefiles",result="ok",type="read"}`
-	}
-	diffs, err := treecmp.Compare(src, mnt, treecmp.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range diffs {
-		t.Error(d)
-	}
-	after := scrape(t, metricsAddr)
-	if f := after["erofsd_backend_fetches_total"] - m["erofsd_backend_fetches_total"]; f != 0 {
-		t.Errorf("reading every file after the prefetch fetched %v chunks", f)
-	}
-	if r := after[reads] - m[reads]; r != 0 {
-		t.Errorf("reading every file after the prefetch: %v kernel read requests", r)
-	}
-	for _, line := range strings.Split(rd.logs.String(), "\n") {
-		if strings.Contains(line, "prefetch") {
-			t.Log(line)
-		}
-	}
-	if !strings.Contains(rd.logs.String(), "not/there") || !strings.Contains(rd.logs.String(), "prefetch done") {
-		t.Errorf("the log does not report the prefetch and the missing path")
-	}
-}
 
 func TestPrefetchConfigKeys(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "config.toml")
@@ -179,4 +101,48 @@ func TestDaemonPrefetchResumes(t *testing.T) {
 	if f := scrape(t, rd.metrics)["erofsd_backend_fetches_total"] - before; f != 0 {
 		t.Errorf("reading after the resumed prefetch fetched %v chunks", f)
 	}
+}
+
+// runningDaemon is an "erofsd supervise" started for a test.
+type runningDaemon struct {
+	cmd     *exec.Cmd
+	sock    string
+	metrics string
+	logs    *strings.Builder
+	bins    map[string]string
+}
+
+// startDaemon runs erofsd supervise with its own socket, cache, state
+// and metrics address, plus args, and waits until it answers.
+func startDaemon(t *testing.T, bins map[string]string, dir string, args ...string) *runningDaemon {
+	t.Helper()
+	d := &runningDaemon{sock: filepath.Join(dir, "erofsd.sock"), metrics: freeAddr(t), logs: &strings.Builder{}, bins: bins}
+	d.cmd = exec.Command(bins["erofsd"], append([]string{"supervise", "--socket", d.sock, "--cache-dir", filepath.Join(dir, "cache"),
+		"--state-dir", filepath.Join(dir, "state"), "--metrics-addr", d.metrics}, args...)...)
+	d.cmd.Stderr = d.logs
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if d.cmd.ProcessState == nil {
+			d.cmd.Process.Signal(syscall.SIGTERM)
+			d.cmd.Wait()
+		}
+		if t.Failed() {
+			t.Logf("erofsd log:\n%s", d.logs.String())
+		}
+	})
+	for i := 0; i < 100; i++ {
+		if _, err := d.ctl("status"); err == nil {
+			return d
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("erofsd does not answer:\n%s", d.logs.String())
+	return nil
+}
+
+func (d *runningDaemon) ctl(args ...string) (string, error) {
+	out, err := exec.Command(d.bins["erofsctl"], append([]string{"--socket", d.sock}, args...)...).CombinedOutput()
+	return string(out), err
 }

@@ -19,6 +19,7 @@
 //	                      END <key>                  ... answered
 //	                      GET                        send back what is held
 //	                      SERVING                    the daemon serves the kernel now
+//	                      DROPALL                    stopping for good: close every fd held
 //	supervisor -> daemon: FD <name>        (+1 fd)
 //	                      JOURNAL <key> <text>
 //	                      DONE
@@ -229,6 +230,17 @@ func (h *Holder) Serve(conn *os.File) error {
 			}
 		case "SERVING":
 			h.served.Store(true)
+		case "DROPALL":
+			h.mu.Lock()
+			for name, fd := range h.fds {
+				unix.Close(fd)
+				delete(h.fds, name)
+				if h.mirror != nil {
+					h.mirrorErr(h.mirror.Remove(name))
+				}
+			}
+			clear(h.journal)
+			h.mu.Unlock()
 		}
 		if file >= 0 && verb != "HOLD" {
 			unix.Close(file)
@@ -353,6 +365,10 @@ func (c *Client) Hold(name string, fd int) error {
 
 // Serving tells the supervisor that the daemon serves the kernel now.
 func (c *Client) Serving() error { return c.msg("SERVING") }
+
+// DropAll asks the supervisor to close every fd it holds and forget the
+// journal: the daemon stops for good, nobody is to wait for it.
+func (c *Client) DropAll() error { return c.msg("DROPALL") }
 
 // Drop asks the supervisor to close the fd held under name.
 func (c *Client) Drop(name string) error { return c.msg("DROP " + name) }

@@ -367,7 +367,7 @@ func (s *Server) dispatch(ctx context.Context, ev abi.Event) {
 	}
 	arrived := time.Now()
 	w, lookupErr := s.watchOf(ev) // once, for both paths
-	if w != nil && w.isPoisoned() && ev.Pid == int32(os.Getpid()) {
+	if w != nil && w.isPoisoned() && isOwnTruncation(ev) {
 		// Poison's own truncation: allowed from the reading loop, so it
 		// never waits for a worker (they may all be busy).
 		s.respond(ev.Fd, true, 0)
@@ -421,6 +421,14 @@ func (s *Server) dispatch(ctx context.Context, ev abi.Event) {
 		}
 		closeFD()
 	})
+}
+
+// isOwnTruncation reports whether ev is the event of Poison's truncation
+// of a cache file: this process's, with an empty range at 0. A read by
+// this process (a program embedding the daemon that reads its own
+// mounts) has a range, and is denied like any other.
+func isOwnTruncation(ev abi.Event) bool {
+	return ev.Pid == int32(os.Getpid()) && ev.Offset == 0 && ev.Count == 0
 }
 
 // errTimedOut denies an event its fill did not finish in time.
@@ -607,7 +615,7 @@ func (s *Server) handle(ctx context.Context, ev abi.Event, w *Watch, lookupErr e
 	}
 	if w.isPoisoned() {
 		// Only Poison's own truncation may proceed; readers fail.
-		if ev.Pid == int32(os.Getpid()) {
+		if isOwnTruncation(ev) {
 			return nil
 		}
 		return fmt.Errorf("%s: erofsd is stopping", w.Path)

@@ -1,13 +1,13 @@
-package main
+package daemon
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/erofsd/erofsd/internal/control"
 	"github.com/erofsd/erofsd/internal/faultproxy"
 	"github.com/erofsd/erofsd/internal/testoci"
 	"github.com/erofsd/erofsd/internal/testregistry"
@@ -24,57 +25,13 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
-// runningDaemon is an "erofsd supervise" started for a test.
-type runningDaemon struct {
-	cmd     *exec.Cmd
-	sock    string
-	metrics string
-	logs    *strings.Builder
-	bins    map[string]string
-}
-
-// startDaemon runs erofsd supervise with its own socket, cache, state
-// and metrics address, plus args, and waits until it answers.
-func startDaemon(t *testing.T, bins map[string]string, dir string, args ...string) *runningDaemon {
-	t.Helper()
-	d := &runningDaemon{sock: filepath.Join(dir, "erofsd.sock"), metrics: freeAddr(t), logs: &strings.Builder{}, bins: bins}
-	d.cmd = exec.Command(bins["erofsd"], append([]string{"supervise", "--socket", d.sock, "--cache-dir", filepath.Join(dir, "cache"),
-		"--state-dir", filepath.Join(dir, "state"), "--metrics-addr", d.metrics}, args...)...)
-	d.cmd.Stderr = d.logs
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if d.cmd.ProcessState == nil {
-			d.cmd.Process.Signal(syscall.SIGTERM)
-			d.cmd.Wait()
-		}
-		if t.Failed() {
-			t.Logf("erofsd log:\n%s", d.logs.String())
-		}
-	})
-	for i := 0; i < 100; i++ {
-		if _, err := d.ctl("status"); err == nil {
-			return d
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("erofsd does not answer:\n%s", d.logs.String())
-	return nil
-}
-
-func (d *runningDaemon) ctl(args ...string) (string, error) {
-	out, err := exec.Command(d.bins["erofsctl"], append([]string{"--socket", d.sock}, args...)...).CombinedOutput()
-	return string(out), err
-}
-
 // TestDaemonRegistryMount converts an image into the real registry on
 // loopback, mounts it through erofsd by reference with no blob dir, and
 // checks the tree against the image's flattened rootfs and the bytes
 // fetched against what was read.
 func TestDaemonRegistryMount(t *testing.T) {
+	needFanotify(t)
 	dir := t.TempDir()
-	bins := fanotifyBins(t, dir)
 	reg := testregistry.Start(t, testregistry.Options{})
 
 	bigData := testoci.Random(77, 64<<20)
@@ -89,31 +46,31 @@ func TestDaemonRegistryMount(t *testing.T) {
 		t.Fatal(err)
 	}
 	target := "oci://" + reg.Host + "/app:erofs"
-	if out, err := exec.Command(bins["erofs-image"], "convert", "--plain-http", "--chunk-size", "64K", "--platform", "linux/amd64",
-		"oci://"+reg.Host+"/app:v1", target).CombinedOutput(); err != nil {
-		t.Fatalf("convert: %v\n%s", err, out)
-	}
+	convertInRegistry(t, "oci://"+reg.Host+"/app:v1", target, 64<<10)
 	rootfs := filepath.Join(dir, "rootfs")
 	testoci.Flatten(t, src, rootfs)
 
-	d := startDaemon(t, bins, dir, "--frontend", "fanotify")
-	mnt := filepath.Join(dir, "mnt")
-	os.Mkdir(mnt, 0o755)
+	cfg := cliConfig(t, dir)
+	cfg.Frontend = "fanotify"
+	td := startDaemon(t, holderOf(t), cfg)
+	ctx := context.Background()
+	mnt := mountpoint(t)
 	// Plain HTTP only when asked, also on loopback.
-	if out, err := d.ctl("mount", target, mnt); err == nil || !strings.Contains(out, "plain-http") {
-		t.Fatalf("mount over plain HTTP without --plain-http: %v\n%s", err, out)
+	if _, err := td.api.Mount(ctx, control.MountRequest{RegisterRequest: control.RegisterRequest{FSID: "app", Bootstrap: target}, Mountpoint: mnt}); err == nil || !strings.Contains(err.Error(), "plain-http") {
+		t.Fatalf("mount over plain HTTP without plain_http: %v", err)
 	}
-	if out, err := d.ctl("mount", "--platform", "linux/amd64", target, mnt, "--plain-http"); err != nil {
-		t.Fatalf("erofsctl mount: %v\n%s", err, out)
+	if _, err := td.api.Mount(ctx, control.MountRequest{RegisterRequest: control.RegisterRequest{FSID: "app", Bootstrap: target, PlainHTTP: true, Platform: "linux/amd64"},
+		Mountpoint: mnt}); err != nil {
+		t.Fatalf("mount: %v", err)
 	}
 	defer syscall.Unmount(mnt, syscall.MNT_DETACH)
-	out, _ := d.ctl("ls")
-	if !strings.Contains(out, reg.Host+"/app@sha256:") {
-		t.Errorf("ls does not name the manifest the image came from:\n%s", out)
+	ims, err := td.api.Images(ctx)
+	if err != nil || len(ims) != 1 || !strings.HasPrefix(ims[0].Source, reg.Host+"/app@sha256:") {
+		t.Errorf("images do not name the manifest the image came from: %+v, %v", ims, err)
 	}
 
 	// A metadata walk fetches no file data.
-	fetched := func() float64 { return scrape(t, d.metrics)["erofsd_backend_fetched_bytes_total"] }
+	fetched := func() float64 { return scrape(t, cfg.MetricsAddr)["erofsd_backend_fetched_bytes_total"] }
 	entries := 0
 	err = filepath.WalkDir(mnt, func(p string, de fs.DirEntry, err error) error {
 		if err != nil {
@@ -188,20 +145,21 @@ func TestDaemonRegistryMount(t *testing.T) {
 	for _, diff := range diffs {
 		t.Error(diff)
 	}
-	m := scrape(t, d.metrics)
+	m := scrape(t, cfg.MetricsAddr)
 	if m[`erofsd_backend_requests_total{backend="oci"}`] == 0 || m["erofsd_chunk_digest_failures_total"] != 0 {
 		t.Errorf("oci backend requests %v, digest failures %v", m[`erofsd_backend_requests_total{backend="oci"}`], m["erofsd_chunk_digest_failures_total"])
 	}
-	if out, err := d.ctl("umount", mnt); err != nil {
-		t.Fatalf("erofsctl umount: %v\n%s", err, out)
+	if err := td.api.Unmount(ctx, mnt); err != nil {
+		t.Fatalf("umount: %v", err)
 	}
 	// The fetched bootstrap goes with the image.
-	if left, _ := os.ReadDir(filepath.Join(dir, "state", "bootstraps")); len(left) != 0 {
+	if left, _ := os.ReadDir(filepath.Join(cfg.StateDir, "bootstraps")); len(left) != 0 {
 		t.Errorf("%d fetched bootstraps left after the image was unmounted", len(left))
 	}
 	// A source image that was never converted is refused clearly.
-	if out, err := d.ctl("mount", "--plain-http", "oci://"+reg.Host+"/app:v1", mnt); err == nil || !strings.Contains(out, "not an erofsd image") {
-		t.Errorf("mounting an unconverted image: %v\n%s", err, out)
+	if _, err := td.api.Mount(ctx, control.MountRequest{RegisterRequest: control.RegisterRequest{FSID: "v1", Bootstrap: "oci://" + reg.Host + "/app:v1", PlainHTTP: true},
+		Mountpoint: mnt}); err == nil || !strings.Contains(err.Error(), "not an erofsd image") {
+		t.Errorf("mounting an unconverted image: %v", err)
 	}
 }
 
@@ -211,8 +169,8 @@ func TestDaemonRegistryMount(t *testing.T) {
 // or fails with EIO, never wrong bytes; once the faults stop, every file
 // reads back right.
 func TestDaemonRegistryFaults(t *testing.T) {
+	needFanotify(t)
 	dir := t.TempDir()
-	bins := fanotifyBins(t, dir)
 	reg := testregistry.Start(t, testregistry.Options{})
 	var entries []testoci.Entry
 	for i := 0; i < 12; i++ {
@@ -226,21 +184,21 @@ func TestDaemonRegistryFaults(t *testing.T) {
 	if err := remote.Write(ref, src); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command(bins["erofs-image"], "convert", "--plain-http", "--chunk-size", "64K", "--platform", "linux/amd64",
-		"oci://"+reg.Host+"/faulty:v1", "oci://"+reg.Host+"/faulty:erofs").CombinedOutput(); err != nil {
-		t.Fatalf("convert: %v\n%s", err, out)
-	}
+	convertInRegistry(t, "oci://"+reg.Host+"/faulty:v1", "oci://"+reg.Host+"/faulty:erofs", 64<<10)
 	proxy := faultproxy.Start(t, faultproxy.Options{Target: reg.Host, MaxFaults: 200, FlipAt: 100,
 		SlowChunk: 64 << 10, SlowDelay: 5 * time.Millisecond, SlowMax: time.Second})
 
 	// Chunk by chunk (no readahead window), so that many requests meet
 	// the faults; streamed runs under faults are covered in blobstore and
 	// ondemand.
-	d := startDaemon(t, bins, dir, "--frontend", "fanotify", "--readahead-window", "0")
-	mnt := filepath.Join(dir, "mnt")
-	os.Mkdir(mnt, 0o755)
-	if out, err := d.ctl("mount", "--plain-http", "oci://"+proxy.Host+"/faulty:erofs", mnt); err != nil {
-		t.Fatalf("erofsctl mount: %v\n%s", err, out)
+	cfg := cliConfig(t, dir)
+	cfg.Frontend, cfg.ReadaheadWindow = "fanotify", 0
+	td := startDaemon(t, holderOf(t), cfg)
+	ctx := context.Background()
+	mnt := mountpoint(t)
+	if _, err := td.api.Mount(ctx, control.MountRequest{RegisterRequest: control.RegisterRequest{FSID: "faulty", Bootstrap: "oci://" + proxy.Host + "/faulty:erofs", PlainHTTP: true},
+		Mountpoint: mnt}); err != nil {
+		t.Fatalf("mount: %v", err)
 	}
 	defer syscall.Unmount(mnt, syscall.MNT_DETACH)
 
@@ -281,11 +239,11 @@ func TestDaemonRegistryFaults(t *testing.T) {
 	if ok, eio := readAll(entries); ok != len(entries) {
 		t.Fatalf("after the faults stopped: %d files right, %d EIO", ok, eio)
 	}
-	m := scrape(t, d.metrics)
+	m := scrape(t, cfg.MetricsAddr)
 	if m["erofsd_chunk_digest_failures_total"] == 0 {
 		t.Error("flipped bytes were not caught by the digest check")
 	}
-	if out, err := d.ctl("umount", mnt); err != nil {
-		t.Fatalf("erofsctl umount: %v\n%s", err, out)
+	if err := td.api.Unmount(ctx, mnt); err != nil {
+		t.Fatalf("umount: %v", err)
 	}
 }

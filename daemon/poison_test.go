@@ -1,11 +1,10 @@
-package main
+package daemon
 
 import (
-	"encoding/json"
+	"context"
 	"fmt"
 	mrand "math/rand"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -23,8 +22,8 @@ import (
 // cache file is named after B's chunk table, and, not being A's blob, is
 // never taken for complete.
 func TestForgedImageCannotPoison(t *testing.T) {
+	needFanotify(t)
 	dir := t.TempDir()
-	bins := fanotifyBins(t, dir)
 	build := func(name string, seed int64) (src, img, blobDir string) {
 		src = filepath.Join(dir, "src-"+name)
 		// The same file sizes, other bytes: B's blob is as large as A's,
@@ -39,11 +38,8 @@ func TestForgedImageCannotPoison(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		img, blobDir = filepath.Join(dir, name+".erofs"), filepath.Join(dir, "blobs-"+name)
-		if out, err := exec.Command(bins["erofs-image"], "build", "--blob-dir", blobDir, "-o", img, src).CombinedOutput(); err != nil {
-			t.Fatalf("build: %v\n%s", err, out)
-		}
-		return src, img, blobDir
+		blobDir = filepath.Join(dir, "blobs-"+name)
+		return src, buildImage(t, src, blobDir, 0), blobDir
 	}
 	srcA, imgA, blobsA := build("a", 1)
 	_, imgB, blobsB := build("b", 2)
@@ -62,11 +58,13 @@ func TestForgedImageCannotPoison(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	rd := startDaemon(t, bins, dir, "--frontend", "fanotify")
-	mnt := filepath.Join(dir, "mnt")
-	os.Mkdir(mnt, 0o755)
-	if out, err := rd.ctl("mount", "--fsid", "b", "--blob-dir", forged, imgB, mnt); err != nil {
-		t.Fatalf("mount b: %v\n%s", err, out)
+	cfg := cliConfig(t, dir)
+	cfg.Frontend = "fanotify"
+	td := startDaemon(t, holderOf(t), cfg)
+	ctx := context.Background()
+	mnt := mountpoint(t)
+	if _, err := td.api.Mount(ctx, control.MountRequest{RegisterRequest: control.RegisterRequest{FSID: "b", Bootstrap: imgB, BlobDir: forged}, Mountpoint: mnt}); err != nil {
+		t.Fatalf("mount b: %v", err)
 	}
 	// Read all of B, so that its cache file is complete.
 	filepath.Walk(mnt, func(p string, fi os.FileInfo, err error) error {
@@ -75,30 +73,20 @@ func TestForgedImageCannotPoison(t *testing.T) {
 		}
 		return nil
 	})
-	counter := func(name string) int64 {
-		out, err := rd.ctl("status", "--json")
-		if err != nil {
-			t.Fatalf("status: %v\n%s", err, out)
-		}
-		var st control.Status
-		if err := json.Unmarshal([]byte(out), &st); err != nil {
-			t.Fatal(err)
-		}
-		return st.Counters[name]
-	}
+	const notBlob = "cache_files_not_blob_total{frontend=fanotify}"
 	deadline := time.Now().Add(10 * time.Second)
-	for counter("cache_files_not_blob_total{frontend=fanotify}") == 0 && time.Now().Before(deadline) {
+	for td.counter(notBlob) == 0 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
-	if n := counter("cache_files_not_blob_total{frontend=fanotify}"); n != 1 {
+	if n := td.counter(notBlob); n != 1 {
 		t.Errorf("%d complete cache files found not to be their blob; want B's", n)
 	}
-	if out, err := rd.ctl("umount", mnt); err != nil {
-		t.Fatalf("umount b: %v\n%s", err, out)
+	if err := td.api.Unmount(ctx, mnt); err != nil {
+		t.Fatalf("umount b: %v", err)
 	}
 
-	if out, err := rd.ctl("mount", "--fsid", "a", "--blob-dir", blobsA, imgA, mnt); err != nil {
-		t.Fatalf("mount a: %v\n%s", err, out)
+	if _, err := td.api.Mount(ctx, control.MountRequest{RegisterRequest: control.RegisterRequest{FSID: "a", Bootstrap: imgA, BlobDir: blobsA}, Mountpoint: mnt}); err != nil {
+		t.Fatalf("mount a: %v", err)
 	}
 	diffs, err := treecmp.Compare(srcA, mnt, treecmp.Options{})
 	if err != nil {
@@ -111,12 +99,12 @@ func TestForgedImageCannotPoison(t *testing.T) {
 		}
 		t.Error("image A after the forged image B:", d)
 	}
-	if out, err := rd.ctl("umount", mnt); err != nil {
-		t.Fatalf("umount a: %v\n%s", err, out)
+	if err := td.api.Unmount(ctx, mnt); err != nil {
+		t.Fatalf("umount a: %v", err)
 	}
 	// A's own cache file is complete now and was found to be its blob:
 	// a file named after A's digest and table, with the check recorded.
-	ents, _ := os.ReadDir(filepath.Join(dir, "cache", "fanotify"))
+	ents, _ := os.ReadDir(filepath.Join(cfg.CacheDir, "fanotify"))
 	var names []string
 	for _, e := range ents {
 		names = append(names, e.Name())
@@ -124,7 +112,7 @@ func TestForgedImageCannotPoison(t *testing.T) {
 	if len(names) != 4 {
 		t.Errorf("cache files %v: want a data file and a map for each of the two tables", names)
 	}
-	if n := counter("cache_verified_bytes_total{frontend=fanotify}"); n == 0 {
+	if n := td.counter("cache_verified_bytes_total{frontend=fanotify}"); n == 0 {
 		t.Error("A's complete cache file was not checked against its digest")
 	}
 }

@@ -1,0 +1,149 @@
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/erofsd/erofsd/erofs/build"
+	"github.com/erofsd/erofsd/internal/testimage"
+	"github.com/erofsd/erofsd/oci"
+	"github.com/erofsd/erofsd/ondemand/cachefiles"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sys/unix"
+)
+
+// cliConfig is the Config cmd/erofsd makes when given only the dirs,
+// the socket and a metrics address: its flags' defaults where they
+// differ from Config's zero values (the auto front end, the readahead
+// window and the mounts' readahead, cachefilesd's limits), with metrics
+// on a free loopback port.
+func cliConfig(t *testing.T, dir string) Config {
+	t.Helper()
+	cfg := testConfig(dir)
+	cfg.Frontend = "auto"
+	cfg.ReadaheadWindow = DefaultReadaheadWindow
+	cfg.MountReadahead = DefaultMountReadahead
+	cfg.CachefilesLimits = cachefiles.DefaultLimits
+	cfg.MetricsAddr = freeAddr(t)
+	return cfg
+}
+
+// mountpoint makes an empty directory to mount on; whatever is still
+// mounted there when the test ends is detached before the directory is
+// removed.
+func mountpoint(t *testing.T) string {
+	t.Helper()
+	mp := t.TempDir()
+	t.Cleanup(func() { unix.Unmount(mp, unix.MNT_DETACH) })
+	return mp
+}
+
+// writeRandom writes size random bytes to path and returns them.
+func writeRandom(t *testing.T, path string, size int) []byte {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, size)
+	rand.Read(data)
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// buildImage builds src into an image whose blob goes into blobDir (as
+// erofs-image build --blob-dir does), with chunkSize (0: the default).
+func buildImage(t *testing.T, src, blobDir string, chunkSize int64) string {
+	t.Helper()
+	img, _, _ := testimage.Build(t, src, build.Options{BlobDir: blobDir, ChunkSize: chunkSize})
+	return img
+}
+
+// convertInRegistry converts the linux/amd64 image at from (an
+// oci:// reference on a plain HTTP registry) into an erofsd image with
+// chunkSize and pushes it to to, as erofs-image convert --plain-http
+// --platform linux/amd64 does.
+func convertInRegistry(t *testing.T, from, to string, chunkSize int64) {
+	t.Helper()
+	ctx := context.Background()
+	ro := oci.RemoteOptions{PlainHTTP: true}
+	src, err := oci.ParseLocation(from, ro)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, err := oci.ParseLocation(to, ro)
+	if err != nil {
+		t.Fatal(err)
+	}
+	source, err := oci.OpenSource(ctx, src, ro)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := oci.ConvertOptions{ChunkSize: chunkSize, WorkDir: t.TempDir(), Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}
+	if src.Ref != nil {
+		opts.SourceRef = src.Ref.Name()
+	}
+	c, err := oci.Convert(ctx, source, opts)
+	if err != nil {
+		t.Fatalf("convert %s: %v", from, err)
+	}
+	defer c.Close()
+	if _, err := oci.Write(ctx, dst, c, ro); err != nil {
+		t.Fatalf("pushing %s: %v", to, err)
+	}
+}
+
+// logText is what the daemon logged so far.
+func (td *testDaemon) logText() string {
+	logMu <- struct{}{}
+	defer func() { <-logMu }()
+	return td.logs.String()
+}
+
+// freeAddr returns a loopback address with a port nothing listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// scrape reads the daemon's /metrics into series -> value.
+func scrape(t *testing.T, addr string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("scraping /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err == nil {
+			out[line[:i]] = v
+		}
+	}
+	return out
+}
