@@ -180,7 +180,7 @@ func TestNothingBlocksUnrelatedWork(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Unmount(hungMp, unix.MNT_DETACH) // a read is still waiting on it
-	go os.ReadFile(filepath.Join(hungMp, "f")) // waits on the store
+	go os.ReadFile(filepath.Join(hungMp, "f"))  // waits on the store
 	time.Sleep(200 * time.Millisecond)
 
 	img, blobs, data := randomImage(t, 2<<20)
