@@ -7,7 +7,7 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/erofsd/erofsd/internal/testregistry"
+	"github.com/erofsd/erofsd/internal/testutil/testregistry"
 )
 
 // BenchmarkOCIRead reads a 256 MiB blob from the loopback registry:

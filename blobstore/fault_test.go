@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/erofsd/erofsd/internal/faultproxy"
-	"github.com/erofsd/erofsd/internal/testregistry"
+	"github.com/erofsd/erofsd/internal/testutil/faultproxy"
+	"github.com/erofsd/erofsd/internal/testutil/testregistry"
 )
 
 // TestOCIFaults puts a fault-injecting proxy between the store and the

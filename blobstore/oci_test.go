@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/erofsd/erofsd/internal/testregistry"
+	"github.com/erofsd/erofsd/internal/testutil/testregistry"
 	"github.com/google/go-containerregistry/pkg/authn"
 )
 

@@ -9,7 +9,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/erofsd/erofsd/internal/testregistry"
+	"github.com/erofsd/erofsd/internal/testutil/require"
+	"github.com/erofsd/erofsd/internal/testutil/testregistry"
 	"github.com/google/go-containerregistry/pkg/authn"
 )
 
@@ -18,9 +19,7 @@ import (
 // another host. The store must follow it, keep Range, and not send the
 // registry's credentials there.
 func TestOCIRedirectToStorage(t *testing.T) {
-	if _, ok := testregistry.Available(); !ok {
-		t.Skip("docker-registry not installed")
-	}
+	require.Host(t, require.Tool(testregistry.Binary, "docker-registry"))
 	root := t.TempDir()
 	type seen struct{ method, rng, auth string }
 	var mu sync.Mutex

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/erofsd/erofsd/internal/faultproxy"
-	"github.com/erofsd/erofsd/internal/testregistry"
+	"github.com/erofsd/erofsd/internal/testutil/faultproxy"
+	"github.com/erofsd/erofsd/internal/testutil/testregistry"
 )
 
 // TestOCIOpenRange streams ranges from the real registry: the bytes

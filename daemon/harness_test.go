@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -10,7 +9,7 @@ import (
 
 	"github.com/erofsd/erofsd/internal/control"
 	"github.com/erofsd/erofsd/internal/fdhold"
-	"github.com/erofsd/erofsd/internal/kmount"
+	"github.com/erofsd/erofsd/internal/testutil/require"
 	"github.com/erofsd/erofsd/ondemand/fanotify"
 	"github.com/sirupsen/logrus"
 )
@@ -40,15 +39,7 @@ func holderOf(t *testing.T) *fdhold.Holder {
 // needFanotify skips unless this kernel serves through fanotify as root.
 func needFanotify(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount")
-	}
-	if err := kmount.Supported(); err != nil {
-		t.Skip(err)
-	}
-	if err := fanotify.Supported(t.TempDir()); err != nil {
-		t.Skip(err)
-	}
+	require.Host(t, require.FileBackedErofs, func() error { return fanotify.Supported(t.TempDir()) })
 }
 
 // testConfig is a Config with the daemon's dirs and socket in dir.

@@ -13,7 +13,7 @@ import (
 	"testing"
 
 	"github.com/erofsd/erofsd/erofs/build"
-	"github.com/erofsd/erofsd/internal/testimage"
+	"github.com/erofsd/erofsd/internal/testutil/testimage"
 	"github.com/erofsd/erofsd/oci"
 	"github.com/erofsd/erofsd/ondemand/cachefiles"
 	v1 "github.com/google/go-containerregistry/pkg/v1"

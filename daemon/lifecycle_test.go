@@ -19,7 +19,7 @@ import (
 	"github.com/erofsd/erofsd/erofs/build"
 	"github.com/erofsd/erofsd/internal/control"
 	"github.com/erofsd/erofsd/internal/mountinfo"
-	"github.com/erofsd/erofsd/internal/testimage"
+	"github.com/erofsd/erofsd/internal/testutil/testimage"
 	"golang.org/x/sys/unix"
 )
 

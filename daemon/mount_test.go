@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/erofsd/erofsd/internal/control"
-	"github.com/erofsd/erofsd/internal/testtree"
-	"github.com/erofsd/erofsd/internal/treecmp"
+	"github.com/erofsd/erofsd/internal/testutil/testtree"
+	"github.com/erofsd/erofsd/internal/testutil/treecmp"
 )
 
 // TestDaemonFanotifyMount serves on this machine's kernel: a mount with

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/erofsd/erofsd/internal/control"
-	"github.com/erofsd/erofsd/internal/testimage"
-	"github.com/erofsd/erofsd/internal/treecmp"
+	"github.com/erofsd/erofsd/internal/testutil/testimage"
+	"github.com/erofsd/erofsd/internal/testutil/treecmp"
 )
 
 // TestForgedImageCannotPoison reproduces the attack from a review on this

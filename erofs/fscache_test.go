@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/erofsd/erofsd/erofs/build"
-	"github.com/erofsd/erofsd/internal/testimage"
+	"github.com/erofsd/erofsd/internal/testutil/testimage"
 )
 
 // TestFscacheLinux61 checks which layouts the report calls unsafe for

@@ -18,14 +18,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/erofsd/erofsd/erofs/internal/disk"
+	"github.com/erofsd/erofsd/internal/testutil/require"
 )
 
 // requireMkfs skips the test when mkfs.erofs is not installed.
 func requireMkfs(t testing.TB) {
 	t.Helper()
-	if _, err := lookMkfs(); err != nil {
-		t.Skip("mkfs.erofs not installed (apt-get install erofs-utils)")
-	}
+	require.Host(t, require.Tool("mkfs.erofs", "erofs-utils"))
 }
 
 func lookMkfs() (string, error) { return exec.LookPath("mkfs.erofs") }

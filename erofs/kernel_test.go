@@ -1,11 +1,10 @@
 package erofs
 
 import (
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
+	"github.com/erofsd/erofsd/internal/testutil/require"
 	"golang.org/x/sys/unix"
 )
 
@@ -15,13 +14,7 @@ func requireKernelErofs(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kernel mounts skipped in -short mode")
 	}
-	if !isRoot() {
-		t.Skip("mounting EROFS needs root")
-	}
-	b, err := os.ReadFile("/proc/filesystems")
-	if err != nil || !strings.Contains(string(b), "\terofs\n") {
-		t.Skip("kernel has no erofs support (/proc/filesystems)")
-	}
+	require.Host(t, require.FileBackedErofs)
 }
 
 // kernelMount mounts an image file-backed (source = the image file, as
@@ -38,7 +31,7 @@ func kernelMount(t *testing.T, imgPath, blobPath string) string {
 		data = "device=" + abs
 	}
 	if err := unix.Mount(imgPath, mnt, "erofs", unix.MS_RDONLY, data); err != nil {
-		t.Skipf("file-backed erofs mount of %s failed (kernel without CONFIG_EROFS_FS_BACKED_BY_FILE?): %v", imgPath, err)
+		t.Fatalf("file-backed erofs mount of %s: %v", imgPath, err)
 	}
 	t.Cleanup(func() {
 		if err := unix.Unmount(mnt, 0); err != nil {

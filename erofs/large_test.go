@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/erofsd/erofsd/erofs/internal/disk"
+	"github.com/erofsd/erofsd/internal/testutil/require"
 )
 
 // Files larger than 4 GiB: mkfs.erofs needs ~30 s to write one, so the
@@ -37,9 +38,7 @@ func writeAt(t *testing.T, path string, off int64, b []byte) {
 
 func largeTree(t *testing.T) string {
 	requireMkfs(t)
-	if !isRoot() {
-		t.Skip("needs root to chown (extended inodes)")
-	}
+	require.Host(t, require.Root) // to chown (extended inodes)
 	src := t.TempDir()
 	for name, n := range map[string]int{"flat": 4096, "chunky": 8192} {
 		p := filepath.Join(src, name)

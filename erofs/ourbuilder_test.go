@@ -8,8 +8,9 @@ import (
 	"time"
 
 	"github.com/erofsd/erofsd/erofs/build"
-	"github.com/erofsd/erofsd/internal/testimage"
-	"github.com/erofsd/erofsd/internal/testtree"
+	"github.com/erofsd/erofsd/internal/testutil/require"
+	"github.com/erofsd/erofsd/internal/testutil/testimage"
+	"github.com/erofsd/erofsd/internal/testutil/testtree"
 )
 
 // TestOurBuilderImages checks images from erofsd's own builder (built
@@ -20,9 +21,7 @@ func TestOurBuilderImages(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a tree with a 4 GiB sparse file")
 	}
-	if !isRoot() {
-		t.Skip("the shared test tree has a mode-0000 file only root can read")
-	}
+	require.Host(t, require.Root) // the shared test tree has a mode-0000 file only root can read
 	src := filepath.Join(t.TempDir(), "src")
 	if _, err := testtree.Generate(src, testtree.Options{Big: true}); err != nil {
 		t.Fatal(err)

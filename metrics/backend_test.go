@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/erofsd/erofsd/blobstore"
-	"github.com/erofsd/erofsd/internal/faultproxy"
+	"github.com/erofsd/erofsd/internal/testutil/faultproxy"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil"

@@ -15,8 +15,8 @@ import (
 	"testing"
 
 	"github.com/erofsd/erofsd/erofs"
-	"github.com/erofsd/erofsd/internal/testoci"
-	"github.com/erofsd/erofsd/internal/testregistry"
+	"github.com/erofsd/erofsd/internal/testutil/testoci"
+	"github.com/erofsd/erofsd/internal/testutil/testregistry"
 	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"

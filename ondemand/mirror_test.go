@@ -7,8 +7,8 @@ import (
 	"testing"
 
 	"github.com/erofsd/erofsd/blobstore"
-	"github.com/erofsd/erofsd/internal/faultproxy"
-	"github.com/erofsd/erofsd/internal/testregistry"
+	"github.com/erofsd/erofsd/internal/testutil/faultproxy"
+	"github.com/erofsd/erofsd/internal/testutil/testregistry"
 )
 
 // TestCorruptMirrorFallsBackToUpstream: a registry mirror serving a

@@ -16,7 +16,7 @@ import (
 
 	"github.com/erofsd/erofsd/blobstore"
 	"github.com/erofsd/erofsd/erofs/build"
-	"github.com/erofsd/erofsd/internal/testimage"
+	"github.com/erofsd/erofsd/internal/testutil/testimage"
 )
 
 // uniformImage builds an image of one 2 MiB random file in 64 KiB

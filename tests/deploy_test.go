@@ -7,16 +7,16 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/erofsd/erofsd/internal/testutil/require"
 )
 
 // TestSystemdUnitVerifies lints deploy/systemd/erofsd.service with this
 // machine's systemd (Debian 12's 252), pointing ExecStart at a built
 // erofsd so that the check includes the binary.
 func TestSystemdUnitVerifies(t *testing.T) {
-	analyze, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		t.Skip("systemd-analyze not installed")
-	}
+	require.Host(t, require.Tool("systemd-analyze", "systemd"))
+	analyze, _ := exec.LookPath("systemd-analyze")
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "erofsd")
 	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/erofsd").CombinedOutput(); err != nil {

@@ -12,7 +12,7 @@ import (
 
 	goerofs "github.com/erofs/go-erofs"
 	"github.com/erofsd/erofsd/erofs/build"
-	"github.com/erofsd/erofsd/internal/testimage"
+	"github.com/erofsd/erofsd/internal/testutil/testimage"
 )
 
 // TestGoErofsReadsOurImages cross-checks our images with an independent

@@ -15,8 +15,8 @@ import (
 
 	"github.com/erofsd/erofsd/erofs"
 	"github.com/erofsd/erofsd/erofs/build"
-	"github.com/erofsd/erofsd/internal/kmount"
-	"github.com/erofsd/erofsd/internal/testimage"
+	"github.com/erofsd/erofsd/internal/testutil/testimage"
+	"github.com/erofsd/erofsd/internal/testutil/testmount"
 )
 
 // layerEntry is one tar entry: a file with content, "dir/", a symlink
@@ -113,7 +113,7 @@ func TestKernelMergedLayers(t *testing.T) {
 		blobs = append(blobs, filepath.Join(blobDir, bl.Digest))
 	}
 	mnt := t.TempDir()
-	unmount, err := kmount.MountFileBacked(image, blobs, mnt)
+	unmount, err := testmount.FileBacked(image, blobs, mnt)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/erofsd/erofsd/blobstore"
 	"github.com/erofsd/erofsd/internal/counters"
+	"github.com/erofsd/erofsd/internal/testutil/require"
 	"github.com/erofsd/erofsd/metrics"
 	"github.com/erofsd/erofsd/ondemand"
 	"github.com/erofsd/erofsd/ondemand/cachefiles"
@@ -239,10 +240,8 @@ func TestPromqlNames(t *testing.T) {
 // (each alert fires on a series that should trip it), and every
 // dashboard query parses as PromQL.
 func TestPromtool(t *testing.T) {
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		t.Skip("promtool not installed (scripts/install-deps.sh installs it)")
-	}
+	require.Host(t, require.Tool("promtool", "prometheus (scripts/install-deps.sh unpacks it)"))
+	promtool, _ := exec.LookPath("promtool")
 	dir := "../deploy/prometheus"
 	for _, args := range [][]string{
 		{"check", "config", "prometheus.yml"},

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/erofsd/erofsd/erofs/build"
-	"github.com/erofsd/erofsd/internal/kmount"
-	"github.com/erofsd/erofsd/internal/testimage"
+	"github.com/erofsd/erofsd/internal/testutil/testimage"
+	"github.com/erofsd/erofsd/internal/testutil/testmount"
 	"golang.org/x/sys/unix"
 )
 
@@ -56,7 +56,7 @@ func TestKernelOverlayWhiteouts(t *testing.T) {
 	for _, layer := range []string{lower, upper} {
 		image, blobs, _ := testimage.Build(t, layer, build.Options{BlobDir: t.TempDir()})
 		mnt := t.TempDir()
-		unmount, err := kmount.MountFileBacked(image, blobs, mnt)
+		unmount, err := testmount.FileBacked(image, blobs, mnt)
 		if err != nil {
 			t.Fatal(err)
 		}

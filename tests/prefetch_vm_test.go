@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/erofsd/erofsd/internal/testtree"
+	"github.com/erofsd/erofsd/internal/testutil/testtree"
 	"github.com/erofsd/erofsd/tests/vm"
 )
 

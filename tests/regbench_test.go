@@ -16,8 +16,10 @@ import (
 
 	"github.com/erofsd/erofsd/blobstore"
 	"github.com/erofsd/erofsd/internal/kmount"
-	"github.com/erofsd/erofsd/internal/testoci"
-	"github.com/erofsd/erofsd/internal/testregistry"
+	"github.com/erofsd/erofsd/internal/testutil/require"
+	"github.com/erofsd/erofsd/internal/testutil/testmount"
+	"github.com/erofsd/erofsd/internal/testutil/testoci"
+	"github.com/erofsd/erofsd/internal/testutil/testregistry"
 	"github.com/erofsd/erofsd/oci"
 	"github.com/erofsd/erofsd/ondemand"
 	"github.com/erofsd/erofsd/ondemand/fanotify"
@@ -35,20 +37,10 @@ import (
 // (EROFSD_BENCH_MIB and EROFSD_BENCH_MIN_FETCH change the file size and
 // the minimum fetch).
 func BenchmarkRegistry(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root to mount")
-	}
-	if err := kmount.Supported(); err != nil {
-		b.Skip(err)
-	}
-	curl, err := exec.LookPath("curl")
-	if err != nil {
-		b.Skip("curl not installed: it is the reference")
-	}
 	work := b.TempDir()
-	if err := fanotify.Supported(work); err != nil {
-		b.Skip(err)
-	}
+	require.Host(b, require.FileBackedErofs, require.Tool("curl", "curl"), // curl is the reference
+		func() error { return fanotify.Supported(work) })
+	curl, _ := exec.LookPath("curl")
 	sizeMiB := envInt(b, "EROFSD_BENCH_MIB", 256)
 	minFetch := envInt(b, "EROFSD_BENCH_MIN_FETCH", 0)
 	window := envInt(b, "EROFSD_BENCH_WINDOW", 16<<20) // erofsd's default
@@ -188,7 +180,7 @@ func lazyRun(ctx context.Context, b *testing.B, dir, host string, res *oci.Resol
 		defer w.Close()
 		devices = append(devices, p)
 	}
-	unmount, err := kmount.MountFileBacked(bootstrap, devices, mnt)
+	unmount, err := testmount.FileBacked(bootstrap, devices, mnt)
 	if err != nil {
 		return 0, 0, err
 	}

@@ -8,9 +8,10 @@ import (
 	"time"
 
 	"github.com/erofsd/erofsd/erofs/build"
-	"github.com/erofsd/erofsd/internal/testimage"
-	"github.com/erofsd/erofsd/internal/testoci"
-	"github.com/erofsd/erofsd/internal/testregistry"
+	"github.com/erofsd/erofsd/internal/testutil/require"
+	"github.com/erofsd/erofsd/internal/testutil/testimage"
+	"github.com/erofsd/erofsd/internal/testutil/testoci"
+	"github.com/erofsd/erofsd/internal/testutil/testregistry"
 	"github.com/erofsd/erofsd/oci"
 	"github.com/erofsd/erofsd/tests/vm"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -63,10 +64,8 @@ tail -n 20 /tmp/registry.log
 // file while chunks come from the registry.
 func TestErofsdRegistryInVM(t *testing.T) {
 	kernel := vm.Require(t)
-	registryBin, ok := testregistry.Available()
-	if !ok {
-		t.Skip("docker-registry not installed (scripts/install-deps.sh installs it)")
-	}
+	require.Host(t, require.Tool(testregistry.Binary, "docker-registry"))
+	registryBin, _ := testregistry.Available()
 	d := &dataDir{t: t, dir: t.TempDir()}
 
 	// The registry's storage goes on the guest's data disk.

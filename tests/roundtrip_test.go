@@ -10,10 +10,11 @@ import (
 	"testing"
 
 	"github.com/erofsd/erofsd/erofs/build"
-	"github.com/erofsd/erofsd/internal/kmount"
-	"github.com/erofsd/erofsd/internal/testimage"
-	"github.com/erofsd/erofsd/internal/testtree"
-	"github.com/erofsd/erofsd/internal/treecmp"
+	"github.com/erofsd/erofsd/internal/testutil/require"
+	"github.com/erofsd/erofsd/internal/testutil/testimage"
+	"github.com/erofsd/erofsd/internal/testutil/testmount"
+	"github.com/erofsd/erofsd/internal/testutil/testtree"
+	"github.com/erofsd/erofsd/internal/testutil/treecmp"
 )
 
 // source is a generated tree shared by the round-trip tests.
@@ -35,7 +36,7 @@ func generate(t *testing.T, big bool) source {
 func mountAndCompare(t *testing.T, want, image string, blobs []string, opts treecmp.Options) {
 	t.Helper()
 	mnt := t.TempDir()
-	unmount, err := kmount.MountFileBacked(image, blobs, mnt)
+	unmount, err := testmount.FileBacked(image, blobs, mnt)
 	if err != nil {
 		t.Fatalf("kernel refused the image: %v", err)
 	}
@@ -59,9 +60,7 @@ func mountAndCompare(t *testing.T, want, image string, blobs []string, opts tree
 
 func needKernel(t *testing.T) {
 	t.Helper()
-	if err := kmount.Supported(); err != nil {
-		t.Skipf("kernel mount not possible: %v", err)
-	}
+	require.Host(t, require.FileBackedErofs)
 }
 
 // TestKernelRoundTripDir builds self-contained and chunked images of a
@@ -105,10 +104,8 @@ func TestKernelRoundTripDir(t *testing.T) {
 // tar (xattrs, sparse files, nanosecond times, hardlinks).
 func TestKernelRoundTripTar(t *testing.T) {
 	needKernel(t)
-	tarBin, err := exec.LookPath("tar")
-	if err != nil {
-		t.Skip("GNU tar not installed")
-	}
+	require.Host(t, require.Tool("tar", "tar"))
+	tarBin, _ := exec.LookPath("tar")
 	src := generate(t, false)
 	archive := filepath.Join(t.TempDir(), "layer.tar")
 	cmd := exec.Command(tarBin, "--format=posix", "--xattrs", "--xattrs-include=*", "--sparse",

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/erofsd/erofsd/erofs/build"
-	"github.com/erofsd/erofsd/internal/testimage"
+	"github.com/erofsd/erofsd/internal/testutil/testimage"
 	"github.com/erofsd/erofsd/tests/vm"
 )
 

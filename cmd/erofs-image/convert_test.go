@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/erofsd/erofsd/internal/testoci"
-	"github.com/erofsd/erofsd/internal/testregistry"
+	"github.com/erofsd/erofsd/internal/testutil/testoci"
+	"github.com/erofsd/erofsd/internal/testutil/testregistry"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 )

@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/erofsd/erofsd/erofs"
-	"github.com/erofsd/erofsd/internal/testtree"
-	"github.com/erofsd/erofsd/internal/treecmp"
+	"github.com/erofsd/erofsd/internal/testutil/testtree"
+	"github.com/erofsd/erofsd/internal/testutil/treecmp"
 )
 
 func runCmd(t *testing.T, args ...string) (string, error) {

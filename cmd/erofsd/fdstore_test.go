@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/erofsd/erofsd/internal/control"
-	"github.com/erofsd/erofsd/internal/fakesystemd"
+	"github.com/erofsd/erofsd/internal/testutil/fakesystemd"
 )
 
 // streamReaders starts n readers of path, each reading it all in 128 KiB

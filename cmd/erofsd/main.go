@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/erofsd/erofsd/daemon"
-	"github.com/erofsd/erofsd/internal/control"
 	"github.com/erofsd/erofsd/internal/fdhold"
 	"github.com/erofsd/erofsd/internal/lograte"
 	"github.com/erofsd/erofsd/internal/sdnotify"
@@ -75,25 +74,26 @@ var errVersionShown = errors.New("version shown")
 // daemon.Config, with the logger it asks for.
 func parseConfig(args []string) (daemon.Config, error) {
 	var cfg daemon.Config
+	def := daemon.DefaultConfig()
 	fs := flag.NewFlagSet("erofsd", flag.ContinueOnError)
-	fs.StringVar(&cfg.CacheDir, "cache-dir", daemon.DefaultCacheDir, "cache `dir`: cachefiles' cache (on a filesystem with user xattrs: ext4, xfs) and the fanotify cache files")
+	fs.StringVar(&cfg.CacheDir, "cache-dir", def.CacheDir, "cache `dir`: cachefiles' cache (on a filesystem with user xattrs: ext4, xfs) and the fanotify cache files")
 	fs.StringVar(&cfg.BlobDir, "blob-dir", "", "default blob store: a `dir` of blobs named by sha256 hex digest, an http(s):// URL serving URL/<digest> with range requests, or oci://HOST/REPO")
 	fs.StringVar(&cfg.BlobCAFile, "blob-ca-file", "", "extra CA certificates (PEM) for https blob stores and registries")
-	minFetch, window, mountRA := units.Bytes(0), units.Bytes(daemon.DefaultReadaheadWindow), units.Bytes(daemon.DefaultMountReadahead)
+	minFetch, window, mountRA := units.Bytes(def.MinFetch), units.Bytes(def.ReadaheadWindow), units.Bytes(def.MountReadahead)
 	fs.Var(&mountRA, "mount-readahead", "readahead of erofsd's mounts in `bytes` (K, M suffixes): the size of the kernel's reads of blobs, each answered by erofsd while data is missing (0: the kernel's 128K)")
 	fs.Var(&minFetch, "min-fetch", "least `bytes` a fill reads from a blob store (K, M suffixes): later chunks ride along (0: what is asked; at most 8M)")
 	fs.Var(&window, "readahead-window", "`bytes` background readahead keeps fetched ahead of a sequential reader (K, M suffixes), in runs of up to 8M (0: the next chunk only)")
 	mirrors := fs.String("registry-mirrors", "", "comma-separated `HOST=MIRROR` pairs: MIRROR (host[:port] or URL) is tried before registry HOST, in order")
-	fs.StringVar(&cfg.StateDir, "state-dir", daemon.DefaultStateDir, "`dir` for the daemon's state: state.json and images fetched by digest")
-	fs.StringVar(&cfg.Socket, "socket", control.DefaultSocket, "control API unix socket `path` (mode 0600)")
-	fs.StringVar(&cfg.CachefilesTag, "tag", "erofsd", "cachefiles cache tag")
-	fs.IntVar(&cfg.Workers, "workers", daemon.DefaultWorkers, "kernel requests handled at once")
-	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", daemon.DefaultRequestTimeout, "a kernel request not served within this `duration` fails with EIO and the blob store request behind it is cancelled")
-	fs.StringVar(&cfg.Frontend, "frontend", "auto", "kernel front ends to enable: auto (every one this kernel supports), cachefiles or fanotify")
+	fs.StringVar(&cfg.StateDir, "state-dir", def.StateDir, "`dir` for the daemon's state: state.json and images fetched by digest")
+	fs.StringVar(&cfg.Socket, "socket", def.Socket, "control API unix socket `path` (mode 0600)")
+	fs.StringVar(&cfg.CachefilesTag, "tag", def.CachefilesTag, "cachefiles cache tag")
+	fs.IntVar(&cfg.Workers, "workers", def.Workers, "kernel requests handled at once")
+	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", def.RequestTimeout, "a kernel request not served within this `duration` fails with EIO and the blob store request behind it is cancelled")
+	fs.StringVar(&cfg.Frontend, "frontend", def.Frontend, "kernel front ends to enable: auto (every one this kernel supports), cachefiles or fanotify")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
-	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", daemon.DefaultMetricsAddr, "`address` serving /metrics, /healthz and /readyz (empty: off)")
-	fs.StringVar(&cfg.Prefetch, "prefetch", "off", "after a mount, fetch in the background: off, or whole (every blob; a mount's prefetch list comes first either way)")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", def.MetricsAddr, "`address` serving /metrics, /healthz and /readyz (empty: off)")
+	fs.StringVar(&cfg.Prefetch, "prefetch", def.Prefetch, "after a mount, fetch in the background: off, or whole (every blob; a mount's prefetch list comes first either way)")
 	var prefetchRate units.Bytes
 	fs.Var(&prefetchRate, "prefetch-rate", "bandwidth `limit` of all prefetch together, bytes/s with K, M or G (binary): 0 is unlimited (prefetch yields to kernel reads either way)")
 	showVersion := fs.Bool("version", false, "print the version and exit")

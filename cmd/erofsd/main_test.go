@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/erofsd/erofsd/internal/control"
+	"github.com/erofsd/erofsd/internal/testutil/require"
 	"github.com/erofsd/erofsd/ondemand/fanotify"
 )
 
@@ -115,12 +116,7 @@ func TestDaemonLifecycle(t *testing.T) {
 // root, and builds erofsd, erofsctl and erofs-image into dir.
 func fanotifyBins(t *testing.T, dir string) map[string]string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount")
-	}
-	if err := fanotify.Supported(dir); err != nil {
-		t.Skip(err)
-	}
+	require.Host(t, require.FileBackedErofs, func() error { return fanotify.Supported(dir) })
 	bins := map[string]string{}
 	for _, name := range []string{"erofsd", "erofsctl", "erofs-image"} {
 		bins[name] = filepath.Join(dir, name)

@@ -1,25 +1,16 @@
-// Package kmount mounts EROFS images with the running kernel in file-backed
-// mode, for tests that check images against the real filesystem driver,
-// and tunes EROFS mounts (SetReadahead) for erofsd.
+// Package kmount is erofsd's mount code: it mounts EROFS images with the
+// running kernel (Mount: file-backed, or in fscache mode by fsid),
+// unmounts them (Unmount: retrying while busy), finds a mount's sysfs
+// directory (SysfsDir) and tunes its readahead (SetReadahead). Supported
+// says whether this process can make file-backed mounts here.
 //
 // File-backed mode (CONFIG_EROFS_FS_BACKED_BY_FILE, Linux 6.12+) lets the
 // kernel read an image straight from a regular file, without a loop
-// device. It is only reached through mount(2) with the image file as the
-// source: mount(8) turns a regular-file source into a loop device first,
-// after which every device= option must name a block device as well. The
-// extra devices of a multi-device image (the blobs of a chunk-based image,
-// as written by mkfs.erofs --blobdev) are passed as device=/abs/path mount
+// device. mount(8) would turn a regular-file source into a loop device
+// first, after which every device= option must name a block device as
+// well; Mount passes the image file itself. The extra devices of a
+// multi-device image (the blobs of a chunk-based image) are device=
 // options, in the order of the image's device table.
-//
-// Mounting needs CAP_SYS_ADMIN; [Supported] explains why mounting is not
-// possible here, so tests can skip with that reason:
-//
-//	if err := kmount.Supported(); err != nil {
-//		t.Skip(err)
-//	}
-//	unmount, err := kmount.MountFileBacked(img, nil, dir)
-//	...
-//	defer unmount()
 package kmount
 
 import (
@@ -36,148 +27,22 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/erofsd/erofsd/internal/hostcap"
 	"golang.org/x/sys/unix"
 )
 
-// Option adjusts a mount made by [MountFileBacked].
-type Option func(*config)
-
-type config struct {
-	flags uintptr
-	data  []string
-}
-
-// WithFlags adds mount(2) flags such as unix.MS_NODEV, unix.MS_NOSUID or
-// unix.MS_NOEXEC. MS_RDONLY is always set: EROFS is read-only.
-func WithFlags(flags uintptr) Option {
-	return func(c *config) { c.flags |= flags }
-}
-
-// WithData adds comma-free EROFS mount options, such as "acl",
-// "nouser_xattr" or "cache_strategy=disabled", after the device= options.
-func WithData(options ...string) Option {
-	return func(c *config) { c.data = append(c.data, options...) }
-}
-
-// Unmount timing: how long MountFileBacked's unmount function retries
-// while the mount is busy before detaching it lazily.
+// Unmount timing: how long Unmount retries while the mount is busy before
+// detaching it lazily.
 const (
 	busyRetryFor   = 2 * time.Second
 	busyRetryFirst = 10 * time.Millisecond
 )
 
-// MountFileBacked mounts the EROFS image file image read-only on the
-// existing directory target, in file-backed mode. blobs lists the extra
-// device files of a multi-device image (for example the --blobdev file of
-// a chunk-based image), in device-table order; it may be empty.
-//
-// The returned function unmounts it. It retries for a short while when the
-// mount is busy (an open file or a process with its cwd there), then falls
-// back to a lazy unmount (MNT_DETACH), which always succeeds but leaves the
-// filesystem alive until its last user goes away; the error then says so.
-// Calling it again after success returns nil.
-func MountFileBacked(image string, blobs []string, target string, opts ...Option) (unmount func() error, err error) {
-	var c config
-	for _, o := range opts {
-		o(&c)
-	}
-	img, err := regularFile(image)
-	if err != nil {
-		return nil, fmt.Errorf("kmount: image: %w", err)
-	}
-	var data []string
-	for _, b := range blobs {
-		abs, err := regularFile(b)
-		if err != nil {
-			return nil, fmt.Errorf("kmount: blob: %w", err)
-		}
-		data = append(data, "device="+abs)
-	}
-	for _, o := range c.data {
-		if o == "" || strings.Contains(o, ",") {
-			return nil, fmt.Errorf("kmount: mount option %q must be non-empty and free of commas", o)
-		}
-		data = append(data, o)
-	}
-	tgt, err := filepath.Abs(target)
-	if err != nil {
-		return nil, fmt.Errorf("kmount: target %s: %w", target, err)
-	}
-	if fi, err := os.Stat(tgt); err != nil {
-		return nil, fmt.Errorf("kmount: target: %w", err)
-	} else if !fi.IsDir() {
-		return nil, fmt.Errorf("kmount: target %s is not a directory", tgt)
-	}
-	extra, err := extraDevices(img)
-	if err != nil {
-		return nil, err
-	}
-	if extra != len(blobs) {
-		// The kernel accepts a multi-device image mounted without its
-		// device= options and then silently reads zeros where the blob
-		// data should be, so refuse the mismatch here.
-		return nil, fmt.Errorf("kmount: image %s has %d extra device(s) in its device table, %d blob(s) given", img, extra, len(blobs))
-	}
-	opt := strings.Join(data, ",")
-	if err := unix.Mount(img, tgt, "erofs", unix.MS_RDONLY|c.flags, opt); err != nil {
-		return nil, fmt.Errorf("kmount: mount(2) %s on %s (erofs, data %q): %w%s", img, tgt, opt, err, mountHint(err))
-	}
-	var once sync.Once
-	var unmountErr error
-	return func() error {
-		once.Do(func() { unmountErr = Unmount(tgt) })
-		return unmountErr
-	}, nil
-}
-
-// On-disk superblock facts used by extraDevices.
+// On-disk superblock facts of minimalImage.
 const (
-	sbOffset           = 1024
-	sbMagic            = 0xE0F5E1E2
-	featureDeviceTable = 0x8 // EROFS_FEATURE_INCOMPAT_DEVICE_TABLE
+	sbOffset = 1024
+	sbMagic  = 0xE0F5E1E2
 )
-
-// extraDevices reads the superblock of the EROFS image at path and returns
-// the number of extra devices its device table lists.
-func extraDevices(path string) (int, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, fmt.Errorf("kmount: image: %w", err)
-	}
-	defer f.Close()
-	sb := make([]byte, 128)
-	if _, err := f.ReadAt(sb, sbOffset); err != nil {
-		return 0, fmt.Errorf("kmount: read superblock of %s: %w", path, err)
-	}
-	le := binary.LittleEndian
-	if m := le.Uint32(sb[0:]); m != sbMagic {
-		return 0, fmt.Errorf("kmount: %s is not an EROFS image (magic %#08x at offset %d)", path, m, sbOffset)
-	}
-	if le.Uint32(sb[80:])&featureDeviceTable == 0 {
-		return 0, nil
-	}
-	return int(le.Uint16(sb[86:])), nil
-}
-
-// regularFile returns the absolute path of p after checking that it is a
-// regular file whose name the kernel's option parser can take.
-func regularFile(p string) (string, error) {
-	abs, err := filepath.Abs(p)
-	if err != nil {
-		return "", fmt.Errorf("resolve %s: %w", p, err)
-	}
-	fi, err := os.Stat(abs)
-	if err != nil {
-		return "", err
-	}
-	if !fi.Mode().IsRegular() {
-		return "", fmt.Errorf("%s is not a regular file (file-backed mounts need one)", abs)
-	}
-	if strings.ContainsAny(abs, ",") {
-		return "", fmt.Errorf("%s contains a comma, which mount options cannot carry", abs)
-	}
-	return abs, nil
-}
 
 // mountHint explains the usual causes of a mount(2) errno.
 func mountHint(err error) string {
@@ -232,22 +97,23 @@ var (
 // Supported reports whether this process can make file-backed EROFS
 // mounts: it needs root, erofs in /proc/filesystems, and a trial mount of a
 // minimal image must succeed. The returned error says which check failed
-// and is meant as a t.Skip reason. The result is computed once.
+// (a *hostcap.Missing: tests skip with it). The result is computed once.
 func Supported() error {
 	supportedOnce.Do(func() { supportedErr = checkSupported() })
 	return supportedErr
 }
 
 func checkSupported() error {
-	if uid := os.Geteuid(); uid != 0 {
-		return fmt.Errorf("kmount: file-backed EROFS mounts need root (euid is %d)", uid)
+	const what = "file-backed EROFS mounts"
+	if err := hostcap.Root(what); err != nil {
+		return err
 	}
 	ok, err := kernelHasErofs()
 	if err != nil {
 		return err
 	}
 	if !ok {
-		return errors.New("kmount: kernel has no erofs filesystem (not in /proc/filesystems; try modprobe erofs)")
+		return &hostcap.Missing{What: what, Why: "the kernel has no erofs filesystem (not in /proc/filesystems; try modprobe erofs)"}
 	}
 	dir, err := os.MkdirTemp("", "kmount-probe-")
 	if err != nil {
@@ -262,13 +128,12 @@ func checkSupported() error {
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		return fmt.Errorf("kmount: trial mount: %w", err)
 	}
-	unmount, err := MountFileBacked(img, nil, mnt)
-	if err != nil {
-		return fmt.Errorf("kmount: trial file-backed mount failed: %w", err)
+	if err := Mount(Spec{Source: img}, mnt); err != nil {
+		return hostcap.Missingf(what, "a trial mount failed (Linux 6.12+ with CONFIG_EROFS_FS_BACKED_BY_FILE): %w", err)
 	}
 	var st unix.Stat_t
 	statErr := unix.Stat(mnt, &st)
-	if err := unmount(); err != nil {
+	if err := Unmount(mnt); err != nil {
 		return fmt.Errorf("kmount: trial mount: %w", err)
 	}
 	if statErr != nil {

@@ -21,6 +21,9 @@ type Spec struct {
 	// for a file-backed mount, cache object names in fscache mode (they
 	// replace the device tags as the blobs' cookie keys).
 	Devices []string
+	// Options are further EROFS options: "acl", "nouser_xattr",
+	// "cache_strategy=disabled" (a flag, or key=value).
+	Options []string
 	// Attrs are MOUNT_ATTR_* flags for the mount (MOUNT_ATTR_RDONLY is
 	// always set), such as unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOSUID.
 	Attrs int
@@ -71,6 +74,15 @@ func Mount(spec Spec, target string) error {
 		}
 		if err := set("device", d); err != nil {
 			return err
+		}
+	}
+	for _, o := range spec.Options {
+		if k, v, ok := strings.Cut(o, "="); ok {
+			if err := set(k, v); err != nil {
+				return err
+			}
+		} else if err := unix.FsconfigSetFlag(fd, o); err != nil {
+			return fail("option "+o, err)
 		}
 	}
 	if err := unix.FsconfigSetFlag(fd, "ro"); err != nil {

@@ -20,15 +20,11 @@ func TestMinimalImage(t *testing.T) {
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := extraDevices(img); err != nil || n != 0 {
-		t.Fatalf("extraDevices = %d, %v", n, err)
-	}
-	unmount, err := MountFileBacked(img, nil, mnt)
-	if err != nil {
+	if err := Mount(Spec{Source: img}, mnt); err != nil {
 		t.Fatal(err)
 	}
 	defer func() {
-		if err := unmount(); err != nil {
+		if err := Unmount(mnt); err != nil {
 			t.Error(err)
 		}
 	}()

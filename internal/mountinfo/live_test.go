@@ -8,7 +8,8 @@ import (
 
 	"github.com/erofsd/erofsd/erofs/build"
 	"github.com/erofsd/erofsd/internal/kmount"
-	"github.com/erofsd/erofsd/internal/testimage"
+	"github.com/erofsd/erofsd/internal/testutil/require"
+	"github.com/erofsd/erofsd/internal/testutil/testimage"
 	"golang.org/x/sys/unix"
 )
 
@@ -35,9 +36,7 @@ func TestReadSelf(t *testing.T) {
 // does (fsopen, source set) on a path with a space, checks it, stacks a
 // tmpfs on it and hides it under a mount on its parent.
 func TestLive(t *testing.T) {
-	if err := kmount.Supported(); err != nil {
-		t.Skip(err)
-	}
+	require.Host(t, require.FileBackedErofs)
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src")
 	if err := os.Mkdir(src, 0o755); err != nil {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/erofsd/erofsd/internal/hostcap"
 	abi "github.com/erofsd/erofsd/ondemand/internal/cachefiles"
 	"golang.org/x/sys/unix"
 )
@@ -38,11 +39,11 @@ func Open(dir, tag string, res Resolver, cfg Config) (*Server, error) {
 	fd, err := unix.Open(DevicePath, unix.O_RDWR|unix.O_CLOEXEC, 0)
 	switch {
 	case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENXIO):
-		return nil, ErrNoDevice
+		return nil, &hostcap.Missing{What: "cachefiles on-demand mode", Why: ErrNoDevice.Error(), Err: ErrNoDevice}
 	case errors.Is(err, unix.EBUSY):
 		return nil, ErrCacheBusy
 	case errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES):
-		return nil, ErrNotPermited
+		return nil, &hostcap.Missing{What: "cachefiles on-demand mode", Why: ErrNotPermited.Error(), Err: ErrNotPermited}
 	case err != nil:
 		return nil, fmt.Errorf("opening %s: %w", DevicePath, err)
 	}

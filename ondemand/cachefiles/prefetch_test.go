@@ -12,7 +12,7 @@ import (
 
 	"github.com/erofsd/erofsd/blobstore"
 	"github.com/erofsd/erofsd/erofs/build"
-	"github.com/erofsd/erofsd/internal/testimage"
+	"github.com/erofsd/erofsd/internal/testutil/testimage"
 	"github.com/erofsd/erofsd/ondemand"
 	abi "github.com/erofsd/erofsd/ondemand/internal/cachefiles"
 )

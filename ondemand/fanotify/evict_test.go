@@ -17,8 +17,9 @@ import (
 
 	"github.com/erofsd/erofsd/blobstore"
 	"github.com/erofsd/erofsd/erofs/build"
-	"github.com/erofsd/erofsd/internal/kmount"
-	"github.com/erofsd/erofsd/internal/testimage"
+	"github.com/erofsd/erofsd/internal/testutil/require"
+	"github.com/erofsd/erofsd/internal/testutil/testimage"
+	"github.com/erofsd/erofsd/internal/testutil/testmount"
 	"github.com/erofsd/erofsd/ondemand"
 	"golang.org/x/sys/unix"
 )
@@ -36,12 +37,7 @@ type spaceRig struct {
 
 func newSpaceRig(t *testing.T, cache string, limit int64) *spaceRig {
 	t.Helper()
-	if err := kmount.Supported(); err != nil {
-		t.Skip(err)
-	}
-	if err := Supported(cache); err != nil {
-		t.Skip(err)
-	}
+	require.Host(t, require.FileBackedErofs, func() error { return Supported(cache) })
 	r := &spaceRig{t: t, reg: ondemand.NewRegistry(), cache: cache, blobs: t.TempDir()}
 	r.store, _ = blobstore.NewLocal(r.blobs)
 	var err error
@@ -108,7 +104,7 @@ func (r *spaceRig) mount(im *rigImage) {
 		devices = append(devices, p)
 	}
 	im.mnt = r.t.TempDir()
-	unmount, err := kmount.MountFileBacked(im.img, devices, im.mnt)
+	unmount, err := testmount.FileBacked(im.img, devices, im.mnt)
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -265,9 +261,7 @@ func TestCacheLimitEvictsUnmountedOnly(t *testing.T) {
 // smallExt4 mounts a fresh ext4 filesystem of mb MiB on a loop device.
 func smallExt4(t *testing.T, mb int) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a loop device")
-	}
+	require.Host(t, require.Root)
 	img := filepath.Join(t.TempDir(), "cache.img")
 	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-b", "4096", "-m", "0", "-O", "^has_journal", img, fmt.Sprintf("%dM", mb)).CombinedOutput(); err != nil {
 		t.Skipf("mkfs.ext4: %v %s", err, out)

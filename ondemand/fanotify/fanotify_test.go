@@ -18,10 +18,11 @@ import (
 
 	"github.com/erofsd/erofsd/blobstore"
 	"github.com/erofsd/erofsd/erofs/build"
-	"github.com/erofsd/erofsd/internal/kmount"
-	"github.com/erofsd/erofsd/internal/testimage"
-	"github.com/erofsd/erofsd/internal/testtree"
-	"github.com/erofsd/erofsd/internal/treecmp"
+	"github.com/erofsd/erofsd/internal/testutil/require"
+	"github.com/erofsd/erofsd/internal/testutil/testimage"
+	"github.com/erofsd/erofsd/internal/testutil/testmount"
+	"github.com/erofsd/erofsd/internal/testutil/testtree"
+	"github.com/erofsd/erofsd/internal/testutil/treecmp"
 	"github.com/erofsd/erofsd/ondemand"
 	"golang.org/x/sys/unix"
 )
@@ -43,13 +44,8 @@ var lazyFlushEvery time.Duration
 
 func newLazyMount(t *testing.T, src string, chunkSize int64, corrupt bool) *lazyMount {
 	t.Helper()
-	if err := kmount.Supported(); err != nil {
-		t.Skip(err)
-	}
 	cache := t.TempDir()
-	if err := Supported(cache); err != nil {
-		t.Skip(err)
-	}
+	require.Host(t, require.FileBackedErofs, func() error { return Supported(cache) })
 	blobDir := t.TempDir()
 	img, blobs, _ := testimage.Build(t, src, build.Options{BlobDir: blobDir, ChunkSize: chunkSize})
 	if corrupt {
@@ -89,7 +85,7 @@ func newLazyMount(t *testing.T, src string, chunkSize int64, corrupt bool) *lazy
 		t.Cleanup(obj.Release)
 	}
 	m.mnt = t.TempDir()
-	unmount, err := kmount.MountFileBacked(img, devices, m.mnt)
+	unmount, err := testmount.FileBacked(img, devices, m.mnt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,13 +237,8 @@ func TestReplayAfterCrash(t *testing.T) {
 }
 
 func testReplay(t *testing.T, lost bool) {
-	if err := kmount.Supported(); err != nil {
-		t.Skip(err)
-	}
 	cache := t.TempDir()
-	if err := Supported(cache); err != nil {
-		t.Skip(err)
-	}
+	require.Host(t, require.FileBackedErofs, func() error { return Supported(cache) })
 	src := t.TempDir()
 	want := make([]byte, 2<<20)
 	rand.Read(want)
@@ -271,7 +262,7 @@ func testReplay(t *testing.T, lost bool) {
 		t.Fatal(err)
 	}
 	mnt := t.TempDir()
-	unmount, err := kmount.MountFileBacked(img, []string{cachePath}, mnt)
+	unmount, err := testmount.FileBacked(img, []string{cachePath}, mnt)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/erofsd/erofsd/internal/testutil/require"
 	"github.com/erofsd/erofsd/ondemand"
 )
 
@@ -32,9 +33,7 @@ func (g *gatedSource) Fill(ctx context.Context, off, n int64, w ondemand.BlockWr
 // stays truncated.
 func TestPoisonWithWriteInFlight(t *testing.T) {
 	dir := t.TempDir()
-	if err := Supported(dir); err != nil {
-		t.Skip(err)
-	}
+	require.Host(t, func() error { return Supported(dir) })
 	srv, err := New(Config{Workers: 1})
 	if err != nil {
 		t.Fatal(err)

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/erofsd/erofsd/internal/testtree"
-	"github.com/erofsd/erofsd/internal/treecmp"
+	"github.com/erofsd/erofsd/internal/testutil/testtree"
+	"github.com/erofsd/erofsd/internal/testutil/treecmp"
 	"github.com/erofsd/erofsd/ondemand"
 )
 

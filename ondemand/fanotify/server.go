@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/erofsd/erofsd/internal/hostcap"
 	"github.com/erofsd/erofsd/ondemand"
 	abi "github.com/erofsd/erofsd/ondemand/internal/fanotifyabi"
 	"github.com/sirupsen/logrus"
@@ -141,7 +142,7 @@ type devIno struct{ dev, ino uint64 }
 func Supported(scratchDir string) error {
 	fd, err := unix.FanotifyInit(unix.FAN_CLASS_PRE_CONTENT|unix.FAN_CLOEXEC, unix.O_RDWR|unix.O_LARGEFILE|unix.O_CLOEXEC)
 	if err != nil {
-		return fmt.Errorf("%w: fanotify_init: %v", ErrUnsupported, err)
+		return unsupported("fanotify_init", err)
 	}
 	defer unix.Close(fd)
 	f, err := os.CreateTemp(scratchDir, ".fanotify-probe-*")
@@ -151,9 +152,16 @@ func Supported(scratchDir string) error {
 	defer os.Remove(f.Name())
 	f.Close()
 	if err := unix.FanotifyMark(fd, unix.FAN_MARK_ADD, unix.FAN_PRE_ACCESS, unix.AT_FDCWD, f.Name()); err != nil {
-		return fmt.Errorf("%w: FAN_PRE_ACCESS mark: %v", ErrUnsupported, err)
+		return unsupported("FAN_PRE_ACCESS mark", err)
 	}
 	return nil
+}
+
+// unsupported is the *hostcap.Missing of a failed probe step; it
+// matches ErrUnsupported too.
+func unsupported(step string, err error) error {
+	return &hostcap.Missing{What: "fanotify pre-content events", Why: fmt.Sprintf("%s: %v (%v)", step, err, ErrUnsupported),
+		Err: fmt.Errorf("%w: %s: %w", ErrUnsupported, step, err)}
 }
 
 // New creates a fanotify group for pre-content events.
@@ -161,7 +169,7 @@ func New(cfg Config) (*Server, error) {
 	fd, err := unix.FanotifyInit(unix.FAN_CLASS_PRE_CONTENT|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK|unix.FAN_UNLIMITED_QUEUE,
 		unix.O_RDWR|unix.O_LARGEFILE|unix.O_CLOEXEC)
 	if err != nil {
-		return nil, fmt.Errorf("%w: fanotify_init: %v", ErrUnsupported, err)
+		return nil, unsupported("fanotify_init", err)
 	}
 	return newServer(fd, cfg)
 }

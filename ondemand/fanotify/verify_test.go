@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/erofsd/erofsd/internal/testtree"
-	"github.com/erofsd/erofsd/internal/treecmp"
+	"github.com/erofsd/erofsd/internal/testutil/testtree"
+	"github.com/erofsd/erofsd/internal/testutil/treecmp"
 )
 
 // waitUnmarked waits until w has no mark (its file is read natively).

@@ -43,8 +43,8 @@ import (
 	"time"
 
 	"github.com/erofsd/erofsd/internal/control"
-	"github.com/erofsd/erofsd/internal/fakesystemd"
 	"github.com/erofsd/erofsd/internal/kmount"
+	"github.com/erofsd/erofsd/internal/testutil/fakesystemd"
 	"github.com/erofsd/erofsd/ondemand/fanotify"
 )
 

@@ -25,6 +25,7 @@ import (
 	"github.com/erofsd/erofsd/blobstore"
 	"github.com/erofsd/erofsd/erofs/build"
 	"github.com/erofsd/erofsd/internal/kmount"
+	"github.com/erofsd/erofsd/internal/testutil/testmount"
 	"github.com/erofsd/erofsd/ondemand"
 	"github.com/erofsd/erofsd/ondemand/fanotify"
 	"golang.org/x/sys/unix"
@@ -183,7 +184,7 @@ func list(v []float64) string {
 // dropping the page cache; it returns MiB/s.
 func coldRead(img, device, mnt string) (float64, error) {
 	os.MkdirAll(mnt, 0o755)
-	unmount, err := kmount.MountFileBacked(img, []string{device}, mnt)
+	unmount, err := testmount.FileBacked(img, []string{device}, mnt)
 	if err != nil {
 		return 0, err
 	}

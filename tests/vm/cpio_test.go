@@ -7,14 +7,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/erofsd/erofsd/internal/testutil/require"
 )
 
 // TestCPIOWriter unpacks an archive of cpioWriter with cpio(1), an
 // independent reader, and compares what comes out.
 func TestCPIOWriter(t *testing.T) {
-	if _, err := exec.LookPath("cpio"); err != nil {
-		t.Skip("cpio not found (apt-get install cpio)")
-	}
+	require.Host(t, require.Tool("cpio", "cpio"))
 	var buf bytes.Buffer
 	w := newCPIOWriter(&buf)
 	w.Dir("/bin", 0o755)

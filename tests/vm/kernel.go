@@ -12,6 +12,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/erofsd/erofsd/internal/testutil/require"
 )
 
 // ErrNoKernel is wrapped by [Kernel]'s error when no test kernel is cached.
@@ -62,18 +64,9 @@ func Require(t testing.TB) string {
 	if runtime.GOOS != "linux" || runtime.GOARCH != "amd64" {
 		t.Skipf("vm: guests run on linux/amd64 hosts, not %s/%s", runtime.GOOS, runtime.GOARCH)
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("vm: VM tests run as root (the kernel cache and its build belong to root)")
-	}
-	for _, tool := range []string{"qemu-system-x86_64", "mkfs.ext4", busybox} {
-		if _, err := exec.LookPath(tool); err != nil {
-			msg := fmt.Sprintf("vm: %s not found (scripts/install-deps.sh installs it)", tool)
-			if ci {
-				t.Fatal(msg)
-			}
-			t.Skip(msg)
-		}
-	}
+	// Root: the kernel cache and its build belong to root.
+	require.Host(t, require.Root, require.Tool("qemu-system-x86_64", "qemu-system-x86"),
+		require.Tool("mkfs.ext4", "e2fsprogs"), require.Tool(busybox, "busybox-static"))
 	kernel, err := Kernel()
 	if err == nil {
 		return kernel

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/erofsd/erofsd/internal/testutil/require"
 	"github.com/erofsd/erofsd/tests/vm"
 )
 
@@ -21,10 +22,8 @@ import (
 // that mount must hash like the host's original.
 func TestCachefilesOndemand(t *testing.T) {
 	kernel := vm.Require(t)
-	mkfs, err := exec.LookPath("mkfs.erofs")
-	if err != nil {
-		t.Skip("mkfs.erofs not found (install erofs-utils)")
-	}
+	require.Host(t, require.Tool("mkfs.erofs", "erofs-utils"))
+	mkfs, _ := exec.LookPath("mkfs.erofs")
 
 	src := t.TempDir()
 	random := make([]byte, 1<<20+12345) // not a whole number of blocks

@@ -1,7 +1,7 @@
 // Command guesttool runs inside the test VM and checks what the kernel
 // serves from erofsd mounts:
 //
-//	guesttool cmp WANT GOT            compare two trees (internal/treecmp); exit 1 on any difference
+//	guesttool cmp WANT GOT            compare two trees (internal/testutil/treecmp); exit 1 on any difference
 //	guesttool stress FILE REF N       N readers read FILE sequentially and at random offsets, comparing with REF
 //	guesttool read FILE               read FILE to the end; print "read ok BYTES" or "read error ERRNO-TEXT"
 //	guesttool readtime FILE           read FILE sequentially in 1 MiB reads; print "readtime BYTES NANOSECONDS"
@@ -30,8 +30,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/erofsd/erofsd/internal/fakesystemd"
-	"github.com/erofsd/erofsd/internal/treecmp"
+	"github.com/erofsd/erofsd/internal/testutil/fakesystemd"
+	"github.com/erofsd/erofsd/internal/testutil/treecmp"
 )
 
 func main() {

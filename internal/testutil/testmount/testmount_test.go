@@ -1,10 +1,10 @@
-package kmount_test
+package testmount_test
 
 // The mkfs.erofs tests below check the kernel's view of images written by
 // Debian's erofs-utils 1.5, an independent writer, against the source tree.
 //
-// What mkfs.erofs 1.5 does not preserve, found with internal/testtree and
-// internal/treecmp on this machine (Linux 6.18, file-backed mounts):
+// What mkfs.erofs 1.5 does not preserve, found with internal/testutil/testtree and
+// internal/testutil/treecmp on this machine (Linux 6.18, file-backed mounts):
 //
 //   - Names of exactly 255 bytes (NAME_MAX) make it fail outright
 //     ("Could not format the device : [Error 2] No such file or
@@ -44,37 +44,35 @@ import (
 
 	"github.com/erofsd/erofsd/erofs/build"
 	"github.com/erofsd/erofsd/internal/kmount"
-	"github.com/erofsd/erofsd/internal/testimage"
-	"github.com/erofsd/erofsd/internal/testtree"
-	"github.com/erofsd/erofsd/internal/treecmp"
+	"github.com/erofsd/erofsd/internal/testutil/require"
+	"github.com/erofsd/erofsd/internal/testutil/testimage"
+	"github.com/erofsd/erofsd/internal/testutil/testmount"
+	"github.com/erofsd/erofsd/internal/testutil/testtree"
+	"github.com/erofsd/erofsd/internal/testutil/treecmp"
 )
 
 // needMount skips the test when file-backed EROFS mounts are impossible.
 func needMount(t *testing.T) {
 	t.Helper()
-	if err := kmount.Supported(); err != nil {
-		t.Skip(err)
-	}
+	require.Host(t, require.FileBackedErofs)
 }
 
 // needMkfs skips the test when mkfs.erofs is not installed.
 func needMkfs(t *testing.T) string {
 	t.Helper()
-	p, err := exec.LookPath("mkfs.erofs")
-	if err != nil {
-		t.Skip("mkfs.erofs not installed (Debian package erofs-utils): ", err)
-	}
+	require.Host(t, require.Tool("mkfs.erofs", "erofs-utils"))
+	p, _ := exec.LookPath("mkfs.erofs")
 	return p
 }
 
 // mount mounts image on a fresh directory and unmounts it at cleanup.
-func mount(t *testing.T, image string, blobs []string, opts ...kmount.Option) string {
+func mount(t *testing.T, image string, blobs []string, opts ...testmount.Option) string {
 	t.Helper()
 	mnt := filepath.Join(t.TempDir(), "mnt")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	unmount, err := kmount.MountFileBacked(image, blobs, mnt, opts...)
+	unmount, err := testmount.FileBacked(image, blobs, mnt, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,9 +161,9 @@ func TestSupported(t *testing.T) {
 	}
 }
 
-// TestMountFileBackedMkfs compares a flat (default) mkfs.erofs image of
+// TestFileBackedMkfs compares a flat (default) mkfs.erofs image of
 // the test tree, as the kernel shows it, with the tree itself.
-func TestMountFileBackedMkfs(t *testing.T) {
+func TestFileBackedMkfs(t *testing.T) {
 	needMount(t)
 	needMkfs(t)
 	src, m := sourceTree(t)
@@ -198,15 +196,15 @@ func TestMountChunkedWithBlob(t *testing.T) {
 	}
 
 	// The device count must match the image's device table.
-	if _, err := kmount.MountFileBacked(img, nil, t.TempDir()); err == nil || !strings.Contains(err.Error(), "1 extra device") {
+	if _, err := testmount.FileBacked(img, nil, t.TempDir()); err == nil || !strings.Contains(err.Error(), "1 extra device") {
 		t.Errorf("mount without the blob: err = %v, want a device count error", err)
 	}
-	if _, err := kmount.MountFileBacked(img, []string{blob, blob}, t.TempDir()); err == nil {
+	if _, err := testmount.FileBacked(img, []string{blob, blob}, t.TempDir()); err == nil {
 		t.Error("mount with two blobs for a one-device image succeeded")
 	}
 }
 
-// TestKernelMissingBlob documents why MountFileBacked checks the device
+// TestKernelMissingBlob documents why FileBacked checks the device
 // count: the kernel mounts a blob-backed image without any device= option
 // and then reads zeros where the blob's data should be.
 func TestKernelMissingBlob(t *testing.T) {
@@ -225,7 +223,7 @@ func TestKernelMissingBlob(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := unix.Mount(img, mnt, "erofs", unix.MS_RDONLY, ""); err != nil {
-		t.Logf("kernel refuses the blob-less mount (%v): fine, MountFileBacked's check is then redundant", err)
+		t.Logf("kernel refuses the blob-less mount (%v): fine, FileBacked's check is then redundant", err)
 		return
 	}
 	defer kmount.Unmount(mnt)
@@ -258,7 +256,7 @@ func TestMountOptions(t *testing.T) {
 	img := filepath.Join(dir, "img")
 	mkfs(t, img, src)
 
-	mnt := mount(t, img, nil, kmount.WithFlags(unix.MS_NOSUID|unix.MS_NODEV), kmount.WithData("nouser_xattr"))
+	mnt := mount(t, img, nil, testmount.WithAttrs(unix.MS_NOSUID|unix.MS_NODEV), testmount.WithData("nouser_xattr"))
 	opts := mountedOptions(t, mnt)
 	for _, want := range []string{"ro", "nosuid", "nodev"} {
 		if !strings.Contains(","+opts+",", ","+want+",") {
@@ -274,10 +272,10 @@ func TestMountOptions(t *testing.T) {
 	}
 	compare(t, src, mnt, treecmp.Options{IgnoreXattrs: []string{"user.*"}})
 
-	if _, err := kmount.MountFileBacked(img, nil, t.TempDir(), kmount.WithData("a,b")); err == nil {
+	if _, err := testmount.FileBacked(img, nil, t.TempDir(), testmount.WithData("a,b")); err == nil {
 		t.Error("mount option with a comma accepted")
 	}
-	if _, err := kmount.MountFileBacked(img, nil, t.TempDir(), kmount.WithData("no_such_option")); err == nil {
+	if _, err := testmount.FileBacked(img, nil, t.TempDir(), testmount.WithData("no_such_option")); err == nil {
 		t.Error("unknown mount option accepted")
 	}
 }
@@ -288,7 +286,7 @@ func TestMountErrors(t *testing.T) {
 	if err := os.WriteFile(zero, make([]byte, 8192), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	// Only the superblock magic: enough to get past MountFileBacked's own
+	// Only the superblock magic: enough to get past FileBacked's own
 	// checks to the ones under test.
 	magic := filepath.Join(dir, "magic.img")
 	hdr := make([]byte, 8192)
@@ -313,7 +311,7 @@ func TestMountErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := kmount.MountFileBacked(c.image, c.blobs, c.target)
+			_, err := testmount.FileBacked(c.image, c.blobs, c.target)
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("err = %v, want it to mention %q", err, c.want)
 			}
@@ -339,7 +337,7 @@ func TestUnmountBusy(t *testing.T) {
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	unmount, err := kmount.MountFileBacked(img, nil, mnt)
+	unmount, err := testmount.FileBacked(img, nil, mnt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -389,7 +387,7 @@ func TestUnmountTwice(t *testing.T) {
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	unmount, err := kmount.MountFileBacked(img, nil, mnt)
+	unmount, err := testmount.FileBacked(img, nil, mnt)
 	if err != nil {
 		t.Fatal(err)
 	}

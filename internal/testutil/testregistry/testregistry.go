@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/erofsd/erofsd/internal/testutil/require"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -98,10 +99,8 @@ func Start(t testing.TB, opts Options) *Registry {
 // loopback port), for tests of clients made before their registry runs.
 func StartAt(t testing.TB, opts Options, host string) *Registry {
 	t.Helper()
-	bin, ok := Available()
-	if !ok {
-		t.Skip("docker-registry not installed (apt-get install docker-registry; scripts/install-deps.sh does)")
-	}
+	require.Host(t, require.Tool(Binary, "docker-registry"))
+	bin, _ := Available()
 	dir := t.TempDir()
 	root := opts.Root
 	if root == "" {

@@ -10,8 +10,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/erofsd/erofsd/internal/testtree"
-	"github.com/erofsd/erofsd/internal/treecmp"
+	"github.com/erofsd/erofsd/internal/testutil/require"
+	"github.com/erofsd/erofsd/internal/testutil/testtree"
+	"github.com/erofsd/erofsd/internal/testutil/treecmp"
 )
 
 func lstat(t *testing.T, p string) unix.Stat_t {
@@ -225,9 +226,7 @@ func TestGenerateDetails(t *testing.T) {
 }
 
 func TestGenerateRoot(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for device nodes, ownership and privileged xattrs")
-	}
+	require.Host(t, require.Root) // device nodes, ownership and privileged xattrs
 	dir := t.TempDir()
 	m, err := testtree.Generate(dir, testtree.Options{Root: testtree.RootOn})
 	if err != nil {
