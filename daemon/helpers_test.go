@@ -1,18 +1,14 @@
 package daemon
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/erofsd/erofsd/erofs/build"
+	"github.com/erofsd/erofsd/internal/testutil/scrape"
 	"github.com/erofsd/erofsd/internal/testutil/testimage"
 	"github.com/erofsd/erofsd/oci"
 	"github.com/erofsd/erofsd/ondemand/cachefiles"
@@ -32,7 +28,7 @@ func cliConfig(t *testing.T, dir string) Config {
 	cfg.ReadaheadWindow = DefaultReadaheadWindow
 	cfg.MountReadahead = DefaultMountReadahead
 	cfg.CachefilesLimits = cachefiles.DefaultLimits
-	cfg.MetricsAddr = freeAddr(t)
+	cfg.MetricsAddr = scrape.FreeAddr(t)
 	return cfg
 }
 
@@ -107,43 +103,4 @@ func (td *testDaemon) logText() string {
 	logMu <- struct{}{}
 	defer func() { <-logMu }()
 	return td.logs.String()
-}
-
-// freeAddr returns a loopback address with a port nothing listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// scrape reads the daemon's /metrics into series -> value.
-func scrape(t *testing.T, addr string) map[string]float64 {
-	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatalf("scraping /metrics: %v", err)
-	}
-	defer resp.Body.Close()
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err == nil {
-			out[line[:i]] = v
-		}
-	}
-	return out
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/erofsd/erofsd/internal/control"
+	"github.com/erofsd/erofsd/internal/testutil/scrape"
 	"github.com/erofsd/erofsd/internal/testutil/testtree"
 	"github.com/erofsd/erofsd/internal/testutil/treecmp"
 )
@@ -50,7 +51,7 @@ func TestDaemonFanotifyMount(t *testing.T) {
 	if mounted.Frontend != wantFE {
 		t.Errorf("mount used another front end than %s: %+v", wantFE, mounted)
 	}
-	before := scrape(t, metricsAddr)
+	before := scrape.Metrics(t, metricsAddr)
 	diffs, err := treecmp.Compare(src, mnt, treecmp.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +59,7 @@ func TestDaemonFanotifyMount(t *testing.T) {
 	for _, d := range diffs {
 		t.Error(d)
 	}
-	after := scrape(t, metricsAddr)
+	after := scrape.Metrics(t, metricsAddr)
 	okReads := `erofsd_kernel_requests_total{frontend="` + wantFE + `",result="ok",type="read"}`
 	for _, m := range []string{"erofsd_backend_fetches_total", "erofsd_backend_fetched_bytes_total", okReads,
 		`erofsd_cache_written_bytes_total{frontend="` + wantFE + `"}`, `erofsd_read_duration_seconds_count{frontend="` + wantFE + `"}`} {
@@ -88,7 +89,7 @@ func TestDaemonFanotifyMount(t *testing.T) {
 	hs := httptest.NewServer(http.FileServer(http.Dir(blobs)))
 	defer hs.Close()
 	os.RemoveAll(filepath.Join(cfg.CacheDir, "fanotify")) // a cold cache (fanotify)
-	fetched := scrape(t, metricsAddr)["erofsd_backend_fetched_bytes_total"]
+	fetched := scrape.Metrics(t, metricsAddr)["erofsd_backend_fetched_bytes_total"]
 	if _, err := td.api.Mount(ctx, control.MountRequest{RegisterRequest: control.RegisterRequest{FSID: "overhttp", Bootstrap: img, BlobDir: hs.URL},
 		Mountpoint: mnt, Frontend: "auto"}); err != nil {
 		t.Fatalf("mount over HTTP: %v", err)
@@ -103,7 +104,7 @@ func TestDaemonFanotifyMount(t *testing.T) {
 	if err := td.api.Unmount(ctx, mnt); err != nil {
 		t.Fatalf("umount: %v", err)
 	}
-	if wantFE == "fanotify" && scrape(t, metricsAddr)["erofsd_backend_fetched_bytes_total"] <= fetched {
+	if wantFE == "fanotify" && scrape.Metrics(t, metricsAddr)["erofsd_backend_fetched_bytes_total"] <= fetched {
 		t.Error("nothing was fetched over HTTP")
 	}
 
@@ -177,7 +178,7 @@ func TestDaemonFanotifyCacheLimit(t *testing.T) {
 	// The usage is refreshed every check interval (1s).
 	var m map[string]float64
 	for i := 0; i < 50; i++ {
-		if m = scrape(t, metricsAddr); m[`erofsd_cache_used_bytes{frontend="fanotify"}`] >= 3<<20 {
+		if m = scrape.Metrics(t, metricsAddr); m[`erofsd_cache_used_bytes{frontend="fanotify"}`] >= 3<<20 {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/erofsd/erofsd/internal/control"
+	"github.com/erofsd/erofsd/internal/testutil/scrape"
 	"github.com/erofsd/erofsd/internal/testutil/testtree"
 	"github.com/erofsd/erofsd/internal/testutil/treecmp"
 )
@@ -42,7 +43,7 @@ func TestDaemonPrefetch(t *testing.T) {
 	var m map[string]float64
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		m = scrape(t, metricsAddr)
+		m = scrape.Metrics(t, metricsAddr)
 		if m["erofsd_prefetch_bytes_done_total"] > 0 && m["erofsd_prefetch_bytes_left"] == 0 {
 			break
 		}
@@ -72,7 +73,7 @@ func TestDaemonPrefetch(t *testing.T) {
 	for _, d := range diffs {
 		t.Error(d)
 	}
-	after := scrape(t, metricsAddr)
+	after := scrape.Metrics(t, metricsAddr)
 	if f := after["erofsd_backend_fetches_total"] - m["erofsd_backend_fetches_total"]; f != 0 {
 		t.Errorf("reading every file after the prefetch fetched %v chunks", f)
 	}

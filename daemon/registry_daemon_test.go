@@ -17,6 +17,7 @@ import (
 
 	"github.com/erofsd/erofsd/internal/control"
 	"github.com/erofsd/erofsd/internal/testutil/faultproxy"
+	"github.com/erofsd/erofsd/internal/testutil/scrape"
 	"github.com/erofsd/erofsd/internal/testutil/testoci"
 	"github.com/erofsd/erofsd/internal/testutil/testregistry"
 	"github.com/erofsd/erofsd/internal/testutil/treecmp"
@@ -70,7 +71,7 @@ func TestDaemonRegistryMount(t *testing.T) {
 	}
 
 	// A metadata walk fetches no file data.
-	fetched := func() float64 { return scrape(t, cfg.MetricsAddr)["erofsd_backend_fetched_bytes_total"] }
+	fetched := func() float64 { return scrape.Metrics(t, cfg.MetricsAddr)["erofsd_backend_fetched_bytes_total"] }
 	entries := 0
 	err = filepath.WalkDir(mnt, func(p string, de fs.DirEntry, err error) error {
 		if err != nil {
@@ -145,7 +146,7 @@ func TestDaemonRegistryMount(t *testing.T) {
 	for _, diff := range diffs {
 		t.Error(diff)
 	}
-	m := scrape(t, cfg.MetricsAddr)
+	m := scrape.Metrics(t, cfg.MetricsAddr)
 	if m[`erofsd_backend_requests_total{backend="oci"}`] == 0 || m["erofsd_chunk_digest_failures_total"] != 0 {
 		t.Errorf("oci backend requests %v, digest failures %v", m[`erofsd_backend_requests_total{backend="oci"}`], m["erofsd_chunk_digest_failures_total"])
 	}
@@ -239,7 +240,7 @@ func TestDaemonRegistryFaults(t *testing.T) {
 	if ok, eio := readAll(entries); ok != len(entries) {
 		t.Fatalf("after the faults stopped: %d files right, %d EIO", ok, eio)
 	}
-	m := scrape(t, cfg.MetricsAddr)
+	m := scrape.Metrics(t, cfg.MetricsAddr)
 	if m["erofsd_chunk_digest_failures_total"] == 0 {
 		t.Error("flipped bytes were not caught by the digest check")
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/erofsd/erofsd/internal/control"
+	"github.com/erofsd/erofsd/internal/testutil/scrape"
 )
 
 func TestPrefetchConfigKeys(t *testing.T) {
@@ -60,7 +61,7 @@ func TestDaemonPrefetchResumes(t *testing.T) {
 	}
 	// Some of it fetched, not all: then the daemon dies.
 	deadline := time.Now().Add(30 * time.Second)
-	for scrape(t, rd.metrics)["erofsd_prefetch_bytes_done_total"] < 1<<20 {
+	for scrape.Metrics(t, rd.metrics)["erofsd_prefetch_bytes_done_total"] < 1<<20 {
 		if time.Now().After(deadline) {
 			t.Fatal("prefetch did not start")
 		}
@@ -81,7 +82,7 @@ func TestDaemonPrefetchResumes(t *testing.T) {
 	// The new daemon finishes the prefetch: the blob completes.
 	deadline = time.Now().Add(60 * time.Second)
 	for {
-		m := scrape(t, rd.metrics)
+		m := scrape.Metrics(t, rd.metrics)
 		if m["erofsd_prefetch_bytes_done_total"] > 0 && m["erofsd_prefetch_bytes_left"] == 0 {
 			break
 		}
@@ -93,12 +94,12 @@ func TestDaemonPrefetchResumes(t *testing.T) {
 	if !strings.Contains(rd.logs.String(), "resuming prefetch") {
 		t.Error("the log does not say the prefetch was resumed")
 	}
-	before := scrape(t, rd.metrics)["erofsd_backend_fetches_total"]
+	before := scrape.Metrics(t, rd.metrics)["erofsd_backend_fetches_total"]
 	data, err := os.ReadFile(filepath.Join(mnt, "big"))
 	if err != nil || !bytes.Equal(data, big) {
 		t.Fatalf("reading after the resumed prefetch: %v", err)
 	}
-	if f := scrape(t, rd.metrics)["erofsd_backend_fetches_total"] - before; f != 0 {
+	if f := scrape.Metrics(t, rd.metrics)["erofsd_backend_fetches_total"] - before; f != 0 {
 		t.Errorf("reading after the resumed prefetch fetched %v chunks", f)
 	}
 }
@@ -116,7 +117,7 @@ type runningDaemon struct {
 // and metrics address, plus args, and waits until it answers.
 func startDaemon(t *testing.T, bins map[string]string, dir string, args ...string) *runningDaemon {
 	t.Helper()
-	d := &runningDaemon{sock: filepath.Join(dir, "erofsd.sock"), metrics: freeAddr(t), logs: &strings.Builder{}, bins: bins}
+	d := &runningDaemon{sock: filepath.Join(dir, "erofsd.sock"), metrics: scrape.FreeAddr(t), logs: &strings.Builder{}, bins: bins}
 	d.cmd = exec.Command(bins["erofsd"], append([]string{"supervise", "--socket", d.sock, "--cache-dir", filepath.Join(dir, "cache"),
 		"--state-dir", filepath.Join(dir, "state"), "--metrics-addr", d.metrics}, args...)...)
 	d.cmd.Stderr = d.logs

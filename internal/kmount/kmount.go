@@ -212,34 +212,8 @@ func minimalImage() []byte {
 // backing device info (/sys/class/bdi/<name>) has the same name.
 const fsIocGetFSSysfsPath = 0x80811501
 
-// BDIName returns the name of the backing device info of the EROFS
-// filesystem mounted at target (/sys/class/bdi/<name>).
-func BDIName(target string) (string, error) {
-	f, err := os.Open(target)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	var buf [129]byte // struct fs_sysfs_path: u8 len, u8 name[128]
-	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), fsIocGetFSSysfsPath, uintptr(unsafe.Pointer(&buf[0]))); errno != 0 {
-		return "", fmt.Errorf("sysfs name of the mount at %s: %w", target, errno)
-	}
-	n := min(int(buf[0]), len(buf)-1)
-	// File-backed mounts are named after their bdi, "erofs-<n>"; fscache
-	// ones after their fsid, which is no bdi of theirs.
-	name, ok := strings.CutPrefix(string(buf[1:1+n]), "erofs/")
-	if !ok || !strings.HasPrefix(name, "erofs-") || name == "" || strings.ContainsAny(name, "/,") {
-		return "", fmt.Errorf("mount at %s: unexpected sysfs path %q", target, buf[1:1+n])
-	}
-	return name, nil
-}
-
-// SysfsDir returns the directory of the EROFS filesystem mounted at
-// target under /sys/fs ("/sys/fs/erofs/<name>"). It exists as long as
-// the filesystem does: after its mount point is unmounted, a bind mount
-// or an overlay using it as a layer keeps it alive. Linux 6.8+
-// (FS_IOC_GETFSSYSFSPATH).
-func SysfsDir(target string) (string, error) {
+// sysfsPath returns the mount's path under /sys/fs ("erofs/<name>").
+func sysfsPath(target string) (string, error) {
 	f, err := os.Open(target)
 	if err != nil {
 		return "", err
@@ -251,8 +225,38 @@ func SysfsDir(target string) (string, error) {
 	}
 	n := min(int(buf[0]), len(buf)-1)
 	rel := string(buf[1 : 1+n])
-	if !strings.HasPrefix(rel, "erofs/") || strings.Contains(rel, "..") || strings.Count(rel, "/") != 1 {
+	name, ok := strings.CutPrefix(rel, "erofs/")
+	if !ok || name == "" || name == "." || name == ".." || strings.Contains(name, "/") {
 		return "", fmt.Errorf("mount at %s: unexpected sysfs path %q", target, rel)
+	}
+	return rel, nil
+}
+
+// BDIName returns the name of the backing device info of the EROFS
+// filesystem mounted at target (/sys/class/bdi/<name>).
+func BDIName(target string) (string, error) {
+	rel, err := sysfsPath(target)
+	if err != nil {
+		return "", err
+	}
+	// File-backed mounts are named after their bdi, "erofs-<n>"; fscache
+	// ones after their fsid, which is no bdi of theirs.
+	name := strings.TrimPrefix(rel, "erofs/")
+	if !strings.HasPrefix(name, "erofs-") || strings.Contains(name, ",") {
+		return "", fmt.Errorf("mount at %s: sysfs path %q names no bdi", target, rel)
+	}
+	return name, nil
+}
+
+// SysfsDir returns the directory of the EROFS filesystem mounted at
+// target under /sys/fs ("/sys/fs/erofs/<name>"). It exists as long as
+// the filesystem does: after its mount point is unmounted, a bind mount
+// or an overlay using it as a layer keeps it alive. Linux 6.8+
+// (FS_IOC_GETFSSYSFSPATH).
+func SysfsDir(target string) (string, error) {
+	rel, err := sysfsPath(target)
+	if err != nil {
+		return "", err
 	}
 	return filepath.Join("/sys/fs", rel), nil
 }
