@@ -103,14 +103,6 @@ type Distruster interface {
 	Distrust(host string)
 }
 
-// OpenStore returns the store named by spec: a directory path (or
-// file:///path) for a local store, an http(s):// URL, or an OCI
-// repository (oci://HOST[:PORT]/REPO, over https; oci+http:// for plain
-// HTTP) with credentials from the docker config. It does no network I/O.
-func OpenStore(spec string, opts HTTPOptions) (Store, error) {
-	return Open(spec, StoreOptions{HTTPOptions: opts})
-}
-
 // StoreOptions configure Open for every kind of spec.
 type StoreOptions struct {
 	// HTTPOptions tune http(s):// stores and the transport of oci://
@@ -129,7 +121,10 @@ type StoreOptions struct {
 	Stats *Stats
 }
 
-// Open returns the store named by spec (see OpenStore).
+// Open returns the store named by spec: a directory path (or
+// file:///path) for a local store, an http(s):// URL, or an OCI
+// repository (oci://HOST[:PORT]/REPO, over https; oci+http:// for plain
+// HTTP) with credentials from the docker config. It does no network I/O.
 func Open(spec string, opts StoreOptions) (Store, error) {
 	httpOpts := opts.HTTPOptions
 	switch {

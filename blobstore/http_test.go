@@ -124,12 +124,12 @@ func TestOpenStoreAndBadURLs(t *testing.T) {
 			t.Errorf("%q accepted", bad)
 		}
 	}
-	if s, err := OpenStore(t.TempDir(), HTTPOptions{}); err != nil {
+	if s, err := Open(t.TempDir(), StoreOptions{}); err != nil {
 		t.Fatal(err)
 	} else if _, ok := s.(*Local); !ok {
 		t.Fatalf("a directory gave %T", s)
 	}
-	if s, err := OpenStore("http://127.0.0.1:1/blobs", HTTPOptions{}); err != nil {
+	if s, err := Open("http://127.0.0.1:1/blobs", StoreOptions{}); err != nil {
 		t.Fatal(err)
 	} else if _, ok := s.(*HTTP); !ok {
 		t.Fatalf("a URL gave %T", s)

@@ -348,7 +348,7 @@ func TestOpenStoreKinds(t *testing.T) {
 		"https://example.com/blobs":       "*blobstore.HTTP",
 		t.TempDir():                       "*blobstore.Local",
 	} {
-		s, err := OpenStore(spec, HTTPOptions{})
+		s, err := Open(spec, StoreOptions{})
 		if err != nil {
 			t.Fatalf("%s: %v", spec, err)
 		}
@@ -357,7 +357,7 @@ func TestOpenStoreKinds(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"oci://", "oci://host", "oci://host/", "oci:///repo", "oci://host/UPPER", "oci://ho st/r"} {
-		if _, err := OpenStore(bad, HTTPOptions{}); err == nil {
+		if _, err := Open(bad, StoreOptions{}); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
 	}

@@ -35,6 +35,10 @@ commands:
                    listed files (paths in the image, one a line) and with
                    whole every blob in the background
   umount MOUNTPOINT
+  register [--fsid ID] [--domain-id ID] [--blob-dir DIR] [--plain-http] [--insecure] [--platform OS/ARCH] IMAGE
+                   register IMAGE without mounting it (a later mount --fsid ID uses it)
+  unregister [--domain-id ID] FSID
+                   remove a registered image that no mount uses
   ls [--json]      registered images and their mounts
   status [--json]  daemon status and counters
 `
@@ -75,6 +79,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		return c.Unmount(ctx, mp)
+	case "register":
+		return cmdRegister(ctx, c, args[1:], stdout, stderr)
+	case "unregister":
+		fs := flag.NewFlagSet("erofsctl unregister", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		domain := fs.String("domain-id", "", "the image's `domain`")
+		if err := parseInterspersed(fs, args[1:]); err != nil {
+			return err
+		}
+		if fs.NArg() != 1 {
+			return errors.New("usage: erofsctl unregister [--domain-id ID] FSID")
+		}
+		return c.Unregister(ctx, fs.Arg(0), *domain)
 	case "ls", "list":
 		return cmdList(ctx, c, args[1:], stdout, stderr)
 	case "status":
@@ -87,16 +104,79 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return fmt.Errorf("unknown command %q", args[0])
 }
 
+// imageFlags are the flags that name an image and where its blobs are.
+type imageFlags struct {
+	fsid, domain, blobDir, platform *string
+	plainHTTP, insecure             *bool
+}
+
+func addImageFlags(fs *flag.FlagSet) *imageFlags {
+	return &imageFlags{
+		fsid:      fs.String("fsid", "", "fsid of the image (default: derived from the image path)"),
+		domain:    fs.String("domain-id", "", "share blobs with other images of this `domain`"),
+		blobDir:   fs.String("blob-dir", "", "blob store: a `dir`, an http(s):// URL or an oci:// repository (default: the daemon's --blob-dir)"),
+		plainHTTP: fs.Bool("plain-http", false, "oci:// images: talk plain HTTP to the registry (a test registry); never the default"),
+		insecure:  fs.Bool("insecure", false, "skip TLS certificate verification of the registry or blob store; never the default"),
+		platform:  fs.String("platform", "", "oci:// multi-platform images: `os/arch` to use (default: the daemon's)"),
+	}
+}
+
+// request turns the flags and the IMAGE argument into a registration.
+func (f *imageFlags) request(image string) (control.RegisterRequest, error) {
+	isOCI := strings.HasPrefix(image, "oci://")
+	if (*f.plainHTTP || *f.platform != "") && !isOCI {
+		return control.RegisterRequest{}, errors.New("--plain-http and --platform apply to oci:// images")
+	}
+	var err error
+	if !strings.HasPrefix(image, "sha256:") && !isOCI {
+		if image, err = filepath.Abs(image); err != nil {
+			return control.RegisterRequest{}, err
+		}
+		if _, err := os.Stat(image); err != nil {
+			return control.RegisterRequest{}, err
+		}
+	}
+	blobDir := *f.blobDir
+	if blobDir != "" && !strings.Contains(blobDir, "://") {
+		if blobDir, err = filepath.Abs(blobDir); err != nil {
+			return control.RegisterRequest{}, err
+		}
+	}
+	fsid := *f.fsid
+	if fsid == "" {
+		fsid = defaultFSID(image)
+	}
+	return control.RegisterRequest{FSID: fsid, DomainID: *f.domain, Bootstrap: image, BlobDir: blobDir,
+		PlainHTTP: *f.plainHTTP, Insecure: *f.insecure, Platform: *f.platform}, nil
+}
+
+func cmdRegister(ctx context.Context, c *control.Client, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("erofsctl register", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	img := addImageFlags(fs)
+	if err := parseInterspersed(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("usage: erofsctl register [--fsid ID] [--domain-id ID] [--blob-dir DIR] [--plain-http] [--insecure] [--platform P] IMAGE")
+	}
+	req, err := img.request(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	im, err := c.Register(ctx, req)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "registered %s (fsid %s, %d blobs)\n", req.Bootstrap, im.FSID, len(im.Blobs))
+	return nil
+}
+
 func cmdMount(ctx context.Context, c *control.Client, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("erofsctl mount", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fsid := fs.String("fsid", "", "fsid of the mount (default: derived from the image path)")
-	domain := fs.String("domain-id", "", "share blobs with other images of this `domain`")
-	blobDir := fs.String("blob-dir", "", "blob store: a `dir`, an http(s):// URL or an oci:// repository (default: the daemon's --blob-dir)")
+	img := addImageFlags(fs)
 	frontend := fs.String("frontend", "auto", "kernel front end: auto (cachefiles if the kernel has on-demand mode, else fanotify), cachefiles or fanotify")
-	plainHTTP := fs.Bool("plain-http", false, "oci:// images: talk plain HTTP to the registry (a test registry); never the default")
-	insecure := fs.Bool("insecure", false, "skip TLS certificate verification of the registry or blob store; never the default")
-	platform := fs.String("platform", "", "oci:// multi-platform images: `os/arch` to mount (default: the daemon's)")
 	prefetch := fs.String("prefetch", "", "after the mount, fetch in the background: off or whole (default: the daemon's --prefetch)")
 	prefetchList := fs.String("prefetch-list", "", "`file` of paths in the image, one a line: their data is fetched first, in this order")
 	if err := parseInterspersed(fs, args); err != nil {
@@ -109,43 +189,19 @@ func cmdMount(ctx context.Context, c *control.Client, args []string, stdout, std
 	if fs.NArg() != 2 {
 		return errors.New("usage: erofsctl mount [--fsid ID] [--domain-id ID] [--blob-dir DIR] [--frontend F] [--plain-http] [--insecure] [--platform P] [--prefetch off|whole] [--prefetch-list FILE] IMAGE MOUNTPOINT")
 	}
-	image := fs.Arg(0)
-	isOCI := strings.HasPrefix(image, "oci://")
-	if (*plainHTTP || *platform != "") && !isOCI {
-		return errors.New("--plain-http and --platform apply to oci:// images")
-	}
-	if !strings.HasPrefix(image, "sha256:") && !isOCI {
-		if image, err = filepath.Abs(image); err != nil {
-			return err
-		}
-		if _, err := os.Stat(image); err != nil {
-			return err
-		}
+	req, err := img.request(fs.Arg(0))
+	if err != nil {
+		return err
 	}
 	mp, err := filepath.Abs(fs.Arg(1))
 	if err != nil {
 		return err
 	}
-	if *blobDir != "" && !strings.Contains(*blobDir, "://") {
-		if *blobDir, err = filepath.Abs(*blobDir); err != nil {
-			return err
-		}
-	}
-	if *fsid == "" {
-		*fsid = defaultFSID(image)
-	}
-	m, err := c.Mount(ctx, control.MountRequest{
-		RegisterRequest: control.RegisterRequest{FSID: *fsid, DomainID: *domain, Bootstrap: image, BlobDir: *blobDir,
-			PlainHTTP: *plainHTTP, Insecure: *insecure, Platform: *platform},
-		Mountpoint:   mp,
-		Frontend:     *frontend,
-		Prefetch:     *prefetch,
-		PrefetchList: list,
-	})
+	m, err := c.Mount(ctx, control.MountRequest{RegisterRequest: req, Mountpoint: mp, Frontend: *frontend, Prefetch: *prefetch, PrefetchList: list})
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "mounted %s on %s (fsid %s, %s)\n", image, m.Mountpoint, m.FSID, m.Frontend)
+	fmt.Fprintf(stdout, "mounted %s on %s (fsid %s, %s)\n", req.Bootstrap, m.Mountpoint, m.FSID, m.Frontend)
 	return nil
 }
 
