@@ -12,6 +12,7 @@ packages=(
 	cpio # VM tests: cross-checks the initramfs writer
 	docker-registry # registry tests: the real distribution registry on 127.0.0.1
 	curl # make bench: the registry benchmark's reference download
+	systemd # systemd-analyze verifies the unit (tests/deploy_test.go)
 	make
 	git
 )
