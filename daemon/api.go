@@ -119,13 +119,14 @@ func (d *Daemon) register(ctx context.Context, req control.RegisterRequest, byMo
 	meta := &imageMeta{byMount: byMount, blobDir: req.BlobDir, insecure: req.Insecure, plainHTTP: req.PlainHTTP}
 	var fetch func() (string, error) // fetches the bootstrap, under its lock
 	var store blobstore.Store
+	var manifestBlobs []blobstore.Digest // oci://: what the manifest lists
 	switch {
 	case strings.HasPrefix(req.Bootstrap, oci.RegistryScheme):
 		res, err := d.resolveOCI(ctx, &req)
 		if err != nil {
 			return nil, err
 		}
-		meta.blobDir, meta.source = req.BlobDir, res.source
+		meta.blobDir, meta.source, manifestBlobs = req.BlobDir, res.source, res.blobs
 		if store, err = d.store(req.BlobDir, req.Insecure); err != nil {
 			return nil, err
 		}
@@ -171,6 +172,14 @@ func (d *Daemon) register(ctx context.Context, req control.RegisterRequest, byMo
 		}
 	}
 	im, err := d.reg.Register(ondemand.ImageSpec{FSID: req.FSID, DomainID: req.DomainID, Bootstrap: req.Bootstrap, Store: store, Meta: meta})
+	if err == nil && manifestBlobs != nil {
+		// The bootstrap (verified by its digest) names its blobs; a
+		// manifest listing others is wrong or forged.
+		if err = sameBlobs(im, manifestBlobs); err != nil {
+			d.reg.Unregister(req.FSID, req.DomainID)
+			err = fmt.Errorf("%w: %s: %v", control.ErrBadRequest, meta.source, err)
+		}
+	}
 	if err != nil {
 		if fetch != nil {
 			d.dropBootstrap(req.Bootstrap) // fetched for nothing
@@ -182,12 +191,27 @@ func (d *Daemon) register(ctx context.Context, req control.RegisterRequest, byMo
 	return im, nil
 }
 
+// sameBlobs checks that an image's device table names the blobs a
+// manifest lists, in order.
+func sameBlobs(im *ondemand.Image, manifest []blobstore.Digest) error {
+	if len(im.Blobs) != len(manifest) {
+		return fmt.Errorf("the manifest lists %d blobs, the bootstrap names %d", len(manifest), len(im.Blobs))
+	}
+	for i, b := range im.Blobs {
+		if b.Digest != manifest[i] {
+			return fmt.Errorf("blob %d: the manifest lists %s, the bootstrap names %s", i, manifest[i], b.Digest)
+		}
+	}
+	return nil
+}
+
 func (d *Daemon) bootstrapDir() string { return filepath.Join(d.cfg.StateDir, "bootstraps") }
 
 // ociResolved is an erofsd image found in a registry.
 type ociResolved struct {
-	digest blobstore.Digest // of its bootstrap
-	source string           // REPO@MANIFEST-DIGEST
+	digest blobstore.Digest   // of its bootstrap
+	blobs  []blobstore.Digest // the manifest's blobs, in device order
+	source string             // REPO@MANIFEST-DIGEST
 }
 
 // resolveOCI finds the erofsd image req.Bootstrap names in its registry
@@ -228,8 +252,16 @@ func (d *Daemon) resolveOCI(ctx context.Context, req *control.RegisterRequest) (
 		return nil, fmt.Errorf("%w: bootstrap of %d bytes", control.ErrBadRequest, res.Manifest.Bootstrap.Size)
 	}
 	source := res.Repository.Name() + "@" + res.Digest.String()
-	d.log.WithFields(logrus.Fields{"image": source, "blobs": len(res.Manifest.Blobs)}).Info("registry image resolved")
-	return &ociResolved{digest: digest, source: source}, nil
+	out := &ociResolved{digest: digest, source: source, blobs: []blobstore.Digest{}}
+	for _, b := range res.Manifest.Blobs {
+		bd, err := blobstore.ParseDigest(b.Digest.String())
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", control.ErrBadRequest, err)
+		}
+		out.blobs = append(out.blobs, bd)
+	}
+	d.log.WithFields(logrus.Fields{"image": source, "blobs": len(out.blobs), "format": res.Manifest.Format}).Info("registry image resolved")
+	return out, nil
 }
 
 // Unregister removes an image; it fails while the image is mounted.

@@ -2,9 +2,12 @@ package daemon
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
+	"github.com/erofsd/erofsd/blobstore"
 	"github.com/erofsd/erofsd/internal/control"
+	"github.com/erofsd/erofsd/ondemand"
 )
 
 func TestPrefetchOptions(t *testing.T) {
@@ -35,5 +38,30 @@ func TestPrefetchOptions(t *testing.T) {
 	p.mode = "whole"
 	if opts, run, _ := p.options(control.MountRequest{}); !run || !opts.Whole {
 		t.Error("--prefetch whole is not the default of mounts")
+	}
+}
+
+// TestSameBlobs: a registry image's manifest must list the blobs its
+// bootstrap (verified by digest) names, in order.
+func TestSameBlobs(t *testing.T) {
+	d := func(c byte) blobstore.Digest {
+		dg, _ := blobstore.ParseDigest(strings.Repeat(string(c), 64))
+		return dg
+	}
+	im := &ondemand.Image{Blobs: []ondemand.BlobInfo{{Digest: d('a')}, {Digest: d('b')}}}
+	for _, tc := range []struct {
+		manifest []blobstore.Digest
+		ok       bool
+	}{
+		{[]blobstore.Digest{d('a'), d('b')}, true},
+		{[]blobstore.Digest{d('b'), d('a')}, false},
+		{[]blobstore.Digest{d('a')}, false},
+		{[]blobstore.Digest{d('a'), d('b'), d('c')}, false},
+		{[]blobstore.Digest{d('a'), d('c')}, false},
+		{[]blobstore.Digest{}, false},
+	} {
+		if err := sameBlobs(im, tc.manifest); (err == nil) != tc.ok {
+			t.Errorf("%v: %v", tc.manifest, err)
+		}
 	}
 }

@@ -224,7 +224,7 @@ func convertOne(ctx context.Context, img v1.Image, index *v1.Hash, opts ConvertO
 	}
 	defer b.Abort()
 
-	src := SourceInfo{Manifest: srcDigest.String(), Config: cfgName.String()}
+	var src struct{ Layers []string } // source layer digests, in order
 	for i, l := range layers {
 		d, err := l.Digest()
 		if err != nil {
@@ -243,20 +243,16 @@ func convertOne(ctx context.Context, img v1.Image, index *v1.Hash, opts ConvertO
 		return nil, err
 	}
 
-	bootstrap, err := newFileLayer(bootstrapPath, BootstrapMediaType, map[string]string{AnnotationChunkSize: strconv.FormatInt(chunkSize, 10)})
-	if err != nil {
-		return nil, err
-	}
-	image := &image{layers: map[v1.Hash]*fileLayer{bootstrap.digest: bootstrap}}
-	image.manifest = v1.Manifest{
-		SchemaVersion: 2,
-		MediaType:     types.OCIManifestSchema1,
-		Layers:        []v1.Descriptor{bootstrap.descriptor()},
-	}
+	// Format 2: the blobs first, in device order, then the bootstrap.
+	image := &image{layers: map[v1.Hash]*fileLayer{}}
+	image.manifest = v1.Manifest{SchemaVersion: 2, MediaType: types.OCIManifestSchema1}
+	var history []v1.History
 	for _, bl := range res.Blobs {
-		var ann map[string]string
+		ann := map[string]string{AnnotationRole: "blob", AnnotationErofsRole: "device"}
+		comment := "erofsd blob"
 		if bl.Layer > 0 && bl.Layer <= len(src.Layers) {
-			ann = map[string]string{AnnotationSourceLayer: src.Layers[bl.Layer-1]}
+			ann[AnnotationSourceLayer] = src.Layers[bl.Layer-1]
+			comment += " of " + src.Layers[bl.Layer-1]
 		}
 		layer, err := newFileLayer(filepath.Join(dir, bl.Digest), BlobMediaType, ann)
 		if err != nil {
@@ -267,24 +263,42 @@ func convertOne(ctx context.Context, img v1.Image, index *v1.Hash, opts ConvertO
 		}
 		image.layers[layer.digest] = layer
 		image.manifest.Layers = append(image.manifest.Layers, layer.descriptor())
+		history = append(history, v1.History{Created: cfg.Created, CreatedBy: comment})
 	}
-	config := Config{
+	bootstrap, err := newFileLayer(bootstrapPath, BootstrapMediaType,
+		map[string]string{AnnotationRole: "bootstrap", AnnotationChunkSize: strconv.FormatInt(chunkSize, 10)})
+	if err != nil {
+		return nil, err
+	}
+	image.layers[bootstrap.digest] = bootstrap
+	image.manifest.Layers = append(image.manifest.Layers, bootstrap.descriptor())
+	history = append(history, v1.History{Created: cfg.Created, CreatedBy: "erofsd bootstrap (the merged tree)"})
+
+	// A standard image config, so that a runtime starts the image as it
+	// would the source: the source's platform and run configuration. The
+	// layers are not tars: each one's diff ID is its own digest. No
+	// os.features: containerd 2.x would not unpack through the
+	// snapshotter a platform its unpacker does not match.
+	config := v1.ConfigFile{
 		Architecture: platform.Architecture,
 		OS:           platform.OS,
 		Variant:      platform.Variant,
-		ChunkSize:    chunkSize,
-		Source:       src,
+		OSVersion:    platform.OSVersion,
+		Created:      cfg.Created,
+		Author:       cfg.Author,
+		Config:       cfg.Config,
+		RootFS:       v1.RootFS{Type: "layers"},
+		History:      history,
 	}
-	if cfg.Config.Entrypoint != nil || cfg.Config.Cmd != nil || cfg.Config.Env != nil {
-		rt := cfg.Config
-		config.Runtime = &rt
+	for _, l := range image.manifest.Layers {
+		config.RootFS.DiffIDs = append(config.RootFS.DiffIDs, l.Digest)
 	}
 	if image.config, err = json.Marshal(config); err != nil {
 		return nil, err
 	}
 	sum := sha256.Sum256(image.config)
 	image.manifest.Config = v1.Descriptor{
-		MediaType: ConfigMediaType,
+		MediaType: types.OCIConfigJSON,
 		Size:      int64(len(image.config)),
 		Digest:    v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])},
 	}
@@ -293,6 +307,8 @@ func convertOne(ctx context.Context, img v1.Image, index *v1.Hash, opts ConvertO
 		idx = index.String()
 	}
 	image.manifest.Annotations = sourceAnnotations(opts.SourceRef, idx, srcDigest.String())
+	image.manifest.Annotations[AnnotationFormat] = strconv.Itoa(FormatVersion)
+	image.manifest.Annotations[AnnotationSourceConfig] = cfgName.String()
 	if image.raw, err = json.Marshal(image.manifest); err != nil {
 		return nil, err
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 func writeLayout(t *testing.T, dir string, src any, tag string) {
@@ -249,19 +250,29 @@ func TestConvertLayout(t *testing.T) {
 	if m.Blobs[1].Size > 64<<10 {
 		t.Errorf("layer 2 blob is %d bytes: chunks of layer 1 stored again", m.Blobs[1].Size)
 	}
-	var cfg Config
 	raw, err := os.ReadFile(filepath.Join(dst, "blobs", "sha256", m.Config.Digest.Hex))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := json.Unmarshal(raw, &cfg); err != nil {
-		t.Fatal(err)
+	// A standard image config a runtime can read: the source's platform
+	// and run configuration, one diff ID per layer (its digest).
+	cfg, err := m.CheckConfig(raw)
+	if err != nil {
+		t.Fatalf("config: %v\n%s", err, raw)
 	}
-	if cfg.OS != "linux" || cfg.Architecture != "amd64" || cfg.ChunkSize != 64<<10 || len(cfg.Source.Layers) != 3 ||
-		cfg.Runtime == nil || cfg.Runtime.Entrypoint[0] != "/bin/sh" {
+	if m.Format != 2 || m.Config.MediaType != types.OCIConfigJSON || cfg.OS != "linux" || cfg.Architecture != "amd64" ||
+		len(cfg.Config.Entrypoint) == 0 || cfg.Config.Entrypoint[0] != "/bin/sh" || len(cfg.OSFeatures) != 0 || len(cfg.History) != 4 {
 		t.Errorf("config %s", raw)
 	}
-
+	if m.Annotations[AnnotationFormat] != "2" || m.Bootstrap.Annotations[AnnotationChunkSize] != "65536" ||
+		m.Bootstrap.Annotations[AnnotationRole] != "bootstrap" {
+		t.Errorf("annotations: manifest %v, bootstrap %v", m.Annotations, m.Bootstrap.Annotations)
+	}
+	for i, b := range m.Blobs {
+		if b.Annotations[AnnotationRole] != "blob" || b.Annotations[AnnotationErofsRole] != "device" || !strings.HasPrefix(string(b.MediaType), "application/vnd.oci.image.layer.") {
+			t.Errorf("blob %d: %+v", i, b)
+		}
+	}
 	img := openConverted(t, dst, m)
 	want := summaryDir(t, rootfs)
 	if len(want) < 15 || !strings.HasPrefix(want["usr/bin/tool2"], "---------- -rwxr-xr-x 307200 ") || want["etc/gone"] != "" || want["opt/old"] != "" {
