@@ -318,7 +318,15 @@ func (d *Daemon) describe(im *ondemand.Image) control.Image {
 func (d *Daemon) Images(ctx context.Context) ([]control.Image, error) {
 	out := []control.Image{}
 	for _, im := range d.reg.Images() {
-		out = append(out, d.describe(im))
+		desc := d.describe(im)
+		if d.sn != nil {
+			for _, mp := range desc.Mounts {
+				// Best effort: a listing does not fail for it.
+				users, _ := d.sn.Users(ctx, mp)
+				desc.Containers = append(desc.Containers, users...)
+			}
+		}
+		out = append(out, desc)
 	}
 	return out, nil
 }
@@ -358,6 +366,12 @@ func (d *Daemon) whyOff() string {
 // reserved first: of concurrent mounts on one mountpoint exactly one
 // goes on, the others fail at once with ErrExists.
 func (d *Daemon) Mount(ctx context.Context, req control.MountRequest) (*control.Mount, error) {
+	return d.mount(ctx, req, "", "")
+}
+
+// mount mounts for the API or, with owner set, for a component of the
+// daemon (the snapshotter), whose mounts the API does not unmount.
+func (d *Daemon) mount(ctx context.Context, req control.MountRequest, owner, image string) (*control.Mount, error) {
 	fe, err := d.frontend(req.Frontend)
 	if err != nil {
 		return nil, err
@@ -373,7 +387,7 @@ func (d *Daemon) Mount(ctx context.Context, req control.MountRequest) (*control.
 	if st, err := os.Stat(mp); err != nil || !st.IsDir() {
 		return nil, fmt.Errorf("%w: mountpoint %s is not a directory", control.ErrBadRequest, mp)
 	}
-	m := &mountRec{Mount: control.Mount{Mountpoint: mp, FSID: req.FSID, DomainID: req.DomainID, Frontend: fe.Name()}}
+	m := &mountRec{Mount: control.Mount{Mountpoint: mp, FSID: req.FSID, DomainID: req.DomainID, Frontend: fe.Name(), Owner: owner, Image: image}}
 	if prefetch {
 		m.prefetch = &savedPrefetch{Whole: popts.Whole, Files: popts.Files}
 	}
@@ -440,6 +454,11 @@ func (d *Daemon) Mount(ctx context.Context, req control.MountRequest) (*control.
 // Unmount unmounts a mount erofsd made and, if the mount registered its
 // image, unregisters it once the kernel has let go of it.
 func (d *Daemon) Unmount(ctx context.Context, mountpoint string) error {
+	return d.unmount(ctx, mountpoint, "")
+}
+
+// unmount unmounts a mount of owner ("" for the API's).
+func (d *Daemon) unmount(ctx context.Context, mountpoint, owner string) error {
 	mp := filepath.Clean(mountpoint)
 	d.mu.Lock()
 	m, ok := d.mounts[mp]
@@ -450,6 +469,9 @@ func (d *Daemon) Unmount(ctx context.Context, mountpoint string) error {
 	d.mu.Unlock()
 	if !ok {
 		return fmt.Errorf("%w: %s was not mounted by erofsd", control.ErrNotFound, mp)
+	}
+	if m.Owner != owner {
+		return fmt.Errorf("%w: %s is containerd's (image %s): remove the image or its containers in containerd", control.ErrInUse, mp, m.Image)
 	}
 	resume := d.pf.stop(mp)
 	if err := unix.Unmount(mp, 0); err != nil && !errors.Is(err, unix.EINVAL) {
@@ -587,6 +609,9 @@ func (d *Daemon) counterSources() []counters.Source {
 	}}}
 	for _, fe := range d.frontends {
 		out = append(out, fe)
+	}
+	if d.snap != nil {
+		out = append(out, d.snap)
 	}
 	return out
 }

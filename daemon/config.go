@@ -3,6 +3,8 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/erofsd/erofsd/internal/control"
@@ -74,10 +76,30 @@ type Config struct {
 	// watchdog notifications, and (unsupervised) its fd store.
 	Systemd bool
 
+	// Snapshotter configures the containerd snapshotter; it is off
+	// unless Snapshotter.Socket is set.
+	Snapshotter SnapshotterConfig
+
 	// Version is reported in status and metrics.
 	Version string
 	// Logger receives the daemon's logs; nil discards them.
 	Logger logrus.FieldLogger
+}
+
+// SnapshotterConfig configures erofsd's containerd remote snapshotter
+// (package snapshotter), which containerd reaches as a proxy plugin.
+type SnapshotterConfig struct {
+	// Socket is the snapshots gRPC API's unix socket (mode 0600), the
+	// address of containerd's proxy_plugins entry; empty: off.
+	Socket string
+	// Root holds the snapshots and their metadata (default: the state
+	// directory's "snapshotter"); it must be on a filesystem that
+	// overlayfs takes as upper directory (ext4, xfs).
+	Root string
+	// PlainHTTPHosts are registry hosts (HOST[:PORT]) reached over plain
+	// HTTP, as containerd's hosts.toml lets it reach them; others use
+	// verified TLS.
+	PlainHTTPHosts []string
 }
 
 // DefaultConfig returns a Config with every field at the value erofsd's
@@ -144,6 +166,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.CacheCheckInterval == 0 {
 		c.CacheCheckInterval = DefaultCacheCheckInterval
 	}
+	if c.Snapshotter.Root == "" {
+		c.Snapshotter.Root = filepath.Join(c.StateDir, "snapshotter")
+	}
 	if c.Version == "" {
 		c.Version = "dev"
 	}
@@ -183,6 +208,14 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.CacheCheckInterval < time.Second {
 		return c, configErr("cache_check_interval (--cache-check-interval) %v: want at least 1s", c.CacheCheckInterval)
+	}
+	for _, h := range c.Snapshotter.PlainHTTPHosts {
+		if h == "" || strings.ContainsAny(h, "/ \t") {
+			return c, configErr("snapshotter_plain_http_hosts (--snapshotter-plain-http-hosts) %q: want HOST[:PORT]", h)
+		}
+	}
+	if c.Snapshotter.Socket != "" && !filepath.IsAbs(c.Snapshotter.Root) {
+		return c, configErr("snapshotter_root (--snapshotter-root) %q: want an absolute path", c.Snapshotter.Root)
 	}
 	if c.FanotifyCacheLimit < 0 {
 		return c, configErr("fanotify_cache_limit (--fanotify-cache-limit) %d: want 0 (none) or more", c.FanotifyCacheLimit)

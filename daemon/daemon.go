@@ -29,6 +29,7 @@ import (
 	"github.com/erofsd/erofsd/ondemand"
 	"github.com/erofsd/erofsd/ondemand/cachefiles"
 	"github.com/erofsd/erofsd/ondemand/fanotify"
+	"github.com/erofsd/erofsd/snapshotter"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sirupsen/logrus"
@@ -47,7 +48,9 @@ type Daemon struct {
 	backends  *blobstore.Stats // blob store counters by kind
 	log       logrus.FieldLogger
 	started   time.Time
-	pf        *prefetcher // background prefetch after mounts
+	pf        *prefetcher              // background prefetch after mounts
+	sn        *snapshotter.Snapshotter // containerd's snapshotter, if on
+	snap      *snapshotter.Server      // and its gRPC server
 
 	sup       *fdhold.Client // the supervisor holding our kernel fds, if any
 	held      *fdhold.State  // what it held for us at start
@@ -221,6 +224,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 		log.Error("no front end can serve this kernel: mounts will fail (see the warnings above)")
 	}
 
+	stopSnapshotter, err := d.startSnapshotter()
+	if err != nil {
+		return err
+	}
+	defer stopSnapshotter()
+
 	metrics.Register(d.promReg, cfg.Version, d.counterSources()...)
 	if cfg.MetricsAddr != "" {
 		ml, err := net.Listen("tcp", cfg.MetricsAddr)
@@ -274,6 +283,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		log.WithError(err).Error("a front end loop ended")
 	}
 	close(d.stopping)
+	stopSnapshotter() // containerd's calls end before the front ends stop
 	d.lingerWG.Wait()
 	// No prefetch may write into cache files from here on (poisoned
 	// files must stay truncated).

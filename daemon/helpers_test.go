@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"context"
 	"crypto/rand"
 	"os"
 	"path/filepath"
@@ -10,9 +9,7 @@ import (
 	"github.com/erofsd/erofsd/erofs/build"
 	"github.com/erofsd/erofsd/internal/testutil/scrape"
 	"github.com/erofsd/erofsd/internal/testutil/testimage"
-	"github.com/erofsd/erofsd/oci"
 	"github.com/erofsd/erofsd/ondemand/cachefiles"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
 )
 
@@ -62,40 +59,6 @@ func buildImage(t *testing.T, src, blobDir string, chunkSize int64) string {
 	t.Helper()
 	img, _, _ := testimage.Build(t, src, build.Options{BlobDir: blobDir, ChunkSize: chunkSize})
 	return img
-}
-
-// convertInRegistry converts the linux/amd64 image at from (an
-// oci:// reference on a plain HTTP registry) into an erofsd image with
-// chunkSize and pushes it to to, as erofs-image convert --plain-http
-// --platform linux/amd64 does.
-func convertInRegistry(t *testing.T, from, to string, chunkSize int64) {
-	t.Helper()
-	ctx := context.Background()
-	ro := oci.RemoteOptions{PlainHTTP: true}
-	src, err := oci.ParseLocation(from, ro)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dst, err := oci.ParseLocation(to, ro)
-	if err != nil {
-		t.Fatal(err)
-	}
-	source, err := oci.OpenSource(ctx, src, ro)
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts := oci.ConvertOptions{ChunkSize: chunkSize, WorkDir: t.TempDir(), Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}
-	if src.Ref != nil {
-		opts.SourceRef = src.Ref.Name()
-	}
-	c, err := oci.Convert(ctx, source, opts)
-	if err != nil {
-		t.Fatalf("convert %s: %v", from, err)
-	}
-	defer c.Close()
-	if _, err := oci.Write(ctx, dst, c, ro); err != nil {
-		t.Fatalf("pushing %s: %v", to, err)
-	}
 }
 
 // logText is what the daemon logged so far.

@@ -18,6 +18,7 @@ import (
 	"github.com/erofsd/erofsd/internal/control"
 	"github.com/erofsd/erofsd/internal/testutil/faultproxy"
 	"github.com/erofsd/erofsd/internal/testutil/scrape"
+	"github.com/erofsd/erofsd/internal/testutil/testconvert"
 	"github.com/erofsd/erofsd/internal/testutil/testoci"
 	"github.com/erofsd/erofsd/internal/testutil/testregistry"
 	"github.com/erofsd/erofsd/internal/testutil/treecmp"
@@ -47,7 +48,7 @@ func TestDaemonRegistryMount(t *testing.T) {
 		t.Fatal(err)
 	}
 	target := "oci://" + reg.Host + "/app:erofs"
-	convertInRegistry(t, "oci://"+reg.Host+"/app:v1", target, 64<<10)
+	testconvert.InRegistry(t, "oci://"+reg.Host+"/app:v1", target, 64<<10)
 	rootfs := filepath.Join(dir, "rootfs")
 	testoci.Flatten(t, src, rootfs)
 
@@ -185,7 +186,7 @@ func TestDaemonRegistryFaults(t *testing.T) {
 	if err := remote.Write(ref, src); err != nil {
 		t.Fatal(err)
 	}
-	convertInRegistry(t, "oci://"+reg.Host+"/faulty:v1", "oci://"+reg.Host+"/faulty:erofs", 64<<10)
+	testconvert.InRegistry(t, "oci://"+reg.Host+"/faulty:v1", "oci://"+reg.Host+"/faulty:erofs", 64<<10)
 	proxy := faultproxy.Start(t, faultproxy.Options{Target: reg.Host, MaxFaults: 200, FlipAt: 100,
 		SlowChunk: 64 << 10, SlowDelay: 5 * time.Millisecond, SlowMax: time.Second})
 

@@ -35,7 +35,8 @@ func (d *Daemon) saveState() {
 		if m.mounted == nil {
 			continue // still being mounted
 		}
-		f.Mounts = append(f.Mounts, state.Mount{Mountpoint: m.Mountpoint, FSID: m.FSID, DomainID: m.DomainID, Frontend: m.Frontend, Prefetch: m.prefetch})
+		f.Mounts = append(f.Mounts, state.Mount{Mountpoint: m.Mountpoint, FSID: m.FSID, DomainID: m.DomainID, Frontend: m.Frontend, Prefetch: m.prefetch,
+			Owner: m.Owner, Image: m.Image})
 	}
 	d.mu.Unlock()
 	for _, im := range d.reg.Images() {
@@ -148,7 +149,8 @@ func (d *Daemon) adopt(ctx context.Context, sm state.Mount, mounts []mountinfo.E
 		d.mu.Unlock()
 		return fmt.Errorf("%s is listed twice", sm.Mountpoint)
 	}
-	rec := &mountRec{Mount: control.Mount{Mountpoint: sm.Mountpoint, FSID: sm.FSID, DomainID: sm.DomainID, Frontend: fe.Name()}, prefetch: sm.Prefetch}
+	rec := &mountRec{Mount: control.Mount{Mountpoint: sm.Mountpoint, FSID: sm.FSID, DomainID: sm.DomainID, Frontend: fe.Name(),
+		Owner: sm.Owner, Image: sm.Image}, prefetch: sm.Prefetch}
 	d.mounts[sm.Mountpoint] = rec
 	d.mu.Unlock()
 	mounted, err := fe.Adopt(ctx, im, sm.Mountpoint)

@@ -13,6 +13,8 @@ packages=(
 	docker-registry # registry tests: the real distribution registry on 127.0.0.1
 	curl # make bench: the registry benchmark's reference download
 	systemd # systemd-analyze verifies the unit (tests/deploy_test.go)
+	containerd # snapshotter tests: a private containerd 1.6 in a temp dir (never the system service)
+	runc # the runtime containerd starts the test containers with
 	make
 	git
 )

@@ -13,9 +13,11 @@ import (
 	"io"
 	"maps"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -41,10 +43,18 @@ commands:
                    remove a registered image that no mount uses
   ls [--json]      registered images and their mounts
   status [--json]  daemon status and counters
+  image pull [--address SOCKET] [--namespace NS] [--snapshotter NAME] [--plain-http] [--hosts-dir DIR] REF
+                   pull REF into containerd through erofsd's snapshotter: an
+                   image made by erofs-image convert is mounted lazily (none of
+                   its layers downloaded), others are unpacked as usual; then
+                   ctr run --snapshotter erofsd REF ID starts it
 `
 
+// callTimeout bounds a call to the daemon; pulls have their own.
+const callTimeout = 2 * time.Minute
+
 func main() {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	cancel()
 	if err != nil {
@@ -66,6 +76,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		global.Usage()
 		return errors.New("no command")
 	}
+	if args[0] == "image" {
+		return cmdImage(ctx, args[1:], stdout, stderr)
+	}
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
 	c := control.NewClient(*socket)
 	switch args[0] {
 	case "mount":
@@ -265,13 +280,14 @@ func cmdList(ctx context.Context, c *control.Client, args []string, stdout, stde
 		return printJSON(stdout, images)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "FSID\tDOMAIN\tBLOBS\tOPEN OBJECTS\tMOUNTS\tIMAGE")
+	fmt.Fprintln(tw, "FSID\tDOMAIN\tBLOBS\tOPEN OBJECTS\tMOUNTS\tCONTAINERS\tIMAGE")
 	for _, im := range images {
 		image := im.Bootstrap
 		if im.Source != "" {
 			image = "oci://" + im.Source
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", im.FSID, dash(im.DomainID), len(im.Blobs), im.OpenObjects, dash(strings.Join(im.Mounts, ",")), image)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\n", im.FSID, dash(im.DomainID), len(im.Blobs), im.OpenObjects, dash(strings.Join(im.Mounts, ",")),
+			dash(strings.Join(im.Containers, ",")), image)
 	}
 	return tw.Flush()
 }

@@ -96,6 +96,9 @@ func parseConfig(args []string) (daemon.Config, error) {
 	fs.StringVar(&cfg.Prefetch, "prefetch", def.Prefetch, "after a mount, fetch in the background: off, or whole (every blob; a mount's prefetch list comes first either way)")
 	var prefetchRate units.Bytes
 	fs.Var(&prefetchRate, "prefetch-rate", "bandwidth `limit` of all prefetch together, bytes/s with K, M or G (binary): 0 is unlimited (prefetch yields to kernel reads either way)")
+	fs.StringVar(&cfg.Snapshotter.Socket, "snapshotter-socket", "", "serve containerd's snapshots API on this unix socket `path` (mode 0600; containerd's proxy_plugins address): containerd then runs erofsd images lazily (empty: off)")
+	fs.StringVar(&cfg.Snapshotter.Root, "snapshotter-root", "", "`dir` of the snapshotter's snapshots and metadata, on ext4 or xfs (default: STATE-DIR/snapshotter)")
+	plainHosts := fs.String("snapshotter-plain-http-hosts", "", "comma-separated registry `hosts` (HOST[:PORT]) the snapshotter reaches over plain HTTP, as containerd's hosts.toml does (others: verified TLS)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	configPath := fs.String("config", defaultConfig, "TOML config `file`: keys are these flags' names with _ (flags win)")
 	cacheCfg := addCacheFlags(fs)
@@ -113,6 +116,11 @@ func parseConfig(args []string) (daemon.Config, error) {
 	var err error
 	if cfg.RegistryMirrors, err = parseMirrors(*mirrors); err != nil {
 		return cfg, err
+	}
+	for _, h := range strings.Split(*plainHosts, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			cfg.Snapshotter.PlainHTTPHosts = append(cfg.Snapshotter.PlainHTTPHosts, h)
+		}
 	}
 	cfg.MinFetch, cfg.ReadaheadWindow, cfg.MountReadahead, cfg.PrefetchRate = int64(minFetch), int64(window), int64(mountRA), int64(prefetchRate)
 	cfg.CachefilesLimits, cfg.CacheCheckInterval, cfg.FanotifyCacheLimit = cacheCfg.lim, cacheCfg.interval, int64(cacheCfg.fanLimit)

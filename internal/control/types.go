@@ -38,15 +38,18 @@ type MountRequest struct {
 
 // Image describes a registered image.
 type Image struct {
-	FSID        string    `json:"fsid"`
-	DomainID    string    `json:"domain_id,omitempty"`
-	Bootstrap   string    `json:"bootstrap"`
-	Source      string    `json:"source,omitempty"` // oci:// images: the manifest resolved
-	Size        int64     `json:"size"`
-	Blobs       []Blob    `json:"blobs"`
-	OpenObjects int       `json:"open_objects"`
-	Mounts      []string  `json:"mounts"`
-	Registered  time.Time `json:"registered"`
+	FSID        string   `json:"fsid"`
+	DomainID    string   `json:"domain_id,omitempty"`
+	Bootstrap   string   `json:"bootstrap"`
+	Source      string   `json:"source,omitempty"` // oci:// images: the manifest resolved
+	Size        int64    `json:"size"`
+	Blobs       []Blob   `json:"blobs"`
+	OpenObjects int      `json:"open_objects"`
+	Mounts      []string `json:"mounts"`
+	// Containers are the containerd snapshots (the root filesystems of
+	// containers) above a mount of the snapshotter.
+	Containers []string  `json:"containers,omitempty"`
+	Registered time.Time `json:"registered"`
 }
 
 // Blob describes one blob of an image.
@@ -62,6 +65,11 @@ type Mount struct {
 	FSID       string `json:"fsid"`
 	DomainID   string `json:"domain_id,omitempty"`
 	Frontend   string `json:"frontend"`
+	// Owner is "snapshotter" for a mount of containerd's snapshotter
+	// (Image then names the image: REPO@MANIFEST-DIGEST): containerd
+	// unmounts it when it removes the image, erofsctl umount refuses.
+	Owner string `json:"owner,omitempty"`
+	Image string `json:"image,omitempty"`
 }
 
 // Status reports the daemon's state and counters.

@@ -73,6 +73,8 @@ type Mount struct {
 	DomainID   string    `json:"domain_id,omitempty"`
 	Frontend   string    `json:"frontend"` // cachefiles or fanotify
 	Prefetch   *Prefetch `json:"prefetch,omitempty"`
+	Owner      string    `json:"owner,omitempty"` // "snapshotter": made for containerd
+	Image      string    `json:"image,omitempty"` // the snapshotter's image, REPO@DIGEST
 }
 
 // Prefetch is a mount's background prefetch, resumed after a restart.

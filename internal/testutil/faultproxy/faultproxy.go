@@ -113,6 +113,13 @@ type Options struct {
 	SlowChunk int
 	SlowDelay time.Duration
 	SlowMax   time.Duration
+
+	// Latency delays every request before it is forwarded: a link's
+	// round trip.
+	Latency time.Duration
+	// Rate caps the bytes per second of all answers' bodies together
+	// (0: no cap): a link's bandwidth, shared by its connections.
+	Rate int64
 }
 
 // Proxy is a running fault-injecting proxy.
@@ -131,6 +138,11 @@ type Proxy struct {
 	faults   int // faults injected in total
 
 	requests atomic.Int64
+	bodies   atomic.Int64 // body bytes sent
+	linkMu   sync.Mutex
+	latency  time.Duration // Options.Latency, or as SetLink set it
+	rate     int64         // Options.Rate, or as SetLink set it
+	linkFree time.Time     // with a rate: when the link has sent what it was given
 	inFlight atomic.Int64
 	peak     atomic.Int64
 	counts   [numFaults]atomic.Int64
@@ -182,7 +194,7 @@ func New(opts Options) (*Proxy, error) {
 	if opts.SlowMax <= 0 {
 		opts.SlowMax = 5 * time.Second
 	}
-	p := &Proxy{opts: opts, target: u, schedule: opts.Schedule,
+	p := &Proxy{opts: opts, target: u, schedule: opts.Schedule, latency: opts.Latency, rate: opts.Rate,
 		client: &http.Transport{Proxy: nil, DisableCompression: true, MaxIdleConnsPerHost: 64}}
 	p.srv = httptest.NewServer(p) // 127.0.0.1 only
 	p.URL = p.srv.URL
@@ -204,6 +216,24 @@ func (p *Proxy) SetSchedule(s Schedule) {
 	p.schedule, p.n = s, 0
 	p.mu.Unlock()
 }
+
+// SetLink changes the link's latency and rate (Options.Latency, Rate)
+// for the requests that follow.
+func (p *Proxy) SetLink(latency time.Duration, rate int64) {
+	p.linkMu.Lock()
+	p.latency, p.rate = latency, rate
+	p.linkMu.Unlock()
+}
+
+func (p *Proxy) link() (time.Duration, int64) {
+	p.linkMu.Lock()
+	defer p.linkMu.Unlock()
+	return p.latency, p.rate
+}
+
+// BodyBytes returns how many bytes of answers' bodies the proxy sent:
+// what the server behind it served.
+func (p *Proxy) BodyBytes() int64 { return p.bodies.Load() }
 
 // Requests returns how many requests the proxy received.
 func (p *Proxy) Requests() int64 { return p.requests.Load() }
@@ -259,6 +289,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 	}
+	if latency, _ := p.link(); latency > 0 {
+		select {
+		case <-time.After(latency):
+		case <-r.Context().Done():
+			return
+		}
+	}
 	f := p.pick(r)
 	if f == Status503 {
 		p.counts[f].Add(1)
@@ -312,7 +349,42 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		p.counts[None].Add(1)
 	}
-	io.Copy(w, body)
+	p.copyBody(w, body)
+}
+
+// copyBody sends body to w, counted and, with Rate, paced.
+func (p *Proxy) copyBody(w io.Writer, body io.Reader) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := body.Read(buf)
+		if n > 0 {
+			p.pace(n)
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return
+			}
+			p.bodies.Add(int64(n))
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// pace waits for the link to have room for n more bytes.
+func (p *Proxy) pace(n int) {
+	p.linkMu.Lock()
+	if p.rate <= 0 {
+		p.linkMu.Unlock()
+		return
+	}
+	now := time.Now()
+	if p.linkFree.Before(now) {
+		p.linkFree = now
+	}
+	p.linkFree = p.linkFree.Add(time.Duration(float64(n) / float64(p.rate) * float64(time.Second)))
+	wait := p.linkFree.Sub(now)
+	p.linkMu.Unlock()
+	time.Sleep(wait)
 }
 
 // cut sends the headers and the first CutAfter bytes of the body, then
@@ -367,6 +439,7 @@ func (p *Proxy) slow(w http.ResponseWriter, body io.Reader) {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return // the client gave up
 			}
+			p.bodies.Add(int64(n))
 			if fl != nil {
 				fl.Flush()
 			}
@@ -376,7 +449,7 @@ func (p *Proxy) slow(w http.ResponseWriter, body io.Reader) {
 		}
 		time.Sleep(p.opts.SlowDelay)
 	}
-	io.Copy(w, body)
+	p.copyBody(w, body)
 }
 
 // flipReader inverts the byte at offset at of the stream.

@@ -157,3 +157,25 @@ func TestDroppedFaultsDoNotCount(t *testing.T) {
 		t.Fatalf("after the bound: %q %v", b, err)
 	}
 }
+
+func TestLinkLatencyRateAndBytes(t *testing.T) {
+	data := bytes.Repeat([]byte("0123456789abcdef"), 1<<14) // 256 KiB
+	srv := backend(t, data)
+	p := Start(t, Options{Target: srv.URL, Latency: 50 * time.Millisecond, Rate: 1 << 20})
+	start := time.Now()
+	code, b, err := get(t, p.URL+"/v2/r/blobs/sha256:x", "")
+	took := time.Since(start)
+	if err != nil || code != http.StatusOK || !bytes.Equal(b, data) {
+		t.Fatalf("GET: %d, %d bytes, %v", code, len(b), err)
+	}
+	// 50 ms of latency and 256 KiB at 1 MiB/s: at least 300 ms.
+	if took < 300*time.Millisecond {
+		t.Errorf("took %v, want at least 300ms", took)
+	}
+	if code, b, err = get(t, p.URL+"/v2/r/blobs/sha256:x", "bytes=0-999"); err != nil || code != http.StatusPartialContent || len(b) != 1000 {
+		t.Fatalf("range GET: %d, %d bytes, %v", code, len(b), err)
+	}
+	if got := p.BodyBytes(); got != int64(len(data))+1000 {
+		t.Errorf("BodyBytes %d, want %d", got, len(data)+1000)
+	}
+}
