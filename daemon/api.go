@@ -100,6 +100,23 @@ func (d *Daemon) store(spec string, insecure bool) (blobstore.Store, error) {
 	return s, nil
 }
 
+// resolveTransport is the transport of manifest requests, one per TLS
+// setting: a transport per request would leave an idle connection
+// behind each.
+func (d *Daemon) resolveTransport(insecure bool) (http.RoundTripper, error) {
+	d.storesMu.Lock()
+	defer d.storesMu.Unlock()
+	if tr, ok := d.resolvers[insecure]; ok {
+		return tr, nil
+	}
+	tr, err := blobstore.NewTransport(d.httpOpts.CAFile, insecure)
+	if err != nil {
+		return nil, err
+	}
+	d.resolvers[insecure] = tr
+	return tr, nil
+}
+
 // Register registers an image for serving.
 func (d *Daemon) Register(ctx context.Context, req control.RegisterRequest) (*control.Image, error) {
 	im, err := d.register(ctx, req, false)
@@ -227,7 +244,11 @@ func (d *Daemon) resolveOCI(ctx context.Context, req *control.RegisterRequest) (
 		}
 		platform = p
 	}
-	ro := oci.RemoteOptions{PlainHTTP: req.PlainHTTP, Insecure: req.Insecure, CAFile: d.httpOpts.CAFile}
+	tr, err := d.resolveTransport(req.Insecure)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", control.ErrBadRequest, err)
+	}
+	ro := oci.RemoteOptions{PlainHTTP: req.PlainHTTP, Insecure: req.Insecure, CAFile: d.httpOpts.CAFile, Transport: tr}
 	res, err := oci.Resolve(ctx, req.Bootstrap, platform, ro)
 	if err != nil {
 		var terr *transport.Error

@@ -65,6 +65,7 @@ type Daemon struct {
 	bootLocks keyLocks // by bootstrap path: a fetch and its registration against its removal
 	storesMu  sync.Mutex
 	stores    map[string]blobstore.Store // by spec and TLS setting
+	resolvers map[bool]http.RoundTripper // manifest requests' transports, by Insecure
 
 	mu        sync.Mutex
 	mounts    map[string]*mountRec // by mountpoint; mounted == nil while being mounted
@@ -87,7 +88,7 @@ func New(cfg Config) (*Daemon, error) {
 	reg.MinFetch, reg.ReadaheadWindow = cfg.MinFetch, cfg.ReadaheadWindow
 	d := &Daemon{cfg: cfg, reg: reg, log: log, started: time.Now(), off: map[string]error{},
 		httpOpts: blobstore.HTTPOptions{CAFile: cfg.BlobCAFile}, backends: &blobstore.Stats{},
-		mounts: map[string]*mountRec{}, promReg: prometheus.NewRegistry(), stopping: make(chan struct{})}
+		mounts: map[string]*mountRec{}, resolvers: map[bool]http.RoundTripper{}, promReg: prometheus.NewRegistry(), stopping: make(chan struct{})}
 	d.pf = newPrefetcher(reg, cfg.Prefetch, cfg.PrefetchRate, log)
 	if err := os.MkdirAll(cfg.CacheDir, 0o700); err != nil {
 		reg.Close()
@@ -241,11 +242,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		defer ms.Close()
 	}
 
-	l, err := control.Listen(cfg.Socket)
+	l, err := d.listen(cfg.Socket)
 	if err != nil {
 		return fmt.Errorf("control socket: %w", err)
 	}
-	defer os.Remove(cfg.Socket)
+	defer d.unlinkForGood(cfg.Socket)
 	hs := &http.Server{Handler: control.Handler(d), ReadHeaderTimeout: 10 * time.Second}
 	go hs.Serve(l)
 	var names []string
@@ -334,6 +335,52 @@ func (d *Daemon) Run(ctx context.Context) error {
 		log.WithField("mounts", n).Warn("exiting with images mounted: reads of data not yet fetched fail until erofsd serves them again")
 	}
 	return nil
+}
+
+// listen listens on the unix socket path (mode 0600). Under a
+// supervisor the listening socket outlives the daemon: the supervisor
+// holds it and hands it to the next daemon, so that clients (containerd
+// above all) connecting during a restart or an upgrade wait in its
+// backlog instead of finding no socket.
+func (d *Daemon) listen(path string) (net.Listener, error) {
+	key := "listener:" + path
+	if fd, ok := d.held.FDs[key]; ok {
+		f := os.NewFile(uintptr(fd), path)
+		l, err := net.FileListener(f)
+		f.Close()
+		if err == nil {
+			return l, nil
+		}
+		d.log.WithError(err).WithField("socket", path).Warn("the held listening socket does not work: listening anew")
+	}
+	l, err := control.Listen(path)
+	if err != nil {
+		return nil, err
+	}
+	ul, ok := l.(*net.UnixListener)
+	if !ok || d.sup == nil {
+		return l, nil
+	}
+	ul.SetUnlinkOnClose(false) // the next daemon listens on it
+	// Through the raw fd, not File().Fd(): that would put the shared
+	// socket in blocking mode, and Close could no longer end an Accept.
+	rc, err := ul.SyscallConn()
+	if err == nil {
+		cerr := rc.Control(func(fd uintptr) { err = d.sup.Hold(key, int(fd)) })
+		err = errors.Join(cerr, err)
+	}
+	if err != nil {
+		d.log.WithError(err).WithField("socket", path).Warn("the supervisor does not hold the listening socket: connections during a restart fail")
+	}
+	return l, nil
+}
+
+// unlinkForGood removes a socket when the daemon stops for good, not
+// when it hands over.
+func (d *Daemon) unlinkForGood(path string) {
+	if !d.handover.Load() {
+		os.Remove(path)
+	}
 }
 
 // release gives up the kernel fds and the registry (once).

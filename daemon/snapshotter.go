@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -96,7 +95,7 @@ func (d *Daemon) startSnapshotter() (stop func(), err error) {
 	if err != nil {
 		return nil, err
 	}
-	l, err := control.Listen(cfg.Socket)
+	l, err := d.listen(cfg.Socket)
 	if err != nil {
 		sn.Close()
 		return nil, fmt.Errorf("snapshotter socket: %w", err)
@@ -116,7 +115,7 @@ func (d *Daemon) startSnapshotter() (stop func(), err error) {
 			d.snap.Stop()
 			<-served
 			sn.Close()
-			os.Remove(cfg.Socket)
+			d.unlinkForGood(cfg.Socket)
 		})
 	}, nil
 }

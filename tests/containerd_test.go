@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,10 +23,15 @@ import (
 	"github.com/erofsd/erofsd/internal/testutil/testconvert"
 	"github.com/erofsd/erofsd/internal/testutil/testoci"
 	"github.com/erofsd/erofsd/internal/testutil/testregistry"
+	"github.com/erofsd/erofsd/oci"
 	"github.com/erofsd/erofsd/ondemand/fanotify"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	rt "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -82,6 +88,7 @@ func startErofsd(t testing.TB, bins map[string]string, plainHosts ...string) *er
 		"--metrics-addr", "", "--snapshotter-socket", e.snapSocket, "--snapshotter-root", e.snapRoot,
 		"--snapshotter-plain-http-hosts", strings.Join(plainHosts, ","))
 	e.cmd.Stderr = e
+	e.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // killed as a group if it hangs
 	if err := e.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +96,16 @@ func startErofsd(t testing.TB, bins map[string]string, plainHosts ...string) *er
 	// containerd unmounts through a running snapshotter.
 	t.Cleanup(func() {
 		e.cmd.Process.Signal(syscall.SIGTERM)
-		e.cmd.Wait()
+		exited := make(chan struct{})
+		go func() { e.cmd.Wait(); close(exited) }()
+		select {
+		case <-exited:
+		case <-time.After(20 * time.Second):
+			t.Error("erofsd supervise did not stop within 20s of SIGTERM")
+			syscall.Kill(-e.cmd.Process.Pid, syscall.SIGKILL)
+			e.cmd.Process.Kill()
+			<-exited
+		}
 		if ents, err := mountinfo.Read(); err == nil {
 			for i := len(ents) - 1; i >= 0; i-- {
 				if strings.HasPrefix(ents[i].MountPoint, dir+"/") {
@@ -259,12 +275,211 @@ func TestContainerd(t *testing.T) {
 		}
 	})
 
+	t.Run("CtrPull", func(t *testing.T) {
+		// erofsctl image pull, then stock ctr run, in a namespace of its own.
+		out, err := exec.CommandContext(ctx, bins["erofsctl"], "image", "pull", "--address", ctd.Address, "--namespace", "t1", "--plain-http", lazyRef).CombinedOutput()
+		if err != nil {
+			t.Fatalf("erofsctl image pull: %v\n%s", err, out)
+		}
+		got := ctd.Ctr(append([]string{"-n", "t1", "run", "--rm", "--snapshotter", "erofsd", lazyRef, "ctr-run"}, app.command...)...)
+		if got != app.expected {
+			t.Fatalf("ctr run printed\n%s\nwant\n%s", got, app.expected)
+		}
+		checkNoLayersDownloaded(t, ctd, lazyRef, ctd.Ctr("-n", "t1", "content", "ls", "-q"))
+
+		// An image of format 1 gets the re-convert message.
+		v1ref := host + "/old:v1"
+		push(t, v1ref, formatOneImage(t))
+		out, err = exec.CommandContext(ctx, bins["erofsctl"], "image", "pull", "--address", ctd.Address, "--namespace", "t1", "--plain-http", v1ref).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "format 1") || !strings.Contains(string(out), "convert it again") {
+			t.Errorf("pulling a format 1 image: %v\n%s", err, out)
+		}
+		// The snapshotter's mounts are containerd's: erofsctl umount refuses.
+		for _, mp := range erofsMountsUnder(t, esd.snapRoot) {
+			if out, err := esd.ctl("umount", mp); err == nil || !strings.Contains(out, "containerd") {
+				t.Errorf("erofsctl umount %s of the snapshotter: %v\n%s", mp, err, out)
+			}
+		}
+		ctd.Ctr("-n", "t1", "image", "rm", "--sync", lazyRef)
+	})
+
+	t.Run("MountInvariant", func(t *testing.T) {
+		// A container holds the image's filesystem; its mount under the
+		// snapshot goes (as after an accident, or a reboot's empty
+		// directory): the next container must get the image again, never
+		// an empty root filesystem.
+		holder, err := pod.Start(ctx, "holder", lazyRef, "/bin/busybox", "sleep", "600")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ctd.Runtime.RemoveContainer(context.WithoutCancel(ctx), &rt.RemoveContainerRequest{ContainerId: holder})
+		defer ctd.Runtime.StopContainer(context.WithoutCancel(ctx), &rt.StopContainerRequest{ContainerId: holder, Timeout: 1})
+		mounts := erofsMountsUnder(t, esd.snapRoot)
+		if len(mounts) != 1 {
+			t.Fatalf("erofs mounts under the snapshotter root: %v, want one", mounts)
+		}
+		if err := syscall.Unmount(mounts[0], syscall.MNT_DETACH); err != nil {
+			t.Fatal(err)
+		}
+		code, out, err := pod.Run(ctx, "after-umount", lazyRef, app.command...)
+		if err != nil || code != 0 || out != app.expected {
+			t.Fatalf("container after the mount went: exit %d, %v, output\n%s\nwant\n%s", code, err, out, app.expected)
+		}
+		if got := erofsMountsUnder(t, esd.snapRoot); len(got) != 1 || got[0] != mounts[0] {
+			t.Errorf("erofs mounts %v, want %s again", got, mounts[0])
+		}
+		// The container that held the old filesystem reads on.
+		resp, err := ctd.Runtime.ExecSync(ctx, &rt.ExecSyncRequest{ContainerId: holder, Cmd: []string{"/bin/sh", "-c", "cd /data && sha256sum small1 small2"}, Timeout: 60})
+		if err != nil || resp.ExitCode != 0 || string(resp.Stdout) != app.expected {
+			t.Errorf("exec in the holder: %v, %+v", err, resp)
+		}
+	})
+
 	t.Run("Metrics", func(t *testing.T) {
 		st := esd.status()
 		if st.Counters[`snapshotter_operations_total{op=prepare,result=ok}`] == 0 || st.Counters[`snapshotter_operations_total{op=mounts,result=ok}`]+st.Counters[`snapshotter_operations_total{op=prepare,result=ok}`] < 2 {
 			t.Errorf("snapshotter operations not counted: %v", st.Counters)
 		}
 	})
+
+	t.Run("Restarts", func(t *testing.T) {
+		// A container streams the large file through a slow link while
+		// erofsd is killed with -9 (the supervisor restarts it), then
+		// restarted for an upgrade (SIGHUP), then containerd restarts.
+		link.SetLink(0, 8<<20)
+		defer link.SetLink(0, 0)
+		id, err := pod.Start(ctx, "stream", lazyRef, "/bin/sh", "-c", "sha256sum /data/big")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ctd.Runtime.RemoveContainer(context.WithoutCancel(ctx), &rt.RemoveContainerRequest{ContainerId: id})
+		list, err := esd.ctl("ls", "--json")
+		if err != nil || !strings.Contains(list, "\"containers\"") {
+			t.Errorf("erofsctl ls does not name the container's snapshot: %v\n%s", err, list)
+		}
+		before := link.BodyBytes()
+		pollUntil(t, 30*time.Second, "the stream to start", func() bool { return link.BodyBytes()-before > 4<<20 })
+		pid := esd.status().PID
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		pollUntil(t, 30*time.Second, "erofsd to be restarted", func() bool {
+			st, err := esd.api.Status(ctx)
+			return err == nil && st.PID != pid
+		})
+		esd.cmd.Process.Signal(syscall.SIGHUP)
+		ctd.Restart()
+		code, err := pod.Wait(ctx, id)
+		out, _ := pod.Output("stream")
+		if want := sha256Hex(app.big) + "  /data/big\n"; err != nil || code != 0 || out != want {
+			t.Fatalf("streaming container: exit %d, %v, output %q, want %q", code, err, out, want)
+		}
+		if esd.status().PID == pid {
+			t.Error("erofsd was not restarted")
+		}
+		// After all that, a new container of the image starts.
+		code, out, err = pod.Run(ctx, "after-restarts", lazyRef, app.command...)
+		if err != nil || code != 0 || out != app.expected {
+			t.Fatalf("container after the restarts: exit %d, %v, output\n%s", code, err, out)
+		}
+	})
+
+	t.Run("RemovalAndLeaks", func(t *testing.T) {
+		if err := pod.Remove(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, ref := range []string{lazyRef, plainRef} {
+			if _, err := ctd.Images.RemoveImage(ctx, &rt.RemoveImageRequest{Image: &rt.ImageSpec{Image: ref}}); err != nil {
+				t.Fatalf("RemoveImage %s: %v", ref, err)
+			}
+		}
+		released := func() bool {
+			st, err := esd.api.Status(ctx)
+			return err == nil && st.Images == 0 && st.Mounts == 0 && len(erofsMountsUnder(t, esd.snapRoot)) == 0
+		}
+		pollUntil(t, 30*time.Second, "erofsd to release the image", released)
+		baseSnapshots := snapshotDirs(t, esd.snapRoot)
+		pid := esd.status().PID
+		baseFDs := fdCount(t, pid)
+
+		const cycles = 20
+		for i := range cycles {
+			if _, err := ctd.Images.PullImage(ctx, &rt.PullImageRequest{Image: &rt.ImageSpec{Image: lazyRef}}); err != nil {
+				t.Fatalf("cycle %d: PullImage: %v", i, err)
+			}
+			p, err := ctd.RunPod(ctx, fmt.Sprintf("cycle%d", i))
+			if err != nil {
+				t.Fatalf("cycle %d: %v", i, err)
+			}
+			code, out, err := p.Run(ctx, "sums", lazyRef, app.command...)
+			if err != nil || code != 0 || out != app.expected {
+				t.Fatalf("cycle %d: exit %d, %v, output\n%s", i, code, err, out)
+			}
+			if err := p.Remove(ctx); err != nil {
+				t.Fatalf("cycle %d: %v", i, err)
+			}
+			if _, err := ctd.Images.RemoveImage(ctx, &rt.RemoveImageRequest{Image: &rt.ImageSpec{Image: lazyRef}}); err != nil {
+				t.Fatalf("cycle %d: RemoveImage: %v", i, err)
+			}
+		}
+		pollUntil(t, 30*time.Second, "erofsd to release the image", released)
+		if esd.status().PID != pid {
+			t.Fatal("erofsd restarted during the cycles")
+		}
+		if got := snapshotDirs(t, esd.snapRoot); got > baseSnapshots {
+			t.Errorf("%d snapshot directories after %d cycles, %d before", got, cycles, baseSnapshots)
+		}
+		if left, _ := os.ReadDir(filepath.Join(esd.dir, "state", "bootstraps")); len(left) != 0 {
+			t.Errorf("fetched bootstraps left: %d", len(left))
+		}
+		// A few fds come and go (connections, cache files being closed).
+		if got := fdCount(t, pid); got > baseFDs+8 {
+			out, _ := exec.Command("ls", "-l", fmt.Sprintf("/proc/%d/fd", pid)).CombinedOutput()
+			t.Errorf("erofsd has %d fds after %d cycles, %d before:\n%s", got, cycles, baseFDs, out)
+		}
+	})
+}
+
+// snapshotDirs counts the overlay snapshotter's snapshot directories.
+func snapshotDirs(t testing.TB, root string) int {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(root, "snapshots"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+func fdCount(t testing.TB, pid int) int {
+	t.Helper()
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// pollUntil polls cond until it holds or limit passes.
+func pollUntil(t testing.TB, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// formatOneImage is an image in erofsd's format 1 (its own config and
+// layer media types), which containerd cannot run.
+func formatOneImage(t testing.TB) v1.Image {
+	t.Helper()
+	img, err := mutate.AppendLayers(empty.Image, static.NewLayer([]byte("not really a bootstrap"), oci.V1BootstrapMediaType))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mutate.ConfigMediaType(mutate.MediaType(img, types.OCIManifestSchema1), oci.V1ConfigMediaType)
 }
 
 // checkNoLayersDownloaded checks that containerd's content store (the

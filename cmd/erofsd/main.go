@@ -49,7 +49,9 @@ func run(args []string) error {
 
 	// SIGTERM and SIGINT stop erofsd for good; SIGUSR2 (from erofsd
 	// supervise, for an upgrade) stops it to hand over to a new daemon.
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR2)
+	// SIGUSR2 is not one of the context's signals: its stop must follow
+	// HandOver, or a race could make it a stop for good.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	handover := make(chan os.Signal, 1)
 	signal.Notify(handover, syscall.SIGUSR2)

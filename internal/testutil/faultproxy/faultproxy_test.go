@@ -179,3 +179,20 @@ func TestLinkLatencyRateAndBytes(t *testing.T) {
 		t.Errorf("BodyBytes %d, want %d", got, len(data)+1000)
 	}
 }
+
+// A cap near 1 Gbit/s must hold on average despite coarse sleeps.
+func TestLinkRateHighCap(t *testing.T) {
+	data := bytes.Repeat([]byte("0123456789abcdef"), 1<<21) // 32 MiB
+	srv := backend(t, data)
+	p := Start(t, Options{Target: srv.URL, Rate: 125_000_000})
+	start := time.Now()
+	if code, b, err := get(t, p.URL+"/x", ""); err != nil || code != http.StatusOK || len(b) != len(data) {
+		t.Fatalf("GET: %d, %d bytes, %v", code, len(b), err)
+	}
+	rate := float64(len(data)) / time.Since(start).Seconds()
+	// At most the cap (plus the first few ms running ahead); at least
+	// half of it on a loaded machine.
+	if rate > 140e6 || rate < 60e6 {
+		t.Errorf("%.0f MB/s through a 125 MB/s link", rate/1e6)
+	}
+}
