@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/erofsd/erofsd/blobstore"
@@ -181,7 +180,7 @@ func (d *Daemon) register(ctx context.Context, req control.RegisterRequest, byMo
 			return nil, err
 		}
 	}
-	unlock := d.bootLocks.lock(req.Bootstrap)
+	unlock := d.bootLocks.Lock(req.Bootstrap)
 	defer unlock()
 	if fetch != nil {
 		if _, err := fetch(); err != nil {
@@ -291,7 +290,7 @@ func (d *Daemon) Unregister(ctx context.Context, fsid, domain string) error {
 	if !ok {
 		return fmt.Errorf("%w: fsid %q", control.ErrNotFound, fsid)
 	}
-	unlock := d.bootLocks.lock(im.Spec.Bootstrap)
+	unlock := d.bootLocks.Lock(im.Spec.Bootstrap)
 	defer unlock()
 	if err := d.reg.Unregister(fsid, domain); err != nil {
 		return mapErr(err)
@@ -651,39 +650,4 @@ func (d *Daemon) Status(ctx context.Context) (*control.Status, error) {
 		st.Frontend = "none: " + d.whyOff()
 	}
 	return st, nil
-}
-
-// keyLocks are mutexes by key, made on demand and dropped when unused.
-type keyLocks struct {
-	mu    sync.Mutex
-	locks map[string]*keyLock
-}
-
-type keyLock struct {
-	mu   sync.Mutex
-	refs int
-}
-
-// lock locks key and returns its unlock.
-func (k *keyLocks) lock(key string) (unlock func()) {
-	k.mu.Lock()
-	if k.locks == nil {
-		k.locks = map[string]*keyLock{}
-	}
-	l := k.locks[key]
-	if l == nil {
-		l = &keyLock{}
-		k.locks[key] = l
-	}
-	l.refs++
-	k.mu.Unlock()
-	l.mu.Lock()
-	return func() {
-		l.mu.Unlock()
-		k.mu.Lock()
-		if l.refs--; l.refs == 0 {
-			delete(k.locks, key)
-		}
-		k.mu.Unlock()
-	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/erofsd/erofsd/blobstore"
 	"github.com/erofsd/erofsd/internal/control"
 	"github.com/erofsd/erofsd/internal/fdhold"
+	"github.com/erofsd/erofsd/internal/keylock"
 	"github.com/erofsd/erofsd/internal/sdnotify"
 	"github.com/erofsd/erofsd/metrics"
 	"github.com/erofsd/erofsd/ondemand"
@@ -62,7 +63,7 @@ type Daemon struct {
 	lingerWG  sync.WaitGroup        // waits for filesystems unmounted but still in use
 	closeOnce sync.Once
 
-	bootLocks keyLocks // by bootstrap path: a fetch and its registration against its removal
+	bootLocks keylock.Map // by bootstrap path: a fetch and its registration against its removal
 	storesMu  sync.Mutex
 	stores    map[string]blobstore.Store // by spec and TLS setting
 	resolvers map[bool]http.RoundTripper // manifest requests' transports, by Insecure
@@ -225,10 +226,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		log.Error("no front end can serve this kernel: mounts will fail (see the warnings above)")
 	}
 
-	stopSnapshotter, err := d.startSnapshotter()
-	if err != nil {
-		return err
-	}
+	stopSnapshotter := d.startSnapshotter(ctx)
 	defer stopSnapshotter()
 
 	metrics.Register(d.promReg, cfg.Version, d.counterSources()...)

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -25,8 +26,8 @@ type snapshotterImages struct{ d *Daemon }
 var _ snapshotter.Images = snapshotterImages{}
 
 // MountImage mounts an erofsd image of a registry for containerd, as
-// erofsctl mount oci://REF would, checking that the manifest's bootstrap
-// is the layer containerd was given.
+// erofsctl mount oci://REF would, once the manifest is known to list the
+// layers containerd pulled: their chain ID is the snapshot's name.
 func (s snapshotterImages) MountImage(ctx context.Context, img snapshotter.Image) error {
 	d := s.d
 	dir := filepath.Clean(img.Dir)
@@ -36,22 +37,37 @@ func (s snapshotterImages) MountImage(ctx context.Context, img snapshotter.Image
 	if ok && m.mounted != nil && m.FSID == img.FSID && s.Mounted(dir, img.FSID) {
 		return nil
 	}
+	host, _, _ := strings.Cut(img.Ref, "/")
+	reg := control.RegisterRequest{FSID: img.FSID, Bootstrap: "oci://" + img.Ref, PlainHTTP: slices.Contains(d.cfg.Snapshotter.PlainHTTPHosts, host)}
+	probe := reg
+	res, err := d.resolveOCI(ctx, &probe)
+	if err != nil {
+		return err
+	}
+	layers := make([]string, 0, len(res.blobs)+1)
+	for _, b := range res.blobs {
+		layers = append(layers, b.String())
+	}
+	if chain := snapshotter.ChainID(append(layers, res.digest.String())...); chain != img.Chain {
+		return fmt.Errorf("%w: %s: its layers' chain is %s, containerd pulled %s", control.ErrBadRequest, img.Ref, chain, img.Chain)
+	}
 	if ok && m.mounted != nil {
 		// A record whose mount is gone: let it go, then mount again.
 		if err := d.unmount(ctx, dir, ownerSnapshotter); err != nil {
 			return err
 		}
 	}
-	host, _, _ := strings.Cut(img.Ref, "/")
-	req := control.MountRequest{Mountpoint: dir, RegisterRequest: control.RegisterRequest{
-		FSID: img.FSID, Bootstrap: "oci://" + img.Ref, PlainHTTP: slices.Contains(d.cfg.Snapshotter.PlainHTTPHosts, host)}}
-	if _, err := d.mount(ctx, req, ownerSnapshotter, img.Ref); err != nil {
+	if _, err := d.mount(ctx, control.MountRequest{Mountpoint: dir, RegisterRequest: reg}, ownerSnapshotter, img.Ref); err != nil {
 		return err
 	}
-	im, ok := d.reg.Lookup(img.FSID, "")
-	if !ok || img.Bootstrap != "sha256:"+filepath.Base(im.Spec.Bootstrap) {
-		d.unmount(context.WithoutCancel(ctx), dir, ownerSnapshotter)
-		return fmt.Errorf("%w: %s: the manifest's bootstrap is not the layer %s containerd pulled", control.ErrBadRequest, img.Ref, img.Bootstrap)
+	// The manifest is named by digest, so the mount's is the one checked;
+	// the bootstrap is verified by its digest when fetched.
+	if im, ok := d.reg.Lookup(img.FSID, ""); !ok || filepath.Base(im.Spec.Bootstrap) != res.digest.Hex() {
+		err := fmt.Errorf("%w: %s: the bootstrap mounted is not the manifest's", control.ErrBadRequest, img.Ref)
+		if uerr := d.unmount(context.WithoutCancel(ctx), dir, ownerSnapshotter); uerr != nil {
+			err = errors.Join(err, uerr)
+		}
+		return err
 	}
 	return nil
 }
@@ -64,6 +80,19 @@ func (s snapshotterImages) UnmountImage(ctx context.Context, dir string) error {
 		return nil // gone already (never mounted here, or a reboot)
 	}
 	return err
+}
+
+// Dirs lists the mountpoints of the mounts made for the snapshotter.
+func (s snapshotterImages) Dirs() []string {
+	s.d.mu.Lock()
+	defer s.d.mu.Unlock()
+	var dirs []string
+	for mp, m := range s.d.mounts {
+		if m.Owner == ownerSnapshotter && m.mounted != nil {
+			dirs = append(dirs, mp)
+		}
+	}
+	return dirs
 }
 
 // Mounted reports whether dir holds the erofs mount made for fsid.
@@ -85,30 +114,41 @@ func (s snapshotterImages) Mounted(dir, fsid string) bool {
 }
 
 // startSnapshotter opens the snapshotter and serves it on its socket, if
-// configured; the function it returns stops it (it is safe twice).
-func (d *Daemon) startSnapshotter() (stop func(), err error) {
+// configured; the function it returns stops it (it is safe twice). A
+// snapshotter that cannot start is logged and left off: the daemon goes
+// on serving the mounts it has.
+func (d *Daemon) startSnapshotter(ctx context.Context) (stop func()) {
 	cfg := d.cfg.Snapshotter
 	if cfg.Socket == "" {
-		return func() {}, nil
+		return func() {}
 	}
-	sn, err := snapshotter.New(cfg.Root, snapshotterImages{d})
+	log := d.log.WithFields(logrus.Fields{"socket": cfg.Socket, "root": cfg.Root})
+	openCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	sn, err := snapshotter.New(openCtx, cfg.Root, snapshotterImages{d})
 	if err != nil {
-		return nil, err
+		log.WithError(err).Error("containerd snapshotter off")
+		return func() {}
+	}
+	// Images whose snapshots went while erofsd was down.
+	if err := sn.ReleaseOrphans(openCtx); err != nil {
+		log.WithError(err).Warn("releasing the images of removed snapshots")
 	}
 	l, err := d.listen(cfg.Socket)
 	if err != nil {
 		sn.Close()
-		return nil, fmt.Errorf("snapshotter socket: %w", err)
+		log.WithError(err).Error("containerd snapshotter off: its socket")
+		return func() {}
 	}
 	d.sn, d.snap = sn, snapshotter.NewServer(sn)
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
 		if err := d.snap.Serve(l); err != nil {
-			d.log.WithError(err).Error("snapshotter server")
+			log.WithError(err).Error("snapshotter server")
 		}
 	}()
-	d.log.WithFields(logrus.Fields{"socket": cfg.Socket, "root": cfg.Root}).Info("containerd snapshotter ready")
+	log.Info("containerd snapshotter ready")
 	var once sync.Once
 	return func() {
 		once.Do(func() {
@@ -117,5 +157,5 @@ func (d *Daemon) startSnapshotter() (stop func(), err error) {
 			sn.Close()
 			d.unlinkForGood(cfg.Socket)
 		})
-	}, nil
+	}
 }

@@ -384,6 +384,81 @@ func TestContainerd(t *testing.T) {
 		}
 	})
 
+	t.Run("HostileImages", func(t *testing.T) {
+		// An erofsd image whose config gives another image's layers as
+		// its diff IDs would have containerd skip those layers of the
+		// other image, pulled later, and run this one's content in its
+		// place: an erofsd image, or a plain one never converted.
+		victim, plainVictim := host+"/victim:erofs", host+"/victim:plain"
+		push(t, host+"/victim:src", whoImage(t, "victim"))
+		testconvert.InRegistry(t, "oci://"+host+"/victim:src", "oci://"+victim, 0)
+		// As many layers as the forger's (two blobs and a bootstrap).
+		extra, err := mutate.AppendLayers(whoImage(t, "victim"), testoci.Layer(t, []testoci.Entry{{Name: "extra", Body: []byte("x")}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		push(t, plainVictim, extra)
+		push(t, host+"/evil:src", whoImage(t, "evil"))
+		testconvert.InRegistry(t, "oci://"+host+"/evil:src", "oci://"+host+"/evil:erofs", 0)
+		for i, v := range []string{victim, plainVictim} {
+			forged := withDiffIDsOf(t, host+"/evil:erofs", v)
+			push(t, host+"/evil:forged", forged)
+			_, err := ctd.Images.PullImage(ctx, &rt.PullImageRequest{Image: &rt.ImageSpec{Image: host + "/evil:forged"}})
+			// Refused at the first layer containerd does not skip: its
+			// chain is not its digests', or it sits on a plain layer.
+			if err == nil || !strings.Contains(err.Error(), "diff IDs are not its layers' digests") && !strings.Contains(err.Error(), "not an erofsd blob") {
+				t.Errorf("pulling an image with the diff IDs of %s: %v", v, err)
+			}
+			if _, err := ctd.Images.PullImage(ctx, &rt.PullImageRequest{Image: &rt.ImageSpec{Image: v}}); err != nil {
+				t.Fatalf("PullImage %s: %v", v, err)
+			}
+			if code, out, err := pod.Run(ctx, fmt.Sprintf("victim%d", i), v, "/bin/busybox", "cat", "/who"); err != nil || code != 0 || out != "victim\n" {
+				t.Errorf("%s after the forged pull: exit %d, %v, output %q", v, code, err, out)
+			}
+		}
+		// No client relabels erofsd's snapshots (a bootstrap taken for a
+		// blob would leave its containers on an empty directory).
+		top := ctd.Ctr("-n", "k8s.io", "snapshots", "--snapshotter", "erofsd", "ls")
+		bootstrap := ""
+		for _, line := range strings.Split(top, "\n") {
+			if f := strings.Fields(line); len(f) >= 3 && f[2] == "Committed" {
+				if info := ctd.Ctr("-n", "k8s.io", "snapshots", "--snapshotter", "erofsd", "info", f[0]); strings.Contains(info, `"containerd.io/snapshot/erofsd.remote": "bootstrap"`) {
+					bootstrap = f[0]
+				}
+			}
+		}
+		if bootstrap == "" {
+			t.Fatalf("no bootstrap snapshot in\n%s", top)
+		}
+		for _, label := range []string{"containerd.io/snapshot/erofsd.remote=", "containerd.io/snapshot/erofsd.image=" + host + "/evil@sha256:" + strings.Repeat("0", 64)} {
+			if out, err := ctd.TryCtr("-n", "k8s.io", "snapshots", "--snapshotter", "erofsd", "label", bootstrap, label); err == nil {
+				t.Errorf("ctr snapshots label %s %s: allowed\n%s", bootstrap, label, out)
+			}
+		}
+		// A plain image's annotations cannot make its layer an erofsd
+		// bootstrap (and send erofsd to a registry of its choice).
+		annotated, err := mutate.Append(whoImage(t, "annotated"), mutate.Addendum{
+			Layer: testoci.Layer(t, []testoci.Entry{{Name: "who2", Body: []byte("annotated\n")}}),
+			Annotations: map[string]string{"containerd.io/snapshot/erofsd.remote": "bootstrap",
+				"containerd.io/snapshot/erofsd.image": "example.invalid/x@sha256:" + strings.Repeat("0", 64)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		push(t, host+"/annotated:v1", annotated)
+		if _, err := ctd.Images.PullImage(ctx, &rt.PullImageRequest{Image: &rt.ImageSpec{Image: host + "/annotated:v1"}}); err != nil {
+			t.Fatal(err)
+		}
+		if code, out, err := pod.Run(ctx, "annotated", host+"/annotated:v1", "/bin/busybox", "cat", "/who2"); err != nil || code != 0 || out != "annotated\n" {
+			t.Errorf("annotated image: exit %d, %v, output %q", code, err, out)
+		}
+		if strings.Contains(esd.log(), "example.invalid") {
+			t.Error("erofsd followed an image's annotation to a registry")
+		}
+		for _, ref := range []string{victim, plainVictim, host + "/annotated:v1"} {
+			ctd.Images.RemoveImage(ctx, &rt.RemoveImageRequest{Image: &rt.ImageSpec{Image: ref}})
+		}
+	})
+
 	t.Run("RemovalAndLeaks", func(t *testing.T) {
 		if err := pod.Remove(ctx); err != nil {
 			t.Fatal(err)
@@ -438,6 +513,47 @@ func TestContainerd(t *testing.T) {
 			t.Errorf("erofsd has %d fds after %d cycles, %d before:\n%s", got, cycles, baseFDs, out)
 		}
 	})
+}
+
+// whoImage is busybox and /who holding who.
+func whoImage(t testing.TB, who string) v1.Image {
+	t.Helper()
+	return testcontainerd.Image(t, []string{"/bin/sh", "-c"}, testoci.Layer(t, []testoci.Entry{{Name: "who", Body: []byte(who + "\n")}}))
+}
+
+// withDiffIDsOf returns the image at ref with the diff IDs of the image
+// at other: a forged config.
+func withDiffIDsOf(t testing.TB, ref, other string) v1.Image {
+	t.Helper()
+	img, victim := remoteImage(t, ref), remoteImage(t, other)
+	vcf, err := victim.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.RootFS.DiffIDs = vcf.RootFS.DiffIDs
+	forged, err := mutate.ConfigFile(img, cf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return forged
+}
+
+func remoteImage(t testing.TB, ref string) v1.Image {
+	t.Helper()
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
 }
 
 // snapshotDirs counts the overlay snapshotter's snapshot directories.

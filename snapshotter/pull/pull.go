@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/containerd/v2/core/remotes/docker/config"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/snapshotters"
+	"github.com/distribution/reference"
 	"github.com/erofsd/erofsd/oci"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -75,10 +76,16 @@ func Image(ctx context.Context, ref string, cfg Config) (*Result, error) {
 		cfg.Keychain = authn.DefaultKeychain
 	}
 	// erofsd's tools never assume Docker Hub: the registry must be named.
-	// containerd normalizes the reference itself.
 	if _, err := oci.ParseReference(ref, oci.RemoteOptions{}); err != nil {
 		return nil, err
 	}
+	// containerd's resolver wants a tag or digest, and the snapshotter
+	// gets the reference as the CRI would give it.
+	named, err := reference.ParseDockerRef(ref)
+	if err != nil {
+		return nil, fmt.Errorf("image reference %q: %w", ref, err)
+	}
+	ref = named.String()
 
 	client, err := containerd.New(cfg.Address, containerd.WithTimeout(10*time.Second))
 	if err != nil {
@@ -131,19 +138,25 @@ func refuseOldFormat(h images.Handler) images.Handler {
 }
 
 // credentials turns a keychain into containerd's credential callback.
+// A keychain that fails (a broken credential helper) leaves the pull
+// anonymous rather than failing it: public images still pull, and a
+// registry that wants credentials says so.
 func credentials(kc authn.Keychain) func(host string) (string, string, error) {
 	return func(host string) (string, string, error) {
-		reg, err := name.NewRegistry(host, name.StrictValidation)
+		if host == "registry-1.docker.io" {
+			host = name.DefaultRegistry // Docker Hub's key in the docker config
+		}
+		reg, err := name.NewRegistry(host)
 		if err != nil {
-			return "", "", err
+			return "", "", nil
 		}
 		a, err := kc.Resolve(reg)
 		if err != nil {
-			return "", "", fmt.Errorf("credentials for %s: %w", host, err)
+			return "", "", nil
 		}
 		c, err := a.Authorization()
 		if err != nil {
-			return "", "", fmt.Errorf("credentials for %s: %w", host, err)
+			return "", "", nil
 		}
 		if c.IdentityToken != "" {
 			return "", c.IdentityToken, nil // containerd: an empty user means a refresh token
