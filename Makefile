@@ -56,6 +56,8 @@ bench: build
 	@echo "== lazy pulling from a registry on loopback against curl; metadata-walk share"
 	EROFSD_BENCH_MIN_FETCH=$${EROFSD_BENCH_MIN_FETCH:-0} EROFSD_BENCH_WINDOW=$${EROFSD_BENCH_WINDOW:-16777216} \
 		$(GO) test -run '^$$' -bench 'Registry$$' -benchtime 1x ./tests/
+	@echo "== time to first output of a python3 container through CRI: containerd's overlayfs (full pull) against erofsd's snapshotter (lazy), loopback and a slow link"
+	$(GO) test -run '^$$' -bench 'ContainerStart' -benchtime 1x ./tests/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -77,6 +79,8 @@ install: build
 	@# their promtool unit tests) and a Grafana dashboard, to copy from.
 	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/share/erofsd/prometheus deploy/prometheus/prometheus.yml deploy/prometheus/erofsd-rules.yml deploy/prometheus/erofsd-rules.test.yml
 	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/share/erofsd/grafana deploy/grafana/erofsd-dashboard.json
+	@# containerd configuration to merge: 1.6/1.7 (version 2) and 2.x (version 3).
+	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/share/erofsd/containerd deploy/containerd/config-v2.toml deploy/containerd/config-v3.toml
 	@# An existing config is the administrator's: never overwrite it.
 	[ -e $(DESTDIR)/etc/erofsd/config.toml ] || install -D -m 0644 deploy/config.toml $(DESTDIR)/etc/erofsd/config.toml
 

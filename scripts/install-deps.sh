@@ -15,6 +15,7 @@ packages=(
 	systemd # systemd-analyze verifies the unit (tests/deploy_test.go)
 	containerd # snapshotter tests: a private containerd 1.6 in a temp dir (never the system service)
 	runc # the runtime containerd starts the test containers with
+	python3 # make bench: the container-start benchmark's image is built from the host's python3 and its standard library
 	make
 	git
 )

@@ -75,7 +75,9 @@ func (e *erofsdProc) log() string {
 	return e.logs.String()
 }
 
-func startErofsd(t testing.TB, bins map[string]string, plainHosts ...string) *erofsdProc {
+// startErofsd runs erofsd supervise with the snapshotter, reaching
+// plainHosts over plain HTTP, with extra flags.
+func startErofsd(t testing.TB, bins map[string]string, plainHosts []string, extra ...string) *erofsdProc {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "esd")
 	if err != nil {
@@ -87,6 +89,7 @@ func startErofsd(t testing.TB, bins map[string]string, plainHosts ...string) *er
 		"--cache-dir", filepath.Join(dir, "cache"), "--state-dir", filepath.Join(dir, "state"), "--frontend", "fanotify",
 		"--metrics-addr", "", "--snapshotter-socket", e.snapSocket, "--snapshotter-root", e.snapRoot,
 		"--snapshotter-plain-http-hosts", strings.Join(plainHosts, ","))
+	e.cmd.Args = append(e.cmd.Args, extra...)
 	e.cmd.Stderr = e
 	e.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // killed as a group if it hangs
 	if err := e.cmd.Start(); err != nil {
@@ -232,7 +235,7 @@ func TestContainerd(t *testing.T) {
 	testconvert.InRegistry(t, "oci://"+host+"/app:src", "oci://"+host+"/app:erofs", 0)
 	lazyRef, plainRef := host+"/app:erofs", host+"/app:src"
 
-	esd := startErofsd(t, bins, host)
+	esd := startErofsd(t, bins, []string{host})
 	ctd := testcontainerd.Start(t, testcontainerd.Options{Snapshotter: esd.snapSocket, PlainHTTP: []string{host}, SandboxImage: host + "/pause:1"})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()

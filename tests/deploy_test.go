@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/BurntSushi/toml"
 	"github.com/erofsd/erofsd/internal/testutil/require"
 )
 
@@ -72,4 +73,45 @@ func systemdVersion(t *testing.T) int {
 	var v int
 	fmt.Sscanf(string(out), "systemd %d", &v)
 	return v
+}
+
+// TestContainerdConfigs loads deploy/containerd's snippets: the version 2
+// one with this machine's containerd (1.6), which must take erofsd as its
+// CRI snapshotter; both are checked for the settings that make pulls
+// lazy.
+func TestContainerdConfigs(t *testing.T) {
+	for _, file := range []string{"config-v2.toml", "config-v3.toml"} {
+		data, err := os.ReadFile(filepath.Join("../deploy/containerd", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cfg map[string]any
+		if _, err := toml.Decode(string(data), &cfg); err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		for _, want := range []string{`address = "/run/erofsd/snapshotter.sock"`, `snapshotter = "erofsd"`, `disable_snapshot_annotations = false`} {
+			if !strings.Contains(string(data), want) {
+				t.Errorf("%s lacks %s", file, want)
+			}
+		}
+	}
+	unit, err := os.ReadFile("../deploy/systemd/erofsd.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(unit), "--snapshotter-socket /run/erofsd/snapshotter.sock") || !strings.Contains(string(unit), "Before=containerd.service") {
+		t.Error("the unit should serve the snapshotter on the socket the snippets name, before containerd starts")
+	}
+
+	require.Host(t, require.Tool("containerd", "containerd"))
+	out, err := exec.Command("containerd", "--config", "../deploy/containerd/config-v2.toml", "config", "dump").CombinedOutput()
+	if err != nil {
+		t.Fatalf("containerd config dump: %v\n%s", err, out)
+	}
+	dump := string(out)
+	for _, want := range []string{"[proxy_plugins.erofsd]", `address = "/run/erofsd/snapshotter.sock"`, `snapshotter = "erofsd"`, "disable_snapshot_annotations = false"} {
+		if !strings.Contains(dump, want) {
+			t.Errorf("containerd's view of config-v2.toml lacks %s", want)
+		}
+	}
 }
