@@ -225,9 +225,10 @@ func (d *Daemon) bootstrapDir() string { return filepath.Join(d.cfg.StateDir, "b
 
 // ociResolved is an erofsd image found in a registry.
 type ociResolved struct {
-	digest blobstore.Digest   // of its bootstrap
-	blobs  []blobstore.Digest // the manifest's blobs, in device order
-	source string             // REPO@MANIFEST-DIGEST
+	digest  blobstore.Digest   // of its bootstrap
+	blobs   []blobstore.Digest // the manifest's blobs, in device order
+	source  string             // REPO@MANIFEST-DIGEST
+	blobDir string             // the repository as blob store
 }
 
 // resolveOCI finds the erofsd image req.Bootstrap names in its registry
@@ -235,6 +236,36 @@ type ociResolved struct {
 // bootstrap's digest and the manifest resolved, by digest, so that a
 // restart serves the same image even if the tag moved.
 func (d *Daemon) resolveOCI(ctx context.Context, req *control.RegisterRequest) (*ociResolved, error) {
+	// A manifest named by digest never changes: resolved once (the
+	// snapshotter checks an image's manifest, then mounts it).
+	var key string
+	if strings.Contains(req.Bootstrap, "@sha256:") && req.Platform == "" {
+		key = fmt.Sprintf("%s\x00%v\x00%v", req.Bootstrap, req.PlainHTTP, req.Insecure)
+		d.storesMu.Lock()
+		res, ok := d.resolved[key]
+		d.storesMu.Unlock()
+		if ok {
+			req.BlobDir = res.blobDir
+			return res, nil
+		}
+	}
+	res, err := d.resolveRemote(ctx, req)
+	if err == nil && key != "" {
+		d.storesMu.Lock()
+		if len(d.resolved) >= maxResolved {
+			clear(d.resolved)
+		}
+		d.resolved[key] = res
+		d.storesMu.Unlock()
+	}
+	return res, err
+}
+
+// maxResolved bounds the manifests kept resolved by digest.
+const maxResolved = 256
+
+// resolveRemote is resolveOCI's request to the registry.
+func (d *Daemon) resolveRemote(ctx context.Context, req *control.RegisterRequest) (*ociResolved, error) {
 	var platform *v1.Platform
 	if req.Platform != "" {
 		p, err := v1.ParsePlatform(req.Platform)
@@ -272,7 +303,7 @@ func (d *Daemon) resolveOCI(ctx context.Context, req *control.RegisterRequest) (
 		return nil, fmt.Errorf("%w: bootstrap of %d bytes", control.ErrBadRequest, res.Manifest.Bootstrap.Size)
 	}
 	source := res.Repository.Name() + "@" + res.Digest.String()
-	out := &ociResolved{digest: digest, source: source, blobs: []blobstore.Digest{}}
+	out := &ociResolved{digest: digest, source: source, blobs: []blobstore.Digest{}, blobDir: req.BlobDir}
 	for _, b := range res.Manifest.Blobs {
 		bd, err := blobstore.ParseDigest(b.Digest.String())
 		if err != nil {

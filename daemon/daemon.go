@@ -67,6 +67,7 @@ type Daemon struct {
 	storesMu  sync.Mutex
 	stores    map[string]blobstore.Store // by spec and TLS setting
 	resolvers map[bool]http.RoundTripper // manifest requests' transports, by Insecure
+	resolved  map[string]*ociResolved    // manifests named by digest, resolved
 
 	mu        sync.Mutex
 	mounts    map[string]*mountRec // by mountpoint; mounted == nil while being mounted
@@ -89,7 +90,7 @@ func New(cfg Config) (*Daemon, error) {
 	reg.MinFetch, reg.ReadaheadWindow = cfg.MinFetch, cfg.ReadaheadWindow
 	d := &Daemon{cfg: cfg, reg: reg, log: log, started: time.Now(), off: map[string]error{},
 		httpOpts: blobstore.HTTPOptions{CAFile: cfg.BlobCAFile}, backends: &blobstore.Stats{},
-		mounts: map[string]*mountRec{}, resolvers: map[bool]http.RoundTripper{}, promReg: prometheus.NewRegistry(), stopping: make(chan struct{})}
+		mounts: map[string]*mountRec{}, resolvers: map[bool]http.RoundTripper{}, resolved: map[string]*ociResolved{}, promReg: prometheus.NewRegistry(), stopping: make(chan struct{})}
 	d.pf = newPrefetcher(reg, cfg.Prefetch, cfg.PrefetchRate, log)
 	if err := os.MkdirAll(cfg.CacheDir, 0o700); err != nil {
 		reg.Close()
