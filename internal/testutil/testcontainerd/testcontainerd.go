@@ -390,11 +390,13 @@ func killShims(address string) {
 	}
 }
 
-// removeCgroups removes the cgroup v1 directories containerd made for
-// the pods and containers (cgroupfs driver: <controller>/k8s.io/<id>).
+// removeCgroups removes the cgroup directories containerd made for the
+// pods and containers (cgroupfs driver: <controller>/k8s.io/<id> on
+// cgroup v1, k8s.io/<id> on v2).
 func removeCgroups(ids []string) {
 	for _, id := range ids {
 		dirs, _ := filepath.Glob("/sys/fs/cgroup/*/k8s.io/" + id)
+		dirs = append(dirs, "/sys/fs/cgroup/k8s.io/"+id)
 		for _, d := range dirs {
 			os.Remove(d)
 		}
