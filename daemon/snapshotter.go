@@ -30,6 +30,10 @@ var _ snapshotter.Images = snapshotterImages{}
 // layers containerd pulled: their chain ID is the snapshot's name.
 func (s snapshotterImages) MountImage(ctx context.Context, img snapshotter.Image) error {
 	d := s.d
+	// containerd's calls carry no deadline: a registry that accepts
+	// and never answers must not hold the image's lock for ever.
+	ctx, cancel := context.WithTimeout(ctx, 2*d.cfg.RequestTimeout)
+	defer cancel()
 	dir := filepath.Clean(img.Dir)
 	d.mu.Lock()
 	m, ok := d.mounts[dir]
