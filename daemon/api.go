@@ -18,6 +18,7 @@ import (
 	"github.com/erofsd/erofsd/internal/kmount"
 	"github.com/erofsd/erofsd/oci"
 	"github.com/erofsd/erofsd/ondemand"
+	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/sirupsen/logrus"
@@ -88,6 +89,10 @@ func (d *Daemon) store(spec string, insecure bool) (blobstore.Store, error) {
 	}
 	opts := blobstore.StoreOptions{HTTPOptions: d.httpOpts, MirrorsByHost: d.cfg.RegistryMirrors, Stats: d.backends}
 	opts.Insecure = insecure
+	if repo, ok := ociRepository(spec); ok && d.creds != nil {
+		// Pull secrets kubelet sent for this repository first.
+		opts.OCI.Keychain = authn.NewMultiKeychain(d.creds.For(repo), authn.DefaultKeychain)
+	}
 	s, err := blobstore.Open(spec, opts)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", control.ErrBadRequest, err)
@@ -114,6 +119,26 @@ func (d *Daemon) resolveTransport(insecure bool) (http.RoundTripper, error) {
 	}
 	d.resolvers[insecure] = tr
 	return tr, nil
+}
+
+// ociRepository returns the HOST/REPO of an oci:// (or oci+http://)
+// store spec.
+func ociRepository(spec string) (string, bool) {
+	for _, scheme := range []string{"oci://", "oci+http://"} {
+		if repo, ok := strings.CutPrefix(spec, scheme); ok {
+			return repo, true
+		}
+	}
+	return "", false
+}
+
+// keychain is the credentials of manifest requests: pull secrets
+// kubelet sent through the CRI proxy, then the docker config.
+func (d *Daemon) keychain() authn.Keychain {
+	if d.creds == nil {
+		return authn.DefaultKeychain
+	}
+	return authn.NewMultiKeychain(d.creds, authn.DefaultKeychain)
 }
 
 // Register registers an image for serving.
@@ -278,7 +303,7 @@ func (d *Daemon) resolveRemote(ctx context.Context, req *control.RegisterRequest
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", control.ErrBadRequest, err)
 	}
-	ro := oci.RemoteOptions{PlainHTTP: req.PlainHTTP, Insecure: req.Insecure, CAFile: d.httpOpts.CAFile, Transport: tr}
+	ro := oci.RemoteOptions{PlainHTTP: req.PlainHTTP, Insecure: req.Insecure, CAFile: d.httpOpts.CAFile, Transport: tr, Keychain: d.keychain()}
 	res, err := oci.Resolve(ctx, req.Bootstrap, platform, ro)
 	if err != nil {
 		var terr *transport.Error

@@ -100,7 +100,18 @@ type SnapshotterConfig struct {
 	// HTTP, as containerd's hosts.toml lets it reach them; others use
 	// verified TLS.
 	PlainHTTPHosts []string
+	// CRIProxySocket serves a CRI image service for kubelet
+	// (--image-service-endpoint) that forwards to containerd's CRI at
+	// CRIUpstream and hands the pull secrets of PullImage to erofsd;
+	// empty: off.
+	CRIProxySocket string
+	// CRIUpstream is containerd's socket (default
+	// DefaultCRIUpstream).
+	CRIUpstream string
 }
+
+// DefaultCRIUpstream is containerd's socket.
+const DefaultCRIUpstream = "/run/containerd/containerd.sock"
 
 // DefaultConfig returns a Config with every field at the value erofsd's
 // flags default to.
@@ -108,7 +119,8 @@ func DefaultConfig() Config {
 	return Config{CacheDir: DefaultCacheDir, StateDir: DefaultStateDir, Socket: control.DefaultSocket, MetricsAddr: DefaultMetricsAddr,
 		Frontend: "auto", CachefilesTag: "erofsd", Workers: DefaultWorkers, ReadaheadWindow: DefaultReadaheadWindow,
 		MountReadahead: DefaultMountReadahead, RequestTimeout: DefaultRequestTimeout, Prefetch: "off",
-		CachefilesLimits: cachefiles.DefaultLimits, CacheCheckInterval: DefaultCacheCheckInterval}
+		CachefilesLimits: cachefiles.DefaultLimits, CacheCheckInterval: DefaultCacheCheckInterval,
+		Snapshotter: SnapshotterConfig{CRIUpstream: DefaultCRIUpstream}}
 }
 
 // Defaults of fields.
@@ -166,6 +178,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.CacheCheckInterval == 0 {
 		c.CacheCheckInterval = DefaultCacheCheckInterval
 	}
+	if c.Snapshotter.CRIUpstream == "" {
+		c.Snapshotter.CRIUpstream = DefaultCRIUpstream
+	}
 	if c.Snapshotter.Root == "" {
 		c.Snapshotter.Root = filepath.Join(c.StateDir, "snapshotter")
 	}
@@ -213,6 +228,9 @@ func (c Config) withDefaults() (Config, error) {
 		if h == "" || strings.ContainsAny(h, "/ \t") {
 			return c, configErr("snapshotter_plain_http_hosts (--snapshotter-plain-http-hosts) %q: want HOST[:PORT]", h)
 		}
+	}
+	if c.Snapshotter.CRIProxySocket != "" && c.Snapshotter.CRIProxySocket == c.Snapshotter.CRIUpstream {
+		return c, configErr("cri_image_proxy_socket (--cri-image-proxy-socket) %q: the proxy cannot forward to itself", c.Snapshotter.CRIProxySocket)
 	}
 	if c.Snapshotter.Socket != "" && !filepath.IsAbs(c.Snapshotter.Root) {
 		return c, configErr("snapshotter_root (--snapshotter-root) %q: want an absolute path", c.Snapshotter.Root)

@@ -31,6 +31,7 @@ import (
 	"github.com/erofsd/erofsd/ondemand/cachefiles"
 	"github.com/erofsd/erofsd/ondemand/fanotify"
 	"github.com/erofsd/erofsd/snapshotter"
+	"github.com/erofsd/erofsd/snapshotter/criproxy"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sirupsen/logrus"
@@ -52,6 +53,8 @@ type Daemon struct {
 	pf        *prefetcher              // background prefetch after mounts
 	sn        *snapshotter.Snapshotter // containerd's snapshotter, if on
 	snap      *snapshotter.Server      // and its gRPC server
+	creds     *criproxy.Credentials    // pull secrets from the CRI proxy, if on
+	credsHold sync.Mutex               // one copy of creds to the supervisor at a time
 
 	sup       *fdhold.Client // the supervisor holding our kernel fds, if any
 	held      *fdhold.State  // what it held for us at start
@@ -92,6 +95,9 @@ func New(cfg Config) (*Daemon, error) {
 		httpOpts: blobstore.HTTPOptions{CAFile: cfg.BlobCAFile}, backends: &blobstore.Stats{},
 		mounts: map[string]*mountRec{}, resolvers: map[bool]http.RoundTripper{}, resolved: map[string]*ociResolved{}, promReg: prometheus.NewRegistry(), stopping: make(chan struct{})}
 	d.pf = newPrefetcher(reg, cfg.Prefetch, cfg.PrefetchRate, log)
+	if cfg.Snapshotter.CRIProxySocket != "" {
+		d.creds = criproxy.NewCredentials()
+	}
 	if err := os.MkdirAll(cfg.CacheDir, 0o700); err != nil {
 		reg.Close()
 		return nil, fmt.Errorf("cache directory: %w", err)
@@ -100,6 +106,7 @@ func New(cfg Config) (*Daemon, error) {
 		d.release()
 		return nil, err
 	}
+	d.keepCredentials()
 	return d, nil
 }
 
@@ -229,6 +236,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 	stopSnapshotter := d.startSnapshotter(ctx)
 	defer stopSnapshotter()
+	stopCRIProxy := d.startCRIProxy()
+	defer stopCRIProxy()
 
 	metrics.Register(d.promReg, cfg.Version, d.counterSources()...)
 	if cfg.MetricsAddr != "" {
@@ -283,6 +292,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		log.WithError(err).Error("a front end loop ended")
 	}
 	close(d.stopping)
+	stopCRIProxy()
 	stopSnapshotter() // containerd's calls end before the front ends stop
 	d.lingerWG.Wait()
 	// No prefetch may write into cache files from here on (poisoned

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -11,10 +13,14 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/erofsd/erofsd/internal/control"
 	"github.com/erofsd/erofsd/internal/mountinfo"
 	"github.com/erofsd/erofsd/snapshotter"
+	"github.com/erofsd/erofsd/snapshotter/criproxy"
 )
 
 // ownerSnapshotter owns the mounts made for containerd.
@@ -162,4 +168,116 @@ func (d *Daemon) startSnapshotter(ctx context.Context) (stop func()) {
 			d.unlinkForGood(cfg.Socket)
 		})
 	}
+}
+
+// startCRIProxy serves the CRI image service proxy, if configured; the
+// function it returns stops it (it is safe twice). Like the snapshotter,
+// a proxy that cannot start is logged and left off.
+func (d *Daemon) startCRIProxy() (stop func()) {
+	cfg := d.cfg.Snapshotter
+	if cfg.CRIProxySocket == "" || d.creds == nil {
+		return func() {}
+	}
+	log := d.log.WithFields(logrus.Fields{"socket": cfg.CRIProxySocket, "upstream": cfg.CRIUpstream})
+	// Dialled lazily: containerd may start after erofsd.
+	conn, err := grpc.NewClient("unix://"+cfg.CRIUpstream, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		log.WithError(err).Error("CRI image proxy off")
+		return func() {}
+	}
+	l, err := d.listen(cfg.CRIProxySocket)
+	if err != nil {
+		conn.Close()
+		log.WithError(err).Error("CRI image proxy off: its socket")
+		return func() {}
+	}
+	srv := grpc.NewServer(grpc.WaitForHandlers(true))
+	criproxy.New(conn, d.creds).Register(srv)
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		if err := srv.Serve(l); err != nil {
+			log.WithError(err).Error("CRI image proxy")
+		}
+	}()
+	log.Info("CRI image proxy ready")
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			srv.Stop()
+			<-served
+			conn.Close()
+			d.unlinkForGood(cfg.CRIProxySocket)
+		})
+	}
+}
+
+// heldCredentials names the memfd of the CRI proxy's credentials that
+// the supervisor holds.
+const heldCredentials = "cri-credentials"
+
+// keepCredentials takes back the CRI proxy's credentials that the
+// supervisor kept for a restarted daemon, and from then on hands it a
+// copy after each change (in a memfd: never on disk). Without them, a
+// restarted daemon could not read the private images its containers
+// run until kubelet pulled them again.
+func (d *Daemon) keepCredentials() {
+	if d.creds == nil {
+		return
+	}
+	if fd, ok := d.held.FDs[heldCredentials]; ok {
+		f := os.NewFile(uintptr(fd), heldCredentials)
+		data, err := io.ReadAll(io.NewSectionReader(f, 0, maxCredentials))
+		f.Close()
+		if err == nil {
+			err = d.creds.Load(data)
+		}
+		if err != nil {
+			d.log.WithError(err).Warn("the CRI proxy's credentials kept by the supervisor")
+		}
+	}
+	if d.sup == nil {
+		return
+	}
+	d.creds.OnChange = func() {
+		if err := d.holdCredentials(); err != nil {
+			d.log.WithError(err).Warn("the CRI proxy's credentials are not kept across a restart")
+		}
+	}
+}
+
+// maxCredentials bounds the saved credentials read back.
+const maxCredentials = 64 << 20
+
+func (d *Daemon) holdCredentials() error {
+	// Serialized, each saving the state at its turn: the last copy held
+	// is the latest.
+	d.credsHold.Lock()
+	defer d.credsHold.Unlock()
+	data, err := d.creds.Save()
+	if err != nil {
+		return err
+	}
+	fd, err := unix.MemfdCreate(heldCredentials, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return err
+	}
+	f := os.NewFile(uintptr(fd), heldCredentials)
+	defer f.Close()
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	// Sealed: whoever holds a copy can read it, nobody can change it.
+	if _, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_SEAL|unix.F_SEAL_WRITE|unix.F_SEAL_GROW|unix.F_SEAL_SHRINK); err != nil {
+		return err
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var herr error
+	if err := rc.Control(func(fd uintptr) { herr = d.sup.Hold(heldCredentials, int(fd)) }); err != nil {
+		return err
+	}
+	return herr
 }

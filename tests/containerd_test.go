@@ -32,6 +32,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	rt "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -58,6 +60,7 @@ type erofsdProc struct {
 	api        *control.Client
 	snapSocket string
 	snapRoot   string
+	criSocket  string // the CRI image proxy's, if on
 	cmd        *exec.Cmd
 	logMu      sync.Mutex
 	logs       bytes.Buffer
@@ -75,9 +78,16 @@ func (e *erofsdProc) log() string {
 	return e.logs.String()
 }
 
-// startErofsd runs erofsd supervise with the snapshotter, reaching
-// plainHosts over plain HTTP, with extra flags.
-func startErofsd(t testing.TB, bins map[string]string, plainHosts []string, extra ...string) *erofsdProc {
+// erofsdOptions configure startErofsd.
+type erofsdOptions struct {
+	plainHosts  []string // registry hosts reached over plain HTTP
+	criUpstream string   // containerd's socket: serve the CRI image proxy
+	extra       []string // more flags
+}
+
+// startErofsd runs erofsd supervise with the snapshotter. Its docker
+// config is empty: registry credentials come from the CRI proxy only.
+func startErofsd(t testing.TB, bins map[string]string, opts erofsdOptions) *erofsdProc {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "esd")
 	if err != nil {
@@ -88,8 +98,13 @@ func startErofsd(t testing.TB, bins map[string]string, plainHosts []string, extr
 	e.cmd = exec.Command(bins["erofsd"], "supervise", "--socket", filepath.Join(dir, "erofsd.sock"),
 		"--cache-dir", filepath.Join(dir, "cache"), "--state-dir", filepath.Join(dir, "state"), "--frontend", "fanotify",
 		"--metrics-addr", "", "--snapshotter-socket", e.snapSocket, "--snapshotter-root", e.snapRoot,
-		"--snapshotter-plain-http-hosts", strings.Join(plainHosts, ","))
-	e.cmd.Args = append(e.cmd.Args, extra...)
+		"--snapshotter-plain-http-hosts", strings.Join(opts.plainHosts, ","))
+	if opts.criUpstream != "" {
+		e.criSocket = filepath.Join(dir, "cri.sock")
+		e.cmd.Args = append(e.cmd.Args, "--cri-image-proxy-socket", e.criSocket, "--cri-image-proxy-upstream", opts.criUpstream)
+	}
+	e.cmd.Args = append(e.cmd.Args, opts.extra...)
+	e.cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+filepath.Join(dir, "docker"))
 	e.cmd.Stderr = e
 	e.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // killed as a group if it hangs
 	if err := e.cmd.Start(); err != nil {
@@ -235,8 +250,23 @@ func TestContainerd(t *testing.T) {
 	testconvert.InRegistry(t, "oci://"+host+"/app:src", "oci://"+host+"/app:erofs", 0)
 	lazyRef, plainRef := host+"/app:erofs", host+"/app:src"
 
-	esd := startErofsd(t, bins, []string{host})
-	ctd := testcontainerd.Start(t, testcontainerd.Options{Snapshotter: esd.snapSocket, PlainHTTP: []string{host}, SandboxImage: host + "/pause:1"})
+	// A registry that wants credentials, serving the same storage.
+	authReg := testregistry.Start(t, testregistry.Options{User: "puller", Password: "secret", Root: reg.Root})
+	authHost := authReg.Host
+	// Images of their own (the same layers as another's would share
+	// its snapshots, already there).
+	privateData := map[string][]byte{}
+	for i, repo := range []string{"private", "private2"} {
+		privateData[repo] = testoci.Random(uint64(60+i), 8<<20)
+		push(t, host+"/"+repo+":src", testcontainerd.Image(t, []string{"/bin/sh", "-c"},
+			testoci.Layer(t, []testoci.Entry{{Name: "who", Body: []byte(repo + "\n")}, {Name: "data", Body: privateData[repo]}})))
+		testconvert.InRegistry(t, "oci://"+host+"/"+repo+":src", "oci://"+host+"/"+repo+":erofs", 0)
+	}
+
+	ctdDir := testcontainerd.NewDir(t)
+	esd := startErofsd(t, bins, erofsdOptions{plainHosts: []string{host, authHost}, criUpstream: filepath.Join(ctdDir, "c.sock")})
+	ctd := testcontainerd.Start(t, testcontainerd.Options{Snapshotter: esd.snapSocket, PlainHTTP: []string{host, authHost},
+		SandboxImage: host + "/pause:1", Dir: ctdDir})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 
@@ -384,6 +414,47 @@ func TestContainerd(t *testing.T) {
 		code, out, err = pod.Run(ctx, "after-restarts", lazyRef, app.command...)
 		if err != nil || code != 0 || out != app.expected {
 			t.Fatalf("container after the restarts: exit %d, %v, output\n%s", code, err, out)
+		}
+	})
+
+	t.Run("PullSecrets", func(t *testing.T) {
+		// kubelet pulls through erofsd's CRI image proxy with a pod's
+		// pull secret: containerd and erofsd both read the private
+		// registry with it.
+		conn, err := grpc.NewClient("unix://"+esd.criSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		kubelet := rt.NewImageServiceClient(conn)
+		auth := &rt.AuthConfig{Username: "puller", Password: "secret", ServerAddress: "http://" + authHost}
+		ref := authHost + "/private:erofs"
+		if _, err := kubelet.PullImage(ctx, &rt.PullImageRequest{Image: &rt.ImageSpec{Image: ref}, Auth: auth}); err != nil {
+			t.Fatalf("PullImage %s through the proxy: %v", ref, err)
+		}
+		code, out, err := pod.Run(ctx, "private", ref, "/bin/busybox", "cat", "/who")
+		if err != nil || code != 0 || out != "private\n" {
+			t.Fatalf("private image: exit %d, %v, output %q", code, err, out)
+		}
+		// Straight to containerd, the secret stays there: erofsd cannot
+		// read the image, and the pull fails.
+		if _, err := ctd.Images.PullImage(ctx, &rt.PullImageRequest{Image: &rt.ImageSpec{Image: authHost + "/private2:erofs"}, Auth: auth}); err == nil || !strings.Contains(err.Error(), "401") && !strings.Contains(strings.ToLower(err.Error()), "unauthorized") {
+			t.Errorf("a pull that bypassed the proxy: %v", err)
+		}
+		// After a crash, the restarted daemon still reads the private
+		// image (data it had not fetched yet).
+		pid := esd.status().PID
+		syscall.Kill(pid, syscall.SIGKILL)
+		pollUntil(t, 30*time.Second, "erofsd to be restarted", func() bool {
+			st, err := esd.api.Status(ctx)
+			return err == nil && st.PID != pid
+		})
+		code, out, err = pod.Run(ctx, "private-data", ref, "/bin/sh", "-c", "sha256sum /data")
+		if want := sha256Hex(privateData["private"]) + "  /data\n"; err != nil || code != 0 || out != want {
+			t.Errorf("private image after a restart: exit %d, %v, output %q", code, err, out)
+		}
+		if _, err := kubelet.RemoveImage(ctx, &rt.RemoveImageRequest{Image: &rt.ImageSpec{Image: ref}}); err != nil {
+			t.Error(err)
 		}
 	})
 

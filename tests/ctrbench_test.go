@@ -106,7 +106,7 @@ func BenchmarkContainerStart(b *testing.B) {
 	bigLayer := full.Layers[len(full.Layers)-1]
 	touchedFiles, touched := startFootprint(b, imageFiles)
 
-	esd := startErofsd(b, bins, []string{host}, strings.Fields(os.Getenv("EROFSD_BENCH_FLAGS"))...)
+	esd := startErofsd(b, bins, erofsdOptions{plainHosts: []string{host}, extra: strings.Fields(os.Getenv("EROFSD_BENCH_FLAGS"))})
 	lazyCtd := testcontainerd.Start(b, testcontainerd.Options{Snapshotter: esd.snapSocket, PlainHTTP: []string{host}, SandboxImage: host + "/pause:1"})
 	fullCtd := testcontainerd.Start(b, testcontainerd.Options{PlainHTTP: []string{host}, SandboxImage: host + "/pause:1"})
 	lazyPod, err := lazyCtd.RunPod(ctx, "bench")

@@ -100,6 +100,8 @@ func parseConfig(args []string) (daemon.Config, error) {
 	fs.Var(&prefetchRate, "prefetch-rate", "bandwidth `limit` of all prefetch together, bytes/s with K, M or G (binary): 0 is unlimited (prefetch yields to kernel reads either way)")
 	fs.StringVar(&cfg.Snapshotter.Socket, "snapshotter-socket", "", "serve containerd's snapshots API on this unix socket `path` (mode 0600; containerd's proxy_plugins address): containerd then runs erofsd images lazily (empty: off)")
 	fs.StringVar(&cfg.Snapshotter.Root, "snapshotter-root", "", "`dir` of the snapshotter's snapshots and metadata, on ext4 or xfs (default: STATE-DIR/snapshotter)")
+	fs.StringVar(&cfg.Snapshotter.CRIProxySocket, "cri-image-proxy-socket", "", "serve kubelet's CRI image service on this unix socket `path` (kubelet --image-service-endpoint): calls go on to containerd, and the pull secrets of PullImage reach erofsd (empty: off)")
+	fs.StringVar(&cfg.Snapshotter.CRIUpstream, "cri-image-proxy-upstream", def.Snapshotter.CRIUpstream, "containerd's CRI socket `path`, where the CRI image proxy forwards")
 	plainHosts := fs.String("snapshotter-plain-http-hosts", "", "comma-separated registry `hosts` (HOST[:PORT]) the snapshotter reaches over plain HTTP, as containerd's hosts.toml does (others: verified TLS)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	configPath := fs.String("config", defaultConfig, "TOML config `file`: keys are these flags' names with _ (flags win)")

@@ -43,6 +43,20 @@ type Options struct {
 	PlainHTTP []string
 	// SandboxImage is the pause image, in a test registry.
 	SandboxImage string
+	// Dir is where containerd keeps everything, its socket Dir/c.sock
+	// (default: a new short temp dir); removed when the test ends.
+	Dir string
+}
+
+// NewDir returns a new directory for Options.Dir, short enough for the
+// sockets in it (t.TempDir's are not).
+func NewDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "ctd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // Containerd is a running private containerd.
@@ -66,10 +80,9 @@ type Containerd struct {
 func Start(t testing.TB, opts Options) *Containerd {
 	t.Helper()
 	require.Host(t, require.Root, require.Tool("containerd", "containerd"), require.Tool("ctr", "containerd"), require.Tool("runc", "runc"))
-	// Unix socket paths are limited to 108 bytes: t.TempDir's are long.
-	dir, err := os.MkdirTemp("", "ctd")
-	if err != nil {
-		t.Fatal(err)
+	dir := opts.Dir
+	if dir == "" {
+		dir = NewDir(t)
 	}
 	c := &Containerd{Dir: dir, Address: filepath.Join(dir, "c.sock"), t: t, config: filepath.Join(dir, "config.toml")}
 	t.Cleanup(c.cleanup)
