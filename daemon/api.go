@@ -465,7 +465,7 @@ func (d *Daemon) mount(ctx context.Context, req control.MountRequest, owner, ima
 	}
 	m := &mountRec{Mount: control.Mount{Mountpoint: mp, FSID: req.FSID, DomainID: req.DomainID, Frontend: fe.Name(), Owner: owner, Image: image}}
 	if prefetch {
-		m.prefetch = &savedPrefetch{Whole: popts.Whole, Files: popts.Files}
+		m.prefetch = &savedPrefetch{Start: popts.Start, Whole: popts.Whole, Files: popts.Files}
 	}
 	d.mu.Lock()
 	if other, busy := d.mounts[mp]; busy {
@@ -521,7 +521,7 @@ func (d *Daemon) mount(ctx context.Context, req control.MountRequest, owner, ima
 	d.saveState()
 	d.log.WithFields(logrus.Fields{"fsid": req.FSID, "domain": req.DomainID, "mountpoint": mp, "frontend": fe.Name()}).Info("mounted")
 	if prefetch {
-		d.pf.start(mp, req.FSID, req.DomainID, popts)
+		d.pf.run(mp, req.FSID, req.DomainID, popts)
 	}
 	out := m.Mount
 	return &out, nil

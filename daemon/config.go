@@ -61,6 +61,12 @@ type Config struct {
 	// none).
 	Prefetch     string
 	PrefetchRate int64
+	// PrefetchStart fetches, at each mount of an image that records a
+	// start set (erofs-image build --prefetch-list), that set in large
+	// requests right away, alongside the kernel's reads and without the
+	// rate limit: it is what the workload reads next. A mount's prefetch
+	// "off" disables it for that mount.
+	PrefetchStart bool
 
 	// CachefilesLimits are cachefiles' culling thresholds.
 	CachefilesLimits cachefiles.Limits
@@ -118,7 +124,7 @@ const DefaultCRIUpstream = "/run/containerd/containerd.sock"
 func DefaultConfig() Config {
 	return Config{CacheDir: DefaultCacheDir, StateDir: DefaultStateDir, Socket: control.DefaultSocket, MetricsAddr: DefaultMetricsAddr,
 		Frontend: "auto", CachefilesTag: "erofsd", Workers: DefaultWorkers, ReadaheadWindow: DefaultReadaheadWindow,
-		MountReadahead: DefaultMountReadahead, RequestTimeout: DefaultRequestTimeout, Prefetch: "off",
+		MountReadahead: DefaultMountReadahead, RequestTimeout: DefaultRequestTimeout, Prefetch: "off", PrefetchStart: true,
 		CachefilesLimits: cachefiles.DefaultLimits, CacheCheckInterval: DefaultCacheCheckInterval,
 		Snapshotter: SnapshotterConfig{CRIUpstream: DefaultCRIUpstream}}
 }

@@ -25,6 +25,7 @@ func cliConfig(t *testing.T, dir string) Config {
 	cfg.ReadaheadWindow = DefaultReadaheadWindow
 	cfg.MountReadahead = DefaultMountReadahead
 	cfg.CachefilesLimits = cachefiles.DefaultLimits
+	cfg.PrefetchStart = true
 	cfg.MetricsAddr = scrape.FreeAddr(t)
 	return cfg
 }

@@ -19,6 +19,7 @@ import (
 type prefetcher struct {
 	reg     *ondemand.Registry
 	mode    string            // --prefetch: the default for mounts that do not say
+	start   bool              // --prefetch-start: fetch images' start sets at mount
 	limiter *ondemand.Limiter // --prefetch-rate, shared by every prefetch; nil: unlimited
 	log     logrus.FieldLogger
 
@@ -33,9 +34,13 @@ type prefetchRun struct {
 	done         chan struct{}
 }
 
-func newPrefetcher(reg *ondemand.Registry, mode string, rate int64, log logrus.FieldLogger) *prefetcher {
-	return &prefetcher{reg: reg, mode: mode, limiter: ondemand.NewLimiter(rate), log: log, runs: map[string]*prefetchRun{}}
+func newPrefetcher(reg *ondemand.Registry, mode string, start bool, rate int64, log logrus.FieldLogger) *prefetcher {
+	return &prefetcher{reg: reg, mode: mode, start: start, limiter: ondemand.NewLimiter(rate), log: log, runs: map[string]*prefetchRun{}}
 }
+
+// startFetch is the largest single store read of a start set prefetch:
+// the set is laid out contiguously, so few large reads fetch it.
+const startFetch = 4 << 20
 
 // checkPrefetchMode validates --prefetch and a mount's prefetch field.
 func checkPrefetchMode(s string) error {
@@ -49,9 +54,9 @@ func checkPrefetchMode(s string) error {
 // options turns a mount request into prefetch options; run is false when
 // the mount wants no prefetch.
 func (p *prefetcher) options(req control.MountRequest) (opts ondemand.PrefetchOptions, run bool, err error) {
-	mode, lim := "off", (*ondemand.Limiter)(nil)
+	mode, lim, start := "off", (*ondemand.Limiter)(nil), false
 	if p != nil {
-		mode, lim = p.mode, p.limiter
+		mode, lim, start = p.mode, p.limiter, p.start
 	}
 	if req.Prefetch != "" {
 		mode = req.Prefetch
@@ -62,26 +67,39 @@ func (p *prefetcher) options(req control.MountRequest) (opts ondemand.PrefetchOp
 	if req.Prefetch == "off" && len(req.PrefetchList) > 0 {
 		return opts, false, fmt.Errorf("%w: a prefetch list with prefetch off", control.ErrBadRequest)
 	}
-	opts = ondemand.PrefetchOptions{Files: req.PrefetchList, Whole: mode == "whole", Limiter: lim}
-	return opts, opts.Whole || len(opts.Files) > 0, nil
+	opts = ondemand.PrefetchOptions{Start: start && req.Prefetch != "off", Files: req.PrefetchList, Whole: mode == "whole", Limiter: lim}
+	if opts.Start {
+		opts.MaxFetch = startFetch
+	}
+	return opts, opts.Start || opts.Whole || len(opts.Files) > 0, nil
 }
 
 // resume starts again, after a restart, the prefetch a mount had.
-func (p *prefetcher) resume(mp, fsid, domain string, whole bool, files []string) {
+func (p *prefetcher) resume(mp, fsid, domain string, saved savedPrefetch) {
 	if p == nil {
 		return
 	}
-	p.log.WithFields(logrus.Fields{"mountpoint": mp, "whole": whole, "files": len(files)}).Info("resuming prefetch")
-	p.start(mp, fsid, domain, ondemand.PrefetchOptions{Whole: whole, Files: files, Limiter: p.limiter})
+	opts := ondemand.PrefetchOptions{Start: saved.Start, Whole: saved.Whole, Files: saved.Files, Limiter: p.limiter}
+	if opts.Start {
+		opts.MaxFetch = startFetch
+	}
+	p.log.WithFields(logrus.Fields{"mountpoint": mp, "start": saved.Start, "whole": saved.Whole, "files": len(saved.Files)}).Info("resuming prefetch")
+	p.run(mp, fsid, domain, opts)
 }
 
-// start prefetches the image of a mount in the background.
-func (p *prefetcher) start(mp, fsid, domain string, opts ondemand.PrefetchOptions) {
+// run prefetches the image of a mount in the background.
+func (p *prefetcher) run(mp, fsid, domain string, opts ondemand.PrefetchOptions) {
 	if p == nil {
 		return
 	}
 	im, ok := p.reg.Lookup(fsid, domain)
 	if !ok {
+		return
+	}
+	if opts.Start && im.StartBytes() == 0 {
+		opts.Start = false // the image records no start set
+	}
+	if !opts.Start && !opts.Whole && len(opts.Files) == 0 {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -138,7 +156,7 @@ func (p *prefetcher) stop(mp string) (resume func()) {
 	case <-time.After(5 * time.Second):
 		p.log.WithField("mountpoint", mp).Warn("prefetch still running 5 s after it was stopped")
 	}
-	return func() { p.start(mp, run.fsid, run.domain, run.opts) }
+	return func() { p.run(mp, run.fsid, run.domain, run.opts) }
 }
 
 // stopAll ends every prefetch: all are told at once, then waited for,

@@ -12,6 +12,7 @@ import (
 	"github.com/erofsd/erofsd/internal/testutil/scrape"
 	"github.com/erofsd/erofsd/internal/testutil/testtree"
 	"github.com/erofsd/erofsd/internal/testutil/treecmp"
+	"github.com/erofsd/erofsd/prefetchlist"
 )
 
 // TestDaemonPrefetch: a mount with a prefetch list under the "whole"
@@ -36,7 +37,7 @@ func TestDaemonPrefetch(t *testing.T) {
 	mnt := mountpoint(t)
 	// The list as erofsctl reads it from "# read at start\n/big\n\nnot/there\n".
 	if _, err := td.api.Mount(ctx, control.MountRequest{RegisterRequest: control.RegisterRequest{FSID: "img", Bootstrap: img},
-		Mountpoint: mnt, Frontend: "auto", PrefetchList: []string{"/big", "not/there"}}); err != nil {
+		Mountpoint: mnt, Frontend: "auto", PrefetchList: prefetchlist.Files("/big", "not/there")}); err != nil {
 		t.Fatalf("mount: %v", err)
 	}
 	defer td.api.Unmount(ctx, mnt)

@@ -8,23 +8,24 @@ import (
 	"github.com/erofsd/erofsd/blobstore"
 	"github.com/erofsd/erofsd/internal/control"
 	"github.com/erofsd/erofsd/ondemand"
+	"github.com/erofsd/erofsd/prefetchlist"
 )
 
 func TestPrefetchOptions(t *testing.T) {
-	p := newPrefetcher(nil, "off", 1<<20, nil)
+	p := newPrefetcher(nil, "off", false, 1<<20, nil)
 	for _, c := range []struct {
 		prefetch string
-		list     []string
+		list     []prefetchlist.Entry
 		run      bool
 		whole    bool
 		bad      bool
 	}{
 		{"", nil, false, false, false},
-		{"", []string{"a"}, true, false, false},
+		{"", prefetchlist.Files("a"), true, false, false},
 		{"whole", nil, true, true, false},
-		{"whole", []string{"a"}, true, true, false},
+		{"whole", prefetchlist.Files("a"), true, true, false},
 		{"off", nil, false, false, false},
-		{"off", []string{"a"}, false, false, true},
+		{"off", prefetchlist.Files("a"), false, false, true},
 		{"lazy", nil, false, false, true},
 	} {
 		opts, run, err := p.options(control.MountRequest{Prefetch: c.prefetch, PrefetchList: c.list})

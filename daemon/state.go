@@ -95,7 +95,7 @@ func (d *Daemon) restoreState(ctx context.Context) error {
 		}
 		log.Info("mount adopted")
 		if sm.Prefetch != nil {
-			d.pf.resume(sm.Mountpoint, sm.FSID, sm.DomainID, sm.Prefetch.Whole, sm.Prefetch.Files)
+			d.pf.resume(sm.Mountpoint, sm.FSID, sm.DomainID, *sm.Prefetch)
 		}
 	}
 	// An image registered by a mount that is gone (a reboot, a stale

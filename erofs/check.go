@@ -42,7 +42,7 @@ type CheckReport struct {
 }
 
 // Check verifies a whole image like fsck: the superblock and device table,
-// the chunk digest table if present, and everything reachable from the
+// the chunk digest table and start set if present, and everything reachable from the
 // root directory:
 //
 //   - every inode decodes and has a layout valid for its type (special
@@ -146,6 +146,9 @@ func (c *checker) run() error {
 	case err == nil:
 		c.table, c.hasTable = table, true
 		if err := c.checkTableBlobs(); err != nil {
+			return err
+		}
+		if _, err := img.StartSet(); err != nil && !errors.Is(err, ErrNoStartSet) {
 			return err
 		}
 	case errors.Is(err, ErrNoChunkTable):

@@ -433,6 +433,7 @@ func walkImageWith(data []byte, opts ...Option) {
 	_ = img.Info()
 	_ = img.Devices()
 	img.ChunkTable()
+	img.StartSet()
 	deadline := time.Now().Add(2 * time.Second)
 	entries, bytesLeft := 20000, int64(16<<20)
 	seenDirs := map[uint64]bool{}

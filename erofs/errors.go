@@ -21,6 +21,8 @@ var (
 	ErrNotChunked = errors.New("erofs: file is not chunk-based")
 	// ErrNoChunkTable reports that an image carries no chunk digest table.
 	ErrNoChunkTable = disk.ErrNoChunkTable
+	// ErrNoStartSet reports that an image records no start set.
+	ErrNoStartSet = disk.ErrNoStartSet
 	// ErrNoBlob reports that data lives on an extra device but no
 	// BlobResolver was given.
 	ErrNoBlob = errors.New("erofs: no blob resolver for extra device")

@@ -14,6 +14,7 @@ import (
 	"strconv"
 
 	"github.com/erofsd/erofsd/erofs/build"
+	"github.com/erofsd/erofsd/prefetchlist"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -39,6 +40,11 @@ type ConvertOptions struct {
 	// AllPlatforms converts every image of an index instead.
 	Platform     *v1.Platform
 	AllPlatforms bool
+	// PrefetchList names the files (and ranges) the image's workload
+	// reads first: their chunks go to the front of each layer's blob and
+	// the bootstrap records them as its start set, which erofsd fetches
+	// in a few large requests at mount (see build.Options.PrefetchList).
+	PrefetchList *prefetchlist.List
 	// Progress, if set, is called as layers are read.
 	Progress func(LayerProgress)
 }
@@ -218,7 +224,7 @@ func convertOne(ctx context.Context, img v1.Image, index *v1.Hash, opts ConvertO
 	}
 	// The source's creation time (else the newest mtime, the builder's
 	// default) keeps a conversion reproducible.
-	b, err := build.New(f, build.Options{ChunkSize: chunkSize, BlobDir: dir, BuildTime: cfg.Created.Time})
+	b, err := build.New(f, build.Options{ChunkSize: chunkSize, BlobDir: dir, BuildTime: cfg.Created.Time, PrefetchList: opts.PrefetchList})
 	if err != nil {
 		return nil, err
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/erofsd/erofsd/erofs"
+	"github.com/erofsd/erofsd/prefetchlist"
 )
 
 // Errors from prefetch.
@@ -165,10 +166,16 @@ func sleep(ctx context.Context, d time.Duration) error {
 
 // PrefetchOptions say what a prefetch fills and how.
 type PrefetchOptions struct {
-	// Files are paths in the image whose chunks are filled first, in
-	// this order (a directory stands for the files under it, in
-	// lexical order). Paths not in the image are reported in the result.
-	Files []string
+	// Start fills first the image's start set (erofs.Image.StartSet:
+	// what its workload reads first, laid out at the front of its blobs)
+	// without waiting for kernel reads to pause: the kernel is about to
+	// ask for it.
+	Start bool
+	// Files are files in the image whose chunks are filled next, in
+	// this order: the chunks their ranges touch, or all of them (a
+	// directory stands for the files under it, in lexical order). Paths
+	// not in the image are reported in the result.
+	Files []prefetchlist.Entry
 	// Whole fills, after the files, every other chunk of every blob,
 	// in blob order.
 	Whole bool
@@ -210,8 +217,9 @@ type PrefetchResult struct {
 
 // planned is one chunk of a prefetch plan.
 type planned struct {
-	blob int // index in Image.blobs
-	c    chunk
+	blob  int // index in Image.blobs
+	c     chunk
+	eager bool // fetched without waiting for kernel reads to pause
 }
 
 // Prefetch fills the chunks of im that opts plan into the cache objects
@@ -324,18 +332,22 @@ func (p *prefetch) dispatch(ctx context.Context, plan []planned, opts PrefetchOp
 		start := plan[i].c.off
 		end := start + alignUp(plan[i].c.length)
 		j := i + 1
-		for ; j < len(plan) && plan[j].blob == plan[i].blob && plan[j].c.off == end; j++ {
+		for ; j < len(plan) && plan[j].blob == plan[i].blob && plan[j].c.off == end && plan[j].eager == plan[i].eager; j++ {
 			next := end + alignUp(plan[j].c.length)
 			if next-start > opts.MaxFetch || src.has(a.t, plan[j].c) {
 				break
 			}
 			end = next
 		}
-		if err := opts.Limiter.Wait(ctx, end-start); err != nil {
-			return err
-		}
-		if err := r.Stats.waitIdle(ctx, opts.Quiet); err != nil {
-			return err
+		// The start set is what the kernel is about to ask for: it is
+		// neither paced nor held back for kernel reads to pause.
+		if !plan[i].eager {
+			if err := opts.Limiter.Wait(ctx, end-start); err != nil {
+				return err
+			}
+			if err := r.Stats.waitIdle(ctx, opts.Quiet); err != nil {
+				return err
+			}
 		}
 		p.wg.Add(1)
 		go p.fill(ctx, a, plan[i:j], start, end-start, slots)
@@ -453,16 +465,25 @@ func (s *blobSource) safeFill(ctx context.Context, off, n int64, w BlockWriter) 
 	return s.fill(ctx, off, n, w)
 }
 
-// prefetchPlan lists the chunks opts ask for, each once: the listed
-// files' chunks in list order, then (Whole) every other chunk in blob
-// order. It also returns the listed paths the image lacks.
+// prefetchPlan lists the chunks opts ask for, each once: the start set's
+// chunks (Start, eager), the listed files' chunks in list order, then
+// (Whole) every other chunk in blob order. It also returns the listed
+// paths the image lacks.
 func (im *Image) prefetchPlan(opts PrefetchOptions) ([]planned, []string, error) {
 	var plan []planned
-	seen := map[planned]bool{}
+	seen := map[chunkKey]bool{}
 	add := func(p planned) {
-		if !seen[p] {
-			seen[p] = true
+		if k := (chunkKey{p.blob, p.c.off}); !seen[k] {
+			seen[k] = true
 			plan = append(plan, p)
+		}
+	}
+	if opts.Start {
+		for _, e := range im.start {
+			bi := int(e.Device) - 1
+			for _, c := range im.blobs[bi].chunksIn(int64(e.BlkAddr)*BlockSize, int64(e.Blocks)*BlockSize) {
+				add(planned{blob: bi, c: c, eager: true})
+			}
 		}
 	}
 	var missing []string
@@ -472,10 +493,10 @@ func (im *Image) prefetchPlan(opts PrefetchOptions) ([]planned, []string, error)
 			return nil, nil, fmt.Errorf("prefetch of %s: %w", im.Spec.FSID, err)
 		}
 		defer img.Close()
-		for _, name := range opts.Files {
-			files, err := filesUnder(img, name)
+		for _, entry := range opts.Files {
+			files, err := filesUnder(img, entry.Path)
 			if err != nil {
-				missing = append(missing, name)
+				missing = append(missing, entry.Path)
 				continue
 			}
 			for _, f := range files {
@@ -486,7 +507,7 @@ func (im *Image) prefetchPlan(opts PrefetchOptions) ([]planned, []string, error)
 					continue
 				}
 				for _, fc := range fcs {
-					if fc.Hole || fc.Device < 1 || fc.Device > len(im.blobs) {
+					if fc.Hole || fc.Device < 1 || fc.Device > len(im.blobs) || !touches(entry, fc.Offset, fc.Length) {
 						continue
 					}
 					bi := fc.Device - 1
@@ -505,6 +526,26 @@ func (im *Image) prefetchPlan(opts PrefetchOptions) ([]planned, []string, error)
 		}
 	}
 	return plan, missing, nil
+}
+
+// chunkKey names a chunk of an image by its blob and offset.
+type chunkKey struct {
+	blob int
+	off  int64
+}
+
+// touches reports whether a list entry covers any of [off, off+n) of its
+// file.
+func touches(e prefetchlist.Entry, off, n int64) bool {
+	if e.Whole() {
+		return true
+	}
+	for _, r := range e.Ranges {
+		if r.Off < off+n && off < r.End() {
+			return true
+		}
+	}
+	return false
 }
 
 // filesUnder resolves a listed path ("/usr/bin/x" or "usr/bin/x") to

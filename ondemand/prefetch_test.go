@@ -15,6 +15,7 @@ import (
 
 	"github.com/erofsd/erofsd/blobstore"
 	"github.com/erofsd/erofsd/erofs"
+	"github.com/erofsd/erofsd/prefetchlist"
 )
 
 // memTarget attaches a memObject for prefetch.
@@ -200,7 +201,7 @@ func TestPrefetchListOrder(t *testing.T) {
 	// fe is 300000 bytes, after ff's 3 MiB in the list but before it in
 	// the blob: order shows the list wins.
 	res, err := reg.Prefetch(context.Background(), im, PrefetchOptions{
-		Files: []string{"/ff", "nope", "fe"}, Whole: true, MaxFetch: 64 << 10, Quiet: time.Millisecond, Parallel: 1,
+		Files: prefetchlist.Files("/ff", "nope", "fe"), Whole: true, MaxFetch: 64 << 10, Quiet: time.Millisecond, Parallel: 1,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -226,7 +227,7 @@ func TestPrefetchListOrder(t *testing.T) {
 
 	// Only the list: exactly those chunks.
 	reg2, im2, _, tg2, _ := prefetchSetup(t, &recStore{})
-	res, err = reg2.Prefetch(context.Background(), im2, PrefetchOptions{Files: []string{"fe"}})
+	res, err = reg2.Prefetch(context.Background(), im2, PrefetchOptions{Files: prefetchlist.Files("fe")})
 	if err != nil {
 		t.Fatal(err)
 	}

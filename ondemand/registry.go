@@ -75,7 +75,8 @@ type Image struct {
 
 	file  *os.File
 	blobs []*blobData
-	open  atomic.Int32 // kernel objects currently open for it
+	start []erofs.StartExtent // the image's start set, if it records one
+	open  atomic.Int32        // kernel objects currently open for it
 
 	fscacheOnce sync.Once
 	fscache     *erofs.FscacheReport
@@ -303,7 +304,23 @@ func describeImage(spec ImageSpec, f *os.File) (*Image, error) {
 		im.blobs = append(im.blobs, bd)
 		im.Blobs = append(im.Blobs, BlobInfo{Digest: digest, Size: bd.size, Chunks: len(bd.chunks), Name: bd.name})
 	}
+	im.mapFileRuns(img)
+	switch im.start, err = img.StartSet(); {
+	case errors.Is(err, erofs.ErrNoStartSet):
+	case err != nil:
+		return nil, fmt.Errorf("start set: %w", err)
+	}
 	return im, nil
+}
+
+// StartBytes is the size of the image's start set: the blob bytes its
+// workload reads first, which Prefetch with Start fetches ahead.
+func (im *Image) StartBytes() int64 {
+	var n int64
+	for _, e := range im.start {
+		n += int64(e.Blocks) * BlockSize
+	}
+	return n
 }
 
 // blobName names a blob's cache object by its digest and a fingerprint

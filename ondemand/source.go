@@ -141,6 +141,9 @@ type blobData struct {
 	name   string // digest and table fingerprint: the cache object's name
 	size   int64
 	chunks []chunk // sorted by off, non-overlapping
+	// runEnd[i] is where the file run of chunks[i] ends (see
+	// mapFileRuns); nil: unknown, readahead goes by blob offsets.
+	runEnd []int64
 
 	refs int // images registered with it (under Registry.mu)
 
@@ -300,8 +303,11 @@ const maxAhead = 2 * MaxRun
 // being fetched; and while the accesses go forward, one after the other,
 // with a window set, the first run of chunks neither present nor being
 // fetched within window bytes after the range, so that a sequential
-// reader finds data fetched ahead of it. Random accesses (small files)
-// get no window: it would fetch megabytes nobody reads.
+// reader finds data fetched ahead of it. Random accesses get no window:
+// it would fetch megabytes nobody reads. Either way readahead stops at
+// the end of the file the access read (its run of chunks in the blob):
+// files read one after the other are adjacent in the blob, and look
+// like one sequential reader.
 func (s *blobSource) Readahead(off, n int64) (int64, int64) {
 	end := off + n
 	i, _ := slices.BinarySearchFunc(s.chunks, end, func(c chunk, t int64) int {
@@ -323,13 +329,16 @@ func (s *blobSource) Readahead(off, n int64) (int64, int64) {
 	}
 	s.seen = true
 	busy := func(c chunk) bool { return s.written[c.off] || s.inflight[c.off] != nil }
+	// Readahead stays in the file the access read: never another file's
+	// chunks.
+	fileEnd := s.runLimit(end - 1)
 	if s.window <= 0 || !sequential {
-		if i >= len(s.chunks) || busy(s.chunks[i]) {
+		if i >= len(s.chunks) || busy(s.chunks[i]) || s.chunks[i].off >= fileEnd {
 			return 0, 0
 		}
 		return s.chunks[i].off, s.chunks[i].length
 	}
-	limit := end + s.window
+	limit := min(end+s.window, fileEnd)
 	var fetching int64
 	// Ranges handed out before are not handed out again: the front end
 	// may not have started on them yet, and a second fetch of the same
@@ -355,7 +364,7 @@ func (s *blobSource) Readahead(off, n int64) (int64, int64) {
 	if i >= len(s.chunks) || s.chunks[i].off >= limit {
 		return 0, 0
 	}
-	if step := min(s.window/2, MaxRun); limit-s.chunks[i].off < step && s.chunks[len(s.chunks)-1].off >= limit {
+	if step := min(s.window/2, MaxRun); limit < fileEnd && limit-s.chunks[i].off < step && s.chunks[len(s.chunks)-1].off >= limit {
 		// The window moved by less than a step: wait until it has
 		// room for a long run rather than fetch chunk by chunk.
 		return 0, 0
@@ -394,7 +403,7 @@ func (s *blobSource) fill(ctx context.Context, off, n int64, w BlockWriter) erro
 	// Adjacent chunks the range needs are fetched with one request
 	// (fewer round trips to remote stores); what that does not cover is
 	// then filled chunk by chunk below.
-	s.fillRun(ctx, i, max(end, start+s.minFetch), w)
+	s.fillRun(ctx, i, end, max(end, start+s.minFetch), w)
 	for pos := start; pos < end; {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -418,6 +427,11 @@ func (s *blobSource) fill(ctx context.Context, off, n int64, w BlockWriter) erro
 			continue
 		}
 		c := s.chunks[i]
+		if i > 0 && s.busy(s.chunks[i-1]) && !s.busy(c) {
+			// Past chunks someone else is fetching: what follows is
+			// still fetched with one request.
+			s.fillRun(ctx, i, end, end, w)
+		}
 		if err := s.fillChunk(ctx, c, w); err != nil {
 			return err
 		}
@@ -427,17 +441,34 @@ func (s *blobSource) fill(ctx context.Context, off, n int64, w BlockWriter) erro
 	return nil
 }
 
+// busy reports whether chunk c is written or being fetched.
+func (s *blobSource) busy(c chunk) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.written[c.off] || s.inflight[c.off] != nil
+}
+
 // MaxRun bounds the bytes one coalesced fetch asks for.
 const MaxRun = 8 << 20
 
-// fillRun fetches the chunks from index i on that start before end, are
-// adjacent in the blob and neither written nor being fetched, with one
-// read; each is verified on its own and written if it matches. Chunks it
+// fillRun fetches the chunks from the first one before need that is
+// neither written nor being fetched (from index i on) that start before
+// end, are adjacent in the blob and neither written nor being fetched,
+// with one read; each is verified on its own and written if it matches. Chunks it
 // leaves unwritten (a mismatch, an error) are for the per-chunk path.
-func (s *blobSource) fillRun(ctx context.Context, i int, end int64, w BlockWriter) {
+func (s *blobSource) fillRun(ctx context.Context, i int, need, end int64, w BlockWriter) {
 	s.mu.Lock()
 	var run []chunk
 	var fetches []*fetch
+	// Chunks at the start already written or being fetched are skipped:
+	// the run starts at the first chunk the fill needs.
+	for i < len(s.chunks) && s.chunks[i].off < need && (s.written[s.chunks[i].off] || s.inflight[s.chunks[i].off] != nil) {
+		i++
+	}
+	if i >= len(s.chunks) || s.chunks[i].off >= need {
+		s.mu.Unlock()
+		return
+	}
 	for j := i; j < len(s.chunks) && s.chunks[j].off < end; j++ {
 		c := s.chunks[j]
 		if c.zero || s.written[c.off] || s.inflight[c.off] != nil {

@@ -83,8 +83,8 @@ func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 
 // TestStreamedRun: a run of chunks is read as one stream and each chunk
 // is verified and written as it arrives; when the stream breaks, the
-// chunks it did not deliver are fetched one by one, and the result is
-// the blob's bytes.
+// chunks it did not deliver are fetched with a stream from where it
+// broke, and the result is the blob's bytes.
 func TestStreamedRun(t *testing.T) {
 	spec, blob := uniformImage(t)
 	store := &streamStore{Store: spec.Store, breakAfter: 300 << 10}
@@ -97,9 +97,10 @@ func TestStreamedRun(t *testing.T) {
 	if !bytes.Equal(m.data[:1<<20], blob[:1<<20]) {
 		t.Fatal("content differs")
 	}
-	// 300 KiB delivered 4 whole chunks; the other 12 came one by one.
-	if store.streams.Load() != 1 || store.reads.Load() != 12 {
-		t.Errorf("%d streams and %d single reads; want 1 and 12", store.streams.Load(), store.reads.Load())
+	// 300 KiB delivered 4 whole chunks; the other 12 came in a second
+	// stream.
+	if store.streams.Load() != 2 || store.reads.Load() != 0 {
+		t.Errorf("%d streams and %d single reads; want 2 and 0", store.streams.Load(), store.reads.Load())
 	}
 }
 
@@ -278,5 +279,66 @@ func TestBufferClasses(t *testing.T) {
 			t.Errorf("getSize(%d): len %d cap %d aligned %v; want cap %d", tc.n, len(b), cap(b), uintptr(unsafe.Pointer(&b[0]))%BlockSize == 0, tc.want)
 		}
 		p.put(b)
+	}
+}
+
+// TestReadaheadStaysInFile: files laid out side by side in the blob, read
+// one after the other, look like one sequential reader; readahead still
+// never goes past the end of the file an access read, while a large file
+// read in order gets its window.
+func TestReadaheadStaysInFile(t *testing.T) {
+	const k = 64 << 10
+	src := t.TempDir()
+	sizes := map[string]int{"a": 3 * k, "b": 2*k + 100, "c": k, "d": 40 * k}
+	rng := rand.New(rand.NewSource(9))
+	for name, size := range sizes {
+		data := make([]byte, size)
+		rng.Read(data)
+		if err := os.WriteFile(filepath.Join(src, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	blobDir := t.TempDir()
+	img, _, _ := testimage.Build(t, src, build.Options{BlobDir: blobDir, ChunkSize: k})
+	store, err := blobstore.NewLocal(blobDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := NewRegistry()
+	defer reg.Close()
+	reg.ReadaheadWindow = 16 * k
+	im, err := reg.Register(ImageSpec{FSID: "img1", Bootstrap: img, Store: &streamStore{Store: store}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, err := reg.Resolve(im.VolumeKey(), im.Blobs[0].Digest.Hex())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer obj.Release()
+	if err := obj.Fill(context.Background(), 0, k, newMemObject(t, obj.Size())); err != nil {
+		t.Fatal(err)
+	}
+	// Files are laid out in name order, each chunk taking whole blocks:
+	// a [0, 3k), b [3k, 5k+4096) (its last chunk 100 bytes), c [5k+4096,
+	// 6k+4096), d from 6k+4096, 40 chunks.
+	const b, c, d = 3 * k, 5*k + 4096, 6*k + 4096
+	for _, tc := range []struct {
+		off, n int64
+		want   [2]int64
+	}{
+		{0, k / 2, [2]int64{k, k}},           // a's next chunk
+		{k / 2, k / 2, [2]int64{k, 2 * k}},   // sequential in a: the rest of a, not b
+		{3*k - 4096, 4096, [2]int64{}},       // a's last block: nothing of b
+		{b, 4096, [2]int64{b + k, k + 100}},  // b read in order after a: b's own rest only
+		{c - 4096, 4096, [2]int64{}},         // b's end
+		{c, 4096, [2]int64{}},                // c, one chunk: nothing of d
+		{d, k, [2]int64{d + k, 16 * k}},      // d read in order: the window, inside d
+		{d + 38*k, k, [2]int64{d + 39*k, k}}, // near d's end: up to its end, no further
+	} {
+		off, n := obj.Readahead(tc.off, tc.n)
+		if [2]int64{off, n} != tc.want {
+			t.Errorf("access %d+%d: readahead %d+%d, want %d+%d", tc.off, tc.n, off, n, tc.want[0], tc.want[1])
+		}
 	}
 }

@@ -21,8 +21,11 @@ package prefetchlist
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -236,4 +239,74 @@ func quotePath(p string) string {
 		return strconv.Quote(p)
 	}
 	return p
+}
+
+// ReadFile reads and parses the list in the named file, refusing one
+// larger than MaxSize before reading it whole.
+func ReadFile(name string) (*List, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("prefetch list: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("prefetch list %s: %w", name, err)
+	}
+	l, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return l, nil
+}
+
+// MarshalJSON encodes a whole-file entry as its path, others as
+// {"path": P, "ranges": [[OFF, LEN], ...]}, so that lists of paths keep
+// the JSON they always had.
+func (e Entry) MarshalJSON() ([]byte, error) {
+	if e.Whole() {
+		return json.Marshal(e.Path)
+	}
+	rs := make([][2]int64, len(e.Ranges))
+	for i, r := range e.Ranges {
+		rs[i] = [2]int64{r.Off, r.Len}
+	}
+	return json.Marshal(entryJSON{Path: e.Path, Ranges: rs})
+}
+
+type entryJSON struct {
+	Path   string     `json:"path"`
+	Ranges [][2]int64 `json:"ranges,omitempty"`
+}
+
+// UnmarshalJSON decodes either form MarshalJSON writes. Ranges must be
+// valid (offset >= 0, length > 0); they are sorted and merged.
+func (e *Entry) UnmarshalJSON(b []byte) error {
+	var p string
+	if err := json.Unmarshal(b, &p); err == nil {
+		*e = Entry{Path: p}
+		return nil
+	}
+	var j entryJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return fmt.Errorf("%w: entry: want a path or {path, ranges}: %w", ErrSyntax, err)
+	}
+	out := Entry{Path: j.Path}
+	for _, r := range j.Ranges {
+		if r[0] < 0 || r[1] <= 0 || r[0] > 1<<62 || r[1] > 1<<62 {
+			return fmt.Errorf("%w: %s: range %d+%d: want offset >= 0, length > 0", ErrSyntax, j.Path, r[0], r[1])
+		}
+		out.Ranges = mergeRange(out.Ranges, Range{r[0], r[1]})
+	}
+	*e = out
+	return nil
+}
+
+// Files returns whole-file entries for paths.
+func Files(paths ...string) []Entry {
+	out := make([]Entry, len(paths))
+	for i, p := range paths {
+		out[i] = Entry{Path: p}
+	}
+	return out
 }

@@ -1,6 +1,7 @@
 package prefetchlist
 
 import (
+	"encoding/json"
 	"errors"
 	"reflect"
 	"strings"
@@ -125,4 +126,31 @@ func reflectEqual(a, b []Entry) bool {
 		}
 	}
 	return true
+}
+
+func TestEntryJSON(t *testing.T) {
+	in := []Entry{{Path: "/a"}, {Path: "/b", Ranges: []Range{{0, 4096}, {8192, 1}}}}
+	b, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `["/a",{"path":"/b","ranges":[[0,4096],[8192,1]]}]`; string(b) != want {
+		t.Fatalf("JSON %s, want %s", b, want)
+	}
+	var out []Entry
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(out, in) {
+		t.Fatalf("round trip %+v", out)
+	}
+	// A list of paths, as erofsd has always stored and sent them.
+	if err := json.Unmarshal([]byte(`["/x","/y"]`), &out); err != nil || len(out) != 2 || !out[1].Whole() {
+		t.Fatalf("paths: %+v %v", out, err)
+	}
+	for _, bad := range []string{`[{"path":"/x","ranges":[[-1,1]]}]`, `[{"path":"/x","ranges":[[0,0]]}]`, `[3]`} {
+		if err := json.Unmarshal([]byte(bad), &out); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
+	}
 }

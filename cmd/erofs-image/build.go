@@ -14,6 +14,7 @@ import (
 
 	"github.com/erofsd/erofsd/erofs/build"
 	"github.com/erofsd/erofsd/internal/units"
+	"github.com/erofsd/erofsd/prefetchlist"
 	"golang.org/x/sys/unix"
 )
 
@@ -29,6 +30,7 @@ func cmdBuild(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	uuidFlag := fs.String("uuid", "", "filesystem `UUID` (default: derived from the content)")
 	keepWh := fs.Bool("keep-whiteouts", false, "tar input: keep .wh.* entries as files instead of overlayfs whiteouts")
 	holes := fs.String("holes", "auto", "how chunks of zeros are stored: `sparse` (no space; Linux before 6.2 reads them wrong in fscache mode), zero-chunk (one stored zero chunk, safe everywhere) or auto (zero-chunk with --blob-dir, else sparse)")
+	prefetch := fs.String("prefetch-list", "", "with --blob-dir: prefetch list `file` (erofsctl trace writes one): the listed files (and ranges) go first in the blob, in list order, and the image records them for erofsd to fetch at mount")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: erofs-image build [flags] -o IMAGE SOURCE\n\nSOURCE is a directory, a tar file (plain, gzip or zstd) or - for standard input.\n\nflags:")
 		fs.PrintDefaults()
@@ -42,6 +44,14 @@ func cmdBuild(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return fmt.Errorf("%w: build needs -o IMAGE and one SOURCE", errUsage)
 	}
 	opts := build.Options{AllRoot: *allRoot, Label: *label, BlobDir: *blobDir}
+	if *prefetch != "" {
+		if *blobDir == "" {
+			return fmt.Errorf("%w: --prefetch-list orders blob data: it needs --blob-dir", errUsage)
+		}
+		if opts.PrefetchList, err = prefetchlist.ReadFile(*prefetch); err != nil {
+			return fmt.Errorf("%w: --prefetch-list: %v", errUsage, err)
+		}
+	}
 	if opts.Holes, err = build.ParseHolePolicy(*holes); err != nil {
 		return fmt.Errorf("%w: --holes: %v", errUsage, err)
 	}

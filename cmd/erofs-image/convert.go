@@ -9,6 +9,7 @@ import (
 
 	"github.com/erofsd/erofsd/erofs/build"
 	"github.com/erofsd/erofsd/oci"
+	"github.com/erofsd/erofsd/prefetchlist"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
@@ -21,6 +22,7 @@ func cmdConvert(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	caFile := fs.String("ca-file", "", "extra CA certificates (PEM) to trust for the registries")
 	workDir := fs.String("work-dir", "", "`dir` for the image while it is built (default $TMPDIR); needs room for the image's file data")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
+	prefetch := fs.String("prefetch-list", "", "prefetch list `file` (erofsctl trace writes one): the listed chunks go first in their blobs and the image records them for erofsd to fetch at mount")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, `usage: erofs-image convert [flags] SRC DST
 
@@ -44,6 +46,11 @@ flags:`)
 		return fmt.Errorf("%w: convert needs SRC and DST", errUsage)
 	}
 	opts := oci.ConvertOptions{WorkDir: *workDir}
+	if *prefetch != "" {
+		if opts.PrefetchList, err = prefetchlist.ReadFile(*prefetch); err != nil {
+			return fmt.Errorf("%w: --prefetch-list: %v", errUsage, err)
+		}
+	}
 	if opts.ChunkSize, err = parseSize(*chunk); err != nil {
 		return fmt.Errorf("%w: --chunk-size: %v", errUsage, err)
 	}

@@ -3,33 +3,31 @@ package main
 import (
 	"fmt"
 	"os"
-	"strings"
+
+	"github.com/erofsd/erofsd/prefetchlist"
 )
 
 // maxPrefetchList bounds a prefetch list file: the request carrying it
 // must stay under the control API's 1 MiB body limit.
 const maxPrefetchList = 900 << 10
 
-// readPrefetchList reads paths in an image, one a line; blank lines and
-// lines starting with # are skipped. An empty name gives no list.
-func readPrefetchList(name string) ([]string, error) {
+// readPrefetchList reads a prefetch list (prefetchlist's format: paths in
+// the image, one a line, optionally with byte ranges). An empty name gives
+// no list.
+func readPrefetchList(name string) ([]prefetchlist.Entry, error) {
 	if name == "" {
 		return nil, nil
 	}
-	data, err := os.ReadFile(name)
+	st, err := os.Stat(name)
 	if err != nil {
 		return nil, fmt.Errorf("prefetch list: %w", err)
 	}
-	if len(data) > maxPrefetchList {
-		return nil, fmt.Errorf("prefetch list %s: %d bytes, at most %d", name, len(data), maxPrefetchList)
+	if st.Size() > maxPrefetchList {
+		return nil, fmt.Errorf("prefetch list %s: %d bytes, at most %d", name, st.Size(), maxPrefetchList)
 	}
-	var out []string
-	for _, line := range strings.Split(string(data), "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		out = append(out, line)
+	l, err := prefetchlist.ReadFile(name)
+	if err != nil {
+		return nil, err
 	}
-	return out, nil
+	return l.Entries, nil
 }

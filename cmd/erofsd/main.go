@@ -96,6 +96,7 @@ func parseConfig(args []string) (daemon.Config, error) {
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", def.MetricsAddr, "`address` serving /metrics, /healthz and /readyz (empty: off)")
 	fs.StringVar(&cfg.Prefetch, "prefetch", def.Prefetch, "after a mount, fetch in the background: off, or whole (every blob; a mount's prefetch list comes first either way)")
+	fs.BoolVar(&cfg.PrefetchStart, "prefetch-start", def.PrefetchStart, "at a mount of an image that records a start set (erofs-image build --prefetch-list), fetch it at once in large requests, alongside the kernel's reads")
 	var prefetchRate units.Bytes
 	fs.Var(&prefetchRate, "prefetch-rate", "bandwidth `limit` of all prefetch together, bytes/s with K, M or G (binary): 0 is unlimited (prefetch yields to kernel reads either way)")
 	fs.StringVar(&cfg.Snapshotter.Socket, "snapshotter-socket", "", "serve containerd's snapshots API on this unix socket `path` (mode 0600; containerd's proxy_plugins address): containerd then runs erofsd images lazily (empty: off)")

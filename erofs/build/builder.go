@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/erofsd/erofsd/erofs/internal/disk"
+	"github.com/erofsd/erofsd/prefetchlist"
 )
 
 const (
@@ -62,6 +63,13 @@ type Options struct {
 	Label string
 	// Holes says how chunks of zeros are stored; see HolePolicy.
 	Holes HolePolicy
+	// PrefetchList, in blob mode, names the files (and byte ranges of
+	// them) a workload reads first: their chunks go to the front of
+	// their blobs, and the image records those fronts as its start set
+	// (Image.StartSet) for erofsd to fetch ahead at mount. A directory
+	// build also adds the listed files first, in list order; a tar keeps
+	// its order within the front.
+	PrefetchList *prefetchlist.List
 	// Progress, if set, is called from the building goroutine as entries
 	// are added and data is written.
 	Progress func(Progress)
@@ -165,6 +173,7 @@ type Builder struct {
 	layer      int // layers added by AddLayer so far
 	buf        []byte
 	zeroRef    *chunkRef // the stored all-zero chunk (HolesZeroChunk), once written
+	start      *startSet // from Options.PrefetchList in blob mode; nil: no start set
 	stats      dataStats
 	entries    int
 	finished   bool
@@ -208,6 +217,7 @@ func New(out io.WriterAt, opts Options) (*Builder, error) {
 	b.data = newBlockWriter(io.NewOffsetWriter(out, int64(b.headBlocks)*blockSize), b.headBlocks, nil)
 	if opts.BlobDir != "" {
 		b.dedupe = map[chunkKey]chunkRef{}
+		b.start = newStartSet(opts.PrefetchList)
 	}
 	return b, nil
 }
@@ -215,8 +225,10 @@ func New(out io.WriterAt, opts Options) (*Builder, error) {
 func (b *Builder) blobMode() bool { return b.opts.BlobDir != "" }
 
 // putChunk stores a chunk in the current blob unless an identical chunk
-// is stored already (in any blob of this build).
-func (b *Builder) putChunk(p []byte) (chunkRef, bool, error) {
+// is stored already (in any blob of this build): in the blob's front if it
+// is a start-set chunk of the given rank (or there is no start set), else
+// in its back.
+func (b *Builder) putChunk(p []byte, start bool, rank int) (chunkRef, bool, error) {
 	digest := sha256.Sum256(p)
 	key := chunkKey{digest, uint32(len(p))}
 	if ref, ok := b.dedupe[key]; ok {
@@ -233,11 +245,18 @@ func (b *Builder) putChunk(p []byte) (chunkRef, bool, error) {
 		b.blobs = append(b.blobs, bl)
 		b.blob = bl
 	}
-	blk, err := b.blob.put(p, digest)
+	back := b.start != nil && !start
+	blk, err := b.blob.put(p, digest, back)
 	if err != nil {
 		return chunkRef{}, false, err
 	}
-	ref := chunkRef{dev: b.blob.device, blk: blk}
+	if b.start != nil && start {
+		if b.blob.frontChunks == 0 || rank < b.blob.rank {
+			b.blob.rank = rank
+		}
+		b.blob.frontChunks++
+	}
+	ref := chunkRef{dev: b.blob.device, blk: blk, back: back}
 	b.dedupe[key] = ref
 	return ref, false, nil
 }
@@ -324,7 +343,8 @@ func (b *Builder) ingest(ctx context.Context, name string, n *node, src fileSour
 		}
 		buf := b.buf[:cn]
 		if b.blobMode() {
-			ref, dup, err := b.putChunk(buf)
+			rank, start := b.start.chunk(name, off, cn)
+			ref, dup, err := b.putChunk(buf, start || b.start == nil, rank)
 			if err != nil {
 				return fmt.Errorf("%s: %w", name, err)
 			}
@@ -379,7 +399,8 @@ func (b *Builder) holeRef() (chunkRef, error) {
 	clear(zeros)
 	var ref chunkRef
 	if b.blobMode() {
-		r, dup, err := b.putChunk(zeros)
+		// erofsd never fetches the zero chunk: never in the start set.
+		r, dup, err := b.putChunk(zeros, b.start == nil, 0)
 		if err != nil {
 			return chunkRef{}, err
 		}

@@ -19,8 +19,9 @@ import (
 // chunkRef locates one chunk of a chunk-based file: a block on a device
 // (0: the image itself, 1..N: external blobs), or a sparse hole.
 type chunkRef struct {
-	dev uint16
-	blk uint32
+	dev  uint16
+	blk  uint32
+	back bool // blk counts from the start of the blob's back segment until Finish relocates it
 }
 
 var sparseRef = chunkRef{blk: disk.NullAddr}
@@ -136,6 +137,11 @@ func (bw *blockWriter) flush() error {
 var zeroBlock = make([]byte, blockSize)
 
 // blob is a content-addressed file receiving chunk data in blob mode.
+//
+// With a start set (Options.PrefetchList), a blob has two segments: the
+// chunks a workload reads first go to the front (f), the others to a back
+// file, appended to the front when the blob is finished. Back chunks' block
+// numbers count from the back segment's start until then.
 type blob struct {
 	dir    string
 	f      *os.File
@@ -146,6 +152,13 @@ type blob struct {
 	layer  int    // the AddLayer call that started it (0: not from a layer)
 	digest string // set by finish
 	size   int64
+
+	backF       *os.File // nil until the first back chunk
+	backBW      *blockWriter
+	backTable   []disk.ChunkEntry
+	frontChunks int    // chunks put in the front as start-set chunks
+	rank        int    // smallest start-set rank of those chunks
+	frontBlocks uint32 // set by finish: where the back segment starts
 }
 
 type chunkKey struct {
@@ -162,18 +175,81 @@ func newBlob(dir string, device uint16, layer int) (*blob, error) {
 	return &blob{dir: dir, f: f, sha: h, bw: newBlockWriter(f, 0, h), device: device, layer: layer}, nil
 }
 
-// put stores one chunk and returns its start block.
-func (b *blob) put(p []byte, digest [32]byte) (uint32, error) {
-	blk, err := b.bw.write(p)
+// put stores one chunk in the front segment, or with back in the back
+// one, and returns its start block there.
+func (b *blob) put(p []byte, digest [32]byte, back bool) (uint32, error) {
+	bw, table := b.bw, &b.table
+	if back {
+		if b.backF == nil {
+			f, err := os.CreateTemp(b.dir, ".blob-back-*.tmp")
+			if err != nil {
+				return 0, fmt.Errorf("creating blob in %s: %w", b.dir, err)
+			}
+			b.backF, b.backBW = f, newBlockWriter(f, 0, nil)
+		}
+		bw, table = b.backBW, &b.backTable
+	}
+	blk, err := bw.write(p)
 	if err != nil {
 		return 0, fmt.Errorf("writing blob: %w", err)
 	}
-	b.table = append(b.table, disk.ChunkEntry{DeviceID: b.device, BlkAddr: uint32(blk), Length: uint32(len(p)), Digest: digest})
+	*table = append(*table, disk.ChunkEntry{DeviceID: b.device, BlkAddr: uint32(blk), Length: uint32(len(p)), Digest: digest})
 	return uint32(blk), nil
+}
+
+// appendBack appends the back segment to the front one and relocates the
+// back chunks' table entries.
+func (b *blob) appendBack() error {
+	b.frontBlocks = uint32(b.bw.next)
+	if b.backF == nil {
+		return nil
+	}
+	if err := b.backBW.flush(); err != nil {
+		return fmt.Errorf("writing blob: %w", err)
+	}
+	if b.bw.next+b.backBW.next > disk.NullAddr {
+		return fmt.Errorf("%w: more than 2^32-1 blocks", ErrTooLarge)
+	}
+	buf := make([]byte, writeBufSize)
+	for off := int64(0); ; {
+		n, err := b.backF.ReadAt(buf, off)
+		if n > 0 {
+			if _, werr := b.bw.write(buf[:n]); werr != nil {
+				return fmt.Errorf("writing blob: %w", werr)
+			}
+			off += int64(n)
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("reading back segment of blob: %w", err)
+		}
+	}
+	for _, e := range b.backTable {
+		e.BlkAddr += b.frontBlocks
+		b.table = append(b.table, e)
+	}
+	b.backTable = nil
+	b.closeBack()
+	return nil
+}
+
+func (b *blob) closeBack() {
+	if b.backF != nil {
+		b.backBW.flush()
+		name := b.backF.Name()
+		b.backF.Close()
+		os.Remove(name)
+		b.backF = nil
+	}
 }
 
 // finish flushes the blob and renames it to its sha256 hex digest.
 func (b *blob) finish() (digest string, size int64, err error) {
+	if err := b.appendBack(); err != nil {
+		return "", 0, err
+	}
 	if err := b.bw.flush(); err != nil {
 		return "", 0, fmt.Errorf("writing blob: %w", err)
 	}
@@ -196,6 +272,7 @@ func (b *blob) finish() (digest string, size int64, err error) {
 
 // abort removes an unfinished blob.
 func (b *blob) abort() {
+	b.closeBack()
 	b.bw.flush()
 	if b.f != nil {
 		name := b.f.Name()

@@ -49,6 +49,7 @@ func (b *Builder) Finish(ctx context.Context) (res *Result, err error) {
 	}
 
 	order, dents := orderNodes(b.tree.root)
+	b.relocateBack(order)
 	if len(order) > 1<<32-2 {
 		return nil, fmt.Errorf("%w: %d inodes", ErrTooLarge, len(order))
 	}
@@ -143,6 +144,9 @@ func (b *Builder) Finish(ctx context.Context) (res *Result, err error) {
 	var tableBytes []byte
 	if len(table) > 0 {
 		tableBytes = encodeChunkTable(table)
+		if b.start != nil {
+			tableBytes = append(tableBytes, encodeStartSet(b.blobs)...)
+		}
 		if _, err := b.out.WriteAt(tableBytes, int64(totalBlocks)*blockSize); err != nil {
 			return nil, fmt.Errorf("writing chunk table: %w", err)
 		}
@@ -219,6 +223,21 @@ func (b *Builder) buildTime(order []*node) (int64, uint32) {
 		sec, nsec = 0, 0
 	}
 	return sec, nsec
+}
+
+// relocateBack points the chunk references into blobs' back segments at
+// their final blocks, after the front segments.
+func (b *Builder) relocateBack(order []*node) {
+	if b.start == nil {
+		return
+	}
+	for _, n := range order {
+		for i, ref := range n.data.chunks {
+			if ref.back {
+				n.data.chunks[i] = chunkRef{dev: ref.dev, blk: ref.blk + b.blobs[ref.dev-1].frontBlocks}
+			}
+		}
+	}
 }
 
 // encodeChunkTable encodes the chunk digest table, entries sorted.

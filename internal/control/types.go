@@ -3,7 +3,11 @@
 // (Client).
 package control
 
-import "time"
+import (
+	"time"
+
+	"github.com/erofsd/erofsd/prefetchlist"
+)
 
 // DefaultSocket is where erofsd listens unless told otherwise.
 const DefaultSocket = "/run/erofsd/erofsd.sock"
@@ -32,8 +36,8 @@ type MountRequest struct {
 	// every blob, "off" nothing; empty: the daemon's --prefetch. The
 	// files of PrefetchList (paths in the image, directories for the
 	// files under them) come first, in order, unless Prefetch is "off".
-	Prefetch     string   `json:"prefetch,omitempty"`
-	PrefetchList []string `json:"prefetch_list,omitempty"`
+	Prefetch     string               `json:"prefetch,omitempty"`
+	PrefetchList []prefetchlist.Entry `json:"prefetch_list,omitempty"`
 }
 
 // Image describes a registered image.

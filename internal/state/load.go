@@ -9,6 +9,8 @@ import (
 	"io/fs"
 	"os"
 	"strings"
+
+	"github.com/erofsd/erofsd/prefetchlist"
 )
 
 // Load reads the state file at path. A missing file is an empty state.
@@ -304,7 +306,10 @@ func (im v1Image) convert() Image {
 func (m v1Mount) convert() Mount {
 	out := Mount{Mountpoint: m.Mountpoint, FSID: m.FSID, DomainID: m.DomainID, Frontend: m.Frontend}
 	if m.Prefetch != nil {
-		out.Prefetch = &Prefetch{Whole: m.Prefetch.Whole, Files: m.Prefetch.Files}
+		out.Prefetch = &Prefetch{Whole: m.Prefetch.Whole}
+		for _, f := range m.Prefetch.Files {
+			out.Prefetch.Files = append(out.Prefetch.Files, prefetchlist.Entry{Path: f})
+		}
 	}
 	return out
 }

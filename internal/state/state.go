@@ -17,6 +17,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/erofsd/erofsd/prefetchlist"
 )
 
 const (
@@ -79,8 +81,9 @@ type Mount struct {
 
 // Prefetch is a mount's background prefetch, resumed after a restart.
 type Prefetch struct {
-	Whole bool     `json:"whole,omitempty"`
-	Files []string `json:"files,omitempty"`
+	Start bool                 `json:"start,omitempty"` // the image's start set
+	Whole bool                 `json:"whole,omitempty"`
+	Files []prefetchlist.Entry `json:"files,omitempty"`
 }
 
 // validImage says why im cannot be registered again, or "" when it can.

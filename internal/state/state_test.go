@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/erofsd/erofsd/internal/control"
+	"github.com/erofsd/erofsd/prefetchlist"
 )
 
 // sample is a state with every field set somewhere.
@@ -27,8 +28,8 @@ func sample() *File {
 		Mounts: []Mount{
 			{Mountpoint: "/mnt/a", FSID: "img1", Frontend: "cachefiles"},
 			{Mountpoint: "/mnt/with space", FSID: "img2", DomainID: "dom", Frontend: "fanotify",
-				Prefetch: &Prefetch{Whole: true, Files: []string{"/usr/bin", "/etc/passwd"}}},
-			{Mountpoint: "/mnt/c", FSID: "img3", Frontend: "cachefiles", Prefetch: &Prefetch{Files: []string{"/x"}}},
+				Prefetch: &Prefetch{Whole: true, Files: prefetchlist.Files("/usr/bin", "/etc/passwd")}},
+			{Mountpoint: "/mnt/c", FSID: "img3", Frontend: "cachefiles", Prefetch: &Prefetch{Files: prefetchlist.Files("/x")}},
 		},
 	}
 }
@@ -94,7 +95,7 @@ var v1Want = &File{
 	},
 	Mounts: []Mount{
 		{Mountpoint: "/mnt/a", FSID: "img1", Frontend: "cachefiles"},
-		{Mountpoint: "/mnt/b", FSID: "img2", DomainID: "dom", Frontend: "fanotify", Prefetch: &Prefetch{Whole: true, Files: []string{"/usr"}}},
+		{Mountpoint: "/mnt/b", FSID: "img2", DomainID: "dom", Frontend: "fanotify", Prefetch: &Prefetch{Whole: true, Files: prefetchlist.Files("/usr")}},
 	},
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/erofsd/erofsd/internal/testutil/testtree"
 	"github.com/erofsd/erofsd/internal/testutil/treecmp"
 	"github.com/erofsd/erofsd/ondemand"
+	"github.com/erofsd/erofsd/prefetchlist"
 )
 
 // TestPrefetchWhole mounts an image lazily, prefetches every blob in
@@ -93,7 +94,7 @@ func TestPrefetchWhileReading(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		res, err := m.reg.Prefetch(ctx, im, ondemand.PrefetchOptions{Files: []string{"big"}, Whole: true, Limiter: ondemand.NewLimiter(64 << 20)})
+		res, err := m.reg.Prefetch(ctx, im, ondemand.PrefetchOptions{Files: prefetchlist.Files("big"), Whole: true, Limiter: ondemand.NewLimiter(64 << 20)})
 		done <- result{res, err}
 	}()
 	diffs, err := treecmp.Compare(src, m.mnt, treecmp.Options{})

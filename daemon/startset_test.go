@@ -1,0 +1,124 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/erofsd/erofsd/erofs/build"
+	"github.com/erofsd/erofsd/internal/control"
+	"github.com/erofsd/erofsd/internal/testutil/scrape"
+	"github.com/erofsd/erofsd/internal/testutil/testimage"
+	"github.com/erofsd/erofsd/prefetchlist"
+)
+
+// TestStartSet: an image built with a prefetch list records its start set;
+// at mount erofsd fetches it in a few large store reads, after which the
+// workload the list describes reads the right bytes with no store read at
+// all. The same workload on the image built without the list costs many
+// more, smaller reads.
+func TestStartSet(t *testing.T) {
+	needFanotify(t)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	rng := rand.New(rand.NewPCG(7, 7))
+	var names []string
+	for i := range 300 {
+		name := fmt.Sprintf("d%02d/f%03d", i%17, i)
+		names = append(names, name)
+		data := make([]byte, 1+rng.IntN(48<<10))
+		for j := range data {
+			data[j] = byte(rng.Uint32())
+		}
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(src, name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(src, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeRandom(t, filepath.Join(src, "big"), 16<<20)
+	// The workload: 43 files scattered over the tree, whole; big is the
+	// bulk it never reads. (A file read in part is the trace test's: the
+	// kernel's readahead decides what is read, and the trace records it.)
+	var workload []string
+	for i := 0; i < 300; i += 7 {
+		workload = append(workload, names[(i*13)%300])
+	}
+	var list prefetchlist.List
+	for _, w := range workload {
+		list.Add("/"+w, 0, 0)
+	}
+	read := func(mnt string) {
+		t.Helper()
+		for _, w := range workload {
+			got, err := os.ReadFile(filepath.Join(mnt, w))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, _ := os.ReadFile(filepath.Join(src, w))
+			if !bytes.Equal(got, want) {
+				t.Fatalf("%s reads wrong", w)
+			}
+		}
+	}
+	const (
+		requests = `erofsd_backend_requests_total{backend="local"}`
+		fetched  = "erofsd_backend_fetched_bytes_total"
+	)
+	type run struct{ requests, bytes, afterPrefetch float64 }
+	measure := func(withList bool) run {
+		sub := t.TempDir()
+		blobs := filepath.Join(sub, "blobs")
+		opts := build.Options{BlobDir: blobs, ChunkSize: 64 << 10}
+		if withList {
+			opts.PrefetchList = &list
+		}
+		img, _, _ := testimage.Build(t, src, opts)
+		cfg := cliConfig(t, sub)
+		cfg.BlobDir = blobs
+		td := startDaemon(t, holderOf(t), cfg)
+		ctx := context.Background()
+		mnt := mountpoint(t)
+		if _, err := td.api.Mount(ctx, control.MountRequest{RegisterRequest: control.RegisterRequest{FSID: "img", Bootstrap: img},
+			Mountpoint: mnt, Frontend: "fanotify"}); err != nil {
+			t.Fatalf("mount: %v", err)
+		}
+		defer td.api.Unmount(ctx, mnt)
+		m := scrape.Metrics(t, cfg.MetricsAddr)
+		if withList {
+			deadline := time.Now().Add(30 * time.Second)
+			for m["erofsd_prefetch_bytes_done_total"] == 0 || m["erofsd_prefetch_bytes_left"] != 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("start set not fetched in 30 s: %v", m)
+				}
+				time.Sleep(20 * time.Millisecond)
+				m = scrape.Metrics(t, cfg.MetricsAddr)
+			}
+		}
+		read(mnt)
+		after := scrape.Metrics(t, cfg.MetricsAddr)
+		return run{requests: after[requests], bytes: after[fetched], afterPrefetch: after[requests] - m[requests]}
+	}
+	lazy, start := measure(false), measure(true)
+	t.Logf("without the list: %v store reads, %v bytes; with it: %v reads (%v after the start set), %v bytes",
+		lazy.requests, lazy.bytes, start.requests, start.afterPrefetch, start.bytes)
+	if start.afterPrefetch != 0 {
+		t.Errorf("the workload made %v store reads after the start set was fetched", start.afterPrefetch)
+	}
+	if start.requests*4 > lazy.requests {
+		t.Errorf("with the start set %v store reads, without %v: want at least 4x fewer", start.requests, lazy.requests)
+	}
+	if start.requests > 0 && lazy.requests > 0 && start.bytes/start.requests <= lazy.bytes/lazy.requests {
+		t.Errorf("start set reads average %v bytes, lazy ones %v: want larger", start.bytes/start.requests, lazy.bytes/lazy.requests)
+	}
+	// The start set is the workload's chunks, each a 64 KiB chunk at most.
+	if max := float64(len(workload)) * (64 << 10); start.bytes > max {
+		t.Errorf("with the start set %v bytes fetched, more than the workload's %v chunks", start.bytes, len(workload))
+	}
+}

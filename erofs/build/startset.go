@@ -1,0 +1,124 @@
+package build
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"path"
+	"slices"
+	"strings"
+
+	"github.com/erofsd/erofsd/erofs/internal/disk"
+	"github.com/erofsd/erofsd/prefetchlist"
+)
+
+// startSet answers, for a chunk of a file being added, whether a prefetch
+// list names it and at which rank (the list position of its file), so the
+// chunk goes to the front of its blob.
+type startSet struct {
+	entries map[string]startEntry // by cleaned absolute path
+	dirs    bool                  // some whole entry may be a directory
+}
+
+type startEntry struct {
+	rank   int
+	ranges []prefetchlist.Range // nil: the whole file (or every file under a directory)
+}
+
+func newStartSet(l *prefetchlist.List) *startSet {
+	if l == nil || len(l.Entries) == 0 {
+		return nil
+	}
+	s := &startSet{entries: make(map[string]startEntry, len(l.Entries))}
+	for i, e := range l.Entries {
+		p := cleanListPath(e.Path)
+		if _, ok := s.entries[p]; ok {
+			continue
+		}
+		s.entries[p] = startEntry{rank: i, ranges: e.Ranges}
+		if e.Whole() {
+			s.dirs = true
+		}
+	}
+	return s
+}
+
+func cleanListPath(p string) string { return path.Clean("/" + strings.TrimSpace(p)) }
+
+// file returns the entry covering the file at name (a path as added),
+// itself or, for a whole-listed directory, its nearest listed ancestor.
+func (s *startSet) file(name string) (startEntry, bool) {
+	if s == nil {
+		return startEntry{}, false
+	}
+	p := cleanListPath(name)
+	if e, ok := s.entries[p]; ok {
+		return e, true
+	}
+	for s.dirs && p != "/" {
+		p = path.Dir(p)
+		if e, ok := s.entries[p]; ok && e.ranges == nil {
+			return e, true
+		}
+	}
+	return startEntry{}, false
+}
+
+// chunk reports whether [off, off+n) of the file at name is listed.
+func (s *startSet) chunk(name string, off, n int64) (rank int, ok bool) {
+	e, ok := s.file(name)
+	if !ok {
+		return 0, false
+	}
+	if e.ranges == nil {
+		return e.rank, true
+	}
+	for _, r := range e.ranges {
+		if r.Off < off+n && off < r.End() {
+			return e.rank, true
+		}
+	}
+	return 0, false
+}
+
+// rank orders a file by its position in the list; unlisted files come
+// after every listed one.
+func (s *startSet) rank(name string) int {
+	if e, ok := s.file(name); ok {
+		return e.rank
+	}
+	return int(^uint(0) >> 1)
+}
+
+// encodeStartSet encodes the start set section for the blobs' front
+// segments, ordered by the list position of their first chunk.
+func encodeStartSet(blobs []*blob) []byte {
+	var ext []disk.StartExtent
+	var ranks []int
+	for _, bl := range blobs {
+		if bl.frontChunks > 0 && bl.frontBlocks > 0 {
+			ext = append(ext, disk.StartExtent{DeviceID: bl.device, Blocks: bl.frontBlocks})
+			ranks = append(ranks, bl.rank)
+		}
+	}
+	if len(ext) == 0 {
+		return nil
+	}
+	idx := make([]int, len(ext))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(ranks[a], ranks[b]) })
+	out := make([]byte, disk.StartSetHeaderSize+len(ext)*disk.StartSetEntrySize)
+	body := out[disk.StartSetHeaderSize:]
+	for i, j := range idx {
+		ext[j].Encode(body[i*disk.StartSetEntrySize:])
+	}
+	h := disk.StartSetHeader{
+		Version:     disk.StartSetVersion,
+		EntrySize:   disk.StartSetEntrySize,
+		Count:       uint64(len(ext)),
+		EntryDigest: sha256.Sum256(body),
+	}
+	h.Encode(out)
+	return out
+}

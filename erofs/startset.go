@@ -1,0 +1,87 @@
+package erofs
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+
+	"github.com/erofsd/erofsd/erofs/internal/disk"
+)
+
+// StartExtent is one extent of an image's start set: Blocks blocks from
+// block BlkAddr of extra device Device (1..N).
+type StartExtent struct {
+	Device  uint16
+	BlkAddr uint32
+	Blocks  uint32
+}
+
+// MaxStartExtents bounds the start set an image may record.
+const MaxStartExtents = 1 << 16
+
+// StartSet returns the extents of the blobs the image's builder recorded
+// as read first by its workload (erofs-image build --prefetch-list), in
+// the order they are read. It returns ErrNoStartSet if the image records
+// none. Each extent must name an existing device and lie inside it, and
+// the entries must match the sha256 in their header.
+func (img *Image) StartSet() ([]StartExtent, error) {
+	if err := img.checkOpen(); err != nil {
+		return nil, err
+	}
+	if _, err := img.chunkTable(); err != nil {
+		if errors.Is(err, ErrNoChunkTable) {
+			return nil, ErrNoStartSet
+		}
+		return nil, err
+	}
+	// The start set follows the chunk table; its size was checked when
+	// the table was loaded.
+	off := int64(img.sb.Blocks)<<img.blkBits + disk.ChunkTableHeaderSize + int64(len(img.ct))*disk.ChunkTableEntrySize
+	if img.size >= 0 && off+disk.StartSetHeaderSize > img.size {
+		return nil, ErrNoStartSet
+	}
+	var hb [disk.StartSetHeaderSize]byte
+	if err := readFull(img.r, hb[:], off); err != nil {
+		if img.size < 0 {
+			return nil, ErrNoStartSet // a stream of unknown size that ends here
+		}
+		return nil, fmt.Errorf("erofs: start set header at byte %d: %w", off, err)
+	}
+	h, err := disk.DecodeStartSetHeader(hb[:])
+	if errors.Is(err, ErrNoStartSet) {
+		return nil, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: start set at byte %d: %w", ErrUnsupported, off, err)
+	}
+	if h.Count > MaxStartExtents {
+		return nil, corruptf("start set at byte %d: %d entries, at most %d", off, h.Count, MaxStartExtents)
+	}
+	start := off + disk.StartSetHeaderSize
+	if img.size >= 0 && int64(h.Count)*disk.StartSetEntrySize > img.size-start {
+		return nil, corruptf("start set at byte %d: %d entries do not fit in the %d bytes left", off, h.Count, img.size-start)
+	}
+	body := make([]byte, int(h.Count)*disk.StartSetEntrySize)
+	if err := readFull(img.r, body, start); err != nil {
+		return nil, fmt.Errorf("erofs: start set entries: %w", err)
+	}
+	if got := sha256.Sum256(body); got != h.EntryDigest {
+		return nil, corruptf("start set at byte %d: entries sha256 %x, header says %x", off, got, h.EntryDigest)
+	}
+	out := make([]StartExtent, 0, h.Count)
+	for i := range int(h.Count) {
+		e, err := disk.DecodeStartExtent(body[i*disk.StartSetEntrySize:])
+		if err != nil {
+			return nil, fmt.Errorf("%w: start set entry %d: %w", ErrCorrupt, i, err)
+		}
+		if e.DeviceID == 0 || int(e.DeviceID) > len(img.slots) {
+			return nil, corruptf("start set entry %d: device %d not in 1..%d", i, e.DeviceID, len(img.slots))
+		}
+		end := uint64(e.BlkAddr) + uint64(e.Blocks)
+		if blocks := img.slots[e.DeviceID-1].Blocks; e.Blocks == 0 || blocks != 0 && end > uint64(blocks) {
+			return nil, corruptf("start set entry %d: device %d blocks [%d, %d) empty or beyond the device's %d blocks", i, e.DeviceID, e.BlkAddr, end, blocks)
+		}
+		out = append(out, StartExtent{Device: e.DeviceID, BlkAddr: e.BlkAddr, Blocks: e.Blocks})
+	}
+	return out, nil
+}

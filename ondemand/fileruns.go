@@ -1,0 +1,126 @@
+package ondemand
+
+import (
+	"io/fs"
+	"slices"
+
+	"github.com/erofsd/erofsd/erofs"
+)
+
+// File runs bound readahead: a chunk's run is the longest stretch of
+// adjacent chunks in its blob that belong to the same file. A reader
+// going forward through a file earns readahead up to the end of its run,
+// never into the next file's data: a container start reads many small
+// files laid out side by side, and a window over blob offsets would
+// fetch megabytes of files nobody opens.
+
+// maxRunEntries bounds the directory entries mapFileRuns walks.
+const maxRunEntries = 4 << 20
+
+// mapFileRuns sets each blob's runEnd from the image's files. A chunk no
+// file references (or every chunk, if the walk fails: the image is
+// damaged or hostile) is a run of its own.
+func (im *Image) mapFileRuns(img *erofs.Image) {
+	owner := make([][]int32, len(im.blobs)) // file index + 1 per chunk; 0: none
+	for bi, b := range im.blobs {
+		owner[bi] = make([]int32, len(b.chunks))
+	}
+	walkErr := walkFiles(img, func(file int32, chunks []erofs.FileChunk) {
+		for _, fc := range chunks {
+			if fc.Hole || fc.Device < 1 || fc.Device > len(im.blobs) {
+				continue
+			}
+			b := im.blobs[fc.Device-1]
+			i := b.chunkAt(int64(fc.BlkAddr) * BlockSize)
+			if i >= 0 && owner[fc.Device-1][i] == 0 {
+				owner[fc.Device-1][i] = file + 1
+			}
+		}
+	})
+	for bi, b := range im.blobs {
+		b.runEnd = make([]int64, len(b.chunks))
+		for i := len(b.chunks) - 1; i >= 0; i-- {
+			c := b.chunks[i]
+			b.runEnd[i] = c.off + alignUp(c.length)
+			o := owner[bi][i]
+			if walkErr == nil && o != 0 && i+1 < len(b.chunks) && owner[bi][i+1] == o && b.chunks[i+1].off == b.runEnd[i] {
+				b.runEnd[i] = b.runEnd[i+1]
+			}
+		}
+	}
+}
+
+// walkFiles calls fn with the chunk map of every chunk-based regular
+// file of img, each inode once, within maxRunEntries entries.
+func walkFiles(img *erofs.Image, fn func(file int32, chunks []erofs.FileChunk)) error {
+	seen := map[uint64]bool{}
+	walked := int32(0)
+	return fs.WalkDir(img, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if walked++; walked > maxRunEntries {
+			return fs.SkipAll
+		}
+		if !d.IsDir() && !d.Type().IsRegular() {
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if st, ok := fi.Sys().(*erofs.Stat); ok {
+			if seen[st.Nid] {
+				if d.IsDir() {
+					return fs.SkipDir
+				}
+				return nil
+			}
+			seen[st.Nid] = true
+		}
+		if d.IsDir() {
+			return nil
+		}
+		chunks, err := img.Chunks(p)
+		if err != nil {
+			return nil // not chunk-based: its data is in the image
+		}
+		fn(walked, chunks)
+		return nil
+	})
+}
+
+// chunkAt returns the index of the chunk starting at off, or -1.
+func (d *blobData) chunkAt(off int64) int {
+	i, ok := slices.BinarySearchFunc(d.chunks, off, func(c chunk, t int64) int {
+		switch {
+		case c.off < t:
+			return -1
+		case c.off > t:
+			return 1
+		}
+		return 0
+	})
+	if !ok {
+		return -1
+	}
+	return i
+}
+
+// runLimit returns where the file run of the chunk holding byte pos ends
+// (the blob's size when runs are unknown or pos is past every chunk).
+func (d *blobData) runLimit(pos int64) int64 {
+	if d.runEnd == nil {
+		return d.size
+	}
+	i, _ := slices.BinarySearchFunc(d.chunks, pos, func(c chunk, t int64) int {
+		if c.off+alignUp(c.length) <= t {
+			return -1
+		}
+		return 1
+	})
+	if i >= len(d.chunks) || d.chunks[i].off > pos {
+		return d.size
+	}
+	return d.runEnd[i]
+}
