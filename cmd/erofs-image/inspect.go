@@ -40,6 +40,7 @@ type inspectReport struct {
 	Devices     []inspectDevice   `json:"devices"`
 	Chunks      []inspectChunk    `json:"chunk_table"`
 	ChunkBytes  int64             `json:"chunk_table_bytes"`
+	StartSet    []inspectExtent   `json:"start_set,omitempty"`
 	Errors      map[string]string `json:"errors,omitempty"`
 }
 
@@ -56,6 +57,14 @@ type inspectDevice struct {
 	Tag           string `json:"tag"`
 	Blocks        uint32 `json:"blocks"`
 	MappedBlkAddr uint32 `json:"mapped_blkaddr"`
+}
+
+// inspectExtent is one extent of the start set: blob blocks the image's
+// workload reads first.
+type inspectExtent struct {
+	Device  uint16 `json:"device"`
+	BlkAddr uint32 `json:"blkaddr"`
+	Blocks  uint32 `json:"blocks"`
 }
 
 type inspectChunk struct {
@@ -144,6 +153,15 @@ func inspect(ctx context.Context, path string) (*inspectReport, error) {
 	for _, c := range table {
 		rep.Chunks = append(rep.Chunks, inspectChunk{c.Device, c.BlkAddr, c.Length, "sha256:" + hex.EncodeToString(c.Digest[:])})
 		rep.ChunkBytes += int64(c.Length)
+	}
+	set, err := img.StartSet()
+	switch {
+	case errors.Is(err, erofs.ErrNoStartSet):
+	case err != nil:
+		rep.Errors["start_set"] = err.Error()
+	}
+	for _, e := range set {
+		rep.StartSet = append(rep.StartSet, inspectExtent{e.Device, e.BlkAddr, e.Blocks})
 	}
 	if err := countEntries(ctx, img, rep); err != nil {
 		rep.Errors["walk"] = err.Error()
@@ -266,6 +284,16 @@ func printInspect(w io.Writer, r *inspectReport, maxChunks int) {
 				break
 			}
 			fmt.Fprintf(w, "  dev %d  block %-8d %8d bytes  %s\n", c.Device, c.BlkAddr, c.Length, c.Digest)
+		}
+	}
+	if len(r.StartSet) > 0 {
+		var n int64
+		for _, e := range r.StartSet {
+			n += int64(e.Blocks) * int64(r.BlockSize)
+		}
+		fmt.Fprintf(w, "start set     %s in %d extents, fetched by erofsd at mount\n", humanBytes(n), len(r.StartSet))
+		for _, e := range r.StartSet {
+			fmt.Fprintf(w, "  dev %d  blocks %d-%d\n", e.Device, e.BlkAddr, uint64(e.BlkAddr)+uint64(e.Blocks)-1)
 		}
 	}
 	for k, v := range r.Errors {

@@ -112,6 +112,45 @@ func TestBuildInspectCheckExtract(t *testing.T) {
 	}
 }
 
+// TestBuildPrefetchList: build --prefetch-list lays the listed files out
+// first, inspect shows the start set, and check accepts the image.
+func TestBuildPrefetchList(t *testing.T) {
+	src := smallTree(t)
+	work := t.TempDir()
+	var files []string
+	filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() && len(files) < 3 {
+			if fi, _ := d.Info(); fi.Size() > 0 {
+				files = append(files, "/"+strings.TrimPrefix(p, src+"/"))
+			}
+		}
+		return err
+	})
+	list := filepath.Join(work, "list")
+	os.WriteFile(list, []byte("# erofsd prefetch list v1\n"+strings.Join(files, "\n")+"\n"), 0o644)
+	img, blobs := filepath.Join(work, "img"), filepath.Join(work, "blobs")
+	if out, err := runCmd(t, "build", "--blob-dir", blobs, "--prefetch-list", list, "-o", img, src); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	out, err := runCmd(t, "inspect", "--json", img)
+	if err != nil {
+		t.Fatalf("inspect: %v\n%s", err, out)
+	}
+	var rep inspectReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.StartSet) != 1 || rep.StartSet[0].Device != 1 || rep.StartSet[0].BlkAddr != 0 || rep.StartSet[0].Blocks == 0 {
+		t.Fatalf("start set %+v", rep.StartSet)
+	}
+	if out, err := runCmd(t, "inspect", img); err != nil || !strings.Contains(out, "start set") {
+		t.Fatalf("inspect: %v\n%s", err, out)
+	}
+	if out, err := runCmd(t, "check", "--blob-dir", blobs, img); err != nil {
+		t.Fatalf("check: %v\n%s", err, out)
+	}
+}
+
 func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{},
@@ -122,6 +161,8 @@ func TestUsageErrors(t *testing.T) {
 		{"build", "--mkfs-time", "yesterday", "-o", "x", "dir"},
 		{"inspect"},
 		{"extract", "img"},
+		{"build", "--prefetch-list", "list", "-o", "x", "dir"},                            // no --blob-dir
+		{"build", "--blob-dir", "b", "--prefetch-list", "/nonexistent", "-o", "x", "dir"}, // unreadable list
 	} {
 		if _, err := runCmd(t, args...); !errors.Is(err, errUsage) {
 			t.Errorf("%q: %v, want a usage error", args, err)
