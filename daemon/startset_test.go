@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -71,7 +72,7 @@ func TestStartSet(t *testing.T) {
 		requests = `erofsd_backend_requests_total{backend="local"}`
 		fetched  = "erofsd_backend_fetched_bytes_total"
 	)
-	type run struct{ requests, bytes, afterPrefetch float64 }
+	type run struct{ requests, bytes, afterPrefetch, startBytes, late, misses float64 }
 	measure := func(withList bool) run {
 		sub := t.TempDir()
 		blobs := filepath.Join(sub, "blobs")
@@ -103,11 +104,26 @@ func TestStartSet(t *testing.T) {
 		}
 		read(mnt)
 		after := scrape.Metrics(t, cfg.MetricsAddr)
-		return run{requests: after[requests], bytes: after[fetched], afterPrefetch: after[requests] - m[requests]}
+		if withList {
+			// A file outside the list, read by another process (this
+			// one's reads are the daemon's own, which it does not
+			// count): a start set miss.
+			if out, err := exec.Command("cat", filepath.Join(mnt, names[1])).Output(); err != nil || len(out) == 0 {
+				t.Fatalf("cat: %v", err)
+			}
+			if m := scrape.Metrics(t, cfg.MetricsAddr); m["erofsd_start_set_misses_total"] != 1 {
+				t.Errorf("reading one file outside the start set: %v start set misses, want 1", m["erofsd_start_set_misses_total"])
+			}
+		}
+		return run{requests: after[requests], bytes: after[fetched], afterPrefetch: after[requests] - m[requests],
+			startBytes: after["erofsd_start_set_fetched_bytes_total"], late: after["erofsd_start_set_late_total"], misses: after["erofsd_start_set_misses_total"]}
 	}
 	lazy, start := measure(false), measure(true)
 	t.Logf("without the list: %v store reads, %v bytes; with it: %v reads (%v after the start set), %v bytes",
 		lazy.requests, lazy.bytes, start.requests, start.afterPrefetch, start.bytes)
+	if lazy.startBytes != 0 || lazy.late != 0 || lazy.misses != 0 || start.startBytes == 0 || start.late != 0 || start.misses != 0 {
+		t.Errorf("start set metrics: without the list %+v, with it %+v: want zeros, then bytes fetched and no late reads or misses", lazy, start)
+	}
 	if start.afterPrefetch != 0 {
 		t.Errorf("the workload made %v store reads after the start set was fetched", start.afterPrefetch)
 	}

@@ -65,6 +65,12 @@ var (
 		Help: "Bytes of prefetch plans now in the cache: fetched by prefetch, or found there already."}
 	PrefetchLeft = &counters.Desc{Name: "prefetch_bytes_left", Gauge: true,
 		Help: "Bytes the running prefetches still plan to fill."}
+	StartSetBytes = &counters.Desc{Name: "start_set_fetched_bytes_total",
+		Help: "Bytes of images' start sets fetched ahead of the kernel by the start prefetch."}
+	StartSetLate = &counters.Desc{Name: "start_set_late_total",
+		Help: "Kernel reads of start set chunks the start prefetch had not fetched yet."}
+	StartSetMisses = &counters.Desc{Name: "start_set_misses_total",
+		Help: "Kernel reads, of images that record a start set, of chunks outside it (the start read more than its recorded list)."}
 	Images = &counters.Desc{Name: "images", Gauge: true,
 		Help: "Images registered."}
 	Mounts = &counters.Desc{Name: "mounts", Gauge: true,
@@ -78,7 +84,7 @@ var FrontendCounters = []*counters.Desc{KernelRequests, CacheWritten, RequestsIn
 
 // Describe names the serving core's families.
 func (r *Registry) Describe(describe func(*counters.Desc)) {
-	for _, d := range []*counters.Desc{Fetches, FetchedBytes, DigestFailures, ZeroChunks, Coalesced, CoalescedReads, PrefetchDone, PrefetchLeft, Images} {
+	for _, d := range []*counters.Desc{Fetches, FetchedBytes, DigestFailures, ZeroChunks, Coalesced, CoalescedReads, PrefetchDone, PrefetchLeft, StartSetBytes, StartSetLate, StartSetMisses, Images} {
 		describe(d)
 	}
 }
@@ -95,6 +101,9 @@ func (r *Registry) Counters(emit func(counters.Value)) {
 	e.Add(CoalescedReads, st.CoalescedFetches.Load())
 	e.Add(PrefetchDone, st.PrefetchBytesDone.Load())
 	e.Add(PrefetchLeft, st.PrefetchBytesLeft.Load())
+	e.Add(StartSetBytes, st.StartSetBytes.Load())
+	e.Add(StartSetLate, st.StartSetLate.Load())
+	e.Add(StartSetMisses, st.StartSetMisses.Load())
 	r.mu.Lock()
 	n := len(r.images)
 	r.mu.Unlock()

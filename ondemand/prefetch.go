@@ -368,6 +368,9 @@ func (p *prefetch) fill(ctx context.Context, a *attached, group []planned, off, 
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.res.Fetched += after - before
+	if group[0].eager {
+		p.r.Stats.StartSetBytes.Add(after - before)
+	}
 	for _, pc := range group {
 		if src.has(a.t, pc.c) {
 			p.done(pc.c.length)

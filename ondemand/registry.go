@@ -51,6 +51,11 @@ type Stats struct {
 	// what the running prefetches still plan to fill.
 	PrefetchBytesDone atomic.Int64
 	PrefetchBytesLeft atomic.Int64
+	// StartSetBytes counts start set bytes the start prefetch fetched;
+	// StartSetLate kernel fills of start set chunks not fetched yet;
+	// StartSetMisses kernel fills, of blobs with a start set, of chunks
+	// outside it.
+	StartSetBytes, StartSetLate, StartSetMisses atomic.Int64
 
 	lastFill atomic.Int64 // unix nanoseconds of the last fill's start or end
 }
@@ -310,6 +315,10 @@ func describeImage(spec ImageSpec, f *os.File) (*Image, error) {
 	case err != nil:
 		return nil, fmt.Errorf("start set: %w", err)
 	}
+	for _, e := range im.start {
+		b := im.blobs[e.Device-1]
+		b.startSpans = append(b.startSpans, [2]int64{int64(e.BlkAddr) * BlockSize, int64(e.BlkAddr+e.Blocks) * BlockSize})
+	}
 	return im, nil
 }
 
@@ -387,6 +396,15 @@ type Object struct {
 	reg    *Registry
 	volume string      // the volume key it was resolved in
 	blob   *blobSource // the source, for a blob
+}
+
+// KernelRead notes a read the kernel asked for (not erofsd's readahead or
+// its own reads): for a blob whose image records a start set, the chunks
+// it finds missing count as start set late reads or misses.
+func (o *Object) KernelRead(off, n int64) {
+	if o.blob != nil {
+		o.blob.countStart(off, n)
+	}
 }
 
 // Release drops the object's hold on its image and detaches its

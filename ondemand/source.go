@@ -144,6 +144,8 @@ type blobData struct {
 	// runEnd[i] is where the file run of chunks[i] ends (see
 	// mapFileRuns); nil: unknown, readahead goes by blob offsets.
 	runEnd []int64
+	// startSpans are the blob's start set extents, [start, end) bytes.
+	startSpans [][2]int64
 
 	refs int // images registered with it (under Registry.mu)
 
@@ -388,6 +390,35 @@ func (s *blobSource) Fill(ctx context.Context, off, n int64, w BlockWriter) erro
 	s.stats.demandStart()
 	defer s.stats.demandEnd()
 	return s.fill(ctx, off, n, w)
+}
+
+// countStart counts the chunks of a kernel read that are not written yet
+// as late (in the start set) or missed (outside it).
+func (s *blobSource) countStart(off, n int64) {
+	if len(s.startSpans) == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.chunksIn(alignDown(off), alignUp(off+n)-alignDown(off)) {
+		if s.written[c.off] || c.zero {
+			continue
+		}
+		if s.inStart(c.off) {
+			s.stats.StartSetLate.Add(1)
+		} else {
+			s.stats.StartSetMisses.Add(1)
+		}
+	}
+}
+
+func (d *blobData) inStart(off int64) bool {
+	for _, sp := range d.startSpans {
+		if off >= sp[0] && off < sp[1] {
+			return true
+		}
+	}
+	return false
 }
 
 // fill is Fill without counting as on-demand work.

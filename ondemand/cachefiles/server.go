@@ -407,6 +407,7 @@ func (s *Server) fill(ctx context.Context, o *object, r abi.Read) (err error) {
 		return errCacheFull
 	}
 	w := objectWriter{ctx: ctx, s: s, io: o.io, limit: ondemand.AlignUp(o.obj.Size())}
+	o.obj.KernelRead(int64(r.Off), int64(r.Len))
 	return o.obj.Fill(ctx, int64(r.Off), int64(r.Len), w)
 }
 

@@ -628,5 +628,10 @@ func (s *Server) handle(ctx context.Context, ev abi.Event, w *Watch, lookupErr e
 		}
 		return fmt.Errorf("%s: erofsd is stopping", w.Path)
 	}
+	if o, ok := w.src.(*ondemand.Object); ok && ev.Pid != int32(os.Getpid()) {
+		// erofsd's own reads (a prefetch target's priming read) are
+		// not the workload's.
+		o.KernelRead(int64(ev.Offset), int64(ev.Count))
+	}
 	return w.serve(ctx, int(ev.Fd), int64(ev.Offset), int64(ev.Count))
 }
