@@ -21,6 +21,7 @@ commands:
   check    [--blob-dir DIR] IMAGE
   extract  [--blob-dir DIR] IMAGE DEST
   convert  [--platform P|all] [--prefetch-list FILE] [--plain-http] [--insecure] [--json] SRC DST
+  optimize --prefetch-list FILE [--blob-dir DIR] [--out-blob-dir DIR] [--json] SRC DST
 
 Run 'erofs-image <command> -h' for the flags of a command.
 `
@@ -50,11 +51,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return fmt.Errorf("%w: no command", errUsage)
 	}
 	cmds := map[string]func(context.Context, []string, io.Reader, io.Writer, io.Writer) error{
-		"build":   cmdBuild,
-		"inspect": cmdInspect,
-		"check":   cmdCheck,
-		"extract": cmdExtract,
-		"convert": cmdConvert,
+		"build":    cmdBuild,
+		"inspect":  cmdInspect,
+		"check":    cmdCheck,
+		"extract":  cmdExtract,
+		"convert":  cmdConvert,
+		"optimize": cmdOptimize,
 	}
 	switch args[0] {
 	case "-h", "--help", "help":

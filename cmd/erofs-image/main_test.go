@@ -149,6 +149,47 @@ func TestBuildPrefetchList(t *testing.T) {
 	if out, err := runCmd(t, "check", "--blob-dir", blobs, img); err != nil {
 		t.Fatalf("check: %v\n%s", err, out)
 	}
+
+	// optimize re-lays an image built without the list the same way:
+	// the same tree, the listed files first.
+	plain, plainBlobs := filepath.Join(work, "plain"), filepath.Join(work, "plain-blobs")
+	if out, err := runCmd(t, "build", "--blob-dir", plainBlobs, "-o", plain, src); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	opt, optBlobs := filepath.Join(work, "opt"), filepath.Join(work, "opt-blobs")
+	if out, err := runCmd(t, "optimize", "--blob-dir", plainBlobs, "--out-blob-dir", optBlobs, "--prefetch-list", list, plain, opt); err != nil {
+		t.Fatalf("optimize: %v\n%s", err, out)
+	}
+	out, err = runCmd(t, "inspect", "--json", opt)
+	if err != nil {
+		t.Fatalf("inspect: %v\n%s", err, out)
+	}
+	var optRep inspectReport
+	if err := json.Unmarshal([]byte(out), &optRep); err != nil {
+		t.Fatal(err)
+	}
+	if len(optRep.StartSet) != 1 || optRep.StartSet[0].Blocks != rep.StartSet[0].Blocks {
+		t.Fatalf("optimized start set %+v, built with the list %+v", optRep.StartSet, rep.StartSet)
+	}
+	dest := filepath.Join(work, "opt-tree")
+	if out, err := runCmd(t, "extract", "--blob-dir", optBlobs, opt, dest); err != nil {
+		t.Fatalf("extract: %v\n%s", err, out)
+	}
+	topts := treecmp.Options{}
+	if os.Geteuid() != 0 {
+		topts.IgnoreOwner = true
+		topts.IgnoreXattrs = []string{"trusted.*", "security.*"}
+	}
+	diffs, err := treecmp.Compare(src, dest, topts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range diffs {
+		t.Error("optimized:", d)
+	}
+	if _, err := runCmd(t, "optimize", "--blob-dir", plainBlobs, plain, opt+"2"); !errors.Is(err, errUsage) {
+		t.Errorf("optimize without a list: %v, want a usage error", err)
+	}
 }
 
 func TestUsageErrors(t *testing.T) {
