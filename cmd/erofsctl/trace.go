@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/cilium/ebpf/rlimit"
+	"github.com/erofsd/erofsd/erofstrace"
+)
+
+const traceUsage = "usage: erofsctl trace [--duration D] [--output FILE] MOUNTPOINT [-- COMMAND [ARG...]]"
+
+// commandWaitDelay is how long a traced command has to exit after
+// SIGTERM, once erofsctl is interrupted, before it is killed.
+const commandWaitDelay = 10 * time.Second
+
+// cmdTrace records which files of the EROFS mount at MOUNTPOINT are read,
+// and in which order, while COMMAND runs, for --duration, or until
+// SIGINT or SIGTERM (ctx), and writes them as a prefetch list.
+func cmdTrace(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("erofsctl trace", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	duration := fs.Duration("duration", 0, "stop tracing after this long (default: when COMMAND exits, or on SIGINT or SIGTERM)")
+	output := fs.String("output", "", "write the prefetch list to `file` (default: standard output)")
+	// What follows "--" is the command, flags and all.
+	var command []string
+	i := slices.Index(args, "--")
+	if i >= 0 {
+		args, command = args[:i], args[i+1:]
+	}
+	if err := parseInterspersed(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 || *duration < 0 || i >= 0 && len(command) == 0 {
+		return errors.New(traceUsage)
+	}
+
+	m, err := erofstrace.StatMount(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK. Failing
+	// to raise it (without privilege) is not the error to report: Open
+	// then fails and says why.
+	_ = rlimit.RemoveMemlock()
+	tr, err := erofstrace.Open(m.Dev, nil)
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
+
+	traceCtx, stopTrace := context.WithCancel(ctx)
+	defer stopTrace()
+	if *duration > 0 {
+		var cancel context.CancelFunc
+		traceCtx, cancel = context.WithTimeout(traceCtx, *duration)
+		defer cancel()
+	}
+	var cmdDone chan error
+	if len(command) > 0 {
+		// The command ends with erofsctl: on SIGINT or SIGTERM, and when
+		// tracing fails.
+		cmdCtx, stopCmd := context.WithCancel(ctx)
+		defer stopCmd()
+		cmd := exec.CommandContext(cmdCtx, command[0], command[1:]...)
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, stdout, stderr
+		if *output == "" {
+			cmd.Stdout = stderr // standard output carries the list
+		}
+		cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+		cmd.WaitDelay = commandWaitDelay
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		cmdDone = make(chan error, 1)
+		go func() {
+			cmdDone <- cmd.Wait()
+			stopTrace()
+		}()
+	} else if *duration == 0 {
+		fmt.Fprintf(stderr, "tracing reads on %s; interrupt to stop\n", m.Path)
+	}
+
+	trace, err := tr.Run(traceCtx)
+	if err != nil {
+		return err
+	}
+	if err := tr.Close(); err != nil {
+		return err
+	}
+	list, st, err := erofstrace.Resolve(m.Path, trace, nil)
+	if err != nil {
+		return err
+	}
+	if *output == "" || *output == "-" {
+		_, err = stdout.Write(list.Encode())
+	} else {
+		err = os.WriteFile(*output, list.Encode(), 0o644)
+	}
+	if err != nil {
+		return fmt.Errorf("trace: write the list: %w", err)
+	}
+
+	summary := fmt.Sprintf("%d files, %d bytes, %d events, %d unresolved nids", st.Files, st.Bytes, st.Events, st.Unresolved)
+	if st.Lost+st.Dropped > 0 {
+		summary += fmt.Sprintf(", %d events lost (the list is incomplete)", st.Lost+st.Dropped)
+	}
+	if st.WalkLimited {
+		summary += fmt.Sprintf(", search for files stopped after %d entries", st.Walked)
+	}
+	var cmdErr error
+	if cmdDone != nil {
+		// With --duration shorter than the command, the list is out
+		// already; the command's status still decides ours.
+		cmdErr = <-cmdDone
+		summary += ", command " + exitStatus(cmdErr)
+	}
+	fmt.Fprintln(stderr, "trace:", summary)
+	if cmdErr != nil {
+		return fmt.Errorf("trace: command %s", exitStatus(cmdErr))
+	}
+	return nil
+}
+
+// exitStatus describes how a command ended.
+func exitStatus(err error) string {
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return "exited with status 0"
+	case errors.As(err, &ee) && ee.Exited():
+		return fmt.Sprintf("exited with status %d", ee.ExitCode())
+	case errors.As(err, &ee):
+		return ee.String() // "signal: terminated"
+	}
+	return "failed: " + err.Error()
+}
