@@ -280,8 +280,10 @@ type blobSource struct {
 	inflight map[int64]*fetch // by chunk offset
 	written  map[int64]bool   // chunks already in the object: never fetched again
 	lastEnd  int64            // end of the last access Readahead saw
-	seen     bool             // Readahead saw an access
-	raNext   int64            // end of the last readahead range handed out
+	// streamStart is where the sequential stream lastEnd ends began.
+	streamStart int64
+	seen        bool  // Readahead saw an access
+	raNext      int64 // end of the last readahead range handed out
 }
 
 type fetch struct {
@@ -323,24 +325,29 @@ func (s *blobSource) Readahead(off, n int64) (int64, int64) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sequential := s.seen && off >= s.lastEnd-seqSlack && off <= s.lastEnd+seqSlack
+	// Readahead stays in the file the access read: never another file's
+	// chunks. An access continues a sequential stream only in the same
+	// file: files read one after the other look sequential in the blob.
+	fileEnd := s.runLimit(end - 1)
+	sequential := s.seen && off >= s.lastEnd-seqSlack && off <= s.lastEnd+seqSlack && s.runLimit(off) == s.runLimit(s.lastEnd-1)
 	if sequential {
 		s.lastEnd = max(s.lastEnd, end)
 	} else {
-		s.lastEnd, s.raNext = end, 0
+		s.lastEnd, s.raNext, s.streamStart = end, 0, off
 	}
 	s.seen = true
 	busy := func(c chunk) bool { return s.written[c.off] || s.inflight[c.off] != nil }
-	// Readahead stays in the file the access read: never another file's
-	// chunks.
-	fileEnd := s.runLimit(end - 1)
 	if s.window <= 0 || !sequential {
 		if i >= len(s.chunks) || busy(s.chunks[i]) || s.chunks[i].off >= fileEnd {
 			return 0, 0
 		}
 		return s.chunks[i].off, s.chunks[i].length
 	}
-	limit := min(end+s.window, fileEnd)
+	// The window grows with the stream, as the kernel's does: twice what
+	// it has read, up to s.window. Two reads in a row are not yet a
+	// stream worth megabytes.
+	window := min(s.window, 2*(end-s.streamStart))
+	limit := min(end+window, fileEnd)
 	var fetching int64
 	// Ranges handed out before are not handed out again: the front end
 	// may not have started on them yet, and a second fetch of the same
@@ -366,7 +373,7 @@ func (s *blobSource) Readahead(off, n int64) (int64, int64) {
 	if i >= len(s.chunks) || s.chunks[i].off >= limit {
 		return 0, 0
 	}
-	if step := min(s.window/2, MaxRun); limit < fileEnd && limit-s.chunks[i].off < step && s.chunks[len(s.chunks)-1].off >= limit {
+	if step := min(window/2, MaxRun); limit < fileEnd && limit-s.chunks[i].off < step && s.chunks[len(s.chunks)-1].off >= limit {
 		// The window moved by less than a step: wait until it has
 		// room for a long run rather than fetch chunk by chunk.
 		return 0, 0

@@ -144,24 +144,26 @@ func TestStreamedRunCorruptChunk(t *testing.T) {
 
 // TestReadaheadWindow: with a window, readahead of a sequential reader
 // asks for the first run of missing chunks within the window after the
-// range; without one, only for the next chunk.
+// range, the window twice what the stream has read so far, up to its
+// size; without one, only for the next chunk.
 func TestReadaheadWindow(t *testing.T) {
 	spec, _ := uniformImage(t)
 	spec.Store = &streamStore{Store: spec.Store} // the window is for stores that stream
 	const k = 64 << 10
 	for _, tc := range []struct {
 		window  int64
+		stream  int64      // the reader read [0, stream) in two accesses (default k)
 		written [][2]int64 // fills before asking
 		want    [2]int64
 	}{
-		{0, [][2]int64{{0, k}}, [2]int64{k, k}},
-		{0, [][2]int64{{0, 3 * k}}, [2]int64{}},     // only the next chunk counts
-		{0, [][2]int64{{0, k}, {k, k}}, [2]int64{}}, // the next chunk is there: nothing
-		{4 * k, [][2]int64{{0, k}}, [2]int64{k, 4 * k}},
-		{4 * k, [][2]int64{{0, k}, {k, 2 * k}}, [2]int64{3 * k, 2 * k}},
-		{4 * k, [][2]int64{{0, k}, {k, 4 * k}}, [2]int64{}},     // the window is full
-		{4 * k, [][2]int64{{0, k}, {2 * k, k}}, [2]int64{k, k}}, // a gap, then a present chunk
-		{64 * k, [][2]int64{{0, k}}, [2]int64{k, 31 * k}},       // to the end of the blob
+		{0, 0, [][2]int64{{0, k}}, [2]int64{k, k}},
+		{0, 0, [][2]int64{{0, 3 * k}}, [2]int64{}},                          // only the next chunk counts
+		{0, 0, [][2]int64{{0, k}, {k, k}}, [2]int64{}},                      // the next chunk is there: nothing
+		{4 * k, 0, [][2]int64{{0, k}}, [2]int64{k, 2 * k}},                  // a stream of k: a window of 2k
+		{4 * k, 0, [][2]int64{{0, k}, {k, 2 * k}}, [2]int64{}},              // the window is full
+		{4 * k, 0, [][2]int64{{0, k}, {2 * k, k}}, [2]int64{k, k}},          // a gap, then a present chunk
+		{4 * k, 4 * k, [][2]int64{{0, 4 * k}}, [2]int64{4 * k, 4 * k}},      // a longer stream: the whole window
+		{64 * k, 16 * k, [][2]int64{{0, 16 * k}}, [2]int64{16 * k, 16 * k}}, // to the end of the blob
 	} {
 		reg := NewRegistry()
 		reg.ReadaheadWindow = tc.window
@@ -181,8 +183,9 @@ func TestReadaheadWindow(t *testing.T) {
 		}
 		// Two accesses in a row, the second where the first ended: a
 		// sequential reader, which gets the window.
-		obj.Readahead(0, k/2)
-		off, n := obj.Readahead(k/2, k/2)
+		stream := max(tc.stream, k)
+		obj.Readahead(0, stream-k/2)
+		off, n := obj.Readahead(stream-k/2, k/2)
 		if [2]int64{off, n} != tc.want {
 			t.Errorf("window %d after fills %v: readahead %d+%d, want %d+%d", tc.window, tc.written, off, n, tc.want[0], tc.want[1])
 		}
@@ -216,10 +219,10 @@ func TestReadaheadRandomNoWindow(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct{ off, want int64 }{
-		{0, k},              // the first access: no stream yet
-		{24 * k, k},         // a jump: not sequential
-		{5 * k, k},          // backwards
-		{5*k + k/2, 16 * k}, // continues the last: the window, up to 16 chunks
+		{0, k},             // the first access: no stream yet
+		{24 * k, k},        // a jump: not sequential
+		{5 * k, k},         // backwards
+		{5*k + k/2, 2 * k}, // continues the last: the window, twice the stream
 	} {
 		if _, n := obj.Readahead(tc.off, k/2); n != tc.want {
 			t.Errorf("access at %d: readahead of %d bytes, want %d", tc.off, n, tc.want)
@@ -327,14 +330,16 @@ func TestReadaheadStaysInFile(t *testing.T) {
 		off, n int64
 		want   [2]int64
 	}{
-		{0, k / 2, [2]int64{k, k}},           // a's next chunk
-		{k / 2, k / 2, [2]int64{k, 2 * k}},   // sequential in a: the rest of a, not b
-		{3*k - 4096, 4096, [2]int64{}},       // a's last block: nothing of b
-		{b, 4096, [2]int64{b + k, k + 100}},  // b read in order after a: b's own rest only
-		{c - 4096, 4096, [2]int64{}},         // b's end
-		{c, 4096, [2]int64{}},                // c, one chunk: nothing of d
-		{d, k, [2]int64{d + k, 16 * k}},      // d read in order: the window, inside d
-		{d + 38*k, k, [2]int64{d + 39*k, k}}, // near d's end: up to its end, no further
+		{0, k / 2, [2]int64{k, k}},                     // a's next chunk
+		{k / 2, k / 2, [2]int64{k, 2 * k}},             // sequential in a: the rest of a, not b
+		{3*k - 4096, 4096, [2]int64{}},                 // a's last block: nothing of b
+		{b, 4096, [2]int64{b + k, k}},                  // b after a: not one stream, b's next chunk only
+		{b + 4096, k - 4096, [2]int64{b + k, k + 100}}, // sequential in b: b's own rest only
+		{c - 4096, 4096, [2]int64{}},                   // b's end
+		{c, 4096, [2]int64{}},                          // c, one chunk: nothing of d
+		{d, k, [2]int64{d + k, k}},                     // d's start: its next chunk
+		{d + k, k, [2]int64{d + 2*k, 4 * k}},           // d read in order: the window, twice the stream
+		{d + 38*k, k, [2]int64{d + 39*k, k}},           // near d's end: up to its end, no further
 	} {
 		off, n := obj.Readahead(tc.off, tc.n)
 		if [2]int64{off, n} != tc.want {
