@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/erofsd/erofsd/erofstrace"
 	"github.com/erofsd/erofsd/internal/control"
 	"github.com/erofsd/erofsd/internal/mountinfo"
 	"github.com/erofsd/erofsd/internal/testutil/faultproxy"
@@ -296,6 +298,32 @@ func TestContainerd(t *testing.T) {
 			t.Errorf("erofs mounts under the snapshotter root: %v, want one", mounts)
 		}
 		checkNoLayersDownloaded(t, ctd, lazyRef, content)
+	})
+
+	t.Run("TraceContainer", func(t *testing.T) {
+		if _, err := erofstrace.Open(0, nil); errors.Is(err, erofstrace.ErrUnsupported) {
+			t.Skipf("no tracing here: %v", err)
+		}
+		// The image is pulled and mounted (CRILazy): a container of it,
+		// traced from its start, reads small1, then small2, never big.
+		// CRILazy read them already: the page cache goes first, so that
+		// the reads reach EROFS again.
+		if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("1"), 0); err != nil {
+			t.Fatal(err)
+		}
+		l, _, err := traceContainer(ctx, esd, ctd, pod, lazyRef, "traced", app.command...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var order []string
+		for _, e := range l.Entries {
+			if strings.HasPrefix(e.Path, "/data/") {
+				order = append(order, e.Path)
+			}
+		}
+		if strings.Join(order, " ") != "/data/small1 /data/small2" {
+			t.Fatalf("traced reads of /data: %q, want small1 then small2\n%s", order, l.Encode())
+		}
 	})
 
 	t.Run("PlainImage", func(t *testing.T) {

@@ -3,18 +3,22 @@ package tests
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/erofsd/erofsd/erofstrace"
 	"github.com/erofsd/erofsd/internal/testutil/require"
+	"github.com/erofsd/erofsd/internal/testutil/testcontainerd"
 	"github.com/erofsd/erofsd/ondemand/fanotify"
 	"github.com/erofsd/erofsd/prefetchlist"
+	rt "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // TestTraceOptimizeStart is the start-order loop end to end, with the
@@ -159,4 +163,45 @@ func runOK(t *testing.T, name string, args ...string) {
 	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
 		t.Fatalf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args, " "), err, out)
 	}
+}
+
+// traceContainer creates a container of ref running args in pod, starts
+// it under erofsctl trace --container, waits for it to exit and returns
+// the prefetch list the trace wrote and the container's id.
+func traceContainer(ctx context.Context, e *erofsdProc, ctd *testcontainerd.Containerd, pod *testcontainerd.Pod, ref, name string, args ...string) (*prefetchlist.List, string, error) {
+	id, err := pod.Create(ctx, name, ref, args...)
+	if err != nil {
+		return nil, "", err
+	}
+	list := filepath.Join(e.dir, name+".list")
+	cmd := exec.CommandContext(ctx, e.bins["erofsctl"], "--socket", filepath.Join(e.dir, "erofsd.sock"), "trace", "--container", id, "--output", list)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, id, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, id, err
+	}
+	defer cmd.Process.Kill()
+	// It says so once attached.
+	first := make([]byte, 4096)
+	n, _ := io.ReadAtLeast(stderr, first, len("tracing reads on"))
+	if !strings.HasPrefix(string(first[:n]), "tracing reads on") {
+		rest, _ := io.ReadAll(stderr)
+		cmd.Wait()
+		return nil, id, fmt.Errorf("erofsctl trace --container %s: %s%s", id, first[:n], rest)
+	}
+	if _, err := ctd.Runtime.StartContainer(ctx, &rt.StartContainerRequest{ContainerId: id}); err != nil {
+		return nil, id, fmt.Errorf("StartContainer: %w", err)
+	}
+	if code, err := pod.Wait(ctx, id); err != nil || code != 0 {
+		return nil, id, fmt.Errorf("traced container exited %d: %v", code, err)
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	rest, _ := io.ReadAll(stderr)
+	if err := cmd.Wait(); err != nil {
+		return nil, id, fmt.Errorf("erofsctl trace: %v\n%s", err, rest)
+	}
+	l, err := prefetchlist.ReadFile(list)
+	return l, id, err
 }

@@ -48,12 +48,14 @@ commands:
                    image made by erofs-image convert is mounted lazily (none of
                    its layers downloaded), others are unpacked as usual; then
                    ctr run --snapshotter erofsd REF ID starts it
-  trace [--duration D] [--output FILE] MOUNTPOINT [-- COMMAND [ARG...]]
+  trace [--duration D] [--output FILE] MOUNTPOINT|--container ID [-- COMMAND [ARG...]]
                    record with eBPF (root) which files of the EROFS mount at
-                   MOUNTPOINT are read, in first-read order and by byte range,
-                   while COMMAND runs (its output goes to stderr unless
+                   MOUNTPOINT (or the image under a container of erofsd's
+                   snapshotter) are read, in first-read order and by byte
+                   range, while COMMAND runs (its output goes to stderr unless
                    --output is given), for --duration, or until interrupted;
-                   write them as a prefetch list (for mount --prefetch-list)
+                   write them as a prefetch list (for mount --prefetch-list,
+                   erofs-image build/convert/optimize --prefetch-list)
 `
 
 // callTimeout bounds a call to the daemon; pulls have their own.
@@ -85,8 +87,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if args[0] == "image" {
 		return cmdImage(ctx, args[1:], stdout, stderr)
 	}
-	if args[0] == "trace" { // no daemon, and no call timeout
-		return cmdTrace(ctx, args[1:], stdout, stderr)
+	if args[0] == "trace" { // no call timeout; the daemon only for --container
+		return cmdTrace(ctx, control.NewClient(*socket), args[1:], stdout, stderr)
 	}
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()

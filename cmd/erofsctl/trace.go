@@ -9,14 +9,16 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/erofsd/erofsd/erofstrace"
+	"github.com/erofsd/erofsd/internal/control"
 )
 
-const traceUsage = "usage: erofsctl trace [--duration D] [--output FILE] MOUNTPOINT [-- COMMAND [ARG...]]"
+const traceUsage = "usage: erofsctl trace [--duration D] [--output FILE] MOUNTPOINT|--container ID [-- COMMAND [ARG...]]"
 
 // commandWaitDelay is how long a traced command has to exit after
 // SIGTERM, once erofsctl is interrupted, before it is killed.
@@ -25,11 +27,12 @@ const commandWaitDelay = 10 * time.Second
 // cmdTrace records which files of the EROFS mount at MOUNTPOINT are read,
 // and in which order, while COMMAND runs, for --duration, or until
 // SIGINT or SIGTERM (ctx), and writes them as a prefetch list.
-func cmdTrace(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func cmdTrace(ctx context.Context, c *control.Client, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("erofsctl trace", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	duration := fs.Duration("duration", 0, "stop tracing after this long (default: when COMMAND exits, or on SIGINT or SIGTERM)")
 	output := fs.String("output", "", "write the prefetch list to `file` (default: standard output)")
+	container := fs.String("container", "", "trace the image under the container (containerd snapshot) `ID` of erofsd's snapshotter: created, not yet started")
 	// What follows "--" is the command, flags and all.
 	var command []string
 	i := slices.Index(args, "--")
@@ -39,11 +42,19 @@ func cmdTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := parseInterspersed(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 || *duration < 0 || i >= 0 && len(command) == 0 {
+	if fs.NArg() != 1 && *container == "" || fs.NArg() != 0 && *container != "" || *duration < 0 || i >= 0 && len(command) == 0 {
 		return errors.New(traceUsage)
 	}
+	mountpoint := fs.Arg(0)
+	if *container != "" {
+		mp, err := containerMount(ctx, c, *container)
+		if err != nil {
+			return err
+		}
+		mountpoint = mp
+	}
 
-	m, err := erofstrace.StatMount(fs.Arg(0))
+	m, err := erofstrace.StatMount(mountpoint)
 	if err != nil {
 		return err
 	}
@@ -142,4 +153,25 @@ func exitStatus(err error) string {
 		return ee.String() // "signal: terminated"
 	}
 	return "failed: " + err.Error()
+}
+
+// containerMount returns the mount of the image under a container's
+// snapshot, as erofsd's snapshotter made it.
+func containerMount(ctx context.Context, c *control.Client, id string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	ims, err := c.Images(ctx)
+	if err != nil {
+		return "", err
+	}
+	// containerd names a container's snapshot NAMESPACE/N/ID in the
+	// snapshotter; with CRI and ctr run, ID is the container's id.
+	for _, im := range ims {
+		for _, key := range im.Containers {
+			if (key == id || strings.HasSuffix(key, "/"+id)) && len(im.Mounts) > 0 {
+				return im.Mounts[0], nil
+			}
+		}
+	}
+	return "", fmt.Errorf("no image of erofsd's snapshotter is under container %q (erofsctl ls lists them)", id)
 }

@@ -268,14 +268,24 @@ func (p *Pod) Remove(ctx context.Context) error {
 // Start creates and starts a container of image running args (the
 // image's entrypoint when args is empty) and returns its id.
 func (p *Pod) Start(ctx context.Context, name, image string, args ...string) (string, error) {
+	id, err := p.Create(ctx, name, image, args...)
+	if err != nil {
+		return "", err
+	}
+	if _, err := p.c.Runtime.StartContainer(ctx, &rt.StartContainerRequest{ContainerId: id}); err != nil {
+		return "", fmt.Errorf("StartContainer %s: %w", name, err)
+	}
+	return id, nil
+}
+
+// Create creates a container of image running args, not started, and
+// returns its id.
+func (p *Pod) Create(ctx context.Context, name, image string, args ...string) (string, error) {
 	cfg := &rt.ContainerConfig{Metadata: &rt.ContainerMetadata{Name: name}, Image: &rt.ImageSpec{Image: image},
 		Command: args, LogPath: name + ".log"}
 	cc, err := p.c.Runtime.CreateContainer(ctx, &rt.CreateContainerRequest{PodSandboxId: p.ID, SandboxConfig: p.config, Config: cfg})
 	if err != nil {
 		return "", fmt.Errorf("CreateContainer %s: %w", name, err)
-	}
-	if _, err := p.c.Runtime.StartContainer(ctx, &rt.StartContainerRequest{ContainerId: cc.ContainerId}); err != nil {
-		return "", fmt.Errorf("StartContainer %s: %w", name, err)
 	}
 	return cc.ContainerId, nil
 }
