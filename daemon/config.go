@@ -52,6 +52,9 @@ type Config struct {
 	// MountReadahead the readahead of erofsd's file-backed mounts (0:
 	// the kernel's).
 	MinFetch, ReadaheadWindow, MountReadahead int64
+	// ReadaheadAcrossFiles lets readahead cross from the file read into
+	// the next files' chunks (ondemand.Registry.ReadaheadAcrossFiles).
+	ReadaheadAcrossFiles bool
 	// RequestTimeout bounds a kernel request: one not served within it
 	// fails with EIO and the store request behind it is cancelled.
 	RequestTimeout time.Duration

@@ -90,7 +90,7 @@ func New(cfg Config) (*Daemon, error) {
 	}
 	log := cfg.Logger
 	reg := ondemand.NewRegistry()
-	reg.MinFetch, reg.ReadaheadWindow = cfg.MinFetch, cfg.ReadaheadWindow
+	reg.MinFetch, reg.ReadaheadWindow, reg.ReadaheadAcrossFiles = cfg.MinFetch, cfg.ReadaheadWindow, cfg.ReadaheadAcrossFiles
 	d := &Daemon{cfg: cfg, reg: reg, log: log, started: time.Now(), off: map[string]error{},
 		httpOpts: blobstore.HTTPOptions{CAFile: cfg.BlobCAFile}, backends: &blobstore.Stats{},
 		mounts: map[string]*mountRec{}, resolvers: map[bool]http.RoundTripper{}, resolved: map[string]*ociResolved{}, promReg: prometheus.NewRegistry(), stopping: make(chan struct{})}

@@ -147,6 +147,12 @@ type Registry struct {
 	// sequential reader background readahead keeps data fetched, in runs
 	// of up to MaxRun; 0 and random reads: the next chunk only.
 	ReadaheadWindow int64
+	// ReadaheadAcrossFiles, if set before serving, makes readahead go by
+	// blob offsets, as erofsd did before it knew files: past the end of
+	// the file read into the next files' chunks, the whole window from the
+	// second access in a row. More bytes for fewer round trips when the
+	// files a start reads sit side by side.
+	ReadaheadAcrossFiles bool
 
 	tmu     sync.Mutex
 	targets map[string][]*attached // prefetch targets by volume key + "\x00" + blob name
@@ -430,7 +436,7 @@ func (r *Registry) Resolve(volumeKey, cookieKey string) (*Object, error) {
 	// A blob of an image in this volume (a domain shares blobs).
 	if im, b := r.findBlob(volumeKey, cookieKey); b != nil {
 		im.open.Add(1)
-		src := &blobSource{blobData: b, bufs: r.bufs, stats: &r.Stats, latency: r.FetchLatency, minFetch: min(r.MinFetch, MaxRun), window: r.ReadaheadWindow}
+		src := &blobSource{blobData: b, bufs: r.bufs, stats: &r.Stats, latency: r.FetchLatency, minFetch: min(r.MinFetch, MaxRun), window: r.ReadaheadWindow, acrossFiles: r.ReadaheadAcrossFiles}
 		return &Object{Source: src, Image: im, Kind: "blob", reg: r, volume: volumeKey, blob: src}, nil
 	}
 	return nil, fmt.Errorf("%w: volume %q cookie %q", ErrUnknownObject, volumeKey, cookieKey)

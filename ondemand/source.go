@@ -275,6 +275,10 @@ type blobSource struct {
 	// window is how far ahead of a sequential reader Readahead looks
 	// (0: one chunk).
 	window int64
+	// acrossFiles lets readahead ignore file runs and open the whole
+	// window on the second access in a row, as before erofsd mapped files
+	// (Registry.ReadaheadAcrossFiles).
+	acrossFiles bool
 
 	mu       sync.Mutex
 	inflight map[int64]*fetch // by chunk offset
@@ -328,8 +332,11 @@ func (s *blobSource) Readahead(off, n int64) (int64, int64) {
 	// Readahead stays in the file the access read: never another file's
 	// chunks. An access continues a sequential stream only in the same
 	// file: files read one after the other look sequential in the blob.
-	fileEnd := s.runLimit(end - 1)
-	sequential := s.seen && off >= s.lastEnd-seqSlack && off <= s.lastEnd+seqSlack && s.runLimit(off) == s.runLimit(s.lastEnd-1)
+	fileEnd, sameFile := s.size, true
+	if !s.acrossFiles {
+		fileEnd, sameFile = s.runLimit(end-1), s.runLimit(off) == s.runLimit(s.lastEnd-1)
+	}
+	sequential := s.seen && off >= s.lastEnd-seqSlack && off <= s.lastEnd+seqSlack && sameFile
 	if sequential {
 		s.lastEnd = max(s.lastEnd, end)
 	} else {
@@ -346,7 +353,10 @@ func (s *blobSource) Readahead(off, n int64) (int64, int64) {
 	// The window grows with the stream, as the kernel's does: twice what
 	// it has read, up to s.window. Two reads in a row are not yet a
 	// stream worth megabytes.
-	window := min(s.window, 2*(end-s.streamStart))
+	window := s.window
+	if !s.acrossFiles {
+		window = min(window, 2*(end-s.streamStart))
+	}
 	limit := min(end+window, fileEnd)
 	var fetching int64
 	// Ranges handed out before are not handed out again: the front end

@@ -346,4 +346,23 @@ func TestReadaheadStaysInFile(t *testing.T) {
 			t.Errorf("access %d+%d: readahead %d+%d, want %d+%d", tc.off, tc.n, off, n, tc.want[0], tc.want[1])
 		}
 	}
+
+	// With ReadaheadAcrossFiles, the old way: a's end, then b's next
+	// chunk, are one stream, and readahead runs on into b and c.
+	reg2 := NewRegistry()
+	defer reg2.Close()
+	reg2.ReadaheadWindow, reg2.ReadaheadAcrossFiles = 16*k, true
+	im2, err := reg2.Register(ImageSpec{FSID: "img2", Bootstrap: img, Store: &streamStore{Store: store}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj2, err := reg2.Resolve(im2.VolumeKey(), im2.Blobs[0].Digest.Hex())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer obj2.Release()
+	obj2.Readahead(0, 3*k)
+	if off, n := obj2.Readahead(3*k, 4096); off != 4*k || off+n <= c {
+		t.Errorf("across files: readahead %d+%d, want from %d past c at %d", off, n, 4*k, c)
+	}
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/erofsd/erofsd/internal/testutil/testconvert"
 	"github.com/erofsd/erofsd/internal/testutil/testoci"
 	"github.com/erofsd/erofsd/internal/testutil/testregistry"
+	"github.com/erofsd/erofsd/oci"
 	"github.com/erofsd/erofsd/ondemand/fanotify"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -70,7 +71,7 @@ func BenchmarkContainerStart(b *testing.B) {
 	if rounds < 1 {
 		rounds = 1
 	}
-	bins := buildCommands(b, "erofsd")
+	bins := buildCommands(b, "erofsd", "erofsctl")
 	reg := testregistry.Start(b, testregistry.Options{})
 	// The link: the fault proxy counts what the registry serves, adds
 	// each request's latency and caps the bandwidth.
@@ -108,6 +109,9 @@ func BenchmarkContainerStart(b *testing.B) {
 
 	esd := startErofsd(b, bins, erofsdOptions{plainHosts: []string{host}, extra: strings.Fields(os.Getenv("EROFSD_BENCH_FLAGS"))})
 	lazyCtd := testcontainerd.Start(b, testcontainerd.Options{Snapshotter: esd.snapSocket, PlainHTTP: []string{host}, SandboxImage: host + "/pause:1"})
+	// The old readahead (by blob offsets, across files), for comparison.
+	esdOld := startErofsd(b, bins, erofsdOptions{plainHosts: []string{host}, extra: append(strings.Fields(os.Getenv("EROFSD_BENCH_FLAGS")), "--readahead-across-files")})
+	oldCtd := testcontainerd.Start(b, testcontainerd.Options{Snapshotter: esdOld.snapSocket, PlainHTTP: []string{host}, SandboxImage: host + "/pause:1"})
 	fullCtd := testcontainerd.Start(b, testcontainerd.Options{PlainHTTP: []string{host}, SandboxImage: host + "/pause:1"})
 	lazyPod, err := lazyCtd.RunPod(ctx, "bench")
 	if err != nil {
@@ -117,41 +121,86 @@ func BenchmarkContainerStart(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	fanCache := filepath.Join(esd.dir, "cache", "fanotify")
+	oldPod, err := oldCtd.RunPod(ctx, "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	dropImage := func(ctd *testcontainerd.Containerd, ref string) {
+		b.Helper()
+		if _, err := ctd.Images.RemoveImage(ctx, &rt.RemoveImageRequest{Image: &rt.ImageSpec{Image: ref}}); err != nil {
+			b.Fatalf("RemoveImage %s: %v", ref, err)
+		}
+	}
+	dropErofsdCache := func(esd *erofsdProc) {
+		b.Helper()
+		fanCache := filepath.Join(esd.dir, "cache", "fanotify")
+		// Containerd's GC removes the snapshots, erofsd unmounts and
+		// unregisters the image (and drops its bootstrap); its blob
+		// cache files stay for the next pull (no drop on removal yet,
+		// design §3.9): removed here, as the evictor removes files of
+		// blobs no mount uses.
+		pollUntil(b, time.Minute, "erofsd to release the image after RemoveImage", func() bool {
+			ims, err := esd.api.Images(ctx)
+			return err == nil && len(ims) == 0
+		})
+		ents, _ := os.ReadDir(fanCache)
+		for _, e := range ents {
+			if err := os.Remove(filepath.Join(fanCache, e.Name())); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+
+	// The start set: the start traced once, lazily, over loopback, and
+	// the image converted again with the list (as a user would, with
+	// erofsctl trace --container and erofs-image convert --prefetch-list).
+	if _, err := lazyCtd.Images.PullImage(ctx, &rt.PullImageRequest{Image: &rt.ImageSpec{Image: lazyRef}}); err != nil {
+		b.Fatal(err)
+	}
+	startList, recID, err := traceContainer(ctx, esd, lazyCtd, lazyPod, lazyRef, "record", pyCommand...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	lazyCtd.Runtime.RemoveContainer(ctx, &rt.RemoveContainerRequest{ContainerId: recID})
+	dropImage(lazyCtd, lazyRef)
+	dropErofsdCache(esd)
+	testconvert.InRegistryWith(b, "oci://"+link.Host+"/py:src", "oci://"+link.Host+"/py:erofs-start",
+		oci.ConvertOptions{ChunkSize: int64(envInt(b, "EROFSD_BENCH_CHUNK", 0)), PrefetchList: startList})
+	startRef := host + "/py:erofs-start"
+	var listBytes int64
+	for _, e := range startList.Entries {
+		for _, r := range e.Ranges {
+			listBytes += r.Len
+		}
+	}
 
 	// A round: pull, create, start, first output, exit; then the image
 	// removed and, for erofsd, its cache files, so the next round is cold
 	// again (checked by what the registry served).
 	n := 0
-	round := func(lazyRun bool) startResult {
+	round := func(variant int) startResult {
 		b.Helper()
 		n++
+		lazyRun := variant != fullPull
 		ctd, pod, ref := fullCtd, fullPod, fullRef
-		if lazyRun {
+		switch variant {
+		case lazyPull:
 			ctd, pod, ref = lazyCtd, lazyPod, lazyRef
+		case startSetPull:
+			ctd, pod, ref = lazyCtd, lazyPod, startRef
+		case acrossFilesPull:
+			ctd, pod, ref = oldCtd, oldPod, lazyRef
 		}
 		res, err := startOnce(ctx, ctd, pod, link, ref, fmt.Sprintf("py%d", n))
 		if err != nil {
 			b.Fatalf("%s: %v", ref, err)
 		}
-		if _, err := ctd.Images.RemoveImage(ctx, &rt.RemoveImageRequest{Image: &rt.ImageSpec{Image: ref}}); err != nil {
-			b.Fatalf("RemoveImage %s: %v", ref, err)
-		}
+		dropImage(ctd, ref)
 		if lazyRun {
-			// Containerd's GC removes the snapshots, erofsd unmounts and
-			// unregisters the image (and drops its bootstrap); its blob
-			// cache files stay for the next pull (no drop on removal yet,
-			// design §3.9): removed here, as the evictor removes files of
-			// blobs no mount uses.
-			pollUntil(b, time.Minute, "erofsd to release the image after RemoveImage", func() bool {
-				ims, err := esd.api.Images(ctx)
-				return err == nil && len(ims) == 0
-			})
-			ents, _ := os.ReadDir(fanCache)
-			for _, e := range ents {
-				if err := os.Remove(filepath.Join(fanCache, e.Name())); err != nil {
-					b.Fatal(err)
-				}
+			if variant == acrossFilesPull {
+				dropErofsdCache(esdOld)
+			} else {
+				dropErofsdCache(esd)
 			}
 			// Cold means blob chunks came from the registry, not only
 			// the manifest, config and bootstrap.
@@ -198,18 +247,16 @@ func BenchmarkContainerStart(b *testing.B) {
 				}
 				check = fmt.Sprintf("; one GET of the %.0f MiB layer through it: %.0f MB/s", csMiB(bigLayer.Size), mbs)
 			}
-			var fulls, lazies []startResult
+			results := make([][]startResult, variants)
 			for r := 0; r < rounds; r++ {
 				// Alternating, and which goes first too: the machine is
 				// shared and the runs warm what they share.
-				if r%2 == 0 {
-					fulls = append(fulls, round(false))
-					lazies = append(lazies, round(true))
-				} else {
-					lazies = append(lazies, round(true))
-					fulls = append(fulls, round(false))
+				for k := range variants {
+					v := (r + k) % variants
+					results[v] = append(results[v], round(v))
 				}
 			}
+			fulls, lazies, starts := results[fullPull], results[lazyPull], results[startSetPull]
 			tf, tl := csMedian(fulls, func(s startResult) float64 { return s.first.Seconds() }), csMedian(lazies, func(s startResult) float64 { return s.first.Seconds() })
 			pf := csMedian(fulls, func(s startResult) float64 { return s.pull.Seconds() })
 			pl := csMedian(lazies, func(s startResult) float64 { return s.pull.Seconds() })
@@ -221,6 +268,7 @@ func BenchmarkContainerStart(b *testing.B) {
 			prf := csMedian(fulls, func(s startResult) float64 { return float64(s.pullReqs) })
 			prl := csMedian(lazies, func(s startResult) float64 { return float64(s.pullReqs) })
 			ratio, share := tl/tf, bl/float64(lazySize)
+			key := []string{"loop", "slow"}[li]
 			target := ""
 			if l.latency > 0 {
 				target = " (target <= 0.2x)"
@@ -232,7 +280,22 @@ func BenchmarkContainerStart(b *testing.B) {
 			fmt.Printf("  bytes pulled  overlayfs %.1f MiB; erofsd %.1f MiB of %.1f MiB = %.1f%% (target < 10%%; Slacker: 6.4%% read at start)%s\n",
 				csMiB(int64(bf)), csMiB(int64(bl)), csMiB(lazySize), 100*share, csExitNote(blExit, bl))
 			fmt.Printf("  requests      overlayfs %.0f, erofsd %.0f (containerd's and erofsd's together; during PullImage %.0f and %.0f)\n", rf, rl, prf, prl)
-			key := []string{"loop", "slow"}[li]
+			ts := csMedian(starts, func(s startResult) float64 { return s.first.Seconds() })
+			bs := csMedian(starts, func(s startResult) float64 { return float64(s.bytes) })
+			bsExit := csMedian(starts, func(s startResult) float64 { return float64(s.bytesAtExit) })
+			rs := csMedian(starts, func(s startResult) float64 { return float64(s.requests) })
+			fmt.Printf("  with the start set (traced once, %d files, %.1f MiB; convert --prefetch-list):\n", len(startList.Entries), csMiB(listBytes))
+			fmt.Printf("    first output %5.2fs %s = %.2fx overlayfs, %.2fx lazy without it (#13 target <= 0.5x)\n", ts, csSecs(starts), ts/tf, ts/tl)
+			fmt.Printf("    bytes pulled %.1f MiB = %.1f%%%s; requests %.0f\n", csMiB(int64(bs)), 100*bs/float64(lazySize), csExitNote(bsExit, bs), rs)
+			olds := results[acrossFilesPull]
+			to := csMedian(olds, func(s startResult) float64 { return s.first.Seconds() })
+			bo := csMedian(olds, func(s startResult) float64 { return float64(s.bytes) })
+			ro := csMedian(olds, func(s startResult) float64 { return float64(s.requests) })
+			fmt.Printf("  fetched / opened (#16 target <= 1.5x): erofsd %.2fx (%.1f of %.1f MiB), %.0f requests; readahead across files (--readahead-across-files, the old window) %.2fx, first output %.2fs = %.2fx overlayfs, %.0f requests\n",
+				bl/float64(touched), csMiB(int64(bl)), csMiB(touched), rl, bo/float64(touched), to, to/tf, ro)
+			b.ReportMetric(ts/tf, key+"-startset-ratio")
+			b.ReportMetric(bl/float64(touched), key+"-fetched-per-opened")
+			b.ReportMetric(100*bs/float64(lazySize), key+"-startset-pulled-%")
 			b.ReportMetric(ratio, key+"-start-ratio")
 			b.ReportMetric(100*share, key+"-pulled-%")
 			b.ReportMetric(tl, key+"-erofsd-s")
@@ -242,6 +305,18 @@ func BenchmarkContainerStart(b *testing.B) {
 	b.StopTimer()
 	link.SetLink(0, 0)
 }
+
+// The variants of a round: containerd's overlayfs with the source image,
+// erofsd with the converted image, erofsd with it converted with the
+// start's prefetch list, and erofsd with the converted image and the old
+// readahead by blob offsets.
+const (
+	fullPull = iota
+	lazyPull
+	startSetPull
+	acrossFilesPull // erofsd with --readahead-across-files
+	variants
+)
 
 // startResult is one container start.
 type startResult struct {

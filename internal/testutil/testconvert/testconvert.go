@@ -16,6 +16,14 @@ import (
 // --platform linux/amd64 does.
 func InRegistry(t testing.TB, from, to string, chunkSize int64) {
 	t.Helper()
+	InRegistryWith(t, from, to, oci.ConvertOptions{ChunkSize: chunkSize})
+}
+
+// InRegistryWith is InRegistry with more of the conversion's options
+// (ChunkSize, PrefetchList); the work dir, platform and source name are
+// set as InRegistry sets them.
+func InRegistryWith(t testing.TB, from, to string, opts oci.ConvertOptions) {
+	t.Helper()
 	ctx := context.Background()
 	ro := oci.RemoteOptions{PlainHTTP: true}
 	src, err := oci.ParseLocation(from, ro)
@@ -30,7 +38,7 @@ func InRegistry(t testing.TB, from, to string, chunkSize int64) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := oci.ConvertOptions{ChunkSize: chunkSize, WorkDir: t.TempDir(), Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}
+	opts.WorkDir, opts.Platform = t.TempDir(), &v1.Platform{OS: "linux", Architecture: "amd64"}
 	if src.Ref != nil {
 		opts.SourceRef = src.Ref.Name()
 	}
