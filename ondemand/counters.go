@@ -67,6 +67,8 @@ var (
 		Help: "Bytes the running prefetches still plan to fill."}
 	StartSetBytes = &counters.Desc{Name: "start_set_fetched_bytes_total",
 		Help: "Bytes of images' start sets fetched ahead of the kernel by the start prefetch."}
+	StartSetHits = &counters.Desc{Name: "start_set_hits_total",
+		Help: "Kernel reads of start set chunks that found them fetched ahead (fanotify; cachefiles does not show reads of cached data)."}
 	StartSetLate = &counters.Desc{Name: "start_set_late_total",
 		Help: "Kernel reads of start set chunks the start prefetch had not fetched yet."}
 	StartSetMisses = &counters.Desc{Name: "start_set_misses_total",
@@ -84,7 +86,7 @@ var FrontendCounters = []*counters.Desc{KernelRequests, CacheWritten, RequestsIn
 
 // Describe names the serving core's families.
 func (r *Registry) Describe(describe func(*counters.Desc)) {
-	for _, d := range []*counters.Desc{Fetches, FetchedBytes, DigestFailures, ZeroChunks, Coalesced, CoalescedReads, PrefetchDone, PrefetchLeft, StartSetBytes, StartSetLate, StartSetMisses, Images} {
+	for _, d := range []*counters.Desc{Fetches, FetchedBytes, DigestFailures, ZeroChunks, Coalesced, CoalescedReads, PrefetchDone, PrefetchLeft, StartSetBytes, StartSetHits, StartSetLate, StartSetMisses, Images} {
 		describe(d)
 	}
 }
@@ -102,6 +104,7 @@ func (r *Registry) Counters(emit func(counters.Value)) {
 	e.Add(PrefetchDone, st.PrefetchBytesDone.Load())
 	e.Add(PrefetchLeft, st.PrefetchBytesLeft.Load())
 	e.Add(StartSetBytes, st.StartSetBytes.Load())
+	e.Add(StartSetHits, st.StartSetHits.Load())
 	e.Add(StartSetLate, st.StartSetLate.Load())
 	e.Add(StartSetMisses, st.StartSetMisses.Load())
 	r.mu.Lock()

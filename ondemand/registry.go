@@ -52,10 +52,12 @@ type Stats struct {
 	PrefetchBytesDone atomic.Int64
 	PrefetchBytesLeft atomic.Int64
 	// StartSetBytes counts start set bytes the start prefetch fetched;
-	// StartSetLate kernel fills of start set chunks not fetched yet;
-	// StartSetMisses kernel fills, of blobs with a start set, of chunks
-	// outside it.
-	StartSetBytes, StartSetLate, StartSetMisses atomic.Int64
+	// StartSetHits kernel reads of start set chunks found fetched (seen
+	// by front ends that see reads of cached data: fanotify);
+	// StartSetLate kernel reads of start set chunks not fetched yet;
+	// StartSetMisses kernel reads, of blobs with a start set, of chunks
+	// outside it not fetched yet.
+	StartSetBytes, StartSetHits, StartSetLate, StartSetMisses atomic.Int64
 
 	lastFill atomic.Int64 // unix nanoseconds of the last fill's start or end
 }
@@ -405,8 +407,8 @@ type Object struct {
 }
 
 // KernelRead notes a read the kernel asked for (not erofsd's readahead or
-// its own reads): for a blob whose image records a start set, the chunks
-// it finds missing count as start set late reads or misses.
+// its own reads): for a blob whose image records a start set, its chunks
+// count as start set hits, late reads or misses.
 func (o *Object) KernelRead(off, n int64) {
 	if o.blob != nil {
 		o.blob.countStart(off, n)

@@ -409,8 +409,10 @@ func (s *blobSource) Fill(ctx context.Context, off, n int64, w BlockWriter) erro
 	return s.fill(ctx, off, n, w)
 }
 
-// countStart counts the chunks of a kernel read that are not written yet
-// as late (in the start set) or missed (outside it).
+// countStart counts the chunks of a kernel read: start set chunks already
+// written as hits (front ends that see reads of cached data: fanotify),
+// start set chunks not written yet as late, others not written yet as
+// misses.
 func (s *blobSource) countStart(off, n int64) {
 	if len(s.startSpans) == 0 {
 		return
@@ -418,7 +420,13 @@ func (s *blobSource) countStart(off, n int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, c := range s.chunksIn(alignDown(off), alignUp(off+n)-alignDown(off)) {
-		if s.written[c.off] || c.zero {
+		if c.zero {
+			continue
+		}
+		if s.written[c.off] {
+			if s.inStart(c.off) {
+				s.stats.StartSetHits.Add(1)
+			}
 			continue
 		}
 		if s.inStart(c.off) {

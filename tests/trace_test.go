@@ -133,14 +133,17 @@ func TestTraceOptimizeStart(t *testing.T) {
 		t.Fatalf("the optimized image's start printed\n%s\nthe first start\n%s", out, want)
 	}
 	st, _ := esd2.api.Status(context.Background())
-	t.Logf("lazy start: %d store reads, %d bytes; optimized: %d reads, %d bytes (start set %d bytes, %d late, %d misses)",
-		lazyReqs, lazyBytes, optReqs, optBytes, st.Counters["start_set_fetched_bytes_total"],
+	t.Logf("lazy start: %d store reads, %d bytes; optimized: %d reads, %d bytes (start set %d bytes, %d hits, %d late, %d misses)",
+		lazyReqs, lazyBytes, optReqs, optBytes, st.Counters["start_set_fetched_bytes_total"], st.Counters["start_set_hits_total"],
 		st.Counters["start_set_late_total"], st.Counters["start_set_misses_total"])
 	if optReqs*4 > lazyReqs {
 		t.Errorf("optimized start: %d store reads, the lazy one %d: want at least 4x fewer", optReqs, lazyReqs)
 	}
 	if optReqs == 0 || lazyReqs == 0 || optBytes/optReqs <= 2*(lazyBytes/lazyReqs) {
 		t.Errorf("store reads average %d bytes optimized, %d lazy: want them at least twice as large", optBytes/max(optReqs, 1), lazyBytes/max(lazyReqs, 1))
+	}
+	if st.Counters["start_set_hits_total"] == 0 {
+		t.Errorf("the second start found no start set chunk fetched ahead")
 	}
 	if st.Counters["start_set_misses_total"] != 0 {
 		t.Errorf("the second start read %d chunks outside its start set", st.Counters["start_set_misses_total"])

@@ -375,6 +375,11 @@ func (s *Server) dispatch(ctx context.Context, ev abi.Event) {
 	}
 	arrived := time.Now()
 	w, lookupErr := s.watchOf(ev) // once, for both paths
+	if o, ok := watchObject(w); ok && ev.Pid != int32(os.Getpid()) {
+		// The workload's read, present or not (erofsd's own, a prefetch
+		// target's priming read, are not).
+		o.KernelRead(int64(ev.Offset), int64(ev.Count))
+	}
 	if w != nil && w.isPoisoned() && isOwnTruncation(ev) {
 		// Poison's own truncation: allowed from the reading loop, so it
 		// never waits for a worker (they may all be busy).
@@ -628,10 +633,14 @@ func (s *Server) handle(ctx context.Context, ev abi.Event, w *Watch, lookupErr e
 		}
 		return fmt.Errorf("%s: erofsd is stopping", w.Path)
 	}
-	if o, ok := w.src.(*ondemand.Object); ok && ev.Pid != int32(os.Getpid()) {
-		// erofsd's own reads (a prefetch target's priming read) are
-		// not the workload's.
-		o.KernelRead(int64(ev.Offset), int64(ev.Count))
-	}
 	return w.serve(ctx, int(ev.Fd), int64(ev.Offset), int64(ev.Count))
+}
+
+// watchObject returns the serving core's object behind a watch, if any.
+func watchObject(w *Watch) (*ondemand.Object, bool) {
+	if w == nil {
+		return nil, false
+	}
+	o, ok := w.src.(*ondemand.Object)
+	return o, ok
 }
