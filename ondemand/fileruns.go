@@ -1,6 +1,7 @@
 package ondemand
 
 import (
+	"errors"
 	"io/fs"
 	"slices"
 
@@ -14,8 +15,15 @@ import (
 // files laid out side by side, and a window over blob offsets would
 // fetch megabytes of files nobody opens.
 
-// maxRunEntries bounds the directory entries mapFileRuns walks.
-const maxRunEntries = 4 << 20
+// Bounds of mapFileRuns' walk: directory entries, and chunk references
+// read over all files (a hostile image can point many inodes at one huge
+// chunk array). Past either, the image is treated as damaged.
+const (
+	maxRunEntries   = 4 << 20
+	maxRunChunkRefs = 16 << 20
+)
+
+var errRunBudget = errors.New("image too large to map its files")
 
 // mapFileRuns sets each blob's runEnd from the image's files. A chunk no
 // file references (or every chunk, if the walk fails: the image is
@@ -54,13 +62,13 @@ func (im *Image) mapFileRuns(img *erofs.Image) {
 // file of img, each inode once, within maxRunEntries entries.
 func walkFiles(img *erofs.Image, fn func(file int32, chunks []erofs.FileChunk)) error {
 	seen := map[uint64]bool{}
-	walked := int32(0)
+	walked, refs := int32(0), 0
 	return fs.WalkDir(img, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		if walked++; walked > maxRunEntries {
-			return fs.SkipAll
+			return errRunBudget
 		}
 		if !d.IsDir() && !d.Type().IsRegular() {
 			return nil
@@ -84,6 +92,9 @@ func walkFiles(img *erofs.Image, fn func(file int32, chunks []erofs.FileChunk)) 
 		chunks, err := img.Chunks(p)
 		if err != nil {
 			return nil // not chunk-based: its data is in the image
+		}
+		if refs += len(chunks); refs > maxRunChunkRefs {
+			return errRunBudget
 		}
 		fn(walked, chunks)
 		return nil
