@@ -30,6 +30,16 @@
 // erofs_read_folio for uncompressed files on block devices (their
 // readahead goes untraced) and nothing for reads in fscache mode, so a
 // trace there misses most reads.
+//
+// A LatencyMonitor measures, rather than records: with eBPF on function
+// entry and exit (fentry/fexit), it keeps histograms of how long readers
+// of the EROFS superblocks it is given wait in read calls and in page
+// faults, the waits users feel, for a daemon to export as metrics.
+//
+//	lm, err := erofstrace.OpenLatency(nil)
+//	defer lm.Close()
+//	err = lm.AddDev(m.Dev) // as images are mounted; RemoveDev as unmounted
+//	snap, err := lm.Snapshot() // per st_dev: Read and Fault histograms
 package erofstrace
 
 import (
