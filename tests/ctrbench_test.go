@@ -55,8 +55,13 @@ var pyCommand = []string{"/usr/bin/python3", "-c",
 // erofsd's cache files of it deleted), on loopback and through a
 // simulated slow link (the fault proxy adding 20 ms to every request, a
 // token bucket capping the bandwidth at 1 Gbit/s), and prints the
-// medians next to the targets and to Slacker's (FAST'16) figures. Run
-// with:
+// medians next to the targets and to Slacker's (FAST'16) figures. Two
+// more erofsd variants run in each round: the image converted again with
+// a start set (the start traced once with erofsctl trace --container,
+// then convert --prefetch-list), and the plain converted image through a
+// second erofsd with --readahead-across-files (the old readahead by blob
+// offsets); with each, the bytes fetched against the bytes the command
+// opens. Run with:
 //
 //	go test -run '^$' -bench ContainerStart -benchtime 1x ./tests/
 //
