@@ -31,15 +31,17 @@
 // readahead goes untraced) and nothing for reads in fscache mode, so a
 // trace there misses most reads.
 //
-// A LatencyMonitor measures, rather than records: with eBPF on function
-// entry and exit (fentry/fexit), it keeps histograms of how long readers
-// of the EROFS superblocks it is given wait in read calls and in page
-// faults, the waits users feel, for a daemon to export as metrics.
+// A LatencyMonitor measures, rather than records: with eBPF on the
+// system call tracepoints (raw_syscalls sys_enter and sys_exit, as BTF
+// tracepoints; no fentry or kprobes), it keeps histograms of how long
+// read calls on files of the EROFS superblocks it is given take, directly
+// or through overlayfs, the waits users feel, for a daemon to export as
+// metrics. Page faults on mapped files are not timed (see DevLatency).
 //
 //	lm, err := erofstrace.OpenLatency(nil)
 //	defer lm.Close()
 //	err = lm.AddDev(m.Dev) // as images are mounted; RemoveDev as unmounted
-//	snap, err := lm.Snapshot() // per st_dev: Read and Fault histograms
+//	snap, err := lm.Snapshot() // per st_dev: the Read histogram
 package erofstrace
 
 import (

@@ -13,37 +13,34 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type latencyDevHists struct {
+type latencyHist struct {
 	_     structs.HostLayout
-	Kinds [2]struct {
-		_     structs.HostLayout
-		SumNs uint64
-		Slots [32]uint64
-	}
+	SumNs uint64
+	Slots [32]uint64
 }
 
 type latencyInflight struct {
-	_   structs.HostLayout
-	Ops [2]struct {
-		_       structs.HostLayout
-		StartNs uint64
-		Arg     uint64
-		Dev     uint32
-		Pad     uint32
-	}
+	_       structs.HostLayout
+	StartNs uint64
+	Nr      uint32
+	State   uint32
+	Dev     uint32
+	Found   uint32
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	latencyMapDevs        = "devs"
-	latencyMapInflight    = "inflight"
-	latencyMapMissed      = "missed"
-	latencyProgFaultEnter = "fault_enter"
-	latencyProgFaultExit  = "fault_exit"
-	latencyProgReadEnter  = "read_enter"
-	latencyProgReadExit   = "read_exit"
+	latencyMapDevs         = "devs"
+	latencyMapInflights    = "inflights"
+	latencyMapMissed       = "missed"
+	latencyProgStackedRead = "stacked_read"
+	latencyProgSysEnter    = "sys_enter"
+	latencyProgSysExit     = "sys_exit"
+	latencyVarAbi          = "abi"
+	latencyVarReadNrs      = "read_nrs"
+	latencyVarStacked      = "stacked"
 )
 
 // loadLatency returns the embedded CollectionSpec for latency.
@@ -88,25 +85,27 @@ type latencySpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type latencyProgramSpecs struct {
-	FaultEnter *ebpf.ProgramSpec `ebpf:"fault_enter"`
-	FaultExit  *ebpf.ProgramSpec `ebpf:"fault_exit"`
-	ReadEnter  *ebpf.ProgramSpec `ebpf:"read_enter"`
-	ReadExit   *ebpf.ProgramSpec `ebpf:"read_exit"`
+	StackedRead *ebpf.ProgramSpec `ebpf:"stacked_read"`
+	SysEnter    *ebpf.ProgramSpec `ebpf:"sys_enter"`
+	SysExit     *ebpf.ProgramSpec `ebpf:"sys_exit"`
 }
 
 // latencyMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type latencyMapSpecs struct {
-	Devs     *ebpf.MapSpec `ebpf:"devs"`
-	Inflight *ebpf.MapSpec `ebpf:"inflight"`
-	Missed   *ebpf.MapSpec `ebpf:"missed"`
+	Devs      *ebpf.MapSpec `ebpf:"devs"`
+	Inflights *ebpf.MapSpec `ebpf:"inflights"`
+	Missed    *ebpf.MapSpec `ebpf:"missed"`
 }
 
 // latencyVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type latencyVariableSpecs struct {
+	Abi     *ebpf.VariableSpec `ebpf:"abi"`
+	ReadNrs *ebpf.VariableSpec `ebpf:"read_nrs"`
+	Stacked *ebpf.VariableSpec `ebpf:"stacked"`
 }
 
 // latencyObjects contains all objects after they have been loaded into the kernel.
@@ -129,15 +128,15 @@ func (o *latencyObjects) Close() error {
 //
 // It can be passed to loadLatencyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type latencyMaps struct {
-	Devs     *ebpf.Map `ebpf:"devs"`
-	Inflight *ebpf.Map `ebpf:"inflight"`
-	Missed   *ebpf.Map `ebpf:"missed"`
+	Devs      *ebpf.Map `ebpf:"devs"`
+	Inflights *ebpf.Map `ebpf:"inflights"`
+	Missed    *ebpf.Map `ebpf:"missed"`
 }
 
 func (m *latencyMaps) Close() error {
 	return _LatencyClose(
 		m.Devs,
-		m.Inflight,
+		m.Inflights,
 		m.Missed,
 	)
 }
@@ -146,24 +145,25 @@ func (m *latencyMaps) Close() error {
 //
 // It can be passed to loadLatencyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type latencyVariables struct {
+	Abi     *ebpf.Variable `ebpf:"abi"`
+	ReadNrs *ebpf.Variable `ebpf:"read_nrs"`
+	Stacked *ebpf.Variable `ebpf:"stacked"`
 }
 
 // latencyPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadLatencyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type latencyPrograms struct {
-	FaultEnter *ebpf.Program `ebpf:"fault_enter"`
-	FaultExit  *ebpf.Program `ebpf:"fault_exit"`
-	ReadEnter  *ebpf.Program `ebpf:"read_enter"`
-	ReadExit   *ebpf.Program `ebpf:"read_exit"`
+	StackedRead *ebpf.Program `ebpf:"stacked_read"`
+	SysEnter    *ebpf.Program `ebpf:"sys_enter"`
+	SysExit     *ebpf.Program `ebpf:"sys_exit"`
 }
 
 func (p *latencyPrograms) Close() error {
 	return _LatencyClose(
-		p.FaultEnter,
-		p.FaultExit,
-		p.ReadEnter,
-		p.ReadExit,
+		p.StackedRead,
+		p.SysEnter,
+		p.SysExit,
 	)
 }
 

@@ -15,10 +15,8 @@ func loadLatency() (*ebpf.CollectionSpec, error) {
 	return nil, &hostcap.Missing{What: whatLatency, Why: "no BPF object built for " + runtime.GOARCH + " (big-endian)"}
 }
 
-// latencyDevHists is the value of the devs map (see latency_bpfel.go).
-type latencyDevHists struct {
-	Kinds [2]struct {
-		SumNs uint64
-		Slots [32]uint64
-	}
+// latencyHist is the value of the devs map (see latency_bpfel.go).
+type latencyHist struct {
+	SumNs uint64
+	Slots [32]uint64
 }
