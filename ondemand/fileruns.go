@@ -1,8 +1,8 @@
 package ondemand
 
 import (
+	"context"
 	"errors"
-	"io/fs"
 	"slices"
 
 	"github.com/erofsd/erofsd/erofs"
@@ -29,11 +29,18 @@ var errRunBudget = errors.New("image too large to map its files")
 // file references (or every chunk, if the walk fails: the image is
 // damaged or hostile) is a run of its own.
 func (im *Image) mapFileRuns(img *erofs.Image) {
-	owner := make([][]int32, len(im.blobs)) // file index + 1 per chunk; 0: none
+	owner := make([][]int32, len(im.blobs)) // file number (from 1) per chunk; 0: none
 	for bi, b := range im.blobs {
 		owner[bi] = make([]int32, len(b.chunks))
 	}
-	walkErr := walkFiles(img, func(file int32, chunks []erofs.FileChunk) {
+	file, refs := int32(0), 0
+	// By inode, bounded: a hostile image may be deep, wide, or point
+	// many inodes at one huge chunk array.
+	walkErr := img.FileChunks(context.Background(), maxRunEntries, func(_ uint64, chunks []erofs.FileChunk) error {
+		if refs += len(chunks); refs > maxRunChunkRefs {
+			return errRunBudget
+		}
+		file++
 		for _, fc := range chunks {
 			if fc.Hole || fc.Device < 1 || fc.Device > len(im.blobs) {
 				continue
@@ -41,9 +48,10 @@ func (im *Image) mapFileRuns(img *erofs.Image) {
 			b := im.blobs[fc.Device-1]
 			i := b.chunkAt(int64(fc.BlkAddr) * BlockSize)
 			if i >= 0 && owner[fc.Device-1][i] == 0 {
-				owner[fc.Device-1][i] = file + 1
+				owner[fc.Device-1][i] = file
 			}
 		}
+		return nil
 	})
 	for bi, b := range im.blobs {
 		b.runEnd = make([]int64, len(b.chunks))
@@ -56,49 +64,6 @@ func (im *Image) mapFileRuns(img *erofs.Image) {
 			}
 		}
 	}
-}
-
-// walkFiles calls fn with the chunk map of every chunk-based regular
-// file of img, each inode once, within maxRunEntries entries.
-func walkFiles(img *erofs.Image, fn func(file int32, chunks []erofs.FileChunk)) error {
-	seen := map[uint64]bool{}
-	walked, refs := int32(0), 0
-	return fs.WalkDir(img, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if walked++; walked > maxRunEntries {
-			return errRunBudget
-		}
-		if !d.IsDir() && !d.Type().IsRegular() {
-			return nil
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		if st, ok := fi.Sys().(*erofs.Stat); ok {
-			if seen[st.Nid] {
-				if d.IsDir() {
-					return fs.SkipDir
-				}
-				return nil
-			}
-			seen[st.Nid] = true
-		}
-		if d.IsDir() {
-			return nil
-		}
-		chunks, err := img.Chunks(p)
-		if err != nil {
-			return nil // not chunk-based: its data is in the image
-		}
-		if refs += len(chunks); refs > maxRunChunkRefs {
-			return errRunBudget
-		}
-		fn(walked, chunks)
-		return nil
-	})
 }
 
 // chunkAt returns the index of the chunk starting at off, or -1.

@@ -460,6 +460,7 @@ func (s *blobSource) fill(ctx context.Context, off, n int64, w BlockWriter) erro
 	// (fewer round trips to remote stores); what that does not cover is
 	// then filled chunk by chunk below.
 	s.fillRun(ctx, i, end, max(end, start+s.minFetch), w)
+	rerun := true
 	for pos := start; pos < end; {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -483,9 +484,11 @@ func (s *blobSource) fill(ctx context.Context, off, n int64, w BlockWriter) erro
 			continue
 		}
 		c := s.chunks[i]
-		if i > 0 && s.busy(s.chunks[i-1]) && !s.busy(c) {
-			// Past chunks someone else is fetching: what follows is
-			// still fetched with one request.
+		if rerun && i > 0 && s.fetching(s.chunks[i-1]) && !s.busy(c) {
+			// Past chunks another fill is fetching: what follows is
+			// still fetched with one request. Once: a store whose runs
+			// fail must not cost a run per chunk.
+			rerun = false
 			s.fillRun(ctx, i, end, end, w)
 		}
 		if err := s.fillChunk(ctx, c, w); err != nil {
@@ -495,6 +498,13 @@ func (s *blobSource) fill(ctx context.Context, off, n int64, w BlockWriter) erro
 		i++
 	}
 	return nil
+}
+
+// fetching reports whether chunk c is being fetched.
+func (s *blobSource) fetching(c chunk) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.inflight[c.off] != nil
 }
 
 // busy reports whether chunk c is written or being fetched.

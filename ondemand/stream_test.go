@@ -47,7 +47,9 @@ func uniformImage(t *testing.T) (ImageSpec, []byte) {
 type streamStore struct {
 	blobstore.Store
 	breakAfter     int64
+	zeros          bool // streams deliver zeros (a bad mirror); ReadAt stays right
 	streams, reads atomic.Int64
+	streamed       atomic.Int64 // bytes asked of streams
 }
 
 func (s *streamStore) Open(ctx context.Context, d blobstore.Digest) (blobstore.Blob, error) {
@@ -69,6 +71,11 @@ func (b *streamBlob) ReadAt(ctx context.Context, p []byte, off int64) (int, erro
 }
 
 func (b *streamBlob) OpenRange(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+	b.s.streamed.Add(n)
+	if b.s.zeros {
+		b.s.streams.Add(1)
+		return io.NopCloser(io.LimitReader(zeroReader{}, n)), nil
+	}
 	limit := n
 	if b.s.streams.Add(1) == 1 && b.s.breakAfter > 0 {
 		limit = b.s.breakAfter
@@ -83,8 +90,9 @@ func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 
 // TestStreamedRun: a run of chunks is read as one stream and each chunk
 // is verified and written as it arrives; when the stream breaks, the
-// chunks it did not deliver are fetched with a stream from where it
-// broke, and the result is the blob's bytes.
+// chunks it did not deliver are fetched one by one (a store whose runs
+// fail must not be asked for a run per chunk), and the result is the
+// blob's bytes.
 func TestStreamedRun(t *testing.T) {
 	spec, blob := uniformImage(t)
 	store := &streamStore{Store: spec.Store, breakAfter: 300 << 10}
@@ -97,10 +105,9 @@ func TestStreamedRun(t *testing.T) {
 	if !bytes.Equal(m.data[:1<<20], blob[:1<<20]) {
 		t.Fatal("content differs")
 	}
-	// 300 KiB delivered 4 whole chunks; the other 12 came in a second
-	// stream.
-	if store.streams.Load() != 2 || store.reads.Load() != 0 {
-		t.Errorf("%d streams and %d single reads; want 2 and 0", store.streams.Load(), store.reads.Load())
+	// 300 KiB delivered 4 whole chunks; the other 12 came one by one.
+	if store.streams.Load() != 1 || store.reads.Load() != 12 {
+		t.Errorf("%d streams and %d single reads; want 1 and 12", store.streams.Load(), store.reads.Load())
 	}
 }
 
@@ -364,5 +371,33 @@ func TestReadaheadStaysInFile(t *testing.T) {
 	obj2.Readahead(0, 3*k)
 	if off, n := obj2.Readahead(3*k, 4096); off != 4*k || off+n <= c {
 		t.Errorf("across files: readahead %d+%d, want from %d past c at %d", off, n, 4*k, c)
+	}
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// TestBadStreamsNotRepeated: a store whose streams deliver wrong bytes
+// (every chunk fails its digest) gets one stream per fill, the chunks
+// then come one by one: not a stream of the rest after every chunk,
+// which was the square of the fill in bytes.
+func TestBadStreamsNotRepeated(t *testing.T) {
+	spec, blob := uniformImage(t)
+	store := &streamStore{Store: spec.Store, zeros: true}
+	spec.Store = store
+	_, _, obj := serveBlob(t, spec)
+	m := newMemObject(t, obj.Size())
+	if err := obj.Fill(context.Background(), 0, 2<<20, m); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(m.data[:2<<20], blob[:2<<20]) {
+		t.Fatal("content differs")
+	}
+	if n := store.streamed.Load(); n > 2<<20 {
+		t.Errorf("a 2 MiB fill asked streams for %d bytes (%d streams)", n, store.streams.Load())
 	}
 }
