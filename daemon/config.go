@@ -70,6 +70,10 @@ type Config struct {
 	// rate limit: it is what the workload reads next. A mount's prefetch
 	// "off" disables it for that mount.
 	PrefetchStart bool
+	// PrefetchStartMax bounds the bytes of one image's start set fetched
+	// that way (0: no bound); the rest is prefetched like a mount's
+	// prefetch list, paced and yielding to the kernel.
+	PrefetchStartMax int64
 
 	// CachefilesLimits are cachefiles' culling thresholds.
 	CachefilesLimits cachefiles.Limits
@@ -127,7 +131,7 @@ const DefaultCRIUpstream = "/run/containerd/containerd.sock"
 func DefaultConfig() Config {
 	return Config{CacheDir: DefaultCacheDir, StateDir: DefaultStateDir, Socket: control.DefaultSocket, MetricsAddr: DefaultMetricsAddr,
 		Frontend: "auto", CachefilesTag: "erofsd", Workers: DefaultWorkers, ReadaheadWindow: DefaultReadaheadWindow,
-		MountReadahead: DefaultMountReadahead, RequestTimeout: DefaultRequestTimeout, Prefetch: "off", PrefetchStart: true,
+		MountReadahead: DefaultMountReadahead, RequestTimeout: DefaultRequestTimeout, Prefetch: "off", PrefetchStart: true, PrefetchStartMax: DefaultPrefetchStartMax,
 		CachefilesLimits: cachefiles.DefaultLimits, CacheCheckInterval: DefaultCacheCheckInterval,
 		Snapshotter: SnapshotterConfig{CRIUpstream: DefaultCRIUpstream}}
 }
@@ -139,6 +143,7 @@ const (
 	DefaultMetricsAddr        = "127.0.0.1:9851"
 	DefaultWorkers            = 16
 	DefaultReadaheadWindow    = 16 << 20
+	DefaultPrefetchStartMax   = 512 << 20
 	DefaultMountReadahead     = 4 << 20
 	DefaultRequestTimeout     = 60 * time.Second
 	DefaultCacheCheckInterval = 30 * time.Second

@@ -17,11 +17,12 @@ import (
 // the rest of its blobs, at the daemon-wide bandwidth limit, yielding to
 // kernel reads. A prefetch ends when done or when its mount goes.
 type prefetcher struct {
-	reg     *ondemand.Registry
-	mode    string            // --prefetch: the default for mounts that do not say
-	start   bool              // --prefetch-start: fetch images' start sets at mount
-	limiter *ondemand.Limiter // --prefetch-rate, shared by every prefetch; nil: unlimited
-	log     logrus.FieldLogger
+	reg      *ondemand.Registry
+	mode     string            // --prefetch: the default for mounts that do not say
+	start    bool              // --prefetch-start: fetch images' start sets at mount
+	startMax int64             // --prefetch-start-max
+	limiter  *ondemand.Limiter // --prefetch-rate, shared by every prefetch; nil: unlimited
+	log      logrus.FieldLogger
 
 	mu   sync.Mutex
 	runs map[string]*prefetchRun // by mountpoint
@@ -34,8 +35,8 @@ type prefetchRun struct {
 	done         chan struct{}
 }
 
-func newPrefetcher(reg *ondemand.Registry, mode string, start bool, rate int64, log logrus.FieldLogger) *prefetcher {
-	return &prefetcher{reg: reg, mode: mode, start: start, limiter: ondemand.NewLimiter(rate), log: log, runs: map[string]*prefetchRun{}}
+func newPrefetcher(reg *ondemand.Registry, mode string, start bool, startMax, rate int64, log logrus.FieldLogger) *prefetcher {
+	return &prefetcher{reg: reg, mode: mode, start: start, startMax: startMax, limiter: ondemand.NewLimiter(rate), log: log, runs: map[string]*prefetchRun{}}
 }
 
 // startFetch is the largest single store read of a start set prefetch:
@@ -69,7 +70,7 @@ func (p *prefetcher) options(req control.MountRequest) (opts ondemand.PrefetchOp
 	}
 	opts = ondemand.PrefetchOptions{Start: start && req.Prefetch != "off", Files: req.PrefetchList, Whole: mode == "whole", Limiter: lim}
 	if opts.Start {
-		opts.MaxFetch = startFetch
+		opts.MaxFetch, opts.StartMax = startFetch, p.startMax
 	}
 	return opts, opts.Start || opts.Whole || len(opts.Files) > 0, nil
 }
@@ -81,7 +82,7 @@ func (p *prefetcher) resume(mp, fsid, domain string, saved savedPrefetch) {
 	}
 	opts := ondemand.PrefetchOptions{Start: saved.Start, Whole: saved.Whole, Files: saved.Files, Limiter: p.limiter}
 	if opts.Start {
-		opts.MaxFetch = startFetch
+		opts.MaxFetch, opts.StartMax = startFetch, p.startMax
 	}
 	p.log.WithFields(logrus.Fields{"mountpoint": mp, "start": saved.Start, "whole": saved.Whole, "files": len(saved.Files)}).Info("resuming prefetch")
 	p.run(mp, fsid, domain, opts)

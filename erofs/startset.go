@@ -1,9 +1,11 @@
 package erofs
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/erofsd/erofsd/erofs/internal/disk"
 )
@@ -22,8 +24,8 @@ const MaxStartExtents = 1 << 16
 // StartSet returns the extents of the blobs the image's builder recorded
 // as read first by its workload (erofs-image build --prefetch-list), in
 // the order they are read. It returns ErrNoStartSet if the image records
-// none. Each extent must name an existing device and lie inside it, and
-// the entries must match the sha256 in their header.
+// none. Each extent must name an existing device and lie inside it, no
+// two may overlap, and the entries must match the sha256 in their header.
 func (img *Image) StartSet() ([]StartExtent, error) {
 	if err := img.checkOpen(); err != nil {
 		return nil, err
@@ -82,6 +84,22 @@ func (img *Image) StartSet() ([]StartExtent, error) {
 			return nil, corruptf("start set entry %d: device %d blocks [%d, %d) empty or beyond the device's %d blocks", i, e.DeviceID, e.BlkAddr, end, blocks)
 		}
 		out = append(out, StartExtent{Device: e.DeviceID, BlkAddr: e.BlkAddr, Blocks: e.Blocks})
+	}
+	// No block twice: a set is at most its blobs, and its size what a
+	// daemon fetches.
+	sorted := slices.Clone(out)
+	slices.SortFunc(sorted, func(a, b StartExtent) int {
+		if a.Device != b.Device {
+			return cmp.Compare(a.Device, b.Device)
+		}
+		return cmp.Compare(a.BlkAddr, b.BlkAddr)
+	})
+	for i := 1; i < len(sorted); i++ {
+		a, b := sorted[i-1], sorted[i]
+		if a.Device == b.Device && uint64(a.BlkAddr)+uint64(a.Blocks) > uint64(b.BlkAddr) {
+			return nil, corruptf("start set: device %d blocks [%d, %d) and [%d, %d) overlap", a.Device,
+				a.BlkAddr, uint64(a.BlkAddr)+uint64(a.Blocks), b.BlkAddr, uint64(b.BlkAddr)+uint64(b.Blocks))
+		}
 	}
 	return out, nil
 }

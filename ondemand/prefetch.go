@@ -171,6 +171,10 @@ type PrefetchOptions struct {
 	// without waiting for kernel reads to pause: the kernel is about to
 	// ask for it.
 	Start bool
+	// StartMax bounds the start set bytes fetched eagerly (0: no bound):
+	// the rest of a larger set is fetched like Files, paced and yielding
+	// (an image's start set is its author's claim).
+	StartMax int64
 	// Files are files in the image whose chunks are filled next, in
 	// this order: the chunks their ranges touch, or all of them (a
 	// directory stands for the files under it, in lexical order). Paths
@@ -482,10 +486,12 @@ func (im *Image) prefetchPlan(opts PrefetchOptions) ([]planned, []string, error)
 		}
 	}
 	if opts.Start {
+		var eager int64
 		for _, e := range im.start {
 			bi := int(e.Device) - 1
 			for _, c := range im.blobs[bi].chunksIn(int64(e.BlkAddr)*BlockSize, int64(e.Blocks)*BlockSize) {
-				add(planned{blob: bi, c: c, eager: true})
+				eager += c.length
+				add(planned{blob: bi, c: c, eager: opts.StartMax <= 0 || eager <= opts.StartMax})
 			}
 		}
 	}

@@ -1,6 +1,7 @@
 package ondemand
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -325,7 +326,12 @@ func describeImage(spec ImageSpec, f *os.File) (*Image, error) {
 	}
 	for _, e := range im.start {
 		b := im.blobs[e.Device-1]
-		b.startSpans = append(b.startSpans, [2]int64{int64(e.BlkAddr) * BlockSize, int64(e.BlkAddr+e.Blocks) * BlockSize})
+		b.startSpans = append(b.startSpans, [2]int64{int64(e.BlkAddr) * BlockSize, (int64(e.BlkAddr) + int64(e.Blocks)) * BlockSize})
+	}
+	for _, b := range im.blobs {
+		// Sorted (they do not overlap: StartSet checks), for inStart's
+		// binary search on every kernel read.
+		slices.SortFunc(b.startSpans, func(x, y [2]int64) int { return cmp.Compare(x[0], y[0]) })
 	}
 	return im, nil
 }

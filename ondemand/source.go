@@ -438,12 +438,13 @@ func (s *blobSource) countStart(off, n int64) {
 }
 
 func (d *blobData) inStart(off int64) bool {
-	for _, sp := range d.startSpans {
-		if off >= sp[0] && off < sp[1] {
-			return true
+	i, _ := slices.BinarySearchFunc(d.startSpans, off, func(sp [2]int64, t int64) int {
+		if sp[1] <= t {
+			return -1
 		}
-	}
-	return false
+		return 1
+	})
+	return i < len(d.startSpans) && d.startSpans[i][0] <= off
 }
 
 // fill is Fill without counting as on-demand work.

@@ -98,6 +98,8 @@ func parseConfig(args []string) (daemon.Config, error) {
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", def.MetricsAddr, "`address` serving /metrics, /healthz and /readyz (empty: off)")
 	fs.StringVar(&cfg.Prefetch, "prefetch", def.Prefetch, "after a mount, fetch in the background: off, or whole (every blob; a mount's prefetch list comes first either way)")
 	fs.BoolVar(&cfg.PrefetchStart, "prefetch-start", def.PrefetchStart, "at a mount of an image that records a start set (erofs-image build --prefetch-list), fetch it at once in large requests, alongside the kernel's reads")
+	startMax := units.Bytes(def.PrefetchStartMax)
+	fs.Var(&startMax, "prefetch-start-max", "`bytes` of one image's start set fetched at once (K, M, G); the rest is prefetched paced, yielding to the kernel (0: no bound)")
 	var prefetchRate units.Bytes
 	fs.Var(&prefetchRate, "prefetch-rate", "bandwidth `limit` of all prefetch together, bytes/s with K, M or G (binary): 0 is unlimited (prefetch yields to kernel reads either way)")
 	fs.StringVar(&cfg.Snapshotter.Socket, "snapshotter-socket", "", "serve containerd's snapshots API on this unix socket `path` (mode 0600; containerd's proxy_plugins address): containerd then runs erofsd images lazily (empty: off)")
@@ -129,6 +131,7 @@ func parseConfig(args []string) (daemon.Config, error) {
 		}
 	}
 	cfg.MinFetch, cfg.ReadaheadWindow, cfg.MountReadahead, cfg.PrefetchRate = int64(minFetch), int64(window), int64(mountRA), int64(prefetchRate)
+	cfg.PrefetchStartMax = int64(startMax)
 	cfg.CachefilesLimits, cfg.CacheCheckInterval, cfg.FanotifyCacheLimit = cacheCfg.lim, cacheCfg.interval, int64(cacheCfg.fanLimit)
 	if cfg.Workers <= 0 {
 		return cfg, fmt.Errorf("workers: %d, want at least 1", cfg.Workers)

@@ -261,6 +261,20 @@ func TestStartSetHostile(t *testing.T) {
 		{"version 2", func(b []byte) { b[hdr+8] = 2 }, erofs.ErrUnsupported, "version"},
 		{"no magic", func(b []byte) { b[hdr] = 'X' }, erofs.ErrNoStartSet, ""},
 	}
+	// Two extents, the second the first again: overlapping.
+	t.Run("overlap", func(t *testing.T) {
+		b := append(bytes.Clone(img), img[hdr+64:hdr+80]...)
+		binary.LittleEndian.PutUint64(b[hdr+0x10:], 2)
+		sum := sha256.Sum256(b[hdr+64:])
+		copy(b[hdr+0x18:], sum[:])
+		im, err := erofs.Open(bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := im.StartSet(); !errors.Is(err, erofs.ErrCorrupt) || !strings.Contains(err.Error(), "overlap") {
+			t.Fatalf("StartSet: %v, want an overlap error", err)
+		}
+	})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b := bytes.Clone(img)
