@@ -160,6 +160,7 @@ func Resolve(mountpoint string, tr *Trace, opts *ResolveOptions) (*prefetchlist.
 		off := int64(ev.Index) * ps
 		list.Add(path.Join(m.Root, n.rel), off, min(int64(ev.Pages)*ps, n.size-off))
 	}
+	list.Normalize()
 	st.Unresolved, st.NotFiles, st.Files = len(unresolved), len(notFiles), len(list.Entries)
 	for _, e := range list.Entries {
 		for _, r := range e.Ranges {

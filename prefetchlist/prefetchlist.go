@@ -21,10 +21,12 @@ package prefetchlist
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"slices"
 	"strconv"
@@ -70,7 +72,8 @@ func (e Entry) Whole() bool { return len(e.Ranges) == 0 }
 type List struct {
 	Entries []Entry
 
-	index map[string]int // path → position in Entries, built by Add
+	index    map[string]int // path → position in Entries, built by Add
+	unsorted map[int]bool   // entries whose ranges Add appended out of order
 }
 
 // Paths returns the entries' paths in order.
@@ -83,9 +86,15 @@ func (l *List) Paths() []string {
 }
 
 // Add records that [off, off+n) of path was read: a path seen for the
-// first time goes at the end, a known one gets the range merged into its
-// ranges. n <= 0 with off 0 marks the whole file.
+// first time goes at the end, a known one gets the range added to its
+// ranges. n <= 0 marks the whole file. Ranges that come in order are
+// merged as they come; out of order, they are merged by Normalize (Encode
+// does it), which must run before Entries are read. An empty path, or a
+// range whose end overflows, is ignored.
 func (l *List) Add(path string, off, n int64) {
+	if path == "" || n > 0 && (off < 0 || off > math.MaxInt64-n) {
+		return
+	}
 	if l.index == nil {
 		l.index = make(map[string]int, len(l.Entries))
 		for i, e := range l.Entries {
@@ -105,28 +114,56 @@ func (l *List) Add(path string, off, n int64) {
 	} else if l.Entries[i].Whole() {
 		return // already the whole file
 	}
-	if n <= 0 || off < 0 {
+	if n <= 0 {
 		l.Entries[i].Ranges = nil
+		delete(l.unsorted, i)
 		return
 	}
-	l.Entries[i].Ranges = mergeRange(l.Entries[i].Ranges, Range{off, n})
+	rs := l.Entries[i].Ranges
+	switch last := len(rs) - 1; {
+	case last < 0 || off > rs[last].End():
+		rs = append(rs, Range{off, n})
+		if last >= 0 && off < rs[last].Off {
+			l.markUnsorted(i)
+		}
+	case off >= rs[last].Off:
+		rs[last].Len = max(rs[last].End(), off+n) - rs[last].Off
+	default:
+		rs = append(rs, Range{off, n})
+		l.markUnsorted(i)
+	}
+	l.Entries[i].Ranges = rs
 }
 
-// mergeRange inserts r into sorted, disjoint, non-adjacent rs.
-func mergeRange(rs []Range, r Range) []Range {
-	i, _ := slices.BinarySearchFunc(rs, r.Off, func(x Range, off int64) int {
-		if x.End() < off {
-			return -1
-		}
-		return 1
-	})
-	j := i
-	for j < len(rs) && rs[j].Off <= r.End() {
-		off, end := min(r.Off, rs[j].Off), max(r.End(), rs[j].End())
-		r = Range{off, end - off}
-		j++
+func (l *List) markUnsorted(i int) {
+	if l.unsorted == nil {
+		l.unsorted = map[int]bool{}
 	}
-	return slices.Replace(rs, i, j, r)
+	l.unsorted[i] = true
+}
+
+// Normalize sorts and merges the ranges Add took out of order. Parse and
+// Encode call it.
+func (l *List) Normalize() {
+	for i := range l.unsorted {
+		l.Entries[i].Ranges = normalizeRanges(l.Entries[i].Ranges)
+	}
+	l.unsorted = nil
+}
+
+// normalizeRanges sorts rs and merges overlapping and adjacent ranges, in
+// place.
+func normalizeRanges(rs []Range) []Range {
+	slices.SortFunc(rs, func(a, b Range) int { return cmp.Compare(a.Off, b.Off) })
+	out := rs[:0]
+	for _, r := range rs {
+		if k := len(out) - 1; k >= 0 && r.Off <= out[k].End() {
+			out[k].Len = max(out[k].End(), r.End()) - out[k].Off
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 // Parse reads a list. Ranges of an entry are sorted and merged; a path
@@ -170,6 +207,7 @@ func Parse(data []byte) (*List, error) {
 			l.Add(e.Path, r.Off, r.Len)
 		}
 	}
+	l.Normalize()
 	return l, nil
 }
 
@@ -205,7 +243,7 @@ func parseLine(line string) (Entry, error) {
 		}
 		off, err1 := strconv.ParseInt(o, 10, 64)
 		ln, err2 := strconv.ParseInt(n, 10, 64)
-		if err1 != nil || err2 != nil || off < 0 || ln <= 0 || off > (1<<62) || ln > (1<<62) {
+		if err1 != nil || err2 != nil || off < 0 || ln <= 0 || off > math.MaxInt64-ln {
 			return e, fmt.Errorf("range %q: want OFFSET+LENGTH, non-negative, length > 0", f)
 		}
 		e.Ranges = append(e.Ranges, Range{off, ln})
@@ -216,6 +254,7 @@ func parseLine(line string) (Entry, error) {
 // Encode writes the list in the current format, starting with the
 // version line.
 func (l *List) Encode() []byte {
+	l.Normalize()
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "%s%d\n", header, Version)
 	for _, e := range l.Entries {
@@ -284,6 +323,9 @@ type entryJSON struct {
 func (e *Entry) UnmarshalJSON(b []byte) error {
 	var p string
 	if err := json.Unmarshal(b, &p); err == nil {
+		if p == "" {
+			return fmt.Errorf("%w: entry with an empty path", ErrSyntax)
+		}
 		*e = Entry{Path: p}
 		return nil
 	}
@@ -291,13 +333,20 @@ func (e *Entry) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return fmt.Errorf("%w: entry: want a path or {path, ranges}: %w", ErrSyntax, err)
 	}
+	if j.Path == "" {
+		return fmt.Errorf("%w: entry with an empty path", ErrSyntax)
+	}
+	if len(j.Ranges) > MaxRanges {
+		return fmt.Errorf("%w: %s: more than %d ranges", ErrSyntax, j.Path, MaxRanges)
+	}
 	out := Entry{Path: j.Path}
 	for _, r := range j.Ranges {
-		if r[0] < 0 || r[1] <= 0 || r[0] > 1<<62 || r[1] > 1<<62 {
-			return fmt.Errorf("%w: %s: range %d+%d: want offset >= 0, length > 0", ErrSyntax, j.Path, r[0], r[1])
+		if r[0] < 0 || r[1] <= 0 || r[0] > math.MaxInt64-r[1] {
+			return fmt.Errorf("%w: %s: range %d+%d: want offset >= 0, length > 0, no overflow", ErrSyntax, j.Path, r[0], r[1])
 		}
-		out.Ranges = mergeRange(out.Ranges, Range{r[0], r[1]})
+		out.Ranges = append(out.Ranges, Range{r[0], r[1]})
 	}
+	out.Ranges = normalizeRanges(out.Ranges)
 	*e = out
 	return nil
 }

@@ -3,9 +3,11 @@ package prefetchlist
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParse(t *testing.T) {
@@ -31,7 +33,9 @@ func TestParse(t *testing.T) {
 		{name: "bad range", in: "/a\t12\n", err: "OFFSET+LENGTH"},
 		{name: "negative offset", in: "/a\t-1+4\n", err: "non-negative"},
 		{name: "zero length", in: "/a\t0+0\n", err: "length > 0"},
-		{name: "huge range", in: "/a\t0+9223372036854775807\n", err: "OFFSET+LENGTH"},
+		{name: "huge range", in: "/a\t1+9223372036854775807\n", err: "OFFSET+LENGTH"},
+		{name: "ends overflow", in: "/a\t0+4611686018427387904 4611686018427387904+4611686018427387904\n", err: "OFFSET+LENGTH"},
+		{name: "whole int64", in: "/a\t0+9223372036854775807\n", want: []Entry{{Path: "/a", Ranges: []Range{{0, 9223372036854775807}}}}},
 		{name: "empty path", in: "\t0+1\n", err: "empty path"},
 		{name: "bad quote", in: "\"/a\n", err: "quoted"},
 		{name: "junk after quote", in: "\"/a\"x\n", err: "tab after"},
@@ -148,9 +152,40 @@ func TestEntryJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(`["/x","/y"]`), &out); err != nil || len(out) != 2 || !out[1].Whole() {
 		t.Fatalf("paths: %+v %v", out, err)
 	}
-	for _, bad := range []string{`[{"path":"/x","ranges":[[-1,1]]}]`, `[{"path":"/x","ranges":[[0,0]]}]`, `[3]`} {
+	for _, bad := range []string{`[{"path":"/x","ranges":[[-1,1]]}]`, `[{"path":"/x","ranges":[[0,0]]}]`, `[3]`, `[""]`,
+		`[{"path":"","ranges":[[0,1]]}]`, `[{"path":"/x","ranges":[[4611686018427387904,4611686018427387904]]}]`} {
 		if err := json.Unmarshal([]byte(bad), &out); err == nil {
 			t.Errorf("%s accepted", bad)
 		}
+	}
+}
+
+// TestManyRangesLinear: ranges in descending order (a file read
+// backwards) cost a sort, not a move of every range per range.
+func TestManyRangesLinear(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("/a\t")
+	const n = 200000
+	for i := n; i > 0; i-- {
+		fmt.Fprintf(&b, "%d+1 ", i*10)
+	}
+	start := time.Now()
+	l, err := Parse([]byte(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Entries[0].Ranges) != n || l.Entries[0].Ranges[0].Off != 10 {
+		t.Fatalf("%d ranges, first %+v", len(l.Entries[0].Ranges), l.Entries[0].Ranges[0])
+	}
+	var m List
+	for i := n; i > 0; i-- {
+		m.Add("/a", int64(i)*10, 1)
+	}
+	m.Normalize()
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("%d descending ranges took %v", n, took)
+	}
+	if len(m.Entries[0].Ranges) != n {
+		t.Fatalf("Add: %d ranges", len(m.Entries[0].Ranges))
 	}
 }
