@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -114,7 +115,7 @@ func cmdTrace(ctx context.Context, c *control.Client, args []string, stdout, std
 	if *output == "" || *output == "-" {
 		_, err = stdout.Write(list.Encode())
 	} else {
-		err = os.WriteFile(*output, list.Encode(), 0o644)
+		err = writeReplacing(*output, list.Encode())
 	}
 	if err != nil {
 		return fmt.Errorf("trace: write the list: %w", err)
@@ -164,14 +165,51 @@ func containerMount(ctx context.Context, c *control.Client, id string) (string, 
 	if err != nil {
 		return "", err
 	}
+	return mountUnder(ims, id)
+}
+
+// mountUnder picks the mount of the image under container id from the
+// daemon's image list.
+func mountUnder(ims []control.Image, id string) (string, error) {
 	// containerd names a container's snapshot NAMESPACE/N/ID in the
-	// snapshotter; with CRI and ctr run, ID is the container's id.
+	// snapshotter; with CRI and ctr run, ID is the container's id. The
+	// same id in two namespaces is ambiguous: NAMESPACE/N/ID picks one.
+	var found []string
+	var keys []string
 	for _, im := range ims {
 		for _, key := range im.Containers {
 			if (key == id || strings.HasSuffix(key, "/"+id)) && len(im.Mounts) > 0 {
-				return im.Mounts[0], nil
+				found, keys = append(found, im.Mounts[0]), append(keys, key)
 			}
 		}
 	}
-	return "", fmt.Errorf("no image of erofsd's snapshotter is under container %q (erofsctl ls lists them)", id)
+	switch len(found) {
+	case 0:
+		return "", fmt.Errorf("no image of erofsd's snapshotter is under container %q (erofsctl ls lists them)", id)
+	case 1:
+		return found[0], nil
+	}
+	return "", fmt.Errorf("container %q is ambiguous: snapshots %q; give one of them", id, keys)
+}
+
+// writeReplacing writes data to name through a new file renamed over it:
+// as root, an existing name that is a symlink is replaced, never followed.
+func writeReplacing(name string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), name)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/erofsd/erofsd/erofs/build"
 	"github.com/erofsd/erofsd/erofstrace"
+	"github.com/erofsd/erofsd/internal/control"
 	"github.com/erofsd/erofsd/internal/testutil/require"
 	"github.com/erofsd/erofsd/internal/testutil/testimage"
 	"github.com/erofsd/erofsd/internal/testutil/testmount"
@@ -102,5 +103,27 @@ func TestTraceCommand(t *testing.T) {
 	}
 	if !strings.HasPrefix(stderr.String(), strings.Repeat("two\n", 3000)+"3\n") {
 		t.Errorf("the command's output is not on stderr: %.40q", stderr.String())
+	}
+}
+
+func TestMountUnder(t *testing.T) {
+	ims := []control.Image{
+		{FSID: "a", Mounts: []string{"/m/a"}, Containers: []string{"k8s.io/5/c1", "k8s.io/6/c2"}},
+		{FSID: "b", Mounts: []string{"/m/b"}, Containers: []string{"default/7/c2", "default/8/xc1"}},
+		{FSID: "c", Containers: []string{"default/9/c3"}}, // not mounted
+	}
+	for _, tc := range []struct {
+		id, want, err string
+	}{
+		{"c1", "/m/a", ""},
+		{"k8s.io/6/c2", "/m/a", ""},
+		{"c2", "", "ambiguous"},
+		{"c3", "", "no image"},
+		{"1", "", "no image"}, // a suffix of an id is not the id
+	} {
+		got, err := mountUnder(ims, tc.id)
+		if got != tc.want || tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("%q: %q, %v; want %q, error with %q", tc.id, got, err, tc.want, tc.err)
+		}
 	}
 }
