@@ -19,7 +19,7 @@ type StartExtent struct {
 }
 
 // MaxStartExtents bounds the start set an image may record.
-const MaxStartExtents = 1 << 16
+const MaxStartExtents = disk.MaxStartExtents
 
 // StartSet returns the extents of the blobs the image's builder recorded
 // as read first by its workload (erofs-image build --prefetch-list), in

@@ -232,6 +232,11 @@ func (b *Builder) putChunk(p []byte, start bool, rank int) (chunkRef, bool, erro
 	digest := sha256.Sum256(p)
 	key := chunkKey{digest, uint32(len(p))}
 	if ref, ok := b.dedupe[key]; ok {
+		if b.start != nil && start && ref.back {
+			// A listed chunk stored earlier for an unlisted file: the
+			// start set names it where it is.
+			b.blobs[ref.dev-1].addExtraStart(ref.blk, uint32(disk.AlignUp(len(p), blockSize)/blockSize), rank)
+		}
 		return ref, true, nil
 	}
 	if b.blob == nil {

@@ -159,6 +159,24 @@ type blob struct {
 	frontChunks int    // chunks put in the front as start-set chunks
 	rank        int    // smallest start-set rank of those chunks
 	frontBlocks uint32 // set by finish: where the back segment starts
+	// extraStart are start-set chunks found stored in the back already
+	// (deduplicated), by back-segment block.
+	extraStart map[uint32]extraStart
+}
+
+// extraStart is a start-set chunk in a blob's back segment.
+type extraStart struct {
+	blocks uint32
+	rank   int
+}
+
+func (b *blob) addExtraStart(blk, blocks uint32, rank int) {
+	if b.extraStart == nil {
+		b.extraStart = map[uint32]extraStart{}
+	}
+	if e, ok := b.extraStart[blk]; !ok || rank < e.rank {
+		b.extraStart[blk] = extraStart{blocks: blocks, rank: rank}
+	}
 }
 
 type chunkKey struct {

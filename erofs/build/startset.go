@@ -89,29 +89,51 @@ func (s *startSet) rank(name string) int {
 	return int(^uint(0) >> 1)
 }
 
-// encodeStartSet encodes the start set section for the blobs' front
-// segments, ordered by the list position of their first chunk.
+// encodeStartSet encodes the start set section: each blob's front
+// segment, and the start-set chunks deduplicated into back segments,
+// ordered by the list position of their first chunk, adjacent extents
+// merged.
 func encodeStartSet(blobs []*blob) []byte {
-	var ext []disk.StartExtent
-	var ranks []int
+	type ranked struct {
+		e    disk.StartExtent
+		rank int
+	}
+	var all []ranked
 	for _, bl := range blobs {
 		if bl.frontChunks > 0 && bl.frontBlocks > 0 {
-			ext = append(ext, disk.StartExtent{DeviceID: bl.device, Blocks: bl.frontBlocks})
-			ranks = append(ranks, bl.rank)
+			all = append(all, ranked{disk.StartExtent{DeviceID: bl.device, Blocks: bl.frontBlocks}, bl.rank})
+		}
+		for blk, x := range bl.extraStart {
+			all = append(all, ranked{disk.StartExtent{DeviceID: bl.device, BlkAddr: blk + bl.frontBlocks, Blocks: x.blocks}, x.rank})
 		}
 	}
-	if len(ext) == 0 {
+	if len(all) == 0 {
 		return nil
 	}
-	idx := make([]int, len(ext))
-	for i := range idx {
-		idx[i] = i
+	slices.SortStableFunc(all, func(a, b ranked) int {
+		if c := cmp.Compare(a.rank, b.rank); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.e.DeviceID, b.e.DeviceID); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.e.BlkAddr, b.e.BlkAddr)
+	})
+	var ext []disk.StartExtent
+	for _, r := range all {
+		if k := len(ext) - 1; k >= 0 && ext[k].DeviceID == r.e.DeviceID && ext[k].BlkAddr+ext[k].Blocks == r.e.BlkAddr {
+			ext[k].Blocks += r.e.Blocks
+			continue
+		}
+		if len(ext) == disk.MaxStartExtents {
+			break // the rest is read on demand; the set stays readable
+		}
+		ext = append(ext, r.e)
 	}
-	slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(ranks[a], ranks[b]) })
 	out := make([]byte, disk.StartSetHeaderSize+len(ext)*disk.StartSetEntrySize)
 	body := out[disk.StartSetHeaderSize:]
-	for i, j := range idx {
-		ext[j].Encode(body[i*disk.StartSetEntrySize:])
+	for i := range ext {
+		ext[i].Encode(body[i*disk.StartSetEntrySize:])
 	}
 	h := disk.StartSetHeader{
 		Version:     disk.StartSetVersion,

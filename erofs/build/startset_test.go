@@ -290,3 +290,57 @@ func TestStartSetHostile(t *testing.T) {
 		})
 	}
 }
+
+// A listed file whose chunks were stored before, for an unlisted file
+// (a tar keeps its order): the start set names them where they are.
+func TestStartSetDedupedChunks(t *testing.T) {
+	src := writeStartTree(t)
+	// f04's content under an unlisted name first, then f04 itself.
+	data, _ := os.ReadFile(filepath.Join(src, "f04"))
+	os.WriteFile(filepath.Join(src, "a-copy"), data, 0o644)
+	var list prefetchlist.List
+	list.Add("/f04", 0, 0)
+	blobDir := t.TempDir()
+	out := filepath.Join(t.TempDir(), "img")
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b, err := New(f, Options{ChunkSize: 64 << 10, BlobDir: blobDir, PrefetchList: &list})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddTar(context.Background(), tarOf(t, src, []string{"f00", "a-copy", "f01", "f04"}), TarOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := b.Finish(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(res.ImageSize)
+	im, err := erofs.Open(f, erofs.WithBlobs(erofs.DirBlobs(blobDir)), erofs.WithVerifiedBlobs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := im.StartSet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunks, err := im.Chunks("f04")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range chunks {
+		in := false
+		for _, e := range set {
+			in = in || int(e.Device) == c.Device && c.BlkAddr >= e.BlkAddr && c.BlkAddr < e.BlkAddr+e.Blocks
+		}
+		if !in {
+			t.Errorf("f04 chunk at block %d not in the start set %+v", c.BlkAddr, set)
+		}
+	}
+	if got, _ := fs.ReadFile(im, "f04"); !bytes.Equal(got, data) {
+		t.Fatal("f04 reads wrong")
+	}
+}

@@ -30,6 +30,9 @@ const (
 	StartSetVersion    = 1
 	StartSetHeaderSize = 64
 	StartSetEntrySize  = 16
+	// MaxStartExtents bounds the entries a reader accepts and a builder
+	// writes.
+	MaxStartExtents = 1 << 16
 )
 
 // ErrNoStartSet reports that an image records no start set.
