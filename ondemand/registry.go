@@ -205,7 +205,10 @@ func (r *Registry) Register(spec ImageSpec) (*Image, error) {
 		return nil, fmt.Errorf("%w: fsid %q", ErrExists, spec.FSID)
 	}
 	// Blobs other images describe the same way are shared; this image's
-	// store becomes one more place to read them from.
+	// store becomes one more place to read them from. The shared one keeps
+	// the file runs and start spans of the image that registered it
+	// first: they steer readahead and counters, never which bytes are
+	// served.
 	for i, b := range im.blobs {
 		if shared, ok := r.blobs[b.name]; ok {
 			im.blobs[i] = shared
