@@ -523,8 +523,22 @@ func (d *Daemon) mount(ctx context.Context, req control.MountRequest, owner, ima
 	if prefetch {
 		d.pf.run(mp, req.FSID, req.DomainID, popts)
 	}
+	d.lat.sync()
 	out := m.Mount
 	return &out, nil
+}
+
+// mountNames returns the daemon's mounts: mountpoint → fsid.
+func (d *Daemon) mountNames() map[string]string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make(map[string]string, len(d.mounts))
+	for mp, m := range d.mounts {
+		if m.mounted != nil {
+			out[mp] = m.FSID
+		}
+	}
+	return out
 }
 
 // Unmount unmounts a mount erofsd made and, if the mount registered its
@@ -565,6 +579,7 @@ func (d *Daemon) unmount(ctx context.Context, mountpoint, owner string) error {
 	delete(d.mounts, mp)
 	d.mu.Unlock()
 	d.saveState()
+	d.lat.sync()
 	log := d.log.WithFields(logrus.Fields{"fsid": m.FSID, "mountpoint": mp})
 	if lingers(m.sysfs) {
 		// The filesystem lives on without its mount point: a bind mount

@@ -70,6 +70,11 @@ type Config struct {
 	// rate limit: it is what the workload reads next. A mount's prefetch
 	// "off" disables it for that mount.
 	PrefetchStart bool
+	// KernelReadLatency exports, per mount, how long read system calls
+	// on its files take in the kernel (eBPF on the syscall tracepoints;
+	// every system call on the machine then runs a small BPF program, a
+	// few hundred ns). Where BPF is not allowed erofsd serves without it.
+	KernelReadLatency bool
 	// PrefetchStartMax bounds the bytes of one image's start set fetched
 	// that way (0: no bound); the rest is prefetched like a mount's
 	// prefetch list, paced and yielding to the kernel.

@@ -51,6 +51,7 @@ type Daemon struct {
 	log       logrus.FieldLogger
 	started   time.Time
 	pf        *prefetcher              // background prefetch after mounts
+	lat       *readLatency             // kernel read latency per mount; nil: off
 	sn        *snapshotter.Snapshotter // containerd's snapshotter, if on
 	snap      *snapshotter.Server      // and its gRPC server
 	creds     *criproxy.Credentials    // pull secrets from the CRI proxy, if on
@@ -240,6 +241,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer stopCRIProxy()
 
 	metrics.Register(d.promReg, cfg.Version, d.counterSources()...)
+	if cfg.KernelReadLatency {
+		if d.lat = newReadLatency(d.mountNames, log); d.lat != nil {
+			d.promReg.MustRegister(d.lat)
+			d.lat.sync()
+			defer d.lat.Close()
+		}
+	}
 	if cfg.MetricsAddr != "" {
 		ml, err := net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {

@@ -98,6 +98,7 @@ func parseConfig(args []string) (daemon.Config, error) {
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", def.MetricsAddr, "`address` serving /metrics, /healthz and /readyz (empty: off)")
 	fs.StringVar(&cfg.Prefetch, "prefetch", def.Prefetch, "after a mount, fetch in the background: off, or whole (every blob; a mount's prefetch list comes first either way)")
 	fs.BoolVar(&cfg.PrefetchStart, "prefetch-start", def.PrefetchStart, "at a mount of an image that records a start set (erofs-image build --prefetch-list), fetch it at once in large requests, alongside the kernel's reads")
+	fs.BoolVar(&cfg.KernelReadLatency, "kernel-read-latency", false, "export erofsd_kernel_read_seconds, per mount: how long read system calls on its files take in the kernel (eBPF; costs every system call on the machine a few hundred ns)")
 	startMax := units.Bytes(def.PrefetchStartMax)
 	fs.Var(&startMax, "prefetch-start-max", "`bytes` of one image's start set fetched at once (K, M, G); the rest is prefetched paced, yielding to the kernel (0: no bound)")
 	var prefetchRate units.Bytes
