@@ -41,6 +41,12 @@ if ! command -v promtool >/dev/null 2>&1; then
 	rm -rf "$tmp"
 fi
 
+# erofsctl trace (and its tests) read the EROFS tracepoints' formats from
+# tracefs, which systemd mounts on most machines and a bare one may not.
+if [ -d /sys/kernel/tracing ] && ! mountpoint -q /sys/kernel/tracing; then
+	mount -t tracefs nodev /sys/kernel/tracing || echo "install-deps: could not mount tracefs; erofsctl trace's tests will say why" >&2
+fi
+
 if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
 	echo "install-deps: Go 1.26.8 or newer is required (go.mod's go line; expected at /usr/local/go)" >&2
 	exit 1
