@@ -308,7 +308,9 @@ func (m v1Mount) convert() Mount {
 	if m.Prefetch != nil {
 		out.Prefetch = &Prefetch{Whole: m.Prefetch.Whole}
 		for _, f := range m.Prefetch.Files {
-			out.Prefetch.Files = append(out.Prefetch.Files, prefetchlist.Entry{Path: f})
+			if f != "" { // as the current format refuses it
+				out.Prefetch.Files = append(out.Prefetch.Files, prefetchlist.Entry{Path: f})
+			}
 		}
 	}
 	return out
