@@ -105,41 +105,46 @@ func run(sizeMiB int, window int64) error {
 		return err
 	}
 	const rounds = 3
-	var refs, lazies []float64
+	var refs, lazies, refCPUs, lazyCPUs []float64
 	var events int64
+	gib := float64(sizeMiB) / 1024
 	for r := 0; r < rounds; r++ {
 		unix.Sync()
-		ref, err := coldRead(img, blob, filepath.Join(work, "mnt-ref"))
+		ref, refCPU, err := coldRead(img, blob, filepath.Join(work, "mnt-ref"))
 		if err != nil {
 			return err
 		}
-		lazy, n, err := lazyRead(reg, im, img, filepath.Join(cache, fmt.Sprint("blob", r)), filepath.Join(work, "mnt-lazy"))
+		lazy, lazyCPU, n, err := lazyRead(reg, im, img, filepath.Join(cache, fmt.Sprint("blob", r)), filepath.Join(work, "mnt-lazy"))
 		if err != nil {
 			return err
 		}
 		os.Remove(filepath.Join(cache, fmt.Sprint("blob", r)))
 		refs, lazies, events = append(refs, ref), append(lazies, lazy), n
+		refCPUs, lazyCPUs = append(refCPUs, refCPU/gib), append(lazyCPUs, lazyCPU/gib)
 	}
 	ref, lazy := median(refs), median(lazies)
+	refCPU, lazyCPU := median(refCPUs), median(lazyCPUs)
 	fmt.Printf("cold sequential read of %d MiB on this kernel (median of %d rounds):\n", sizeMiB, rounds)
 	fmt.Printf("  file-backed mount, complete blob        %8.1f MiB/s  %s\n", ref, list(refs))
 	fmt.Printf("  fanotify, filled on demand and verified %8.1f MiB/s  %s (%d events, mount readahead %d KiB)\n",
 		lazy, list(lazies), events, mountRA)
 	fmt.Printf("  ratio fanotify/complete %.2f (target >= 0.8)\n", lazy/ref)
+	fmt.Printf("  CPU (user+sys of this process: erofsd and the reader) per GiB: fanotify %.2f s %s, complete %.2f s %s, ratio %.2f (target <= 1.5)\n",
+		lazyCPU, listf(lazyCPUs), refCPU, listf(refCPUs), lazyCPU/refCPU)
 	return printPrefetch(reg, im, img, work)
 }
 
 // lazyRead serves the image's blob from a new sparse cache file filled
-// on pre-content events and reads "big" through it; it returns MiB/s and
-// the events handled.
-func lazyRead(reg *ondemand.Registry, im *ondemand.Image, img, cacheFile, mnt string) (float64, int64, error) {
+// on pre-content events and reads "big" through it; it returns MiB/s, the
+// CPU seconds spent and the events handled.
+func lazyRead(reg *ondemand.Registry, im *ondemand.Image, img, cacheFile, mnt string) (float64, float64, int64, error) {
 	srv, _, _, stop, err := serveBlob(reg, im, cacheFile)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	defer stop()
-	lazy, err := coldRead(img, cacheFile, mnt)
-	return lazy, srv.Stats.Events.Load(), err
+	lazy, cpu, err := coldRead(img, cacheFile, mnt)
+	return lazy, cpu, srv.Stats.Events.Load(), err
 }
 
 // serveBlob serves the image's blob from cacheFile through a fanotify
@@ -181,29 +186,48 @@ func list(v []float64) string {
 }
 
 // coldRead mounts img with device and reads "big" sequentially after
-// dropping the page cache; it returns MiB/s.
-func coldRead(img, device, mnt string) (float64, error) {
+// dropping the page cache; it returns MiB/s and the CPU seconds (user and
+// system) this process spent meanwhile: the reader's, and for a lazy read
+// erofsd's serving too, which runs in this process.
+func coldRead(img, device, mnt string) (float64, float64, error) {
 	os.MkdirAll(mnt, 0o755)
 	unmount, err := testmount.FileBacked(img, []string{device}, mnt)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer unmount()
 	if mountRA > 0 {
 		if err := kmount.SetReadahead(mnt, mountRA); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 	}
 	os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0o200)
 	f, err := os.Open(filepath.Join(mnt, "big"))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer f.Close()
+	cpu0 := cpuSeconds()
 	start := time.Now()
 	n, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{f}, make([]byte, 1<<20))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return float64(n) / (1 << 20) / time.Since(start).Seconds(), nil
+	took := time.Since(start).Seconds()
+	return float64(n) / (1 << 20) / took, cpuSeconds() - cpu0, nil
+}
+
+// cpuSeconds is the user and system CPU time this process has used.
+func cpuSeconds() float64 {
+	var ru unix.Rusage
+	unix.Getrusage(unix.RUSAGE_SELF, &ru)
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
+}
+
+func listf(v []float64) string {
+	var parts []string
+	for _, x := range v {
+		parts = append(parts, fmt.Sprintf("%.2f", x))
+	}
+	return "(" + strings.Join(parts, ", ") + ")"
 }
