@@ -82,7 +82,8 @@ func BenchmarkRegistry(b *testing.B) {
 	// machine is shared.
 	const rounds = 3
 	for i := 0; i < b.N; i++ {
-		var curls, lazies, walks []float64
+		var curls, lazies, walks, curlCPUs, lazyCPUs []float64
+		gib := float64(bigBlob.Size) / (1 << 30)
 		for r := 0; r < rounds; r++ {
 			// Cold for both: earlier rounds' cache files removed, every
 			// dirty page written back (drop_caches keeps dirty pages) and
@@ -90,28 +91,34 @@ func BenchmarkRegistry(b *testing.B) {
 			// disk for curl and for erofsd alike.
 			os.RemoveAll(filepath.Join(work, "runs"))
 			dropCaches()
-			start := time.Now()
+			start, cpu0 := time.Now(), childCPUSeconds()
 			out, err := exec.Command(curl, "-sSf", "-o", "/dev/null", "-w", "%{size_download}",
 				reg.URL()+"/v2/bench/blobs/"+bigBlob.Digest.String()).CombinedOutput()
 			if err != nil {
 				b.Fatalf("curl: %v\n%s", err, out)
 			}
 			curlSecs := time.Since(start).Seconds()
+			curlCPUs = append(curlCPUs, (childCPUSeconds()-cpu0)/gib)
 			if n, _ := strconv.ParseInt(string(out), 10, 64); n != bigBlob.Size {
 				b.Fatalf("curl fetched %s bytes of %d", out, bigBlob.Size)
 			}
 			curls = append(curls, float64(bigBlob.Size)/(1<<20)/curlSecs)
-			walkShare, lazyMiB, err := lazyRun(ctx, b, filepath.Join(work, "runs", fmt.Sprint(i, r)), reg.Host, res, int64(minFetch), int64(window), r == 0)
+			walkShare, lazyMiB, lazyCPU, err := lazyRun(ctx, b, filepath.Join(work, "runs", fmt.Sprint(i, r)), reg.Host, res, int64(minFetch), int64(window), r == 0)
 			if err != nil {
 				b.Fatal(err)
 			}
-			lazies, walks = append(lazies, lazyMiB), append(walks, walkShare)
+			lazies, walks, lazyCPUs = append(lazies, lazyMiB), append(walks, walkShare), append(lazyCPUs, lazyCPU/gib)
 		}
 		curlMiB, lazyMiB := median(curls), median(lazies)
 		fmt.Printf("registry on loopback, cold sequential read of %d MiB (median of %d rounds):\n", sizeMiB, rounds)
 		fmt.Printf("  curl of the blob                           %8.1f MiB/s  %s\n", curlMiB, rates(curls))
 		fmt.Printf("  erofsd fanotify path, verified chunks      %8.1f MiB/s  %s (min fetch %d, readahead %d)\n", lazyMiB, rates(lazies), minFetch, window)
 		fmt.Printf("  ratio erofsd/curl %.2f (target >= 0.8)\n", lazyMiB/curlMiB)
+		curlCPU, lazyCPU := median(curlCPUs), median(lazyCPUs)
+		fmt.Printf("  CPU per GiB (user+sys): erofsd and the reader %.2f s %s, curl %.2f s %s, ratio %.2f (target <= 1.5; the registry's own CPU is in neither)\n",
+			lazyCPU, secs(lazyCPUs), curlCPU, secs(curlCPUs), lazyCPU/curlCPU)
+		b.ReportMetric(lazyCPU, "erofsd-cpu-s/GiB")
+		b.ReportMetric(curlCPU, "curl-cpu-s/GiB")
 		fmt.Printf("metadata-only walk of %d MiB image (5,000 small files): %.2f%% of its bytes fetched, bootstrap included (target < 5%%)\n",
 			imageBytes>>20, 100*walks[0])
 		b.ReportMetric(lazyMiB/curlMiB, "ratio-vs-curl")
@@ -125,6 +132,26 @@ func median(v []float64) float64 {
 	return s[len(s)/2]
 }
 
+func secs(v []float64) string {
+	var parts []string
+	for _, x := range v {
+		parts = append(parts, fmt.Sprintf("%.2f", x))
+	}
+	return "(" + strings.Join(parts, ", ") + ")"
+}
+
+// selfCPUSeconds and childCPUSeconds are the user and system CPU time of
+// this process (erofsd's serving and the reader run here) and of its
+// waited-for children (curl).
+func selfCPUSeconds() float64  { return rusageSeconds(unix.RUSAGE_SELF) }
+func childCPUSeconds() float64 { return rusageSeconds(unix.RUSAGE_CHILDREN) }
+
+func rusageSeconds(who int) float64 {
+	var ru unix.Rusage
+	unix.Getrusage(who, &ru)
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
+}
+
 func rates(v []float64) string {
 	var parts []string
 	for _, x := range v {
@@ -135,31 +162,32 @@ func rates(v []float64) string {
 
 // lazyRun serves the resolved image from the registry through the
 // fanotify front end, walks its tree, then reads "big"; it returns the
-// share of image bytes fetched by the walk and the read's MiB/s.
-func lazyRun(ctx context.Context, b *testing.B, dir, host string, res *oci.Resolved, minFetch, window int64, report bool) (float64, float64, error) {
+// share of image bytes fetched by the walk, the read's MiB/s and the CPU
+// seconds this process spent during the read.
+func lazyRun(ctx context.Context, b *testing.B, dir, host string, res *oci.Resolved, minFetch, window int64, report bool) (float64, float64, float64, error) {
 	cache, mnt := filepath.Join(dir, "cache"), filepath.Join(dir, "mnt")
 	os.MkdirAll(cache, 0o700)
 	os.MkdirAll(mnt, 0o755)
 	stats := &blobstore.Stats{}
 	store, err := blobstore.Open("oci+http://"+host+"/bench", blobstore.StoreOptions{Stats: stats})
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	digest, _ := blobstore.ParseDigest(res.Manifest.Bootstrap.Digest.String())
 	bootstrap, err := ondemand.FetchBootstrap(ctx, store, digest, dir)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	reg := ondemand.NewRegistry()
 	defer reg.Close()
 	reg.MinFetch, reg.ReadaheadWindow = minFetch, window
 	im, err := reg.Register(ondemand.ImageSpec{FSID: "bench", Bootstrap: bootstrap, Store: store})
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	srv, err := fanotify.New(fanotify.Config{})
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -169,25 +197,25 @@ func lazyRun(ctx context.Context, b *testing.B, dir, host string, res *oci.Resol
 	for _, bl := range im.Blobs {
 		obj, err := reg.Resolve(im.VolumeKey(), bl.Name)
 		if err != nil {
-			return 0, 0, err
+			return 0, 0, 0, err
 		}
 		defer obj.Release()
 		p := filepath.Join(cache, bl.Name)
 		w, err := srv.Watch(p, bl.Size, bl.Digest.Sum(), obj)
 		if err != nil {
-			return 0, 0, err
+			return 0, 0, 0, err
 		}
 		defer w.Close()
 		devices = append(devices, p)
 	}
 	unmount, err := testmount.FileBacked(bootstrap, devices, mnt)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	defer unmount()
 	// As erofsd's --mount-readahead default.
 	if err := kmount.SetReadahead(mnt, 4096); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 
 	imageBytes := im.Size
@@ -202,14 +230,14 @@ func lazyRun(ctx context.Context, b *testing.B, dir, host string, res *oci.Resol
 		return err
 	})
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	walkShare := float64(im.Size+reg.Stats.FetchedBytes.Load()) / float64(imageBytes)
 	var read int64
 	for _, p := range []string{"many/d000/f00007", "many/d042/f02100", "many/d099/f04999"} {
 		data, err := os.ReadFile(filepath.Join(mnt, p))
 		if err != nil {
-			return 0, 0, err
+			return 0, 0, 0, err
 		}
 		read += int64(len(data))
 	}
@@ -221,22 +249,23 @@ func lazyRun(ctx context.Context, b *testing.B, dir, host string, res *oci.Resol
 	dropCaches()
 	f, err := os.Open(filepath.Join(mnt, "big"))
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	defer f.Close()
-	start := time.Now()
+	start, cpu0 := time.Now(), selfCPUSeconds()
 	n, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{f}, make([]byte, 1<<20))
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	mibs := float64(n) / (1 << 20) / time.Since(start).Seconds()
+	cpu := selfCPUSeconds() - cpu0
 	if os.Getenv("EROFSD_BENCH_DEBUG") != "" {
 		fmt.Printf("  debug: %d chunks fetched, %d runs, %d fills waited for another, %d events, %d readaheads, %d store requests\n",
 			reg.Stats.Fetches.Load(), reg.Stats.CoalescedFetches.Load(), reg.Stats.Coalesced.Load(),
 			srv.Stats.Events.Load(), srv.Stats.Readaheads.Load(), stats.OCI.Requests.Load())
 
 	}
-	return walkShare, mibs, nil
+	return walkShare, mibs, cpu, nil
 }
 
 // dropCaches writes back dirty pages and drops the page cache.
