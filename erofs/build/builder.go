@@ -250,18 +250,18 @@ func (b *Builder) putChunk(p []byte, start bool, rank int) (chunkRef, bool, erro
 		b.blobs = append(b.blobs, bl)
 		b.blob = bl
 	}
-	back := b.start != nil && !start
-	blk, err := b.blob.put(p, digest, back)
+	seg := inPlace
+	switch {
+	case b.start != nil && start:
+		seg = inFront
+	case b.start != nil:
+		seg = inBack
+	}
+	blk, err := b.blob.put(p, digest, seg, rank)
 	if err != nil {
 		return chunkRef{}, false, err
 	}
-	if b.start != nil && start {
-		if b.blob.frontChunks == 0 || rank < b.blob.rank {
-			b.blob.rank = rank
-		}
-		b.blob.frontChunks++
-	}
-	ref := chunkRef{dev: b.blob.device, blk: blk, back: back}
+	ref := chunkRef{dev: b.blob.device, blk: blk, front: seg == inFront, back: seg == inBack}
 	b.dedupe[key] = ref
 	return ref, false, nil
 }

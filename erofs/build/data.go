@@ -2,6 +2,7 @@ package build
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 
 	"github.com/erofsd/erofsd/erofs/internal/disk"
@@ -19,9 +21,11 @@ import (
 // chunkRef locates one chunk of a chunk-based file: a block on a device
 // (0: the image itself, 1..N: external blobs), or a sparse hole.
 type chunkRef struct {
-	dev  uint16
-	blk  uint32
-	back bool // blk counts from the start of the blob's back segment until Finish relocates it
+	dev uint16
+	blk uint32
+	// front and back: blk counts in the blob's front or back scratch
+	// segment until Finish relocates it.
+	front, back bool
 }
 
 var sparseRef = chunkRef{blk: disk.NullAddr}
@@ -138,10 +142,12 @@ var zeroBlock = make([]byte, blockSize)
 
 // blob is a content-addressed file receiving chunk data in blob mode.
 //
-// With a start set (Options.PrefetchList), a blob has two segments: the
-// chunks a workload reads first go to the front (f), the others to a back
-// file, appended to the front when the blob is finished. Back chunks' block
-// numbers count from the back segment's start until then.
+// With a start set (Options.PrefetchList), chunks go to one of two
+// scratch segments first: the chunks a workload reads first to the front,
+// the others to the back. Finish writes the front's chunks in list order
+// (a tar adds files in its own order), then the back, and the chunk
+// references are relocated: front ones through frontMap, back ones by the
+// front's size. Without a start set chunks are written in place.
 type blob struct {
 	dir    string
 	f      *os.File
@@ -153,16 +159,37 @@ type blob struct {
 	digest string // set by finish
 	size   int64
 
-	backF       *os.File // nil until the first back chunk
-	backBW      *blockWriter
-	backTable   []disk.ChunkEntry
-	frontChunks int    // chunks put in the front as start-set chunks
-	rank        int    // smallest start-set rank of those chunks
-	frontBlocks uint32 // set by finish: where the back segment starts
+	front, back segment
+	frontChunks []frontChunk      // in the order they came
+	rank        int               // smallest start-set rank of the front's chunks
+	frontMap    map[uint32]uint32 // set by finish: front scratch block → blob block
+	frontBlocks uint32            // set by finish: where the back segment starts
 	// extraStart are start-set chunks found stored in the back already
 	// (deduplicated), by back-segment block.
 	extraStart map[uint32]extraStart
 }
+
+// segment is a scratch file of whole blocks.
+type segment struct {
+	f     *os.File // nil until the first chunk
+	bw    *blockWriter
+	table []disk.ChunkEntry
+}
+
+// frontChunk is a start-set chunk in the front scratch segment.
+type frontChunk struct {
+	blk    uint32 // in the scratch segment
+	length uint32
+	digest [32]byte
+	rank   int
+}
+
+// Segments of put.
+const (
+	inPlace = iota // no start set
+	inFront
+	inBack
+)
 
 // extraStart is a start-set chunk in a blob's back segment.
 type extraStart struct {
@@ -193,79 +220,117 @@ func newBlob(dir string, device uint16, layer int) (*blob, error) {
 	return &blob{dir: dir, f: f, sha: h, bw: newBlockWriter(f, 0, h), device: device, layer: layer}, nil
 }
 
-// put stores one chunk in the front segment, or with back in the back
-// one, and returns its start block there.
-func (b *blob) put(p []byte, digest [32]byte, back bool) (uint32, error) {
+// put stores one chunk in place or in a scratch segment (inFront with
+// its start-set rank, inBack) and returns its start block there.
+func (b *blob) put(p []byte, digest [32]byte, seg, rank int) (uint32, error) {
 	bw, table := b.bw, &b.table
-	if back {
-		if b.backF == nil {
-			f, err := os.CreateTemp(b.dir, ".blob-back-*.tmp")
+	if seg != inPlace {
+		sg := &b.back
+		if seg == inFront {
+			sg = &b.front
+		}
+		if sg.f == nil {
+			f, err := os.CreateTemp(b.dir, ".blob-part-*.tmp")
 			if err != nil {
 				return 0, fmt.Errorf("creating blob in %s: %w", b.dir, err)
 			}
-			b.backF, b.backBW = f, newBlockWriter(f, 0, nil)
+			sg.f, sg.bw = f, newBlockWriter(f, 0, nil)
 		}
-		bw, table = b.backBW, &b.backTable
+		bw, table = sg.bw, &sg.table
 	}
 	blk, err := bw.write(p)
 	if err != nil {
 		return 0, fmt.Errorf("writing blob: %w", err)
 	}
+	if seg == inFront {
+		if len(b.frontChunks) == 0 || rank < b.rank {
+			b.rank = rank
+		}
+		b.frontChunks = append(b.frontChunks, frontChunk{blk: uint32(blk), length: uint32(len(p)), digest: digest, rank: rank})
+		return uint32(blk), nil
+	}
 	*table = append(*table, disk.ChunkEntry{DeviceID: b.device, BlkAddr: uint32(blk), Length: uint32(len(p)), Digest: digest})
 	return uint32(blk), nil
 }
 
-// appendBack appends the back segment to the front one and relocates the
-// back chunks' table entries.
-func (b *blob) appendBack() error {
-	b.frontBlocks = uint32(b.bw.next)
-	if b.backF == nil {
-		return nil
-	}
-	if err := b.backBW.flush(); err != nil {
-		return fmt.Errorf("writing blob: %w", err)
-	}
-	if b.bw.next+b.backBW.next > disk.NullAddr {
-		return fmt.Errorf("%w: more than 2^32-1 blocks", ErrTooLarge)
-	}
-	buf := make([]byte, writeBufSize)
-	for off := int64(0); ; {
-		n, err := b.backF.ReadAt(buf, off)
-		if n > 0 {
-			if _, werr := b.bw.write(buf[:n]); werr != nil {
-				return fmt.Errorf("writing blob: %w", werr)
+// assemble writes the scratch segments into the blob: the front's chunks
+// by rank (stable: a chunk's place among equals is the order it came),
+// then the back whole, and relocates their table entries.
+func (b *blob) assemble() error {
+	if b.front.f != nil {
+		if err := b.front.bw.flush(); err != nil {
+			return fmt.Errorf("writing blob: %w", err)
+		}
+		order := slices.Clone(b.frontChunks)
+		slices.SortStableFunc(order, func(x, y frontChunk) int { return cmp.Compare(x.rank, y.rank) })
+		b.frontMap = make(map[uint32]uint32, len(order))
+		for _, c := range order {
+			blk, err := copyBlocks(b.bw, b.front.f, int64(c.blk)*blockSize, int64(disk.AlignUp(int(c.length), blockSize)))
+			if err != nil {
+				return err
 			}
-			off += int64(n)
-		}
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("reading back segment of blob: %w", err)
+			b.frontMap[c.blk] = uint32(blk)
+			b.table = append(b.table, disk.ChunkEntry{DeviceID: b.device, BlkAddr: uint32(blk), Length: c.length, Digest: c.digest})
 		}
 	}
-	for _, e := range b.backTable {
-		e.BlkAddr += b.frontBlocks
-		b.table = append(b.table, e)
+	b.frontBlocks = uint32(b.bw.next)
+	if b.back.f != nil {
+		if err := b.back.bw.flush(); err != nil {
+			return fmt.Errorf("writing blob: %w", err)
+		}
+		if _, err := copyBlocks(b.bw, b.back.f, 0, int64(b.back.bw.next)*blockSize); err != nil {
+			return err
+		}
+		for _, e := range b.back.table {
+			e.BlkAddr += b.frontBlocks
+			b.table = append(b.table, e)
+		}
 	}
-	b.backTable = nil
-	b.closeBack()
+	b.closeSegments()
 	return nil
 }
 
-func (b *blob) closeBack() {
-	if b.backF != nil {
-		b.backBW.flush()
-		name := b.backF.Name()
-		b.backF.Close()
-		os.Remove(name)
-		b.backF = nil
+// copyBlocks appends n bytes (whole blocks) of f from off to bw and
+// returns the first block they occupy.
+func copyBlocks(bw *blockWriter, f *os.File, off, n int64) (uint64, error) {
+	first := bw.next
+	if first+uint64(n/blockSize) > disk.NullAddr {
+		return 0, fmt.Errorf("%w: more than 2^32-1 blocks", ErrTooLarge)
+	}
+	buf := make([]byte, min(n, writeBufSize))
+	for n > 0 {
+		k, err := f.ReadAt(buf[:min(n, int64(len(buf)))], off)
+		if k > 0 {
+			if _, werr := bw.write(buf[:k]); werr != nil {
+				return 0, fmt.Errorf("writing blob: %w", werr)
+			}
+			off, n = off+int64(k), n-int64(k)
+		}
+		if n > 0 && err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return 0, fmt.Errorf("reading a scratch segment of the blob: %w", err)
+		}
+	}
+	return first, nil
+}
+
+func (b *blob) closeSegments() {
+	for _, sg := range []*segment{&b.front, &b.back} {
+		if sg.f != nil {
+			sg.bw.flush()
+			name := sg.f.Name()
+			sg.f.Close()
+			os.Remove(name)
+			sg.f = nil
+		}
 	}
 }
 
 // finish flushes the blob and renames it to its sha256 hex digest.
 func (b *blob) finish() (digest string, size int64, err error) {
-	if err := b.appendBack(); err != nil {
+	if err := b.assemble(); err != nil {
 		return "", 0, err
 	}
 	if err := b.bw.flush(); err != nil {
@@ -290,7 +355,7 @@ func (b *blob) finish() (digest string, size int64, err error) {
 
 // abort removes an unfinished blob.
 func (b *blob) abort() {
-	b.closeBack()
+	b.closeSegments()
 	b.bw.flush()
 	if b.f != nil {
 		name := b.f.Name()

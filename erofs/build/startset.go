@@ -100,7 +100,7 @@ func encodeStartSet(blobs []*blob) []byte {
 	}
 	var all []ranked
 	for _, bl := range blobs {
-		if bl.frontChunks > 0 && bl.frontBlocks > 0 {
+		if len(bl.frontChunks) > 0 && bl.frontBlocks > 0 {
 			all = append(all, ranked{disk.StartExtent{DeviceID: bl.device, Blocks: bl.frontBlocks}, bl.rank})
 		}
 		for blk, x := range bl.extraStart {

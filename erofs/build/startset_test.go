@@ -344,3 +344,58 @@ func TestStartSetDedupedChunks(t *testing.T) {
 		t.Fatal("f04 reads wrong")
 	}
 }
+
+// A tar adds files in its own order; the front is still in list order.
+func TestStartSetTarListOrder(t *testing.T) {
+	src := writeStartTree(t)
+	var list prefetchlist.List
+	list.Add("/f07", 0, 0)
+	list.Add("/f05", 0, 0)
+	blobDir := t.TempDir()
+	out := filepath.Join(t.TempDir(), "img")
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b, err := New(f, Options{ChunkSize: 64 << 10, BlobDir: blobDir, PrefetchList: &list})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddTar(context.Background(), tarOf(t, src, []string{"f05", "f06", "f07"}), TarOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := b.Finish(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(res.ImageSize)
+	im, err := erofs.Open(f, erofs.WithBlobs(erofs.DirBlobs(blobDir)), erofs.WithVerifiedBlobs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var next uint32
+	for _, name := range []string{"f07", "f05", "f06"} {
+		chunks, err := im.Chunks(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, c := range chunks {
+			if c.BlkAddr != next {
+				t.Errorf("%s chunk %d at block %d, want %d (list order, then the rest)", name, i, c.BlkAddr, next)
+			}
+			next = c.BlkAddr + uint32((c.Length+4095)/4096)
+		}
+		got, _ := fs.ReadFile(im, name)
+		want, _ := os.ReadFile(filepath.Join(src, name))
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s reads wrong", name)
+		}
+	}
+	if _, err := erofs.Check(context.Background(), f, erofs.CheckOptions{Blobs: erofs.DirBlobs(blobDir), VerifyData: true}); err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(blobDir, ".*")); len(left) != 0 {
+		t.Errorf("scratch files left: %v", left)
+	}
+}

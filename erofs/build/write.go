@@ -225,16 +225,21 @@ func (b *Builder) buildTime(order []*node) (int64, uint32) {
 	return sec, nsec
 }
 
-// relocateBack points the chunk references into blobs' back segments at
-// their final blocks, after the front segments.
+// relocateBack points the chunk references into blobs' scratch segments
+// at their final blocks: the front's where assemble put them, the back's
+// after the front.
 func (b *Builder) relocateBack(order []*node) {
 	if b.start == nil {
 		return
 	}
 	for _, n := range order {
 		for i, ref := range n.data.chunks {
-			if ref.back {
-				n.data.chunks[i] = chunkRef{dev: ref.dev, blk: ref.blk + b.blobs[ref.dev-1].frontBlocks}
+			bl := b.blobs[ref.dev-1]
+			switch {
+			case ref.front:
+				n.data.chunks[i] = chunkRef{dev: ref.dev, blk: bl.frontMap[ref.blk]}
+			case ref.back:
+				n.data.chunks[i] = chunkRef{dev: ref.dev, blk: ref.blk + bl.frontBlocks}
 			}
 		}
 	}
