@@ -66,9 +66,9 @@ type Options struct {
 	// PrefetchList, in blob mode, names the files (and byte ranges of
 	// them) a workload reads first: their chunks go to the front of
 	// their blobs, and the image records those fronts as its start set
-	// (Image.StartSet) for erofsd to fetch ahead at mount. A directory
-	// build also adds the listed files first, in list order; a tar keeps
-	// its order within the front.
+	// (Image.StartSet) for erofsd to fetch ahead at mount. The front is
+	// in list order whatever order files are added in; a directory build
+	// also adds the listed files first.
 	PrefetchList *prefetchlist.List
 	// Progress, if set, is called from the building goroutine as entries
 	// are added and data is written.
