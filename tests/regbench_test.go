@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/erofsd/erofsd/blobstore"
 	"github.com/erofsd/erofsd/internal/kmount"
+	"github.com/erofsd/erofsd/internal/testutil/faultproxy"
 	"github.com/erofsd/erofsd/internal/testutil/require"
 	"github.com/erofsd/erofsd/internal/testutil/testmount"
 	"github.com/erofsd/erofsd/internal/testutil/testoci"
@@ -121,6 +123,9 @@ func BenchmarkRegistry(b *testing.B) {
 		b.ReportMetric(curlCPU, "curl-cpu-s/GiB")
 		fmt.Printf("metadata-only walk of %d MiB image (5,000 small files): %.2f%% of its bytes fetched, bootstrap included (target < 5%%)\n",
 			imageBytes>>20, 100*walks[0])
+		if err := randomReads(ctx, b, filepath.Join(work, "random", fmt.Sprint(i)), reg.Host, res); err != nil {
+			b.Fatal(err)
+		}
 		b.ReportMetric(lazyMiB/curlMiB, "ratio-vs-curl")
 		b.ReportMetric(100*walks[0], "walk-%")
 	}
@@ -165,58 +170,12 @@ func rates(v []float64) string {
 // share of image bytes fetched by the walk, the read's MiB/s and the CPU
 // seconds this process spent during the read.
 func lazyRun(ctx context.Context, b *testing.B, dir, host string, res *oci.Resolved, minFetch, window int64, report bool) (float64, float64, float64, error) {
-	cache, mnt := filepath.Join(dir, "cache"), filepath.Join(dir, "mnt")
-	os.MkdirAll(cache, 0o700)
-	os.MkdirAll(mnt, 0o755)
-	stats := &blobstore.Stats{}
-	store, err := blobstore.Open("oci+http://"+host+"/bench", blobstore.StoreOptions{Stats: stats})
+	lm, err := mountLazy(ctx, dir, host, res, minFetch, window)
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	digest, _ := blobstore.ParseDigest(res.Manifest.Bootstrap.Digest.String())
-	bootstrap, err := ondemand.FetchBootstrap(ctx, store, digest, dir)
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	reg := ondemand.NewRegistry()
-	defer reg.Close()
-	reg.MinFetch, reg.ReadaheadWindow = minFetch, window
-	im, err := reg.Register(ondemand.ImageSpec{FSID: "bench", Bootstrap: bootstrap, Store: store})
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	srv, err := fanotify.New(fanotify.Config{})
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(sctx) }()
-	defer func() { cancel(); <-done; srv.Release() }()
-	var devices []string
-	for _, bl := range im.Blobs {
-		obj, err := reg.Resolve(im.VolumeKey(), bl.Name)
-		if err != nil {
-			return 0, 0, 0, err
-		}
-		defer obj.Release()
-		p := filepath.Join(cache, bl.Name)
-		w, err := srv.Watch(p, bl.Size, bl.Digest.Sum(), obj)
-		if err != nil {
-			return 0, 0, 0, err
-		}
-		defer w.Close()
-		devices = append(devices, p)
-	}
-	unmount, err := testmount.FileBacked(bootstrap, devices, mnt)
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	defer unmount()
-	// As erofsd's --mount-readahead default.
-	if err := kmount.SetReadahead(mnt, 4096); err != nil {
-		return 0, 0, 0, err
-	}
+	defer lm.close()
+	reg, im, srv, stats, mnt := lm.reg, lm.im, lm.srv, lm.stats, lm.mnt
 
 	imageBytes := im.Size
 	for _, bl := range im.Blobs {
@@ -266,6 +225,147 @@ func lazyRun(ctx context.Context, b *testing.B, dir, host string, res *oci.Resol
 
 	}
 	return walkShare, mibs, cpu, nil
+}
+
+// lazyMount is the image served from the registry through the fanotify
+// front end and mounted.
+type lazyMount struct {
+	reg     *ondemand.Registry
+	im      *ondemand.Image
+	srv     *fanotify.Server
+	stats   *blobstore.Stats
+	mnt     string
+	closers []func()
+}
+
+func (lm *lazyMount) close() {
+	for i := len(lm.closers) - 1; i >= 0; i-- {
+		lm.closers[i]()
+	}
+}
+
+// mountLazy serves the resolved image from the registry at host through
+// the fanotify front end and mounts it in dir.
+func mountLazy(ctx context.Context, dir, host string, res *oci.Resolved, minFetch, window int64) (lm *lazyMount, err error) {
+	lm = &lazyMount{}
+	defer func() {
+		if err != nil {
+			lm.close()
+		}
+	}()
+	cache, mnt := filepath.Join(dir, "cache"), filepath.Join(dir, "mnt")
+	os.MkdirAll(cache, 0o700)
+	os.MkdirAll(mnt, 0o755)
+	stats := &blobstore.Stats{}
+	store, err := blobstore.Open("oci+http://"+host+"/bench", blobstore.StoreOptions{Stats: stats})
+	if err != nil {
+		return nil, err
+	}
+	digest, _ := blobstore.ParseDigest(res.Manifest.Bootstrap.Digest.String())
+	bootstrap, err := ondemand.FetchBootstrap(ctx, store, digest, dir)
+	if err != nil {
+		return nil, err
+	}
+	reg := ondemand.NewRegistry()
+	lm.closers = append(lm.closers, func() { reg.Close() })
+	reg.MinFetch, reg.ReadaheadWindow = minFetch, window
+	im, err := reg.Register(ondemand.ImageSpec{FSID: "bench", Bootstrap: bootstrap, Store: store})
+	if err != nil {
+		return nil, err
+	}
+	srv, err := fanotify.New(fanotify.Config{})
+	if err != nil {
+		return nil, err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(sctx) }()
+	lm.closers = append(lm.closers, func() { cancel(); <-done; srv.Release() })
+	var devices []string
+	for _, bl := range im.Blobs {
+		obj, err := reg.Resolve(im.VolumeKey(), bl.Name)
+		if err != nil {
+			return nil, err
+		}
+		lm.closers = append(lm.closers, obj.Release)
+		p := filepath.Join(cache, bl.Name)
+		w, err := srv.Watch(p, bl.Size, bl.Digest.Sum(), obj)
+		if err != nil {
+			return nil, err
+		}
+		lm.closers = append(lm.closers, func() { w.Close() })
+		devices = append(devices, p)
+	}
+	unmount, err := testmount.FileBacked(bootstrap, devices, mnt)
+	if err != nil {
+		return nil, err
+	}
+	lm.closers = append(lm.closers, func() { unmount() })
+	// As erofsd's --mount-readahead default.
+	if err := kmount.SetReadahead(mnt, 4096); err != nil {
+		return nil, err
+	}
+
+	lm.reg, lm.im, lm.srv, lm.stats, lm.mnt = reg, im, srv, stats, mnt
+	return lm, nil
+}
+
+// randomReads reads 4 KiB at random offsets of "big", each cold (in an
+// even 1 MiB chunk not read before: erofsd's next-chunk readahead fetches
+// odd ones), through the fault proxy adding 5 ms to each request, and
+// prints the store requests per read and the reads' latency against the
+// link's (#15: one round trip per read, latency the link's plus under
+// 1 ms).
+func randomReads(ctx context.Context, b *testing.B, dir, registryHost string, res *oci.Resolved) error {
+	const (
+		latency = 5 * time.Millisecond
+		reads   = 100
+		chunk   = 1 << 20 // the converter's default
+	)
+	link := faultproxy.Start(b, faultproxy.Options{Target: registryHost})
+	defer link.Close()
+	lm, err := mountLazy(ctx, dir, link.Host, res, 0, 16<<20)
+	if err != nil {
+		return err
+	}
+	defer lm.close()
+	f, err := os.Open(filepath.Join(lm.mnt, "big"))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	link.SetLink(latency, 0)
+	defer link.SetLink(0, 0)
+	rng := rand.New(rand.NewPCG(15, 15))
+	buf := make([]byte, 4096)
+	var lat []float64
+	reqs0 := link.Requests()
+	evens := rng.Perm(int(st.Size() / chunk / 2))
+	if len(evens) < reads {
+		return fmt.Errorf("big has %d even chunks, fewer than %d reads", len(evens), reads)
+	}
+	for _, c := range evens[:reads] {
+		off := int64(2*c)*chunk + rng.Int64N(chunk/4096)*4096
+		start := time.Now()
+		if _, err := f.ReadAt(buf, off); err != nil {
+			return err
+		}
+		lat = append(lat, float64(time.Since(start).Microseconds())/1000)
+	}
+	// Background readahead may still be on the wire: what it cost counts.
+	time.Sleep(100 * time.Millisecond)
+	reqs := link.Requests() - reqs0
+	slices.Sort(lat)
+	fmt.Printf("random 4 KiB reads of the 256 MiB file, cold, through a link adding %v per request (%d reads):\n", latency, reads)
+	fmt.Printf("  latency p50 %.1f ms, p99 %.1f ms (target: the link's %v plus under 1 ms); %.2f store requests per read (target 1); %.1f MiB fetched\n",
+		lat[len(lat)/2], lat[len(lat)*99/100], latency, float64(reqs)/reads, float64(lm.reg.Stats.FetchedBytes.Load())/(1<<20))
+	b.ReportMetric(lat[len(lat)/2], "random-p50-ms")
+	b.ReportMetric(float64(reqs)/reads, "random-requests/read")
+	return nil
 }
 
 // dropCaches writes back dirty pages and drops the page cache.
