@@ -48,7 +48,8 @@ type Config struct {
 
 	// MinFetch is the least a fill reads from a blob store (at most
 	// ondemand.MaxRun; 0: what is asked); ReadaheadWindow what is kept
-	// fetched ahead of a sequential reader (0: the next chunk only);
+	// fetched ahead of a sequential reader (0: the next chunk only;
+	// isolated reads get none);
 	// MountReadahead the readahead of erofsd's file-backed mounts (0:
 	// the kernel's).
 	MinFetch, ReadaheadWindow, MountReadahead int64

@@ -344,6 +344,12 @@ func (s *blobSource) Readahead(off, n int64) (int64, int64) {
 	}
 	s.seen = true
 	busy := func(c chunk) bool { return s.written[c.off] || s.inflight[c.off] != nil }
+	if !sequential && !s.acrossFiles {
+		// An isolated read earns no readahead: it costs one round trip
+		// and its own chunk, not the next one's too. A second read
+		// where it ended starts a stream.
+		return 0, 0
+	}
 	if s.window <= 0 || !sequential {
 		if i >= len(s.chunks) || busy(s.chunks[i]) || s.chunks[i].off >= fileEnd {
 			return 0, 0

@@ -204,7 +204,8 @@ func TestReadaheadWindow(t *testing.T) {
 func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }
 
 // TestReadaheadRandomNoWindow: accesses that jump around (small files
-// read here and there) get the next chunk at most, never the window.
+// read here and there, random reads) get no readahead at all: one round
+// trip and their own chunk each.
 func TestReadaheadRandomNoWindow(t *testing.T) {
 	spec, _ := uniformImage(t)
 	spec.Store = &streamStore{Store: spec.Store}
@@ -226,9 +227,9 @@ func TestReadaheadRandomNoWindow(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct{ off, want int64 }{
-		{0, k},             // the first access: no stream yet
-		{24 * k, k},        // a jump: not sequential
-		{5 * k, k},         // backwards
+		{0, 0},             // the first access: no stream yet
+		{24 * k, 0},        // a jump: not sequential
+		{5 * k, 0},         // backwards
 		{5*k + k/2, 2 * k}, // continues the last: the window, twice the stream
 	} {
 		if _, n := obj.Readahead(tc.off, k/2); n != tc.want {
@@ -337,16 +338,17 @@ func TestReadaheadStaysInFile(t *testing.T) {
 		off, n int64
 		want   [2]int64
 	}{
-		{0, k / 2, [2]int64{k, k}},                     // a's next chunk
+		{0, k / 2, [2]int64{}},                         // a's first read: no stream yet
 		{k / 2, k / 2, [2]int64{k, 2 * k}},             // sequential in a: the rest of a, not b
 		{3*k - 4096, 4096, [2]int64{}},                 // a's last block: nothing of b
-		{b, 4096, [2]int64{b + k, k}},                  // b after a: not one stream, b's next chunk only
+		{b, 4096, [2]int64{}},                          // b after a: not one stream
 		{b + 4096, k - 4096, [2]int64{b + k, k + 100}}, // sequential in b: b's own rest only
 		{c - 4096, 4096, [2]int64{}},                   // b's end
 		{c, 4096, [2]int64{}},                          // c, one chunk: nothing of d
-		{d, k, [2]int64{d + k, k}},                     // d's start: its next chunk
+		{d, k, [2]int64{}},                             // d's start: no stream yet
 		{d + k, k, [2]int64{d + 2*k, 4 * k}},           // d read in order: the window, twice the stream
-		{d + 38*k, k, [2]int64{d + 39*k, k}},           // near d's end: up to its end, no further
+		{d + 37*k, k, [2]int64{}},                      // a jump in d
+		{d + 38*k, k, [2]int64{d + 39*k, k}},           // near d's end, streaming: up to its end, no further
 	} {
 		off, n := obj.Readahead(tc.off, tc.n)
 		if [2]int64{off, n} != tc.want {

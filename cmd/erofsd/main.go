@@ -85,7 +85,7 @@ func parseConfig(args []string) (daemon.Config, error) {
 	fs.Var(&mountRA, "mount-readahead", "readahead of erofsd's mounts in `bytes` (K, M suffixes): the size of the kernel's reads of blobs, each answered by erofsd while data is missing (0: the kernel's 128K)")
 	fs.Var(&minFetch, "min-fetch", "least `bytes` a fill reads from a blob store (K, M suffixes): later chunks ride along (0: what is asked; at most 8M)")
 	fs.BoolVar(&cfg.ReadaheadAcrossFiles, "readahead-across-files", false, "let readahead go by blob offsets into the next files' data, as erofsd did before it mapped files: fewer round trips for images without a start set on high-latency links, at several times the bytes")
-	fs.Var(&window, "readahead-window", "`bytes` background readahead keeps fetched ahead of a sequential reader (K, M suffixes), in runs of up to 8M (0: the next chunk only)")
+	fs.Var(&window, "readahead-window", "`bytes` background readahead keeps fetched ahead of a sequential reader (K, M suffixes), in runs of up to 8M (0: the next chunk only); reads that do not continue the last one get none")
 	mirrors := fs.String("registry-mirrors", "", "comma-separated `HOST=MIRROR` pairs: MIRROR (host[:port] or URL) is tried before registry HOST, in order")
 	fs.StringVar(&cfg.StateDir, "state-dir", def.StateDir, "`dir` for the daemon's state: state.json and images fetched by digest")
 	fs.StringVar(&cfg.Socket, "socket", def.Socket, "control API unix socket `path` (mode 0600)")
