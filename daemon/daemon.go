@@ -95,7 +95,7 @@ func New(cfg Config) (*Daemon, error) {
 	d := &Daemon{cfg: cfg, reg: reg, log: log, started: time.Now(), off: map[string]error{},
 		httpOpts: blobstore.HTTPOptions{CAFile: cfg.BlobCAFile}, backends: &blobstore.Stats{},
 		mounts: map[string]*mountRec{}, resolvers: map[bool]http.RoundTripper{}, resolved: map[string]*ociResolved{}, promReg: prometheus.NewRegistry(), stopping: make(chan struct{})}
-	d.pf = newPrefetcher(reg, cfg.Prefetch, cfg.PrefetchStart, cfg.PrefetchStartMax, cfg.PrefetchRate, log)
+	d.pf = newPrefetcher(reg, cfg, log)
 	if cfg.Snapshotter.CRIProxySocket != "" {
 		d.creds = criproxy.NewCredentials()
 	}

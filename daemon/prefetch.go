@@ -9,6 +9,7 @@ import (
 
 	"github.com/erofsd/erofsd/internal/control"
 	"github.com/erofsd/erofsd/ondemand"
+	"github.com/erofsd/erofsd/prefetchlist"
 	"github.com/sirupsen/logrus"
 )
 
@@ -22,6 +23,7 @@ type prefetcher struct {
 	start    bool              // --prefetch-start: fetch images' start sets at mount
 	startMax int64             // --prefetch-start-max
 	limiter  *ondemand.Limiter // --prefetch-rate, shared by every prefetch; nil: unlimited
+	timeout  time.Duration     // --request-timeout: bounds each fill, as it bounds kernel reads
 	log      logrus.FieldLogger
 
 	mu   sync.Mutex
@@ -35,8 +37,19 @@ type prefetchRun struct {
 	done         chan struct{}
 }
 
-func newPrefetcher(reg *ondemand.Registry, mode string, start bool, startMax, rate int64, log logrus.FieldLogger) *prefetcher {
-	return &prefetcher{reg: reg, mode: mode, start: start, startMax: startMax, limiter: ondemand.NewLimiter(rate), log: log, runs: map[string]*prefetchRun{}}
+func newPrefetcher(reg *ondemand.Registry, cfg Config, log logrus.FieldLogger) *prefetcher {
+	return &prefetcher{reg: reg, mode: cfg.Prefetch, start: cfg.PrefetchStart, startMax: cfg.PrefetchStartMax,
+		limiter: ondemand.NewLimiter(cfg.PrefetchRate), timeout: cfg.RequestTimeout, log: log, runs: map[string]*prefetchRun{}}
+}
+
+// prefetchOptions are the options of a prefetch of the start set (start),
+// the files and (whole) the rest, with the daemon's limits.
+func (p *prefetcher) prefetchOptions(start, whole bool, files []prefetchlist.Entry) ondemand.PrefetchOptions {
+	opts := ondemand.PrefetchOptions{Start: start, Whole: whole, Files: files, Limiter: p.limiter, FillTimeout: p.timeout}
+	if start {
+		opts.MaxFetch, opts.StartMax = startFetch, p.startMax
+	}
+	return opts
 }
 
 // startFetch is the largest single store read of a start set prefetch:
@@ -55,10 +68,10 @@ func checkPrefetchMode(s string) error {
 // options turns a mount request into prefetch options; run is false when
 // the mount wants no prefetch.
 func (p *prefetcher) options(req control.MountRequest) (opts ondemand.PrefetchOptions, run bool, err error) {
-	mode, lim, start := "off", (*ondemand.Limiter)(nil), false
-	if p != nil {
-		mode, lim, start = p.mode, p.limiter, p.start
+	if p == nil {
+		p = &prefetcher{mode: "off"}
 	}
+	mode := p.mode
 	if req.Prefetch != "" {
 		mode = req.Prefetch
 	}
@@ -68,10 +81,7 @@ func (p *prefetcher) options(req control.MountRequest) (opts ondemand.PrefetchOp
 	if req.Prefetch == "off" && len(req.PrefetchList) > 0 {
 		return opts, false, fmt.Errorf("%w: a prefetch list with prefetch off", control.ErrBadRequest)
 	}
-	opts = ondemand.PrefetchOptions{Start: start && req.Prefetch != "off", Files: req.PrefetchList, Whole: mode == "whole", Limiter: lim}
-	if opts.Start {
-		opts.MaxFetch, opts.StartMax = startFetch, p.startMax
-	}
+	opts = p.prefetchOptions(p.start && req.Prefetch != "off", mode == "whole", req.PrefetchList)
 	return opts, opts.Start || opts.Whole || len(opts.Files) > 0, nil
 }
 
@@ -80,10 +90,7 @@ func (p *prefetcher) resume(mp, fsid, domain string, saved savedPrefetch) {
 	if p == nil {
 		return
 	}
-	opts := ondemand.PrefetchOptions{Start: saved.Start, Whole: saved.Whole, Files: saved.Files, Limiter: p.limiter}
-	if opts.Start {
-		opts.MaxFetch, opts.StartMax = startFetch, p.startMax
-	}
+	opts := p.prefetchOptions(saved.Start, saved.Whole, saved.Files)
 	p.log.WithFields(logrus.Fields{"mountpoint": mp, "start": saved.Start, "whole": saved.Whole, "files": len(saved.Files)}).Info("resuming prefetch")
 	p.run(mp, fsid, domain, opts)
 }

@@ -12,7 +12,7 @@ import (
 )
 
 func TestPrefetchOptions(t *testing.T) {
-	p := newPrefetcher(nil, "off", false, 0, 1<<20, nil)
+	p := newPrefetcher(nil, Config{Prefetch: "off", PrefetchRate: 1 << 20}, nil)
 	for _, c := range []struct {
 		prefetch string
 		list     []prefetchlist.Entry

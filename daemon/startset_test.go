@@ -5,10 +5,13 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -160,4 +163,54 @@ func TestStartSet(t *testing.T) {
 	if max := float64(len(workload)) * (64 << 10); start.bytes > max {
 		t.Errorf("with the start set %v bytes fetched, more than the workload's %v chunks", start.bytes, len(workload))
 	}
+}
+
+// TestStartSetHungStore: the start set's prefetch meets a store that
+// hangs, then recovers. Its fills give up after the request timeout like
+// a kernel read's, so a kernel read of a start set chunk, which waits on
+// such a fill, fetches the chunk itself once the store is back instead of
+// failing for as long as the store's own timeout keeps the prefetch's
+// request open.
+func TestStartSetHungStore(t *testing.T) {
+	needFanotify(t)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	data := writeRandom(t, filepath.Join(src, "start"), 16<<20)
+	writeRandom(t, filepath.Join(src, "rest"), 1<<20)
+	var list prefetchlist.List
+	list.Add("/start", 0, 0)
+	blobs := filepath.Join(dir, "blobs")
+	img, _, _ := testimage.Build(t, src, build.Options{BlobDir: blobs, ChunkSize: 64 << 10, PrefetchList: &list})
+	// The first read (the prefetch target's priming read) is served;
+	// then the store hangs until told otherwise.
+	var served atomic.Int64
+	var hang atomic.Bool
+	hang.Store(true)
+	files := http.FileServer(http.Dir(blobs))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && r.Header.Get("Range") != "" && served.Add(1) > 1 && hang.Load() {
+			<-r.Context().Done() // as long as the client waits
+			return
+		}
+		files.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+
+	cfg := cliConfig(t, dir)
+	cfg.RequestTimeout = 2 * time.Second
+	td := startDaemon(t, holderOf(t), cfg)
+	ctx := context.Background()
+	mnt := mountpoint(t)
+	if _, err := td.api.Mount(ctx, mountReq("img", img, srv.URL, mnt)); err != nil {
+		t.Fatalf("mount: %v", err)
+	}
+	defer td.api.Unmount(ctx, mnt)
+	time.Sleep(time.Second) // the start set's fills are waiting on the store
+	hang.Store(false)
+	start := time.Now()
+	got, err := exec.Command("cat", filepath.Join(mnt, "start")).Output()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("reading the start set after the store came back: %v (%d of %d bytes) after %v", err, len(got), len(data), time.Since(start))
+	}
+	t.Logf("read after the store came back in %v (%d ranged requests)", time.Since(start), served.Load())
 }

@@ -195,6 +195,11 @@ type PrefetchOptions struct {
 	// TargetWait is how long prefetch waits for a blob's cache object
 	// to be attached before it gives up (default 10 s).
 	TargetWait time.Duration
+	// FillTimeout bounds one fill (default DefaultFillTimeout), as a
+	// front end bounds a kernel read: a kernel read of a chunk a fill is
+	// fetching waits for that fill, so a fill stuck on a hung store must
+	// let go for the read to fetch the chunk itself.
+	FillTimeout time.Duration
 	// Parallel bounds the fills running at once (default
 	// DefaultParallel): more hide the round trips of remote stores.
 	Parallel int
@@ -202,8 +207,9 @@ type PrefetchOptions struct {
 
 // Defaults of PrefetchOptions.
 const (
-	DefaultQuiet    = 10 * time.Millisecond
-	DefaultParallel = 4
+	DefaultQuiet       = 10 * time.Millisecond
+	DefaultParallel    = 4
+	DefaultFillTimeout = time.Minute
 )
 
 // maxFailures bounds the fills in a row that may fail before a prefetch
@@ -260,6 +266,9 @@ func (r *Registry) Prefetch(ctx context.Context, im *Image, opts PrefetchOptions
 	}
 	if opts.Parallel <= 0 {
 		opts.Parallel = DefaultParallel
+	}
+	if opts.FillTimeout <= 0 {
+		opts.FillTimeout = DefaultFillTimeout
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	p.cancel = cancel
@@ -354,7 +363,7 @@ func (p *prefetch) dispatch(ctx context.Context, plan []planned, opts PrefetchOp
 			}
 		}
 		p.wg.Add(1)
-		go p.fill(ctx, a, plan[i:j], start, end-start, slots)
+		go p.fill(ctx, a, plan[i:j], start, end-start, opts.FillTimeout, slots)
 		i = j
 	}
 	return nil
@@ -362,12 +371,14 @@ func (p *prefetch) dispatch(ctx context.Context, plan []planned, opts PrefetchOp
 
 // fill fills [off, off+n), the planned chunks group, into a's object and
 // counts the outcome.
-func (p *prefetch) fill(ctx context.Context, a *attached, group []planned, off, n int64, slots chan struct{}) {
+func (p *prefetch) fill(ctx context.Context, a *attached, group []planned, off, n int64, timeout time.Duration, slots chan struct{}) {
 	defer p.wg.Done()
 	defer func() { <-slots }()
 	src := a.obj.blob
 	before := src.writtenIn(group)
-	err := a.t.Write(ctx, off, n, func(w BlockWriter) error { return src.safeFill(ctx, off, n, w) })
+	fctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	err := a.t.Write(fctx, off, n, func(w BlockWriter) error { return src.safeFill(fctx, off, n, w) })
 	after := src.writtenIn(group)
 	p.mu.Lock()
 	defer p.mu.Unlock()
