@@ -55,30 +55,44 @@ func (img *Image) chunkTable() ([]ChunkDigest, error) {
 // chunkBatch is the number of table entries read at once.
 const chunkBatch = 1024
 
-func (img *Image) loadChunkTable() ([]ChunkDigest, error) {
-	off := int64(img.sb.Blocks) << img.blkBits
-	if img.size >= 0 && off+disk.ChunkTableHeaderSize > img.size {
-		return nil, ErrNoChunkTable
+// sectionHeader reads the header of one of erofsd's sections at off
+// (decode says which), and checks that its entries fit in the image. An
+// image that ends before a whole header, or has another magic there,
+// gives absent.
+func (img *Image) sectionHeader(off int64, decode func([]byte) (disk.SectionHeader, error), absent error, what string) (disk.SectionHeader, error) {
+	var h disk.SectionHeader
+	if img.size >= 0 && off+disk.SectionHeaderSize > img.size {
+		return h, absent
 	}
-	var hb [disk.ChunkTableHeaderSize]byte
+	var hb [disk.SectionHeaderSize]byte
 	n, err := img.r.ReadAt(hb[:], off)
 	if n < len(hb) {
 		if err == nil || errors.Is(err, io.EOF) {
-			return nil, ErrNoChunkTable
+			return h, absent
 		}
-		return nil, fmt.Errorf("erofs: chunk table header at byte %d: %w", off, err)
+		return h, fmt.Errorf("erofs: %s header at byte %d: %w", what, off, err)
 	}
-	h, err := disk.DecodeChunkTableHeader(hb[:])
-	if errors.Is(err, ErrNoChunkTable) {
-		return nil, err
+	h, err = decode(hb[:])
+	if errors.Is(err, absent) {
+		return h, err
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: chunk table at byte %d: %w", ErrUnsupported, off, err)
+		return h, fmt.Errorf("%w: %s at byte %d: %w", ErrUnsupported, what, off, err)
+	}
+	start := off + disk.SectionHeaderSize
+	if img.size >= 0 && h.Count > uint64(img.size-start)/uint64(h.EntrySize) {
+		return h, corruptf("%s at byte %d: %d entries do not fit in the %d bytes left", what, off, h.Count, img.size-start)
+	}
+	return h, nil
+}
+
+func (img *Image) loadChunkTable() ([]ChunkDigest, error) {
+	off := int64(img.sb.Blocks) << img.blkBits
+	h, err := img.sectionHeader(off, disk.DecodeChunkTableHeader, ErrNoChunkTable, "chunk table")
+	if err != nil {
+		return nil, err
 	}
 	start := off + disk.ChunkTableHeaderSize
-	if img.size >= 0 && h.Count > uint64(img.size-start)/disk.ChunkTableEntrySize {
-		return nil, corruptf("chunk table at byte %d: %d entries do not fit in the %d bytes left", off, h.Count, img.size-start)
-	}
 	if h.Count > (1<<63-1-uint64(start))/disk.ChunkTableEntrySize {
 		return nil, corruptf("chunk table at byte %d: entry count %d too large", off, h.Count)
 	}

@@ -112,14 +112,10 @@ func appendChunkTable(t testing.TB, data []byte, blobPath string) ([]byte, strin
 
 // encodeTable encodes a chunk table with the given header count.
 func encodeTable(entries []disk.ChunkEntry, count uint64) []byte {
-	body := make([]byte, len(entries)*disk.ChunkTableEntrySize)
-	for i := range entries {
-		entries[i].Encode(body[i*disk.ChunkTableEntrySize:])
-	}
-	h := disk.ChunkTableHeader{Version: disk.ChunkTableVersion, EntrySize: disk.ChunkTableEntrySize, Count: count, EntryDigest: sha256.Sum256(body)}
-	out := make([]byte, disk.ChunkTableHeaderSize, disk.ChunkTableHeaderSize+len(body))
-	h.Encode(out)
-	return append(out, body...)
+	out := disk.EncodeSection(disk.ChunkTableMagic, disk.ChunkTableVersion, disk.ChunkTableEntrySize, len(entries),
+		func(i int, b []byte) { entries[i].Encode(b) })
+	binary.LittleEndian.PutUint64(out[0x10:], count) // the header's entry count, true or not
+	return out
 }
 
 func (ti *tableImage) withTable(entries []disk.ChunkEntry) []byte {

@@ -39,30 +39,14 @@ func (img *Image) StartSet() ([]StartExtent, error) {
 	// The start set follows the chunk table; its size was checked when
 	// the table was loaded.
 	off := int64(img.sb.Blocks)<<img.blkBits + disk.ChunkTableHeaderSize + int64(len(img.ct))*disk.ChunkTableEntrySize
-	if img.size >= 0 && off+disk.StartSetHeaderSize > img.size {
-		return nil, ErrNoStartSet
-	}
-	var hb [disk.StartSetHeaderSize]byte
-	if err := readFull(img.r, hb[:], off); err != nil {
-		if img.size < 0 {
-			return nil, ErrNoStartSet // a stream of unknown size that ends here
-		}
-		return nil, fmt.Errorf("erofs: start set header at byte %d: %w", off, err)
-	}
-	h, err := disk.DecodeStartSetHeader(hb[:])
-	if errors.Is(err, ErrNoStartSet) {
-		return nil, err
-	}
+	h, err := img.sectionHeader(off, disk.DecodeStartSetHeader, ErrNoStartSet, "start set")
 	if err != nil {
-		return nil, fmt.Errorf("%w: start set at byte %d: %w", ErrUnsupported, off, err)
+		return nil, err
 	}
 	if h.Count > MaxStartExtents {
 		return nil, corruptf("start set at byte %d: %d entries, at most %d", off, h.Count, MaxStartExtents)
 	}
 	start := off + disk.StartSetHeaderSize
-	if img.size >= 0 && int64(h.Count)*disk.StartSetEntrySize > img.size-start {
-		return nil, corruptf("start set at byte %d: %d entries do not fit in the %d bytes left", off, h.Count, img.size-start)
-	}
 	body := make([]byte, int(h.Count)*disk.StartSetEntrySize)
 	if err := readFull(img.r, body, start); err != nil {
 		return nil, fmt.Errorf("erofs: start set entries: %w", err)

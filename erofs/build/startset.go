@@ -2,7 +2,6 @@ package build
 
 import (
 	"cmp"
-	"crypto/sha256"
 	"path"
 	"slices"
 	"strings"
@@ -130,17 +129,6 @@ func encodeStartSet(blobs []*blob) []byte {
 		}
 		ext = append(ext, r.e)
 	}
-	out := make([]byte, disk.StartSetHeaderSize+len(ext)*disk.StartSetEntrySize)
-	body := out[disk.StartSetHeaderSize:]
-	for i := range ext {
-		ext[i].Encode(body[i*disk.StartSetEntrySize:])
-	}
-	h := disk.StartSetHeader{
-		Version:     disk.StartSetVersion,
-		EntrySize:   disk.StartSetEntrySize,
-		Count:       uint64(len(ext)),
-		EntryDigest: sha256.Sum256(body),
-	}
-	h.Encode(out)
-	return out
+	return disk.EncodeSection(disk.StartSetMagic, disk.StartSetVersion, disk.StartSetEntrySize, len(ext),
+		func(i int, b []byte) { ext[i].Encode(b) })
 }

@@ -256,17 +256,6 @@ func encodeChunkTable(entries []disk.ChunkEntry) []byte {
 		}
 		return 0
 	})
-	out := make([]byte, disk.ChunkTableHeaderSize+len(entries)*disk.ChunkTableEntrySize)
-	body := out[disk.ChunkTableHeaderSize:]
-	for i := range entries {
-		entries[i].Encode(body[i*disk.ChunkTableEntrySize:])
-	}
-	h := disk.ChunkTableHeader{
-		Version:     disk.ChunkTableVersion,
-		EntrySize:   disk.ChunkTableEntrySize,
-		Count:       uint64(len(entries)),
-		EntryDigest: sha256.Sum256(body),
-	}
-	h.Encode(out)
-	return out
+	return disk.EncodeSection(disk.ChunkTableMagic, disk.ChunkTableVersion, disk.ChunkTableEntrySize, len(entries),
+		func(i int, b []byte) { entries[i].Encode(b) })
 }

@@ -2,6 +2,7 @@ package disk
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 )
@@ -29,45 +30,73 @@ import (
 const (
 	ChunkTableMagic      = "EROFSDCT"
 	ChunkTableVersion    = 1
-	ChunkTableHeaderSize = 64
+	ChunkTableHeaderSize = SectionHeaderSize
 	ChunkTableEntrySize  = 48
 )
 
 // ErrNoChunkTable reports that an image carries no chunk digest table.
 var ErrNoChunkTable = errors.New("erofs: no chunk digest table")
 
-// ChunkTableHeader is the fixed header of the chunk digest table.
-type ChunkTableHeader struct {
+// SectionHeader is the 64-byte header of erofsd's sections after the
+// filesystem, the chunk digest table and the start set: a magic, a
+// version, the entry size and count, and the sha256 of the entries.
+type SectionHeader struct {
 	Version     uint32
 	EntrySize   uint32
 	Count       uint64
 	EntryDigest [32]byte
 }
 
+// SectionHeaderSize is the size of a SectionHeader.
+const SectionHeaderSize = 64
+
+// ChunkTableHeader is the header of the chunk digest table.
+type ChunkTableHeader = SectionHeader
+
 // DecodeChunkTableHeader decodes the table header. It returns
 // ErrNoChunkTable when the magic is absent.
 func DecodeChunkTableHeader(b []byte) (ChunkTableHeader, error) {
-	var h ChunkTableHeader
-	if err := need(b, ChunkTableHeaderSize, "chunk table header"); err != nil {
+	return decodeSection(b, ChunkTableMagic, ChunkTableVersion, ChunkTableEntrySize, ErrNoChunkTable, "chunk table")
+}
+
+// decodeSection decodes a section header with magic, or returns absent;
+// a version or entry size other than the ones given is an error.
+func decodeSection(b []byte, magic string, version, entrySize uint32, absent error, what string) (SectionHeader, error) {
+	var h SectionHeader
+	if err := need(b, SectionHeaderSize, what+" header"); err != nil {
 		return h, err
 	}
-	if !bytes.Equal(b[:8], []byte(ChunkTableMagic)) {
-		return h, ErrNoChunkTable
+	if !bytes.Equal(b[:8], []byte(magic)) {
+		return h, absent
 	}
 	h.Version = le.Uint32(b[0x08:])
 	h.EntrySize = le.Uint32(b[0x0C:])
 	h.Count = le.Uint64(b[0x10:])
 	copy(h.EntryDigest[:], b[0x18:0x38])
-	if h.Version != ChunkTableVersion || h.EntrySize != ChunkTableEntrySize {
-		return h, fmt.Errorf("erofs: unsupported chunk table version %d entry size %d", h.Version, h.EntrySize)
+	if h.Version != version || h.EntrySize != entrySize {
+		return h, fmt.Errorf("erofs: unsupported %s version %d entry size %d", what, h.Version, h.EntrySize)
 	}
 	return h, nil
 }
 
-// Encode writes the header into b[:ChunkTableHeaderSize].
-func (h *ChunkTableHeader) Encode(b []byte) {
-	_ = b[ChunkTableHeaderSize-1]
-	copy(b[:8], ChunkTableMagic)
+// EncodeSection encodes a section: count entries of entrySize bytes,
+// each written by entry into its slice, after their header with magic
+// and version and the entries' sha256.
+func EncodeSection(magic string, version uint32, entrySize, count int, entry func(i int, b []byte)) []byte {
+	out := make([]byte, SectionHeaderSize+count*entrySize)
+	body := out[SectionHeaderSize:]
+	for i := range count {
+		entry(i, body[i*entrySize:(i+1)*entrySize])
+	}
+	h := SectionHeader{Version: version, EntrySize: uint32(entrySize), Count: uint64(count), EntryDigest: sha256.Sum256(body)}
+	h.encode(out, magic)
+	return out
+}
+
+// encode writes the header with magic into b[:SectionHeaderSize].
+func (h *SectionHeader) encode(b []byte, magic string) {
+	_ = b[SectionHeaderSize-1]
+	copy(b[:8], magic)
 	le.PutUint32(b[0x08:], h.Version)
 	le.PutUint32(b[0x0C:], h.EntrySize)
 	le.PutUint64(b[0x10:], h.Count)

@@ -1,10 +1,6 @@
 package disk
 
-import (
-	"bytes"
-	"errors"
-	"fmt"
-)
+import "errors"
 
 // The start set is erofsd's second extension, stored right after the
 // chunk digest table: the extents of the blobs a workload reads first
@@ -28,7 +24,7 @@ import (
 const (
 	StartSetMagic      = "EROFSDSS"
 	StartSetVersion    = 1
-	StartSetHeaderSize = 64
+	StartSetHeaderSize = SectionHeaderSize
 	StartSetEntrySize  = 16
 	// MaxStartExtents bounds the entries a reader accepts and a builder
 	// writes.
@@ -38,43 +34,13 @@ const (
 // ErrNoStartSet reports that an image records no start set.
 var ErrNoStartSet = errors.New("erofs: no start set")
 
-// StartSetHeader is the fixed header of the start set.
-type StartSetHeader struct {
-	Version     uint32
-	EntrySize   uint32
-	Count       uint64
-	EntryDigest [32]byte
-}
+// StartSetHeader is the header of the start set.
+type StartSetHeader = SectionHeader
 
 // DecodeStartSetHeader decodes the header. It returns ErrNoStartSet when
 // the magic is absent.
 func DecodeStartSetHeader(b []byte) (StartSetHeader, error) {
-	var h StartSetHeader
-	if err := need(b, StartSetHeaderSize, "start set header"); err != nil {
-		return h, err
-	}
-	if !bytes.Equal(b[:8], []byte(StartSetMagic)) {
-		return h, ErrNoStartSet
-	}
-	h.Version = le.Uint32(b[0x08:])
-	h.EntrySize = le.Uint32(b[0x0C:])
-	h.Count = le.Uint64(b[0x10:])
-	copy(h.EntryDigest[:], b[0x18:0x38])
-	if h.Version != StartSetVersion || h.EntrySize != StartSetEntrySize {
-		return h, fmt.Errorf("erofs: unsupported start set version %d entry size %d", h.Version, h.EntrySize)
-	}
-	return h, nil
-}
-
-// Encode writes the header into b[:StartSetHeaderSize].
-func (h *StartSetHeader) Encode(b []byte) {
-	_ = b[StartSetHeaderSize-1]
-	copy(b[:8], StartSetMagic)
-	le.PutUint32(b[0x08:], h.Version)
-	le.PutUint32(b[0x0C:], h.EntrySize)
-	le.PutUint64(b[0x10:], h.Count)
-	copy(b[0x18:0x38], h.EntryDigest[:])
-	clear(b[0x38:0x40])
+	return decodeSection(b, StartSetMagic, StartSetVersion, StartSetEntrySize, ErrNoStartSet, "start set")
 }
 
 // StartExtent is one start set entry: Blocks blocks from BlkAddr of
