@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/erofsd/erofsd/internal/hostcap"
+	"github.com/erofsd/erofsd/internal/testutil/benchstat"
 	"github.com/erofsd/erofsd/internal/testutil/faultproxy"
 	"github.com/erofsd/erofsd/internal/testutil/require"
 	"github.com/erofsd/erofsd/internal/testutil/testcontainerd"
@@ -423,7 +424,7 @@ func csMedian(rs []startResult, f func(startResult) float64) float64 {
 	for i, r := range rs {
 		v[i] = f(r)
 	}
-	return median(v)
+	return benchstat.Median(v)
 }
 
 func csSecs(rs []startResult) string {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/erofsd/erofsd/blobstore"
 	"github.com/erofsd/erofsd/internal/kmount"
+	"github.com/erofsd/erofsd/internal/testutil/benchstat"
 	"github.com/erofsd/erofsd/internal/testutil/faultproxy"
 	"github.com/erofsd/erofsd/internal/testutil/require"
 	"github.com/erofsd/erofsd/internal/testutil/testmount"
@@ -93,14 +94,14 @@ func BenchmarkRegistry(b *testing.B) {
 			// disk for curl and for erofsd alike.
 			os.RemoveAll(filepath.Join(work, "runs"))
 			dropCaches()
-			start, cpu0 := time.Now(), childCPUSeconds()
+			start, cpu0 := time.Now(), benchstat.ChildCPUSeconds()
 			out, err := exec.Command(curl, "-sSf", "-o", "/dev/null", "-w", "%{size_download}",
 				reg.URL()+"/v2/bench/blobs/"+bigBlob.Digest.String()).CombinedOutput()
 			if err != nil {
 				b.Fatalf("curl: %v\n%s", err, out)
 			}
 			curlSecs := time.Since(start).Seconds()
-			curlCPUs = append(curlCPUs, (childCPUSeconds()-cpu0)/gib)
+			curlCPUs = append(curlCPUs, (benchstat.ChildCPUSeconds()-cpu0)/gib)
 			if n, _ := strconv.ParseInt(string(out), 10, 64); n != bigBlob.Size {
 				b.Fatalf("curl fetched %s bytes of %d", out, bigBlob.Size)
 			}
@@ -111,14 +112,14 @@ func BenchmarkRegistry(b *testing.B) {
 			}
 			lazies, walks, lazyCPUs = append(lazies, lazyMiB), append(walks, walkShare), append(lazyCPUs, lazyCPU/gib)
 		}
-		curlMiB, lazyMiB := median(curls), median(lazies)
+		curlMiB, lazyMiB := benchstat.Median(curls), benchstat.Median(lazies)
 		fmt.Printf("registry on loopback, cold sequential read of %d MiB (median of %d rounds):\n", sizeMiB, rounds)
-		fmt.Printf("  curl of the blob                           %8.1f MiB/s  %s\n", curlMiB, rates(curls))
-		fmt.Printf("  erofsd fanotify path, verified chunks      %8.1f MiB/s  %s (min fetch %d, readahead %d)\n", lazyMiB, rates(lazies), minFetch, window)
+		fmt.Printf("  curl of the blob                           %8.1f MiB/s  %s\n", curlMiB, benchstat.Rounds(curls, "%.0f"))
+		fmt.Printf("  erofsd fanotify path, verified chunks      %8.1f MiB/s  %s (min fetch %d, readahead %d)\n", lazyMiB, benchstat.Rounds(lazies, "%.0f"), minFetch, window)
 		fmt.Printf("  ratio erofsd/curl %.2f (target >= 0.8)\n", lazyMiB/curlMiB)
-		curlCPU, lazyCPU := median(curlCPUs), median(lazyCPUs)
+		curlCPU, lazyCPU := benchstat.Median(curlCPUs), benchstat.Median(lazyCPUs)
 		fmt.Printf("  CPU per GiB (user+sys): erofsd and the reader %.2f s %s, curl %.2f s %s, ratio %.2f (target <= 1.5; the registry's own CPU is in neither)\n",
-			lazyCPU, secs(lazyCPUs), curlCPU, secs(curlCPUs), lazyCPU/curlCPU)
+			lazyCPU, benchstat.Rounds(lazyCPUs, "%.2f"), curlCPU, benchstat.Rounds(curlCPUs, "%.2f"), lazyCPU/curlCPU)
 		b.ReportMetric(lazyCPU, "erofsd-cpu-s/GiB")
 		b.ReportMetric(curlCPU, "curl-cpu-s/GiB")
 		fmt.Printf("metadata-only walk of %d MiB image (5,000 small files): %.2f%% of its bytes fetched, bootstrap included (target < 5%%)\n",
@@ -129,40 +130,6 @@ func BenchmarkRegistry(b *testing.B) {
 		b.ReportMetric(lazyMiB/curlMiB, "ratio-vs-curl")
 		b.ReportMetric(100*walks[0], "walk-%")
 	}
-}
-
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
-
-func secs(v []float64) string {
-	var parts []string
-	for _, x := range v {
-		parts = append(parts, fmt.Sprintf("%.2f", x))
-	}
-	return "(" + strings.Join(parts, ", ") + ")"
-}
-
-// selfCPUSeconds and childCPUSeconds are the user and system CPU time of
-// this process (erofsd's serving and the reader run here) and of its
-// waited-for children (curl).
-func selfCPUSeconds() float64  { return rusageSeconds(unix.RUSAGE_SELF) }
-func childCPUSeconds() float64 { return rusageSeconds(unix.RUSAGE_CHILDREN) }
-
-func rusageSeconds(who int) float64 {
-	var ru unix.Rusage
-	unix.Getrusage(who, &ru)
-	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
-}
-
-func rates(v []float64) string {
-	var parts []string
-	for _, x := range v {
-		parts = append(parts, fmt.Sprintf("%.0f", x))
-	}
-	return "(" + strings.Join(parts, ", ") + ")"
 }
 
 // lazyRun serves the resolved image from the registry through the
@@ -211,13 +178,13 @@ func lazyRun(ctx context.Context, b *testing.B, dir, host string, res *oci.Resol
 		return 0, 0, 0, err
 	}
 	defer f.Close()
-	start, cpu0 := time.Now(), selfCPUSeconds()
+	start, cpu0 := time.Now(), benchstat.CPUSeconds()
 	n, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{f}, make([]byte, 1<<20))
 	if err != nil {
 		return 0, 0, 0, err
 	}
 	mibs := float64(n) / (1 << 20) / time.Since(start).Seconds()
-	cpu := selfCPUSeconds() - cpu0
+	cpu := benchstat.CPUSeconds() - cpu0
 	if os.Getenv("EROFSD_BENCH_DEBUG") != "" {
 		fmt.Printf("  debug: %d chunks fetched, %d runs, %d fills waited for another, %d events, %d readaheads, %d store requests\n",
 			reg.Stats.Fetches.Load(), reg.Stats.CoalescedFetches.Load(), reg.Stats.Coalesced.Load(),

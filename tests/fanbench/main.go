@@ -18,13 +18,12 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/erofsd/erofsd/blobstore"
 	"github.com/erofsd/erofsd/erofs/build"
 	"github.com/erofsd/erofsd/internal/kmount"
+	"github.com/erofsd/erofsd/internal/testutil/benchstat"
 	"github.com/erofsd/erofsd/internal/testutil/testmount"
 	"github.com/erofsd/erofsd/ondemand"
 	"github.com/erofsd/erofsd/ondemand/fanotify"
@@ -122,15 +121,15 @@ func run(sizeMiB int, window int64) error {
 		refs, lazies, events = append(refs, ref), append(lazies, lazy), n
 		refCPUs, lazyCPUs = append(refCPUs, refCPU/gib), append(lazyCPUs, lazyCPU/gib)
 	}
-	ref, lazy := median(refs), median(lazies)
-	refCPU, lazyCPU := median(refCPUs), median(lazyCPUs)
+	ref, lazy := benchstat.Median(refs), benchstat.Median(lazies)
+	refCPU, lazyCPU := benchstat.Median(refCPUs), benchstat.Median(lazyCPUs)
 	fmt.Printf("cold sequential read of %d MiB on this kernel (median of %d rounds):\n", sizeMiB, rounds)
-	fmt.Printf("  file-backed mount, complete blob        %8.1f MiB/s  %s\n", ref, list(refs))
+	fmt.Printf("  file-backed mount, complete blob        %8.1f MiB/s  %s\n", ref, benchstat.Rounds(refs, "%.0f"))
 	fmt.Printf("  fanotify, filled on demand and verified %8.1f MiB/s  %s (%d events, mount readahead %d KiB)\n",
-		lazy, list(lazies), events, mountRA)
+		lazy, benchstat.Rounds(lazies, "%.0f"), events, mountRA)
 	fmt.Printf("  ratio fanotify/complete %.2f (target >= 0.8)\n", lazy/ref)
 	fmt.Printf("  CPU (user+sys of this process: erofsd and the reader) per GiB: fanotify %.2f s %s, complete %.2f s %s, ratio %.2f (target <= 1.5)\n",
-		lazyCPU, listf(lazyCPUs), refCPU, listf(refCPUs), lazyCPU/refCPU)
+		lazyCPU, benchstat.Rounds(lazyCPUs, "%.2f"), refCPU, benchstat.Rounds(refCPUs, "%.2f"), lazyCPU/refCPU)
 	return printPrefetch(reg, im, img, work)
 }
 
@@ -171,20 +170,6 @@ func serveBlob(reg *ondemand.Registry, im *ondemand.Image, cacheFile string) (*f
 	return srv, w, obj, func() { w.Close(); stopServing() }, nil
 }
 
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
-
-func list(v []float64) string {
-	var parts []string
-	for _, x := range v {
-		parts = append(parts, fmt.Sprintf("%.0f", x))
-	}
-	return "(" + strings.Join(parts, ", ") + ")"
-}
-
 // coldRead mounts img with device and reads "big" sequentially after
 // dropping the page cache; it returns MiB/s and the CPU seconds (user and
 // system) this process spent meanwhile: the reader's, and for a lazy read
@@ -207,27 +192,12 @@ func coldRead(img, device, mnt string) (float64, float64, error) {
 		return 0, 0, err
 	}
 	defer f.Close()
-	cpu0 := cpuSeconds()
+	cpu0 := benchstat.CPUSeconds()
 	start := time.Now()
 	n, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{f}, make([]byte, 1<<20))
 	if err != nil {
 		return 0, 0, err
 	}
 	took := time.Since(start).Seconds()
-	return float64(n) / (1 << 20) / took, cpuSeconds() - cpu0, nil
-}
-
-// cpuSeconds is the user and system CPU time this process has used.
-func cpuSeconds() float64 {
-	var ru unix.Rusage
-	unix.Getrusage(unix.RUSAGE_SELF, &ru)
-	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
-}
-
-func listf(v []float64) string {
-	var parts []string
-	for _, x := range v {
-		parts = append(parts, fmt.Sprintf("%.2f", x))
-	}
-	return "(" + strings.Join(parts, ", ") + ")"
+	return float64(n) / (1 << 20) / took, benchstat.CPUSeconds() - cpu0, nil
 }
