@@ -162,31 +162,14 @@ func TestStartSetLayers(t *testing.T) {
 	var list prefetchlist.List
 	list.Add("/f03", 0, 0)
 	list.Add("/f01", 0, 0)
-	blobDir := t.TempDir()
-	out := filepath.Join(t.TempDir(), "img")
-	f, err := os.Create(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b, err := New(f, Options{ChunkSize: 64 << 10, BlobDir: blobDir, PrefetchList: &list})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, names := range [][]string{{"f00", "f01", "f02"}, {"f10", "f03", "f11"}} {
-		if err := b.AddLayer(context.Background(), tarOf(t, src, names)); err != nil {
-			t.Fatal(err)
+	im, _, _ := buildWithList(t, &list, func(b *Builder) error {
+		for _, names := range [][]string{{"f00", "f01", "f02"}, {"f10", "f03", "f11"}} {
+			if err := b.AddLayer(context.Background(), tarOf(t, src, names)); err != nil {
+				return err
+			}
 		}
-	}
-	res, err := b.Finish(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Truncate(res.ImageSize)
-	im, err := erofs.Open(f, erofs.WithBlobs(erofs.DirBlobs(blobDir)), erofs.WithVerifiedBlobs())
-	if err != nil {
-		t.Fatal(err)
-	}
+		return nil
+	})
 	set, err := im.StartSet()
 	if err != nil {
 		t.Fatal(err)
@@ -300,29 +283,9 @@ func TestStartSetDedupedChunks(t *testing.T) {
 	os.WriteFile(filepath.Join(src, "a-copy"), data, 0o644)
 	var list prefetchlist.List
 	list.Add("/f04", 0, 0)
-	blobDir := t.TempDir()
-	out := filepath.Join(t.TempDir(), "img")
-	f, err := os.Create(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b, err := New(f, Options{ChunkSize: 64 << 10, BlobDir: blobDir, PrefetchList: &list})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.AddTar(context.Background(), tarOf(t, src, []string{"f00", "a-copy", "f01", "f04"}), TarOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	res, err := b.Finish(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Truncate(res.ImageSize)
-	im, err := erofs.Open(f, erofs.WithBlobs(erofs.DirBlobs(blobDir)), erofs.WithVerifiedBlobs())
-	if err != nil {
-		t.Fatal(err)
-	}
+	im, _, _ := buildWithList(t, &list, func(b *Builder) error {
+		return b.AddTar(context.Background(), tarOf(t, src, []string{"f00", "a-copy", "f01", "f04"}), TarOptions{})
+	})
 	set, err := im.StartSet()
 	if err != nil {
 		t.Fatal(err)
@@ -351,29 +314,9 @@ func TestStartSetTarListOrder(t *testing.T) {
 	var list prefetchlist.List
 	list.Add("/f07", 0, 0)
 	list.Add("/f05", 0, 0)
-	blobDir := t.TempDir()
-	out := filepath.Join(t.TempDir(), "img")
-	f, err := os.Create(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b, err := New(f, Options{ChunkSize: 64 << 10, BlobDir: blobDir, PrefetchList: &list})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.AddTar(context.Background(), tarOf(t, src, []string{"f05", "f06", "f07"}), TarOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	res, err := b.Finish(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Truncate(res.ImageSize)
-	im, err := erofs.Open(f, erofs.WithBlobs(erofs.DirBlobs(blobDir)), erofs.WithVerifiedBlobs())
-	if err != nil {
-		t.Fatal(err)
-	}
+	im, f, blobDir := buildWithList(t, &list, func(b *Builder) error {
+		return b.AddTar(context.Background(), tarOf(t, src, []string{"f05", "f06", "f07"}), TarOptions{})
+	})
 	var next uint32
 	for _, name := range []string{"f07", "f05", "f06"} {
 		chunks, err := im.Chunks(name)
@@ -398,4 +341,34 @@ func TestStartSetTarListOrder(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(blobDir, ".*")); len(left) != 0 {
 		t.Errorf("scratch files left: %v", left)
 	}
+}
+
+// buildWithList builds, in blob mode with 64 KiB chunks and list, what add
+// adds, and opens the image with its blobs, verified. It returns the
+// image, its file and the blob directory.
+func buildWithList(t *testing.T, list *prefetchlist.List, add func(*Builder) error) (*erofs.Image, *os.File, string) {
+	t.Helper()
+	blobDir := t.TempDir()
+	f, err := os.Create(filepath.Join(t.TempDir(), "img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	b, err := New(f, Options{ChunkSize: 64 << 10, BlobDir: blobDir, PrefetchList: list})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := add(b); err != nil {
+		t.Fatal(err)
+	}
+	res, err := b.Finish(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(res.ImageSize)
+	im, err := erofs.Open(f, erofs.WithBlobs(erofs.DirBlobs(blobDir)), erofs.WithVerifiedBlobs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return im, f, blobDir
 }
