@@ -315,18 +315,23 @@ func TestReadaheadStaysInFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := NewRegistry()
-	defer reg.Close()
-	reg.ReadaheadWindow = 16 * k
-	im, err := reg.Register(ImageSpec{FSID: "img1", Bootstrap: img, Store: &streamStore{Store: store}})
-	if err != nil {
-		t.Fatal(err)
+	// serve resolves the image's blob in a registry of its own.
+	serve := func(acrossFiles bool) *Object {
+		reg := NewRegistry()
+		t.Cleanup(func() { reg.Close() })
+		reg.ReadaheadWindow, reg.ReadaheadAcrossFiles = 16*k, acrossFiles
+		im, err := reg.Register(ImageSpec{FSID: "img1", Bootstrap: img, Store: &streamStore{Store: store}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		obj, err := reg.Resolve(im.VolumeKey(), im.Blobs[0].Digest.Hex())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(obj.Release)
+		return obj
 	}
-	obj, err := reg.Resolve(im.VolumeKey(), im.Blobs[0].Digest.Hex())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer obj.Release()
+	obj := serve(false)
 	if err := obj.Fill(context.Background(), 0, k, newMemObject(t, obj.Size())); err != nil {
 		t.Fatal(err)
 	}
@@ -358,18 +363,7 @@ func TestReadaheadStaysInFile(t *testing.T) {
 
 	// With ReadaheadAcrossFiles, the old way: a's end, then b's next
 	// chunk, are one stream, and readahead runs on into b and c.
-	reg2 := NewRegistry()
-	defer reg2.Close()
-	reg2.ReadaheadWindow, reg2.ReadaheadAcrossFiles = 16*k, true
-	im2, err := reg2.Register(ImageSpec{FSID: "img2", Bootstrap: img, Store: &streamStore{Store: store}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	obj2, err := reg2.Resolve(im2.VolumeKey(), im2.Blobs[0].Digest.Hex())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer obj2.Release()
+	obj2 := serve(true)
 	obj2.Readahead(0, 3*k)
 	if off, n := obj2.Readahead(3*k, 4096); off != 4*k || off+n <= c {
 		t.Errorf("across files: readahead %d+%d, want from %d past c at %d", off, n, 4*k, c)
