@@ -193,7 +193,8 @@ func (r *Registry) Register(spec ImageSpec) (*Image, error) {
 	if spec.DomainID != "" && !ValidName(spec.DomainID) {
 		return nil, fmt.Errorf("%w: domain id %q", ErrBadName, spec.DomainID)
 	}
-	im, err := openImage(spec)
+	// File runs are for readahead that stays in files.
+	im, err := openImage(spec, !r.ReadaheadAcrossFiles)
 	if err != nil {
 		return nil, err
 	}
@@ -258,7 +259,7 @@ func (r *Registry) releaseBlobs(im *Image) error {
 	return errors.Join(errs...)
 }
 
-func openImage(spec ImageSpec) (*Image, error) {
+func openImage(spec ImageSpec, fileRuns bool) (*Image, error) {
 	// Only a regular file: opening a FIFO would wait for a writer, and a
 	// device could be anything. O_NONBLOCK keeps the open itself from
 	// waiting; it means nothing for the regular file that is read.
@@ -273,7 +274,7 @@ func openImage(spec ImageSpec) (*Image, error) {
 		}
 		return nil, fmt.Errorf("%w: %v", ErrBadImage, err)
 	}
-	im, err := describeImage(spec, f)
+	im, err := describeImage(spec, f, fileRuns)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("%w: %s: %v", ErrBadImage, spec.Bootstrap, err)
@@ -281,7 +282,7 @@ func openImage(spec ImageSpec) (*Image, error) {
 	return im, nil
 }
 
-func describeImage(spec ImageSpec, f *os.File) (*Image, error) {
+func describeImage(spec ImageSpec, f *os.File, fileRuns bool) (*Image, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, err
@@ -321,7 +322,9 @@ func describeImage(spec ImageSpec, f *os.File) (*Image, error) {
 		im.blobs = append(im.blobs, bd)
 		im.Blobs = append(im.Blobs, BlobInfo{Digest: digest, Size: bd.size, Chunks: len(bd.chunks), Name: bd.name})
 	}
-	im.mapFileRuns(img)
+	if fileRuns {
+		im.mapFileRuns(img)
+	}
 	switch im.start, err = img.StartSet(); {
 	case errors.Is(err, erofs.ErrNoStartSet):
 	case err != nil:

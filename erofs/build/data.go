@@ -161,7 +161,6 @@ type blob struct {
 
 	front, back segment
 	frontChunks []frontChunk      // in the order they came
-	rank        int               // smallest start-set rank of the front's chunks
 	frontMap    map[uint32]uint32 // set by finish: front scratch block → blob block
 	frontBlocks uint32            // set by finish: where the back segment starts
 	// extraStart are start-set chunks found stored in the back already
@@ -190,6 +189,15 @@ const (
 	inFront
 	inBack
 )
+
+// frontRank is the smallest start-set rank of the front's chunks.
+func (b *blob) frontRank() int {
+	r := b.frontChunks[0].rank
+	for _, c := range b.frontChunks[1:] {
+		r = min(r, c.rank)
+	}
+	return r
+}
 
 // extraStart is a start-set chunk in a blob's back segment.
 type extraStart struct {
@@ -243,9 +251,6 @@ func (b *blob) put(p []byte, digest [32]byte, seg, rank int) (uint32, error) {
 		return 0, fmt.Errorf("writing blob: %w", err)
 	}
 	if seg == inFront {
-		if len(b.frontChunks) == 0 || rank < b.rank {
-			b.rank = rank
-		}
 		b.frontChunks = append(b.frontChunks, frontChunk{blk: uint32(blk), length: uint32(len(p)), digest: digest, rank: rank})
 		return uint32(blk), nil
 	}

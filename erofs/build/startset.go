@@ -100,7 +100,7 @@ func encodeStartSet(blobs []*blob) []byte {
 	var all []ranked
 	for _, bl := range blobs {
 		if len(bl.frontChunks) > 0 && bl.frontBlocks > 0 {
-			all = append(all, ranked{disk.StartExtent{DeviceID: bl.device, Blocks: bl.frontBlocks}, bl.rank})
+			all = append(all, ranked{disk.StartExtent{DeviceID: bl.device, Blocks: bl.frontBlocks}, bl.frontRank()})
 		}
 		for blk, x := range bl.extraStart {
 			all = append(all, ranked{disk.StartExtent{DeviceID: bl.device, BlkAddr: blk + bl.frontBlocks, Blocks: x.blocks}, x.rank})
