@@ -253,10 +253,12 @@ func (d *LclusterIndex) Encode(b []byte) {
 }
 
 // COMPACT indexes store lclusters in packs: a little-endian bit stream of
-// vcnt entries (lo | type << lclusterbits, encodebits each) followed by a
-// u32 base block address in the pack's last 4 bytes. 4-byte packs (8
-// bytes, 2 entries, 16 bits each) need lclusterbits ≤ 14; 2-byte packs
-// (32 bytes, 16 entries, 14 bits each) need lclusterbits = 12. lo is the
+// vcnt entries (lo | type << lobits, encodebits each) followed by a u32
+// base block address in the pack's last 4 bytes. lobits is lclusterbits
+// (newer kernels, which allow blocks below 4 KiB: max(lclusterbits, 12),
+// so that LID0CBlkCnt fits). 4-byte packs (8 bytes, 2 entries, 16 bits
+// each) need lobits ≤ 14; 2-byte packs (32 bytes, 16 entries, 14 bits
+// each) need lobits = 12. lo is the
 // clusterofs of HEAD entries and delta[0] (or LID0CBlkCnt|blocks) of
 // NONHEAD ones, except that the last entry of a pack stores delta[1] when
 // NONHEAD. HEAD block addresses are not stored: they follow from the pack
@@ -276,13 +278,13 @@ var (
 	CompactPack2B = CompactPack{Size: 32, VCnt: 16, EncodeBits: 14}
 )
 
-// Fits reports whether entries of lclusterbits fit the pack, as the
-// kernel requires.
-func (p CompactPack) Fits(lclusterBits uint) bool {
+// Fits reports whether entries of loBits fit the pack, as the kernel
+// requires.
+func (p CompactPack) Fits(loBits uint) bool {
 	if p.VCnt == CompactPack2B.VCnt {
-		return lclusterBits == 12
+		return loBits == 12
 	}
-	return lclusterBits <= 14
+	return loBits <= 14
 }
 
 // CompactEntry is one decoded COMPACT entry.
@@ -292,18 +294,18 @@ type CompactEntry struct {
 }
 
 // Entry decodes entry i of pack (the pack's Size bytes).
-func (p CompactPack) Entry(pack []byte, lclusterBits uint, i int) (CompactEntry, error) {
+func (p CompactPack) Entry(pack []byte, loBits uint, i int) (CompactEntry, error) {
 	if err := need(pack, p.Size, "compact pack"); err != nil {
 		return CompactEntry{}, err
 	}
-	if i < 0 || i >= p.VCnt || !p.Fits(lclusterBits) {
-		return CompactEntry{}, fmt.Errorf("%w: entry %d of a %d-byte pack, lclusterbits %d", ErrBadIndex, i, p.Size, lclusterBits)
+	if i < 0 || i >= p.VCnt || !p.Fits(loBits) {
+		return CompactEntry{}, fmt.Errorf("%w: entry %d of a %d-byte pack, lobits %d", ErrBadIndex, i, p.Size, loBits)
 	}
 	pos := p.EncodeBits * i
 	v := le.Uint32(pack[pos/8:]) >> (pos & 7)
 	return CompactEntry{
-		Type: uint8(v>>lclusterBits) & LclusterTypeMask,
-		Lo:   uint16(v & (1<<lclusterBits - 1)),
+		Type: uint8(v>>loBits) & LclusterTypeMask,
+		Lo:   uint16(v & (1<<loBits - 1)),
 	}, nil
 }
 
@@ -316,20 +318,20 @@ func (p CompactPack) Base(pack []byte) (uint32, error) {
 }
 
 // Encode writes a whole pack into b[:p.Size]: len(entries) must be VCnt
-// and every Lo must fit in lclusterbits.
-func (p CompactPack) Encode(b []byte, lclusterBits uint, entries []CompactEntry, base uint32) error {
+// and every Lo must fit in loBits.
+func (p CompactPack) Encode(b []byte, loBits uint, entries []CompactEntry, base uint32) error {
 	if err := need(b, p.Size, "compact pack"); err != nil {
 		return err
 	}
-	if len(entries) != p.VCnt || !p.Fits(lclusterBits) {
-		return fmt.Errorf("%w: %d entries for a %d-byte pack, lclusterbits %d", ErrBadIndex, len(entries), p.Size, lclusterBits)
+	if len(entries) != p.VCnt || !p.Fits(loBits) {
+		return fmt.Errorf("%w: %d entries for a %d-byte pack, lobits %d", ErrBadIndex, len(entries), p.Size, loBits)
 	}
 	clear(b[:p.Size])
 	for i, e := range entries {
-		if uint(e.Lo) >= 1<<lclusterBits || e.Type > LclusterTypeMask {
-			return fmt.Errorf("%w: entry %d: lo %#x type %d with lclusterbits %d", ErrBadIndex, i, e.Lo, e.Type, lclusterBits)
+		if uint(e.Lo) >= 1<<loBits || e.Type > LclusterTypeMask {
+			return fmt.Errorf("%w: entry %d: lo %#x type %d with lobits %d", ErrBadIndex, i, e.Lo, e.Type, loBits)
 		}
-		v := uint32(e.Lo) | uint32(e.Type)<<lclusterBits
+		v := uint32(e.Lo) | uint32(e.Type)<<loBits
 		pos := p.EncodeBits * i
 		for k := 0; k < p.EncodeBits; k++ {
 			if v>>k&1 != 0 {
@@ -348,7 +350,7 @@ func (p CompactPack) Encode(b []byte, lclusterBits uint, entries []CompactEntry,
 // in 4-byte packs.
 type CompactLayout struct {
 	Base      uint64 // position of the first pack (CompactIndexBase)
-	Total     uint64 // lclusters: ceil(i_size / lcluster size)
+	Total     uint64 // entries: ceil(i_size / block size), as the kernel counts them
 	Initial4B uint64
 	Compact2B uint64
 }
@@ -368,7 +370,8 @@ func NewCompactLayout(base, total uint64, compacted2B bool) CompactLayout {
 }
 
 // Locate returns the pack holding lcluster lcn, the pack's position, and
-// the entry's index in it. lcn must be below Total.
+// the entry's index in it. lcn must be below Total. (Total counts blocks,
+// ceil(i_size / block size), as the kernel's totalidx does.)
 func (l CompactLayout) Locate(lcn uint64) (p CompactPack, packPos uint64, i int) {
 	pos := l.Base
 	p = CompactPack4B
