@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 )
 
@@ -85,6 +86,18 @@ type Blob interface {
 // fails with an error (a short body is io.ErrUnexpectedEOF).
 type RangeOpener interface {
 	OpenRange(ctx context.Context, off, n int64) (io.ReadCloser, error)
+}
+
+// FileBacked is implemented by blobs kept as local files (Local): File
+// returns the open file, so that a caller can copy ranges of it in the
+// kernel (copy_file_range) instead of through its own memory. The file
+// stays the blob's: the caller must not close it, and must check what it
+// copies where it lands, as the file may change under it.
+type FileBacked interface {
+	File() *os.File
+	// Copied counts n bytes the caller read from File itself, as a
+	// ReadAt of them would have.
+	Copied(n int64)
 }
 
 // SizedOpener is implemented by stores that can pass over hosts whose

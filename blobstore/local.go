@@ -93,4 +93,13 @@ func (b *localBlob) ReadAt(ctx context.Context, p []byte, off int64) (int, error
 
 func (b *localBlob) Size() int64 { return b.size }
 
+// File returns the blob's open file (FileBacked).
+func (b *localBlob) File() *os.File { return b.f }
+
+// Copied counts a read the caller made from File.
+func (b *localBlob) Copied(n int64) {
+	b.stats.Requests.Add(1)
+	b.stats.Bytes.Add(n)
+}
+
 func (b *localBlob) Close() error { return b.f.Close() }

@@ -44,6 +44,9 @@ type Stats struct {
 	// CoalescedFetches counts single store reads that fetched several
 	// adjacent chunks.
 	CoalescedFetches atomic.Int64
+	// CopiedBytes counts the part of FetchedBytes copied in the kernel
+	// from local blob files and verified where it landed (FileCopier).
+	CopiedBytes atomic.Int64
 	// FillsInFlight counts front-end fills of blob data running now
 	// (kernel reads and their readahead); prefetch yields to them.
 	FillsInFlight atomic.Int64

@@ -46,6 +46,29 @@ type BlockWriter interface {
 	WriteBlocks(p []byte, off int64) error
 }
 
+// FileCopier is implemented by BlockWriters that can take blocks straight
+// from a local file, copied in the kernel (copy_file_range) rather than
+// read into memory and written back: a blob in a local store is then
+// moved once and hashed where it lands, instead of moved twice.
+type FileCopier interface {
+	// CopyFrom copies the n bytes at off of src to the same place in
+	// the object (off and n block aligned; what src lacks reads as
+	// zeros), then calls check with the bytes as they now are in the
+	// object (mapped read-only, valid during the call). Only the
+	// [start, end) ranges check returns (block aligned, within the
+	// copy) count as written; nothing of the copy can be read before
+	// that, and what check does not vouch for is dropped. Copying into
+	// blocks already written, or being written, is refused with
+	// ErrNotCopied, as is a src the object's filesystem cannot copy
+	// from: nothing was written then, and the caller writes the blocks
+	// itself.
+	CopyFrom(ctx context.Context, src *os.File, off, n int64, check func(data []byte) [][2]int64) error
+}
+
+// ErrNotCopied is a FileCopier's refusal to copy: the caller writes the
+// blocks through WriteBlocks instead.
+var ErrNotCopied = errors.New("blocks not copied")
+
 // Source is one object the kernel reads: an image bootstrap or a blob.
 type Source interface {
 	// Size is the object's size in bytes, as reported to the kernel.
@@ -275,6 +298,9 @@ type blobSource struct {
 	// window is how far ahead of a sequential reader Readahead looks
 	// (0: one chunk).
 	window int64
+	// noCopy: the writer cannot copy from this blob's local files (see
+	// FileCopier), runs are read into memory.
+	noCopy atomic.Bool
 	// acrossFiles lets readahead ignore file runs and open the whole
 	// window on the second access in a row, as before erofsd mapped files
 	// (Registry.ReadaheadAcrossFiles).
@@ -579,6 +605,11 @@ func (s *blobSource) fillRun(ctx context.Context, i int, need, end int64, w Bloc
 		return
 	}
 	if b, err := first.open(ctx, s.blobData); err == nil {
+		if fb, ok := b.(blobstore.FileBacked); ok {
+			if fc, ok := w.(FileCopier); ok && !s.noCopy.Load() && s.copyRun(ctx, fc, fb, run, fetches, span) {
+				return
+			}
+		}
 		if ro, ok := b.(blobstore.RangeOpener); ok {
 			s.streamRun(ctx, ro, run, fetches, span, w)
 			return
@@ -615,6 +646,102 @@ func (s *blobSource) fillRun(ctx context.Context, i int, need, end int64, w Bloc
 	work()
 	wg.Wait()
 	s.finishRest(run, fetches, finished)
+}
+
+// copyRun fetches a run from a local blob file by copying it in the
+// kernel into the object and verifying each chunk where it landed (see
+// FileCopier): one copy of the data instead of a read into memory and a
+// write back out. Chunks that do not match, or whose padding is not
+// zeros, are left to the per-chunk path (errRunMiss), which writes them
+// zero padded from memory. It returns false, having finished nothing,
+// when the writer refused to copy: the caller fetches the run itself.
+func (s *blobSource) copyRun(ctx context.Context, fc FileCopier, fb blobstore.FileBacked, run []chunk, fetches []*fetch, span int64) bool {
+	verified, err := s.copyVerify(ctx, fc, fb, run, span)
+	if errors.Is(err, ErrNotCopied) {
+		return false
+	}
+	finished := make([]atomic.Bool, len(run))
+	for k, c := range run {
+		f := fetches[k]
+		switch {
+		case err == nil && verified[k]:
+			f.err = nil
+		case err == nil:
+			s.stats.DigestFailures.Add(1)
+		}
+		finished[k].Store(true)
+		s.finish(c, f)
+	}
+	s.finishRest(run, fetches, finished)
+	return true
+}
+
+// copyVerify copies adjacent chunks (span bytes from the first one's
+// offset) from a local blob file into the object and reports which
+// matched their digest where they landed; those are written. An
+// ErrNotCopied error wrote nothing: the caller reads the chunks itself.
+func (s *blobSource) copyVerify(ctx context.Context, fc FileCopier, fb blobstore.FileBacked, run []chunk, span int64) ([]bool, error) {
+	start := time.Now()
+	verified := make([]bool, len(run))
+	err := fc.CopyFrom(ctx, fb.File(), run[0].off, span, func(data []byte) [][2]int64 {
+		fb.Copied(int64(len(data)))
+		// Hashing is most of the work: two goroutines when there are
+		// several chunks, as the machine has more than one core.
+		var next atomic.Int32
+		work := func() {
+			for k := int(next.Add(1) - 1); k < len(run); k = int(next.Add(1) - 1) {
+				c := run[k]
+				rel := c.off - run[0].off
+				verified[k] = sha256.Sum256(data[rel:rel+c.length]) == c.digest && allZero(data[rel+c.length:rel+alignUp(c.length)])
+			}
+		}
+		var wg sync.WaitGroup
+		if len(run) > 1 {
+			wg.Go(work)
+		}
+		work()
+		wg.Wait()
+		var good [][2]int64
+		for k, c := range run {
+			if verified[k] {
+				good = append(good, [2]int64{c.off, c.off + alignUp(c.length)})
+			}
+		}
+		return good
+	})
+	if errors.Is(err, ErrNotCopied) {
+		if errors.Is(err, errors.ErrUnsupported) {
+			// This store's files cannot be copied into the cache's
+			// filesystem (another filesystem, say): not worth trying
+			// again for every run.
+			s.noCopy.Store(true)
+		}
+		return nil, err
+	}
+	if s.latency != nil {
+		s.latency.Observe(time.Since(start).Seconds())
+	}
+	if err != nil {
+		return nil, err
+	}
+	for k, c := range run {
+		if verified[k] {
+			s.stats.Fetches.Add(1)
+			s.stats.FetchedBytes.Add(c.length)
+			s.stats.CopiedBytes.Add(c.length)
+		}
+	}
+	return verified, nil
+}
+
+// allZero reports whether p holds only zero bytes.
+func allZero(p []byte) bool {
+	for _, b := range p {
+		if b != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // finishRest finishes the fetches of a run that were not finished (a
@@ -794,6 +921,20 @@ func (s *blobSource) fetchChunk(ctx context.Context, c chunk, w BlockWriter) err
 	stores := s.storeList()
 	if len(stores) == 0 {
 		return fmt.Errorf("%s: no blob store to fetch from", s.digest)
+	}
+	if fc, ok := w.(FileCopier); ok && !s.noCopy.Load() {
+		// From a local blob file: copied in the kernel and checked
+		// where it lands. If that does not write it (a mismatch, a
+		// refusal), the stores are read as below.
+		if b, err := stores[0].open(ctx, s.blobData); err == nil {
+			if fb, ok := b.(blobstore.FileBacked); ok {
+				if verified, err := s.copyVerify(ctx, fc, fb, []chunk{c}, padded); err == nil && verified[0] {
+					return nil
+				} else if err == nil {
+					s.stats.DigestFailures.Add(1)
+				}
+			}
+		}
 	}
 	buf := s.bufs.getSize(int(padded))
 	defer s.bufs.put(buf)

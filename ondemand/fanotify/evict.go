@@ -63,7 +63,12 @@ type EvictResult struct {
 
 // cacheState is the server's view of its cache directory.
 type cacheState struct {
-	used    atomic.Int64 // allocated bytes, estimated between scans
+	used atomic.Int64 // allocated bytes, estimated between scans
+	// pending counts bytes reserved for writes and copies still under
+	// way: a scan may not see their blocks yet, so it counts them on top
+	// of what it finds (counting some twice for a moment is safe;
+	// forgetting them would let the cache grow past its limit).
+	pending atomic.Int64
 	scanned atomic.Bool
 	usage   atomic.Pointer[CacheUsage]
 
@@ -181,7 +186,7 @@ func (s *Server) evict(ctx context.Context, enough func(total int64) bool) (Evic
 	res.raced = s.cache.freed != freed
 	s.cache.lastEnd, s.cache.lastFull = time.Now(), !enough(total) && !res.raced
 	s.cache.mu.Unlock()
-	s.cache.used.Store(total)
+	s.cache.used.Store(total + s.cache.pending.Load())
 	s.cache.scanned.Store(true)
 	res.Usage = CacheUsage{Bytes: total, Files: len(files) - res.Evicted, Limit: s.limit, Scanned: time.Now()}
 	if fs, err := s.statfs(); err == nil {
@@ -215,7 +220,21 @@ func (s *Server) removeUnwatched(f space.Victim) (bool, error) {
 // reserve accounts for n new bytes in the cache; over the limit it
 // evicts unwatched files first (down to 90% of the limit, so that not
 // every write evicts) and fails with ErrCacheFull if that is not enough.
+// A reservation made is pending until the caller settles it, once its
+// write is done.
 func (s *Server) reserve(ctx context.Context, n int64) error {
+	if err := s.reserveUsed(ctx, n); err != nil {
+		return err
+	}
+	s.cache.pending.Add(n)
+	return nil
+}
+
+// settle ends a reservation: the write or copy of its n bytes is done
+// (its blocks allocated, or its bytes given back).
+func (s *Server) settle(n int64) { s.cache.pending.Add(-n) }
+
+func (s *Server) reserveUsed(ctx context.Context, n int64) error {
 	if s.limit <= 0 || n <= 0 {
 		s.cache.used.Add(n)
 		return nil

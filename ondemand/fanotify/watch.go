@@ -41,6 +41,15 @@ type Watch struct {
 	writeFD  int      // a non-notifying fd of the cache file (a dup of an event fd), -1 before the first event
 	marked   bool
 	refs     int
+	// copying holds the ranges being copied in (blockWriter.CopyFrom),
+	// whose bytes are not verified yet; writing those of the writes
+	// under way. Writes into a range being copied wait for the copy
+	// (copyDone, signalled under mu), and copies are refused where
+	// writes are under way or blocks are present: a copy never puts
+	// unverified bytes over verified ones.
+	copying  [][2]int64
+	writing  [][2]int64
+	copyDone sync.Cond
 	// verified: the complete file matched digest. verifying: a check
 	// runs. mismatch: a check failed; the file stays marked (its blocks
 	// are right for the image's chunk table, its whole is not the blob).
@@ -79,6 +88,7 @@ func (s *Server) Watch(path string, size int64, digest [32]byte, src ondemand.So
 		return w, nil
 	}
 	w := &Watch{s: s, Path: path, size: size, digest: digest, src: src, key: key, writeFD: -1, refs: 1}
+	w.copyDone.L = &w.mu
 	if fd, ok := s.writers[path]; ok {
 		w.writeFD = fd
 		delete(s.writers, path)
@@ -550,10 +560,19 @@ func (b blockWriter) WriteBlocks(p []byte, off int64) error {
 	if off+int64(len(p)) > w.size {
 		p = p[:w.size-off]
 	}
+	span := [2]int64{off, off + int64(len(p))}
+	w.mu.Lock()
+	for overlapsAny(w.copying, span) {
+		w.copyDone.Wait() // a copy's I/O and hashing, bounded by its context
+	}
+	w.writing = append(w.writing, span)
+	w.mu.Unlock()
+	defer w.endSpan(&w.writing, span)
 	added := w.missingBytes(off, int64(len(p)))
 	if err := w.s.reserve(b.ctx, added); err != nil {
 		return fmt.Errorf("writing %s at %d: %w", w.Path, off, err)
 	}
+	defer w.s.settle(added)
 	err := w.pwrite(p, off)
 	if ondemand.IsNoSpace(err) {
 		w.s.Stats.NoSpace.Add(1)
@@ -570,6 +589,30 @@ func (b blockWriter) WriteBlocks(p []byte, off int64) error {
 	}
 	w.s.Stats.WrittenBytes.Add(int64(len(p)))
 	return w.markPresent(off, int64(len(p)))
+}
+
+// overlapsAny reports whether span overlaps one of spans.
+func overlapsAny(spans [][2]int64, span [2]int64) bool {
+	for _, sp := range spans {
+		if sp[0] < span[1] && span[0] < sp[1] {
+			return true
+		}
+	}
+	return false
+}
+
+// endSpan removes span from *list (w.copying or w.writing) and wakes
+// writes waiting for copies.
+func (w *Watch) endSpan(list *[][2]int64, span [2]int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i, sp := range *list {
+		if sp == span {
+			*list = append((*list)[:i], (*list)[i+1:]...)
+			break
+		}
+	}
+	w.copyDone.Broadcast()
 }
 
 func (w *Watch) pwrite(p []byte, off int64) error {

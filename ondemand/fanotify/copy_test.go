@@ -1,0 +1,155 @@
+package fanotify
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/erofsd/erofsd/blobstore"
+	"github.com/erofsd/erofsd/ondemand"
+	"golang.org/x/sys/unix"
+)
+
+// TestCopiedChunksCheckedWhereTheyLand: runs of a local store's blob are
+// copied into the cache file in the kernel; a chunk whose bytes in the
+// store are wrong is not made present, reads of it fail with EIO, and its
+// copied bytes do not stay in the cache file. The chunks before it read
+// right.
+func TestCopiedChunksCheckedWhereTheyLand(t *testing.T) {
+	src := t.TempDir()
+	data := make([]byte, 16<<20)
+	rand.Read(data)
+	os.WriteFile(filepath.Join(src, "f"), data, 0o644)
+	m := newLazyMount(t, src, 1<<20, true) // one byte flipped in the middle of the blob
+	_, err := os.ReadFile(filepath.Join(m.mnt, "f"))
+	if !errors.Is(err, syscall.EIO) {
+		t.Fatalf("reading a file with a corrupt chunk: %v, want EIO", err)
+	}
+	if m.reg.Stats.CopiedBytes.Load() == 0 {
+		t.Fatal("no chunk was copied in the kernel: the test does not test the copy path")
+	}
+	if m.reg.Stats.DigestFailures.Load() == 0 {
+		t.Fatal("no digest failure counted")
+	}
+	f, _ := os.Open(filepath.Join(m.mnt, "f"))
+	defer f.Close()
+	buf := make([]byte, 4<<20)
+	if _, err := f.ReadAt(buf, 0); err != nil || !bytes.Equal(buf, data[:len(buf)]) {
+		t.Fatalf("the first chunks: %v", err)
+	}
+
+	// Every present block holds the blob's bytes; the blocks of the
+	// corrupt chunk are not present and hold no copied bytes.
+	w := m.watches[0]
+	blob, err := os.ReadFile(filepath.Join(m.blobDir, blobstore.DigestOf(w.digest).Hex()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.mu.Lock()
+	fd, err := unix.Dup(w.writeFD)
+	w.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	bad := int64(len(blob) / 2)
+	bad -= bad % (1 << 20)
+	if w.has(bad, 1<<20) {
+		t.Fatal("the corrupt chunk is present")
+	}
+	block := make([]byte, ondemand.BlockSize)
+	for off := int64(0); off < w.size; off += ondemand.BlockSize {
+		if _, err := unix.Pread(fd, block, off); err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case w.has(off, ondemand.BlockSize):
+			want := make([]byte, ondemand.BlockSize)
+			copy(want, blob[min(off, int64(len(blob))):])
+			if !bytes.Equal(block, want) {
+				t.Fatalf("present block at %d differs from the blob", off)
+			}
+		case off >= bad && off < bad+1<<20 && !allZeros(block):
+			t.Fatalf("copied bytes of the corrupt chunk left in the cache file at %d", off)
+		}
+	}
+}
+
+// TestCopyRefusedWhereWritten: a copy into blocks already present (or
+// being written) is refused before anything is copied, so it can never
+// put unverified bytes under blocks a reader may be served; a copy whose
+// check vouches for nothing leaves its blocks absent and holding zeros.
+func TestCopyRefusedWhereWritten(t *testing.T) {
+	src := t.TempDir()
+	data := make([]byte, 8<<20)
+	rand.Read(data)
+	os.WriteFile(filepath.Join(src, "f"), data, 0o644)
+	m := newLazyMount(t, src, 1<<20, false)
+	f, err := os.Open(filepath.Join(m.mnt, "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.ReadAt(make([]byte, 1), 0); err != nil { // the watch gets its writer
+		t.Fatal(err)
+	}
+	w := m.watches[0]
+	bw := blockWriter{context.Background(), w}
+	other, err := os.CreateTemp(t.TempDir(), "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	junk := bytes.Repeat([]byte{0xAB}, int(w.size))
+	other.Write(junk)
+	defer other.Close()
+	checked := false
+	err = bw.CopyFrom(context.Background(), other, 0, 1<<20, func([]byte) [][2]int64 { checked = true; return nil })
+	if !errors.Is(err, ondemand.ErrNotCopied) || checked {
+		t.Fatalf("copy into present blocks: %v (checked %v), want ErrNotCopied before any check", err, checked)
+	}
+	// The last MiB: not read, not present.
+	last := w.size - 1<<20
+	if w.has(last, ondemand.BlockSize) {
+		t.Skip("the tail was fetched ahead of the reader")
+	}
+	var seen []byte
+	err = bw.CopyFrom(context.Background(), other, last, 1<<20, func(p []byte) [][2]int64 { seen = bytes.Clone(p); return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(seen, junk[:1<<20]) {
+		t.Fatal("check did not see the copied bytes")
+	}
+	w.mu.Lock()
+	present := w.anyPresentLocked(last, 1<<20)
+	w.mu.Unlock()
+	if present {
+		t.Fatal("blocks the check did not vouch for are present")
+	}
+	got := make([]byte, 1<<20)
+	w.mu.Lock()
+	fd := w.writeFD
+	w.mu.Unlock()
+	if _, err := unix.Pread(fd, got, last); err != nil || !allZeros(got) {
+		t.Fatalf("unverified copied bytes left in the cache file (%v)", err)
+	}
+	// The file still reads right.
+	all, err := os.ReadFile(filepath.Join(m.mnt, "f"))
+	if err != nil || !bytes.Equal(all, data) {
+		t.Fatalf("reading after the refused copies: %v", err)
+	}
+}
+
+func allZeros(p []byte) bool {
+	for _, b := range p {
+		if b != 0 {
+			return false
+		}
+	}
+	return true
+}
