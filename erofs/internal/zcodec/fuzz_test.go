@@ -1,0 +1,105 @@
+package zcodec
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+)
+
+// The decoders see hostile pclusters: they must never panic, never
+// allocate beyond their bounds, and report anything they refuse as
+// ErrCorrupt. A stream they accept must be reproducible: decoding it
+// twice gives the same bytes.
+
+// fuzzSeeds adds real streams from alg's encoder (with their exact
+// decoded lengths) and some broken variants.
+func fuzzSeeds(f *testing.F, alg Algorithm) {
+	enc, err := NewEncoder(alg, false, -1)
+	if err != nil {
+		f.Fatal(err)
+	}
+	dst := make([]byte, 4096)
+	for _, in := range [][]byte{textData(20000), binaryData(9000), make([]byte, 5000), []byte("a"), randomData(3000)} {
+		consumed, n, err := enc.EncodeDestSize(dst, in)
+		if err != nil {
+			f.Fatal(err)
+		}
+		if consumed == 0 {
+			continue
+		}
+		s := bytes.Clone(dst[:n])
+		f.Add(s, uint32(consumed))
+		f.Add(s[:len(s)/2], uint32(consumed))
+		f.Add(append([]byte{0, 0, 0}, s...), uint32(consumed+7))
+	}
+}
+
+func fuzzDecode(f *testing.F, alg Algorithm) {
+	fuzzSeeds(f, alg)
+	dec, err := NewDecoder(alg, Params{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, src []byte, outLen uint32) {
+		// Pclusters decode to at most a few MiB; keep fuzzing fast.
+		n := int(outLen % (1 << 18))
+		out := make([]byte, n)
+		err := dec.Decode(out, src, true)
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("error not wrapping ErrCorrupt: %v", err)
+			}
+			return
+		}
+		again := make([]byte, n)
+		if err := dec.Decode(again, src, true); err != nil || !bytes.Equal(out, again) {
+			t.Fatalf("second decode differs (err %v)", err)
+		}
+	})
+}
+
+func FuzzDecodeLZ4(f *testing.F)     { fuzzDecode(f, LZ4) }
+func FuzzDecodeLZMA(f *testing.F)    { fuzzDecode(f, LZMA) }
+func FuzzDecodeDeflate(f *testing.F) { fuzzDecode(f, Deflate) }
+func FuzzDecodeZstd(f *testing.F)    { fuzzDecode(f, Zstd) }
+
+// FuzzLZ4Legacy decodes without 0padding (the partial decoder).
+func FuzzLZ4Legacy(f *testing.F) {
+	fuzzSeeds(f, LZ4)
+	f.Fuzz(func(t *testing.T, src []byte, outLen uint32) {
+		err := lz4Decoder{}.Decode(make([]byte, outLen%(1<<16)), src, false)
+		if err != nil && !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("error not wrapping ErrCorrupt: %v", err)
+		}
+	})
+}
+
+// FuzzLZ4RoundTrip compresses arbitrary data into arbitrary pcluster
+// sizes: every stream must fit, avoid a leading zero, and decode exactly.
+func FuzzLZ4RoundTrip(f *testing.F) {
+	f.Add(textData(10000), uint16(4096))
+	f.Add(binaryData(3000), uint16(100))
+	f.Add(make([]byte, 70000), uint16(40))
+	f.Add([]byte("abcabcabcabcabcabcabcabcabcabc"), uint16(13))
+	enc := newLZ4Encoder()
+	f.Fuzz(func(t *testing.T, src []byte, size uint16) {
+		dst := make([]byte, size)
+		consumed, n, err := enc.EncodeDestSize(dst, src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if consumed == 0 {
+			return
+		}
+		if n > len(dst) || dst[0] == 0 {
+			t.Fatalf("stream %d bytes into %d, first %#x", n, len(dst), dst[0])
+		}
+		out := make([]byte, consumed)
+		if err := lz4DecodeBlock(out, dst[:n]); err != nil {
+			t.Fatalf("decode: %v", err)
+		}
+		if !bytes.Equal(out, src[:consumed]) {
+			t.Fatal("wrong data")
+		}
+	})
+}
