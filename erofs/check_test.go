@@ -136,7 +136,7 @@ func direntOff(t *testing.T, img *Image, dir, name string) int64 {
 	}
 	buf := make([]byte, img.blkSize)
 	for blk := int64(0); blk < img.dirBlocks(ino); blk++ {
-		b, err := img.readDirBlock(ino, blk, buf)
+		b, err := img.readDirBlock(ino, nil, blk, buf)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -316,7 +316,10 @@ var corruptions = []corruption{
 	{name: "special file with data", patch: inoPatch("fifo", func(in *disk.Inode) { in.Size = 10 }), want: "special file"},
 	{name: "unknown format bits", patch: inoPatch("hello.txt", func(in *disk.Inode) { in.Format |= 0x10 }), want: "i_format", unsup: true},
 	{name: "invalid layout", patch: inoPatch("hello.txt", func(in *disk.Inode) { in.Format = in.Format&1 | 6<<1 }), want: "layout"},
-	{name: "compressed file", patch: inoPatch("hello.txt", func(in *disk.Inode) { in.Format = in.Format&1 | disk.LayoutCompressedFull<<1 }), want: "compressed", unsup: true},
+	{name: "compressed index beyond image", patch: inoPatch("size_4096", func(in *disk.Inode) {
+		in.Format = in.Format&1 | disk.LayoutCompressedFull<<1
+		in.Size = 1 << 31 // a compact inode's i_size is 32 bits
+	}), want: "index ends at byte"},
 	{name: "invalid mode", patch: inoPatch("hello.txt", func(in *disk.Inode) { in.Mode = 0o644 }), want: "file type"},
 	{name: "extended reserved bits", variant: 1, patch: inoPatch("size_4096", func(in *disk.Inode) { in.Reserved06 = 1 }), want: "reserved"},
 	{name: "chunk format 48bit", variant: 2, patch: inoPatch("size_100000", func(in *disk.Inode) { in.U |= disk.ChunkFormat48Bit }), want: "chunk format", unsup: true},

@@ -7,13 +7,17 @@ import (
 	"github.com/erofsd/erofsd/erofs/internal/disk"
 )
 
-// FileChunk describes one chunk of a chunk-based file.
+// FileChunk describes one chunk of a chunk-based file, or one pcluster
+// of a compressed file (an extent and the blocks it is decoded from).
 type FileChunk struct {
-	Offset  int64  // offset of the chunk in the file
+	Offset  int64  // offset of the chunk (extent) in the file
 	Length  int64  // file bytes the chunk holds (the last one may be short)
 	Hole    bool   // the chunk reads as zeros; Device and BlkAddr are unused
 	Device  int    // 0 = primary image, 1..N = extra device (after unified addressing)
-	BlkAddr uint32 // first block of the chunk on Device
+	BlkAddr uint32 // first block of the chunk (pcluster) on Device
+	// Encoded is, for an extent of a compressed file, the bytes of its
+	// pcluster at BlkAddr (0 for chunks).
+	Encoded int64
 }
 
 // Chunks returns the chunk map of the named regular file (following
@@ -72,7 +76,8 @@ func (img *Image) chunkMap(ino *inode) ([]FileChunk, error) {
 var ErrWalkLimit = errors.New("erofs: more entries than the walk allows")
 
 // FileChunks calls fn with the chunk map of every chunk-based regular file
-// reachable from the root, each inode once (hard links once, a directory
+// reachable from the root, and the pcluster map of every compressed one
+// (see compressedChunks), each inode once (hard links once, a directory
 // reachable twice once), depth first. It goes by inode and builds no
 // paths, so its cost grows with the directory entries and chunk
 // references it reads, not with the tree's depth. It stops with
@@ -122,10 +127,17 @@ func (img *Image) FileChunks(ctx context.Context, maxEntries int, fn func(nid ui
 					if err != nil {
 						return err
 					}
-					if !ino.isReg() || ino.layout() != disk.LayoutChunkBased {
+					var chunks []FileChunk
+					switch {
+					case !ino.isReg():
+						continue
+					case ino.layout() == disk.LayoutChunkBased:
+						chunks, err = img.chunkMap(ino)
+					case ino.compressed():
+						chunks, err = img.compressedChunks(ino)
+					default:
 						continue
 					}
-					chunks, err := img.chunkMap(ino)
 					if err != nil {
 						return err
 					}

@@ -62,20 +62,15 @@ func appendChunkTable(t testing.TB, data []byte, blobPath string) ([]byte, strin
 		t.Fatal(err)
 	}
 	lengths := map[uint32]uint32{}
-	err = fs.WalkDir(img, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || !d.Type().IsRegular() {
-			return err
-		}
-		chunks, err := img.Chunks(p)
-		if errors_Is(err, ErrNotChunked) { // empty files are flat
-			return nil
-		}
-		if err != nil {
-			return err
-		}
+	// Every chunk, and every pcluster of a compressed file, in the blob.
+	err = img.FileChunks(context.Background(), 0, func(_ uint64, chunks []FileChunk) error {
 		for _, c := range chunks {
+			n := c.Length
+			if c.Encoded > 0 {
+				n = c.Encoded
+			}
 			if !c.Hole && c.Device == 1 {
-				lengths[c.BlkAddr] = max(lengths[c.BlkAddr], uint32(c.Length))
+				lengths[c.BlkAddr] = max(lengths[c.BlkAddr], uint32(n))
 			}
 		}
 		return nil

@@ -176,6 +176,12 @@ func (img *Image) chunkExtent(ino *inode, c *chunkLayout, k int64, e chunkEntry)
 
 // readData reads file data like io.ReaderAt.ReadAt.
 func (img *Image) readData(ino *inode, p []byte, off int64) (int, error) {
+	return img.readDataCached(ino, nil, p, off)
+}
+
+// readDataCached is readData with the read state zc of a compressed
+// inode's open file (nil: none kept).
+func (img *Image) readDataCached(ino *inode, zc *zcache, p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("erofs: nid %d: negative offset %d", ino.nid, off)
 	}
@@ -190,22 +196,26 @@ func (img *Image) readData(ino *inode, p []byte, off int64) (int, error) {
 	if int64(want) > size-off {
 		p = p[:size-off]
 	}
-	var err error
-	switch ino.layout() {
-	case disk.LayoutFlatPlain, disk.LayoutFlatInline:
-		err = img.readFlat(ino, p, off)
-	case disk.LayoutChunkBased:
-		err = img.readChunked(ino, p, off)
-	default:
-		err = unsupportedf("nid %d: compressed data (layout %d)", ino.nid, ino.layout())
-	}
-	if err != nil {
+	if err := img.readDataDepth(ino, zc, p, off, 0); err != nil {
 		return 0, err
 	}
 	if len(p) < want {
 		return len(p), io.EOF
 	}
 	return len(p), nil
+}
+
+// readDataDepth fills p with the file bytes at off, all inside the file.
+// depth counts reads of the packed inode on behalf of fragments.
+func (img *Image) readDataDepth(ino *inode, zc *zcache, p []byte, off int64, depth int) error {
+	switch ino.layout() {
+	case disk.LayoutFlatPlain, disk.LayoutFlatInline:
+		return img.readFlat(ino, p, off)
+	case disk.LayoutChunkBased:
+		return img.readChunked(ino, p, off)
+	default:
+		return img.readCompressed(ino, zc, p, off, depth)
+	}
 }
 
 // readExtent copies the part of ext overlapping [off, off+len(p)) into p.

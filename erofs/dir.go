@@ -23,11 +23,12 @@ func (img *Image) dirBlocks(ino *inode) int64 { return img.blocksOf(ino.size) }
 
 // readDirBlock reads directory block idx into buf (which holds at least
 // one block) and returns the block's bytes; the last block may be short.
-func (img *Image) readDirBlock(ino *inode, idx int64, buf []byte) ([]byte, error) {
+// zc keeps a compressed directory's decoded extent between blocks.
+func (img *Image) readDirBlock(ino *inode, zc *zcache, idx int64, buf []byte) ([]byte, error) {
 	start := idx << img.blkBits
 	n := min(img.blkSize, ino.size-start)
 	b := buf[:n]
-	if _, err := img.readData(ino, b, start); err != nil {
+	if _, err := img.readDataCached(ino, zc, b, start); err != nil {
 		return nil, fmt.Errorf("directory nid %d block %d: %w", ino.nid, idx, err)
 	}
 	return b, nil
@@ -96,6 +97,7 @@ type dirIter struct {
 	ents []dirent
 	prev []byte
 	has  bool
+	zc   zcache // compressed directories
 }
 
 func (img *Image) newDirIter(ino *inode) *dirIter {
@@ -111,7 +113,7 @@ func (it *dirIter) next() ([]dirent, error) {
 	if it.buf == nil {
 		it.buf = make([]byte, it.img.blkSize)
 	}
-	b, err := it.img.readDirBlock(it.ino, it.blk, it.buf)
+	b, err := it.img.readDirBlock(it.ino, &it.zc, it.blk, it.buf)
 	if err != nil {
 		return nil, err
 	}
@@ -136,8 +138,9 @@ func (img *Image) lookup(ino *inode, name string) (dirent, bool, error) {
 	if !ino.isDir() {
 		return dirent{}, false, fmt.Errorf("nid %d: not a directory", ino.nid)
 	}
+	var zc *zcache
 	if ino.compressed() {
-		return dirent{}, false, unsupportedf("directory nid %d: compressed layout %d", ino.nid, ino.layout())
+		zc = &zcache{}
 	}
 	key := []byte(name)
 	lb := img.getLookupBuf()
@@ -147,7 +150,7 @@ func (img *Image) lookup(ino *inode, name string) (dirent, bool, error) {
 	lo, hi := int64(0), img.dirBlocks(ino)-1
 	for lo <= hi {
 		mid := lo + (hi-lo)/2
-		b, err := img.readDirBlock(ino, mid, buf)
+		b, err := img.readDirBlock(ino, zc, mid, buf)
 		if err != nil {
 			return dirent{}, false, err
 		}

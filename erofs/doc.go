@@ -10,13 +10,21 @@
 // elements need not be valid UTF-8, because EROFS names are arbitrary
 // bytes; the other ValidPath rules apply.
 //
-// Supported are uncompressed images: flat (FLAT_PLAIN, FLAT_INLINE) and
-// chunk-based files, including chunk indexes that point into extra devices
-// ("blobs") listed in the device table. Blobs are supplied by a
-// [BlobResolver], for example [DirBlobs]. Compressed inodes are recognised;
-// reading their data fails with [ErrUnsupported]. Images that use
-// incompatible features beyond ZERO_PADDING, COMPR_CFGS, CHUNKED_FILE and
-// DEVICE_TABLE are refused by Open with [ErrUnsupported].
+// Supported are flat (FLAT_PLAIN, FLAT_INLINE) and chunk-based files,
+// including chunk indexes that point into extra devices ("blobs") listed
+// in the device table, and compressed files (COMPRESSED_FULL and
+// COMPRESSED_COMPACT indexes) mapped and decoded as Linux's fs/erofs
+// does: LZ4, MicroLZMA, DEFLATE and Zstandard pclusters, plain
+// (shifted and interlaced) pclusters, big pclusters, 0padding,
+// ztailpacking, fragments in the packed inode and shared (deduplicated)
+// pclusters. Compressed pclusters may live in blobs through the device
+// table's unified addressing. An extent decodes to at most 12 MiB from a
+// pcluster of at most 1 MiB, the bounds of current kernels; an open file
+// keeps its last decoded extent, so sequential reads decode each extent
+// once. Blobs are supplied by a [BlobResolver], for example [DirBlobs].
+// Images that use incompatible features beyond ZERO_PADDING, COMPR_CFGS,
+// CHUNKED_FILE, DEVICE_TABLE, ZTAILPACKING and FRAGMENTS, or Linux 6.15's
+// encoded extent records, are refused with [ErrUnsupported].
 //
 // [Image.ChunkTable] decodes erofsd's chunk digest table, which records the
 // sha256 of every blob chunk an image references.

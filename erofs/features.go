@@ -37,9 +37,11 @@ func (i Info) FeatureNames() (compat, incompat []string) {
 }
 
 // Linux61Compatible reports whether a Linux 6.1 kernel accepts the image's
-// feature set and block size (as fscache mode requires on 4 KiB pages).
+// feature set, compression algorithms (LZ4 and MicroLZMA) and block size
+// (as fscache mode, and compressed inodes, require on 4 KiB pages).
 func (i Info) Linux61Compatible() bool {
-	return i.FeatureIncompat&^disk.IncompatLinux61 == 0 && i.BlockSize == 4096
+	return i.FeatureIncompat&^disk.IncompatLinux61 == 0 && i.BlockSize == 4096 &&
+		(i.FeatureIncompat&disk.IncompatComprCfgs == 0 || i.ComprAlgs&^disk.ComprAlgsLinux61 == 0)
 }
 
 func namesOf(v uint32, table []featureName) []string {

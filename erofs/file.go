@@ -17,6 +17,8 @@ type file struct {
 	mu     sync.Mutex
 	off    int64
 	closed bool
+
+	zc zcache // compressed inodes: the extent last decoded
 }
 
 var (
@@ -46,7 +48,7 @@ func (f *file) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	n, err := f.img.readData(f.ino, p, f.off)
+	n, err := f.img.readDataCached(f.ino, &f.zc, p, f.off)
 	f.off += int64(n)
 	if err == io.EOF {
 		if n > 0 {
@@ -68,7 +70,7 @@ func (f *file) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, pathErr("read", f.name, errors.New("negative offset"))
 	}
-	n, err := f.img.readData(f.ino, p, off)
+	n, err := f.img.readDataCached(f.ino, &f.zc, p, off)
 	if err != nil && err != io.EOF {
 		return n, pathErr("read", f.name, err)
 	}
@@ -110,6 +112,7 @@ func (f *file) Close() error {
 		return pathErr("close", f.name, fs.ErrClosed)
 	}
 	f.closed = true
+	f.zc.release()
 	return nil
 }
 

@@ -255,6 +255,13 @@ func (img *Image) ReadFile(name string) ([]byte, error) {
 	if err := img.validateData(ino); err != nil {
 		return nil, pathErr("read", name, err)
 	}
+	if ino.compressed() {
+		b, err := img.readAllCompressed(ino)
+		if err != nil {
+			return nil, pathErr("read", name, err)
+		}
+		return b, nil
+	}
 	b := make([]byte, ino.size)
 	if _, err := img.readData(ino, b, 0); err != nil && ino.size > 0 {
 		return nil, pathErr("read", name, err)
@@ -264,7 +271,7 @@ func (img *Image) ReadFile(name string) ([]byte, error) {
 
 // validateData cheaply checks, before a buffer of i_size bytes is
 // allocated, that a file's data mapping is plausible: flat data must lie
-// inside its device, a chunk array inside the image.
+// inside its device, a chunk array or compressed index inside the image.
 func (img *Image) validateData(ino *inode) error {
 	switch ino.layout() {
 	case disk.LayoutFlatPlain, disk.LayoutFlatInline:
@@ -282,6 +289,6 @@ func (img *Image) validateData(ino *inode) error {
 		_, err := img.chunkLayout(ino)
 		return err
 	default:
-		return unsupportedf("nid %d: compressed data (layout %d)", ino.nid, ino.layout())
+		return img.validateCompressed(ino)
 	}
 }

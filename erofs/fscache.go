@@ -33,15 +33,23 @@ type FscacheReport struct {
 	// one; HoleFile names the first found.
 	HoleFiles int
 	HoleFile  string
+	// CompressedInodes counts inodes with compressed data, which Linux
+	// before 6.9 refuses to read in fscache mode (their lookup fails
+	// with EOPNOTSUPP); CompressedInode names the first found.
+	CompressedInodes int
+	CompressedInode  string
 	// Problems explains, one sentence each, what stands in the way.
 	Problems []string
 }
 
 // Safe reports whether the image mounts and reads right.
-func (r *FscacheReport) Safe() bool { return r.Mountable && r.HoleFiles == 0 }
+func (r *FscacheReport) Safe() bool {
+	return r.Mountable && r.HoleFiles == 0 && r.CompressedInodes == 0
+}
 
 // FscacheLinux61 examines the image for Linux 6.1's fscache mode: its
-// features and device table, and every regular file's chunk map. It
+// features and device table, every regular file's chunk map, and
+// compressed inodes (which fscache mode reads only from Linux 6.9 on). It
 // walks the whole tree (directory loops in a corrupt image are cut, not
 // followed) and reads metadata only.
 func (img *Image) FscacheLinux61(ctx context.Context) (*FscacheReport, error) {
@@ -70,22 +78,31 @@ func (img *Image) FscacheLinux61(ctx context.Context) (*FscacheReport, error) {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		st, ok := fi.Sys().(*Stat)
+		if !ok {
+			return fmt.Errorf("%s: no inode information", p)
+		}
+		if d.IsDir() && dirs[st.Nid] {
+			return fs.SkipDir // a loop in a corrupt image
+		}
+		if st.Layout == disk.LayoutCompressedFull || st.Layout == disk.LayoutCompressedCompact {
+			rep.CompressedInodes++
+			if rep.CompressedInode == "" {
+				rep.CompressedInode = path.Join("/", p)
+			}
+			if p == "." {
+				rep.Mountable = false // the mount looks the root up
+			}
+		}
 		if d.IsDir() {
-			fi, err := d.Info()
-			if err != nil {
-				return err
-			}
-			st, ok := fi.Sys().(*Stat)
-			if !ok {
-				return fmt.Errorf("%s: no inode information", p)
-			}
-			if dirs[st.Nid] {
-				return fs.SkipDir // a loop in a corrupt image
-			}
 			dirs[st.Nid] = true
 			return nil
 		}
-		if !d.Type().IsRegular() {
+		if !d.Type().IsRegular() || st.Layout != disk.LayoutChunkBased {
 			return nil
 		}
 		chunks, err := img.Chunks(p)
@@ -105,6 +122,10 @@ func (img *Image) FscacheLinux61(ctx context.Context) (*FscacheReport, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("examining the image for fscache mode: %w", err)
+	}
+	if rep.CompressedInodes > 0 {
+		rep.Problems = append(rep.Problems, fmt.Sprintf("%d inode(s) (first: %s) have compressed data, which Linux before 6.9 cannot read in fscache (on-demand) mode: looking them up fails with EOPNOTSUPP; mount through a block device or loop file, or build the image uncompressed",
+			rep.CompressedInodes, rep.CompressedInode))
 	}
 	if rep.HoleFiles > 0 {
 		rep.Problems = append(rep.Problems, fmt.Sprintf("%d file(s) (first: %s) have a sparse hole before data: Linux before 6.2 reads that data as zeros in fscache mode; rebuild with --holes zero-chunk (the default with --blob-dir) or serve it through fanotify",

@@ -18,7 +18,8 @@ import (
 
 // supportedIncompat is the set of incompatible features this package reads.
 const supportedIncompat = disk.IncompatZeroPadding | disk.IncompatComprCfgs |
-	disk.IncompatChunkedFile | disk.IncompatDeviceTable
+	disk.IncompatChunkedFile | disk.IncompatDeviceTable |
+	disk.IncompatZtailpacking | disk.IncompatFragments
 
 // incompatNames names the incompatible feature bits for error messages.
 var incompatNames = [...]string{
@@ -80,6 +81,9 @@ type Image struct {
 	verify bool          // WithVerifiedBlobs
 	vtable []ChunkDigest // the chunk table blob reads are verified against
 	vcache chunkCache    // recently verified chunks
+
+	z      zconfig   // compression algorithms and decoders
+	packed packedRef // the packed inode (fragments), loaded on first use
 }
 
 type blobDev struct {
@@ -112,6 +116,11 @@ type Info struct {
 	Checksum        uint32
 	HasChecksum     bool // FeatureCompat has SB_CHKSUM; Open verified it
 	ExtraDevices    int
+	// ComprAlgs is the bitmap of compression algorithms compressed inodes
+	// may use (bit n: zcodec algorithm n; see CompressionAlgorithms).
+	ComprAlgs uint16
+	// PackedNid is the packed inode holding fragments (0: none).
+	PackedNid uint64
 }
 
 // Device is one entry of the device table.
@@ -226,6 +235,9 @@ func (img *Image) loadSuper() error {
 	if sb.DirBlkBits != 0 {
 		return unsupportedf("superblock: dirblkbits %d", sb.DirBlkBits)
 	}
+	if err := img.loadComprCfgs(sbSize); err != nil {
+		return err
+	}
 	img.metaBase = int64(sb.MetaBlkAddr) << img.blkBits
 	img.xattrOff = int64(sb.XattrBlkAddr) << img.blkBits
 	if end := int64(sb.Blocks) << img.blkBits; img.size >= 0 && img.size < end {
@@ -327,6 +339,8 @@ func (img *Image) Info() Info {
 		Checksum:        sb.Checksum,
 		HasChecksum:     sb.FeatureCompat&disk.CompatSuperChecksum != 0,
 		ExtraDevices:    len(img.slots),
+		ComprAlgs:       img.z.algs,
+		PackedNid:       img.packedNid(),
 	}
 }
 

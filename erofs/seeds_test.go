@@ -14,6 +14,7 @@ type seedSpec struct {
 	args  []string
 	blob  bool // --blobdev; only the primary image is kept
 	table bool // append a chunk digest table and tag the device
+	z     bool // compressed: the small tree of makeZSeedTree
 }
 
 var seedSpecs = []seedSpec{
@@ -21,6 +22,32 @@ var seedSpecs = []seedSpec{
 	{name: "chunked", args: []string{"-T0", "--all-root", "--chunksize=4096"}},
 	{name: "blobdev", args: []string{"-T0", "--all-root", "--chunksize=4096"}, blob: true},
 	{name: "blobdev_table", args: []string{"-T0", "--all-root", "--chunksize=4096"}, blob: true, table: true},
+	{name: "z_lz4", args: []string{"-T0", "--all-root", "-zlz4"}, z: true},
+	{name: "z_lz4hc_big_ztail", args: []string{"-T0", "--all-root", "-zlz4hc", "-C16384", "-Eztailpacking"}, z: true},
+	{name: "z_lz4_legacy", args: []string{"-T0", "--all-root", "-zlz4", "-Elegacy-compress"}, z: true},
+}
+
+// makeZSeedTree makes a small tree whose files compress: one extent,
+// several, and compressed extents around a plain (incompressible) one.
+func makeZSeedTree(t testing.TB, root string) {
+	w := func(name string, data []byte) {
+		p := filepath.Join(root, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	text := func(n int) []byte {
+		var b []byte
+		for i := 0; len(b) < n; i++ {
+			b = fmt.Appendf(b, "line %d of a small compressible seed file\n", i%97)
+		}
+		return b[:n]
+	}
+	w("small", text(100))
+	w("text", text(20000))
+	w("mixed", append(append(text(6000), fileData(3, 2500)...), text(6000)...))
+	os.Symlink("text", filepath.Join(root, "link"))
 }
 
 // makeSeedTree makes a small tree with every kind of inode.
@@ -54,7 +81,11 @@ func makeSeed(t testing.TB, s seedSpec) []byte {
 	}
 	src := filepath.Join(t.TempDir(), "src")
 	os.Mkdir(src, 0o755)
-	makeSeedTree(t, src)
+	if s.z {
+		makeZSeedTree(t, src)
+	} else {
+		makeSeedTree(t, src)
+	}
 	args := s.args
 	blob := filepath.Join(t.TempDir(), "blob")
 	if s.blob {

@@ -48,6 +48,10 @@ func cmdCheck(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	}
 	fmt.Fprintf(stdout, "%s: clean: %d inodes (%d files, %d dirs, %d symlinks, %d devices, %d other), %d xattrs, %s of file data\n",
 		pos[0], rep.Inodes, rep.Files, rep.Dirs, rep.Symlinks, rep.Devices, rep.Others, rep.Xattrs, humanBytes(rep.DataBytes))
+	if rep.Extents > 0 {
+		fmt.Fprintf(stdout, "compressed: %d files, %d extents from %s of pclusters, %d distinct extents decoded\n",
+			rep.CompressedFiles, rep.Extents, humanBytes(rep.EncodedBytes), rep.ExtentsDecoded)
+	}
 	if rep.Chunks > 0 {
 		fmt.Fprintf(stdout, "chunks: %d (%d holes), %d blob chunks verified against their sha256\n", rep.Chunks, rep.HoleChunks, rep.ChunksVerified)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -41,7 +43,43 @@ type inspectReport struct {
 	Chunks      []inspectChunk    `json:"chunk_table"`
 	ChunkBytes  int64             `json:"chunk_table_bytes"`
 	StartSet    []inspectExtent   `json:"start_set,omitempty"`
+	Compression *inspectZ         `json:"compression,omitempty"`
 	Errors      map[string]string `json:"errors,omitempty"`
+}
+
+// inspectZ summarises compression: the algorithms the superblock makes
+// available and how the compressed files are stored.
+type inspectZ struct {
+	Algorithms []string `json:"algorithms"`
+	Files      int      `json:"files"`
+	Size       int64    `json:"size"`    // decoded bytes of the compressed files
+	Encoded    int64    `json:"encoded"` // bytes of their pclusters
+	// Fscache is the plain statement for Linux before 6.9, empty when no
+	// inode is compressed.
+	Fscache string `json:"fscache,omitempty"`
+	// FileList is every compressed file, largest first.
+	FileList []inspectZFile `json:"file_list"`
+}
+
+type inspectZFile struct {
+	Path         string   `json:"path"`
+	Size         int64    `json:"size"`
+	Encoded      int64    `json:"encoded"`
+	Indexes      string   `json:"indexes"`
+	Algorithms   []string `json:"algorithms"`
+	Extents      int      `json:"extents"`
+	Plain        int      `json:"plain_extents"`
+	Inline       int      `json:"inline_extents"`
+	Fragments    int      `json:"fragment_extents"`
+	BigPclusters int      `json:"big_pclusters"`
+}
+
+// ratio is decoded bytes per encoded byte ("-" when nothing is encoded).
+func ratio(size, encoded int64) string {
+	if encoded == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", float64(size)/float64(encoded))
 }
 
 // inspectFscache says whether Linux 6.1 reads the image right in fscache
@@ -78,6 +116,7 @@ func cmdInspect(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	fs := newFlagSet("inspect", stderr)
 	asJSON := fs.Bool("json", false, "print JSON, including the whole chunk table")
 	maxChunks := fs.Int("chunks", 10, "chunk table entries to list in text mode (-1: all)")
+	maxFiles := fs.Int("files", 10, "compressed files to list in text mode, largest first (-1: all)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: erofs-image inspect [--json] IMAGE\n\nflags:")
 		fs.PrintDefaults()
@@ -101,7 +140,7 @@ func cmdInspect(ctx context.Context, args []string, stdin io.Reader, stdout, std
 			return err
 		}
 	} else {
-		printInspect(stdout, rep, *maxChunks)
+		printInspect(stdout, rep, *maxChunks, *maxFiles)
 	}
 	if len(rep.Errors) > 0 {
 		return fmt.Errorf("%s: the image is damaged (run erofs-image check)", pos[0])
@@ -163,12 +202,22 @@ func inspect(ctx context.Context, path string) (*inspectReport, error) {
 	for _, e := range set {
 		rep.StartSet = append(rep.StartSet, inspectExtent{e.Device, e.BlkAddr, e.Blocks})
 	}
+	if info.FeatureIncompat&erofsIncompatComprCfgs != 0 {
+		rep.Compression = &inspectZ{Algorithms: info.CompressionAlgorithms()}
+	}
 	if err := countEntries(ctx, img, rep); err != nil {
 		rep.Errors["walk"] = err.Error()
 	} else if fr, err := img.FscacheLinux61(ctx); err != nil {
 		rep.Errors["fscache"] = err.Error()
 	} else {
 		rep.Fscache61 = &inspectFscache{Safe: fr.Safe(), HoleFiles: fr.HoleFiles, Problems: fr.Problems}
+		if fr.CompressedInodes > 0 {
+			z := rep.compression(info)
+			z.Fscache = fmt.Sprintf("%d inode(s) are compressed: Linux before 6.9 cannot read them in fscache (on-demand) mode, where looking them up fails with EOPNOTSUPP; block-device and file mounts read them (Linux 5.3+ for LZ4)", fr.CompressedInodes)
+		}
+	}
+	if z := rep.Compression; z != nil {
+		slices.SortStableFunc(z.FileList, func(a, b inspectZFile) int { return cmp.Compare(b.Size, a.Size) })
 	}
 	if len(rep.Errors) == 0 {
 		rep.Errors = nil
@@ -237,6 +286,18 @@ func countEntries(ctx context.Context, img *erofs.Image, rep *inspectReport) err
 		case t.IsRegular():
 			rep.Counts["files"]++
 			rep.DataBytes += info.Size()
+			if st.Layout == layoutCompressedFull || st.Layout == layoutCompressedCompact {
+				l, err := img.Compression(p)
+				if err != nil {
+					return err
+				}
+				z := rep.compression(img.Info())
+				z.Files++
+				z.Size += l.Size
+				z.Encoded += l.Encoded
+				z.FileList = append(z.FileList, inspectZFile{Path: "/" + p, Size: l.Size, Encoded: l.Encoded, Indexes: l.Indexes,
+					Algorithms: l.Algorithms, Extents: l.Extents, Plain: l.Plain, Inline: l.Inline, Fragments: l.Fragments, BigPclusters: l.BigPclusters})
+			}
 		case t&fs.ModeSymlink != 0:
 			rep.Counts["symlinks"]++
 		case t&fs.ModeDevice != 0:
@@ -248,7 +309,59 @@ func countEntries(ctx context.Context, img *erofs.Image, rep *inspectReport) err
 	})
 }
 
-func printInspect(w io.Writer, r *inspectReport, maxChunks int) {
+// compression returns the report's compression summary, made on first use.
+func (r *inspectReport) compression(info erofs.Info) *inspectZ {
+	if r.Compression == nil {
+		r.Compression = &inspectZ{Algorithms: info.CompressionAlgorithms()}
+	}
+	return r.Compression
+}
+
+// Data layouts of compressed inodes (erofs.Stat.Layout).
+const (
+	layoutCompressedFull    = 1
+	layoutCompressedCompact = 3
+	erofsIncompatComprCfgs  = 0x2
+)
+
+func printCompression(w io.Writer, z *inspectZ, maxFiles int) {
+	fmt.Fprintf(w, "compression   algorithms: %s\n", strings.Join(z.Algorithms, " "))
+	if z.Files == 0 {
+		fmt.Fprintf(w, "              no compressed files\n")
+	} else {
+		fmt.Fprintf(w, "              %d compressed files: %s in %s of pclusters (ratio %s)\n", z.Files, humanBytes(z.Size), humanBytes(z.Encoded), ratio(z.Size, z.Encoded))
+	}
+	for i, f := range z.FileList {
+		if maxFiles >= 0 && i >= maxFiles {
+			fmt.Fprintf(w, "  ... %d more (--files -1 or --json for all)\n", len(z.FileList)-i)
+			break
+		}
+		var notes []string
+		if f.Plain > 0 {
+			notes = append(notes, fmt.Sprintf("%d plain", f.Plain))
+		}
+		if f.Inline > 0 {
+			notes = append(notes, "tail inline")
+		}
+		if f.Fragments > 0 {
+			notes = append(notes, "fragment")
+		}
+		if f.BigPclusters > 0 {
+			notes = append(notes, fmt.Sprintf("%d big pclusters", f.BigPclusters))
+		}
+		extra := ""
+		if len(notes) > 0 {
+			extra = ", " + strings.Join(notes, ", ")
+		}
+		fmt.Fprintf(w, "  %s  %s -> %s (ratio %s), %s indexes, %s, %d extents%s\n", f.Path, humanBytes(f.Size), humanBytes(f.Encoded),
+			ratio(f.Size, f.Encoded), f.Indexes, strings.Join(f.Algorithms, "+"), f.Extents, extra)
+	}
+	if z.Fscache != "" {
+		fmt.Fprintf(w, "fscache       %s\n", z.Fscache)
+	}
+}
+
+func printInspect(w io.Writer, r *inspectReport, maxChunks, maxFiles int) {
 	fmt.Fprintf(w, "image         %s (%s)\n", r.Image, humanBytes(r.Size))
 	fmt.Fprintf(w, "uuid          %s\n", r.UUID)
 	if r.Label != "" {
@@ -295,6 +408,9 @@ func printInspect(w io.Writer, r *inspectReport, maxChunks int) {
 		for _, e := range r.StartSet {
 			fmt.Fprintf(w, "  dev %d  blocks %d-%d\n", e.Device, e.BlkAddr, uint64(e.BlkAddr)+uint64(e.Blocks)-1)
 		}
+	}
+	if r.Compression != nil {
+		printCompression(w, r.Compression, maxFiles)
 	}
 	for k, v := range r.Errors {
 		fmt.Fprintf(w, "error         %s: %s\n", k, v)
