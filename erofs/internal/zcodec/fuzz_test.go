@@ -75,31 +75,45 @@ func FuzzLZ4Legacy(f *testing.F) {
 }
 
 // FuzzLZ4RoundTrip compresses arbitrary data into arbitrary pcluster
-// sizes: every stream must fit, avoid a leading zero, and decode exactly.
+// sizes with LZ4 (level 0) or LZ4HC (levels 1..12): every stream must fit,
+// avoid a leading zero, and decode exactly.
 func FuzzLZ4RoundTrip(f *testing.F) {
-	f.Add(textData(10000), uint16(4096))
-	f.Add(binaryData(3000), uint16(100))
-	f.Add(make([]byte, 70000), uint16(40))
-	f.Add([]byte("abcabcabcabcabcabcabcabcabcabc"), uint16(13))
-	enc := newLZ4Encoder()
-	f.Fuzz(func(t *testing.T, src []byte, size uint16) {
-		dst := make([]byte, size)
-		consumed, n, err := enc.EncodeDestSize(dst, src)
+	f.Add(textData(10000), uint16(4096), uint8(0))
+	f.Add(textData(10000), uint16(4096), uint8(9))
+	f.Add(binaryData(3000), uint16(100), uint8(12))
+	f.Add(make([]byte, 70000), uint16(40), uint8(4))
+	f.Add([]byte("abcabcabcabcabcabcabcabcabcabc"), uint16(13), uint8(0))
+	encs := []Encoder{newLZ4Encoder()}
+	for level := 1; level <= LZ4HCMaxLevel; level++ {
+		e, err := newLZ4HCEncoder(level)
 		if err != nil {
-			t.Fatal(err)
+			f.Fatal(err)
 		}
-		if consumed == 0 {
-			return
-		}
-		if n > len(dst) || dst[0] == 0 {
-			t.Fatalf("stream %d bytes into %d, first %#x", n, len(dst), dst[0])
-		}
-		out := make([]byte, consumed)
-		if err := lz4DecodeBlock(out, dst[:n]); err != nil {
-			t.Fatalf("decode: %v", err)
-		}
-		if !bytes.Equal(out, src[:consumed]) {
-			t.Fatal("wrong data")
+		encs = append(encs, e)
+	}
+	f.Fuzz(func(t *testing.T, src []byte, size uint16, level uint8) {
+		enc := encs[int(level)%len(encs)]
+		dst := make([]byte, size)
+		// Twice: the second call must not see the first one's tables.
+		for range 2 {
+			consumed, n, err := enc.EncodeDestSize(dst, src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if consumed == 0 {
+				return
+			}
+			if n > len(dst) || dst[0] == 0 {
+				t.Fatalf("stream %d bytes into %d, first %#x", n, len(dst), dst[0])
+			}
+			out := make([]byte, consumed)
+			if err := lz4DecodeBlock(out, dst[:n]); err != nil {
+				t.Fatalf("decode: %v", err)
+			}
+			if !bytes.Equal(out, src[:consumed]) {
+				t.Fatal("wrong data")
+			}
+			src = src[consumed/2:]
 		}
 	})
 }

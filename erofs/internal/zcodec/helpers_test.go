@@ -95,6 +95,9 @@ type codecCase struct {
 func codecCases() []codecCase {
 	return []codecCase{
 		{"lz4", LZ4, false, -1},
+		{"lz4hc", LZ4, true, -1},
+		{"lz4hc3", LZ4, true, 3},
+		{"lz4hc12", LZ4, true, 12},
 		{"lzma", LZMA, false, -1},
 		{"lzma0", LZMA, false, 0},
 		{"deflate", Deflate, false, -1},

@@ -13,8 +13,9 @@ import (
 // afterwards for a final literal run that puts the match at least MFLIMIT
 // (12) bytes and its end at least LASTLITERALS (5) bytes before the end of
 // the consumed input. The match finders only look for matches that start
-// before len(src)-MFLIMIT and end before len(src)-LASTLITERALS, so the
-// input for that final run is always there.
+// before len(src)-MFLIMIT and end before len(src)-LASTLITERALS, and
+// sequence refuses any that do not, so the input for that final run is
+// always there.
 type lz4Block struct {
 	dst    []byte
 	op     int // bytes written
@@ -42,6 +43,14 @@ func lz4TailNeed(ml int) int {
 // reports false, writing nothing, when no valid sequence fits; the block
 // must then be finished.
 func (b *lz4Block) sequence(src []byte, ms, offset, ml int) bool {
+	// The input rules: a match starts at least MFLIMIT bytes and ends at
+	// least LASTLITERALS bytes before the end of the input.
+	if ms+lz4MFLimit > len(src) {
+		return false
+	}
+	if ml = min(ml, len(src)-lz4LastLiterals-ms); ml < lz4MinMatch {
+		return false
+	}
 	lit := ms - b.anchor
 	head := 1 + lz4LenBytes(lit) + lit + 2 // token, literals, offset
 	room := len(b.dst) - b.op - head

@@ -1,7 +1,245 @@
 package zcodec
 
-import "fmt"
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// LZ4HC: the hash-chain match finder and the three-match lookahead parser
+// of lz4hc's LZ4HC_compress_hashChain (levels 1..9), driven to fill a
+// fixed-size block as LZ4_compress_HC_destSize does (what mkfs.erofs
+// -zlz4hc uses). Levels 10..12, lz4hc's optimal parser, use the same
+// parser with more attempts.
+const (
+	lz4hcHashLog   = 15
+	lz4hcChainSize = 1 << 16 // one 16-bit delta per position in the window
+	lz4hcMaxDist   = 65535
+	lz4hcOptimalML = 18 // ML_MASK-1+MINMATCH: the longest match without a length byte
+	lz4hcMaxIndex  = 1 << 30
+)
+
+// lz4hcAttempts is the number of chain links each search follows per
+// level (lz4hc's clTable; 10..12 are our extension of the hash chain).
+var lz4hcAttempts = [LZ4HCMaxLevel + 1]int{2, 2, 2, 4, 8, 16, 32, 64, 128, 256, 512, 2048, 8192}
+
+// lz4hcEncoder is the LZ4HC destSize compressor.
+type lz4hcEncoder struct {
+	level    int
+	attempts int
+	// Positions are stored as base+i so that the tables need no clearing
+	// between calls: entries below base belong to an earlier block.
+	base         int32
+	nextToUpdate int32
+	hashTable    [1 << lz4hcHashLog]int32
+	chainTable   [lz4hcChainSize]uint16
+	src          []byte
+}
 
 func newLZ4HCEncoder(level int) (Encoder, error) {
-	return nil, fmt.Errorf("%w: lz4hc (level %d) is not implemented yet", ErrUnsupported, level)
+	if level < 0 || level > LZ4HCMaxLevel {
+		return nil, fmt.Errorf("%w: lz4hc level %d (0..%d)", ErrUnsupported, level, LZ4HCMaxLevel)
+	}
+	if level == 0 {
+		level = LZ4HCDefaultLevel // as lz4hc treats levels below 1
+	}
+	return &lz4hcEncoder{level: level, attempts: lz4hcAttempts[level]}, nil
+}
+
+func (e *lz4hcEncoder) Algorithm() Algorithm { return LZ4 }
+func (e *lz4hcEncoder) Params() Params       { return Params{} }
+
+func lz4hcHash(v uint32) uint32 { return v * 2654435761 >> (32 - lz4hcHashLog) }
+
+// reset prepares the tables for a new block of n bytes.
+func (e *lz4hcEncoder) reset(src []byte) {
+	e.src = src
+	// Start past every index the last block inserted.
+	e.base = e.nextToUpdate + 1
+	if int64(e.base)+int64(len(src)) >= lz4hcMaxIndex {
+		clear(e.hashTable[:])
+		e.base = 1
+	}
+	e.nextToUpdate = e.base
+}
+
+// insert adds the positions up to ip (exclusive) to the hash chains.
+func (e *lz4hcEncoder) insert(ip int) {
+	target := e.base + int32(ip)
+	for idx := e.nextToUpdate; idx < target; idx++ {
+		h := lz4hcHash(binary.LittleEndian.Uint32(e.src[idx-e.base:]))
+		delta := idx - e.hashTable[h]
+		if delta > lz4hcMaxDist {
+			delta = lz4hcMaxDist
+		}
+		e.chainTable[uint16(idx)] = uint16(delta)
+		e.hashTable[h] = idx
+	}
+	e.nextToUpdate = target
+}
+
+// widerMatch finds the longest match for ip that may also start earlier,
+// down to lowLimit, and ends before highLimit; it must beat longest. It
+// returns the match length (or longest if none is better), its start and
+// the start of the earlier occurrence.
+func (e *lz4hcEncoder) widerMatch(ip, lowLimit, highLimit, longest int) (ml, start, ref int) {
+	src := e.src
+	ml, start, ref = longest, ip, 0
+	e.insert(ip)
+	lookBack := ip - lowLimit
+	lowest := max(e.base, e.base+int32(ip)-lz4hcMaxDist)
+	pattern := binary.LittleEndian.Uint32(src[ip:])
+	idx := e.hashTable[lz4hcHash(pattern)]
+	for n := e.attempts; n > 0 && idx >= lowest; n-- {
+		mp := int(idx - e.base)
+		// Cheap test first: a longer match must also match at its end.
+		// Positions at or after ip are in the chains when the parser
+		// went back to an earlier match; they are no use.
+		q := mp - lookBack + ml - 1
+		if mp < ip && (q < 0 || lowLimit+ml+1 > len(src) ||
+			binary.LittleEndian.Uint16(src[lowLimit+ml-1:]) == binary.LittleEndian.Uint16(src[q:])) {
+			if binary.LittleEndian.Uint32(src[mp:]) == pattern {
+				back := 0
+				for ip-back > lowLimit && mp-back > 0 && src[ip-back-1] == src[mp-back-1] {
+					back++
+				}
+				l := lz4MinMatch + lz4Count(src, mp+lz4MinMatch, ip+lz4MinMatch, highLimit) + back
+				if l > ml {
+					ml, start, ref = l, ip-back, mp-back
+				}
+			}
+		}
+		d := e.chainTable[uint16(idx)]
+		if d == 0 {
+			break
+		}
+		idx -= int32(d)
+	}
+	return ml, start, ref
+}
+
+func (e *lz4hcEncoder) EncodeDestSize(dst, src []byte) (consumed, n int, err error) {
+	src = src[:min(len(src), lz4MaxInput(len(dst)))]
+	b := lz4Block{dst: dst}
+	if len(src) < lz4MFLimit+1 || len(dst) < 1 {
+		c, n := b.finish(src)
+		return c, n, nil
+	}
+	e.reset(src)
+	defer func() { e.src = nil }()
+
+	mflimit := len(src) - lz4MFLimit // matches start at or before this
+	matchLimit := len(src) - lz4LastLiterals
+
+	// emit writes one sequence; false means the block is full.
+	emit := func(ip, ml, ref int) bool { return b.sequence(src, ip, ip-ref, ml) }
+	done := func() (int, int, error) {
+		c, n := b.finish(src)
+		return c, n, nil
+	}
+
+	ip := 0
+	for ip <= mflimit {
+		ml, _, ref := e.widerMatch(ip, ip, matchLimit, lz4MinMatch-1)
+		if ml < lz4MinMatch {
+			ip++
+			continue
+		}
+		start0, ref0, ml0 := ip, ref, ml
+		var start2, ref2, ml2, start3, ref3, ml3 int
+
+	search2:
+		if ip+ml <= mflimit {
+			ml2, start2, ref2 = e.widerMatch(ip+ml-2, ip, matchLimit, ml)
+		} else {
+			ml2 = ml
+		}
+		if ml2 == ml { // no better match: write the first one
+			if !emit(ip, ml, ref) {
+				return done()
+			}
+			ip = b.anchor
+			continue
+		}
+		if start0 < ip && start2 < ip+ml0 {
+			// The first match was skipped; squeeze it back between.
+			ip, ref, ml = start0, ref0, ml0
+		}
+		if start2-ip < 3 { // the first match is too short: drop it
+			ip, ref, ml = start2, ref2, ml2
+			goto search2
+		}
+
+	search3:
+		if start2-ip < lz4hcOptimalML {
+			newML := min(ml, lz4hcOptimalML)
+			if ip+newML > start2+ml2-lz4MinMatch {
+				newML = start2 - ip + ml2 - lz4MinMatch
+			}
+			if c := newML - (start2 - ip); c > 0 {
+				start2, ref2, ml2 = start2+c, ref2+c, ml2-c
+			}
+		}
+		if start2+ml2 <= mflimit {
+			ml3, start3, ref3 = e.widerMatch(start2+ml2-3, start2, matchLimit, ml2)
+		} else {
+			ml3 = ml2
+		}
+		if ml3 == ml2 { // no better match: write the first two
+			if start2 < ip+ml {
+				ml = start2 - ip
+			}
+			if !emit(ip, ml, ref) {
+				return done()
+			}
+			if !emit(start2, ml2, ref2) {
+				return done()
+			}
+			ip = b.anchor
+			continue
+		}
+		if start3 < ip+ml+3 { // no room for the second match: drop it
+			if start3 >= ip+ml {
+				// The first can be written now; the third becomes the
+				// first of the next round.
+				if start2 < ip+ml {
+					c := ip + ml - start2
+					start2, ref2, ml2 = start2+c, ref2+c, ml2-c
+					if ml2 < lz4MinMatch {
+						start2, ref2, ml2 = start3, ref3, ml3
+					}
+				}
+				if !emit(ip, ml, ref) {
+					return done()
+				}
+				ip, ref, ml = start3, ref3, ml3
+				start0, ref0, ml0 = start2, ref2, ml2
+				goto search2
+			}
+			start2, ref2, ml2 = start3, ref3, ml3
+			goto search3
+		}
+
+		// Three ascending matches: write the first, shortened so the
+		// second keeps as much as possible.
+		if start2 < ip+ml {
+			if start2-ip < lz4hcOptimalML {
+				ml = min(ml, lz4hcOptimalML)
+				if ip+ml > start2+ml2-lz4MinMatch {
+					ml = start2 - ip + ml2 - lz4MinMatch
+				}
+				if c := ml - (start2 - ip); c > 0 {
+					start2, ref2, ml2 = start2+c, ref2+c, ml2-c
+				}
+			} else {
+				ml = start2 - ip
+			}
+		}
+		if !emit(ip, ml, ref) {
+			return done()
+		}
+		ip, ref, ml = start2, ref2, ml2
+		start2, ref2, ml2 = start3, ref3, ml3
+		goto search3
+	}
+	return done()
 }
