@@ -450,20 +450,20 @@ func (m *zmapper) compressedLen() (int64, error) {
 
 // decompressedLen finds where the extent starting at la (HEAD at or
 // before m.lcn) ends: at the next HEAD or the end of the file
-// (z_erofs_get_extent_decompressedlen).
-func (m *zmapper) decompressedLen(la int64) (int64, error) {
+// (z_erofs_get_extent_decompressedlen). atHead reports the former.
+func (m *zmapper) decompressedLen(la int64) (llen int64, atHead bool, err error) {
 	lbits := m.zi.lbits
 	size := m.ino.size
 	headLcn := uint64(la) >> lbits
 	for lcn := m.lcn; ; {
 		if int64(lcn)<<lbits >= size {
-			return size - la, nil
+			return size - la, false, nil
 		}
 		if lcn-headLcn > m.maxWalk() {
-			return 0, unsupportedf("nid %d: extent at byte %d longer than %d bytes", m.ino.nid, la, maxExtentLen)
+			return 0, false, unsupportedf("nid %d: extent at byte %d longer than %d bytes", m.ino.nid, la, maxExtentLen)
 		}
 		if err := m.load(lcn, true); err != nil {
-			return 0, err
+			return 0, false, err
 		}
 		if m.typ == disk.LclusterTypeNonhead {
 			// Pre-1.0 mkfs wrote delta[1] = 0; the kernel steps by one.
@@ -471,10 +471,30 @@ func (m *zmapper) decompressedLen(la int64) (int64, error) {
 			continue
 		}
 		if lcn != headLcn {
-			return int64(lcn)<<lbits + int64(m.clusterOfs) - la, nil
+			return int64(lcn)<<lbits + int64(m.clusterOfs) - la, true, nil
 		}
 		lcn++
 	}
+}
+
+// kernelPlainEnd is the furthest end the kernel computes for a plain
+// extent when it maps a page of it (z_erofs_do_map_blocks' m_la +
+// m_llen): a page in a NONHEAD lcluster maps to the end of that
+// lcluster, not of the file, and the kernel refuses a plain extent whose
+// mapped length exceeds its pcluster. So a plain extent that ends inside
+// an lcluster must end at a HEAD there (mkfs writes a PLAIN HEAD at the
+// end of the file for this); Check and reads refuse what the kernel
+// would.
+func (m *zmapper) kernelPlainEnd(la, llen int64, atHead bool) int64 {
+	lbits := m.zi.lbits
+	head, last := uint64(la)>>lbits, uint64(la+llen-1)>>lbits
+	switch {
+	case atHead && last != head:
+		return la + llen
+	case last == head && m.zi.idataSize > 0:
+		return min(int64(head+1)<<lbits, m.ino.size)
+	}
+	return int64(last+1) << lbits
 }
 
 // mapAt returns the extent holding file byte ofs (z_erofs_do_map_blocks
@@ -545,7 +565,8 @@ func (m *zmapper) mapAt(ofs int64, findTail bool) (zextent, error) {
 			return zextent{}, err
 		}
 	}
-	if ext.llen, err = m.decompressedLen(la); err != nil {
+	var atHead bool
+	if ext.llen, atHead, err = m.decompressedLen(la); err != nil {
 		return zextent{}, err
 	}
 	if ext.llen <= 0 || ofs < la || ofs >= la+ext.llen {
@@ -559,8 +580,8 @@ func (m *zmapper) mapAt(ofs int64, findTail bool) (zextent, error) {
 	}
 	switch m.headType {
 	case disk.LclusterTypePlain:
-		if ext.llen > ext.plen {
-			return zextent{}, corruptf("nid %d: plain extent [%d, %d) longer than its %d-byte pcluster", ino.nid, la, la+ext.llen, ext.plen)
+		if end := m.kernelPlainEnd(la, ext.llen, atHead); end-la > ext.plen {
+			return zextent{}, corruptf("nid %d: plain extent [%d, %d) (mapped to %d) longer than its %d-byte pcluster", ino.nid, la, la+ext.llen, end, ext.plen)
 		}
 		ext.kind = zShifted
 		if zi.advise&disk.AdviseInterlacedPcluster != 0 && !ext.inline {

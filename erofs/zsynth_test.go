@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/erofsd/erofsd/erofs/internal/disk"
@@ -245,7 +246,9 @@ func buildSynth(t testing.TB) (data []byte, want map[string][]byte, blob []byte)
 		putHeader(s.data, end, disk.MapHeader{Advise: disk.AdviseInterlacedPcluster})
 		putFull(s.data, end, 0, disk.LclusterIndex{Type: disk.LclusterTypeHead1, BlkAddr: b1})
 		putFull(s.data, end, 1, disk.LclusterIndex{Type: disk.LclusterTypePlain, ClusterOfs: 5000 - 4096, BlkAddr: b2})
-		putFull(s.data, end, 2, disk.LclusterIndex{Type: disk.LclusterTypeNonhead, Delta: [2]uint16{1, 1}})
+		// The file ends inside lcluster 2: a PLAIN HEAD at the end, as
+		// mkfs writes, bounds the plain extent for the kernel.
+		putFull(s.data, end, 2, disk.LclusterIndex{Type: disk.LclusterTypePlain, ClusterOfs: uint16(len(content) % synthBlk)})
 		want["c_interlaced"] = content
 	}
 	// d_partial: PARTIAL_REF, the extent is the first 3000 of the 5000
@@ -394,6 +397,16 @@ func TestSynthCompressedLayouts(t *testing.T) {
 			t.Errorf("verified read: %v", err)
 		}
 		vimg.Close()
+	}
+	// A plain extent running into a NONHEAD lcluster at the end of the
+	// file: the kernel maps it to that lcluster's end, past its one
+	// block, and refuses it (EFSCORRUPTED); so must the reader.
+	bad := slices.Clone(data)
+	cNid := nidOf(t, img, "c_interlaced")
+	cEnd := inodeOff(img, cNid) + disk.CompactInodeSize
+	putFull(bad, cEnd, 2, disk.LclusterIndex{Type: disk.LclusterTypeNonhead, Delta: [2]uint16{1, 1}})
+	if _, err := Check(context.Background(), bytes.NewReader(bad), CheckOptions{VerifyData: true, Blobs: blobs}); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "mapped to 12288") {
+		t.Errorf("plain extent into a trailing NONHEAD: Check says %v", err)
 	}
 	// Without the blob, its file fails with ErrNoBlob, the others read.
 	noBlob, err := Open(bytes.NewReader(data))
