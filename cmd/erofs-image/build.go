@@ -30,12 +30,26 @@ func cmdBuild(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	uuidFlag := fs.String("uuid", "", "filesystem `UUID` (default: derived from the content)")
 	keepWh := fs.Bool("keep-whiteouts", false, "tar input: keep .wh.* entries as files instead of overlayfs whiteouts")
 	holes := fs.String("holes", "auto", "how chunks of zeros are stored: `sparse` (no space; Linux before 6.2 reads them wrong in fscache mode), zero-chunk (one stored zero chunk, safe everywhere) or auto (zero-chunk with --blob-dir, else sparse)")
+	compress := fs.String("z", "", "compress files: `ALGO[,LEVEL]` as mkfs.erofs spells it: lz4, lz4hc[,1-12], lzma[,0-9], deflate[,1-9], zstd[,1-22]")
+	pcluster := fs.String("pcluster-size", "", "largest compressed physical cluster, `bytes` (a multiple of 4K up to 1M; default 4K); -C is the same")
+	fs.StringVar(pcluster, "C", "", "same as --pcluster-size")
 	prefetch := fs.String("prefetch-list", "", "with --blob-dir: prefetch list `file` (erofsctl trace writes one): the listed files (and ranges) go first in the blob, in list order, and the image records them for erofsd to fetch at mount")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: erofs-image build [flags] -o IMAGE SOURCE\n\nSOURCE is a directory, a tar file (plain, gzip or zstd) or - for standard input.\n\nflags:")
+		fmt.Fprintln(stderr, `usage: erofs-image build [flags] -o IMAGE SOURCE
+
+SOURCE is a directory, a tar file (plain, gzip or zstd) or - for standard input.
+
+Compression (-z) stores each regular file that shrinks by at least a block
+in compressed extents, as mkfs.erofs does (-zlz4hc,12 and -C65536 are taken
+in its spelling too). Linux before 6.9 cannot read compressed files in
+fscache (on-demand) mode, so images erofsd serves to 6.1 kernels through
+cachefiles must stay uncompressed; Linux 6.1 reads lz4 and lzma images
+mounted from a file or block device, deflate needs 6.6 and zstd 6.10.
+
+flags:`)
 		fs.PrintDefaults()
 	}
-	pos, err := parseFlags(fs, args)
+	pos, err := parseFlags(fs, splitAttached(args, "z", "C"))
 	if err != nil {
 		return err
 	}
@@ -43,7 +57,17 @@ func cmdBuild(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		fs.Usage()
 		return fmt.Errorf("%w: build needs -o IMAGE and one SOURCE", errUsage)
 	}
-	opts := build.Options{AllRoot: *allRoot, Label: *label, BlobDir: *blobDir}
+	opts := build.Options{AllRoot: *allRoot, Label: *label, BlobDir: *blobDir, Compression: *compress}
+	if *pcluster != "" {
+		if *compress == "" {
+			return fmt.Errorf("%w: --pcluster-size needs -z", errUsage)
+		}
+		n, err := parseSize(*pcluster)
+		if err != nil || n%4096 != 0 || n > 1<<20 {
+			return fmt.Errorf("%w: --pcluster-size %s: must be a multiple of 4K up to 1M", errUsage, *pcluster)
+		}
+		opts.PclusterSize = int(n)
+	}
 	if *prefetch != "" {
 		if *blobDir == "" {
 			return fmt.Errorf("%w: --prefetch-list orders blob data: it needs --blob-dir", errUsage)
@@ -93,6 +117,30 @@ func cmdBuild(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	}
 	printBuildSummary(stdout, *out, res)
 	return nil
+}
+
+// splitAttached separates the values mkfs.erofs users attach to its
+// one-letter options ("-zlz4hc,9", "-C65536") into their own argument,
+// as the flag package wants them.
+func splitAttached(args []string, letters ...string) []string {
+	out := make([]string, 0, len(args)+1)
+	for i, a := range args {
+		if a == "--" {
+			return append(out, args[i:]...)
+		}
+		split := false
+		for _, l := range letters {
+			if len(a) > 2 && strings.HasPrefix(a, "-"+l) && a[2] != '=' {
+				out = append(out, "-"+l, a[2:])
+				split = true
+				break
+			}
+		}
+		if !split {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // buildImage runs a build into a temporary file next to out and renames

@@ -70,6 +70,18 @@ type Options struct {
 	// in list order whatever order files are added in; a directory build
 	// also adds the listed files first.
 	PrefetchList *prefetchlist.List
+	// Compression, if set, compresses regular files with an algorithm
+	// and level spelled as mkfs.erofs's -z takes them: "lz4",
+	// "lz4hc[,LEVEL]", "lzma[,LEVEL]", "deflate[,LEVEL]",
+	// "zstd[,LEVEL]". A file is stored compressed only if that saves at
+	// least one block. Linux before 6.9 cannot read compressed files in
+	// fscache (on-demand) mode, and 6.1 knows only lz4 and lzma.
+	Compression string
+	// PclusterSize is the largest compressed physical cluster in bytes:
+	// a multiple of 4096 up to 1 MiB (and at most ChunkSize in blob
+	// mode). Default 4096, as mkfs.erofs; larger ones compress better
+	// and need Linux 5.13.
+	PclusterSize int
 	// Progress, if set, is called from the building goroutine as entries
 	// are added and data is written.
 	Progress func(Progress)
@@ -151,8 +163,14 @@ type Result struct {
 	UniqueChunk int        // chunks stored in blobs
 	DedupeSaved int64      // bytes not stored thanks to chunk dedupe
 	HoleBytes   int64      // bytes of zeros stored as holes
-	UUID        [16]byte
-	BuildTime   time.Time
+	// Compression figures: files stored compressed, of them with an
+	// inline tail pcluster, and decoded bytes of extents that share a
+	// pcluster stored for an identical extent before.
+	CompressedFiles   int
+	InlineTails       int
+	ExtentDedupeSaved int64
+	UUID              [16]byte
+	BuildTime         time.Time
 }
 
 // Builder accumulates a tree and writes an image. Add sources with
@@ -178,6 +196,13 @@ type Builder struct {
 	entries    int
 	finished   bool
 	err        error
+
+	// Compression (nil z: none).
+	z       *zconfig
+	zpipe   *zpipe
+	zdedupe map[zkey]zloc
+	zpack   *zpack   // blob mode: the pack receiving pclusters
+	zpacks  []*zpack // blob mode: stored packs
 }
 
 // New prepares a build writing the image to out.
@@ -202,7 +227,20 @@ func New(out io.WriterAt, opts Options) (*Builder, error) {
 	default:
 		return nil, fmt.Errorf("unknown hole policy %d", int(opts.Holes))
 	}
+	var z *zconfig
+	if opts.Compression != "" {
+		var err error
+		if z, err = newZconfig(opts.Compression, opts.PclusterSize); err != nil {
+			return nil, err
+		}
+		if opts.BlobDir != "" && int64(z.pcluster) > cs {
+			return nil, fmt.Errorf("pcluster size %d: larger than the chunk size %d", z.pcluster, cs)
+		}
+	} else if opts.PclusterSize != 0 {
+		return nil, fmt.Errorf("pcluster size %d without compression", opts.PclusterSize)
+	}
 	b := &Builder{
+		z:         z,
 		out:       out,
 		opts:      opts,
 		tree:      newTree(),
@@ -218,6 +256,10 @@ func New(out io.WriterAt, opts Options) (*Builder, error) {
 	if opts.BlobDir != "" {
 		b.dedupe = map[chunkKey]chunkRef{}
 		b.start = newStartSet(opts.PrefetchList)
+	}
+	if z != nil {
+		b.zpipe = newZpipe(z)
+		b.zdedupe = map[zkey]zloc{}
 	}
 	return b, nil
 }
@@ -273,6 +315,9 @@ const maxBlobs = 4096
 // Abort discards a build that will not be finished (removing a partial
 // blob). It is safe to call after Finish.
 func (b *Builder) Abort() {
+	if b.zpipe != nil {
+		b.zpipe.stop()
+	}
 	b.data.flush()
 	if !b.finished {
 		for _, bl := range b.blobs {
@@ -298,8 +343,17 @@ type fileSource struct {
 // ingest streams a regular file's content to its destination and records
 // where it went in n.data. n.size must be set.
 func (b *Builder) ingest(ctx context.Context, name string, n *node, src fileSource) error {
+	b.stats.bytes += int64(n.size)
+	if b.z != nil && n.size > 0 {
+		return b.ingestCompressed(ctx, name, n, src)
+	}
+	return b.ingestData(ctx, name, n, src)
+}
+
+// ingestData stores a regular file's content uncompressed: in flat
+// blocks, or in chunks (self-contained with holes, or in a blob).
+func (b *Builder) ingestData(ctx context.Context, name string, n *node, src fileSource) error {
 	size := int64(n.size)
-	b.stats.bytes += size
 	d := &n.data
 	d.chunkBits = b.chunkBits
 	if size == 0 {

@@ -37,6 +37,7 @@ type fileData struct {
 	chunks    []chunkRef // chunk-based: one per chunk
 	chunkBits uint8      // chunk size = blksz << chunkBits
 	tail      []byte     // flat: bytes after the last full block, to inline or write later
+	z         *zinode    // compressed: the extents and their pclusters
 }
 
 // blockWriter appends whole blocks to a sequential output and tracks the
@@ -394,6 +395,10 @@ type dataStats struct {
 	unique      int   // chunks stored
 	dedupeSaved int64 // bytes not stored thanks to dedupe
 	holeBytes   int64 // bytes of zero chunks stored as holes (sparse or the zero chunk)
+
+	zfiles       int   // files stored compressed
+	zinline      int   // of them, with an inline (ztailpacking) tail pcluster
+	zdedupeSaved int64 // decoded bytes of extents that share a pcluster stored before
 }
 
 // crcTable feeds the image UUID derivation in self-contained mode.

@@ -150,6 +150,11 @@ func (b *Builder) planInode(n *node, shared *sharedXattrs, buildTime int64, buil
 			n.inline = n.data.tail
 		}
 		n.isize = head + len(n.inline)
+	case n.isReg() && n.data.z != nil:
+		var err error
+		if n.layout, n.isize, err = n.data.z.plan(head, b.z.big()); err != nil {
+			return fmt.Errorf("planning a compressed inode: %w", err)
+		}
 	case n.isReg():
 		n.layout = disk.LayoutChunkBased
 		unit := 4
@@ -224,9 +229,10 @@ func (a *metaAlloc) release(blk int) {
 	a.free[freeSlots] = append(a.free[freeSlots], blk)
 }
 
-// encodeInode writes n's inode, xattrs and inline data or chunk indexes
-// into meta at its nid.
-func (b *Builder) encodeInode(meta []byte, n *node, buildTime int64) {
+// encodeInode writes n's inode, xattrs and inline data, chunk indexes or
+// compressed index into meta at its nid. devBase maps a device to the
+// start of its blocks in the unified address space.
+func (b *Builder) encodeInode(meta []byte, n *node, buildTime int64, devBase []uint32) error {
 	off := int(n.nid) * disk.InodeSlotSize
 	in := disk.Inode{
 		Format:      n.layout << 1,
@@ -251,6 +257,10 @@ func (b *Builder) encodeInode(meta []byte, n *node, buildTime int64) {
 	case unix.S_IFIFO, unix.S_IFSOCK:
 		in.U = 0
 	}
+	z := n.data.z
+	if z != nil && n.isReg() {
+		in.U = z.compressedBlocks()
+	}
 	if n.layout == disk.LayoutChunkBased {
 		f := uint32(n.data.chunkBits)
 		if b.blobMode() {
@@ -262,6 +272,10 @@ func (b *Builder) encodeInode(meta []byte, n *node, buildTime int64) {
 	p := off + in.OnDiskSize()
 	p += copy(meta[p:], n.xattrBody)
 	switch n.layout {
+	case disk.LayoutCompressedFull, disk.LayoutCompressedCompact:
+		if err := z.encode(meta[p:off+n.isize], p-off, b.z, devBase); err != nil {
+			return fmt.Errorf("encoding a compressed inode: %w", err)
+		}
 	case disk.LayoutFlatInline:
 		copy(meta[p:], n.inline)
 	case disk.LayoutChunkBased:
@@ -280,4 +294,5 @@ func (b *Builder) encodeInode(meta []byte, n *node, buildTime int64) {
 			}
 		}
 	}
+	return nil
 }

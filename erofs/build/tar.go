@@ -68,6 +68,10 @@ func Decompress(r io.Reader) (io.Reader, func(), error) {
 // data each layer adds goes into a blob of its own (chunks already stored
 // for a lower layer are referenced there, not stored again).
 func (b *Builder) AddLayer(ctx context.Context, r io.Reader) error {
+	// What earlier layers added is placed in their blobs first.
+	if err := b.zdrain(ctx); err != nil {
+		return err
+	}
 	b.layer++
 	b.tree.layer = b.layer
 	b.blob = nil // the next chunk starts a new blob

@@ -24,6 +24,13 @@ func (b *Builder) Finish(ctx context.Context) (res *Result, err error) {
 		}
 		b.finished = true
 	}()
+	// Compressed data still in the pipeline is placed first.
+	if err := b.zdrain(ctx); err != nil {
+		return nil, err
+	}
+	if b.zpipe != nil {
+		b.zpipe.stop()
+	}
 	if err := b.data.flush(); err != nil {
 		return nil, fmt.Errorf("writing image: %w", err)
 	}
@@ -44,12 +51,17 @@ func (b *Builder) Finish(ctx context.Context) (res *Result, err error) {
 	}
 	b.blob = nil
 	if b.blobMode() {
-		b.headBlocks = uint64(disk.AlignUp(disk.SuperOffset+disk.SuperSize+len(slots)*disk.DeviceSlotSize, blockSize) / blockSize)
+		b.headBlocks = uint64(disk.AlignUp(b.devtSlotOff()*disk.DeviceSlotSize+len(slots)*disk.DeviceSlotSize, blockSize) / blockSize)
 		b.data.next = b.headBlocks // no file data in the image itself
 	}
 
 	order, dents := orderNodes(b.tree.root)
 	b.relocateBack(order)
+	for _, n := range order {
+		if n.data.z != nil {
+			n.data.z.resolve()
+		}
+	}
 	if len(order) > 1<<32-2 {
 		return nil, fmt.Errorf("%w: %d inodes", ErrTooLarge, len(order))
 	}
@@ -121,9 +133,26 @@ func (b *Builder) Finish(ctx context.Context) (res *Result, err error) {
 			return nil, fmt.Errorf("writing shared xattrs: %w", err)
 		}
 	}
+	// Compressed pclusters in blobs are addressed through the unified
+	// address space: each blob is mapped right after the image's own
+	// blocks (which end with the inode area), in device order.
+	devBase := make([]uint32, len(slots)+1)
+	if b.z != nil && len(slots) > 0 {
+		next := mw.next + uint64(metaSize/blockSize)
+		for i := range slots {
+			if next+uint64(slots[i].Blocks) > disk.NullAddr {
+				return nil, fmt.Errorf("%w: blobs end beyond block 2^32-1 of the unified address space", ErrTooLarge)
+			}
+			slots[i].MappedBlkAddr = uint32(next)
+			devBase[i+1] = uint32(next)
+			next += uint64(slots[i].Blocks)
+		}
+	}
 	meta := make([]byte, metaSize)
 	for _, n := range order {
-		b.encodeInode(meta, n, buildTime)
+		if err := b.encodeInode(meta, n, buildTime, devBase); err != nil {
+			return nil, err
+		}
 	}
 	metaBlk, err := mw.write(meta)
 	if err != nil {
@@ -183,9 +212,14 @@ func (b *Builder) Finish(ctx context.Context) (res *Result, err error) {
 	}
 	if len(slots) > 0 {
 		sb.FeatureIncompat |= disk.IncompatDeviceTable
-		sb.DevtSlotOff = uint16((disk.SuperOffset + disk.SuperSize) / disk.DeviceSlotSize)
+		sb.DevtSlotOff = uint16(b.devtSlotOff())
 	}
 	head := make([]byte, b.headBlocks*blockSize)
+	if b.z != nil {
+		if err := b.zsuper(&sb, head, order); err != nil {
+			return nil, err
+		}
+	}
 	sb.Encode(head[disk.SuperOffset:])
 	for i := range slots {
 		slots[i].Encode(head[int(sb.DevtSlotOff)*disk.DeviceSlotSize+i*disk.DeviceSlotSize:])
@@ -202,6 +236,9 @@ func (b *Builder) Finish(ctx context.Context) (res *Result, err error) {
 	res.UniqueChunk = b.stats.unique
 	res.DedupeSaved = b.stats.dedupeSaved
 	res.HoleBytes = b.stats.holeBytes
+	res.CompressedFiles = b.stats.zfiles
+	res.InlineTails = b.stats.zinline
+	res.ExtentDedupeSaved = b.stats.zdedupeSaved
 	res.UUID = sb.UUID
 	return res, nil
 }
@@ -232,17 +269,26 @@ func (b *Builder) relocateBack(order []*node) {
 	if b.start == nil {
 		return
 	}
+	for _, p := range b.zpacks {
+		p.ref = b.relocate(p.ref)
+	}
 	for _, n := range order {
 		for i, ref := range n.data.chunks {
-			bl := b.blobs[ref.dev-1]
-			switch {
-			case ref.front:
-				n.data.chunks[i] = chunkRef{dev: ref.dev, blk: bl.frontMap[ref.blk]}
-			case ref.back:
-				n.data.chunks[i] = chunkRef{dev: ref.dev, blk: ref.blk + bl.frontBlocks}
-			}
+			n.data.chunks[i] = b.relocate(ref)
 		}
 	}
+}
+
+// relocate returns where a chunk reference into a blob's scratch segment
+// ended up.
+func (b *Builder) relocate(ref chunkRef) chunkRef {
+	switch {
+	case ref.front:
+		return chunkRef{dev: ref.dev, blk: b.blobs[ref.dev-1].frontMap[ref.blk]}
+	case ref.back:
+		return chunkRef{dev: ref.dev, blk: ref.blk + b.blobs[ref.dev-1].frontBlocks}
+	}
+	return ref
 }
 
 // encodeChunkTable encodes the chunk digest table, entries sorted.

@@ -1,0 +1,164 @@
+package build
+
+import (
+	"crypto/sha256"
+	"fmt"
+
+	"github.com/erofsd/erofsd/erofs/internal/disk"
+	"github.com/erofsd/erofsd/erofs/internal/zcodec"
+)
+
+// DefaultPclusterSize is the pcluster size used when Options.PclusterSize
+// is 0: one block, as mkfs.erofs does.
+const DefaultPclusterSize = blockSize
+
+// zconfig is a build's compression setup.
+type zconfig struct {
+	alg      zcodec.Algorithm
+	hc       bool
+	level    int
+	pcluster int           // bytes, a multiple of blockSize
+	params   zcodec.Params // what the streams need the superblock to say
+}
+
+// maxExtent bounds the bytes one extent decodes to, and so the input of
+// one compression call: a run of zeros would otherwise make one 4 KiB
+// pcluster out of a megabyte and a big pcluster out of far more than the
+// kernel's 12 MiB (newer kernels refuse larger extents).
+const maxExtent = 4 << 20
+
+// segmentSize is how much of a file one compression job covers. Files are
+// cut at segment boundaries (which are lcluster boundaries), so the
+// segments of a large file compress in parallel and a build holds only a
+// few of them; the cost is one partly filled pcluster per segment.
+const segmentSize = maxExtent
+
+func newZconfig(spec string, pcluster int) (*zconfig, error) {
+	alg, hc, level, err := zcodec.ParseSpec(spec)
+	if err != nil {
+		return nil, fmt.Errorf("compression %q: %w", spec, err)
+	}
+	if pcluster == 0 {
+		pcluster = DefaultPclusterSize
+	}
+	if pcluster < blockSize || pcluster > disk.PclusterMaxSize || pcluster%blockSize != 0 {
+		return nil, fmt.Errorf("pcluster size %d: must be a multiple of %d up to %d", pcluster, blockSize, disk.PclusterMaxSize)
+	}
+	c := &zconfig{alg: alg, hc: hc, level: level, pcluster: pcluster}
+	enc, err := c.newEncoder()
+	if err != nil {
+		return nil, fmt.Errorf("compression %q: %w", spec, err)
+	}
+	c.params = enc.Params()
+	return c, nil
+}
+
+func (c *zconfig) newEncoder() (zcodec.Encoder, error) {
+	return zcodec.NewEncoderFor(c.alg, c.hc, c.level, maxExtent)
+}
+
+// big reports whether pclusters may span several blocks (BIG_PCLUSTER).
+func (c *zconfig) big() bool { return c.pcluster > blockSize }
+
+// needCfgs reports whether the superblock needs configuration records:
+// without them a kernel assumes LZ4 with one-block pclusters.
+func (c *zconfig) needCfgs() bool { return c.big() || c.alg != zcodec.LZ4 }
+
+// cfgRecords returns the configuration record of the algorithm.
+func (c *zconfig) cfgRecords() []disk.ComprCfgRecord {
+	var data []byte
+	switch c.alg {
+	case zcodec.LZ4:
+		r := disk.LZ4Cfgs{MaxDistance: c.params.LZ4MaxDistance, MaxPclusterBlks: uint16(c.pcluster / blockSize)}
+		data = make([]byte, disk.LZ4CfgsSize)
+		r.Encode(data)
+	case zcodec.LZMA:
+		r := disk.LZMACfgs{DictSize: c.params.LZMADictSize}
+		data = make([]byte, disk.LZMACfgsSize)
+		r.Encode(data)
+	case zcodec.Deflate:
+		r := disk.DeflateCfgs{WindowBits: c.params.DeflateWindowBits}
+		data = make([]byte, disk.DeflateCfgsSize)
+		r.Encode(data)
+	case zcodec.Zstd:
+		var wl uint8
+		if c.params.ZstdWindowLog != 0 {
+			wl = c.params.ZstdWindowLog - disk.ZstdWindowLogMin
+		}
+		r := disk.ZstdCfgs{WindowLog: wl}
+		data = make([]byte, disk.ZstdCfgsSize)
+		r.Encode(data)
+	}
+	return []disk.ComprCfgRecord{{Alg: uint8(c.alg), Data: data}}
+}
+
+// cutExt is one extent of a segment as a worker cut it.
+type cutExt struct {
+	off    int64  // logical start in the file
+	length int    // decoded bytes
+	plain  bool   // stored raw in a one-block pcluster
+	stream []byte // compressed stream: compressed extents, and a final extent that compressed whole (for ztailpacking)
+	sum    [32]byte
+}
+
+// blocks is the pcluster size of a stored (not inlined) extent.
+func (e *cutExt) blocks() int {
+	if e.plain {
+		return 1
+	}
+	return (len(e.stream) + blockSize - 1) / blockSize
+}
+
+// cutSegment cuts data, the bytes of a file from off on, into extents the
+// way mkfs.erofs does: each compression fills one pcluster with as much
+// input as fits, and an extent that does not save a whole block is
+// stored raw instead, one block of input at a time. eof says data runs to
+// the end of the file. dst is scratch space of at least the pcluster size.
+func (c *zconfig) cutSegment(enc zcodec.Encoder, data []byte, off int64, eof bool, dst []byte) ([]cutExt, error) {
+	var exts []cutExt
+	// Compressed streams are shorter than the input they stand for, so
+	// one arena of the segment's size holds them all.
+	arena := make([]byte, 0, len(data))
+	for pos := 0; pos < len(data); {
+		rest := data[pos:]
+		src := rest[:min(len(rest), maxExtent)]
+		consumed, n, err := enc.EncodeDestSize(dst[:c.pcluster], src)
+		if err != nil {
+			return nil, fmt.Errorf("compressing at %d: %w", off+int64(pos), err)
+		}
+		if consumed < 0 || consumed > len(src) || n < 0 || n > c.pcluster || (consumed > 0 && n == 0) {
+			return nil, fmt.Errorf("internal error: encoder consumed %d of %d bytes into %d of %d", consumed, len(src), n, c.pcluster)
+		}
+		blocks := (n + blockSize - 1) / blockSize
+		e := cutExt{off: off + int64(pos)}
+		switch {
+		case consumed > blocks*blockSize:
+			e.length = consumed
+			e.stream = keep(&arena, dst[:n])
+		default:
+			// Raw: at most one block of input, so that the pcluster is
+			// one block, as Linux 6.1 requires of raw pclusters.
+			e.plain = true
+			e.length = min(len(rest), blockSize)
+			if eof && consumed == len(rest) && consumed == e.length && n < consumed {
+				e.stream = keep(&arena, dst[:n]) // a tail that may go inline compressed
+			}
+		}
+		e.sum = sha256.Sum256(data[pos : pos+e.length])
+		exts = append(exts, e)
+		pos += e.length
+	}
+	return exts, nil
+}
+
+// keep copies p into the arena if it has room, else into a new slice.
+func keep(arena *[]byte, p []byte) []byte {
+	a := *arena
+	if len(a)+len(p) > cap(a) {
+		return append([]byte(nil), p...)
+	}
+	start := len(a)
+	a = append(a, p...)
+	*arena = a
+	return a[start:len(a):len(a)]
+}

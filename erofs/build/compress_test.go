@@ -1,0 +1,186 @@
+package build
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/erofsd/erofsd/erofs"
+)
+
+// writeCompressibleTree makes a tree with text, incompressible and zero
+// files of various sizes, a duplicate and a file larger than a segment.
+func writeCompressibleTree(t *testing.T) (string, map[string][]byte) {
+	t.Helper()
+	dir := t.TempDir()
+	rng := rand.New(rand.NewPCG(1, 2))
+	random := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		return b
+	}
+	text := func(n int) []byte {
+		words := strings.Fields("the quick brown fox jumps over a lazy dog while erofs keeps its blocks compressed and small")
+		var b bytes.Buffer
+		for b.Len() < n {
+			b.WriteString(words[rng.IntN(len(words))])
+			b.WriteByte(" \n"[rng.IntN(2)])
+		}
+		return b.Bytes()[:n]
+	}
+	files := map[string][]byte{
+		"tiny":        []byte("hi\n"),
+		"text":        text(300_000),
+		"dup/text":    nil, // the same as text
+		"random":      random(100_000),
+		"zeros":       make([]byte, 1<<20),
+		"small":       text(6000),
+		"large":       append(text(segmentSize+777_777), random(9000)...),
+		"mixed":       append(random(20_000), text(50_000)...),
+		"exact/block": text(3 * blockSize),
+	}
+	files["dup/text"] = files["text"]
+	for name, data := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir, files
+}
+
+// checkFiles reads every file back through the Go reader and runs Check.
+func checkFiles(t *testing.T, img []byte, files map[string][]byte, opts ...erofs.Option) {
+	t.Helper()
+	im, err := erofs.Open(bytes.NewReader(img), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	for name, want := range files {
+		got, err := fs.ReadFile(im, name)
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s: read %d bytes that differ from the %d written", name, len(got), len(want))
+		}
+	}
+	if len(opts) == 0 {
+		if _, err := erofs.Check(context.Background(), bytes.NewReader(img), erofs.CheckOptions{}); err != nil {
+			t.Errorf("check: %v", err)
+		}
+	}
+}
+
+func TestCompressedRoundTrip(t *testing.T) {
+	src, files := writeCompressibleTree(t)
+	plain, _ := buildDir(t, src, Options{})
+	for _, tc := range []struct {
+		spec     string
+		pcluster int
+	}{
+		{"lz4", 0},
+		{"lz4hc,9", 0},
+		{"lz4hc", 64 << 10},
+		{"deflate", 0},
+		{"zstd", 16 << 10},
+	} {
+		t.Run(fmt.Sprintf("%s/%d", tc.spec, tc.pcluster), func(t *testing.T) {
+			img, res := buildDir(t, src, Options{Compression: tc.spec, PclusterSize: tc.pcluster})
+			checkFiles(t, img, files)
+			if len(img) >= len(plain)/2 {
+				t.Errorf("compressed image %d bytes, uncompressed %d", len(img), len(plain))
+			}
+			// text, dup/text, zeros, large, mixed, exact/block and small
+			// (which only shrinks inline).
+			if res.CompressedFiles < 6 {
+				t.Errorf("%d files compressed", res.CompressedFiles)
+			}
+			// All of the duplicate but its tail, which may be inline.
+			if want := int64(len(files["text"])) * 9 / 10; res.ExtentDedupeSaved < want {
+				t.Errorf("dedupe saved %d bytes, want at least %d", res.ExtentDedupeSaved, want)
+			}
+		})
+	}
+}
+
+func TestCompressedDeterministic(t *testing.T) {
+	src, _ := writeCompressibleTree(t)
+	opts := Options{Compression: "lz4hc", PclusterSize: 16 << 10}
+	a, _ := buildDir(t, src, opts)
+	for range 3 {
+		if b, _ := buildDir(t, src, opts); !bytes.Equal(a, b) {
+			t.Fatal("two builds of the same tree differ")
+		}
+	}
+}
+
+// TestIncompressibleStaysPlain checks that files compression cannot
+// shrink by a block keep the uncompressed layouts, byte for byte.
+func TestIncompressibleStaysPlain(t *testing.T) {
+	dir := t.TempDir()
+	rng := rand.New(rand.NewPCG(3, 4))
+	for name, n := range map[string]int{"small": 5000, "one-segment": 300_000, "two-segments": segmentSize + 5000} {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plain, _ := buildDir(t, dir, Options{})
+	img, res := buildDir(t, dir, Options{Compression: "lz4"})
+	if res.CompressedFiles != 0 {
+		t.Errorf("%d files compressed", res.CompressedFiles)
+	}
+	// Only the superblock's compression feature bits may differ (and
+	// so its checksum and the UUID derived from nothing else).
+	if len(img) != len(plain) || !bytes.Equal(img[4096:], plain[4096:]) {
+		t.Errorf("image %d bytes, uncompressed %d; data or metadata differ", len(img), len(plain))
+	}
+}
+
+func TestTailPacking(t *testing.T) {
+	dir := t.TempDir()
+	data := bytes.Repeat([]byte("tail packing "), 1000) // 13000 bytes
+	if err := os.WriteFile(filepath.Join(dir, "f"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	img, res := buildDir(t, dir, Options{Compression: "lz4"})
+	if res.CompressedFiles != 1 || res.InlineTails != 1 {
+		t.Fatalf("%d compressed, %d inline tails; want 1 and 1", res.CompressedFiles, res.InlineTails)
+	}
+	// Superblock and the inode block: the whole file went inline.
+	if len(img) != 2*blockSize {
+		t.Errorf("image is %d bytes, want 2 blocks", len(img))
+	}
+	checkFiles(t, img, map[string][]byte{"f": data})
+}
+
+func TestCompressionOptionErrors(t *testing.T) {
+	for _, opts := range []Options{
+		{Compression: "lz5"},
+		{Compression: "lz4", PclusterSize: 5000},
+		{Compression: "lz4", PclusterSize: 2 << 20},
+		{PclusterSize: 8192},
+		{Compression: "lz4", PclusterSize: 64 << 10, BlobDir: "x", ChunkSize: 16 << 10},
+	} {
+		if _, err := New(nil, opts); err == nil {
+			t.Errorf("%+v: no error", opts)
+		}
+	}
+}
