@@ -60,6 +60,9 @@ func TestKernelAgreesCompressed(t *testing.T) {
 				t.Errorf("kernel reads %s differently (%d bytes, first difference at %d)", name, len(got), firstDiff(got, w))
 			}
 		}
+		if got, err := os.Readlink(filepath.Join(mnt, "j_link")); err != nil || got != "a_compact_big" {
+			t.Errorf("kernel reads the compressed symlink as %q, %v", got, err)
+		}
 	})
 }
 

@@ -73,8 +73,28 @@ type synthImage struct {
 }
 
 type synthFile struct {
-	name string
-	nid  uint64
+	name  string
+	nid   uint64
+	ftype uint8
+}
+
+// synthDirent is one entry of a hand-built directory.
+type synthDirent struct {
+	name  string
+	nid   uint64
+	ftype uint8
+}
+
+// encodeDir encodes one directory block's entries (in name order).
+func encodeDir(ents []synthDirent) []byte {
+	var names []byte
+	b := make([]byte, disk.DirentSize*len(ents))
+	for i, e := range ents {
+		d := disk.Dirent{Nid: e.nid, NameOff: uint16(len(b) + len(names)), FileType: e.ftype}
+		d.Encode(b[i*disk.DirentSize:])
+		names = append(names, e.name...)
+	}
+	return append(b, names...)
 }
 
 func newSynthImage() *synthImage {
@@ -116,34 +136,37 @@ func (s *synthImage) inode(nid uint64, layout uint16, mode uint16, size uint64, 
 
 // file adds a compressed regular file and returns where its index ends.
 func (s *synthImage) file(name string, layout uint16, size uint64) (nid uint64, end int64) {
+	return s.node(name, layout, sIFREG|0o644, size)
+}
+
+// node adds an inode of any type; name "" keeps it out of the root
+// directory.
+func (s *synthImage) node(name string, layout, mode uint16, size uint64) (nid uint64, end int64) {
 	nid = s.fileNid
 	s.fileNid += synthSlot
-	s.files = append(s.files, synthFile{name, nid})
-	return nid, s.inode(nid, layout, sIFREG|0o644, size, 0)
+	s.files = append(s.files, synthFile{name, nid, ftypeOfMode(mode)})
+	return nid, s.inode(nid, layout, mode, size, 0)
 }
 
 // finish writes the root directory and superblock.
 func (s *synthImage) finish(t testing.TB, incompat uint32) []byte {
 	t.Helper()
-	names := [][]byte{[]byte("."), []byte("..")}
-	nids := []uint64{0, 0}
-	types := []uint8{disk.FTDir, disk.FTDir}
+	ents := []synthDirent{{".", 0, disk.FTDir}, {"..", 0, disk.FTDir}}
+	nlink := uint32(2)
 	for _, f := range s.files { // callers add them in name order
-		names = append(names, []byte(f.name))
-		nids = append(nids, f.nid)
-		types = append(types, disk.FTRegFile)
+		if f.name == "" {
+			continue
+		}
+		ents = append(ents, synthDirent{f.name, f.nid, f.ftype})
+		if f.ftype == disk.FTDir {
+			nlink++
+		}
 	}
-	dir := s.block(synthDirBlk)
-	nameOff := disk.DirentSize * len(names)
-	for i, n := range names {
-		d := disk.Dirent{Nid: nids[i], NameOff: uint16(nameOff), FileType: types[i]}
-		d.Encode(dir[i*disk.DirentSize:])
-		copy(dir[nameOff:], n)
-		nameOff += len(n)
-	}
-	s.inode(0, disk.LayoutFlatPlain, sIFDIR|0o755, uint64(nameOff), synthDirBlk)
+	dir := encodeDir(ents)
+	copy(s.block(synthDirBlk), dir)
+	s.inode(0, disk.LayoutFlatPlain, sIFDIR|0o755, uint64(len(dir)), synthDirBlk)
 	rootIn, _ := disk.DecodeInode(s.data[synthBlk:])
-	rootIn.Nlink = 2
+	rootIn.Nlink = nlink
 	rootIn.Encode(s.data[synthBlk : synthBlk+disk.CompactInodeSize])
 
 	sb := disk.Superblock{
@@ -305,6 +328,31 @@ func buildSynth(t testing.TB) (data []byte, want map[string][]byte, blob []byte)
 		putFull(s.data, end, 1, disk.LclusterIndex{Type: disk.LclusterTypePlain, ClusterOfs: 5000 - 4096, BlkAddr: synthBlobBase + 1})
 		want["h_blob"] = content
 	}
+	// i_dir: a compressed directory holding an empty file; j_link: a
+	// compressed symlink. The kernel reads both through the same
+	// decompression as files.
+	{
+		dirNid, end := s.node("i_dir", disk.LayoutCompressedFull, sIFDIR|0o755, 0)
+		leafNid := s.fileNid // allocated next
+		d := encodeDir([]synthDirent{{".", dirNid, disk.FTDir}, {"..", 0, disk.FTDir}, {"leaf", leafNid, disk.FTRegFile}})
+		s.inode(dirNid, disk.LayoutCompressedFull, sIFDIR|0o755, uint64(len(d)), 0)
+		in, _ := disk.DecodeInode(s.data[synthBlk+dirNid*disk.InodeSlotSize:])
+		in.Nlink = 2
+		in.Encode(s.data[synthBlk+dirNid*disk.InodeSlotSize:][:disk.CompactInodeSize])
+		b := s.pcluster(lz4Literals(d), 1)
+		putHeader(s.data, end, disk.MapHeader{})
+		putFull(s.data, end, 0, disk.LclusterIndex{Type: disk.LclusterTypeHead1, BlkAddr: b})
+		if n, _ := s.node("", disk.LayoutFlatPlain, sIFREG|0o644, 0); n != leafNid {
+			t.Fatalf("leaf nid %d, want %d", n, leafNid)
+		}
+		want["i_dir/leaf"] = []byte{}
+
+		target := "a_compact_big"
+		_, end = s.node("j_link", disk.LayoutCompressedFull, sIFLNK|0o777, uint64(len(target)))
+		b = s.pcluster(lz4Literals([]byte(target)), 1)
+		putHeader(s.data, end, disk.MapHeader{})
+		putFull(s.data, end, 0, disk.LclusterIndex{Type: disk.LclusterTypeHead1, BlkAddr: b})
+	}
 	// The packed inode: a flat file, not in any directory.
 	{
 		s.packed = s.fileNid
@@ -348,7 +396,7 @@ func TestSynthCompressedLayouts(t *testing.T) {
 	rep, err := Check(context.Background(), bytes.NewReader(data), CheckOptions{VerifyData: true, Blobs: blobs})
 	if err != nil {
 		t.Errorf("Check: %v", err)
-	} else if rep.CompressedFiles != len(want) || rep.ExtentsDecoded < 10 {
+	} else if rep.CompressedFiles != len(want)-1 || rep.ExtentsDecoded < 12 {
 		t.Errorf("Check report %+v", rep)
 	}
 	// FileChunks reports the pclusters, in the blob for h_blob.
@@ -416,6 +464,12 @@ func TestSynthCompressedLayouts(t *testing.T) {
 	defer noBlob.Close()
 	if _, err := noBlob.ReadFile("h_blob"); !errors.Is(err, ErrNoBlob) {
 		t.Errorf("h_blob without its blob: %v", err)
+	}
+	if got, err := img.ReadLink("j_link"); err != nil || got != "a_compact_big" {
+		t.Errorf("compressed symlink: %q, %v", got, err)
+	}
+	if ents, err := img.ReadDir("i_dir"); err != nil || len(ents) != 1 || ents[0].Name() != "leaf" {
+		t.Errorf("compressed directory: %v, %v", ents, err)
 	}
 	l, err := img.Compression("b_full_big")
 	if err != nil || l.Indexes != "full" || l.Extents != 3 || l.Plain != 1 || l.BigPclusters != 2 || l.Encoded != 6*synthBlk {
