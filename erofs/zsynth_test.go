@@ -68,6 +68,7 @@ type synthImage struct {
 	next    uint32 // next free data block
 	packed  uint64 // packed inode nid (0: none)
 	blob    []byte // extra device 1
+	cfgs    []disk.ComprCfgRecord // nil: LZ4 only
 	inodes  int
 	fileNid uint64
 }
@@ -182,10 +183,19 @@ func (s *synthImage) finish(t testing.TB, incompat uint32) []byte {
 		slot.Encode(s.data[synthDevtSlot*disk.DeviceSlotSize:])
 	}
 	sb.Encode(s.data[disk.SuperOffset:])
-	cfg := disk.LZ4Cfgs{MaxPclusterBlks: 16}
-	rec := disk.ComprCfgRecord{Alg: disk.ComprLZ4, Data: make([]byte, disk.LZ4CfgsSize)}
-	cfg.Encode(rec.Data)
-	if err := disk.EncodeComprCfgs(s.data[disk.SuperOffset+disk.SuperSize:], []disk.ComprCfgRecord{rec}); err != nil {
+	recs := s.cfgs
+	if recs == nil {
+		cfg := disk.LZ4Cfgs{MaxPclusterBlks: 16}
+		rec := disk.ComprCfgRecord{Alg: disk.ComprLZ4, Data: make([]byte, disk.LZ4CfgsSize)}
+		cfg.Encode(rec.Data)
+		recs = []disk.ComprCfgRecord{rec}
+	}
+	sb.U1 = 0
+	for _, r := range recs {
+		sb.U1 |= 1 << r.Alg
+	}
+	sb.Encode(s.data[disk.SuperOffset:])
+	if err := disk.EncodeComprCfgs(s.data[disk.SuperOffset+disk.SuperSize:], recs); err != nil {
 		t.Fatal(err)
 	}
 	return s.data
