@@ -65,9 +65,9 @@ func lz4Run(c byte, n int) []byte {
 type synthImage struct {
 	data    []byte
 	files   []synthFile
-	next    uint32 // next free data block
-	packed  uint64 // packed inode nid (0: none)
-	blob    []byte // extra device 1
+	next    uint32                // next free data block
+	packed  uint64                // packed inode nid (0: none)
+	blob    []byte                // extra device 1
 	cfgs    []disk.ComprCfgRecord // nil: LZ4 only
 	inodes  int
 	fileNid uint64
