@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"sync"
 
 	"github.com/erofsd/erofsd/erofs/internal/disk"
@@ -172,9 +171,4 @@ func (i Info) CompressionAlgorithms() []string {
 		}
 	}
 	return names
-}
-
-// comprAlgsString joins the names for messages.
-func comprAlgsString(algs uint16) string {
-	return strings.Join(Info{ComprAlgs: algs}.CompressionAlgorithms(), ",")
 }
