@@ -9,9 +9,10 @@ import (
 
 // deflateEncoder writes raw DEFLATE streams with klauspost/compress/flate.
 type deflateEncoder struct {
-	level int
-	w     *flate.Writer
-	buf   bytes.Buffer
+	level  int
+	w      *flate.Writer
+	buf    bytes.Buffer
+	fitter prefixFitter
 }
 
 func newDeflateEncoder(level int) (*deflateEncoder, error) {
@@ -36,7 +37,7 @@ func (e *deflateEncoder) EncodeDestSize(dst, src []byte) (consumed, n int, err e
 	if len(dst) == 0 || len(src) == 0 {
 		return 0, 0, nil
 	}
-	return fitPrefix(dst, src, 3*len(dst), e.compress)
+	return e.fitter.fit(dst, src, e.compress)
 }
 
 func (e *deflateEncoder) compress(src []byte) ([]byte, error) {

@@ -16,12 +16,13 @@ import (
 // header goes, and the stream's first byte, always 0x00 in LZMA1, becomes
 // the bitwise NOT of the properties byte.
 //
-// The library cannot stop at an output size, so fitPrefix searches for the
+// The library cannot stop at an output size, so prefixFitter searches for the
 // longest prefix that fits.
 type lzmaEncoder struct {
 	dictSize int
 	matcher  lzma.MatchAlgorithm
 	buf      bytes.Buffer
+	fitter   prefixFitter
 }
 
 // lzmaHeaderLen is the size of a classic .lzma header: properties byte,
@@ -53,7 +54,7 @@ func (e *lzmaEncoder) EncodeDestSize(dst, src []byte) (consumed, n int, err erro
 	if len(dst) == 0 || len(src) == 0 {
 		return 0, 0, nil
 	}
-	return fitPrefix(dst, src, 4*len(dst), e.compress)
+	return e.fitter.fit(dst, src, e.compress)
 }
 
 func (e *lzmaEncoder) compress(src []byte) ([]byte, error) {

@@ -14,6 +14,7 @@ type zstdEncoder struct {
 	windowLog int
 	enc       *zstd.Encoder
 	buf       []byte
+	fitter    prefixFitter
 }
 
 func newZstdEncoder(level, maxInput int) (*zstdEncoder, error) {
@@ -44,7 +45,7 @@ func (e *zstdEncoder) EncodeDestSize(dst, src []byte) (consumed, n int, err erro
 	if len(dst) == 0 || len(src) == 0 {
 		return 0, 0, nil
 	}
-	return fitPrefix(dst, src, 3*len(dst), e.compress)
+	return e.fitter.fit(dst, src, e.compress)
 }
 
 func (e *zstdEncoder) compress(src []byte) ([]byte, error) {
