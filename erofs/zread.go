@@ -265,14 +265,15 @@ func (img *Image) validateCompressed(ino *inode) error {
 	return nil
 }
 
-// readAllCompressed reads a whole compressed file into a buffer that
-// grows as extents decode: i_size is bounded by the index only (data may
-// legitimately compress 250 to 1), so memory is committed to bytes
-// actually decoded rather than to what a damaged inode claims.
+// readAllCompressed reads a whole compressed file into a buffer that,
+// past 64 MiB, grows as extents decode: i_size is bounded by the index
+// only (data may legitimately compress 250 to 1), so memory beyond that
+// is committed to bytes actually decoded rather than to what a damaged
+// inode claims.
 func (img *Image) readAllCompressed(ino *inode) ([]byte, error) {
 	const piece = 1 << 20
 	zc := &zcache{}
-	b := make([]byte, 0, min(ino.size, 16<<20))
+	b := make([]byte, 0, min(ino.size, 64<<20))
 	for off := int64(0); off < ino.size; {
 		n := min(piece, ino.size-off)
 		b = slices.Grow(b, int(n))
