@@ -45,6 +45,12 @@ type ConvertOptions struct {
 	// the bootstrap records them as its start set, which erofsd fetches
 	// in a few large requests at mount (see build.Options.PrefetchList).
 	PrefetchList *prefetchlist.List
+	// Compression and PclusterSize compress the image's files in their
+	// blobs (see build.Options.Compression): fewer registry bytes for
+	// the same tree, served lazily through the fanotify front end. Linux
+	// before 6.9 cannot read compressed files in fscache mode.
+	Compression  string
+	PclusterSize int
 	// Progress, if set, is called as layers are read.
 	Progress func(LayerProgress)
 }
@@ -224,7 +230,8 @@ func convertOne(ctx context.Context, img v1.Image, index *v1.Hash, opts ConvertO
 	}
 	// The source's creation time (else the newest mtime, the builder's
 	// default) keeps a conversion reproducible.
-	b, err := build.New(f, build.Options{ChunkSize: chunkSize, BlobDir: dir, BuildTime: cfg.Created.Time, PrefetchList: opts.PrefetchList})
+	b, err := build.New(f, build.Options{ChunkSize: chunkSize, BlobDir: dir, BuildTime: cfg.Created.Time, PrefetchList: opts.PrefetchList,
+		Compression: opts.Compression, PclusterSize: opts.PclusterSize})
 	if err != nil {
 		return nil, err
 	}
