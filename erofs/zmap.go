@@ -175,6 +175,7 @@ func (img *Image) zinfoOf(ino *inode, meta *metaBuf) (*zinfo, error) {
 		}
 		zi.advise = disk.AdviseFragmentPcluster
 		zi.fragment, zi.fragOff = true, off
+		zi.lbits = img.blkBits
 		return zi, nil
 	}
 	zi.advise = h.Advise
