@@ -50,6 +50,8 @@ bench: build
 	$(GO) run ./tests/vmbench
 	@echo "== fanotify front end on this kernel against the complete blob"
 	$(GO) run ./tests/fanbench
+	@echo "== compressed images served lazily: every file of the Go toolchain read cold through fanotify, each algorithm against the uncompressed image"
+	$(GO) run ./tests/zbench -bin $(BIN)/erofs-image
 	@echo "== fanotify failover: kill -9 of the daemon, then of supervisor and daemon (fd store), while readers stream"
 	$(GO) run ./tests/failbench
 	$(GO) run ./tests/failbench -kill supervisor

@@ -24,14 +24,17 @@ func (s *Server) Name() string { return "cachefiles" }
 // (ondemand.BlobInfo.Name), not by the bare device tags: an image that
 // claims another image's blob digest with other chunks gets objects of
 // its own. On kernels that read sparse holes wrongly in fscache mode
-// (before 6.2), an image with a hole before data is refused.
+// (before 6.2), an image with a hole before data is refused; on kernels
+// that cannot read compressed inodes in fscache mode (before 6.9), an
+// image with any is refused, saying so, rather than mounted to fail
+// lookups with EOPNOTSUPP.
 func (s *Server) Mount(ctx context.Context, im *ondemand.Image, target string) (ondemand.Mounted, error) {
-	if s.holeBug {
+	if s.holeBug || s.noZip {
 		rep, err := im.FscacheLinux61(ctx)
 		if err != nil {
 			return nil, err
 		}
-		if rep.HoleFiles > 0 {
+		if s.holeBug && rep.HoleFiles > 0 || s.noZip && rep.CompressedInodes > 0 {
 			return nil, fmt.Errorf("%w: image %s cannot be served in fscache mode by this kernel (%s): %s",
 				ondemand.ErrBadImage, im.Spec.FSID, s.kernel, strings.Join(rep.Problems, "; "))
 		}

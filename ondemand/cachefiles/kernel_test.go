@@ -25,3 +25,22 @@ func TestHolesReadWrong(t *testing.T) {
 		}
 	}
 }
+
+func TestCompressedUnreadable(t *testing.T) {
+	for release, want := range map[string]bool{
+		"6.1.0-28-amd64":   true,
+		"6.1.192":          true,
+		"6.8.12":           true,
+		"6.9":              false,
+		"6.9.0-rc1":        false,
+		"6.12.9+bpo-amd64": false,
+		"6.18.44-fc-v1294": false,
+		"7.0.1":            false,
+		"":                 true,
+		"garbage":          true,
+	} {
+		if got := CompressedUnreadable(release); got != want {
+			t.Errorf("CompressedUnreadable(%q) = %v, want %v", release, got, want)
+		}
+	}
+}

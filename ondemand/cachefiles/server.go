@@ -108,6 +108,7 @@ type Server struct {
 	pool    *ondemand.Pool
 	timeout time.Duration
 	holeBug bool   // this kernel reads sparse holes wrongly in fscache mode
+	noZip   bool   // this kernel refuses compressed inodes in fscache mode
 	kernel  string // its release
 	lat     ondemand.Observer
 	Stats   Stats
@@ -152,7 +153,7 @@ func newServer(k kernel, res Resolver, cfg Config) *Server {
 	release := KernelRelease()
 	abort, abortFill := context.WithCancel(context.Background())
 	return &Server{k: k, res: res, log: log, pool: ondemand.NewPool(cfg.Workers), timeout: cfg.RequestTimeout,
-		holeBug: HolesReadWrong(release), kernel: release, lat: cfg.ReadLatency, objects: map[uint32]*object{},
+		holeBug: HolesReadWrong(release), noZip: CompressedUnreadable(release), kernel: release, lat: cfg.ReadLatency, objects: map[uint32]*object{},
 		abort: abort, abortFill: abortFill}
 }
 
