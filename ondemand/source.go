@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -54,7 +55,9 @@ type FileCopier interface {
 	// CopyFrom copies the n bytes at off of src to the same place in
 	// the object (off and n block aligned; what src lacks reads as
 	// zeros), then calls check with the bytes as they now are in the
-	// object (mapped read-only, valid during the call). Only the
+	// object (mapped read-only, valid during the call; reading them
+	// faults if the object shrinks meanwhile, which check must
+	// survive: debug.SetPanicOnFault). Only the
 	// [start, end) ranges check returns (block aligned, within the
 	// copy) count as written; nothing of the copy can be read before
 	// that, and what check does not vouch for is dropped. Copying into
@@ -689,6 +692,11 @@ func (s *blobSource) copyVerify(ctx context.Context, fc FileCopier, fb blobstore
 		// several chunks, as the machine has more than one core.
 		var next atomic.Int32
 		work := func() {
+			// data maps a file: a fault reading it (the file shrank
+			// under the mapping) leaves the chunks not yet checked
+			// unverified instead of killing the daemon.
+			defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+			defer func() { recover() }()
 			for k := int(next.Add(1) - 1); k < len(run); k = int(next.Add(1) - 1) {
 				c := run[k]
 				rel := c.off - run[0].off

@@ -121,9 +121,10 @@ func (w *Watch) copyAndCheck(ctx context.Context, src *os.File, fd int, off, n i
 	}
 	defer unix.Munmap(data)
 	defer func() {
-		// A fault reading the mapping on this goroutine (the file
-		// shrank under it: nothing in erofsd truncates a file while a
-		// copy holds writes) fails the copy rather than the daemon.
+		// A fault reading the mapping (the file shrank under it:
+		// nothing in erofsd truncates a file while a copy holds
+		// writes) fails the copy rather than the daemon; check guards
+		// the goroutines it starts itself.
 		if p := recover(); p != nil {
 			good, err = nil, fmt.Errorf("checking a copy into %s at %d: %v", w.Path, off, p)
 		}

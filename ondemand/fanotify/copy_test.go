@@ -153,3 +153,52 @@ func allZeros(p []byte) bool {
 	}
 	return true
 }
+
+// TestCopyFileShrinksUnderCheck: a cache file truncated while a copy's
+// check reads it through the mapping (nothing in erofsd does that; an
+// administrator might) fails the copy with an error instead of killing
+// the daemon with SIGBUS, and marks nothing present.
+func TestCopyFileShrinksUnderCheck(t *testing.T) {
+	src := t.TempDir()
+	data := make([]byte, 8<<20)
+	rand.Read(data)
+	os.WriteFile(filepath.Join(src, "f"), data, 0o644)
+	m := newLazyMount(t, src, 1<<20, false)
+	f, err := os.Open(filepath.Join(m.mnt, "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.ReadAt(make([]byte, 1), 0); err != nil { // the watch gets its writer
+		t.Fatal(err)
+	}
+	w := m.watches[0]
+	last := w.size - 1<<20
+	if w.has(last, ondemand.BlockSize) {
+		t.Skip("the tail was fetched ahead of the reader")
+	}
+	other, err := os.CreateTemp(t.TempDir(), "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	other.Write(make([]byte, w.size))
+	err = blockWriter{context.Background(), w}.CopyFrom(context.Background(), other, last, 1<<20, func(p []byte) [][2]int64 {
+		w.mu.Lock()
+		fd := w.writeFD
+		w.mu.Unlock()
+		if err := unix.Ftruncate(fd, 0); err != nil {
+			t.Errorf("truncating: %v", err)
+		}
+		if p[len(p)-1] == 0 { // faults: the page is past the end of the file now
+			return [][2]int64{{last, last + 1<<20}}
+		}
+		return [][2]int64{{last, last + 1<<20}}
+	})
+	if err == nil {
+		t.Fatal("a copy whose check faulted succeeded")
+	}
+	if w.has(last, ondemand.BlockSize) {
+		t.Fatal("blocks of a faulted check are present")
+	}
+}
