@@ -22,7 +22,7 @@ func NewDecoder(alg Algorithm, p Params) (Decoder, error) {
 	case LZ4:
 		return lz4Decoder{}, nil
 	case LZMA:
-		return lzmaDecoder{dictSize: p.lzmaDict()}, nil
+		return newLZMADecoder(p.lzmaDict()), nil
 	case Deflate:
 		return newDeflateDecoder(), nil
 	case Zstd:

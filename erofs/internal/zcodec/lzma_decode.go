@@ -1,5 +1,7 @@
 package zcodec
 
+import "sync"
+
 // A MicroLZMA decoder with the kernel's checks (lib/xz/xz_dec_lzma2.c,
 // xz_dec_microlzma_run with uncomp_size_is_exact): MicroLZMA is a raw LZMA1
 // stream without header or end marker whose first byte, always 0x00 in
@@ -53,7 +55,16 @@ func parseLZMAProps(b byte) (lzmaProps, bool) {
 func (p lzmaProps) byte() byte { return byte((p.pb*5+p.lp)*9 + p.lc) }
 
 // lzmaDecoder decodes MicroLZMA streams with a dictionary of dictSize bytes.
-type lzmaDecoder struct{ dictSize int }
+type lzmaDecoder struct {
+	dictSize int
+	// states recycles decoding states: about 30 KiB of probabilities
+	// each, worth keeping away from the garbage collector.
+	states *sync.Pool
+}
+
+func newLZMADecoder(dictSize int) lzmaDecoder {
+	return lzmaDecoder{dictSize: dictSize, states: &sync.Pool{New: func() any { return new(lzmaState) }}}
+}
 
 func (d lzmaDecoder) Decode(dst, src []byte, _ bool) error {
 	// LZMA pclusters are always zero-padded in front.
@@ -68,7 +79,11 @@ func (d lzmaDecoder) Decode(dst, src []byte, _ bool) error {
 	if !ok {
 		return corruptf("lzma: properties byte %#x", ^src[0])
 	}
-	var s lzmaState
+	s := d.states.Get().(*lzmaState)
+	defer func() {
+		s.rc.in, s.out = nil, nil
+		d.states.Put(s)
+	}()
 	s.init(props, src, dst, d.dictSize)
 	return s.run()
 }
@@ -85,7 +100,7 @@ type rangeDecoder struct {
 func (rc *rangeDecoder) init(in []byte) {
 	// The first byte (the properties byte in MicroLZMA) shifts out of
 	// the 32-bit code, as in rc_read_init.
-	rc.in, rc.pos, rc.rng = in, lzmaRCInitBytes, 0xFFFFFFFF
+	rc.in, rc.pos, rc.rng, rc.code, rc.overrun = in, lzmaRCInitBytes, 0xFFFFFFFF, 0, false
 	for _, b := range in[1:lzmaRCInitBytes] {
 		rc.code = rc.code<<8 | uint32(b)
 	}
@@ -218,7 +233,8 @@ type lzmaState struct {
 
 func (s *lzmaState) init(p lzmaProps, src, dst []byte, dictSize int) {
 	s.rc.init(src)
-	s.out, s.dictSize, s.props = dst, dictSize, p
+	s.out, s.pos, s.dictSize, s.props = dst, 0, dictSize, p
+	s.state, s.reps = 0, [4]uint32{}
 	for i := range s.isMatch {
 		fillProbs(s.isMatch[i][:])
 		fillProbs(s.isRep0Long[i][:])
@@ -234,7 +250,11 @@ func (s *lzmaState) init(p lzmaProps, src, dst []byte, dictSize int) {
 	fillProbs(s.align[:])
 	s.matchLen.reset()
 	s.repLen.reset()
-	s.literal = make([]uint16, lzmaLiteralCoderLen<<(p.lc+p.lp))
+	n := lzmaLiteralCoderLen << (p.lc + p.lp)
+	if cap(s.literal) < n {
+		s.literal = make([]uint16, n)
+	}
+	s.literal = s.literal[:n]
 	fillProbs(s.literal)
 }
 

@@ -16,12 +16,15 @@ import (
 //
 //	ZCODEC_REF_TREE=dir
 //	ZCODEC_REF_LZ4=bytes     sum of dump.erofs "On-disk size" over the
-//	ZCODEC_REF_LZ4HC=bytes   files of mkfs.erofs -zlz4 / -zlz4hc images
+//	ZCODEC_REF_LZ4HC=bytes   files of mkfs.erofs -zlz4 / -zlz4hc[,LEVEL] images
+//	ZCODEC_REF_LEVEL=n       the LZ4HC level (default 9)
+//	ZCODEC_REF_PCLUSTER=n    the images' -C (default 4096)
 //
-// Each file is cut into 4 KiB pclusters as mkfs.erofs 1.5 does it
+// Each file is cut into pclusters as mkfs.erofs 1.5 does it
 // (vle_compress_one): a tail of at most a block, or a pcluster that saves
-// nothing, is stored raw, and a file that saves nothing overall is stored
-// uncompressed. Our total may exceed mkfs.erofs's by at most 2%.
+// no block, is stored raw in one block, and a file that saves nothing
+// overall is stored uncompressed. Our total may exceed mkfs.erofs's by at
+// most 2%.
 func TestMkfsReference(t *testing.T) {
 	tree := os.Getenv("ZCODEC_REF_TREE")
 	if tree == "" {
@@ -41,6 +44,17 @@ func TestMkfsReference(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	pcluster, level := 4096, -1
+	if v := os.Getenv("ZCODEC_REF_PCLUSTER"); v != "" {
+		if pcluster, err = strconv.Atoi(v); err != nil || pcluster%4096 != 0 || pcluster <= 0 {
+			t.Fatalf("ZCODEC_REF_PCLUSTER=%q", v)
+		}
+	}
+	if v := os.Getenv("ZCODEC_REF_LEVEL"); v != "" {
+		if level, err = strconv.Atoi(v); err != nil {
+			t.Fatalf("ZCODEC_REF_LEVEL=%q", v)
+		}
+	}
 	for _, c := range []struct {
 		name, env string
 		hc        bool
@@ -50,19 +64,23 @@ func TestMkfsReference(t *testing.T) {
 			t.Logf("%s: no reference (%s)", c.name, c.env)
 			continue
 		}
-		enc, err := NewEncoder(LZ4, c.hc, -1)
+		lv := -1
+		if c.hc {
+			lv = level
+		}
+		enc, err := NewEncoder(LZ4, c.hc, lv)
 		if err != nil {
 			t.Fatal(err)
 		}
 		start, cpu0 := time.Now(), cpuTime()
 		var ours int64
 		for _, f := range files {
-			ours += mkfsOnDisk(t, enc, f, 4096, false)
+			ours += mkfsOnDisk(t, enc, f, pcluster, false)
 		}
 		el, cpu := time.Since(start), cpuTime()-cpu0
 		// Then again, checking that every stream decodes.
 		for _, f := range files {
-			mkfsOnDisk(t, enc, f, 4096, true)
+			mkfsOnDisk(t, enc, f, pcluster, true)
 		}
 		t.Logf("%s: %d files, %d bytes: ours %d, mkfs.erofs %d (%+.2f%%), %v, CPU %v (%.0f MB/s)",
 			c.name, len(files), total, ours, ref, 100*float64(ours-ref)/float64(ref),
@@ -73,10 +91,11 @@ func TestMkfsReference(t *testing.T) {
 	}
 }
 
-// mkfsOnDisk is the size a file takes with 4 KiB pclusters laid out the
-// way mkfs.erofs 1.5 lays them out.
-func mkfsOnDisk(t *testing.T, enc Encoder, f []byte, blk int, verify bool) int64 {
-	dst := make([]byte, blk)
+// mkfsOnDisk is the size a file takes with pclusters of up to pcluster
+// bytes laid out the way mkfs.erofs 1.5 lays them out (4 KiB blocks).
+func mkfsOnDisk(t *testing.T, enc Encoder, f []byte, pcluster int, verify bool) int64 {
+	const blk = 4096
+	dst := make([]byte, pcluster)
 	var blocks int64
 	for pos := 0; pos < len(f); {
 		rest := len(f) - pos
@@ -84,7 +103,7 @@ func mkfsOnDisk(t *testing.T, enc Encoder, f []byte, blk int, verify bool) int64
 			blocks++
 			break
 		}
-		consumed, n, err := enc.EncodeDestSize(dst, f[pos:pos+min(rest, 1<<20)])
+		consumed, n, err := enc.EncodeDestSize(dst, f[pos:pos+min(rest, 2<<20)])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -94,13 +113,14 @@ func mkfsOnDisk(t *testing.T, enc Encoder, f []byte, blk int, verify bool) int64
 				t.Fatalf("pcluster at %d does not decode (%v)", pos, err)
 			}
 		}
-		blocks++
-		if consumed <= blk {
-			consumed = blk // saves nothing: a raw block
+		used := (n + blk - 1) / blk
+		if consumed <= used*blk {
+			used, consumed = 1, blk // saves no block: a raw block
 		}
+		blocks += int64(used)
 		pos += consumed
 	}
-	if on := blocks * int64(blk); on < int64(len(f)) {
+	if on := blocks * blk; on < int64(len(f)) {
 		return on
 	}
 	return int64(len(f))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 )
 
@@ -96,5 +97,48 @@ func checkDecode(t *testing.T, dec Decoder, stream, want []byte, size int) {
 		if err := dec.Decode(make([]byte, len(want)-1), stream, true); !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("decode to one byte less: %v, want ErrCorrupt", err)
 		}
+	}
+}
+
+// TestDecodeConcurrent shares one decoder per algorithm between goroutines
+// (run it with -race): decoders are documented as safe for concurrent use.
+func TestDecodeConcurrent(t *testing.T) {
+	for _, alg := range []Algorithm{LZ4, LZMA, Deflate, Zstd} {
+		t.Run(alg.String(), func(t *testing.T) {
+			enc, err := NewEncoder(alg, false, -1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dec, err := NewDecoder(alg, enc.Params())
+			if err != nil {
+				t.Fatal(err)
+			}
+			type pcluster struct{ stream, want []byte }
+			var pcs []pcluster
+			src := textData(40000)
+			for len(src) > 0 {
+				dst := make([]byte, 4096)
+				c, n, err := enc.EncodeDestSize(dst, src)
+				if err != nil || c == 0 {
+					t.Fatalf("encode: %d, %v", c, err)
+				}
+				pcs = append(pcs, pcluster{dst[:n], src[:c]})
+				src = src[c:]
+			}
+			var wg sync.WaitGroup
+			for g := range 4 {
+				wg.Go(func() {
+					for i := range 20 {
+						p := pcs[(g+i)%len(pcs)]
+						got := make([]byte, len(p.want))
+						if err := dec.Decode(got, p.stream, true); err != nil || !bytes.Equal(got, p.want) {
+							t.Errorf("goroutine %d: decode: %v", g, err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+		})
 	}
 }
