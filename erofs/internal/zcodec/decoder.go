@@ -10,6 +10,11 @@ type Decoder interface {
 	// kernel does; LZMA, DEFLATE and Zstd always use that layout). A
 	// stream that decodes to fewer bytes, ends early, overruns, or is
 	// corrupt returns an error wrapping ErrCorrupt. Never panics.
+	//
+	// The kernel only looks for the stream's first byte in the
+	// pcluster's first block (z_erofs_fixup_insize): a writer must not
+	// put a whole block or more of zeros in front of a stream, which this
+	// decoder, not knowing the block size, does not check.
 	Decode(dst, src []byte, zeroPadding bool) error
 }
 
