@@ -774,9 +774,9 @@ func (s *blobSource) streamRun(ctx context.Context, ro blobstore.RangeOpener, ru
 	if err == nil {
 		defer rc.Close()
 	}
-	// Two stages: this goroutine receives the next chunk while another
-	// verifies and writes the one before, so the network and the hashing
-	// overlap.
+	// Two stages: a goroutine receives the next chunk while two others
+	// (this one and a helper) verify and write the ones before, so the
+	// network and the hashing overlap.
 	type piece struct {
 		k   int
 		buf []byte
@@ -806,28 +806,47 @@ func (s *blobSource) streamRun(ctx context.Context, ro blobstore.RangeOpener, ru
 		}
 	}()
 	finished := make([]atomic.Bool, len(run))
+	var wg sync.WaitGroup
 	defer func() {
-		// Whatever happened (a panic in a writer), every chunk of the run
-		// is finished and the receiver stops.
+		// Whatever happened (a panic in a writer), the receiver stops,
+		// the helper is done, and every chunk of the run is finished.
 		close(quit)
 		for p := range received {
 			s.bufs.put(p.buf)
 		}
+		wg.Wait()
 		s.finishRest(run, fetches, finished)
 	}()
-	for p := range received {
-		c, f := run[p.k], fetches[p.k]
-		if p.err == nil {
-			if werr := s.verifyAndWrite(p.buf, c, w); !errors.Is(werr, ErrDigestMismatch) {
-				f.err = werr
+	consume := func() {
+		for p := range received {
+			c, f := run[p.k], fetches[p.k]
+			if p.err == nil {
+				if werr := s.verifyAndWrite(p.buf, c, w); !errors.Is(werr, ErrDigestMismatch) {
+					f.err = werr
+				}
 			}
+			if p.buf != nil {
+				s.bufs.put(p.buf)
+			}
+			finished[p.k].Store(true)
+			s.finish(c, f)
 		}
-		if p.buf != nil {
-			s.bufs.put(p.buf)
-		}
-		finished[p.k].Store(true)
-		s.finish(c, f)
 	}
+	// Chunks are verified and written on two goroutines, as they come:
+	// hashing is most of the work, slower than loopback or a fast link
+	// deliver, and the machine has more than one core.
+	if len(run) > 1 {
+		wg.Go(func() {
+			defer func() {
+				// A writer's panic: the chunk it held is finished by
+				// finishRest, the other goroutine carries on.
+				recover()
+			}()
+			consume()
+		})
+	}
+	consume()
+	wg.Wait()
 	if s.latency != nil {
 		s.latency.Observe(time.Since(start).Seconds())
 	}
