@@ -1,7 +1,7 @@
 package zcodec
 
 // Fixed-output compression for codecs whose libraries cannot stop at an
-// output size (DEFLATE, Zstd, MicroLZMA through ulikunitz/xz): compress
+// output size (DEFLATE and Zstd through klauspost/compress): compress
 // prefixes of the input and search for the longest one whose stream fits,
 // as erofs-utils does for libzstd. Guesses are extrapolated from the
 // compression ratio seen so far (the previous call's to start with, as
