@@ -27,6 +27,11 @@ type zconfig struct {
 // kernel's 12 MiB (newer kernels refuse larger extents).
 const maxExtent = 4 << 20
 
+// trailingRemainder is the most a file's last pcluster may leave over
+// when it is recompressed one block smaller (see cutSegment): small enough
+// to be stored inline after the inode's index.
+const trailingRemainder = blockSize / 2
+
 // segmentSize is how much of a file one compression job covers. Files are
 // cut at segment boundaries (which are lcluster boundaries), so the
 // segments of a large file compress in parallel and a build holds only a
@@ -112,8 +117,10 @@ func (e *cutExt) blocks() int {
 // cutSegment cuts data, the bytes of a file from off on, into extents the
 // way mkfs.erofs does: each compression fills one pcluster with as much
 // input as fits, and an extent that does not save a whole block is
-// stored raw instead, one block of input at a time. eof says data runs to
-// the end of the file. dst is scratch space of at least the pcluster size.
+// stored raw instead, one block of input at a time. The file's last
+// pcluster is tried one block smaller, leaving a remainder for the inline
+// tail, as mkfs.erofs's trailing recompression does. eof says data runs
+// to the end of the file. dst is scratch space of twice the pcluster size.
 func (c *zconfig) cutSegment(enc zcodec.Encoder, data []byte, off int64, eof bool, dst []byte) ([]cutExt, error) {
 	var exts []cutExt
 	// Compressed streams are shorter than the input they stand for, so
@@ -130,6 +137,20 @@ func (c *zconfig) cutSegment(enc zcodec.Encoder, data []byte, off int64, eof boo
 			return nil, fmt.Errorf("internal error: encoder consumed %d of %d bytes into %d of %d", consumed, len(src), n, c.pcluster)
 		}
 		blocks := (n + blockSize - 1) / blockSize
+		if eof && consumed == len(rest) && blocks > 1 {
+			// The file's last pcluster: if one block less holds all but
+			// a small remainder, that remainder can go inline with the
+			// inode (ztailpacking) and the block is saved.
+			alt := dst[c.pcluster:][:(blocks-1)*blockSize]
+			c2, n2, err := enc.EncodeDestSize(alt, src)
+			if err != nil {
+				return nil, fmt.Errorf("compressing at %d: %w", off+int64(pos), err)
+			}
+			if c2 > (blocks-1)*blockSize && len(rest)-c2 <= trailingRemainder {
+				consumed, n, blocks = c2, n2, blocks-1
+				copy(dst, alt[:n])
+			}
+		}
 		e := cutExt{off: off + int64(pos)}
 		switch {
 		case consumed > blocks*blockSize:

@@ -110,7 +110,11 @@ func TestCompressedRoundTrip(t *testing.T) {
 				t.Errorf("%d files compressed", res.CompressedFiles)
 			}
 			// All of the duplicate but its tail, which may be inline.
-			if want := int64(len(files["text"])) * 9 / 10; res.ExtentDedupeSaved < want {
+			// (Only LZ4 cuts identical files identically: the other
+			// codecs' fixed-output search starts from the ratio of the
+			// encoder's previous call, so a file's extents depend on
+			// what its lane compressed before.)
+			if want := int64(len(files["text"])) * 9 / 10; strings.HasPrefix(tc.spec, "lz4") && res.ExtentDedupeSaved < want {
 				t.Errorf("dedupe saved %d bytes, want at least %d", res.ExtentDedupeSaved, want)
 			}
 		})
@@ -119,11 +123,15 @@ func TestCompressedRoundTrip(t *testing.T) {
 
 func TestCompressedDeterministic(t *testing.T) {
 	src, _ := writeCompressibleTree(t)
-	opts := Options{Compression: "lz4hc", PclusterSize: 16 << 10}
-	a, _ := buildDir(t, src, opts)
-	for range 3 {
-		if b, _ := buildDir(t, src, opts); !bytes.Equal(a, b) {
-			t.Fatal("two builds of the same tree differ")
+	for _, opts := range []Options{
+		{Compression: "lz4hc", PclusterSize: 16 << 10},
+		{Compression: "zstd"},
+	} {
+		a, _ := buildDir(t, src, opts)
+		for range 3 {
+			if b, _ := buildDir(t, src, opts); !bytes.Equal(a, b) {
+				t.Fatalf("%s: two builds of the same tree differ", opts.Compression)
+			}
 		}
 	}
 }

@@ -2,17 +2,20 @@ package build
 
 import (
 	"context"
-	"runtime"
 	"sync"
 
 	"github.com/erofsd/erofsd/erofs/internal/zcodec"
 )
 
-// Compression runs on a worker per CPU, each with its own encoder, while
-// the building goroutine reads the next files. Results are taken in the
-// order files were added, and everything that places data (image blocks,
-// blob packs, dedupe) happens then, on the building goroutine: the image
-// is the same whatever the timing.
+// Compression runs on a fixed number of lanes, each a goroutine with its
+// own encoder, while the building goroutine reads the next files. Job i
+// goes to lane i mod zlanes, so every encoder sees the same sequence of
+// inputs in every build (the fixed-output search of some codecs starts
+// from the previous call's compression ratio, so what an encoder did
+// before shapes its next pcluster). Results are taken in the order files
+// were added, and everything that places data (image blocks, blob packs,
+// dedupe) happens then, on the building goroutine: the image is the same
+// whatever the timing and the number of CPUs.
 
 // zjob is one segment of one file.
 type zjob struct {
@@ -26,31 +29,38 @@ type zjob struct {
 	done     chan struct{}
 }
 
-// zpending bounds the segments in flight, and so the memory they hold.
-func zpending() int { return 2*runtime.GOMAXPROCS(0) + 2 }
+// zlanes is the number of compression lanes: enough to keep a few CPUs
+// busy, and a constant so that images do not depend on the machine.
+const zlanes = 4
 
-// zpipe is the worker pool and the queue of jobs in file order.
+// zpending bounds the segments in flight, and so the memory they hold.
+const zpending = 2*zlanes + 2
+
+// zpipe is the lanes and the queue of jobs in file order.
 type zpipe struct {
 	cfg     *zconfig
-	jobs    chan *zjob
+	lanes   []chan *zjob
+	next    int // jobs submitted so far
 	pending []*zjob
 	wg      sync.WaitGroup
 }
 
 func newZpipe(cfg *zconfig) *zpipe {
-	p := &zpipe{cfg: cfg, jobs: make(chan *zjob, zpending())}
-	for range runtime.GOMAXPROCS(0) {
+	p := &zpipe{cfg: cfg}
+	for range zlanes {
+		lane := make(chan *zjob, zpending)
+		p.lanes = append(p.lanes, lane)
 		p.wg.Add(1)
-		go p.work()
+		go p.work(lane)
 	}
 	return p
 }
 
-func (p *zpipe) work() {
+func (p *zpipe) work(lane chan *zjob) {
 	defer p.wg.Done()
 	var enc zcodec.Encoder
-	dst := make([]byte, p.cfg.pcluster)
-	for j := range p.jobs {
+	dst := make([]byte, 2*p.cfg.pcluster)
+	for j := range lane {
 		if j.compress {
 			if enc == nil {
 				enc, j.err = p.cfg.newEncoder()
@@ -65,10 +75,12 @@ func (p *zpipe) work() {
 
 // stop ends the workers once the queued jobs are done. Safe to call twice.
 func (p *zpipe) stop() {
-	if p.jobs != nil {
-		close(p.jobs)
+	if p.lanes != nil {
+		for _, lane := range p.lanes {
+			close(lane)
+		}
 		p.wg.Wait()
-		p.jobs = nil
+		p.lanes = nil
 	}
 }
 
@@ -77,13 +89,14 @@ func (p *zpipe) stop() {
 func (b *Builder) zsubmit(ctx context.Context, j *zjob) error {
 	p := b.zpipe
 	j.done = make(chan struct{})
-	if len(p.pending) >= zpending() {
+	if len(p.pending) >= zpending {
 		if err := b.zcollect(ctx, true); err != nil {
 			return err
 		}
 	}
 	p.pending = append(p.pending, j)
-	p.jobs <- j
+	p.lanes[p.next%zlanes] <- j
+	p.next++
 	return b.zcollect(ctx, false)
 }
 

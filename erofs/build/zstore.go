@@ -61,13 +61,9 @@ type zpack struct {
 }
 
 // ingestCompressed reads a regular file in segments and queues them for
-// compression. Small files the compression cannot shrink by a block and
-// that write no data (an inline tail) are stored at once.
+// compression.
 func (b *Builder) ingestCompressed(ctx context.Context, name string, n *node, src fileSource) error {
 	size := int64(n.size)
-	if !b.blobMode() && size < blockSize && b.tailInlines(n, int(size)) {
-		return b.ingestData(ctx, name, n, src)
-	}
 	f := &zfile{n: n, name: name, size: size, allRaw: true}
 	for off := int64(0); off < size; off += segmentSize {
 		if err := ctx.Err(); err != nil {
@@ -85,7 +81,7 @@ func (b *Builder) ingestCompressed(ctx context.Context, name string, n *node, sr
 			}
 			return fmt.Errorf("%s: reading at %d: %w", name, off, err)
 		}
-		j := &zjob{file: f, off: off, data: buf, eof: off+cn == size, compress: size > blockSize || b.blobMode()}
+		j := &zjob{file: f, off: off, data: buf, eof: off+cn == size, compress: true}
 		if err := b.zsubmit(ctx, j); err != nil {
 			return err
 		}
@@ -111,8 +107,9 @@ func (b *Builder) zstore(ctx context.Context, j *zjob) error {
 	return b.zstoreSegment(j)
 }
 
-// zstoreFile places a file that is one segment: compressed if that saves
-// at least a block over storing it as is, else as is.
+// zstoreFile places a file that is one segment: compressed if that takes
+// less space than storing it as is (blocks, and the bytes of the tail and
+// the index in the inode area), else as is.
 func (b *Builder) zstoreFile(ctx context.Context, j *zjob) error {
 	f := j.file
 	if !j.compress || len(j.exts) == 0 {
@@ -125,17 +122,18 @@ func (b *Builder) zstoreFile(ctx context.Context, j *zjob) error {
 	if inline != nil {
 		stored = exts[:len(exts)-1]
 	}
-	blocks := 0
+	nlc := uint64(f.size+blockSize-1) / blockSize
+	zcost := int64(len(inline) + compactIndexSize(disk.CompactInodeSize, nlc))
 	for i := range stored {
 		if _, dup := b.zdedupe[extKey(&stored[i])]; !dup {
-			blocks += stored[i].blocks()
+			zcost += int64(stored[i].blocks()) * blockSize
 		}
 	}
-	plain := int((f.size + blockSize - 1) / blockSize)
-	if !b.blobMode() && b.tailInlines(f.n, int(f.size%blockSize)) {
-		plain = int(f.size / blockSize)
+	plain := disk.AlignUp64(uint64(f.size), blockSize)
+	if tail := f.size % blockSize; !b.blobMode() && b.tailInlines(f.n, int(tail)) {
+		plain = uint64(f.size)
 	}
-	if blocks >= plain {
+	if zcost >= int64(plain) {
 		return b.ingestData(ctx, f.name, f.n, fileSource{r: bytes.NewReader(j.data)})
 	}
 	f.z = &zinode{size: uint64(f.size)}
