@@ -45,6 +45,10 @@ func (im *Image) mapFileRuns(img *erofs.Image) {
 			if fc.Hole || fc.Device < 1 || fc.Device > len(im.blobs) {
 				continue
 			}
+			// A chunk, or a compressed file's pcluster: the builder
+			// starts every table chunk with a pcluster, so a chunk
+			// holding pclusters of several files is in the run of
+			// the first one, and the rest of a file's chunks in its.
 			b := im.blobs[fc.Device-1]
 			i := b.chunkAt(int64(fc.BlkAddr) * BlockSize)
 			if i >= 0 && owner[fc.Device-1][i] == 0 {
@@ -89,6 +93,16 @@ func (d *blobData) runLimit(pos int64) int64 {
 	if d.runEnd == nil {
 		return d.size
 	}
+	i := d.chunkHolding(pos)
+	if i < 0 {
+		return d.size
+	}
+	return d.runEnd[i]
+}
+
+// chunkHolding returns the index of the chunk whose blocks hold byte
+// pos, or -1.
+func (d *blobData) chunkHolding(pos int64) int {
 	i, _ := slices.BinarySearchFunc(d.chunks, pos, func(c chunk, t int64) int {
 		if c.off+alignUp(c.length) <= t {
 			return -1
@@ -96,7 +110,7 @@ func (d *blobData) runLimit(pos int64) int64 {
 		return 1
 	})
 	if i >= len(d.chunks) || d.chunks[i].off > pos {
-		return d.size
+		return -1
 	}
-	return d.runEnd[i]
+	return i
 }
