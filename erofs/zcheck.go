@@ -113,29 +113,22 @@ func (c *checker) checkExtent(ino *inode, zc *zcache, ext *zextent) error {
 	return nil
 }
 
-// checkBlobPcluster checks a pcluster in an extra device against the
-// chunk table (the builder lists each blob pcluster as a chunk) and, with
-// VerifyData and Blobs, its sha256.
+// checkBlobPcluster checks that a pcluster in an extra device lies in a
+// chunk of the chunk table (the builder packs blob pclusters into
+// chunks) and, with VerifyData and Blobs, that chunk's sha256.
 func (c *checker) checkBlobPcluster(ext *zextent) error {
 	if !c.hasTable {
 		return nil
 	}
 	img := c.img
-	blk := uint64(ext.pa >> img.blkBits)
-	if ext.pa&(img.blkSize-1) != 0 || blk > 1<<32-1 {
-		return corruptf("device %d: pcluster at byte %d is not at a block address", ext.dev, ext.pa)
-	}
-	d, ok := findChunkDigest(c.table, ext.dev, uint32(blk))
+	d, ok := chunkHolding(c.table, ext.dev, ext.pa, ext.plen, img.blkBits)
 	if !ok {
-		return corruptf("device %d block %d: pcluster has no chunk table entry", ext.dev, blk)
-	}
-	if int64(d.Length) < ext.plen {
-		return corruptf("device %d block %d: chunk table entry covers %d bytes, the pcluster has %d", ext.dev, blk, d.Length, ext.plen)
+		return corruptf("device %d: pcluster [%d, %d) is in no chunk of the chunk table", ext.dev, ext.pa, ext.pa+ext.plen)
 	}
 	if !c.opts.VerifyData || c.opts.Blobs == nil {
 		return nil
 	}
-	key := [2]uint64{uint64(ext.dev), blk}
+	key := [2]uint64{uint64(ext.dev), uint64(d.BlkAddr)}
 	if c.verified[key] {
 		return nil
 	}

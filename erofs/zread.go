@@ -99,15 +99,19 @@ func (img *Image) decodeExtent(ino *inode, ext *zextent, zc *zcache) ([]byte, er
 }
 
 // readPcluster reads ext's encoded bytes. With WithVerifiedBlobs, a
-// pcluster in an extra device is returned only from a chunk the chunk
-// digest table lists at its block and verified.
+// pcluster in an extra device is returned only from the verified chunk
+// of the chunk digest table that holds it.
 func (img *Image) readPcluster(ext *zextent, dst []byte) error {
 	if ext.inline || ext.dev == 0 {
 		return img.readDev(0, dst, ext.pa)
 	}
 	if img.verify {
-		chunk := extent{lstart: 0, llen: ext.plen, dev: ext.dev, pstart: ext.pa, chunk: true}
-		return img.readVerified(&chunk, dst, 0)
+		d, ok := chunkHolding(img.vtable, ext.dev, ext.pa, ext.plen, img.blkBits)
+		if !ok {
+			return corruptf("device %d: pcluster [%d, %d) is in no chunk of the chunk table: its data cannot be verified", ext.dev, ext.pa, ext.pa+ext.plen)
+		}
+		chunk := extent{lstart: 0, llen: int64(d.Length), dev: ext.dev, pstart: int64(d.BlkAddr) << img.blkBits, chunk: true}
+		return img.readVerified(&chunk, dst, ext.pa-chunk.pstart)
 	}
 	return img.readDev(ext.dev, dst, ext.pa)
 }

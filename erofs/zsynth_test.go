@@ -3,6 +3,7 @@ package erofs
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -455,6 +456,31 @@ func TestSynthCompressedLayouts(t *testing.T) {
 			t.Errorf("verified read: %v", err)
 		}
 		vimg.Close()
+	}
+	// One chunk holding both pclusters (blocks 1..3), as the builder
+	// packs them: verified reads and Check find it.
+	packed := slices.Clone(withTable[:len(data)])
+	e := disk.ChunkEntry{DeviceID: 1, BlkAddr: 1, Length: 3 * synthBlk}
+	e.Digest = sha256.Sum256(blob[synthBlk : 4*synthBlk])
+	packed = append(packed, encodeTable([]disk.ChunkEntry{e}, 1)...)
+	pblobs := BlobResolverFunc(func(int, string) (io.ReaderAt, error) { return bytes.NewReader(blob), nil })
+	if rep, err := Check(context.Background(), bytes.NewReader(packed), CheckOptions{VerifyData: true, Blobs: pblobs}); err != nil || rep.ChunksVerified != 1 {
+		t.Errorf("Check with one chunk for two pclusters: %+v, %v", rep, err)
+	}
+	pimg, err := Open(bytes.NewReader(packed), WithVerifiedBlobs(), WithBlobs(pblobs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := pimg.ReadFile("h_blob"); err != nil || !bytes.Equal(got, want["h_blob"]) {
+		t.Errorf("verified read from a chunk of two pclusters: %v", err)
+	}
+	pimg.Close()
+	// A chunk that ends inside a pcluster holds none of it.
+	e.Length = 3*synthBlk - 1
+	e.Digest = sha256.Sum256(blob[synthBlk : 4*synthBlk-1])
+	short := append(slices.Clone(withTable[:len(data)]), encodeTable([]disk.ChunkEntry{e}, 1)...)
+	if _, err := Check(context.Background(), bytes.NewReader(short), CheckOptions{VerifyData: true, Blobs: pblobs}); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "in no chunk") {
+		t.Errorf("pcluster past its chunk: Check says %v", err)
 	}
 	// A plain extent running into a NONHEAD lcluster at the end of the
 	// file: the kernel maps it to that lcluster's end, past its one

@@ -54,6 +54,8 @@ func cmdCheck(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	}
 	if rep.Chunks > 0 {
 		fmt.Fprintf(stdout, "chunks: %d (%d holes), %d blob chunks verified against their sha256\n", rep.Chunks, rep.HoleChunks, rep.ChunksVerified)
+	} else if rep.ChunksVerified > 0 {
+		fmt.Fprintf(stdout, "%d blob chunks (of pclusters) verified against their sha256\n", rep.ChunksVerified)
 	}
 	if *blobDir == "" {
 		if img, err := erofs.Open(f, erofs.WithSize(st.Size())); err == nil {
