@@ -16,7 +16,9 @@ type FileChunk struct {
 	Device  int    // 0 = primary image, 1..N = extra device (after unified addressing)
 	BlkAddr uint32 // first block of the chunk (pcluster) on Device
 	// Encoded is, for an extent of a compressed file, the bytes of its
-	// pcluster at BlkAddr (0 for chunks).
+	// pcluster at BlkAddr (0 for chunks). A blob pcluster lies inside one
+	// chunk of the chunk table but need not start it: erofsd's builder
+	// packs consecutive pclusters (of one or several files) into a chunk.
 	Encoded int64
 }
 
