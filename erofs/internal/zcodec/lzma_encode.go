@@ -17,8 +17,15 @@ import (
 // first byte, always 0x00 in LZMA1, is replaced by the bitwise NOT of the
 // properties byte: MicroLZMA as liblzma's lzma_microlzma_encoder writes it.
 
-// lzmaHashLog sizes the match finder's hash table.
-const lzmaHashLog = 16
+const (
+	// lzmaHashLog sizes the match finder's hash table.
+	lzmaHashLog = 16
+	// lzmaFar4 is the distance from which a 4-byte match costs more than
+	// its four literals: 6 slot bits and 10 or more distance bits on top
+	// of the length and flags. Passing them up measured about 1% smaller
+	// streams.
+	lzmaFar4 = 1 << 12
+)
 
 // lzmaEncProps are liblzma's defaults (lc=3, lp=0, pb=2), which
 // mkfs.erofs's presets use too.
@@ -121,6 +128,9 @@ func (e *lzmaEncoder) step(src []byte, pos int) int {
 		repLen+3 >= mainLen && mainDist > 1<<15) {
 		s.rep(pos, repIdx, uint32(repLen))
 		return repLen
+	}
+	if mainLen == 4 && mainDist >= lzmaFar4 {
+		mainLen = 0
 	}
 	if mainLen == 0 {
 		if d := s.reps[0]; int(d) < pos && src[pos] == src[pos-int(d)-1] {
