@@ -209,13 +209,40 @@ func (c *checker) run() error {
 		}
 	}
 	c.rep.Inodes = c.rep.Dirs + len(c.files)
+	packed, err := c.checkPacked()
+	if err != nil {
+		return err
+	}
 	// Distinct nids: hard links name one inode, which mkfs.erofs and
 	// erofsd's builder count once; both count exactly the inodes
-	// reachable from the root.
-	if img.sb.Inos != uint64(c.rep.Inodes) {
+	// reachable from the root, and mkfs.erofs the packed inode too.
+	if n := uint64(c.rep.Inodes); img.sb.Inos != n && (!packed || img.sb.Inos != n+1) {
 		return corruptf("superblock claims %d inodes, %d are reachable from the root", img.sb.Inos, c.rep.Inodes)
 	}
 	return nil
+}
+
+// checkPacked checks the packed inode (fragments) when no directory
+// names it, and reports whether there is such an inode.
+func (c *checker) checkPacked() (bool, error) {
+	nid := c.img.packedNid()
+	if nid == 0 {
+		return false, nil
+	}
+	if _, ok := c.dirs[nid]; ok {
+		return false, nil
+	}
+	if _, ok := c.files[nid]; ok {
+		return false, nil
+	}
+	ino, err := c.img.packedInode()
+	if err != nil {
+		return false, err
+	}
+	if err := c.checkInode(ino, "(packed inode)"); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // inodeSlots returns how many inodes the image can hold: each takes at

@@ -457,6 +457,16 @@ func TestSynthCompressedLayouts(t *testing.T) {
 		}
 		vimg.Close()
 	}
+	// mkfs.erofs counts the packed inode in the superblock's inodes.
+	for extra, ok := range map[uint64]bool{1: true, 2: false} {
+		b := slices.Clone(data)
+		sb, _ := disk.DecodeSuperblock(b[disk.SuperOffset:])
+		sb.Inos += extra
+		sb.Encode(b[disk.SuperOffset:])
+		if _, err := Check(context.Background(), bytes.NewReader(b), CheckOptions{Blobs: blobs}); (err == nil) != ok {
+			t.Errorf("%d more inodes than reachable: Check says %v", extra, err)
+		}
+	}
 	// One chunk holding both pclusters (blocks 1..3), as the builder
 	// packs them: verified reads and Check find it.
 	packed := slices.Clone(withTable[:len(data)])
