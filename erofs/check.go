@@ -75,9 +75,11 @@ type CheckReport struct {
 //     with VerifyData and Blobs each such chunk's sha256 is verified once.
 //
 // The superblock's inode count must equal the number of distinct inodes
-// reached from the root (and so cannot exceed the 32-byte inode slots the
-// image holds). The kernel only reports it in statfs and mounts images
-// whatever it says, so Open accepts any count; Check reports it.
+// reached from the root, plus the packed inode of fragments if no
+// directory names it (mkfs.erofs counts it), and so cannot exceed the
+// 32-byte inode slots the image holds. The kernel only reports it in
+// statfs and mounts images whatever it says, so Open accepts any count;
+// Check reports it. The packed inode is checked like a file.
 //
 // Relaxations, for images from mkfs.erofs 1.5: a device-table block count
 // of 0 means unknown (mkfs writes 0 for --blobdev), and images without a
