@@ -108,30 +108,39 @@ func (rc *rangeDecoder) init(in []byte) {
 
 func (rc *rangeDecoder) normalize() {
 	if rc.rng < rcTopValue {
-		rc.rng <<= 8
-		var b byte
-		if rc.pos < len(rc.in) {
-			b = rc.in[rc.pos]
-		} else {
-			rc.overrun = true
-		}
-		rc.pos++
-		rc.code = rc.code<<8 | uint32(b)
+		rc.shift()
 	}
+}
+
+// shift takes in the next input byte; kept out of line so that bit
+// stays small enough to be inlined.
+func (rc *rangeDecoder) shift() {
+	rc.rng <<= 8
+	var b byte
+	if rc.pos < len(rc.in) {
+		b = rc.in[rc.pos]
+	} else {
+		rc.overrun = true
+	}
+	rc.pos++
+	rc.code = rc.code<<8 | uint32(b)
 }
 
 // bit decodes one bit with the adaptive probability *p.
 func (rc *rangeDecoder) bit(p *uint16) uint32 {
-	rc.normalize()
-	bound := (rc.rng >> probBits) * uint32(*p)
+	if rc.rng < rcTopValue {
+		rc.shift()
+	}
+	prob := uint32(*p)
+	bound := (rc.rng >> probBits) * prob
 	if rc.code < bound {
 		rc.rng = bound
-		*p += (1<<probBits - *p) >> probMoveBit
+		*p = uint16(prob + (1<<probBits-prob)>>probMoveBit)
 		return 0
 	}
 	rc.rng -= bound
 	rc.code -= bound
-	*p -= *p >> probMoveBit
+	*p = uint16(prob - prob>>probMoveBit)
 	return 1
 }
 
