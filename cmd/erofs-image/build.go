@@ -30,21 +30,14 @@ func cmdBuild(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	uuidFlag := fs.String("uuid", "", "filesystem `UUID` (default: derived from the content)")
 	keepWh := fs.Bool("keep-whiteouts", false, "tar input: keep .wh.* entries as files instead of overlayfs whiteouts")
 	holes := fs.String("holes", "auto", "how chunks of zeros are stored: `sparse` (no space; Linux before 6.2 reads them wrong in fscache mode), zero-chunk (one stored zero chunk, safe everywhere) or auto (zero-chunk with --blob-dir, else sparse)")
-	compress := fs.String("z", "", "compress files: `ALGO[,LEVEL]` as mkfs.erofs spells it: lz4, lz4hc[,1-12], lzma[,0-9], deflate[,1-9], zstd[,1-22]")
-	pcluster := fs.String("pcluster-size", "", "largest compressed physical cluster, `bytes` (a multiple of 4K up to 1M; default 4K); -C is the same")
-	fs.StringVar(pcluster, "C", "", "same as --pcluster-size")
+	zflags := addCompressFlags(fs)
 	prefetch := fs.String("prefetch-list", "", "with --blob-dir: prefetch list `file` (erofsctl trace writes one): the listed files (and ranges) go first in the blob, in list order, and the image records them for erofsd to fetch at mount")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, `usage: erofs-image build [flags] -o IMAGE SOURCE
 
 SOURCE is a directory, a tar file (plain, gzip or zstd) or - for standard input.
 
-Compression (-z) stores each regular file that shrinks by at least a block
-in compressed extents, as mkfs.erofs does (-zlz4hc,12 and -C65536 are taken
-in its spelling too). Linux before 6.9 cannot read compressed files in
-fscache (on-demand) mode, so images erofsd serves to 6.1 kernels through
-cachefiles must stay uncompressed; Linux 6.1 reads lz4 and lzma images
-mounted from a file or block device, deflate needs 6.6 and zstd 6.10.
+`+compressNote+`
 
 flags:`)
 		fs.PrintDefaults()
@@ -57,16 +50,9 @@ flags:`)
 		fs.Usage()
 		return fmt.Errorf("%w: build needs -o IMAGE and one SOURCE", errUsage)
 	}
-	opts := build.Options{AllRoot: *allRoot, Label: *label, BlobDir: *blobDir, Compression: *compress}
-	if *pcluster != "" {
-		if *compress == "" {
-			return fmt.Errorf("%w: --pcluster-size needs -z", errUsage)
-		}
-		n, err := parseSize(*pcluster)
-		if err != nil || n%4096 != 0 || n > 1<<20 {
-			return fmt.Errorf("%w: --pcluster-size %s: must be a multiple of 4K up to 1M", errUsage, *pcluster)
-		}
-		opts.PclusterSize = int(n)
+	opts := build.Options{AllRoot: *allRoot, Label: *label, BlobDir: *blobDir}
+	if opts.Compression, opts.PclusterSize, err = zflags.values(); err != nil {
+		return err
 	}
 	if *prefetch != "" {
 		if *blobDir == "" {

@@ -23,6 +23,7 @@ func cmdConvert(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	workDir := fs.String("work-dir", "", "`dir` for the image while it is built (default $TMPDIR); needs room for the image's file data")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	prefetch := fs.String("prefetch-list", "", "prefetch list `file` (erofsctl trace writes one): the listed chunks go first in their blobs and the image records them for erofsd to fetch at mount")
+	zflags := addCompressFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, `usage: erofs-image convert [flags] SRC DST
 
@@ -34,10 +35,12 @@ reference such as HOST/REPO:TAG) or an OCI image layout directory (DIR or
 DIR:TAG; a path starting with / or . is always a layout). Registry
 credentials come from ~/.docker/config.json and its credential helpers.
 
+`+compressNote+`
+
 flags:`)
 		fs.PrintDefaults()
 	}
-	pos, err := parseFlags(fs, args)
+	pos, err := parseFlags(fs, splitAttached(args, "z", "C"))
 	if err != nil {
 		return err
 	}
@@ -46,6 +49,9 @@ flags:`)
 		return fmt.Errorf("%w: convert needs SRC and DST", errUsage)
 	}
 	opts := oci.ConvertOptions{WorkDir: *workDir}
+	if opts.Compression, opts.PclusterSize, err = zflags.values(); err != nil {
+		return err
+	}
 	if *prefetch != "" {
 		if opts.PrefetchList, err = prefetchlist.ReadFile(*prefetch); err != nil {
 			return fmt.Errorf("%w: --prefetch-list: %v", errUsage, err)

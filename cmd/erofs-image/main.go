@@ -16,11 +16,11 @@ import (
 const usage = `usage: erofs-image <command> [flags] ...
 
 commands:
-  build    [--chunk-size SIZE] [--blob-dir DIR [--prefetch-list FILE]] [--mkfs-time T] [--all-root] [--json] -o IMAGE SOURCE
+  build    [-z ALGO[,LEVEL] [-C BYTES]] [--chunk-size SIZE] [--blob-dir DIR [--prefetch-list FILE]] [--mkfs-time T] [--all-root] [--json] -o IMAGE SOURCE
   inspect  [--json] IMAGE
   check    [--blob-dir DIR] IMAGE
   extract  [--blob-dir DIR] IMAGE DEST
-  convert  [--platform P|all] [--prefetch-list FILE] [--plain-http] [--insecure] [--json] SRC DST
+  convert  [-z ALGO[,LEVEL] [-C BYTES]] [--platform P|all] [--prefetch-list FILE] [--plain-http] [--insecure] [--json] SRC DST
   optimize --prefetch-list FILE [--blob-dir DIR] [--out-blob-dir DIR] [--json] SRC DST
 
 Run 'erofs-image <command> -h' for the flags of a command.

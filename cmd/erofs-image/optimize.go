@@ -24,6 +24,7 @@ func cmdOptimize(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	chunk := fs.String("chunk-size", "1M", "chunk `size` of DST's files (power of two, 4K..1G)")
 	workDir := fs.String("work-dir", "", "scratch `dir` for SRC's extracted tree (default: DST's directory); needs room for its file data")
 	asJSON := fs.Bool("json", false, "print the build summary as JSON")
+	zflags := addCompressFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, `usage: erofs-image optimize --prefetch-list FILE [--blob-dir DIR] [--out-blob-dir DIR] SRC DST
 
@@ -32,12 +33,15 @@ list go first in DST's blob, in list order, and DST records them as its
 start set, which erofsd fetches in a few large requests at mount. SRC is
 read and verified whole; DST holds the same tree in one blob. Run as root
 to keep owners, devices and trusted.* xattrs. An image made by convert is
-re-laid by converting again with --prefetch-list.
+re-laid by converting again with --prefetch-list. DST is compressed only
+if -z says so, whatever SRC is.
+
+`+compressNote+`
 
 flags:`)
 		fs.PrintDefaults()
 	}
-	pos, err := parseFlags(fs, args)
+	pos, err := parseFlags(fs, splitAttached(args, "z", "C"))
 	if err != nil {
 		return err
 	}
@@ -52,6 +56,9 @@ flags:`)
 		return fmt.Errorf("%w: optimize writes a blob: give --blob-dir or --out-blob-dir", errUsage)
 	}
 	opts := build.Options{BlobDir: *outBlobs}
+	if opts.Compression, opts.PclusterSize, err = zflags.values(); err != nil {
+		return err
+	}
 	if opts.PrefetchList, err = prefetchlist.ReadFile(*list); err != nil {
 		return fmt.Errorf("%w: --prefetch-list: %v", errUsage, err)
 	}
