@@ -117,3 +117,50 @@ func FuzzLZ4RoundTrip(f *testing.F) {
 		}
 	})
 }
+
+// FuzzEncodeRoundTrip does the same for MicroLZMA (whose encoder takes
+// symbols back when they overflow), DEFLATE and Zstd, with the decoders.
+func FuzzEncodeRoundTrip(f *testing.F) {
+	f.Add(textData(10000), uint16(4096), uint8(0))
+	f.Add(binaryData(3000), uint16(100), uint8(1))
+	f.Add(make([]byte, 70000), uint16(40), uint8(2))
+	f.Add([]byte("abcabcabcabcabcabcabcabcabcabc"), uint16(13), uint8(0))
+	algs := []Algorithm{LZMA, Deflate, Zstd}
+	var encs []Encoder
+	var decs []Decoder
+	for _, alg := range algs {
+		enc, err := NewEncoder(alg, false, -1)
+		if err != nil {
+			f.Fatal(err)
+		}
+		dec, err := NewDecoder(alg, enc.Params())
+		if err != nil {
+			f.Fatal(err)
+		}
+		encs, decs = append(encs, enc), append(decs, dec)
+	}
+	f.Fuzz(func(t *testing.T, src []byte, size uint16, which uint8) {
+		i := int(which) % len(algs)
+		dst := make([]byte, size)
+		for range 2 {
+			consumed, n, err := encs[i].EncodeDestSize(dst, src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if consumed == 0 {
+				return
+			}
+			if n > len(dst) || dst[0] == 0 {
+				t.Fatalf("%v: stream %d bytes into %d, first %#x", algs[i], n, len(dst), dst[0])
+			}
+			out := make([]byte, consumed)
+			if err := decs[i].Decode(out, dst[:n], true); err != nil {
+				t.Fatalf("%v: decode: %v", algs[i], err)
+			}
+			if !bytes.Equal(out, src[:consumed]) {
+				t.Fatalf("%v: wrong data", algs[i])
+			}
+			src = src[consumed/2:]
+		}
+	})
+}
