@@ -142,3 +142,49 @@ func TestDecodeConcurrent(t *testing.T) {
 		})
 	}
 }
+
+// TestRoundTripSmallWindow encodes more input than NewEncoderFor was told
+// to expect: streams must keep within the smaller dictionary or window
+// that Params announces, which the decoder built from Params enforces.
+func TestRoundTripSmallWindow(t *testing.T) {
+	for _, alg := range []Algorithm{LZMA, Zstd} {
+		enc, err := NewEncoderFor(alg, false, -1, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec, err := NewDecoder(alg, enc.Params())
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Text whose repeats lie further back than the window.
+		src := append(textData(20000), textData(20000)...)
+		dst := make([]byte, 16384)
+		for pc := 0; len(src) > 0; pc++ {
+			c, n, err := enc.EncodeDestSize(dst, src)
+			if err != nil || c == 0 {
+				t.Fatalf("%v: pcluster %d: %d, %v", alg, pc, c, err)
+			}
+			checkDecode(t, dec, dst[:n], src[:c], len(dst))
+			src = src[c:]
+		}
+	}
+	// And the other way round: a stream reaching 20000 bytes back is
+	// refused by a decoder whose dictionary is smaller.
+	enc, err := NewEncoder(LZMA, false, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := append(textData(20000), textData(20000)...)
+	dst := make([]byte, 16384)
+	c, n, err := enc.EncodeDestSize(dst, src)
+	if err != nil || c <= 20000 {
+		t.Fatalf("encode: %d, %v", c, err)
+	}
+	small, err := NewDecoder(LZMA, Params{LZMADictSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := small.Decode(make([]byte, c), dst[:n], true); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("4 KiB dictionary, stream with 20000-byte distances: %v, want ErrCorrupt", err)
+	}
+}
