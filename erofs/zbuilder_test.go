@@ -30,6 +30,10 @@ func TestOurBuilderCompressed(t *testing.T) {
 		{"zstd_blob", "zstd", 4096, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if testing.Short() && tc.name != "lz4" && tc.name != "zstd_blob" {
+				t.Skip("-short: lz4 and zstd_blob only")
+			}
+			t.Parallel()
 			opts := build.Options{ChunkSize: 1 << 20, Compression: tc.alg, PclusterSize: tc.pcluster}
 			if tc.blob {
 				opts.BlobDir = t.TempDir()
