@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/erofsd/erofsd/erofs"
+	"github.com/erofsd/erofsd/prefetchlist"
 )
 
 // writeCompressibleTree makes a tree with text, incompressible and zero
@@ -190,5 +191,44 @@ func TestCompressionOptionErrors(t *testing.T) {
 		if _, err := New(nil, opts); err == nil {
 			t.Errorf("%+v: no error", opts)
 		}
+	}
+}
+
+// TestCompressedStartSet checks that in blob mode the pclusters of listed
+// files go to the front of the blob, in list order, and are the start
+// set.
+func TestCompressedStartSet(t *testing.T) {
+	src, files := writeCompressibleTree(t)
+	blocksOf := func(list []string) []erofs.StartExtent {
+		t.Helper()
+		blobs := t.TempDir()
+		img, res := buildDir(t, src, Options{Compression: "lz4", BlobDir: blobs,
+			PrefetchList: &prefetchlist.List{Entries: prefetchlist.Files(list...)}})
+		im, err := erofs.Open(bytes.NewReader(img))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ss, err := im.StartSet()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Blobs) != 1 || ss[0].BlkAddr != 0 {
+			t.Fatalf("%d blobs, start set %+v: want one blob, starting with the front", len(res.Blobs), ss)
+		}
+		return ss
+	}
+	text := blocksOf([]string{"/text"})
+	both := blocksOf([]string{"/large", "/text"})
+	// text's pclusters: fewer blocks than its bytes, more than none.
+	n := int(text[0].Blocks)
+	if n == 0 || n*blockSize >= len(files["text"]) {
+		t.Errorf("start set of text: %+v", text)
+	}
+	total := 0
+	for _, e := range both {
+		total += int(e.Blocks)
+	}
+	if total <= n || both[0].Blocks <= text[0].Blocks {
+		t.Errorf("start set of large and text %+v, of text alone %+v", both, text)
 	}
 }

@@ -68,7 +68,9 @@ func lclusterIndexes(size uint64, exts []zextent, big bool, addr func(i int) uin
 			d.Delta[0] = uint16(min(lcn-head, maxDelta))
 			d.Delta[1] = uint16(min(next-lcn, maxDelta))
 			if lcn == head+1 && big && !e.plain {
-				d.Delta[0] = disk.LID0CBlkCnt | uint16(e.blocks)
+				// An inline pcluster has no blocks; the kernel never
+				// reads its count, 1 keeps the value a plausible one.
+				d.Delta[0] = disk.LID0CBlkCnt | uint16(max(e.blocks, 1))
 			}
 			out[lcn] = d
 		}
