@@ -304,6 +304,12 @@ type blobSource struct {
 	// noCopy: the writer cannot copy from this blob's local files (see
 	// FileCopier), runs are read into memory.
 	noCopy atomic.Bool
+	// badStreams: a streamed read of this blob failed or delivered a
+	// chunk that did not match; single chunks are read with ReadAt
+	// (which names the host, for mirrors) rather than streamed too, so
+	// a store whose streams fail costs one stream per run, not one per
+	// chunk on top of each read.
+	badStreams atomic.Bool
 	// acrossFiles lets readahead ignore file runs and open the whole
 	// window on the second access in a row, as before erofsd mapped files
 	// (Registry.ReadaheadAcrossFiles).
@@ -823,7 +829,11 @@ func (s *blobSource) streamRun(ctx context.Context, ro blobstore.RangeOpener, ru
 			if p.err == nil {
 				if werr := s.verifyAndWrite(p.buf, c, w); !errors.Is(werr, ErrDigestMismatch) {
 					f.err = werr
+				} else {
+					s.badStreams.Store(true)
 				}
+			} else if ctx.Err() == nil {
+				s.badStreams.Store(true)
 			}
 			if p.buf != nil {
 				s.bufs.put(p.buf)
@@ -965,6 +975,23 @@ func (s *blobSource) fetchChunk(ctx context.Context, c chunk, w BlockWriter) err
 	}
 	buf := s.bufs.getSize(int(padded))
 	defer s.bufs.put(buf)
+	if b, err := stores[0].open(ctx, s.blobData); err == nil {
+		if ro, ok := b.(blobstore.RangeOpener); ok && !s.badStreams.Load() {
+			// From a remote store: hashed as it arrives, so that a
+			// reader waiting for this chunk waits for the transfer
+			// and the hash of its last piece, not for both in turn.
+			// If that does not write it, the stores are read below
+			// (which names and distrusts a mirror that lied).
+			err := s.streamChunk(ctx, ro, c, buf[:padded], w)
+			if err == nil || ctx.Err() != nil {
+				return err
+			}
+			if !errors.Is(err, ErrDigestMismatch) && !isStoreError(err) {
+				return err // the cache write failed: another read cannot help
+			}
+			s.badStreams.Store(true)
+		}
+	}
 	var errs []error
 	for _, bs := range stores {
 		var err error
@@ -987,6 +1014,44 @@ func (s *blobSource) fetchChunk(ctx context.Context, c chunk, w BlockWriter) err
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// streamPiece is how much of a streamed chunk is received before it is
+// hashed: small enough that the hash of the last piece is all a reader
+// waits for after the transfer, large enough that the hashing runs
+// in long strides.
+const streamPiece = 128 << 10
+
+// streamChunk fetches chunk c into buf (its padded size) with one
+// streamed range read, hashing each piece as it arrives, and writes it,
+// zero padded, if it matches. Store failures come back as storeErrors.
+func (s *blobSource) streamChunk(ctx context.Context, ro blobstore.RangeOpener, c chunk, buf []byte, w BlockWriter) error {
+	start := time.Now()
+	rc, err := ro.OpenRange(ctx, c.off, c.length)
+	if err != nil {
+		return &storeError{fmt.Errorf("%s: reading chunk at %d: %w", s.digest, c.off, err)}
+	}
+	defer rc.Close()
+	h := sha256.New()
+	for pos := int64(0); pos < c.length; {
+		n := min(streamPiece, c.length-pos)
+		if _, err := io.ReadFull(rc, buf[pos:pos+n]); err != nil {
+			return &storeError{fmt.Errorf("%s: reading chunk at %d: %w", s.digest, c.off, err)}
+		}
+		h.Write(buf[pos : pos+n])
+		pos += n
+	}
+	if s.latency != nil {
+		s.latency.Observe(time.Since(start).Seconds())
+	}
+	if [32]byte(h.Sum(nil)) != c.digest {
+		s.stats.DigestFailures.Add(1)
+		return fmt.Errorf("%w: %s chunk at %d (%d bytes)", ErrDigestMismatch, s.digest, c.off, c.length)
+	}
+	clear(buf[c.length:])
+	s.stats.Fetches.Add(1)
+	s.stats.FetchedBytes.Add(c.length)
+	return w.WriteBlocks(buf, c.off)
 }
 
 // readChunk reads a chunk (or a run) from one store and, from a blob

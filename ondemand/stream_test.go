@@ -397,3 +397,39 @@ func TestBadStreamsNotRepeated(t *testing.T) {
 		t.Errorf("a 2 MiB fill asked streams for %d bytes (%d streams)", n, store.streams.Load())
 	}
 }
+
+// TestSingleChunkStreamed: a fill of one chunk from a store that streams
+// reads it with one stream, hashed as it arrives; when streams deliver
+// wrong bytes the chunk is read again with ReadAt and comes out right,
+// and the next single chunk is not streamed at all.
+func TestSingleChunkStreamed(t *testing.T) {
+	for _, zeros := range []bool{false, true} {
+		spec, blob := uniformImage(t)
+		store := &streamStore{Store: spec.Store, zeros: zeros}
+		spec.Store = store
+		_, _, obj := serveBlob(t, spec)
+		m := newMemObject(t, obj.Size())
+		const chunk = 64 << 10
+		if err := obj.Fill(context.Background(), 5*chunk, BlockSize, m); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(m.data[5*chunk:6*chunk], blob[5*chunk:6*chunk]) {
+			t.Fatalf("zeros=%v: content differs", zeros)
+		}
+		switch {
+		case !zeros && (store.streams.Load() != 1 || store.reads.Load() != 0):
+			t.Errorf("%d streams and %d reads for one chunk; want 1 and 0", store.streams.Load(), store.reads.Load())
+		case zeros && (store.streams.Load() != 1 || store.reads.Load() == 0):
+			t.Errorf("bad streams: %d streams and %d reads for one chunk; want 1 and the reads that made it right", store.streams.Load(), store.reads.Load())
+		}
+		if err := obj.Fill(context.Background(), 9*chunk, BlockSize, m); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(m.data[9*chunk:10*chunk], blob[9*chunk:10*chunk]) {
+			t.Fatalf("zeros=%v: second chunk differs", zeros)
+		}
+		if want := int64(map[bool]int{false: 2, true: 1}[zeros]); store.streams.Load() != want {
+			t.Errorf("zeros=%v: %d streams after two single chunks, want %d", zeros, store.streams.Load(), want)
+		}
+	}
+}
