@@ -47,7 +47,7 @@ func (img *Image) Compression(name string) (*CompressedLayout, error) {
 }
 
 func (img *Image) compressedLayout(ino *inode) (*CompressedLayout, error) {
-	l := &CompressedLayout{Indexes: "compact", Size: ino.size}
+	l := &CompressedLayout{Indexes: "compact", Size: ino.size, Algorithms: []string{}}
 	if ino.layout() == disk.LayoutCompressedFull {
 		l.Indexes = "full"
 	}

@@ -213,7 +213,7 @@ func inspect(ctx context.Context, path string) (*inspectReport, error) {
 		rep.Fscache61 = &inspectFscache{Safe: fr.Safe(), HoleFiles: fr.HoleFiles, Problems: fr.Problems}
 		if fr.CompressedInodes > 0 {
 			z := rep.compression(info)
-			z.Fscache = fmt.Sprintf("%d inode(s) are compressed: Linux before 6.9 cannot read them in fscache (on-demand) mode, where looking them up fails with EOPNOTSUPP; block-device and file mounts read them (Linux 5.3+ for LZ4)", fr.CompressedInodes)
+			z.Fscache = fmt.Sprintf("%d inode(s) are compressed: Linux before 6.9 cannot read them in fscache (on-demand) mode, where looking them up fails with EOPNOTSUPP; mounts from a block device or a file read them", fr.CompressedInodes)
 		}
 	}
 	if z := rep.Compression; z != nil {
@@ -353,8 +353,12 @@ func printCompression(w io.Writer, z *inspectZ, maxFiles int) {
 		if len(notes) > 0 {
 			extra = ", " + strings.Join(notes, ", ")
 		}
+		algs := strings.Join(f.Algorithms, "+")
+		if algs == "" {
+			algs = "stored raw"
+		}
 		fmt.Fprintf(w, "  %s  %s -> %s (ratio %s), %s indexes, %s, %d extents%s\n", f.Path, humanBytes(f.Size), humanBytes(f.Encoded),
-			ratio(f.Size, f.Encoded), f.Indexes, strings.Join(f.Algorithms, "+"), f.Extents, extra)
+			ratio(f.Size, f.Encoded), f.Indexes, algs, f.Extents, extra)
 	}
 	if z.Fscache != "" {
 		fmt.Fprintf(w, "fscache       %s\n", z.Fscache)
