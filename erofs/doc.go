@@ -24,14 +24,17 @@
 // once. Blobs are supplied by a [BlobResolver], for example [DirBlobs].
 // Images that use incompatible features beyond ZERO_PADDING, COMPR_CFGS,
 // CHUNKED_FILE, DEVICE_TABLE, ZTAILPACKING and FRAGMENTS, or Linux 6.15's
-// encoded extent records, are refused with [ErrUnsupported].
+// encoded extent records, are refused with [ErrUnsupported], as are
+// partially referenced pclusters of algorithms other than LZ4.
+// [Image.Compression] describes a compressed file's layout.
 //
 // [Image.ChunkTable] decodes erofsd's chunk digest table, which records the
 // sha256 of every blob chunk an image references.
 //
 // [Check] walks a whole image like fsck: it verifies every reachable inode,
-// directory, xattr and data address, link counts and the chunk table, and
-// optionally reads all data and verifies blob chunks against their digests.
+// directory, xattr and data address, compressed index, link counts and
+// the chunk table, and optionally reads all data (decoding every
+// compressed extent) and verifies blob chunks against their digests.
 //
 // Every error caused by malformed image bytes wraps [ErrCorrupt] and says
 // where (nid, path, offset); nothing in this package panics or allocates
