@@ -147,9 +147,6 @@ func ParseSpec(s string) (alg Algorithm, hc bool, level int, err error) {
 	}
 	level = -1
 	if hasLevel {
-		if alg == LZ4 && !hc {
-			return 0, false, 0, fmt.Errorf("%w: lz4 takes no level (%q)", ErrUnsupported, s)
-		}
 		level, err = strconv.Atoi(strings.TrimPrefix(lv, "level="))
 		if err != nil || level < 0 {
 			return 0, false, 0, fmt.Errorf("%w: compression level in %q", ErrUnsupported, s)

@@ -80,23 +80,27 @@ func NewEncoderFor(alg Algorithm, hc bool, level, maxInput int) (Encoder, error)
 
 // checkLevel reports whether level (<0: default) is valid for alg.
 func checkLevel(alg Algorithm, hc bool, level int) error {
-	maxLevel := -1
-	switch {
-	case alg == LZ4 && hc:
+	if hc && alg != LZ4 {
+		return fmt.Errorf("%w: hc is only for lz4, not %v", ErrUnsupported, alg)
+	}
+	var maxLevel int
+	switch alg {
+	case LZ4:
+		if !hc {
+			if level >= 0 {
+				return fmt.Errorf("%w: lz4 takes no level (%d); lz4hc does", ErrUnsupported, level)
+			}
+			return nil
+		}
 		maxLevel = LZ4HCMaxLevel
-	case alg == LZ4:
-		maxLevel = -1 // plain LZ4 has no levels
-	case alg == LZMA:
+	case LZMA:
 		maxLevel = LZMAMaxLevel
-	case alg == Deflate:
+	case Deflate:
 		maxLevel = DeflateMaxLevel
-	case alg == Zstd:
+	case Zstd:
 		maxLevel = ZstdMaxLevel
 	default:
 		return fmt.Errorf("%w: algorithm %d", ErrUnsupported, alg)
-	}
-	if hc && alg != LZ4 {
-		return fmt.Errorf("%w: hc is only for lz4, not %v", ErrUnsupported, alg)
 	}
 	if level > maxLevel {
 		return fmt.Errorf("%w: level %d for %v (at most %d)", ErrUnsupported, level, alg, maxLevel)
