@@ -56,15 +56,14 @@ type FileCopier interface {
 	// the object (off and n block aligned; what src lacks reads as
 	// zeros), then calls check with the bytes as they now are in the
 	// object (mapped read-only, valid during the call; reading them
-	// faults if the object shrinks meanwhile, which check must
-	// survive: debug.SetPanicOnFault). Only the
-	// [start, end) ranges check returns (block aligned, within the
-	// copy) count as written; nothing of the copy can be read before
-	// that, and what check does not vouch for is dropped. Copying into
-	// blocks already written, or being written, is refused with
-	// ErrNotCopied, as is a src the object's filesystem cannot copy
-	// from: nothing was written then, and the caller writes the blocks
-	// itself.
+	// faults if the object shrinks meanwhile, which check must survive:
+	// debug.SetPanicOnFault). Only the [start, end) ranges check
+	// returns (block aligned, within the copy) count as written;
+	// nothing of the copy can be read before that, and what check does
+	// not vouch for is dropped. Copying into blocks already written, or
+	// being written, is refused with ErrNotCopied, as is a src the
+	// object's filesystem cannot copy from: nothing was written then,
+	// and the caller writes the blocks itself.
 	CopyFrom(ctx context.Context, src *os.File, off, n int64, check func(data []byte) [][2]int64) error
 }
 
