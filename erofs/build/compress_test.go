@@ -3,6 +3,7 @@ package build
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
@@ -230,5 +231,20 @@ func TestCompressedStartSet(t *testing.T) {
 	}
 	if total <= n || both[0].Blocks <= text[0].Blocks {
 		t.Errorf("start set of large and text %+v, of text alone %+v", both, text)
+	}
+}
+
+// TestCompressedTruncatedTar: a tar that ends inside a file's data (its
+// header promised more) fails the build, whichever segment it ends in.
+func TestCompressedTruncatedTar(t *testing.T) {
+	body := strings.Repeat("compressible ", (segmentSize+100_000)/13)
+	data := makeTar(t, []tarEntry{reg("a", body), reg("b", "after")})
+	for _, cut := range []int{2048, 1 << 20, segmentSize + 50_000} {
+		if _, err := buildTar(t, data[:cut], Options{Compression: "lz4"}); !errors.Is(err, errShortFile) && !errors.Is(err, ErrBadTar) {
+			t.Errorf("tar cut at %d: %v, want a short-file or bad-tar error", cut, err)
+		}
+	}
+	if _, err := buildTar(t, data, Options{Compression: "lz4"}); err != nil {
+		t.Fatalf("whole tar: %v", err)
 	}
 }
