@@ -4,16 +4,20 @@ import "encoding/binary"
 
 // The fast LZ4 match finder, as LZ4_compress_destSize (what mkfs.erofs
 // -zlz4 uses) does it: one hash table of recent positions, a skip that
-// grows over incompressible data, and no second look.
+// grows over incompressible data, and no second look. Like liblz4 on
+// 64-bit machines, it hashes 5 bytes into 4096 entries, or, for inputs
+// under 64 KiB (its 16-bit table mode), 4 bytes into 8192 entries.
 const (
-	lz4FastHashLog     = 12 // LZ4_HASHLOG for LZ4_MEMORY_USAGE 14
-	lz4SkipTrigger     = 6  // LZ4_skipTrigger: skip faster after 64 misses
-	lz4FastHashEntries = 1 << lz4FastHashLog
+	lz4FastHashLog  = 12 // LZ4_HASHLOG for LZ4_MEMORY_USAGE 14
+	lz4SmallHashLog = 13 // LZ4_HASHLOG+1 for byU16 tables
+	lz4SmallLimit   = 64<<10 + lz4MFLimit - 1
+	lz4SkipTrigger  = 6 // LZ4_skipTrigger: skip faster after 64 misses
 )
 
 // lz4Encoder is the LZ4 "fast" destSize compressor.
 type lz4Encoder struct {
-	table [lz4FastHashEntries]int32 // position+1 of the last 5-byte group with each hash; 0 = none
+	small bool                        // this block uses the small-input hash
+	table [1 << lz4SmallHashLog]int32 // position+1 of the last group with each hash; 0 = none
 }
 
 func newLZ4Encoder() *lz4Encoder { return &lz4Encoder{} }
@@ -21,9 +25,12 @@ func newLZ4Encoder() *lz4Encoder { return &lz4Encoder{} }
 func (e *lz4Encoder) Algorithm() Algorithm { return LZ4 }
 func (e *lz4Encoder) Params() Params       { return Params{} }
 
-// lz4Hash5 hashes the 5 bytes at src[i:] (it reads 8; callers keep
+// hash hashes the bytes at src[i:] (it reads 8; callers keep
 // i+8 <= len(src)).
-func lz4Hash5(src []byte, i int) uint32 {
+func (e *lz4Encoder) hash(src []byte, i int) uint32 {
+	if e.small {
+		return binary.LittleEndian.Uint32(src[i:]) * 2654435761 >> (32 - lz4SmallHashLog)
+	}
 	return uint32((binary.LittleEndian.Uint64(src[i:]) << 24) * 889523592379 >> (64 - lz4FastHashLog))
 }
 
@@ -36,15 +43,16 @@ func (e *lz4Encoder) EncodeDestSize(dst, src []byte) (consumed, n int, err error
 		c, n := b.finish(src)
 		return c, n, nil
 	}
+	e.small = len(src) < lz4SmallLimit
 	clear(e.table[:])
 	const maxDistance = 65535
 	mflimitPlusOne := len(src) - lz4MFLimit + 1 // matches start before this
 	matchLimit := len(src) - lz4LastLiterals    // and end before this
 
 	ip := 0
-	e.table[lz4Hash5(src, ip)] = int32(ip + 1)
+	e.table[e.hash(src, ip)] = int32(ip + 1)
 	ip++
-	fwdH := lz4Hash5(src, ip)
+	fwdH := e.hash(src, ip)
 	for {
 		// Find a 4-byte match, skipping faster the longer we miss.
 		var match int
@@ -61,7 +69,7 @@ func (e *lz4Encoder) EncodeDestSize(dst, src []byte) (consumed, n int, err error
 				return c, n, nil
 			}
 			match = int(e.table[h]) - 1
-			fwdH = lz4Hash5(src, fwd)
+			fwdH = e.hash(src, fwd)
 			e.table[h] = int32(ip + 1)
 			if match >= 0 && ip-match <= maxDistance &&
 				binary.LittleEndian.Uint32(src[match:]) == binary.LittleEndian.Uint32(src[ip:]) {
@@ -84,9 +92,9 @@ func (e *lz4Encoder) EncodeDestSize(dst, src []byte) (consumed, n int, err error
 				c, n := b.finish(src)
 				return c, n, nil
 			}
-			e.table[lz4Hash5(src, ip-2)] = int32(ip - 2 + 1)
+			e.table[e.hash(src, ip-2)] = int32(ip - 2 + 1)
 			// An immediate second match needs no literals.
-			h := lz4Hash5(src, ip)
+			h := e.hash(src, ip)
 			match = int(e.table[h]) - 1
 			e.table[h] = int32(ip + 1)
 			if match < 0 || ip-match > maxDistance ||
@@ -95,7 +103,7 @@ func (e *lz4Encoder) EncodeDestSize(dst, src []byte) (consumed, n int, err error
 			}
 		}
 		ip++
-		fwdH = lz4Hash5(src, ip)
+		fwdH = e.hash(src, ip)
 	}
 }
 
