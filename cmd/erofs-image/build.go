@@ -211,6 +211,9 @@ func printBuildSummary(w io.Writer, out string, r *build.Result) {
 	if len(r.Blobs) > 0 {
 		fmt.Fprintf(w, "chunks     %d referenced, %d stored, dedupe saved %s\n", r.Chunks, r.UniqueChunk, humanBytes(r.DedupeSaved))
 	}
+	if r.CompressedFiles > 0 {
+		fmt.Fprintf(w, "compressed %d files (%d with an inline tail), extent dedupe saved %s\n", r.CompressedFiles, r.InlineTails, humanBytes(r.ExtentDedupeSaved))
+	}
 	fmt.Fprintf(w, "uuid       %s\nbuild time %s\n", formatUUID(r.UUID), r.BuildTime.Format(time.RFC3339Nano))
 }
 
@@ -233,10 +236,13 @@ func printBuildJSON(w io.Writer, out string, r *build.Result) error {
 		Chunks      int        `json:"chunks"`
 		Unique      int        `json:"unique_chunks"`
 		DedupeSaved int64      `json:"dedupe_saved_bytes"`
+		Compressed  int        `json:"compressed_files"`
+		InlineTails int        `json:"inline_tails"`
+		ExtDedupe   int64      `json:"extent_dedupe_saved_bytes"`
 		UUID        string     `json:"uuid"`
 		BuildTime   time.Time  `json:"build_time"`
 	}{out, r.ImageSize, r.Inodes, r.Files, r.Dirs, r.Symlinks, r.Others, r.DataBytes, r.HoleBytes, []blobJSON{},
-		r.Chunks, r.UniqueChunk, r.DedupeSaved, formatUUID(r.UUID), r.BuildTime}
+		r.Chunks, r.UniqueChunk, r.DedupeSaved, r.CompressedFiles, r.InlineTails, r.ExtentDedupeSaved, formatUUID(r.UUID), r.BuildTime}
 	for _, b := range r.Blobs {
 		v.Blobs = append(v.Blobs, blobJSON{"sha256:" + b.Digest, b.Size})
 	}

@@ -73,9 +73,11 @@ type Options struct {
 	// Compression, if set, compresses regular files with an algorithm
 	// and level spelled as mkfs.erofs's -z takes them: "lz4",
 	// "lz4hc[,LEVEL]", "lzma[,LEVEL]", "deflate[,LEVEL]",
-	// "zstd[,LEVEL]". A file is stored compressed only if that saves at
-	// least one block. Linux before 6.9 cannot read compressed files in
-	// fscache (on-demand) mode, and 6.1 knows only lz4 and lzma.
+	// "zstd[,LEVEL]". A file is stored compressed only if that takes
+	// less space (data blocks, and the inline tail and index in the
+	// inode area) than storing it as is. Linux before 6.9 cannot read
+	// compressed files in fscache (on-demand) mode, and 6.1 knows only
+	// lz4 and lzma.
 	Compression string
 	// PclusterSize is the largest compressed physical cluster in bytes:
 	// a multiple of 4096 up to 1 MiB (and at most ChunkSize in blob
