@@ -117,7 +117,7 @@ func Check(ctx context.Context, r io.ReaderAt, opts CheckOptions) (*CheckReport,
 		files:      make(map[uint64]*fileRef),
 		verified:   make(map[[2]uint64]bool),
 		read:       make(map[int]*spanSet),
-		decoded:    make(map[zdecodeKey]bool),
+		decoded:    make(map[zdecodeKey]zdecoded),
 	}
 	err = c.run()
 	return &c.rep, err
@@ -134,9 +134,9 @@ type checker struct {
 	files    map[uint64]*fileRef // non-directory nid -> link accounting
 	table    []ChunkDigest
 	hasTable bool
-	verified map[[2]uint64]bool  // blob chunks whose digest was checked
-	read     map[int]*spanSet    // device ranges already read (VerifyData)
-	decoded  map[zdecodeKey]bool // pcluster decodes already done (VerifyData)
+	verified map[[2]uint64]bool      // blob chunks whose digest was checked
+	read     map[int]*spanSet        // device ranges already read (VerifyData)
+	decoded  map[zdecodeKey]zdecoded // pcluster decodes already done (VerifyData)
 	buf      []byte
 	ents     []dirent
 }

@@ -6,19 +6,22 @@ import (
 	"github.com/erofsd/erofsd/erofs/internal/disk"
 )
 
-// zdecodeKey names one decode of a pcluster: dedupe lets many extents
-// (of many inodes) share a pcluster, and Check decodes each distinct
-// use once, so that a hostile image cannot multiply the work by
-// repeating one reference.
+// zdecodeKey names a compressed pcluster. Dedupe lets many extents (of
+// many inodes) share one, so Check remembers what it decoded from each:
+// a hostile image cannot multiply the work by repeating a reference.
 type zdecodeKey struct {
-	dev     int
-	pa      int64
-	plen    int64
-	llen    int64
-	kind    zkind
-	alg     uint8
-	partial bool
-	phase   int64 // interlaced: the extent's start within its block
+	dev  int
+	pa   int64
+	plen int64
+	alg  uint8
+}
+
+// zdecoded is what a pcluster was decoded to: exact, the length of a
+// whole (non-partial) decode, which no other length can also be; longest,
+// the longest output decoded, of which any prefix (a partial reference)
+// is valid too.
+type zdecoded struct {
+	exact, longest int64
 }
 
 // checkCompressed walks a compressed inode's extents from the start of
@@ -98,17 +101,24 @@ func (c *checker) checkExtent(ino *inode, zc *zcache, ext *zextent) error {
 	if !c.opts.VerifyData || (ext.dev != 0 && c.opts.Blobs == nil) {
 		return nil
 	}
-	key := zdecodeKey{dev: ext.dev, pa: ext.pa, plen: ext.plen, llen: ext.llen, kind: ext.kind, alg: ext.alg, partial: ext.partial}
-	if ext.kind == zInterlaced {
-		key.phase = ext.la & (img.blkSize - 1)
+	if ext.kind != zCompressed {
+		// Raw bytes: reading them is the whole check, and each device
+		// range is read once however many extents share it.
+		return c.readRange(ext.dev, ext.pa, ext.plen)
 	}
-	if c.decoded[key] {
+	key := zdecodeKey{dev: ext.dev, pa: ext.pa, plen: ext.plen, alg: ext.alg}
+	done := c.decoded[key]
+	if ext.partial && ext.llen <= done.longest || !ext.partial && ext.llen == done.exact {
 		return nil
 	}
 	if _, err := img.decodeExtent(ino, ext, zc); err != nil {
 		return err
 	}
-	c.decoded[key] = true
+	done.longest = max(done.longest, ext.llen)
+	if !ext.partial {
+		done.exact = ext.llen
+	}
+	c.decoded[key] = done
 	c.rep.ExtentsDecoded++
 	return nil
 }
