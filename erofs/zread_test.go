@@ -398,3 +398,49 @@ func BenchmarkReadCompressed(b *testing.B) {
 		}
 	})
 }
+
+// TestCompressedConcurrentReads reads one open compressed file from
+// several goroutines at once (its extent cache is shared) and the packed
+// inode's fragments through several files: run with -race.
+func TestCompressedConcurrentReads(t *testing.T) {
+	data, want, blob := buildSynth(t)
+	img, err := Open(bytes.NewReader(data), WithBlobs(BlobResolverFunc(func(int, string) (io.ReaderAt, error) {
+		return bytes.NewReader(blob), nil
+	})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	errs := make(chan error, 64)
+	for name, w := range want {
+		f, err := img.Open(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		ra := f.(io.ReaderAt)
+		for g := 0; g < 4; g++ {
+			go func() {
+				r := rand.New(rand.NewPCG(uint64(g), uint64(len(w))))
+				for i := 0; i < 50 && len(w) > 0; i++ {
+					off := r.IntN(len(w))
+					p := make([]byte, 1+r.IntN(len(w)-off))
+					if _, err := ra.ReadAt(p, int64(off)); err != nil && err != io.EOF {
+						errs <- fmt.Errorf("%s: %w", name, err)
+						return
+					}
+					if !bytes.Equal(p, w[off:off+len(p)]) {
+						errs <- fmt.Errorf("%s: ReadAt(%d) differs", name, off)
+						return
+					}
+				}
+				errs <- nil
+			}()
+		}
+	}
+	for range 4 * len(want) {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
