@@ -88,6 +88,9 @@ func (img *Image) compressedLayout(ino *inode) (*CompressedLayout, error) {
 // order, after info (if not nil) with its map header. The extents must
 // tile the file.
 func (img *Image) walkExtents(ino *inode, info func(*zinfo) error, fn func(*zextent) error) error {
+	if ino.size == 0 {
+		return nil // the kernel reads no header of an empty file either
+	}
 	var meta metaBuf
 	zi, err := img.zinfoOf(ino, &meta)
 	if err != nil {

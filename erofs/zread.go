@@ -248,9 +248,12 @@ func (img *Image) readFragment(ino *inode, ext *zextent, p []byte, off int64, de
 // its index reaches the file's last lcluster inside the image: i_size is
 // then bounded by what the image can describe.
 func (img *Image) validateCompressed(ino *inode) error {
+	if ino.size == 0 {
+		return nil // nothing is mapped (the kernel reads no header either)
+	}
 	var meta metaBuf
 	zi, err := img.zinfoOf(ino, &meta)
-	if err != nil || ino.size == 0 {
+	if err != nil {
 		return err
 	}
 	if zi.fragment && zi.tailHead == 0 {
