@@ -8,18 +8,21 @@ import (
 // lz4Block writes one fixed-output LZ4 block: the sequences the match
 // finders choose, cut short when the pcluster is full.
 //
-// It keeps the block valid for LZ4_decompress_safe whatever the input was
-// cut at: a sequence is only written if the output still has room
-// afterwards for a final literal run that puts the match at least MFLIMIT
-// (12) bytes and its end at least LASTLITERALS (5) bytes before the end of
-// the consumed input. The match finders only look for matches that start
-// before len(src)-MFLIMIT and end before len(src)-LASTLITERALS, and
-// sequence refuses any that do not, so the input for that final run is
-// always there.
+// Where the block ends it follows liblz4 exactly, LZ4_compress_destSize's
+// rules for the fast encoder and LZ4_compress_HC_destSize's for LZ4HC, so
+// that our pclusters are the ones mkfs.erofs writes. Both keep the block
+// valid for LZ4_decompress_safe however the input is cut: a sequence is
+// only written if the output keeps room for a final literal run that puts
+// the match at least MFLIMIT (12) bytes and its end at least LASTLITERALS
+// (5) bytes before the end of the consumed input. The match finders only
+// look for matches that start before len(src)-MFLIMIT and end before
+// len(src)-LASTLITERALS, and sequence refuses any that do not, so the
+// input for that final run is always there.
 type lz4Block struct {
 	dst    []byte
-	op     int // bytes written
-	anchor int // first input byte not yet written
+	op     int  // bytes written
+	anchor int  // first input byte not yet written
+	hc     bool // LZ4HC's end-of-block rules
 }
 
 // lz4LenBytes is how many extra length bytes a literal length or a match
@@ -31,17 +34,10 @@ func lz4LenBytes(v int) int {
 	return (v-15)/255 + 1
 }
 
-// lz4TailNeed is how many output bytes the final literal run needs after a
-// match of length ml: a token and enough literals to keep the match
-// MFLIMIT and its end LASTLITERALS away from the end of the block.
-func lz4TailNeed(ml int) int {
-	return 1 + max(lz4LastLiterals, lz4MFLimit-ml)
-}
-
 // sequence writes the literals src[anchor:ms] and a match of length ml at
 // distance offset, shortening the match if only a shorter one fits. It
-// reports false, writing nothing, when no valid sequence fits; the block
-// must then be finished.
+// reports false when the block is full; it may have written a last,
+// shortened sequence then (as lz4hc does), and the block must be finished.
 func (b *lz4Block) sequence(src []byte, ms, offset, ml int) bool {
 	// The input rules: a match starts at least MFLIMIT bytes and ends at
 	// least LASTLITERALS bytes before the end of the input.
@@ -52,24 +48,44 @@ func (b *lz4Block) sequence(src []byte, ms, offset, ml int) bool {
 		return false
 	}
 	lit := ms - b.anchor
-	head := 1 + lz4LenBytes(lit) + lit + 2 // token, literals, offset
-	room := len(b.dst) - b.op - head
-	if room < lz4TailNeed(ml)+lz4LenBytes(ml-lz4MinMatch) {
-		// Too long to fit as is: a shorter match needs fewer length
-		// bytes, and the longest one that leaves a final run may do.
-		k := room - lz4TailNeed(lz4MinMatch+15) // length bytes we can afford with ml >= 19
-		switch {
-		case k > 0:
-			ml = min(ml, lz4MinMatch+14+255*k)
-		case room >= lz4TailNeed(lz4MinMatch+14):
-			ml = min(ml, lz4MinMatch+14)
-		default:
+	// room is what is left after the token, literals and offset.
+	room := len(b.dst) - b.op - (1 + lz4LenBytes(lit) + lit + 2)
+	if b.hc {
+		// LZ4HC_encodeSequence with limit fillOutput, its output end
+		// LASTLITERALS short of the real one.
+		if lit/255+lit+2+1+lz4LastLiterals > len(b.dst)-lz4LastLiterals-b.op ||
+			(ml-lz4MinMatch)/255+1+lz4LastLiterals > room-lz4LastLiterals {
+			// _dest_overflow: the sequence may still go in with a
+			// shorter match, if that leaves the match MFLIMIT from the end.
+			llCost := 1 + lz4LenBytes(lit) + lit
+			maxLitPos := len(b.dst) - lz4LastLiterals - 3
+			if b.op+llCost <= maxLitPos {
+				ml = min(ml, lz4MinMatch+14+(maxLitPos-(b.op+llCost))*255)
+				if len(b.dst)-(b.op+llCost+2)-1+ml >= lz4MFLimit {
+					b.write(src, ms, offset, ml)
+				}
+			}
 			return false
 		}
-		if ml < lz4MinMatch || room < lz4TailNeed(ml)+lz4LenBytes(ml-lz4MinMatch) {
+	} else {
+		// LZ4_compress_generic with fillOutput: the offset, a token and
+		// MFLIMIT-MINMATCH literals must fit after the literals, ...
+		if room < 1+lz4MFLimit-lz4MinMatch {
 			return false
+		}
+		// ... and a token and LASTLITERALS literals after the match,
+		// which is shortened to make them fit.
+		if room-lz4LenBytes(ml-lz4MinMatch) < 1+lz4LastLiterals {
+			ml = min(ml, lz4MinMatch+14+(room-1-lz4LastLiterals)*255)
 		}
 	}
+	b.write(src, ms, offset, ml)
+	return true
+}
+
+// write writes one sequence; the caller has checked that it fits.
+func (b *lz4Block) write(src []byte, ms, offset, ml int) {
+	lit := ms - b.anchor
 	d := b.dst[b.op:]
 	i := 1
 	tok := min(lit, 15) << 4
@@ -87,7 +103,6 @@ func (b *lz4Block) sequence(src []byte, ms, offset, ml int) bool {
 	d[0] = byte(tok)
 	b.op += i
 	b.anchor = ms + ml
-	return true
 }
 
 // lz4PutLen writes the extra length bytes for v at d[i:].
@@ -101,14 +116,20 @@ func lz4PutLen(d []byte, i, v int) int {
 	return i + 1
 }
 
-// finish writes the final literal run, as much of src[anchor:] as fits,
-// and returns how much input the block covers and its length.
+// finish writes the final literal run, as much of src[anchor:] as fits
+// (liblz4's arithmetic), and returns how much input the block covers and
+// its length.
 func (b *lz4Block) finish(src []byte) (consumed, n int) {
 	space := len(b.dst) - b.op
-	lit := min(len(src)-b.anchor, lz4MaxLiterals(space))
-	if lit <= 0 && b.op == 0 {
+	lit := len(src) - b.anchor
+	if 1+lz4LenBytes(lit)+lit > space {
+		lit = space - 1
+		lit -= (lit + 256 - 15) / 256
+	}
+	if lit <= 0 && b.op == 0 || space < 1 {
 		return 0, 0
 	}
+	lit = max(lit, 0)
 	d := b.dst[b.op:]
 	d[0] = byte(min(lit, 15) << 4)
 	i := 1
@@ -118,25 +139,6 @@ func (b *lz4Block) finish(src []byte) (consumed, n int) {
 	i += copy(d[i:], src[b.anchor:b.anchor+lit])
 	b.op += i
 	return b.anchor + lit, b.op
-}
-
-// lz4MaxLiterals is the longest literal run that fits in space bytes
-// with its token and length bytes.
-func lz4MaxLiterals(space int) int {
-	if space < 1 {
-		return 0
-	}
-	l := space - 1
-	if l >= 15 {
-		l -= (l-15)/256 + 1
-	}
-	for 1+(l+1)+lz4LenBytes(l+1) <= space {
-		l++
-	}
-	for l > 0 && 1+l+lz4LenBytes(l) > space {
-		l--
-	}
-	return l
 }
 
 // lz4Count returns how many bytes src[a:] and src[b:] have in common, up

@@ -16,8 +16,11 @@ const (
 
 // lz4Encoder is the LZ4 "fast" destSize compressor.
 type lz4Encoder struct {
-	small bool                        // this block uses the small-input hash
-	table [1 << lz4SmallHashLog]int32 // position+1 of the last group with each hash; 0 = none
+	small bool // this block uses the small-input hash
+	// table holds the last position with each hash. As in liblz4, an
+	// empty entry is 0 and so names position 0, whose bytes are then
+	// compared like any candidate's.
+	table [1 << lz4SmallHashLog]int32
 }
 
 func newLZ4Encoder() *lz4Encoder { return &lz4Encoder{} }
@@ -50,7 +53,7 @@ func (e *lz4Encoder) EncodeDestSize(dst, src []byte) (consumed, n int, err error
 	matchLimit := len(src) - lz4LastLiterals    // and end before this
 
 	ip := 0
-	e.table[e.hash(src, ip)] = int32(ip + 1)
+	e.table[e.hash(src, ip)] = int32(ip)
 	ip++
 	fwdH := e.hash(src, ip)
 	for {
@@ -68,10 +71,10 @@ func (e *lz4Encoder) EncodeDestSize(dst, src []byte) (consumed, n int, err error
 				c, n := b.finish(src)
 				return c, n, nil
 			}
-			match = int(e.table[h]) - 1
+			match = int(e.table[h])
 			fwdH = e.hash(src, fwd)
-			e.table[h] = int32(ip + 1)
-			if match >= 0 && ip-match <= maxDistance &&
+			e.table[h] = int32(ip)
+			if ip-match <= maxDistance &&
 				binary.LittleEndian.Uint32(src[match:]) == binary.LittleEndian.Uint32(src[ip:]) {
 				break
 			}
@@ -92,12 +95,12 @@ func (e *lz4Encoder) EncodeDestSize(dst, src []byte) (consumed, n int, err error
 				c, n := b.finish(src)
 				return c, n, nil
 			}
-			e.table[e.hash(src, ip-2)] = int32(ip - 2 + 1)
+			e.table[e.hash(src, ip-2)] = int32(ip - 2)
 			// An immediate second match needs no literals.
 			h := e.hash(src, ip)
-			match = int(e.table[h]) - 1
-			e.table[h] = int32(ip + 1)
-			if match < 0 || ip-match > maxDistance ||
+			match = int(e.table[h])
+			e.table[h] = int32(ip)
+			if ip-match > maxDistance ||
 				binary.LittleEndian.Uint32(src[match:]) != binary.LittleEndian.Uint32(src[ip:]) {
 				break
 			}

@@ -119,7 +119,7 @@ func (e *lz4hcEncoder) widerMatch(ip, lowLimit, highLimit, longest int) (ml, sta
 
 func (e *lz4hcEncoder) EncodeDestSize(dst, src []byte) (consumed, n int, err error) {
 	src = src[:min(len(src), lz4MaxInput(len(dst)))]
-	b := lz4Block{dst: dst}
+	b := lz4Block{dst: dst, hc: true}
 	if len(src) < lz4MFLimit+1 || len(dst) < 1 {
 		c, n := b.finish(src)
 		return c, n, nil
