@@ -19,14 +19,13 @@ import (
 
 // zjob is one segment of one file.
 type zjob struct {
-	file     *zfile
-	off      int64  // where data starts in the file
-	data     []byte // the segment's bytes
-	eof      bool   // the file's last segment
-	compress bool   // worth trying (else the file is stored as is)
-	exts     []cutExt
-	err      error
-	done     chan struct{}
+	file *zfile
+	off  int64  // where data starts in the file
+	data []byte // the segment's bytes
+	eof  bool   // the file's last segment
+	exts []cutExt
+	err  error
+	done chan struct{}
 }
 
 // zlanes is the number of compression lanes: enough to keep a few CPUs
@@ -61,13 +60,11 @@ func (p *zpipe) work(lane chan *zjob) {
 	var enc zcodec.Encoder
 	dst := make([]byte, 2*p.cfg.pcluster)
 	for j := range lane {
-		if j.compress {
-			if enc == nil {
-				enc, j.err = p.cfg.newEncoder()
-			}
-			if j.err == nil {
-				j.exts, j.err = p.cfg.cutSegment(enc, j.data, j.off, j.eof, dst)
-			}
+		if enc == nil {
+			enc, j.err = p.cfg.newEncoder()
+		}
+		if j.err == nil {
+			j.exts, j.err = p.cfg.cutSegment(enc, j.data, j.off, j.eof, dst)
 		}
 		close(j.done)
 	}

@@ -17,8 +17,8 @@ type zfile struct {
 	name   string
 	size   int64
 	z      *zinode
-	allRaw bool // every segment so far went raw (a large file may end up flat)
-	first  uint32
+	allRaw bool   // every segment so far went raw (a large file may end up flat)
+	first  uint32 // self-contained: the image block of a raw first segment
 }
 
 // zinode is where a compressed file's extents went; the inode's index is
@@ -81,7 +81,7 @@ func (b *Builder) ingestCompressed(ctx context.Context, name string, n *node, sr
 			}
 			return fmt.Errorf("%s: reading at %d: %w", name, off, err)
 		}
-		j := &zjob{file: f, off: off, data: buf, eof: off+cn == size, compress: true}
+		j := &zjob{file: f, off: off, data: buf, eof: off+cn == size}
 		if err := b.zsubmit(ctx, j); err != nil {
 			return err
 		}
@@ -112,7 +112,7 @@ func (b *Builder) zstore(ctx context.Context, j *zjob) error {
 // the index in the inode area), else as is.
 func (b *Builder) zstoreFile(ctx context.Context, j *zjob) error {
 	f := j.file
-	if !j.compress || len(j.exts) == 0 {
+	if len(j.exts) == 0 {
 		return b.ingestData(ctx, f.name, f.n, fileSource{r: bytes.NewReader(j.data)})
 	}
 	exts := j.exts
@@ -201,7 +201,7 @@ func (b *Builder) zstoreSegment(j *zjob) error {
 				return err
 			}
 			if p == 0 && j.off == 0 {
-				f.first = f.z.blkOf(len(f.z.locs) - 1)
+				f.first = f.z.locs[0].blk
 			}
 		}
 	} else {
@@ -222,10 +222,6 @@ func (b *Builder) zstoreSegment(j *zjob) error {
 	}
 	return b.zfinishFile(f)
 }
-
-// blkOf returns the image block of extent i's pcluster (self-contained
-// builds).
-func (z *zinode) blkOf(i int) uint32 { return z.locs[i].blk }
 
 func (b *Builder) zfinishFile(f *zfile) error {
 	f.n.data.z = f.z
