@@ -3,6 +3,7 @@ package zcodec
 import (
 	"encoding/binary"
 	"fmt"
+	"math/bits"
 )
 
 // LZ4HC: the hash-chain match finder and the three-match lookahead parser
@@ -26,6 +27,7 @@ var lz4hcAttempts = [LZ4HCMaxLevel + 1]int{2, 2, 2, 4, 8, 16, 32, 64, 128, 256, 
 type lz4hcEncoder struct {
 	level    int
 	attempts int
+	patterns bool // lz4hc's pattern analysis, for levels with more than 128 attempts
 	// Positions are stored as base+i so that the tables need no clearing
 	// between calls: entries below base belong to an earlier block.
 	base         int32
@@ -42,7 +44,7 @@ func newLZ4HCEncoder(level int) (Encoder, error) {
 	if level == 0 {
 		level = LZ4HCDefaultLevel // as lz4hc treats levels below 1
 	}
-	return &lz4hcEncoder{level: level, attempts: lz4hcAttempts[level]}, nil
+	return &lz4hcEncoder{level: level, attempts: lz4hcAttempts[level], patterns: lz4hcAttempts[level] > 128}, nil
 }
 
 func (e *lz4hcEncoder) Algorithm() Algorithm { return LZ4 }
@@ -89,6 +91,7 @@ func (e *lz4hcEncoder) widerMatch(ip, lowLimit, highLimit, longest int) (ml, sta
 	lowest := max(e.base, e.base+int32(ip)-lz4hcMaxDist)
 	pattern := binary.LittleEndian.Uint32(src[ip:])
 	idx := e.hashTable[lz4hcHash(pattern)]
+	repeat, srcPatternLen := repeatUntested, 0
 	for n := e.attempts; n > 0 && idx >= lowest; n-- {
 		mp := int(idx - e.base)
 		// Cheap test first: a longer match must also match at its end.
@@ -109,12 +112,93 @@ func (e *lz4hcEncoder) widerMatch(ip, lowLimit, highLimit, longest int) (ml, sta
 			}
 		}
 		d := e.chainTable[uint16(idx)]
+		if e.patterns && d == 1 {
+			// A run of a repeated 1-, 2- or 4-byte pattern chains every
+			// position to the one before: rather than walk the run, jump
+			// to where the pattern is best matched (lz4hc's pattern
+			// analysis, without its external-dictionary cases).
+			if repeat == repeatUntested {
+				repeat = repeatNot
+				if pattern&0xFFFF == pattern>>16 && pattern&0xFF == pattern>>24 {
+					repeat = repeatConfirmed
+					srcPatternLen = lz4hcCountPattern(src, ip+4, highLimit, pattern) + 4
+				}
+			}
+			cand := idx - 1
+			if repeat == repeatConfirmed && cand >= lowest && cand < e.base+int32(ip) {
+				cp := int(cand - e.base)
+				if binary.LittleEndian.Uint32(src[cp:]) == pattern {
+					fwd := lz4hcCountPattern(src, cp+4, highLimit, pattern) + 4
+					bk := lz4hcReverseCountPattern(src, cp, pattern)
+					bk = int(cand - max(cand-int32(bk), lowest))
+					seg := bk + fwd
+					if seg >= srcPatternLen && fwd <= srcPatternLen {
+						// The whole source pattern fits: take its best
+						// position, which more may follow.
+						idx = cand + int32(fwd) - int32(srcPatternLen)
+					} else {
+						idx = cand - int32(bk)
+						if lookBack == 0 {
+							if maxML := min(seg, srcPatternLen); ml < maxML {
+								if ip-int(idx-e.base) > lz4hcMaxDist {
+									break
+								}
+								ml, start, ref = maxML, ip, int(idx-e.base)
+							}
+							next := int32(e.chainTable[uint16(idx)])
+							if next > idx {
+								break
+							}
+							idx -= next
+						}
+					}
+					continue
+				}
+			}
+		}
 		if d == 0 {
 			break
 		}
 		idx -= int32(d)
 	}
 	return ml, start, ref
+}
+
+// Whether the 4 bytes at the search position repeat a shorter pattern.
+const (
+	repeatUntested = iota
+	repeatConfirmed
+	repeatNot
+)
+
+// lz4hcCountPattern counts the bytes of src[i:end] that continue the
+// repeating 4-byte little-endian pattern.
+func lz4hcCountPattern(src []byte, i, end int, pattern uint32) int {
+	start := i
+	p64 := uint64(pattern) | uint64(pattern)<<32
+	for i+8 <= end {
+		if x := binary.LittleEndian.Uint64(src[i:]) ^ p64; x != 0 {
+			return i + bits.TrailingZeros64(x)>>3 - start
+		}
+		i += 8
+	}
+	for k := 0; i < end && src[i] == byte(p64>>(8*k)); k++ {
+		i++
+	}
+	return i - start
+}
+
+// lz4hcReverseCountPattern counts the bytes before src[i] that continue
+// the pattern backwards.
+func lz4hcReverseCountPattern(src []byte, i int, pattern uint32) int {
+	start := i
+	for i >= 4 && binary.LittleEndian.Uint32(src[i-4:]) == pattern {
+		i -= 4
+	}
+	for k := 3; i > 0 && k >= 0 && src[i-1] == byte(pattern>>(8*k)); k-- {
+		i--
+	}
+	return start - i
 }
 
 func (e *lz4hcEncoder) EncodeDestSize(dst, src []byte) (consumed, n int, err error) {
