@@ -229,18 +229,29 @@ func (img *Image) readFragment(ino *inode, ext *zextent, p []byte, off int64, de
 	if depth > 0 {
 		return corruptf("nid %d: a fragment inside the packed inode", ino.nid)
 	}
-	packed, err := img.packedInode()
+	at, err := img.fragmentSpan(ino, ext, off, int64(len(p)))
 	if err != nil {
 		return err
 	}
-	at := ext.fragOff + uint64(off-ext.la)
-	if at > uint64(packed.size) || uint64(len(p)) > uint64(packed.size)-at {
-		return corruptf("nid %d: fragment bytes [%d, %d) beyond the %d-byte packed inode", ino.nid, at, at+uint64(len(p)), packed.size)
-	}
-	if err := img.readDataDepth(packed, &img.packed.zc, p, int64(at), depth+1); err != nil {
+	packed, _ := img.packedInode()
+	if err := img.readDataDepth(packed, &img.packed.zc, p, at, depth+1); err != nil {
 		return fmt.Errorf("nid %d fragment: %w", ino.nid, err)
 	}
 	return nil
+}
+
+// fragmentSpan returns where the n file bytes at off of the fragment
+// extent ext are in the packed inode, checking that they are inside it.
+func (img *Image) fragmentSpan(ino *inode, ext *zextent, off, n int64) (int64, error) {
+	packed, err := img.packedInode()
+	if err != nil {
+		return 0, err
+	}
+	at := ext.fragOff + uint64(off-ext.la)
+	if at > uint64(packed.size) || uint64(n) > uint64(packed.size)-at {
+		return 0, corruptf("nid %d: fragment bytes [%d, %d) beyond the %d-byte packed inode", ino.nid, at, at+uint64(n), packed.size)
+	}
+	return int64(at), nil
 }
 
 // validateCompressed checks, before a buffer of i_size bytes is

@@ -476,6 +476,25 @@ func TestSynthCompressedLayouts(t *testing.T) {
 		}
 		vimg.Close()
 	}
+	// A packed inode that is itself a fragment would read itself: both
+	// Check and reads refuse it.
+	{
+		b := slices.Clone(data)
+		pnid := img.Info().PackedNid
+		patchInode(t, img, b, pnid, func(in *disk.Inode) { in.Format = disk.LayoutCompressedCompact << 1 })
+		putHeader(b, inodeOff(img, pnid)+disk.CompactInodeSize, disk.WholeFileFragmentHeader(0))
+		if _, err := Check(context.Background(), bytes.NewReader(b), CheckOptions{VerifyData: true, Blobs: blobs}); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("packed inode made of a fragment: Check says %v", err)
+		}
+		bimg, err := Open(bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bimg.ReadFile("g_fragment_whole"); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("packed inode made of a fragment: ReadFile says %v", err)
+		}
+		bimg.Close()
+	}
 	// mkfs.erofs counts the packed inode in the superblock's inodes.
 	for extra, ok := range map[uint64]bool{1: true, 2: false} {
 		b := slices.Clone(data)
