@@ -249,3 +249,47 @@ func TestCompressedTruncatedTar(t *testing.T) {
 		t.Fatalf("whole tar: %v", err)
 	}
 }
+
+// TestCompressedLayers: each layer's new pclusters go into its own blob,
+// an identical file in a later layer points at the earlier layer's
+// pclusters, and everything reads back verified through both blobs.
+func TestCompressedLayers(t *testing.T) {
+	src, files := writeCompressibleTree(t)
+	blobs := t.TempDir()
+	out, err := os.Create(filepath.Join(t.TempDir(), "img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	b, err := New(out, Options{Compression: "lz4", PclusterSize: 16 << 10, BlobDir: blobs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Abort()
+	// Layer 2 replaces text with the same bytes and adds random.
+	for _, names := range [][]string{{"text", "zeros", "large"}, {"text", "random", "small"}} {
+		if err := b.AddLayer(context.Background(), tarOf(t, src, names)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := b.Finish(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Blobs) != 2 || res.Blobs[0].Layer != 1 || res.Blobs[1].Layer != 2 {
+		t.Fatalf("blobs %+v, want one per layer", res.Blobs)
+	}
+	if want := int64(len(files["text"])) * 9 / 10; res.ExtentDedupeSaved < want {
+		t.Errorf("dedupe saved %d bytes, want at least %d (text again)", res.ExtentDedupeSaved, want)
+	}
+	out.Truncate(res.ImageSize)
+	img, err := os.ReadFile(out.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]byte{}
+	for _, name := range []string{"text", "zeros", "large", "random", "small"} {
+		want[name] = files[name]
+	}
+	checkFiles(t, img, want, erofs.WithBlobs(erofs.DirBlobs(blobs)), erofs.WithVerifiedBlobs())
+}
