@@ -293,3 +293,54 @@ func TestCompressedLayers(t *testing.T) {
 	}
 	checkFiles(t, img, want, erofs.WithBlobs(erofs.DirBlobs(blobs)), erofs.WithVerifiedBlobs())
 }
+
+// TestCompressedStartSetShared: a listed file whose extents are shared
+// with an unlisted file stored before it (a tar's order) has those
+// pclusters named in the start set where they are.
+func TestCompressedStartSetShared(t *testing.T) {
+	src, files := writeCompressibleTree(t)
+	if err := os.WriteFile(filepath.Join(src, "copy"), files["text"], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var list prefetchlist.List
+	list.Add("/text", 0, 0)
+	out, err := os.Create(filepath.Join(t.TempDir(), "img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	b, err := New(out, Options{Compression: "lz4", BlobDir: t.TempDir(), PrefetchList: &list})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Abort()
+	if err := b.AddTar(context.Background(), tarOf(t, src, []string{"copy", "random", "text"}), TarOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := b.Finish(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out.Truncate(res.ImageSize)
+	img, err := os.ReadFile(out.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := erofs.Open(bytes.NewReader(img))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss, err := im.StartSet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := 0
+	for _, e := range ss {
+		blocks += int(e.Blocks)
+	}
+	// All of text's pclusters but an inline tail: more than a quarter of
+	// its size for this text, less than all of it.
+	if blocks*blockSize < len(files["text"])/4 || blocks*blockSize >= len(files["text"]) {
+		t.Errorf("start set %+v: %d blocks for a listed file of %d bytes", ss, blocks, len(files["text"]))
+	}
+}

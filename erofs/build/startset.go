@@ -88,15 +88,44 @@ func (s *startSet) rank(name string) int {
 	return int(^uint(0) >> 1)
 }
 
+// ranked is a start-set extent and the list position it is read at.
+type ranked struct {
+	e    disk.StartExtent
+	rank int
+}
+
+// unionOverlaps merges extents that overlap on their device (a listed
+// pcluster inside a back-segment chunk that is listed whole) into one
+// with the better rank: the set's extents must not overlap.
+func unionOverlaps(all []ranked) []ranked {
+	slices.SortFunc(all, func(a, b ranked) int {
+		if c := cmp.Compare(a.e.DeviceID, b.e.DeviceID); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.e.BlkAddr, b.e.BlkAddr); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.rank, b.rank)
+	})
+	out := all[:1]
+	for _, r := range all[1:] {
+		k := &out[len(out)-1]
+		end := uint64(k.e.BlkAddr) + uint64(k.e.Blocks)
+		if r.e.DeviceID != k.e.DeviceID || uint64(r.e.BlkAddr) >= end {
+			out = append(out, r)
+			continue
+		}
+		k.e.Blocks = uint32(max(end, uint64(r.e.BlkAddr)+uint64(r.e.Blocks)) - uint64(k.e.BlkAddr))
+		k.rank = min(k.rank, r.rank)
+	}
+	return out
+}
+
 // encodeStartSet encodes the start set section: each blob's front
 // segment, and the start-set chunks deduplicated into back segments,
 // ordered by the list position of their first chunk, adjacent extents
 // merged.
 func encodeStartSet(blobs []*blob) []byte {
-	type ranked struct {
-		e    disk.StartExtent
-		rank int
-	}
 	var all []ranked
 	for _, bl := range blobs {
 		if len(bl.frontChunks) > 0 && bl.frontBlocks > 0 {
@@ -109,6 +138,7 @@ func encodeStartSet(blobs []*blob) []byte {
 	if len(all) == 0 {
 		return nil
 	}
+	all = unionOverlaps(all)
 	slices.SortStableFunc(all, func(a, b ranked) int {
 		if c := cmp.Compare(a.rank, b.rank); c != 0 {
 			return c

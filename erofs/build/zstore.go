@@ -58,6 +58,15 @@ type zpack struct {
 	start bool // goes to the blob's front (start set)
 	rank  int
 	ref   chunkRef // where the pack went, once stored
+	// listed are pclusters of a back pack that listed files share
+	// (dedupe), to name in the start set once the pack is stored.
+	listed []packStart
+}
+
+// packStart is a listed pcluster inside a pack.
+type packStart struct {
+	blk, blocks uint32 // in the pack
+	rank        int
 }
 
 // ingestCompressed reads a regular file in segments and queues them for
@@ -240,6 +249,7 @@ func (b *Builder) zput(f *zfile, e *cutExt, raw []byte, dedupe bool) error {
 		if loc, ok := b.zdedupe[key]; ok {
 			b.stats.zdedupeSaved += int64(e.length)
 			f.z.add(e, loc)
+			b.listShared(f, e, loc)
 			return nil
 		}
 	}
@@ -276,6 +286,34 @@ func (b *Builder) zput(f *zfile, e *cutExt, raw []byte, dedupe bool) error {
 func (z *zinode) add(e *cutExt, loc zloc) {
 	z.exts = append(z.exts, zextent{off: uint64(e.off), plain: e.plain, blocks: uint32(e.blocks())})
 	z.locs = append(z.locs, loc)
+}
+
+// listShared names in the start set a pcluster that a listed extent
+// shares with an unlisted one stored before, in a blob's back part.
+func (b *Builder) listShared(f *zfile, e *cutExt, loc zloc) {
+	p := loc.pack
+	if b.start == nil || p == nil || p.start {
+		return
+	}
+	rank, listed := b.start.chunk(f.name, e.off, int64(e.length))
+	if !listed {
+		return
+	}
+	ps := packStart{blk: loc.blk, blocks: uint32(e.blocks()), rank: rank}
+	if p.buf != nil {
+		p.listed = append(p.listed, ps) // named when the pack is stored
+		return
+	}
+	p.nameListed(b, ps)
+}
+
+// nameListed adds a listed pcluster of a stored pack to its blob's start
+// set, if the pack is in the blob's back part (a pack stored in the front,
+// as a duplicate of a listed one, is in the start set already).
+func (p *zpack) nameListed(b *Builder, ps packStart) {
+	if p.ref.back {
+		b.blobs[p.ref.dev-1].addExtraStart(p.ref.blk+ps.blk, ps.blocks, ps.rank)
+	}
 }
 
 // zpackAdd appends a pcluster to the open pack, first storing the pack if
@@ -321,6 +359,10 @@ func (b *Builder) zpackFlush() error {
 		b.stats.unique++
 	}
 	p.ref, p.buf = ref, nil
+	for _, ps := range p.listed {
+		p.nameListed(b, ps)
+	}
+	p.listed = nil
 	b.zpacks = append(b.zpacks, p)
 	return nil
 }
