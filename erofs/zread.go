@@ -79,21 +79,32 @@ func (img *Image) readCompressed(ino *inode, zc *zcache, p []byte, off int64, de
 	return nil
 }
 
-// decodeExtent reads ext's pcluster and decodes its llen bytes.
+// decodeExtent reads ext's pcluster and decodes its llen bytes; errors
+// name the extent.
 func (img *Image) decodeExtent(ino *inode, ext *zextent, zc *zcache) ([]byte, error) {
+	out, err := img.decodeExtentData(ext, zc)
+	if err != nil {
+		return nil, fmt.Errorf("nid %d extent [%d, %d): %w", ino.nid, ext.la, ext.la+ext.llen, err)
+	}
+	return out, nil
+}
+
+// decodeExtentData is decodeExtent for callers that name the extent
+// themselves (Check).
+func (img *Image) decodeExtentData(ext *zextent, zc *zcache) ([]byte, error) {
 	if cap(zc.src) < int(ext.plen) {
 		zc.src = make([]byte, ext.plen)
 	}
 	src := zc.src[:ext.plen]
 	if err := img.readPcluster(ext, src); err != nil {
-		return nil, fmt.Errorf("nid %d extent [%d, %d): %w", ino.nid, ext.la, ext.la+ext.llen, err)
+		return nil, err
 	}
 	if cap(zc.out) < int(ext.llen) {
 		zc.out = make([]byte, ext.llen)
 	}
 	out := zc.out[:ext.llen]
 	if err := img.decodePcluster(ext, src, out); err != nil {
-		return nil, fmt.Errorf("nid %d extent [%d, %d): %w", ino.nid, ext.la, ext.la+ext.llen, err)
+		return nil, err
 	}
 	return out, nil
 }
