@@ -15,6 +15,15 @@ type Decoder interface {
 	// pcluster's first block (z_erofs_fixup_insize): a writer must not
 	// put a whole block or more of zeros in front of a stream, which this
 	// decoder, not knowing the block size, does not check.
+	//
+	// Decode is deliberately stricter than the kernel on damaged
+	// streams, which can only come from a damaged or hostile image: the
+	// kernel zero-fills the rest of an extent whose DEFLATE stream ends
+	// short and truncates one that decodes long, and its partial LZ4
+	// decoding accepts bytes after the last literals or a match ending in
+	// the last five bytes, and a match offset of 0 (copying stale
+	// memory). Each of those is an error here, so Check reports an image
+	// the kernel would read with made-up bytes.
 	Decode(dst, src []byte, zeroPadding bool) error
 }
 
