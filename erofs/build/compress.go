@@ -114,14 +114,78 @@ func (e *cutExt) blocks() int {
 	return (len(e.stream) + blockSize - 1) / blockSize
 }
 
+// zlane is one compression lane's state: its encoder, scratch space of
+// twice the pcluster size, and how the all-zero windows it compressed
+// came out.
+type zlane struct {
+	cfg   *zconfig
+	enc   zcodec.Encoder
+	dst   []byte
+	zeros []zeroWindow // the most recent last, at most maxZeroWindows
+}
+
+// zeroWindow remembers how a window of n zero bytes compressed: runs of
+// zeros (a sparse tar entry expands to gigabytes of them) are then cut at
+// memory speed instead of compressed again window by window. A segment's
+// windows shrink towards its end, so a few lengths recur.
+type zeroWindow struct {
+	n, consumed int
+	stream      []byte
+	sum         [32]byte // of the consumed zeros
+}
+
+const maxZeroWindows = 8
+
+// encode compresses a prefix of src into l.dst[:c.pcluster] (see
+// zcodec.Encoder.EncodeDestSize), answering an all-zero window of a
+// length it has seen from what it remembers.
+func (l *zlane) encode(src []byte) (consumed, n int, err error) {
+	c := l.cfg
+	if !isZero(src) {
+		return l.enc.EncodeDestSize(l.dst[:c.pcluster], src)
+	}
+	for _, z := range l.zeros {
+		if z.n == len(src) {
+			return z.consumed, copy(l.dst, z.stream), nil
+		}
+	}
+	consumed, n, err = l.enc.EncodeDestSize(l.dst[:c.pcluster], src)
+	if err == nil && consumed > 0 {
+		if len(l.zeros) == maxZeroWindows {
+			l.zeros = l.zeros[1:]
+		}
+		l.zeros = append(l.zeros, zeroWindow{n: len(src), consumed: consumed, stream: append([]byte(nil), l.dst[:n]...), sum: sha256.Sum256(src[:consumed])})
+	}
+	return consumed, n, err
+}
+
+// sum is the sha256 of p, remembered for the zeros of a window.
+func (l *zlane) sum(p []byte) [32]byte {
+	for _, z := range l.zeros {
+		if len(p) == z.consumed && isZero(p) {
+			return z.sum
+		}
+	}
+	return sha256.Sum256(p)
+}
+
 // cutSegment cuts data, the bytes of a file from off on, into extents the
 // way mkfs.erofs does: each compression fills one pcluster with as much
 // input as fits, and an extent that does not save a whole block is
 // stored raw instead, one block of input at a time. The file's last
 // pcluster is tried one block smaller, leaving a remainder for the inline
 // tail, as mkfs.erofs's trailing recompression does. eof says data runs
-// to the end of the file. dst is scratch space of twice the pcluster size.
-func (c *zconfig) cutSegment(enc zcodec.Encoder, data []byte, off int64, eof bool, dst []byte) ([]cutExt, error) {
+// to the end of the file.
+//
+// Where a compression saves nothing, the first half of the input it
+// consumed is stored raw without trying again at every block: with big
+// pclusters each try reads a pcluster's worth of input, and trying at
+// every block of incompressible data would cost pcluster/4096 times its
+// size (mkfs.erofs takes minutes per MiB of random data at -C1048576). A
+// one-block pcluster consumes less than two blocks, so its cuts are
+// mkfs.erofs's.
+func (l *zlane) cutSegment(data []byte, off int64, eof bool) ([]cutExt, error) {
+	c, dst := l.cfg, l.dst
 	var exts []cutExt
 	// Compressed streams are shorter than the input they stand for, so
 	// one arena of the segment's size holds them all.
@@ -129,7 +193,7 @@ func (c *zconfig) cutSegment(enc zcodec.Encoder, data []byte, off int64, eof boo
 	for pos := 0; pos < len(data); {
 		rest := data[pos:]
 		src := rest[:min(len(rest), maxExtent)]
-		consumed, n, err := enc.EncodeDestSize(dst[:c.pcluster], src)
+		consumed, n, err := l.encode(src)
 		if err != nil {
 			return nil, fmt.Errorf("compressing at %d: %w", off+int64(pos), err)
 		}
@@ -142,7 +206,7 @@ func (c *zconfig) cutSegment(enc zcodec.Encoder, data []byte, off int64, eof boo
 			// a small remainder, that remainder can go inline with the
 			// inode (ztailpacking) and the block is saved.
 			alt := dst[c.pcluster:][:(blocks-1)*blockSize]
-			c2, n2, err := enc.EncodeDestSize(alt, src)
+			c2, n2, err := l.enc.EncodeDestSize(alt, src)
 			if err != nil {
 				return nil, fmt.Errorf("compressing at %d: %w", off+int64(pos), err)
 			}
@@ -151,23 +215,26 @@ func (c *zconfig) cutSegment(enc zcodec.Encoder, data []byte, off int64, eof boo
 				copy(dst, alt[:n])
 			}
 		}
-		e := cutExt{off: off + int64(pos)}
-		switch {
-		case consumed > blocks*blockSize:
-			e.length = consumed
-			e.stream = keep(&arena, dst[:n])
-		default:
-			// Raw: at most one block of input, so that the pcluster is
-			// one block, as Linux 6.1 requires of raw pclusters.
-			e.plain = true
-			e.length = min(len(rest), blockSize)
-			if eof && consumed == len(rest) && consumed == e.length && n < consumed {
+		if consumed > blocks*blockSize {
+			e := cutExt{off: off + int64(pos), length: consumed, stream: keep(&arena, dst[:n]), sum: l.sum(data[pos : pos+consumed])}
+			exts = append(exts, e)
+			pos += consumed
+			continue
+		}
+		// Raw: at most one block of input per extent, so that the
+		// pcluster is one block, as Linux 6.1 requires of raw
+		// pclusters. Whole blocks before the last one of the data
+		// are stored raw up to half of what was consumed.
+		raw := max(1, min(consumed/2/blockSize, (len(rest)-1)/blockSize))
+		for i := range raw {
+			e := cutExt{off: off + int64(pos), plain: true, length: min(len(rest), blockSize)}
+			if i == 0 && eof && consumed == len(rest) && consumed == e.length && n < consumed {
 				e.stream = keep(&arena, dst[:n]) // a tail that may go inline compressed
 			}
+			e.sum = sha256.Sum256(data[pos : pos+e.length])
+			exts = append(exts, e)
+			pos, rest = pos+e.length, rest[e.length:]
 		}
-		e.sum = sha256.Sum256(data[pos : pos+e.length])
-		exts = append(exts, e)
-		pos += e.length
 	}
 	return exts, nil
 }

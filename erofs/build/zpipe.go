@@ -3,8 +3,6 @@ package build
 import (
 	"context"
 	"sync"
-
-	"github.com/erofsd/erofsd/erofs/internal/zcodec"
 )
 
 // Compression runs on a fixed number of lanes, each a goroutine with its
@@ -57,14 +55,13 @@ func newZpipe(cfg *zconfig) *zpipe {
 
 func (p *zpipe) work(lane chan *zjob) {
 	defer p.wg.Done()
-	var enc zcodec.Encoder
-	dst := make([]byte, 2*p.cfg.pcluster)
+	l := &zlane{cfg: p.cfg, dst: make([]byte, 2*p.cfg.pcluster)}
 	for j := range lane {
-		if enc == nil {
-			enc, j.err = p.cfg.newEncoder()
+		if l.enc == nil {
+			l.enc, j.err = p.cfg.newEncoder()
 		}
 		if j.err == nil {
-			j.exts, j.err = p.cfg.cutSegment(enc, j.data, j.off, j.eof, dst)
+			j.exts, j.err = l.cutSegment(j.data, j.off, j.eof)
 		}
 		close(j.done)
 	}
