@@ -57,9 +57,9 @@ func compressedTree(t *testing.T, dir string) {
 		"z/text-6M":    compressibleText(1, 6<<20+123),
 		"z/text-small": compressibleText(2, 5000),
 		"z/text-tiny":  compressibleText(3, 100),
-		"z/random-3M":  randomBytes(4, 3<<20+7),
+		"z/random-3M":  testoci.Random(4, 3<<20+7),
 		"z/zeros-2M":   make([]byte, 2<<20),
-		"z/mixed":      append(compressibleText(5, 300<<10), append(randomBytes(6, 200<<10), compressibleText(7, 70<<10+1)...)...),
+		"z/mixed":      append(compressibleText(5, 300<<10), append(testoci.Random(6, 200<<10), compressibleText(7, 70<<10+1)...)...),
 	}
 	if bin, err := os.ReadFile("/usr/bin/ls"); err == nil {
 		files["z/bin-ls"] = bin
@@ -73,15 +73,6 @@ func compressedTree(t *testing.T, dir string) {
 			t.Fatal(err)
 		}
 	}
-}
-
-func randomBytes(seed uint64, n int) []byte {
-	rnd := rand.New(rand.NewPCG(seed, seed))
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(rnd.Uint32())
-	}
-	return b
 }
 
 // TestDaemonCompressedMount serves compressed images lazily through the
