@@ -66,15 +66,26 @@ func (e *lz4hcEncoder) reset(src []byte) {
 
 // insert adds the positions up to ip (exclusive) to the hash chains.
 func (e *lz4hcEncoder) insert(ip int) {
-	target := e.base + int32(ip)
-	for idx := e.nextToUpdate; idx < target; idx++ {
-		h := lz4hcHash(binary.LittleEndian.Uint32(e.src[idx-e.base:]))
-		delta := idx - e.hashTable[h]
+	base := e.base
+	idx := e.nextToUpdate
+	target := base + int32(ip)
+	if idx >= target {
+		return
+	}
+	// Locals, so that the loop does not reload e's fields after each
+	// store into its tables.
+	src := e.src[:ip+3] // the last position read is ip-1, 4 bytes
+	ht := &e.hashTable
+	ct := &e.chainTable
+	for p := int(idx - base); p < ip; p++ {
+		h := lz4hcHash(binary.LittleEndian.Uint32(src[p:]))
+		delta := idx - ht[h]
 		if delta > lz4hcMaxDist {
 			delta = lz4hcMaxDist
 		}
-		e.chainTable[uint16(idx)] = uint16(delta)
-		e.hashTable[h] = idx
+		ct[uint16(idx)] = uint16(delta)
+		ht[h] = idx
+		idx++
 	}
 	e.nextToUpdate = target
 }
@@ -87,32 +98,41 @@ func (e *lz4hcEncoder) widerMatch(ip, lowLimit, highLimit, longest int) (ml, sta
 	src := e.src
 	ml, start, ref = longest, ip, 0
 	e.insert(ip)
+	base := e.base
+	ct := &e.chainTable
+	patterns := e.patterns
+	ipIdx := base + int32(ip)
 	lookBack := ip - lowLimit
-	lowest := max(e.base, e.base+int32(ip)-lz4hcMaxDist)
+	lowest := max(base, ipIdx-lz4hcMaxDist)
 	pattern := binary.LittleEndian.Uint32(src[ip:])
 	idx := e.hashTable[lz4hcHash(pattern)]
 	repeat, srcPatternLen := repeatUntested, 0
+	// The 2 bytes a longer match must also have at its end, from the
+	// input's side: they change only with ml.
+	tailOK := lowLimit+ml+1 <= len(src)
+	var tail uint16
+	if tailOK {
+		tail = binary.LittleEndian.Uint16(src[lowLimit+ml-1:])
+	}
 	for n := e.attempts; n > 0 && idx >= lowest; n-- {
-		mp := int(idx - e.base)
+		mp := int(idx - base)
 		// Cheap test first: a longer match must also match at its end.
 		// Positions at or after ip are in the chains when the parser
 		// went back to an earlier match; they are no use.
 		q := mp - lookBack + ml - 1
-		if mp < ip && (q < 0 || lowLimit+ml+1 > len(src) ||
-			binary.LittleEndian.Uint16(src[lowLimit+ml-1:]) == binary.LittleEndian.Uint16(src[q:])) {
+		if idx < ipIdx && (q < 0 || !tailOK || tail == binary.LittleEndian.Uint16(src[q:])) {
 			if binary.LittleEndian.Uint32(src[mp:]) == pattern {
-				back := 0
-				for ip-back > lowLimit && mp-back > 0 && src[ip-back-1] == src[mp-back-1] {
-					back++
-				}
-				l := lz4MinMatch + lz4Count(src, mp+lz4MinMatch, ip+lz4MinMatch, highLimit) + back
+				l, back := lz4hcMatchLen(src, mp, ip, min(lookBack, mp), highLimit)
 				if l > ml {
 					ml, start, ref = l, ip-back, mp-back
+					if tailOK = lowLimit+ml+1 <= len(src); tailOK {
+						tail = binary.LittleEndian.Uint16(src[lowLimit+ml-1:])
+					}
 				}
 			}
 		}
-		d := e.chainTable[uint16(idx)]
-		if e.patterns && d == 1 {
+		d := ct[uint16(idx)]
+		if patterns && d == 1 {
 			// A run of a repeated 1-, 2- or 4-byte pattern chains every
 			// position to the one before: rather than walk the run, jump
 			// to where the pattern is best matched (lz4hc's pattern
@@ -125,8 +145,8 @@ func (e *lz4hcEncoder) widerMatch(ip, lowLimit, highLimit, longest int) (ml, sta
 				}
 			}
 			cand := idx - 1
-			if repeat == repeatConfirmed && cand >= lowest && cand < e.base+int32(ip) {
-				cp := int(cand - e.base)
+			if repeat == repeatConfirmed && cand >= lowest && cand < ipIdx {
+				cp := int(cand - base)
 				if binary.LittleEndian.Uint32(src[cp:]) == pattern {
 					fwd := lz4hcCountPattern(src, cp+4, highLimit, pattern) + 4
 					bk := lz4hcReverseCountPattern(src, cp, pattern)
@@ -140,12 +160,15 @@ func (e *lz4hcEncoder) widerMatch(ip, lowLimit, highLimit, longest int) (ml, sta
 						idx = cand - int32(bk)
 						if lookBack == 0 {
 							if maxML := min(seg, srcPatternLen); ml < maxML {
-								if ip-int(idx-e.base) > lz4hcMaxDist {
+								if ip-int(idx-base) > lz4hcMaxDist {
 									break
 								}
-								ml, start, ref = maxML, ip, int(idx-e.base)
+								ml, start, ref = maxML, ip, int(idx-base)
+								if tailOK = lowLimit+ml+1 <= len(src); tailOK {
+									tail = binary.LittleEndian.Uint16(src[lowLimit+ml-1:])
+								}
 							}
-							next := int32(e.chainTable[uint16(idx)])
+							next := int32(ct[uint16(idx)])
 							if next > idx {
 								break
 							}
@@ -192,7 +215,15 @@ func lz4hcCountPattern(src []byte, i, end int, pattern uint32) int {
 // the pattern backwards.
 func lz4hcReverseCountPattern(src []byte, i int, pattern uint32) int {
 	start := i
-	for i >= 4 && binary.LittleEndian.Uint32(src[i-4:]) == pattern {
+	p64 := uint64(pattern) | uint64(pattern)<<32
+	for i >= 8 && binary.LittleEndian.Uint64(src[i-8:]) == p64 {
+		i -= 8
+	}
+	if i >= 4 {
+		x := binary.LittleEndian.Uint32(src[i-4:]) ^ pattern
+		if x != 0 {
+			return start - i + bits.LeadingZeros32(x)>>3
+		}
 		i -= 4
 	}
 	for k := 3; i > 0 && k >= 0 && src[i-1] == byte(pattern>>(8*k)); k-- {
@@ -326,4 +357,31 @@ func (e *lz4hcEncoder) EncodeDestSize(dst, src []byte) (consumed, n int, err err
 		goto search3
 	}
 	return done()
+}
+
+// lz4CountBack returns how many bytes before src[a] and src[b] are
+// equal, at most maxBack (a < b, maxBack <= a).
+func lz4CountBack(src []byte, a, b, maxBack int) int {
+	back := 0
+	for back+8 <= maxBack {
+		x := binary.LittleEndian.Uint64(src[a-back-8:]) ^ binary.LittleEndian.Uint64(src[b-back-8:])
+		if x != 0 {
+			return back + bits.LeadingZeros64(x)>>3
+		}
+		back += 8
+	}
+	for back < maxBack && src[a-back-1] == src[b-back-1] {
+		back++
+	}
+	return back
+}
+
+// lz4hcMatchLen returns the length of the match of src[ip:] with src[mp:]
+// extended back by up to maxBack bytes, and how far back. Kept out of
+// widerMatch's chain walk, which it would crowd out of registers.
+//
+//go:noinline
+func lz4hcMatchLen(src []byte, mp, ip, maxBack, highLimit int) (l, back int) {
+	back = lz4CountBack(src, mp, ip, maxBack)
+	return lz4MinMatch + lz4Count(src, mp+lz4MinMatch, ip+lz4MinMatch, highLimit) + back, back
 }
