@@ -1,6 +1,7 @@
 package zcodec
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"math/bits"
@@ -35,7 +36,26 @@ type lz4hcEncoder struct {
 	hashTable    [1 << lz4hcHashLog]int32
 	chainTable   [lz4hcChainSize]uint16
 	src          []byte
+	// far bounds the input the current block's match search has read
+	// (every byte it compared lies before it).
+	far int
+	// The last block's sequences, as its parser chose them, and the
+	// input they depend on: the same input again into a smaller output,
+	// as the builder asks for a file's last pcluster one block smaller,
+	// gets the same sequences (the output size only decides where the
+	// block ends), so they are replayed instead of searched again.
+	last struct {
+		seqs   []lz4hcSeq
+		srcLen int    // len(src)
+		dstLen int    // len(dst)
+		read   []byte // src[:far]
+		ok     bool
+	}
 }
+
+// lz4hcSeq is a sequence the parser chose: a match of length ml at ip
+// with the earlier occurrence at ref.
+type lz4hcSeq struct{ ip, ml, ref int32 }
 
 func newLZ4HCEncoder(level int) (Encoder, error) {
 	if level < 0 || level > LZ4HCMaxLevel {
@@ -98,6 +118,7 @@ func (e *lz4hcEncoder) widerMatch(ip, lowLimit, highLimit, longest int) (ml, sta
 	src := e.src
 	ml, start, ref = longest, ip, 0
 	e.insert(ip)
+	e.far = max(e.far, ip+lz4MinMatch+16)
 	base := e.base
 	ct := &e.chainTable
 	patterns := e.patterns
@@ -122,7 +143,7 @@ func (e *lz4hcEncoder) widerMatch(ip, lowLimit, highLimit, longest int) (ml, sta
 		q := mp - lookBack + ml - 1
 		if idx < ipIdx && (q < 0 || !tailOK || tail == binary.LittleEndian.Uint16(src[q:])) {
 			if binary.LittleEndian.Uint32(src[mp:]) == pattern {
-				l, back := lz4hcMatchLen(src, mp, ip, min(lookBack, mp), highLimit)
+				l, back := e.matchLen(src, mp, ip, min(lookBack, mp), highLimit)
 				if l > ml {
 					ml, start, ref = l, ip-back, mp-back
 					if tailOK = lowLimit+ml+1 <= len(src); tailOK {
@@ -142,6 +163,7 @@ func (e *lz4hcEncoder) widerMatch(ip, lowLimit, highLimit, longest int) (ml, sta
 				if pattern&0xFFFF == pattern>>16 && pattern&0xFF == pattern>>24 {
 					repeat = repeatConfirmed
 					srcPatternLen = lz4hcCountPattern(src, ip+4, highLimit, pattern) + 4
+					e.far = max(e.far, ip+srcPatternLen+16)
 				}
 			}
 			cand := idx - 1
@@ -149,6 +171,7 @@ func (e *lz4hcEncoder) widerMatch(ip, lowLimit, highLimit, longest int) (ml, sta
 				cp := int(cand - base)
 				if binary.LittleEndian.Uint32(src[cp:]) == pattern {
 					fwd := lz4hcCountPattern(src, cp+4, highLimit, pattern) + 4
+					e.far = max(e.far, cp+fwd+16)
 					bk := lz4hcReverseCountPattern(src, cp, pattern)
 					bk = int(cand - max(cand-int32(bk), lowest))
 					seg := bk + fwd
@@ -239,14 +262,37 @@ func (e *lz4hcEncoder) EncodeDestSize(dst, src []byte) (consumed, n int, err err
 		c, n := b.finish(src)
 		return c, n, nil
 	}
+	if l := &e.last; l.ok && len(src) == l.srcLen && len(dst) <= l.dstLen && bytes.Equal(src[:len(l.read)], l.read) {
+		// The last block's input again, into no more room: its
+		// sequences, until the block is full.
+		for _, q := range l.seqs {
+			if !b.sequence(src, int(q.ip), int(q.ip-q.ref), int(q.ml)) {
+				break
+			}
+		}
+		c, n := b.finish(src)
+		return c, n, nil
+	}
 	e.reset(src)
-	defer func() { e.src = nil }()
+	e.far = 0
+	l := &e.last
+	l.ok = false
+	l.seqs = l.seqs[:0]
+	defer func() {
+		e.src = nil
+		l.srcLen, l.dstLen = len(src), len(dst)
+		l.read = append(l.read[:0], src[:min(e.far, len(src))]...)
+		l.ok = true
+	}()
 
 	mflimit := len(src) - lz4MFLimit // matches start at or before this
 	matchLimit := len(src) - lz4LastLiterals
 
 	// emit writes one sequence; false means the block is full.
-	emit := func(ip, ml, ref int) bool { return b.sequence(src, ip, ip-ref, ml) }
+	emit := func(ip, ml, ref int) bool {
+		l.seqs = append(l.seqs, lz4hcSeq{int32(ip), int32(ml), int32(ref)})
+		return b.sequence(src, ip, ip-ref, ml)
+	}
 	done := func() (int, int, error) {
 		c, n := b.finish(src)
 		return c, n, nil
@@ -376,12 +422,15 @@ func lz4CountBack(src []byte, a, b, maxBack int) int {
 	return back
 }
 
-// lz4hcMatchLen returns the length of the match of src[ip:] with src[mp:]
+// matchLen returns the length of the match of src[ip:] with src[mp:]
 // extended back by up to maxBack bytes, and how far back. Kept out of
 // widerMatch's chain walk, which it would crowd out of registers.
 //
 //go:noinline
-func lz4hcMatchLen(src []byte, mp, ip, maxBack, highLimit int) (l, back int) {
+func (e *lz4hcEncoder) matchLen(src []byte, mp, ip, maxBack, highLimit int) (l, back int) {
 	back = lz4CountBack(src, mp, ip, maxBack)
-	return lz4MinMatch + lz4Count(src, mp+lz4MinMatch, ip+lz4MinMatch, highLimit) + back, back
+	n := lz4Count(src, mp+lz4MinMatch, ip+lz4MinMatch, highLimit)
+	// lz4Count reads up to 8 bytes past the first difference.
+	e.far = max(e.far, ip+lz4MinMatch+n+16)
+	return lz4MinMatch + n + back, back
 }
