@@ -47,7 +47,12 @@ func (e *lz4Encoder) EncodeDestSize(dst, src []byte) (consumed, n int, err error
 		return c, n, nil
 	}
 	e.small = len(src) < lz4SmallLimit
-	clear(e.table[:])
+	// Only the entries this block's hash can name need clearing.
+	if e.small {
+		clear(e.table[:])
+	} else {
+		clear(e.table[:1<<lz4FastHashLog])
+	}
 	const maxDistance = 65535
 	mflimitPlusOne := len(src) - lz4MFLimit + 1 // matches start before this
 	matchLimit := len(src) - lz4LastLiterals    // and end before this
