@@ -118,7 +118,6 @@ func (e *lz4hcEncoder) widerMatch(ip, lowLimit, highLimit, longest int) (ml, sta
 	src := e.src
 	ml, start, ref = longest, ip, 0
 	e.insert(ip)
-	e.far = max(e.far, ip+lz4MinMatch+16)
 	base := e.base
 	ct := &e.chainTable
 	patterns := e.patterns
@@ -143,7 +142,7 @@ func (e *lz4hcEncoder) widerMatch(ip, lowLimit, highLimit, longest int) (ml, sta
 		q := mp - lookBack + ml - 1
 		if idx < ipIdx && (q < 0 || !tailOK || tail == binary.LittleEndian.Uint16(src[q:])) {
 			if binary.LittleEndian.Uint32(src[mp:]) == pattern {
-				l, back := e.matchLen(src, mp, ip, min(lookBack, mp), highLimit)
+				l, back := lz4hcMatchLen(src, mp, ip, min(lookBack, mp), highLimit)
 				if l > ml {
 					ml, start, ref = l, ip-back, mp-back
 					if tailOK = lowLimit+ml+1 <= len(src); tailOK {
@@ -207,6 +206,12 @@ func (e *lz4hcEncoder) widerMatch(ip, lowLimit, highLimit, longest int) (ml, sta
 		}
 		idx -= int32(d)
 	}
+	// What the search read: every candidate's match, its end found by
+	// lz4Count (which reads a word past it), ends at most where the
+	// longest does, or, if none beat longest, before ip+longest; the
+	// end-of-match checks read before either. The pattern counts
+	// noted theirs as they went.
+	e.far = max(e.far, max(start+ml, ip+longest)+16)
 	return ml, start, ref
 }
 
@@ -422,15 +427,12 @@ func lz4CountBack(src []byte, a, b, maxBack int) int {
 	return back
 }
 
-// matchLen returns the length of the match of src[ip:] with src[mp:]
+// lz4hcMatchLen returns the length of the match of src[ip:] with src[mp:]
 // extended back by up to maxBack bytes, and how far back. Kept out of
 // widerMatch's chain walk, which it would crowd out of registers.
 //
 //go:noinline
-func (e *lz4hcEncoder) matchLen(src []byte, mp, ip, maxBack, highLimit int) (l, back int) {
+func lz4hcMatchLen(src []byte, mp, ip, maxBack, highLimit int) (l, back int) {
 	back = lz4CountBack(src, mp, ip, maxBack)
-	n := lz4Count(src, mp+lz4MinMatch, ip+lz4MinMatch, highLimit)
-	// lz4Count reads up to 8 bytes past the first difference.
-	e.far = max(e.far, ip+lz4MinMatch+n+16)
-	return lz4MinMatch + n + back, back
+	return lz4MinMatch + lz4Count(src, mp+lz4MinMatch, ip+lz4MinMatch, highLimit) + back, back
 }
