@@ -186,6 +186,10 @@ func (l *zlane) sum(p []byte) [32]byte {
 // mkfs.erofs's.
 func (l *zlane) cutSegment(data []byte, off int64, eof bool) ([]cutExt, error) {
 	c, dst := l.cfg, l.dst
+	// Cuts must depend on the segment alone, not on what the lane
+	// compressed before: identical files are then cut identically and
+	// share their pclusters (and the image does not depend on lanes).
+	l.enc.Reset()
 	var exts []cutExt
 	// Compressed streams are shorter than the input they stand for, so
 	// one arena of the segment's size holds them all.

@@ -7,13 +7,11 @@ import (
 
 // Compression runs on a fixed number of lanes, each a goroutine with its
 // own encoder, while the building goroutine reads the next files. Job i
-// goes to lane i mod zlanes, so every encoder sees the same sequence of
-// inputs in every build (the fixed-output search of some codecs starts
-// from the previous call's compression ratio, so what an encoder did
-// before shapes its next pcluster). Results are taken in the order files
-// were added, and everything that places data (image blocks, blob packs,
-// dedupe) happens then, on the building goroutine: the image is the same
-// whatever the timing and the number of CPUs.
+// goes to lane i mod zlanes, and each job starts with its encoder reset,
+// so a segment's extents depend on its bytes alone. Results are taken in
+// the order files were added, and everything that places data (image
+// blocks, blob packs, dedupe) happens then, on the building goroutine:
+// the image is the same whatever the timing and the number of CPUs.
 
 // zjob is one segment of one file.
 type zjob struct {

@@ -33,6 +33,9 @@ func (e *deflateEncoder) Algorithm() Algorithm { return Deflate }
 // Params: flate's window is DEFLATE's full 32 KiB.
 func (e *deflateEncoder) Params() Params { return Params{DeflateWindowBits: MaxDeflateWindowBits} }
 
+// Reset forgets the last call's compression ratio.
+func (e *deflateEncoder) Reset() { e.fitter = prefixFitter{} }
+
 func (e *deflateEncoder) EncodeDestSize(dst, src []byte) (consumed, n int, err error) {
 	if len(dst) == 0 || len(src) == 0 {
 		return 0, 0, nil

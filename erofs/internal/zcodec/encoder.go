@@ -16,6 +16,11 @@ type Encoder interface {
 	// Params are what the superblock's config record must say for the
 	// streams this encoder writes to decode.
 	Params() Params
+	// Reset forgets what earlier calls taught the encoder (DEFLATE's and
+	// Zstd's fixed-output search starts from the last call's ratio), so
+	// that what the next calls produce depends on their input alone:
+	// identical files are cut identically wherever they are compressed.
+	Reset()
 }
 
 // Default and maximum levels, as mkfs.erofs takes them.

@@ -25,6 +25,9 @@ type lz4Encoder struct {
 
 func newLZ4Encoder() *lz4Encoder { return &lz4Encoder{} }
 
+// Reset does nothing: every call starts from a fresh table.
+func (e *lz4Encoder) Reset() {}
+
 func (e *lz4Encoder) Algorithm() Algorithm { return LZ4 }
 func (e *lz4Encoder) Params() Params       { return Params{} }
 

@@ -67,6 +67,9 @@ func newLZ4HCEncoder(level int) (Encoder, error) {
 	return &lz4hcEncoder{level: level, attempts: lz4hcAttempts[level], patterns: lz4hcAttempts[level] > 128}, nil
 }
 
+// Reset does nothing: a replay is only taken for the same input bytes.
+func (e *lz4hcEncoder) Reset() {}
+
 func (e *lz4hcEncoder) Algorithm() Algorithm { return LZ4 }
 func (e *lz4hcEncoder) Params() Params       { return Params{} }
 

@@ -55,6 +55,9 @@ var lzmaLevels = [LZMAMaxLevel + 1]struct{ depth, nice int }{
 	{4, 32}, {8, 32}, {12, 48}, {16, 64}, {24, 64}, {32, 96}, {48, 128}, {64, 192}, {128, 273}, {256, 273},
 }
 
+// Reset does nothing: every call starts from a fresh state.
+func (e *lzmaEncoder) Reset() {}
+
 func (e *lzmaEncoder) Algorithm() Algorithm { return LZMA }
 func (e *lzmaEncoder) Params() Params       { return Params{LZMADictSize: uint32(e.dictSize)} }
 

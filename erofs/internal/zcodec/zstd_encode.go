@@ -41,6 +41,9 @@ func newZstdEncoder(level, maxInput int) (*zstdEncoder, error) {
 func (e *zstdEncoder) Algorithm() Algorithm { return Zstd }
 func (e *zstdEncoder) Params() Params       { return Params{ZstdWindowLog: uint8(e.windowLog)} }
 
+// Reset forgets the last call's compression ratio.
+func (e *zstdEncoder) Reset() { e.fitter = prefixFitter{} }
+
 func (e *zstdEncoder) EncodeDestSize(dst, src []byte) (consumed, n int, err error) {
 	if len(dst) == 0 || len(src) == 0 {
 		return 0, 0, nil
