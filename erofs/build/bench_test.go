@@ -17,7 +17,7 @@ func benchTree(b *testing.B) string {
 	return dir
 }
 
-func benchmarkBuild(b *testing.B, blobs bool) {
+func benchmarkBuild(b *testing.B, blobs bool, compression string) {
 	src := benchTree(b)
 	out := filepath.Join(b.TempDir(), "img")
 	var size int64
@@ -26,7 +26,7 @@ func benchmarkBuild(b *testing.B, blobs bool) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		opts := Options{}
+		opts := Options{Compression: compression}
 		if blobs {
 			opts.BlobDir = b.TempDir()
 		}
@@ -48,7 +48,10 @@ func benchmarkBuild(b *testing.B, blobs bool) {
 }
 
 // BenchmarkBuildDir measures a self-contained build of GOROOT/src.
-func BenchmarkBuildDir(b *testing.B) { benchmarkBuild(b, false) }
+func BenchmarkBuildDir(b *testing.B) { benchmarkBuild(b, false, "") }
 
 // BenchmarkBuildDirBlob measures a blob-mode build (chunk hashing, dedupe).
-func BenchmarkBuildDirBlob(b *testing.B) { benchmarkBuild(b, true) }
+func BenchmarkBuildDirBlob(b *testing.B) { benchmarkBuild(b, true, "") }
+
+// BenchmarkBuildDirLZ4 measures a self-contained -zlz4 build.
+func BenchmarkBuildDirLZ4(b *testing.B) { benchmarkBuild(b, false, "lz4") }
