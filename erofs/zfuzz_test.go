@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -139,39 +138,6 @@ func readThreeWays(data []byte) error {
 		if _, err := img.Compression(p); err != nil && !errors.Is(err, ErrNotCompressed) {
 			return err
 		}
-		f, err := img.Open(p)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		var pieces bytes.Buffer
-		buf := make([]byte, 1531)
-		for {
-			n, err := f.Read(buf)
-			pieces.Write(buf[:n])
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				return err
-			}
-		}
-		if !bytes.Equal(pieces.Bytes(), whole) {
-			return fmt.Errorf("%s: pieces differ from the whole at %d", p, firstDiff(pieces.Bytes(), whole))
-		}
-		ra := f.(io.ReaderAt)
-		for _, off := range []int64{0, 4095, 4096, 8191, fi.Size() / 2, fi.Size() - 1} {
-			if off < 0 || off >= fi.Size() {
-				continue
-			}
-			b := make([]byte, min(5000, fi.Size()-off))
-			if _, err := ra.ReadAt(b, off); err != nil && err != io.EOF {
-				return err
-			}
-			if !bytes.Equal(b, whole[off:off+int64(len(b))]) {
-				return fmt.Errorf("%s: ReadAt(%d) differs from the whole", p, off)
-			}
-		}
-		return nil
+		return readZPieces(img, p, whole)
 	})
 }

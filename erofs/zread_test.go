@@ -228,8 +228,8 @@ func compareZTree(t *testing.T, img *Image, src string) int {
 	return compressed
 }
 
-// readZPieces reads the file sequentially in odd-sized pieces and at
-// random offsets, crossing extent boundaries in every way.
+// readZPieces reads the file sequentially in odd-sized pieces, at block
+// edges and at random offsets, crossing extent boundaries in every way.
 func readZPieces(img *Image, name string, want []byte) error {
 	f, err := img.Open(name)
 	if err != nil {
@@ -252,6 +252,19 @@ func readZPieces(img *Image, name string, want []byte) error {
 		return fmt.Errorf("%s: sequential reads differ at %d", name, firstDiff(got.Bytes(), want))
 	}
 	ra := f.(io.ReaderAt)
+	size := int64(len(want))
+	for _, off := range []int64{0, 4095, 4096, 8191, size / 2, size - 1} {
+		if off < 0 || off >= size {
+			continue
+		}
+		b := make([]byte, min(5000, size-off))
+		if _, err := ra.ReadAt(b, off); err != nil && err != io.EOF {
+			return fmt.Errorf("%s: ReadAt(%d, %d): %w", name, len(b), off, err)
+		}
+		if !bytes.Equal(b, want[off:off+int64(len(b))]) {
+			return fmt.Errorf("%s: ReadAt(%d, %d) differs from the whole", name, len(b), off)
+		}
+	}
 	r := rand.New(rand.NewPCG(uint64(len(want)), 1))
 	for i := 0; i < 20 && len(want) > 0; i++ {
 		off := r.IntN(len(want))
