@@ -200,11 +200,12 @@ type Builder struct {
 	err        error
 
 	// Compression (nil z: none).
-	z       *zconfig
-	zpipe   *zpipe
-	zdedupe map[zkey]zloc
-	zpack   *zpack   // blob mode: the pack receiving pclusters
-	zpacks  []*zpack // blob mode: stored packs
+	z        *zconfig
+	zpipe    *zpipe
+	zdedupe  map[zkey]zloc
+	zpack    *zpack   // blob mode: the pack receiving pclusters
+	zpacks   []*zpack // blob mode: stored packs
+	zscratch []byte   // a pcluster being assembled
 }
 
 // New prepares a build writing the image to out.

@@ -253,12 +253,19 @@ func (b *Builder) zput(f *zfile, e *cutExt, raw []byte, dedupe bool) error {
 			return nil
 		}
 	}
-	pc := make([]byte, e.blocks()*blockSize)
+	// The pcluster is assembled in scratch space: the image's block
+	// writer and blob packs copy it.
+	size := e.blocks() * blockSize
+	if cap(b.zscratch) < size {
+		b.zscratch = make([]byte, size)
+	}
+	pc := b.zscratch[:size]
 	if e.plain {
 		// Shifted: the extent's first byte at the pcluster's start.
-		copy(pc, raw)
+		clear(pc[copy(pc, raw):])
 	} else {
 		// 0padding: the stream ends the pcluster, zeros before it.
+		clear(pc[:len(pc)-len(e.stream)])
 		copy(pc[len(pc)-len(e.stream):], e.stream)
 	}
 	var loc zloc
