@@ -103,7 +103,7 @@ type cutExt struct {
 	length int    // decoded bytes
 	plain  bool   // stored raw in a one-block pcluster
 	stream []byte // compressed stream: compressed extents, and a final extent that compressed whole (for ztailpacking)
-	sum    [32]byte
+	sum    [32]byte // sha256 of the stream of a compressed extent, of the data of a plain one
 }
 
 // blocks is the pcluster size of a stored (not inlined) extent.
@@ -131,7 +131,6 @@ type zlane struct {
 type zeroWindow struct {
 	n, consumed int
 	stream      []byte
-	sum         [32]byte // of the consumed zeros
 }
 
 const maxZeroWindows = 8
@@ -154,19 +153,9 @@ func (l *zlane) encode(src []byte) (consumed, n int, err error) {
 		if len(l.zeros) == maxZeroWindows {
 			l.zeros = l.zeros[1:]
 		}
-		l.zeros = append(l.zeros, zeroWindow{n: len(src), consumed: consumed, stream: append([]byte(nil), l.dst[:n]...), sum: sha256.Sum256(src[:consumed])})
+		l.zeros = append(l.zeros, zeroWindow{n: len(src), consumed: consumed, stream: append([]byte(nil), l.dst[:n]...)})
 	}
 	return consumed, n, err
-}
-
-// sum is the sha256 of p, remembered for the zeros of a window.
-func (l *zlane) sum(p []byte) [32]byte {
-	for _, z := range l.zeros {
-		if len(p) == z.consumed && isZero(p) {
-			return z.sum
-		}
-	}
-	return sha256.Sum256(p)
 }
 
 // cutSegment cuts data, the bytes of a file from off on, into extents the
@@ -220,7 +209,9 @@ func (l *zlane) cutSegment(data []byte, off int64, eof bool) ([]cutExt, error) {
 			}
 		}
 		if consumed > blocks*blockSize {
-			e := cutExt{off: off + int64(pos), length: consumed, stream: keep(&arena, dst[:n]), sum: l.sum(data[pos : pos+consumed])}
+			// Equal streams decode to equal bytes, so the stream, half
+			// the input's size or less, is what dedupe hashes.
+			e := cutExt{off: off + int64(pos), length: consumed, stream: keep(&arena, dst[:n]), sum: sha256.Sum256(dst[:n])}
 			exts = append(exts, e)
 			pos += consumed
 			continue

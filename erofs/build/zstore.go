@@ -43,7 +43,9 @@ type zloc struct {
 	blk  uint32
 }
 
-// zkey identifies an extent by what it decodes to, for dedupe.
+// zkey identifies an extent by what it decodes to, for dedupe: a plain
+// extent by its bytes, a compressed one by its stream and length (a
+// stream decodes to one thing only).
 type zkey struct {
 	sum    [32]byte
 	length int

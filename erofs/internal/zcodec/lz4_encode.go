@@ -1,7 +1,5 @@
 package zcodec
 
-import "encoding/binary"
-
 // The fast LZ4 match finder, as LZ4_compress_destSize (what mkfs.erofs
 // -zlz4 uses) does it: one hash table of recent positions, a skip that
 // grows over incompressible data, and no second look. Like liblz4 on
@@ -16,7 +14,6 @@ const (
 
 // lz4Encoder is the LZ4 "fast" destSize compressor.
 type lz4Encoder struct {
-	small bool // this block uses the small-input hash
 	// table holds the last position with each hash. As in liblz4, an
 	// empty entry is 0 and so names position 0, whose bytes are then
 	// compared like any candidate's.
@@ -31,13 +28,17 @@ func (e *lz4Encoder) Reset() {}
 func (e *lz4Encoder) Algorithm() Algorithm { return LZ4 }
 func (e *lz4Encoder) Params() Params       { return Params{} }
 
-// hash hashes the bytes at src[i:] (it reads 8; callers keep
-// i+8 <= len(src)).
-func (e *lz4Encoder) hash(src []byte, i int) uint32 {
-	if e.small {
-		return binary.LittleEndian.Uint32(src[i:]) * 2654435761 >> (32 - lz4SmallHashLog)
+// lz4TableMask keeps table indexes in range for the compiler; hashes
+// never exceed it.
+const lz4TableMask = 1<<lz4SmallHashLog - 1
+
+// lz4Hash hashes the bytes at src[i:] (it reads 8; callers keep
+// i+8 <= len(src)): 4 of them in the small-input mode, else 5.
+func lz4Hash(src []byte, i int, small bool) uint32 {
+	if small {
+		return load32(src, i) * 2654435761 >> (32 - lz4SmallHashLog)
 	}
-	return uint32((binary.LittleEndian.Uint64(src[i:]) << 24) * 889523592379 >> (64 - lz4FastHashLog))
+	return uint32((load64(src, i) << 24) * 889523592379 >> (64 - lz4FastHashLog))
 }
 
 func (e *lz4Encoder) EncodeDestSize(dst, src []byte) (consumed, n int, err error) {
@@ -45,45 +46,53 @@ func (e *lz4Encoder) EncodeDestSize(dst, src []byte) (consumed, n int, err error
 	// of zeros needs about one output byte per 255 input bytes.
 	src = src[:min(len(src), lz4MaxInput(len(dst)))]
 	b := lz4Block{dst: dst}
-	if len(src) < lz4MFLimit+1 || len(dst) < 1 {
-		c, n := b.finish(src)
-		return c, n, nil
+	if len(src) >= lz4MFLimit+1 && len(dst) >= 1 {
+		e.compress(&b, src)
 	}
-	e.small = len(src) < lz4SmallLimit
+	c, n := b.finish(src)
+	return c, n, nil
+}
+
+// compress writes the sequences of the block into b, leaving the final
+// literals to b.finish. It is the hot loop of -zlz4 builds: state lives
+// in locals, and table indexes are masked so that they need no bounds
+// checks.
+func (e *lz4Encoder) compress(b *lz4Block, src []byte) {
+	small := len(src) < lz4SmallLimit
+	table := &e.table
 	// Only the entries this block's hash can name need clearing.
-	if e.small {
-		clear(e.table[:])
+	if small {
+		clear(table[:])
 	} else {
-		clear(e.table[:1<<lz4FastHashLog])
+		clear(table[:1<<lz4FastHashLog])
 	}
 	const maxDistance = 65535
 	mflimitPlusOne := len(src) - lz4MFLimit + 1 // matches start before this
 	matchLimit := len(src) - lz4LastLiterals    // and end before this
 
 	ip := 0
-	e.table[e.hash(src, ip)] = int32(ip)
+	table[lz4Hash(src, ip, small)&lz4TableMask] = int32(ip)
 	ip++
-	fwdH := e.hash(src, ip)
+	fwdH := lz4Hash(src, ip, small)
 	for {
 		// Find a 4-byte match, skipping faster the longer we miss.
 		var match int
 		step, attempts := 1, 1<<lz4SkipTrigger
 		fwd := ip
 		for {
-			h := fwdH
+			h := fwdH & lz4TableMask
 			ip = fwd
 			fwd += step
 			step = attempts >> lz4SkipTrigger
 			attempts++
 			if fwd > mflimitPlusOne {
-				c, n := b.finish(src)
-				return c, n, nil
+				return
 			}
-			match = int(e.table[h])
-			fwdH = e.hash(src, fwd)
-			e.table[h] = int32(ip)
+			match = int(table[h])
+			fwdH = lz4Hash(src, fwd, small)
+			table[h] = int32(ip)
 			if ip-match <= maxDistance &&
-				binary.LittleEndian.Uint32(src[match:]) == binary.LittleEndian.Uint32(src[ip:]) {
+				load32(src, match) == load32(src, ip) {
 				break
 			}
 		}
@@ -95,26 +104,24 @@ func (e *lz4Encoder) EncodeDestSize(dst, src []byte) (consumed, n int, err error
 		for {
 			ml := lz4MinMatch + lz4Count(src, match+lz4MinMatch, ip+lz4MinMatch, matchLimit)
 			if !b.sequence(src, ip, ip-match, ml) {
-				c, n := b.finish(src)
-				return c, n, nil
+				return
 			}
 			ip = b.anchor
 			if ip >= mflimitPlusOne {
-				c, n := b.finish(src)
-				return c, n, nil
+				return
 			}
-			e.table[e.hash(src, ip-2)] = int32(ip - 2)
+			table[lz4Hash(src, ip-2, small)&lz4TableMask] = int32(ip - 2)
 			// An immediate second match needs no literals.
-			h := e.hash(src, ip)
-			match = int(e.table[h])
-			e.table[h] = int32(ip)
+			h := lz4Hash(src, ip, small) & lz4TableMask
+			match = int(table[h])
+			table[h] = int32(ip)
 			if ip-match > maxDistance ||
-				binary.LittleEndian.Uint32(src[match:]) != binary.LittleEndian.Uint32(src[ip:]) {
+				load32(src, match) != load32(src, ip) {
 				break
 			}
 		}
 		ip++
-		fwdH = e.hash(src, ip)
+		fwdH = lz4Hash(src, ip, small)
 	}
 }
 
