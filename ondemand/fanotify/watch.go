@@ -35,6 +35,7 @@ type Watch struct {
 	writes   sync.RWMutex // held for reading by each write; Poison takes it to wait them out
 	poisoned bool         // being made unreadable: reads fail with EIO
 	present  []byte       // bitmap, one bit per block
+	missing  int64        // whole blocks not present: complete at 0, without a scan per fill
 	dirtyLo  int64        // bytes [dirtyLo, dirtyHi) of present not yet on disk (dirtyHi 0: none)
 	dirtyHi  int64
 	mapFile  *os.File // persisted bitmap
@@ -128,11 +129,13 @@ func (w *Watch) loadMap(f *os.File, fileSize int64) error {
 		return err
 	}
 	w.present = make([]byte, mapSize)
+	w.missing = blocks
 	if fileSize == w.size && (st.Size() == mapSize || st.Size() == mapSize+verifiedTrailer) {
 		if _, err := mf.ReadAt(w.present, 0); err != nil {
 			mf.Close()
 			return err
 		}
+		w.countMissingLocked()
 		if st.Size() > mapSize {
 			var trailer [verifiedTrailer]byte
 			if _, err := mf.ReadAt(trailer[:], mapSize); err != nil {
@@ -189,14 +192,16 @@ func (w *Watch) Complete() bool {
 	return w.completeLocked()
 }
 
-func (w *Watch) completeLocked() bool {
-	blocks := w.size / ondemand.BlockSize
-	for b := int64(0); b < blocks; b++ {
+func (w *Watch) completeLocked() bool { return w.missing == 0 }
+
+// countMissingLocked sets missing from the map, once it is loaded.
+func (w *Watch) countMissingLocked() {
+	w.missing = 0
+	for b := range w.size / ondemand.BlockSize {
 		if w.present[b/8]&(1<<(b%8)) == 0 {
-			return false
+			w.missing++
 		}
 	}
-	return true
 }
 
 func (w *Watch) has(off, n int64) bool {
@@ -459,6 +464,7 @@ func (w *Watch) Poison() error {
 	w.writes.Lock()
 	w.mu.Lock()
 	clear(w.present)
+	w.missing = w.size / ondemand.BlockSize
 	w.dirtyLo, w.dirtyHi = 0, 0
 	w.mu.Unlock()
 	w.writes.Unlock()
@@ -639,7 +645,11 @@ func (w *Watch) markPresent(off, n int64) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	first, last := off/ondemand.BlockSize, (off+n-1)/ondemand.BlockSize
+	whole := w.size / ondemand.BlockSize
 	for b := first; b <= last; b++ {
+		if w.present[b/8]&(1<<(b%8)) == 0 && b < whole {
+			w.missing--
+		}
 		w.present[b/8] |= 1 << (b % 8)
 	}
 	// The map on disk follows later (flushMap), after the data it

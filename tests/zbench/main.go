@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -41,12 +42,23 @@ func main() {
 	flag.Var(&specs, "z", "a -z `spec` of erofs-image build to compare with the uncompressed image; repeat for more (default: lz4, lz4hc, lzma, zstd)")
 	bin := flag.String("bin", "bin/erofs-image", "erofs-image binary")
 	rounds := flag.Int("rounds", 3, "alternating rounds")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the run to `file`")
 	flag.Parse()
 	if len(specs) == 0 {
 		specs = specList{"lz4", "lz4hc", "lzma", "zstd"}
 	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "zbench:", err)
+			os.Exit(1)
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
 	if err := run(*src, *bin, specs, *rounds); err != nil {
 		fmt.Fprintln(os.Stderr, "zbench:", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
