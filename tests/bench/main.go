@@ -1,10 +1,11 @@
 // Command bench compares erofs-image build with mkfs.erofs on the same
-// large tree and prints wall time, image size and peak memory of both, and
-// their ratios, from one run each (run it twice if the machine is busy);
-// then the same for compressed images at each algorithm mkfs.erofs knows,
-// and our image sizes for the algorithms it does not.
+// large tree and prints wall time, CPU time (user+sys), image size and
+// peak memory of both, and their ratios: the medians of several rounds
+// that alternate the two tools, so that a busy machine slows both alike.
+// Then the same for compressed images at each algorithm mkfs.erofs
+// knows, and our image sizes for the algorithms it does not.
 //
-//	go run ./tests/bench [-src DIR] [-bin bin/erofs-image]
+//	go run ./tests/bench [-src DIR] [-bin bin/erofs-image] [-rounds N]
 package main
 
 import (
@@ -16,18 +17,27 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/erofsd/erofsd/internal/testutil/benchstat"
 )
 
 type run struct {
 	wall time.Duration
-	rss  int64 // KiB
+	cpu  time.Duration // user+sys
+	rss  int64         // KiB
 	size int64
 }
+
+var rounds int
 
 func main() {
 	src := flag.String("src", "", "tree to build (default: the Go toolchain, else /usr/share)")
 	bin := flag.String("bin", "bin/erofs-image", "erofs-image binary")
+	flag.IntVar(&rounds, "rounds", 5, "alternating rounds of each comparison (medians are printed)")
 	flag.Parse()
+	if rounds < 1 {
+		rounds = 1
+	}
 	if *src == "" {
 		*src = defaultTree()
 	}
@@ -63,11 +73,11 @@ func bench(src, bin string) error {
 	if _, err := measure(exec.Command(mkfs, "--quiet", filepath.Join(tmp, "warm.img"), src), ""); err != nil {
 		return err
 	}
-	ref, err := measure(exec.Command(mkfs, "--quiet", filepath.Join(tmp, "ref.img"), src), filepath.Join(tmp, "ref.img"))
-	if err != nil {
-		return err
-	}
-	ours, err := measure(exec.Command(bin, "build", "-o", filepath.Join(tmp, "ours.img"), src), filepath.Join(tmp, "ours.img"))
+	os.Remove(filepath.Join(tmp, "warm.img"))
+	refImg, ourImg := filepath.Join(tmp, "ref.img"), filepath.Join(tmp, "ours.img")
+	ref, ours, err := alternate(
+		func() *exec.Cmd { return exec.Command(mkfs, "--quiet", refImg, src) }, refImg,
+		func() *exec.Cmd { return exec.Command(bin, "build", "-o", ourImg, src) }, ourImg)
 	if err != nil {
 		return err
 	}
@@ -77,15 +87,16 @@ func bench(src, bin string) error {
 		return err
 	}
 
-	fmt.Printf("%-34s %10s %12s %12s\n", "", "wall", "image", "peak RSS")
+	fmt.Printf("%-34s %10s %10s %12s %12s\n", "", "wall", "CPU", "image", "peak RSS")
 	row := func(name string, r run) {
-		fmt.Printf("%-34s %9.2fs %10.1fMiB %10.1fMiB\n", name, r.wall.Seconds(), float64(r.size)/(1<<20), float64(r.rss)/1024)
+		fmt.Printf("%-34s %9.2fs %9.2fs %10.1fMiB %10.1fMiB\n", name, r.wall.Seconds(), r.cpu.Seconds(), float64(r.size)/(1<<20), float64(r.rss)/1024)
 	}
+	fmt.Printf("(medians of %d alternating rounds; --blob-dir from one run)\n", rounds)
 	row("mkfs.erofs (uncompressed)", ref)
 	row("erofs-image build (self-contained)", ours)
 	row("erofs-image build --blob-dir", chunked)
-	fmt.Printf("ratio ours/mkfs: time %.2f (target <= 1.0, aim 0.5)  size %.4f (target <= 1.01)  memory %.2f (target <= 1.0)\n",
-		ours.wall.Seconds()/ref.wall.Seconds(), float64(ours.size)/float64(ref.size), float64(ours.rss)/float64(ref.rss))
+	fmt.Printf("ratio ours/mkfs: time %.2f (target <= 1.0, aim 0.5)  CPU %.2f  size %.4f (target <= 1.01)  memory %.2f (target <= 1.0)\n",
+		ours.wall.Seconds()/ref.wall.Seconds(), ours.cpu.Seconds()/ref.cpu.Seconds(), float64(ours.size)/float64(ref.size), float64(ours.rss)/float64(ref.rss))
 	return benchCompressed(mkfs, bin, src, tmp, ref)
 }
 
@@ -102,8 +113,8 @@ func benchCompressed(mkfs, bin, src, tmp string, plain run) error {
 		{spec: "lz4"}, {spec: "lz4hc"}, {spec: "lz4hc", pcluster: 64 << 10},
 		{spec: "lzma", lone: true}, {spec: "deflate", lone: true}, {spec: "zstd", lone: true},
 	}
-	fmt.Printf("\ncompressed, self-contained (mkfs.erofs's image and ours, one run each):\n")
-	fmt.Printf("%-22s %10s %12s %10s %12s %12s %12s\n", "-z", "mkfs wall", "mkfs image", "our wall", "our image", "size ratio", "time ratio")
+	fmt.Printf("\ncompressed, self-contained (medians of %d alternating rounds of mkfs.erofs and ours; wall and CPU user+sys):\n", rounds)
+	fmt.Printf("%-20s %9s %8s %11s %9s %8s %11s %7s %7s %7s\n", "-z", "mkfs wall", "CPU", "image", "our wall", "CPU", "image", "size", "time", "CPU")
 	for i, c := range cases {
 		name := c.spec
 		var pcArgs []string
@@ -112,28 +123,70 @@ func benchCompressed(mkfs, bin, src, tmp string, plain run) error {
 			pcArgs = []string{fmt.Sprintf("-C%d", c.pcluster)}
 		}
 		out := filepath.Join(tmp, fmt.Sprintf("z%d-ours.img", i))
-		ours, err := measure(exec.Command(bin, append(append([]string{"build", "-z", c.spec}, pcArgs...), "-o", out, src)...), out)
-		if err != nil {
-			return err
+		oursCmd := func() *exec.Cmd {
+			return exec.Command(bin, append(append([]string{"build", "-z", c.spec}, pcArgs...), "-o", out, src)...)
 		}
-		os.Remove(out)
 		if c.lone {
-			fmt.Printf("%-22s %10s %12s %9.2fs %10.1fMiB %12s %12s  (%.3f of uncompressed; mkfs.erofs 1.5 lacks %s)\n", name, "-", "-",
-				ours.wall.Seconds(), float64(ours.size)/(1<<20), "-", "-", float64(ours.size)/float64(plain.size), c.spec)
+			// Nothing to alternate with: one run, against the uncompressed image.
+			ours, err := measure(oursCmd(), out)
+			if err != nil {
+				return err
+			}
+			os.Remove(out)
+			fmt.Printf("%-20s %9s %8s %11s %8.2fs %7.2fs %8.1fMiB  (%.3f of uncompressed; mkfs.erofs 1.5 lacks %s; one run)\n", name, "-", "-", "-",
+				ours.wall.Seconds(), ours.cpu.Seconds(), float64(ours.size)/(1<<20), float64(ours.size)/float64(plain.size), c.spec)
 			continue
 		}
-		out = filepath.Join(tmp, fmt.Sprintf("z%d-mkfs.img", i))
-		args := append(append([]string{"--quiet", "-z" + c.spec}, pcArgs...), out, src)
-		ref, err := measure(exec.Command(mkfs, args...), out)
+		refOut := filepath.Join(tmp, fmt.Sprintf("z%d-mkfs.img", i))
+		refCmd := func() *exec.Cmd {
+			return exec.Command(mkfs, append(append([]string{"--quiet", "-z" + c.spec}, pcArgs...), refOut, src)...)
+		}
+		ref, ours, err := alternate(refCmd, refOut, oursCmd, out)
 		if err != nil {
 			return err
 		}
 		os.Remove(out)
-		fmt.Printf("%-22s %9.2fs %10.1fMiB %9.2fs %10.1fMiB %12.4f %12.2f  (target: size <= 1.02, time < 1)\n", name,
-			ref.wall.Seconds(), float64(ref.size)/(1<<20), ours.wall.Seconds(), float64(ours.size)/(1<<20),
-			float64(ours.size)/float64(ref.size), ours.wall.Seconds()/ref.wall.Seconds())
+		os.Remove(refOut)
+		fmt.Printf("%-20s %8.2fs %7.2fs %8.1fMiB %8.2fs %7.2fs %8.1fMiB %7.4f %7.2f %7.2f  (target: size <= 1.02, time < 1)\n", name,
+			ref.wall.Seconds(), ref.cpu.Seconds(), float64(ref.size)/(1<<20), ours.wall.Seconds(), ours.cpu.Seconds(), float64(ours.size)/(1<<20),
+			float64(ours.size)/float64(ref.size), ours.wall.Seconds()/ref.wall.Seconds(), ours.cpu.Seconds()/ref.cpu.Seconds())
 	}
 	return nil
+}
+
+// alternate runs the reference and our command in turn, rounds times,
+// and returns the median wall time, CPU time and peak RSS of each (image
+// sizes do not vary).
+func alternate(refCmd func() *exec.Cmd, refOut string, oursCmd func() *exec.Cmd, oursOut string) (ref, ours run, err error) {
+	var refRuns, ourRuns []run
+	for range rounds {
+		r, err := measure(refCmd(), refOut)
+		if err != nil {
+			return run{}, run{}, err
+		}
+		o, err := measure(oursCmd(), oursOut)
+		if err != nil {
+			return run{}, run{}, err
+		}
+		refRuns, ourRuns = append(refRuns, r), append(ourRuns, o)
+	}
+	return medianRun(refRuns), medianRun(ourRuns), nil
+}
+
+func medianRun(runs []run) run {
+	pick := func(f func(run) float64) float64 {
+		v := make([]float64, len(runs))
+		for i, r := range runs {
+			v[i] = f(r)
+		}
+		return benchstat.Median(v)
+	}
+	return run{
+		wall: time.Duration(pick(func(r run) float64 { return float64(r.wall) })),
+		cpu:  time.Duration(pick(func(r run) float64 { return float64(r.cpu) })),
+		rss:  int64(pick(func(r run) float64 { return float64(r.rss) })),
+		size: runs[len(runs)-1].size,
+	}
 }
 
 // measure runs cmd and returns its wall time, peak RSS and the size of
@@ -144,7 +197,7 @@ func measure(cmd *exec.Cmd, out string) (run, error) {
 	if err := cmd.Run(); err != nil {
 		return run{}, fmt.Errorf("%v: %w", cmd.Args, err)
 	}
-	r := run{wall: time.Since(start)}
+	r := run{wall: time.Since(start), cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()}
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		r.rss = ru.Maxrss
 	}
