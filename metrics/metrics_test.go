@@ -27,6 +27,7 @@ func TestCollectorReadsCounters(t *testing.T) {
 	core.Stats.Fetches.Add(7)
 	core.Stats.FetchedBytes.Add(7 << 20)
 	core.Stats.DigestFailures.Add(2)
+	core.Stats.CopiedBytes.Add(4 << 20)
 	core.Stats.PrefetchBytesDone.Add(5 << 20)
 	core.Stats.PrefetchBytesLeft.Add(3 << 20)
 	h.BackendFetch.Observe(0.01)
@@ -36,6 +37,9 @@ func TestCollectorReadsCounters(t *testing.T) {
 # HELP erofsd_backend_fetches_total Chunks fetched from blob stores.
 # TYPE erofsd_backend_fetches_total counter
 erofsd_backend_fetches_total 7
+# HELP erofsd_backend_copied_bytes_total Part of backend_fetched_bytes_total copied from local blob files into cache files in the kernel (copy_file_range) and verified where it landed.
+# TYPE erofsd_backend_copied_bytes_total counter
+erofsd_backend_copied_bytes_total 4.194304e+06
 # HELP erofsd_chunk_digest_failures_total Chunks whose sha256 did not match the image's digest table (never handed to the kernel).
 # TYPE erofsd_chunk_digest_failures_total counter
 erofsd_chunk_digest_failures_total 2
@@ -50,7 +54,7 @@ erofsd_prefetch_bytes_done_total 5.24288e+06
 erofsd_prefetch_bytes_left 3.145728e+06
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
-		"erofsd_backend_fetches_total", "erofsd_chunk_digest_failures_total", "erofsd_mounts",
+		"erofsd_backend_fetches_total", "erofsd_backend_copied_bytes_total", "erofsd_chunk_digest_failures_total", "erofsd_mounts",
 		"erofsd_prefetch_bytes_done_total", "erofsd_prefetch_bytes_left"); err != nil {
 		t.Fatal(err)
 	}

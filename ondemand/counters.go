@@ -61,6 +61,8 @@ var (
 		Help: "Chunk fills that waited for a fill of the same chunk instead of fetching again."}
 	CoalescedReads = &counters.Desc{Name: "backend_coalesced_reads_total",
 		Help: "Single blob store reads that fetched several adjacent chunks."}
+	CopiedBytes = &counters.Desc{Name: "backend_copied_bytes_total",
+		Help: "Part of backend_fetched_bytes_total copied from local blob files into cache files in the kernel (copy_file_range) and verified where it landed."}
 	PrefetchDone = &counters.Desc{Name: "prefetch_bytes_done_total",
 		Help: "Bytes of prefetch plans now in the cache: fetched by prefetch, or found there already."}
 	PrefetchLeft = &counters.Desc{Name: "prefetch_bytes_left", Gauge: true,
@@ -86,7 +88,7 @@ var FrontendCounters = []*counters.Desc{KernelRequests, CacheWritten, RequestsIn
 
 // Describe names the serving core's families.
 func (r *Registry) Describe(describe func(*counters.Desc)) {
-	for _, d := range []*counters.Desc{Fetches, FetchedBytes, DigestFailures, ZeroChunks, Coalesced, CoalescedReads, PrefetchDone, PrefetchLeft, StartSetBytes, StartSetHits, StartSetLate, StartSetMisses, Images} {
+	for _, d := range []*counters.Desc{Fetches, FetchedBytes, DigestFailures, ZeroChunks, Coalesced, CoalescedReads, CopiedBytes, PrefetchDone, PrefetchLeft, StartSetBytes, StartSetHits, StartSetLate, StartSetMisses, Images} {
 		describe(d)
 	}
 }
@@ -101,6 +103,7 @@ func (r *Registry) Counters(emit func(counters.Value)) {
 	e.Add(ZeroChunks, st.ZeroChunks.Load())
 	e.Add(Coalesced, st.Coalesced.Load())
 	e.Add(CoalescedReads, st.CoalescedFetches.Load())
+	e.Add(CopiedBytes, st.CopiedBytes.Load())
 	e.Add(PrefetchDone, st.PrefetchBytesDone.Load())
 	e.Add(PrefetchLeft, st.PrefetchBytesLeft.Load())
 	e.Add(StartSetBytes, st.StartSetBytes.Load())
