@@ -91,14 +91,12 @@ func (img *Image) readVerified(ext *extent, p []byte, off int64) error {
 	if ext.pstart&(img.blkSize-1) != 0 || blk > 1<<32-1 {
 		return corruptf("device %d: chunk at byte %d is not at a block address", ext.dev, ext.pstart)
 	}
-	d, ok := findChunkDigest(img.vtable, ext.dev, uint32(blk))
-	if !ok {
-		return corruptf("device %d block %d has no chunk table entry: its data cannot be verified", ext.dev, blk)
+	d, err := dataEntry(img.vtable, ext.dev, ext.pstart, ext.llen, img.blkBits)
+	if err != nil {
+		return err
 	}
-	if int64(d.Length) < ext.llen {
-		return corruptf("device %d block %d: chunk table entry covers %d bytes, the chunk holds %d", ext.dev, blk, d.Length, ext.llen)
-	}
-	rel := off - ext.lstart
+	// Where the bytes at off are in the entry's.
+	rel := ext.pstart - int64(d.BlkAddr)<<img.blkBits + off - ext.lstart
 	if d.Length > maxCachedChunk {
 		return img.streamVerified(d, p, rel)
 	}

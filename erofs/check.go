@@ -529,17 +529,14 @@ func (c *checker) checkChunk(ino *inode, cl *chunkLayout, k int64, e chunkEntry)
 		if blk > 1<<32-1 {
 			return corruptf("device %d block %d out of range", ext.dev, blk)
 		}
-		d, ok := findChunkDigest(c.table, ext.dev, uint32(blk))
-		if !ok {
-			return corruptf("device %d block %d has no chunk table entry", ext.dev, blk)
-		}
-		if int64(d.Length) < dataLen {
-			return corruptf("device %d block %d: chunk table entry covers %d bytes, the chunk holds %d", ext.dev, blk, d.Length, dataLen)
+		d, err := dataEntry(c.table, ext.dev, ext.pstart, dataLen, img.blkBits)
+		if err != nil {
+			return err
 		}
 		if !c.opts.VerifyData || c.opts.Blobs == nil {
 			return nil
 		}
-		key := [2]uint64{uint64(ext.dev), blk}
+		key := [2]uint64{uint64(ext.dev), uint64(d.BlkAddr)}
 		if c.verified[key] {
 			return nil
 		}

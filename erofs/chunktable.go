@@ -155,26 +155,3 @@ func (img *Image) checkChunkDigest(cd, prev *ChunkDigest) error {
 	}
 	return nil
 }
-
-// findChunkDigest returns the entry of table starting at (dev, blk).
-func findChunkDigest(table []ChunkDigest, dev int, blk uint32) (*ChunkDigest, bool) {
-	i, ok := slices.BinarySearchFunc(table, [2]uint64{uint64(dev), uint64(blk)}, func(e ChunkDigest, k [2]uint64) int {
-		if uint64(e.Device) != k[0] {
-			if uint64(e.Device) < k[0] {
-				return -1
-			}
-			return 1
-		}
-		switch {
-		case uint64(e.BlkAddr) < k[1]:
-			return -1
-		case uint64(e.BlkAddr) > k[1]:
-			return 1
-		}
-		return 0
-	})
-	if !ok {
-		return nil, false
-	}
-	return &table[i], true
-}

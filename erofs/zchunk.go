@@ -24,3 +24,19 @@ func chunkHolding(table []ChunkDigest, dev int, pos, n int64, blkBits uint) (*Ch
 	}
 	return e, true
 }
+
+// dataEntry returns the chunk table entry that holds a chunk of a
+// chunk-based file, n bytes at pos on device dev: an entry of its own, or
+// one it shares with other small files (the builder's packs). Only a
+// whole entry can be verified, so a chunk must lie inside one.
+func dataEntry(table []ChunkDigest, dev int, pos, n int64, blkBits uint) (*ChunkDigest, error) {
+	blk := pos >> blkBits
+	if d, ok := chunkHolding(table, dev, pos, n, blkBits); ok {
+		return d, nil
+	}
+	if d, ok := chunkHolding(table, dev, pos, 1, blkBits); ok {
+		start := int64(d.BlkAddr) << blkBits
+		return nil, corruptf("device %d block %d: chunk table entry at block %d covers %d bytes, the chunk ends %d bytes in", dev, blk, d.BlkAddr, d.Length, pos+n-start)
+	}
+	return nil, corruptf("device %d block %d has no chunk table entry: its data cannot be verified", dev, blk)
+}

@@ -51,6 +51,10 @@ type ConvertOptions struct {
 	// before 6.9 cannot read compressed files in fscache mode.
 	Compression  string
 	PclusterSize int
+	// PackSmallFiles stores each layer's files smaller than a chunk in
+	// shared digest table entries (build.Options.PackSmallFiles): fewer
+	// registry requests when a cold start reads many small files.
+	PackSmallFiles bool
 	// Progress, if set, is called as layers are read.
 	Progress func(LayerProgress)
 }
@@ -231,7 +235,7 @@ func convertOne(ctx context.Context, img v1.Image, index *v1.Hash, opts ConvertO
 	// The source's creation time (else the newest mtime, the builder's
 	// default) keeps a conversion reproducible.
 	b, err := build.New(f, build.Options{ChunkSize: chunkSize, BlobDir: dir, BuildTime: cfg.Created.Time, PrefetchList: opts.PrefetchList,
-		Compression: opts.Compression, PclusterSize: opts.PclusterSize})
+		Compression: opts.Compression, PclusterSize: opts.PclusterSize, PackSmallFiles: opts.PackSmallFiles})
 	if err != nil {
 		return nil, err
 	}

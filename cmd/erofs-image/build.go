@@ -31,6 +31,7 @@ func cmdBuild(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	keepWh := fs.Bool("keep-whiteouts", false, "tar input: keep .wh.* entries as files instead of overlayfs whiteouts")
 	holes := fs.String("holes", "auto", "how chunks of zeros are stored: `sparse` (no space; Linux before 6.2 reads them wrong in fscache mode), zero-chunk (one stored zero chunk, safe everywhere) or auto (zero-chunk with --blob-dir, else sparse)")
 	zflags := addCompressFlags(fs)
+	pack := fs.Bool("pack-small-files", false, "with --blob-dir: store files smaller than a chunk in shared chunks of up to the chunk size (as compressed files always are): fewer fetches and events for a cold read of many small files, a whole shared chunk fetched for any one of them")
 	prefetch := fs.String("prefetch-list", "", "with --blob-dir: prefetch list `file` (erofsctl trace writes one): the listed files (and ranges) go first in the blob, in list order, and the image records them for erofsd to fetch at mount")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, `usage: erofs-image build [flags] -o IMAGE SOURCE
@@ -50,9 +51,12 @@ flags:`)
 		fs.Usage()
 		return fmt.Errorf("%w: build needs -o IMAGE and one SOURCE", errUsage)
 	}
-	opts := build.Options{AllRoot: *allRoot, Label: *label, BlobDir: *blobDir}
+	opts := build.Options{AllRoot: *allRoot, Label: *label, BlobDir: *blobDir, PackSmallFiles: *pack}
 	if opts.Compression, opts.PclusterSize, err = zflags.values(); err != nil {
 		return err
+	}
+	if *pack && *blobDir == "" {
+		return fmt.Errorf("%w: --pack-small-files packs blob data: it needs --blob-dir", errUsage)
 	}
 	if *prefetch != "" {
 		if *blobDir == "" {

@@ -24,6 +24,7 @@ func cmdConvert(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	prefetch := fs.String("prefetch-list", "", "prefetch list `file` (erofsctl trace writes one): the listed chunks go first in their blobs and the image records them for erofsd to fetch at mount")
 	zflags := addCompressFlags(fs)
+	pack := fs.Bool("pack-small-files", false, "store files smaller than a chunk in shared chunks of up to the chunk size (as compressed files always are): fewer registry requests for a cold read of many small files, a whole shared chunk fetched for any one of them")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, `usage: erofs-image convert [flags] SRC DST
 
@@ -48,7 +49,7 @@ flags:`)
 		fs.Usage()
 		return fmt.Errorf("%w: convert needs SRC and DST", errUsage)
 	}
-	opts := oci.ConvertOptions{WorkDir: *workDir}
+	opts := oci.ConvertOptions{WorkDir: *workDir, PackSmallFiles: *pack}
 	if opts.Compression, opts.PclusterSize, err = zflags.values(); err != nil {
 		return err
 	}

@@ -204,6 +204,7 @@ func TestUsageErrors(t *testing.T) {
 		{"extract", "img"},
 		{"build", "--prefetch-list", "list", "-o", "x", "dir"},                            // no --blob-dir
 		{"build", "--blob-dir", "b", "--prefetch-list", "/nonexistent", "-o", "x", "dir"}, // unreadable list
+		{"build", "--pack-small-files", "-o", "x", "dir"},                                 // no --blob-dir
 	} {
 		if _, err := runCmd(t, args...); !errors.Is(err, errUsage) {
 			t.Errorf("%q: %v, want a usage error", args, err)

@@ -84,6 +84,13 @@ type Options struct {
 	// mode). Default 4096, as mkfs.erofs; larger ones compress better
 	// and need Linux 5.13.
 	PclusterSize int
+	// PackSmallFiles, in blob mode, stores files smaller than a chunk in
+	// packs of up to a chunk, each one digest table entry, instead of
+	// giving each file an entry of its own (compressed files are always
+	// packed so). A cold read of many small files then costs a fetch and
+	// a verification per pack rather than per file, at the price of
+	// fetching a whole pack for any file in it.
+	PackSmallFiles bool
 	// Progress, if set, is called from the building goroutine as entries
 	// are added and data is written.
 	Progress func(Progress)
@@ -200,12 +207,15 @@ type Builder struct {
 	err        error
 
 	// Compression (nil z: none).
-	z        *zconfig
-	zpipe    *zpipe
-	zdedupe  map[zkey]zloc
-	zpack    *zpack   // blob mode: the pack receiving pclusters
-	zpacks   []*zpack // blob mode: stored packs
-	zscratch []byte   // a pcluster being assembled
+	z       *zconfig
+	zpipe   *zpipe
+	zdedupe map[zkey]zloc
+	// packDedupe finds small files stored in packs before
+	// (PackSmallFiles), by content.
+	packDedupe map[chunkKey]zloc
+	zpack      *zpack   // blob mode: the pack receiving pclusters
+	zpacks     []*zpack // blob mode: stored packs
+	zscratch   []byte   // a pcluster being assembled
 }
 
 // New prepares a build writing the image to out.
@@ -258,6 +268,7 @@ func New(out io.WriterAt, opts Options) (*Builder, error) {
 	b.data = newBlockWriter(io.NewOffsetWriter(out, int64(b.headBlocks)*blockSize), b.headBlocks, nil)
 	if opts.BlobDir != "" {
 		b.dedupe = map[chunkKey]chunkRef{}
+		b.packDedupe = map[chunkKey]zloc{}
 		b.start = newStartSet(opts.PrefetchList)
 	}
 	if z != nil {
@@ -406,6 +417,14 @@ func (b *Builder) ingestData(ctx context.Context, name string, n *node, src file
 		buf := b.buf[:cn]
 		if b.blobMode() {
 			rank, start := b.start.chunk(name, off, cn)
+			if b.opts.PackSmallFiles && size < b.chunkSize {
+				// The file is this one chunk: it goes into a pack, and
+				// where is known once the pack is stored (Finish).
+				if err := b.packFile(d, name, buf, start || b.start == nil, rank); err != nil {
+					return fmt.Errorf("%s: %w", name, err)
+				}
+				return nil
+			}
 			ref, dup, err := b.putChunk(buf, start || b.start == nil, rank)
 			if err != nil {
 				return fmt.Errorf("%s: %w", name, err)
@@ -443,6 +462,32 @@ func (b *Builder) ingestData(ctx context.Context, name string, n *node, src file
 	}
 	d.tail = nil
 	d.chunks = refs
+	return nil
+}
+
+// packFile stores a file smaller than a chunk in the open pack, or finds
+// an identical file stored in one before.
+func (b *Builder) packFile(d *fileData, name string, data []byte, start bool, rank int) error {
+	key := chunkKey{sha256.Sum256(data), uint32(len(data))}
+	blocks := uint32(disk.AlignUp(len(data), blockSize) / blockSize)
+	if loc, ok := b.packDedupe[key]; ok {
+		b.stats.dedupeSaved += int64(len(data))
+		b.listShared(name, 0, len(data), blocks, loc)
+		d.packed = &loc
+		return nil
+	}
+	size := int(blocks) * blockSize
+	if cap(b.zscratch) < size {
+		b.zscratch = make([]byte, size)
+	}
+	pc := b.zscratch[:size]
+	clear(pc[copy(pc, data):])
+	loc, err := b.zpackAdd(pc, start, rank)
+	if err != nil {
+		return err
+	}
+	b.packDedupe[key] = loc
+	d.packed = &loc
 	return nil
 }
 

@@ -38,6 +38,7 @@ type fileData struct {
 	chunkBits uint8      // chunk size = blksz << chunkBits
 	tail      []byte     // flat: bytes after the last full block, to inline or write later
 	z         *zinode    // compressed: the extents and their pclusters
+	packed    *zloc      // a file of one chunk in a blob pack (PackSmallFiles), until Finish resolves it into chunks
 }
 
 // blockWriter appends whole blocks to a sequential output and tracks the

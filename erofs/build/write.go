@@ -61,6 +61,10 @@ func (b *Builder) Finish(ctx context.Context) (res *Result, err error) {
 		if n.data.z != nil {
 			n.data.z.resolve()
 		}
+		if l := n.data.packed; l != nil {
+			n.data.chunks = []chunkRef{{dev: l.pack.ref.dev, blk: l.pack.ref.blk + l.blk}}
+			n.data.packed = nil
+		}
 	}
 	if len(order) > 1<<32-2 {
 		return nil, fmt.Errorf("%w: %d inodes", ErrTooLarge, len(order))

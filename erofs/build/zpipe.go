@@ -120,10 +120,7 @@ func (b *Builder) zcollect(ctx context.Context, wait bool) error {
 // zdrain stores every queued job's result and closes the open blob pack,
 // so that all data added so far is placed.
 func (b *Builder) zdrain(ctx context.Context) error {
-	if b.zpipe == nil {
-		return nil
-	}
-	for len(b.zpipe.pending) > 0 {
+	for b.zpipe != nil && len(b.zpipe.pending) > 0 {
 		if err := b.zcollect(ctx, true); err != nil {
 			return err
 		}

@@ -251,7 +251,7 @@ func (b *Builder) zput(f *zfile, e *cutExt, raw []byte, dedupe bool) error {
 		if loc, ok := b.zdedupe[key]; ok {
 			b.stats.zdedupeSaved += int64(e.length)
 			f.z.add(e, loc)
-			b.listShared(f, e, loc)
+			b.listShared(f.name, e.off, e.length, uint32(e.blocks()), loc)
 			return nil
 		}
 	}
@@ -297,18 +297,20 @@ func (z *zinode) add(e *cutExt, loc zloc) {
 	z.locs = append(z.locs, loc)
 }
 
-// listShared names in the start set a pcluster that a listed extent
-// shares with an unlisted one stored before, in a blob's back part.
-func (b *Builder) listShared(f *zfile, e *cutExt, loc zloc) {
+// listShared names in the start set the pcluster (or packed file) of
+// blocks blocks at loc that bytes [off, off+length) of the file name share
+// with an unlisted one stored before, in a blob's back part, if those
+// bytes are listed.
+func (b *Builder) listShared(name string, off int64, length int, blocks uint32, loc zloc) {
 	p := loc.pack
 	if b.start == nil || p == nil || p.start {
 		return
 	}
-	rank, listed := b.start.chunk(f.name, e.off, int64(e.length))
+	rank, listed := b.start.chunk(name, off, int64(length))
 	if !listed {
 		return
 	}
-	ps := packStart{blk: loc.blk, blocks: uint32(e.blocks()), rank: rank}
+	ps := packStart{blk: loc.blk, blocks: blocks, rank: rank}
 	if p.buf != nil {
 		p.listed = append(p.listed, ps) // named when the pack is stored
 		return

@@ -72,6 +72,7 @@ func (l *specList) Set(s string) error { *l = append(*l, s); return nil }
 // variant is one image of the tree and its figures.
 type variant struct {
 	name      string
+	args      []string // erofs-image build flags besides --blob-dir
 	img       string
 	blobSize  int64
 	build     time.Duration
@@ -95,9 +96,11 @@ func run(src, bin string, specs []string, rounds int) error {
 	if err := fanotify.Supported(work); err != nil {
 		return err
 	}
-	vs := []*variant{{name: "uncompressed"}}
+	// The uncompressed image, then the same with small files packed
+	// into shared chunks as compressed images always have them.
+	vs := []*variant{{name: "uncompressed"}, {name: "packed", args: []string{"--pack-small-files"}}}
 	for _, s := range specs {
-		vs = append(vs, &variant{name: s})
+		vs = append(vs, &variant{name: s, args: []string{"-z", s}})
 	}
 	for i, v := range vs {
 		if err := v.prepare(src, bin, filepath.Join(work, fmt.Sprint("img", i))); err != nil {
@@ -138,10 +141,7 @@ func (v *variant) prepare(src, bin, dir string) error {
 		return err
 	}
 	v.img = filepath.Join(dir, "image.erofs")
-	args := []string{"build", "--blob-dir", blobs, "-o", v.img}
-	if v.name != "uncompressed" {
-		args = append(args, "-z", v.name)
-	}
+	args := append([]string{"build", "--blob-dir", blobs, "-o", v.img}, v.args...)
 	cmd := exec.Command(bin, append(args, src)...)
 	cmd.Stderr = os.Stderr
 	start := time.Now()
