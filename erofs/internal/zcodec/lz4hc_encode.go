@@ -2,7 +2,6 @@ package zcodec
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"math/bits"
 )
@@ -101,7 +100,7 @@ func (e *lz4hcEncoder) insert(ip int) {
 	ht := &e.hashTable
 	ct := &e.chainTable
 	for p := int(idx - base); p < ip; p++ {
-		h := lz4hcHash(binary.LittleEndian.Uint32(src[p:]))
+		h := lz4hcHash(load32(src, p))
 		delta := idx - ht[h]
 		if delta > lz4hcMaxDist {
 			delta = lz4hcMaxDist
@@ -127,7 +126,7 @@ func (e *lz4hcEncoder) widerMatch(ip, lowLimit, highLimit, longest int) (ml, sta
 	ipIdx := base + int32(ip)
 	lookBack := ip - lowLimit
 	lowest := max(base, ipIdx-lz4hcMaxDist)
-	pattern := binary.LittleEndian.Uint32(src[ip:])
+	pattern := load32(src, ip)
 	idx := e.hashTable[lz4hcHash(pattern)]
 	repeat, srcPatternLen := repeatUntested, 0
 	// The 2 bytes a longer match must also have at its end, from the
@@ -135,7 +134,7 @@ func (e *lz4hcEncoder) widerMatch(ip, lowLimit, highLimit, longest int) (ml, sta
 	tailOK := lowLimit+ml+1 <= len(src)
 	var tail uint16
 	if tailOK {
-		tail = binary.LittleEndian.Uint16(src[lowLimit+ml-1:])
+		tail = load16(src, lowLimit+ml-1)
 	}
 	for n := e.attempts; n > 0 && idx >= lowest; n-- {
 		mp := int(idx - base)
@@ -143,13 +142,13 @@ func (e *lz4hcEncoder) widerMatch(ip, lowLimit, highLimit, longest int) (ml, sta
 		// Positions at or after ip are in the chains when the parser
 		// went back to an earlier match; they are no use.
 		q := mp - lookBack + ml - 1
-		if idx < ipIdx && (q < 0 || !tailOK || tail == binary.LittleEndian.Uint16(src[q:])) {
-			if binary.LittleEndian.Uint32(src[mp:]) == pattern {
+		if idx < ipIdx && (q < 0 || !tailOK || tail == load16(src, q)) {
+			if load32(src, mp) == pattern {
 				l, back := lz4hcMatchLen(src, mp, ip, min(lookBack, mp), highLimit)
 				if l > ml {
 					ml, start, ref = l, ip-back, mp-back
 					if tailOK = lowLimit+ml+1 <= len(src); tailOK {
-						tail = binary.LittleEndian.Uint16(src[lowLimit+ml-1:])
+						tail = load16(src, lowLimit+ml-1)
 					}
 				}
 			}
@@ -171,7 +170,7 @@ func (e *lz4hcEncoder) widerMatch(ip, lowLimit, highLimit, longest int) (ml, sta
 			cand := idx - 1
 			if repeat == repeatConfirmed && cand >= lowest && cand < ipIdx {
 				cp := int(cand - base)
-				if binary.LittleEndian.Uint32(src[cp:]) == pattern {
+				if load32(src, cp) == pattern {
 					fwd := lz4hcCountPattern(src, cp+4, highLimit, pattern) + 4
 					e.far = max(e.far, cp+fwd+16)
 					bk := lz4hcReverseCountPattern(src, cp, pattern)
@@ -190,7 +189,7 @@ func (e *lz4hcEncoder) widerMatch(ip, lowLimit, highLimit, longest int) (ml, sta
 								}
 								ml, start, ref = maxML, ip, int(idx-base)
 								if tailOK = lowLimit+ml+1 <= len(src); tailOK {
-									tail = binary.LittleEndian.Uint16(src[lowLimit+ml-1:])
+									tail = load16(src, lowLimit+ml-1)
 								}
 							}
 							next := int32(ct[uint16(idx)])
@@ -231,7 +230,7 @@ func lz4hcCountPattern(src []byte, i, end int, pattern uint32) int {
 	start := i
 	p64 := uint64(pattern) | uint64(pattern)<<32
 	for i+8 <= end {
-		if x := binary.LittleEndian.Uint64(src[i:]) ^ p64; x != 0 {
+		if x := load64(src, i) ^ p64; x != 0 {
 			return i + bits.TrailingZeros64(x)>>3 - start
 		}
 		i += 8
@@ -247,11 +246,11 @@ func lz4hcCountPattern(src []byte, i, end int, pattern uint32) int {
 func lz4hcReverseCountPattern(src []byte, i int, pattern uint32) int {
 	start := i
 	p64 := uint64(pattern) | uint64(pattern)<<32
-	for i >= 8 && binary.LittleEndian.Uint64(src[i-8:]) == p64 {
+	for i >= 8 && load64(src, i-8) == p64 {
 		i -= 8
 	}
 	if i >= 4 {
-		x := binary.LittleEndian.Uint32(src[i-4:]) ^ pattern
+		x := load32(src, i-4) ^ pattern
 		if x != 0 {
 			return start - i + bits.LeadingZeros32(x)>>3
 		}
@@ -418,7 +417,7 @@ func (e *lz4hcEncoder) EncodeDestSize(dst, src []byte) (consumed, n int, err err
 func lz4CountBack(src []byte, a, b, maxBack int) int {
 	back := 0
 	for back+8 <= maxBack {
-		x := binary.LittleEndian.Uint64(src[a-back-8:]) ^ binary.LittleEndian.Uint64(src[b-back-8:])
+		x := load64(src, a-back-8) ^ load64(src, b-back-8)
 		if x != 0 {
 			return back + bits.LeadingZeros64(x)>>3
 		}
