@@ -99,10 +99,10 @@ func (c *zconfig) cfgRecords() []disk.ComprCfgRecord {
 
 // cutExt is one extent of a segment as a worker cut it.
 type cutExt struct {
-	off    int64  // logical start in the file
-	length int    // decoded bytes
-	plain  bool   // stored raw in a one-block pcluster
-	stream []byte // compressed stream: compressed extents, and a final extent that compressed whole (for ztailpacking)
+	off    int64    // logical start in the file
+	length int      // decoded bytes
+	plain  bool     // stored raw in a one-block pcluster
+	stream []byte   // compressed stream: compressed extents, and a final extent that compressed whole (for ztailpacking)
 	sum    [32]byte // sha256 of the stream of a compressed extent, of the data of a plain one
 }
 
