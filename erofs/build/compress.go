@@ -138,11 +138,18 @@ const maxZeroWindows = 8
 // encode compresses a prefix of src into l.dst[:c.pcluster] (see
 // zcodec.Encoder.EncodeDestSize), answering an all-zero window of a
 // length it has seen from what it remembers.
+//
+// An all-zero window is compressed by a reset encoder, and leaves it
+// reset, whether or not the answer was remembered: what the lane did
+// before (which segments it cut, which windows it remembers) then
+// changes nothing in its output, so any lane may cut any segment.
 func (l *zlane) encode(src []byte) (consumed, n int, err error) {
 	c := l.cfg
 	if !isZero(src) {
 		return l.enc.EncodeDestSize(l.dst[:c.pcluster], src)
 	}
+	l.enc.Reset()
+	defer l.enc.Reset()
 	for _, z := range l.zeros {
 		if z.n == len(src) {
 			return z.consumed, copy(l.dst, z.stream), nil

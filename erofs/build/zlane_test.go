@@ -1,6 +1,7 @@
 package build
 
 import (
+	"bytes"
 	"math/rand/v2"
 	"testing"
 
@@ -77,6 +78,82 @@ func TestCutSegmentBoundedWork(t *testing.T) {
 			if ce.calls > tc.maxCalls {
 				t.Errorf("%d compression calls over %d input bytes for %d bytes of data; want at most %d calls",
 					ce.calls, ce.input, tc.segments*len(tc.data), tc.maxCalls)
+			}
+		})
+	}
+}
+
+// TestCutSegmentIgnoresLaneHistory: a segment is cut the same on a fresh
+// lane and on one that cut other segments before (with runs of zeros it
+// remembers, and DEFLATE's and Zstd's fitters moved on), so that any lane
+// may take any job and images stay reproducible.
+func TestCutSegmentIgnoresLaneHistory(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 8))
+	text := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = "abcdefghij \n"[rng.IntN(12)]
+		}
+		return b
+	}
+	random := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		return b
+	}
+	segment := func(parts ...[]byte) []byte {
+		var s []byte
+		for _, p := range parts {
+			s = append(s, p...)
+		}
+		return s
+	}
+	target := segment(text(300_000), make([]byte, 700_000), random(50_000), text(200_000), make([]byte, 1<<20), text(90_000))
+	others := [][]byte{
+		segment(random(200_000), text(500_000), make([]byte, 700_000)),
+		segment(make([]byte, 1<<20), text(123_456)),
+		segment(text(1<<20), make([]byte, 300_000), random(10_000)),
+	}
+	for _, c := range []struct {
+		spec     string
+		pcluster int
+	}{{"lz4", 0}, {"lz4hc", 0}, {"deflate", 16 << 10}, {"zstd", 0}, {"lzma", 64 << 10}} {
+		t.Run(c.spec, func(t *testing.T) {
+			cfg, err := newZconfig(c.spec, c.pcluster)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lane := func() *zlane {
+				enc, err := cfg.newEncoder()
+				if err != nil {
+					t.Fatal(err)
+				}
+				return &zlane{cfg: cfg, enc: enc, dst: make([]byte, 2*cfg.pcluster)}
+			}
+			fresh, err := lane().cutSegment(target, 0, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			used := lane()
+			for i, o := range others {
+				if _, err := used.cutSegment(o, int64(i)<<30, false); err != nil {
+					t.Fatal(err)
+				}
+			}
+			again, err := used.cutSegment(target, 0, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(again) != len(fresh) {
+				t.Fatalf("%d extents on a used lane, %d on a fresh one", len(again), len(fresh))
+			}
+			for i := range fresh {
+				a, b := fresh[i], again[i]
+				if a.off != b.off || a.length != b.length || a.plain != b.plain || a.sum != b.sum || !bytes.Equal(a.stream, b.stream) {
+					t.Fatalf("extent %d: fresh lane %d+%d, used lane %d+%d", i, a.off, a.length, b.off, b.length)
+				}
 			}
 		})
 	}

@@ -2,16 +2,18 @@ package build
 
 import (
 	"context"
+	"runtime"
 	"sync"
 )
 
-// Compression runs on a fixed number of lanes, each a goroutine with its
-// own encoder, while the building goroutine reads the next files. Job i
-// goes to lane i mod zlanes, and each job starts with its encoder reset,
-// so a segment's extents depend on its bytes alone. Results are taken in
-// the order files were added, and everything that places data (image
-// blocks, blob packs, dedupe) happens then, on the building goroutine:
-// the image is the same whatever the timing and the number of CPUs.
+// Compression runs on a few lanes, each a goroutine with its own
+// encoder, while the building goroutine reads the next files. A free
+// lane takes the next job; each job starts with its encoder reset (see
+// zlane.encode for runs of zeros), so a segment's extents depend on its
+// bytes alone, whichever lane cut it. Results are taken in the order
+// files were added, and everything that places data (image blocks, blob
+// packs, dedupe) happens then, on the building goroutine: the image is
+// the same whatever the timing and the number of CPUs.
 
 // zjob is one segment of one file.
 type zjob struct {
@@ -24,37 +26,43 @@ type zjob struct {
 	done chan struct{}
 }
 
-// zlanes is the number of compression lanes: enough to keep a few CPUs
-// busy, and a constant so that images do not depend on the machine.
-const zlanes = 4
-
-// zpending bounds the segments in flight, and so the memory they hold.
-const zpending = 2*zlanes + 2
+// zlanes is the number of compression lanes: one per CPU, at least 2
+// (the building goroutine reads while they compress) and at most 16.
+// Images do not depend on it.
+func zlanes() int { return min(max(runtime.GOMAXPROCS(0), 2), 16) }
 
 // zpipe is the lanes and the queue of jobs in file order.
 type zpipe struct {
-	cfg     *zconfig
-	lanes   []chan *zjob
-	next    int // jobs submitted so far
-	pending []*zjob
-	wg      sync.WaitGroup
+	cfg  *zconfig
+	jobs chan *zjob // to whichever lane is free
+	// pending are the jobs in file order; maxPending bounds them, and
+	// pendingBytes their data (at most zpendingBytes, unless one job is
+	// more): enough that lanes find work while the oldest job, which
+	// must be stored first, still runs.
+	pending      []*zjob
+	maxPending   int
+	pendingBytes int
+	wg           sync.WaitGroup
 }
 
+// zpendingBytes bounds the segment data in flight.
+const zpendingBytes = 8 * segmentSize
+
 func newZpipe(cfg *zconfig) *zpipe {
-	p := &zpipe{cfg: cfg}
-	for range zlanes {
-		lane := make(chan *zjob, zpending)
-		p.lanes = append(p.lanes, lane)
+	lanes := zlanes()
+	p := &zpipe{cfg: cfg, maxPending: 8*lanes + 8}
+	p.jobs = make(chan *zjob, p.maxPending)
+	for range lanes {
 		p.wg.Add(1)
-		go p.work(lane)
+		go p.work()
 	}
 	return p
 }
 
-func (p *zpipe) work(lane chan *zjob) {
+func (p *zpipe) work() {
 	defer p.wg.Done()
 	l := &zlane{cfg: p.cfg, dst: make([]byte, 2*p.cfg.pcluster)}
-	for j := range lane {
+	for j := range p.jobs {
 		if l.enc == nil {
 			l.enc, j.err = p.cfg.newEncoder()
 		}
@@ -67,12 +75,10 @@ func (p *zpipe) work(lane chan *zjob) {
 
 // stop ends the workers once the queued jobs are done. Safe to call twice.
 func (p *zpipe) stop() {
-	if p.lanes != nil {
-		for _, lane := range p.lanes {
-			close(lane)
-		}
+	if p.jobs != nil {
+		close(p.jobs)
 		p.wg.Wait()
-		p.lanes = nil
+		p.jobs = nil
 	}
 }
 
@@ -81,14 +87,14 @@ func (p *zpipe) stop() {
 func (b *Builder) zsubmit(ctx context.Context, j *zjob) error {
 	p := b.zpipe
 	j.done = make(chan struct{})
-	if len(p.pending) >= zpending {
+	for len(p.pending) >= p.maxPending || len(p.pending) > 0 && p.pendingBytes+len(j.data) > zpendingBytes {
 		if err := b.zcollect(ctx, true); err != nil {
 			return err
 		}
 	}
 	p.pending = append(p.pending, j)
-	p.lanes[p.next%zlanes] <- j
-	p.next++
+	p.pendingBytes += len(j.data)
+	p.jobs <- j
 	return b.zcollect(ctx, false)
 }
 
@@ -110,6 +116,7 @@ func (b *Builder) zcollect(ctx context.Context, wait bool) error {
 		}
 		p.pending[0] = nil
 		p.pending = p.pending[1:]
+		p.pendingBytes -= len(j.data)
 		if err := b.zstore(ctx, j); err != nil {
 			return err
 		}
