@@ -3,9 +3,7 @@ package daemon
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -108,13 +106,7 @@ func TestDaemonCompressedMount(t *testing.T) {
 			if _, err := td.api.Mount(ctx, control.MountRequest{RegisterRequest: control.RegisterRequest{FSID: fsid, Bootstrap: img}, Mountpoint: mnt}); err != nil {
 				t.Fatalf("mount: %v", err)
 			}
-			diffs, err := treecmp.Compare(src, mnt, treecmp.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, d := range diffs {
-				t.Error(d)
-			}
+			sameTree(t, src, mnt, treecmp.Options{})
 			if err := td.api.Unmount(ctx, mnt); err != nil {
 				t.Fatalf("umount: %v", err)
 			}
@@ -143,28 +135,7 @@ func TestDaemonCompressedMount(t *testing.T) {
 		t.Fatalf("mount: %v", err)
 	}
 	defer syscall.Unmount(mnt, syscall.MNT_DETACH)
-	failed := 0
-	err = filepath.WalkDir(mnt, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || !d.Type().IsRegular() {
-			return err
-		}
-		rel, _ := filepath.Rel(mnt, p)
-		got, rerr := os.ReadFile(p)
-		if rerr != nil {
-			if !errors.Is(rerr, syscall.EIO) {
-				t.Errorf("%s: %v, want EIO", rel, rerr)
-			}
-			failed++
-			return nil
-		}
-		if want, _ := os.ReadFile(filepath.Join(src, rel)); !bytes.Equal(got, want) {
-			t.Errorf("%s: wrong bytes from a tampered store", rel)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	failed := readTreeEIO(t, mnt, src)
 	if failed == 0 || scrape.Metrics(t, cfg.MetricsAddr)["erofsd_chunk_digest_failures_total"] == 0 {
 		t.Errorf("%d files failed to read and no digest failure counted from a tampered blob", failed)
 	}
@@ -228,18 +199,7 @@ func TestDaemonCompressedRegistry(t *testing.T) {
 	var fetchedBefore float64
 	for _, z := range algorithms {
 		t.Run(z, func(t *testing.T) {
-			if _, err := td.api.Mount(ctx, control.MountRequest{RegisterRequest: control.RegisterRequest{FSID: "app-" + z, Bootstrap: "oci://" + reg.Host + "/app:erofs" + z, PlainHTTP: true, Platform: "linux/amd64"},
-				Mountpoint: mnt}); err != nil {
-				t.Fatalf("mount: %v", err)
-			}
-			defer syscall.Unmount(mnt, syscall.MNT_DETACH)
-			diffs, err := treecmp.Compare(rootfs, mnt, treecmp.Options{IgnoreDirMtime: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, d := range diffs {
-				t.Error(d)
-			}
+			mountRef(t, td, "app-"+z, "oci://"+reg.Host+"/app:erofs"+z, mnt, rootfs)
 			m := scrape.Metrics(t, cfg.MetricsAddr)
 			if m[`erofsd_backend_requests_total{backend="oci"}`] == 0 || m["erofsd_chunk_digest_failures_total"] != 0 {
 				t.Errorf("oci backend requests %v, digest failures %v", m[`erofsd_backend_requests_total{backend="oci"}`], m["erofsd_chunk_digest_failures_total"])

@@ -1,14 +1,21 @@
 package daemon
 
 import (
+	"bytes"
+	"context"
 	"crypto/rand"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/erofsd/erofsd/erofs/build"
+	"github.com/erofsd/erofsd/internal/control"
 	"github.com/erofsd/erofsd/internal/testutil/scrape"
 	"github.com/erofsd/erofsd/internal/testutil/testimage"
+	"github.com/erofsd/erofsd/internal/testutil/treecmp"
 	"github.com/erofsd/erofsd/ondemand/cachefiles"
 	"golang.org/x/sys/unix"
 )
@@ -67,4 +74,59 @@ func (td *testDaemon) logText() string {
 	logMu <- struct{}{}
 	defer func() { <-logMu }()
 	return td.logs.String()
+}
+
+// sameTree reports every difference between the tree want and the mount
+// got.
+func sameTree(t *testing.T, want, got string, opts treecmp.Options) {
+	t.Helper()
+	diffs, err := treecmp.Compare(want, got, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range diffs {
+		t.Error(d)
+	}
+}
+
+// readTreeEIO reads every regular file of the mount mnt, whose store was
+// damaged: a read may fail only with EIO, and one that succeeds must give
+// the bytes of the same file under src. It returns how many failed.
+func readTreeEIO(t *testing.T, mnt, src string) (failed int) {
+	t.Helper()
+	err := filepath.WalkDir(mnt, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		rel, _ := filepath.Rel(mnt, p)
+		got, rerr := os.ReadFile(p)
+		if rerr != nil {
+			if !errors.Is(rerr, syscall.EIO) {
+				t.Errorf("%s: %v, want EIO", rel, rerr)
+			}
+			failed++
+			return nil
+		}
+		if want, _ := os.ReadFile(filepath.Join(src, rel)); !bytes.Equal(got, want) {
+			t.Errorf("%s: wrong bytes from a damaged store", rel)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return failed
+}
+
+// mountRef mounts the image reference ref, served by a plain-HTTP
+// registry, at mnt through td (detached when the test ends) and compares
+// it with the tree rootfs.
+func mountRef(t *testing.T, td *testDaemon, fsid, ref, mnt, rootfs string) {
+	t.Helper()
+	if _, err := td.api.Mount(context.Background(), control.MountRequest{RegisterRequest: control.RegisterRequest{FSID: fsid, Bootstrap: ref, PlainHTTP: true, Platform: "linux/amd64"},
+		Mountpoint: mnt}); err != nil {
+		t.Fatalf("mount: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
+	sameTree(t, rootfs, mnt, treecmp.Options{IgnoreDirMtime: true})
 }

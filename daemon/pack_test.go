@@ -1,10 +1,7 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -54,13 +51,7 @@ func TestDaemonPackedSmallFiles(t *testing.T) {
 	if _, err := td.api.Mount(ctx, control.MountRequest{RegisterRequest: control.RegisterRequest{FSID: "packed", Bootstrap: img}, Mountpoint: mnt}); err != nil {
 		t.Fatalf("mount: %v", err)
 	}
-	diffs, err := treecmp.Compare(src, mnt, treecmp.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range diffs {
-		t.Error(d)
-	}
+	sameTree(t, src, mnt, treecmp.Options{})
 	m := scrape.Metrics(t, cfg.MetricsAddr)
 	if fetches := m["erofsd_backend_fetches_total"]; fetches == 0 || fetches >= float64(files)/2 || m["erofsd_chunk_digest_failures_total"] != 0 {
 		t.Errorf("%v fetches for %d files (%d table chunks), %v digest failures", fetches, files, res.Chunks, m["erofsd_chunk_digest_failures_total"])
@@ -106,28 +97,7 @@ func TestDaemonPackedSmallFiles(t *testing.T) {
 		t.Fatalf("mount: %v", err)
 	}
 	defer syscall.Unmount(mnt, syscall.MNT_DETACH)
-	failed := 0
-	err = filepath.WalkDir(mnt, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || !d.Type().IsRegular() {
-			return err
-		}
-		rel, _ := filepath.Rel(mnt, p)
-		got, rerr := os.ReadFile(p)
-		if rerr != nil {
-			if !errors.Is(rerr, syscall.EIO) {
-				t.Errorf("%s: %v, want EIO", rel, rerr)
-			}
-			failed++
-			return nil
-		}
-		if want, _ := os.ReadFile(filepath.Join(src, rel)); !bytes.Equal(got, want) {
-			t.Errorf("%s: wrong bytes from a damaged store", rel)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	failed := readTreeEIO(t, mnt, src)
 	if failed < 2 {
 		t.Errorf("%d files failed to read from a store with every pack damaged", failed)
 	}
@@ -160,18 +130,7 @@ func TestDaemonPackedRegistry(t *testing.T) {
 	td := startDaemon(t, holderOf(t), cfg)
 	ctx := context.Background()
 	mnt := mountpoint(t)
-	if _, err := td.api.Mount(ctx, control.MountRequest{RegisterRequest: control.RegisterRequest{FSID: "app", Bootstrap: "oci://" + reg.Host + "/app:packed", PlainHTTP: true, Platform: "linux/amd64"},
-		Mountpoint: mnt}); err != nil {
-		t.Fatalf("mount: %v", err)
-	}
-	defer syscall.Unmount(mnt, syscall.MNT_DETACH)
-	diffs, err := treecmp.Compare(rootfs, mnt, treecmp.Options{IgnoreDirMtime: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range diffs {
-		t.Error(d)
-	}
+	mountRef(t, td, "app", "oci://"+reg.Host+"/app:packed", mnt, rootfs)
 	m := scrape.Metrics(t, cfg.MetricsAddr)
 	if req := m[`erofsd_backend_requests_total{backend="oci"}`]; req == 0 || req >= smallFiles/4 || m["erofsd_chunk_digest_failures_total"] != 0 {
 		t.Errorf("%v oci backend requests for %d small files, %v digest failures", req, smallFiles, m["erofsd_chunk_digest_failures_total"])
