@@ -31,6 +31,16 @@ func writeTree(t *testing.T) string {
 		"d/zeros":   make([]byte, 200000),
 		"d/partial": append(make([]byte, 70000), 'x'),
 	}
+	writeFiles(t, dir, files)
+	if err := os.Symlink("a", filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// writeFiles writes each file of files (by path) under dir.
+func writeFiles(t *testing.T, dir string, files map[string][]byte) {
+	t.Helper()
 	for name, data := range files {
 		p := filepath.Join(dir, name)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -40,10 +50,6 @@ func writeTree(t *testing.T) string {
 			t.Fatal(err)
 		}
 	}
-	if err := os.Symlink("a", filepath.Join(dir, "link")); err != nil {
-		t.Fatal(err)
-	}
-	return dir
 }
 
 func buildDir(t *testing.T, src string, opts Options) ([]byte, *Result) {

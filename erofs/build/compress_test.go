@@ -50,15 +50,7 @@ func writeCompressibleTree(t *testing.T) (string, map[string][]byte) {
 		"exact/block": text(3 * blockSize),
 	}
 	files["dup/text"] = files["text"]
-	for name, data := range files {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeFiles(t, dir, files)
 	return dir, files
 }
 

@@ -44,15 +44,7 @@ func writeSmallFilesTree(t *testing.T, chunk int) (string, map[string][]byte) {
 		files[filepath.Join("small", string(rune('a'+i%26))+"-"+string(rune('0'+i/26)))] = b
 	}
 	files["dup/small-07"] = files["small/h-0"]
-	for name, data := range files {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeFiles(t, dir, files)
 	return dir, files
 }
 
