@@ -520,9 +520,7 @@ func (d *Daemon) mount(ctx context.Context, req control.MountRequest, owner, ima
 	d.mu.Unlock()
 	d.saveState()
 	d.log.WithFields(logrus.Fields{"fsid": req.FSID, "domain": req.DomainID, "mountpoint": mp, "frontend": fe.Name()}).Info("mounted")
-	if prefetch {
-		d.pf.run(mp, req.FSID, req.DomainID, popts)
-	}
+	d.pf.run(mp, req.FSID, req.DomainID, popts) // opens the blob stores, prefetches if asked
 	d.lat.sync()
 	out := m.Mount
 	return &out, nil

@@ -95,7 +95,8 @@ func (p *prefetcher) resume(mp, fsid, domain string, saved savedPrefetch) {
 	p.run(mp, fsid, domain, opts)
 }
 
-// run prefetches the image of a mount in the background.
+// run opens the blob stores of a mount's image and then prefetches it,
+// if opts ask for any, in the background.
 func (p *prefetcher) run(mp, fsid, domain string, opts ondemand.PrefetchOptions) {
 	if p == nil {
 		return
@@ -107,9 +108,7 @@ func (p *prefetcher) run(mp, fsid, domain string, opts ondemand.PrefetchOptions)
 	if opts.Start && im.StartBytes() == 0 {
 		opts.Start = false // the image records no start set
 	}
-	if !opts.Start && !opts.Whole && len(opts.Files) == 0 {
-		return
-	}
+	prefetch := opts.Start || opts.Whole || len(opts.Files) > 0
 	ctx, cancel := context.WithCancel(context.Background())
 	run := &prefetchRun{fsid: fsid, domain: domain, opts: opts, cancel: cancel, done: make(chan struct{})}
 	p.mu.Lock()
@@ -122,6 +121,27 @@ func (p *prefetcher) run(mp, fsid, domain string, opts ondemand.PrefetchOptions)
 	go func() {
 		defer close(run.done)
 		defer cancel()
+		defer func() {
+			p.mu.Lock()
+			if p.runs[mp] == run {
+				delete(p.runs, mp)
+			}
+			p.mu.Unlock()
+		}()
+		// The first read of each blob then costs one store round trip,
+		// not two (a registry's HEAD, then the data).
+		timeout := p.timeout
+		if timeout <= 0 {
+			timeout = DefaultRequestTimeout
+		}
+		openCtx, openCancel := context.WithTimeout(ctx, timeout)
+		if err := im.OpenStores(openCtx); err != nil && ctx.Err() == nil {
+			log.WithError(err).Debug("blob stores not opened ahead (the first read opens them)")
+		}
+		openCancel()
+		if !prefetch {
+			return
+		}
 		start := time.Now()
 		res, err := p.reg.Prefetch(ctx, im, opts)
 		log = log.WithFields(logrus.Fields{"planned": res.Planned, "done": res.Done, "fetched": res.Fetched,
@@ -137,11 +157,6 @@ func (p *prefetcher) run(mp, fsid, domain string, opts ondemand.PrefetchOptions)
 		default:
 			log.Info("prefetch done")
 		}
-		p.mu.Lock()
-		if p.runs[mp] == run {
-			delete(p.runs, mp)
-		}
-		p.mu.Unlock()
 	}()
 }
 

@@ -185,7 +185,11 @@ type blobStore struct {
 
 	openMu sync.Mutex
 	blob   blobstore.Blob
+	closed bool // the last image naming this store went: open no more
 }
+
+// errStoreClosed is an open of a store no image names any more.
+var errStoreClosed = errors.New("blob store closed")
 
 // addStore records that an image reads the blob from st.
 func (d *blobData) addStore(st blobstore.Store) {
@@ -234,6 +238,9 @@ func (bs *blobStore) open(ctx context.Context, d *blobData) (blobstore.Blob, err
 	if bs.blob != nil {
 		return bs.blob, nil
 	}
+	if bs.closed {
+		return nil, fmt.Errorf("%s: %w", d.digest, errStoreClosed)
+	}
 	var b blobstore.Blob
 	var err error
 	if so, ok := bs.store.(blobstore.SizedOpener); ok {
@@ -270,6 +277,7 @@ func (bs *blobStore) distrust(host string) {
 func (bs *blobStore) close() error {
 	bs.openMu.Lock()
 	defer bs.openMu.Unlock()
+	bs.closed = true
 	if bs.blob == nil {
 		return nil
 	}

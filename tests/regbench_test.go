@@ -286,6 +286,10 @@ func mountLazy(ctx context.Context, dir, host string, res *oci.Resolved, minFetc
 	if err := kmount.SetReadahead(mnt, 4096); err != nil {
 		return nil, err
 	}
+	// As erofsd does after a mount (in the background there).
+	if err := im.OpenStores(ctx); err != nil {
+		return nil, err
+	}
 
 	lm.reg, lm.im, lm.srv, lm.stats, lm.mnt = reg, im, srv, stats, mnt
 	return lm, nil
