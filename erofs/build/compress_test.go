@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -122,6 +123,15 @@ func TestCompressedDeterministic(t *testing.T) {
 		for range 3 {
 			if b, _ := buildDir(t, src, opts); !bytes.Equal(a, b) {
 				t.Fatalf("%s: two builds of the same tree differ", opts.Compression)
+			}
+		}
+		// With another number of lanes (one per CPU).
+		for _, procs := range []int{1, 5} {
+			old := runtime.GOMAXPROCS(procs)
+			b, _ := buildDir(t, src, opts)
+			runtime.GOMAXPROCS(old)
+			if !bytes.Equal(a, b) {
+				t.Fatalf("%s: a build with GOMAXPROCS=%d differs", opts.Compression, procs)
 			}
 		}
 	}
