@@ -215,7 +215,7 @@ type Builder struct {
 	packDedupe map[chunkKey]zloc
 	zpack      *zpack   // blob mode: the pack receiving pclusters
 	zpacks     []*zpack // blob mode: stored packs
-	zscratch   []byte   // a pcluster being assembled
+	zscratch   []byte   // a pcluster, or a small file for a pack, being assembled
 }
 
 // New prepares a build writing the image to out.
