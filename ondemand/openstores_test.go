@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/erofsd/erofsd/blobstore"
 )
@@ -67,5 +68,53 @@ func TestOpenStores(t *testing.T) {
 	}
 	if _, err := stores[0].open(ctx, im.blobs[0]); !errors.Is(err, errStoreClosed) || heads.Load() != 1 {
 		t.Fatalf("opening a store of an unregistered image: %v, %d HEAD requests; want %v and none more", err, heads.Load(), errStoreClosed)
+	}
+}
+
+// TestOpenStoresDoesNotWait: opening ahead leaves a store a read is
+// already opening to that read, so it ends as soon as it is cancelled
+// (an unmount must not wait for a slow registry's HEAD).
+func TestOpenStoresDoesNotWait(t *testing.T) {
+	spec, blobPath := buildImage(t, 64<<10)
+	files := http.FileServer(http.Dir(filepath.Dir(blobPath)))
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead {
+			select { // a slow registry
+			case <-release:
+			case <-time.After(10 * time.Second):
+			}
+		}
+		files.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	defer close(release)
+	store, err := blobstore.NewHTTP(srv.URL, blobstore.HTTPOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.Store = store
+	_, im, obj := serveBlob(t, spec)
+	filled := make(chan error, 1)
+	go func() { filled <- obj.Fill(context.Background(), 0, 4096, newMemObject(t, obj.Size())) }()
+	// Wait until the fill's open holds the store (its HEAD waits).
+	bs := im.blobs[0].storeList()[0]
+	for deadline := time.Now().Add(5 * time.Second); bs.openMu.TryLock(); {
+		bs.openMu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatal("the fill did not start opening the store")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	im.OpenStores(ctx)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("OpenStores took %v with a read's open under way, cancelled after 100ms", d)
+	}
+	release <- struct{}{}
+	if err := <-filled; err != nil {
+		t.Fatalf("the read's fill: %v", err)
 	}
 }

@@ -122,11 +122,13 @@ type BlobInfo struct {
 	Name string
 }
 
-// OpenStores opens the image's blobs in each of their stores now (for a
-// registry, the HEAD that finds a blob's host and size), rather than on
-// the first read of each blob: a cold read then costs one store round
-// trip, the first one too. Blobs are opened concurrently; a store that
-// fails is opened again by the next read that needs it.
+// OpenStores opens the image's blobs in its store now (for a registry,
+// the HEAD that finds a blob's host and size), rather than on the first
+// read of each blob: a cold read then costs one store round trip, the
+// first one too. Blobs are opened concurrently; an open a read has under
+// way is left to it, a local store is left alone (opening its file costs
+// no round trip) and a store that fails is opened again by the next read
+// that needs it.
 func (im *Image) OpenStores(ctx context.Context) error {
 	var (
 		wg   sync.WaitGroup
@@ -134,8 +136,14 @@ func (im *Image) OpenStores(ctx context.Context) error {
 		errs []error
 	)
 	slots := make(chan struct{}, 8)
+	if _, local := im.Spec.Store.(*blobstore.Local); local {
+		return nil
+	}
 	for _, b := range im.blobs {
 		for _, bs := range b.storeList() {
+			if bs.store != im.Spec.Store {
+				continue // another image's store, its credentials
+			}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -145,7 +153,7 @@ func (im *Image) OpenStores(ctx context.Context) error {
 					return
 				}
 				defer func() { <-slots }()
-				if _, err := bs.open(ctx, b); err != nil {
+				if err := bs.openAhead(ctx, b); err != nil {
 					mu.Lock()
 					errs = append(errs, err)
 					mu.Unlock()

@@ -235,6 +235,21 @@ func (d *blobData) storeList() []*blobStore {
 func (bs *blobStore) open(ctx context.Context, d *blobData) (blobstore.Blob, error) {
 	bs.openMu.Lock()
 	defer bs.openMu.Unlock()
+	return bs.openLocked(ctx, d)
+}
+
+// openAhead opens the store's blob unless it is open or closed, without
+// waiting for an open under way (a read's, which will have it).
+func (bs *blobStore) openAhead(ctx context.Context, d *blobData) error {
+	if !bs.openMu.TryLock() {
+		return nil
+	}
+	defer bs.openMu.Unlock()
+	_, err := bs.openLocked(ctx, d)
+	return err
+}
+
+func (bs *blobStore) openLocked(ctx context.Context, d *blobData) (blobstore.Blob, error) {
 	if bs.blob != nil {
 		return bs.blob, nil
 	}

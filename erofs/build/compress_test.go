@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/erofsd/erofsd/erofs"
 	"github.com/erofsd/erofsd/prefetchlist"
@@ -340,5 +341,39 @@ func TestCompressedStartSetShared(t *testing.T) {
 	// its size for this text, less than all of it.
 	if blocks*blockSize < len(files["text"])/4 || blocks*blockSize >= len(files["text"]) {
 		t.Errorf("start set %+v: %d blocks for a listed file of %d bytes", ss, blocks, len(files["text"]))
+	}
+}
+
+// TestCompressedAddAfterFinish: adding to a compressed build after
+// Finish or Abort fails instead of blocking on the stopped lanes.
+func TestCompressedAddAfterFinish(t *testing.T) {
+	src, _ := writeCompressibleTree(t)
+	for _, end := range []string{"finish", "abort"} {
+		f, err := os.Create(filepath.Join(t.TempDir(), "img"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := New(f, Options{Compression: "lz4"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if end == "finish" {
+			if _, err := b.Finish(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			b.Abort()
+		}
+		done := make(chan error, 1)
+		go func() { done <- b.AddDir(context.Background(), src) }()
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Errorf("AddDir after %s: no error", end)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("AddDir after %s: still blocked after 10 s", end)
+		}
+		f.Close()
 	}
 }

@@ -16,7 +16,7 @@ import (
 // blob (if any) and returns a summary. The Builder cannot be used after.
 func (b *Builder) Finish(ctx context.Context) (res *Result, err error) {
 	if b.finished {
-		return nil, fmt.Errorf("build already finished")
+		return nil, errFinished
 	}
 	defer func() {
 		if err != nil {

@@ -2,6 +2,7 @@ package build
 
 import (
 	"context"
+	"errors"
 	"runtime"
 	"sync"
 )
@@ -82,10 +83,16 @@ func (p *zpipe) stop() {
 	}
 }
 
+// errFinished is what a finished or aborted build says when used again.
+var errFinished = errors.New("build already finished or aborted")
+
 // zsubmit queues a job and stores the results of finished ones, waiting
 // for the oldest when too many are in flight.
 func (b *Builder) zsubmit(ctx context.Context, j *zjob) error {
 	p := b.zpipe
+	if p.jobs == nil {
+		return errFinished // stopped: a send would block for good
+	}
 	j.done = make(chan struct{})
 	for len(p.pending) >= p.maxPending || len(p.pending) > 0 && p.pendingBytes+len(j.data) > zpendingBytes {
 		if err := b.zcollect(ctx, true); err != nil {
