@@ -8,6 +8,7 @@ import (
 	"github.com/erofsd/erofsd/internal/control"
 	"github.com/erofsd/erofsd/internal/mountinfo"
 	"github.com/erofsd/erofsd/internal/state"
+	"github.com/erofsd/erofsd/ondemand"
 	"github.com/sirupsen/logrus"
 )
 
@@ -96,6 +97,8 @@ func (d *Daemon) restoreState(ctx context.Context) error {
 		log.Info("mount adopted")
 		if sm.Prefetch != nil {
 			d.pf.resume(sm.Mountpoint, sm.FSID, sm.DomainID, *sm.Prefetch)
+		} else {
+			d.pf.run(sm.Mountpoint, sm.FSID, sm.DomainID, ondemand.PrefetchOptions{}) // opens the stores ahead
 		}
 	}
 	// An image registered by a mount that is gone (a reboot, a stale
