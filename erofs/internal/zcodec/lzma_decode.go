@@ -226,6 +226,12 @@ type lzmaState struct {
 	state    uint32
 	reps     [4]uint32
 
+	lzmaProbs
+}
+
+// lzmaProbs is the adaptive probability model, the same for the encoder
+// and the decoder.
+type lzmaProbs struct {
 	isMatch    [lzmaStates][lzmaPosStatesMax]uint16
 	isRep      [lzmaStates]uint16
 	isRepG0    [lzmaStates]uint16
@@ -240,10 +246,8 @@ type lzmaState struct {
 	literal    []uint16
 }
 
-func (s *lzmaState) init(p lzmaProps, src, dst []byte, dictSize int) {
-	s.rc.init(src)
-	s.out, s.pos, s.dictSize, s.props = dst, 0, dictSize, p
-	s.state, s.reps = 0, [4]uint32{}
+// reset sets every probability to one half, with literal coders for p.
+func (s *lzmaProbs) reset(p lzmaProps) {
 	for i := range s.isMatch {
 		fillProbs(s.isMatch[i][:])
 		fillProbs(s.isRep0Long[i][:])
@@ -265,6 +269,13 @@ func (s *lzmaState) init(p lzmaProps, src, dst []byte, dictSize int) {
 	}
 	s.literal = s.literal[:n]
 	fillProbs(s.literal)
+}
+
+func (s *lzmaState) init(p lzmaProps, src, dst []byte, dictSize int) {
+	s.rc.init(src)
+	s.out, s.pos, s.dictSize, s.props = dst, 0, dictSize, p
+	s.state, s.reps = 0, [4]uint32{}
+	s.lzmaProbs.reset(p)
 }
 
 // run decodes the whole stream and applies the kernel's end checks.

@@ -50,8 +50,8 @@ func (rc *rangeEncoder) flush() {
 	}
 }
 
-// lzmaEncState is the encoder's adaptive model, laid out as the
-// decoder's.
+// lzmaEncState is the encoder: its range coder and state around the
+// probability model it shares with the decoder.
 type lzmaEncState struct {
 	rc    rangeEncoder
 	props lzmaProps
@@ -61,18 +61,7 @@ type lzmaEncState struct {
 	// so a symbol that overflows the pcluster can be taken back.
 	undo []probUndo
 
-	isMatch    [lzmaStates][lzmaPosStatesMax]uint16
-	isRep      [lzmaStates]uint16
-	isRepG0    [lzmaStates]uint16
-	isRepG1    [lzmaStates]uint16
-	isRepG2    [lzmaStates]uint16
-	isRep0Long [lzmaStates][lzmaPosStatesMax]uint16
-	distSlot   [lzmaLenStates][lzmaDistSlots]uint16
-	distSpec   [lzmaFullDistances - lzmaDistModelEnd + 1]uint16
-	align      [1 << lzmaAlignBits]uint16
-	matchLen   lenDecoder
-	repLen     lenDecoder
-	literal    []uint16
+	lzmaProbs
 }
 
 type probUndo struct {
@@ -151,27 +140,7 @@ func (s *lzmaEncState) length(l *lenDecoder, n, posState uint32) {
 func (s *lzmaEncState) init(p lzmaProps, out []byte) {
 	s.rc.reset(out)
 	s.props, s.state, s.reps, s.undo = p, 0, [4]uint32{}, s.undo[:0]
-	for i := range s.isMatch {
-		fillProbs(s.isMatch[i][:])
-		fillProbs(s.isRep0Long[i][:])
-	}
-	fillProbs(s.isRep[:])
-	fillProbs(s.isRepG0[:])
-	fillProbs(s.isRepG1[:])
-	fillProbs(s.isRepG2[:])
-	for i := range s.distSlot {
-		fillProbs(s.distSlot[i][:])
-	}
-	fillProbs(s.distSpec[:])
-	fillProbs(s.align[:])
-	s.matchLen.reset()
-	s.repLen.reset()
-	n := lzmaLiteralCoderLen << (p.lc + p.lp)
-	if cap(s.literal) < n {
-		s.literal = make([]uint16, n)
-	}
-	s.literal = s.literal[:n]
-	fillProbs(s.literal)
+	s.lzmaProbs.reset(p)
 }
 
 // literal encodes src[pos].
