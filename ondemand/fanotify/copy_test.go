@@ -80,13 +80,13 @@ func TestCopiedChunksCheckedWhereTheyLand(t *testing.T) {
 	}
 }
 
-// TestCopyRefusedWhereWritten: a copy into blocks already present (or
-// being written) is refused before anything is copied, so it can never
-// put unverified bytes under blocks a reader may be served; a copy whose
-// check vouches for nothing leaves its blocks absent and holding zeros.
-func TestCopyRefusedWhereWritten(t *testing.T) {
+// copyTarget mounts an 8 MiB random file lazily (1 MiB chunks) and reads
+// its first byte, so that its watch has a writer fd; it returns the
+// watch, the mountpoint and the file's bytes.
+func copyTarget(t *testing.T) (w *Watch, mnt string, data []byte) {
+	t.Helper()
 	src := t.TempDir()
-	data := make([]byte, 8<<20)
+	data = make([]byte, 8<<20)
 	rand.Read(data)
 	os.WriteFile(filepath.Join(src, "f"), data, 0o644)
 	m := newLazyMount(t, src, 1<<20, false)
@@ -94,11 +94,19 @@ func TestCopyRefusedWhereWritten(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	t.Cleanup(func() { f.Close() })
 	if _, err := f.ReadAt(make([]byte, 1), 0); err != nil { // the watch gets its writer
 		t.Fatal(err)
 	}
-	w := m.watches[0]
+	return m.watches[0], m.mnt, data
+}
+
+// TestCopyRefusedWhereWritten: a copy into blocks already present (or
+// being written) is refused before anything is copied, so it can never
+// put unverified bytes under blocks a reader may be served; a copy whose
+// check vouches for nothing leaves its blocks absent and holding zeros.
+func TestCopyRefusedWhereWritten(t *testing.T) {
+	w, mnt, data := copyTarget(t)
 	bw := blockWriter{context.Background(), w}
 	other, err := os.CreateTemp(t.TempDir(), "other")
 	if err != nil {
@@ -139,7 +147,7 @@ func TestCopyRefusedWhereWritten(t *testing.T) {
 		t.Fatalf("unverified copied bytes left in the cache file (%v)", err)
 	}
 	// The file still reads right.
-	all, err := os.ReadFile(filepath.Join(m.mnt, "f"))
+	all, err := os.ReadFile(filepath.Join(mnt, "f"))
 	if err != nil || !bytes.Equal(all, data) {
 		t.Fatalf("reading after the refused copies: %v", err)
 	}
@@ -159,20 +167,7 @@ func allZeros(p []byte) bool {
 // administrator might) fails the copy with an error instead of killing
 // the daemon with SIGBUS, and marks nothing present.
 func TestCopyFileShrinksUnderCheck(t *testing.T) {
-	src := t.TempDir()
-	data := make([]byte, 8<<20)
-	rand.Read(data)
-	os.WriteFile(filepath.Join(src, "f"), data, 0o644)
-	m := newLazyMount(t, src, 1<<20, false)
-	f, err := os.Open(filepath.Join(m.mnt, "f"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.ReadAt(make([]byte, 1), 0); err != nil { // the watch gets its writer
-		t.Fatal(err)
-	}
-	w := m.watches[0]
+	w, _, _ := copyTarget(t)
 	last := w.size - 1<<20
 	if w.has(last, ondemand.BlockSize) {
 		t.Skip("the tail was fetched ahead of the reader")
