@@ -60,14 +60,7 @@ func TestBuildInspectCheckExtract(t *testing.T) {
 	digest := strings.TrimPrefix(res.Blobs[0].Digest, "sha256:")
 	blob := filepath.Join(blobs, digest)
 
-	out, err = runCmd(t, "inspect", "--json", img)
-	if err != nil {
-		t.Fatalf("inspect: %v\n%s", err, out)
-	}
-	var rep inspectReport
-	if err := json.Unmarshal([]byte(out), &rep); err != nil {
-		t.Fatal(err)
-	}
+	rep := inspectJSON(t, img)
 	if len(rep.Devices) != 1 || rep.Devices[0].Tag != digest ||
 		len(rep.Chunks) == 0 || !rep.Linux61 || rep.Counts["files"] != res.Files {
 		t.Fatalf("inspect: %+v", rep)
@@ -132,14 +125,7 @@ func TestBuildPrefetchList(t *testing.T) {
 	if out, err := runCmd(t, "build", "--blob-dir", blobs, "--prefetch-list", list, "-o", img, src); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	out, err := runCmd(t, "inspect", "--json", img)
-	if err != nil {
-		t.Fatalf("inspect: %v\n%s", err, out)
-	}
-	var rep inspectReport
-	if err := json.Unmarshal([]byte(out), &rep); err != nil {
-		t.Fatal(err)
-	}
+	rep := inspectJSON(t, img)
 	if len(rep.StartSet) != 1 || rep.StartSet[0].Device != 1 || rep.StartSet[0].BlkAddr != 0 || rep.StartSet[0].Blocks == 0 {
 		t.Fatalf("start set %+v", rep.StartSet)
 	}
@@ -160,14 +146,7 @@ func TestBuildPrefetchList(t *testing.T) {
 	if out, err := runCmd(t, "optimize", "--blob-dir", plainBlobs, "--out-blob-dir", optBlobs, "--prefetch-list", list, plain, opt); err != nil {
 		t.Fatalf("optimize: %v\n%s", err, out)
 	}
-	out, err = runCmd(t, "inspect", "--json", opt)
-	if err != nil {
-		t.Fatalf("inspect: %v\n%s", err, out)
-	}
-	var optRep inspectReport
-	if err := json.Unmarshal([]byte(out), &optRep); err != nil {
-		t.Fatal(err)
-	}
+	optRep := inspectJSON(t, opt)
 	if len(optRep.StartSet) != 1 || optRep.StartSet[0].Blocks != rep.StartSet[0].Blocks {
 		t.Fatalf("optimized start set %+v, built with the list %+v", optRep.StartSet, rep.StartSet)
 	}
@@ -657,14 +636,7 @@ func TestInspectFscache61(t *testing.T) {
 			if out, err := runCmd(t, "build", "--blob-dir", t.TempDir(), "--holes", tc.holes, "-o", img, src); err != nil {
 				t.Fatalf("build: %v\n%s", err, out)
 			}
-			out, err := runCmd(t, "inspect", "--json", img)
-			if err != nil {
-				t.Fatalf("inspect: %v\n%s", err, out)
-			}
-			var rep inspectReport
-			if err := json.Unmarshal([]byte(out), &rep); err != nil {
-				t.Fatal(err)
-			}
+			rep := inspectJSON(t, img)
 			if rep.Fscache61 == nil || rep.Fscache61.Safe != tc.safe || (rep.Fscache61.HoleFiles > 0) == tc.safe {
 				t.Fatalf("fscache report %+v, want safe=%v", rep.Fscache61, tc.safe)
 			}
@@ -677,4 +649,18 @@ func TestInspectFscache61(t *testing.T) {
 	if out, err := runCmd(t, "build", "--holes", "nonsense", "-o", filepath.Join(t.TempDir(), "img"), src); err == nil {
 		t.Errorf("--holes nonsense accepted:\n%s", out)
 	}
+}
+
+// inspectJSON runs inspect --json on img and decodes its report.
+func inspectJSON(t *testing.T, img string) inspectReport {
+	t.Helper()
+	out, err := runCmd(t, "inspect", "--json", img)
+	if err != nil {
+		t.Fatalf("inspect: %v\n%s", err, out)
+	}
+	var rep inspectReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatal(err)
+	}
+	return rep
 }

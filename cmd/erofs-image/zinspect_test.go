@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -39,14 +38,7 @@ func TestCompressedImage(t *testing.T) {
 		t.Fatalf("mkfs.erofs: %v\n%s", err, out)
 	}
 
-	out, err := runCmd(t, "inspect", "--json", img)
-	if err != nil {
-		t.Fatalf("inspect: %v\n%s", err, out)
-	}
-	var rep inspectReport
-	if err := json.Unmarshal([]byte(out), &rep); err != nil {
-		t.Fatal(err)
-	}
+	rep := inspectJSON(t, img)
 	z := rep.Compression
 	if z == nil || strings.Join(z.Algorithms, ",") != "lz4" || z.Files == 0 || len(z.FileList) != z.Files ||
 		z.Encoded == 0 || z.Size <= z.Encoded || !strings.Contains(z.Fscache, "before 6.9") {
@@ -67,7 +59,7 @@ func TestCompressedImage(t *testing.T) {
 		}
 	}
 
-	out, err = runCmd(t, "check", img)
+	out, err := runCmd(t, "check", img)
 	if err != nil || !strings.Contains(out, "compressed: ") || !strings.Contains(out, "distinct extents decoded") {
 		t.Fatalf("check: %v\n%s", err, out)
 	}
