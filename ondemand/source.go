@@ -637,7 +637,7 @@ func (s *blobSource) fillRun(ctx context.Context, i int, need, end int64, w Bloc
 	}
 	if b, err := first.open(ctx, s.blobData); err == nil {
 		if fb, ok := b.(blobstore.FileBacked); ok {
-			if fc, ok := w.(FileCopier); ok && !s.noCopy.Load() && span >= minKernelCopy && s.copyRun(ctx, fc, fb, run, fetches, span) {
+			if fc, ok := w.(FileCopier); ok && !s.noCopy.Load() && s.copyRun(ctx, fc, fb, run, fetches, span) {
 				return
 			}
 		}
@@ -718,8 +718,12 @@ func (s *blobSource) copyRun(ctx context.Context, fc FileCopier, fb blobstore.Fi
 // copyVerify copies adjacent chunks (span bytes from the first one's
 // offset) from a local blob file into the object and reports which
 // matched their digest where they landed; those are written. An
-// ErrNotCopied error wrote nothing: the caller reads the chunks itself.
+// ErrNotCopied error (also for spans under minKernelCopy) wrote nothing:
+// the caller reads the chunks itself.
 func (s *blobSource) copyVerify(ctx context.Context, fc FileCopier, fb blobstore.FileBacked, run []chunk, span int64) ([]bool, error) {
+	if span < minKernelCopy {
+		return nil, ErrNotCopied
+	}
 	start := time.Now()
 	verified := make([]bool, len(run))
 	err := fc.CopyFrom(ctx, fb.File(), run[0].off, span, func(data []byte) [][2]int64 {
@@ -989,7 +993,7 @@ func (s *blobSource) fetchChunk(ctx context.Context, c chunk, w BlockWriter) err
 	if len(stores) == 0 {
 		return fmt.Errorf("%s: no blob store to fetch from", s.digest)
 	}
-	if fc, ok := w.(FileCopier); ok && !s.noCopy.Load() && padded >= minKernelCopy {
+	if fc, ok := w.(FileCopier); ok && !s.noCopy.Load() {
 		// From a local blob file: copied in the kernel and checked
 		// where it lands. If that does not write it (a mismatch, a
 		// refusal), the stores are read as below.
