@@ -476,11 +476,7 @@ func (b *Builder) packFile(d *fileData, name string, data []byte, start bool, ra
 		d.packed = &loc
 		return nil
 	}
-	size := int(blocks) * blockSize
-	if cap(b.zscratch) < size {
-		b.zscratch = make([]byte, size)
-	}
-	pc := b.zscratch[:size]
+	pc := b.scratch(int(blocks) * blockSize)
 	clear(pc[copy(pc, data):])
 	loc, err := b.zpackAdd(pc, start, rank)
 	if err != nil {

@@ -240,6 +240,16 @@ func (b *Builder) zfinishFile(f *zfile) error {
 	return nil
 }
 
+// scratch returns size bytes of the builder's scratch space, where
+// pclusters and packed files are assembled (the image's block writer and
+// blob packs copy them).
+func (b *Builder) scratch(size int) []byte {
+	if cap(b.zscratch) < size {
+		b.zscratch = make([]byte, size)
+	}
+	return b.zscratch[:size]
+}
+
 func extKey(e *cutExt) zkey { return zkey{sum: e.sum, length: e.length, plain: e.plain} }
 
 // zput stores the pcluster of extent e (raw holds its decoded bytes),
@@ -255,13 +265,7 @@ func (b *Builder) zput(f *zfile, e *cutExt, raw []byte, dedupe bool) error {
 			return nil
 		}
 	}
-	// The pcluster is assembled in scratch space: the image's block
-	// writer and blob packs copy it.
-	size := e.blocks() * blockSize
-	if cap(b.zscratch) < size {
-		b.zscratch = make([]byte, size)
-	}
-	pc := b.zscratch[:size]
+	pc := b.scratch(e.blocks() * blockSize)
 	if e.plain {
 		// Shifted: the extent's first byte at the pcluster's start.
 		clear(pc[copy(pc, raw):])
