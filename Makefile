@@ -56,7 +56,7 @@ bench: build
 	$(GO) run ./tests/failbench
 	$(GO) run ./tests/failbench -kill supervisor
 	@echo "== lazy pulling from a registry on loopback against curl; metadata-walk share"
-	EROFSD_BENCH_MIN_FETCH=$${EROFSD_BENCH_MIN_FETCH:-0} EROFSD_BENCH_WINDOW=$${EROFSD_BENCH_WINDOW:-16777216} \
+	EROFSD_BENCH_MIN_FETCH=$${EROFSD_BENCH_MIN_FETCH:-0} EROFSD_BENCH_WINDOW=$${EROFSD_BENCH_WINDOW:-33554432} \
 		$(GO) test -run '^$$' -bench 'Registry$$' -benchtime 1x ./tests/
 	@echo "== time to first output of a python3 container through CRI: containerd's overlayfs (full pull) against erofsd's snapshotter (lazy; with a traced start set; with readahead across files), loopback and a slow link"
 	$(GO) test -run '^$$' -bench 'ContainerStart' -benchtime 1x ./tests/

@@ -148,7 +148,7 @@ const (
 	DefaultStateDir           = "/var/lib/erofsd"
 	DefaultMetricsAddr        = "127.0.0.1:9851"
 	DefaultWorkers            = 16
-	DefaultReadaheadWindow    = 16 << 20
+	DefaultReadaheadWindow    = 32 << 20
 	DefaultPrefetchStartMax   = 512 << 20
 	DefaultMountReadahead     = 4 << 20
 	DefaultRequestTimeout     = 60 * time.Second

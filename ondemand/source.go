@@ -360,8 +360,12 @@ func (s *blobSource) Name() string { return s.digest.String() }
 // reader's requests in parallel, so they arrive a little out of order.
 const seqSlack = 1 << 20
 
-// maxAhead bounds the bytes readahead keeps in flight for one reader.
-const maxAhead = 2 * MaxRun
+// maxAhead bounds the bytes readahead keeps in flight for one reader:
+// four runs, so that with a 32 MiB window the next runs are on their way
+// while the reader waits for one (two runs, with a 16 MiB window, left
+// a sequential reader waiting on two thirds of its events from a
+// registry on loopback: tests/regbench_test.go, #15).
+const maxAhead = 4 * MaxRun
 
 // Readahead returns what to fetch in the background after a fill of
 // [off, off+n): the chunk that follows unless it is in the object or

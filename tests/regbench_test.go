@@ -48,7 +48,7 @@ func BenchmarkRegistry(b *testing.B) {
 	curl, _ := exec.LookPath("curl")
 	sizeMiB := envInt(b, "EROFSD_BENCH_MIB", 256)
 	minFetch := envInt(b, "EROFSD_BENCH_MIN_FETCH", 0)
-	window := envInt(b, "EROFSD_BENCH_WINDOW", 16<<20) // erofsd's default
+	window := envInt(b, "EROFSD_BENCH_WINDOW", 32<<20) // erofsd's default
 	reg := testregistry.Start(b, testregistry.Options{})
 	ctx := context.Background()
 
@@ -310,7 +310,7 @@ func randomReads(ctx context.Context, b *testing.B, dir, registryHost string, re
 	)
 	link := faultproxy.Start(b, faultproxy.Options{Target: registryHost})
 	defer link.Close()
-	lm, err := mountLazy(ctx, dir, link.Host, res, 0, 16<<20)
+	lm, err := mountLazy(ctx, dir, link.Host, res, 0, 32<<20)
 	if err != nil {
 		return err
 	}

@@ -35,7 +35,7 @@ var mountRA, rounds int
 func main() {
 	size := flag.Int("size", 256, "file size in MiB")
 	flag.IntVar(&mountRA, "mount-readahead", 4096, "readahead of both mounts in `KiB`, as erofsd sets it (0: the kernel's 128)")
-	window := flag.Int64("readahead", 16<<20, "readahead window in `bytes`, as erofsd's default (0: the next chunk)")
+	window := flag.Int64("readahead", 32<<20, "readahead window in `bytes`, as erofsd's default (0: the next chunk)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the run to `file`")
 	flag.IntVar(&rounds, "rounds", 5, "alternating rounds of each read (medians are printed)")
 	flag.Parse()
