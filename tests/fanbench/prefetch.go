@@ -30,7 +30,7 @@ func prefetchWhole(reg *ondemand.Registry, im *ondemand.Image, img, cacheFile, m
 	if !w.Complete() {
 		return 0, 0, fmt.Errorf("%s not complete after the prefetch", cacheFile)
 	}
-	read, _, err = coldRead(img, cacheFile, mnt)
+	read, _, _, err = coldRead(img, cacheFile, mnt)
 	return prefetch, read, err
 }
 
