@@ -18,7 +18,7 @@ const primeTimeout = 30 * time.Second
 // Target returns the watch as a prefetch target, to attach to the
 // Object it serves (ondemand.Object.Attach). Prefetch writes go through
 // the watch's writer fd like the answers to events, and a file made
-// complete is unmarked. A watch that has no writer yet (no read has come
+// complete is unmarked in the background, once checked whole. A watch that has no writer yet (no read has come
 // since it was created) gets one on the first prefetch write: the target
 // reads one byte at the range to fill through an ordinary fd, which
 // raises a pre-content event like any reader's; Serve (which must be
@@ -51,7 +51,10 @@ func (t *watchTarget) Write(ctx context.Context, off, n int64, fn func(ondemand.
 	if err := fn(blockWriter{ctx, w}); err != nil {
 		return err
 	}
-	w.finish()
+	// As after a read: saving the map of a file this write completed
+	// (an fdatasync of all its data) and checking it whole are not the
+	// prefetch's to wait for.
+	w.finishLater()
 	return nil
 }
 

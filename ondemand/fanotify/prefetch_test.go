@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -44,11 +45,13 @@ func TestPrefetchWhole(t *testing.T) {
 		t.Fatalf("result %+v", res)
 	}
 	for _, w := range m.watches {
-		w.mu.Lock()
-		marked := w.marked
-		w.mu.Unlock()
-		if !w.Complete() || marked {
-			t.Fatalf("%s: complete %v, marked %v after the prefetch", w.Path, w.Complete(), marked)
+		// Complete when the prefetch returns; unmarked once checked
+		// whole, in the background.
+		if !w.Complete() {
+			t.Fatalf("%s: not complete after the prefetch", w.Path)
+		}
+		if !waitUnmarked(t, w) {
+			t.Fatalf("%s: still marked 10 s after the prefetch", w.Path)
 		}
 	}
 	if ev := m.srv.Stats.Events.Load(); ev > int64(len(m.watches)) {
@@ -67,6 +70,58 @@ func TestPrefetchWhole(t *testing.T) {
 	}
 	if d := m.srv.Stats.Denied.Load(); d != 0 {
 		t.Errorf("%d reads denied", d)
+	}
+}
+
+// TestPrefetchDoesNotWaitForCheck: the prefetch that completes a cache
+// file returns without waiting for the file to be made durable and
+// checked whole (here held up on the map's flush lock); the file is
+// unmarked once they are done.
+func TestPrefetchDoesNotWaitForCheck(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "src")
+	big := make([]byte, 3<<20+4321)
+	rand.Read(big)
+	os.MkdirAll(src, 0o755)
+	os.WriteFile(filepath.Join(src, "big"), big, 0o644)
+	m := newLazyMount(t, src, 64<<10, false)
+	for i, w := range m.watches {
+		m.objs[i].Attach(w.Target())
+	}
+	for _, w := range m.watches {
+		w.flushMu.Lock()
+	}
+	unlock := sync.OnceFunc(func() {
+		for _, w := range m.watches {
+			w.flushMu.Unlock()
+		}
+	})
+	defer unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := m.reg.Prefetch(ctx, m.reg.Images()[0], ondemand.PrefetchOptions{Whole: true})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("prefetch: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		unlock()
+		t.Fatalf("prefetch still running 20 s after it started: it waits for the complete file's check (%v)", <-done)
+	}
+	for _, w := range m.watches {
+		if !w.Complete() {
+			t.Fatalf("%s: not complete after the prefetch", w.Path)
+		}
+	}
+	unlock()
+	for _, w := range m.watches {
+		if !waitUnmarked(t, w) {
+			t.Fatalf("%s: still marked 10 s after its check could run", w.Path)
+		}
 	}
 }
 
