@@ -142,10 +142,11 @@ func TestPrefetchWhole(t *testing.T) {
 	if f := reg.Stats.Fetches.Load(); f != int64(im.Blobs[0].Chunks) {
 		t.Fatalf("%d chunk fetches for %d chunks", f, im.Blobs[0].Chunks)
 	}
-	// Adjacent chunks came in fills of up to 1 MiB, in blob order.
+	// Adjacent chunks came in fills of up to DefaultMaxFetch, in blob
+	// order.
 	reads := rs.log()
 	for i, r := range reads {
-		if r.n > 1<<20 || i > 0 && r.off <= reads[i-1].off {
+		if r.n > DefaultMaxFetch || i > 0 && r.off <= reads[i-1].off {
 			t.Fatalf("read %d: %+v after %+v", i, r, reads[max(i-1, 0)])
 		}
 	}
