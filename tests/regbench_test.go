@@ -219,11 +219,11 @@ func lazyRun(ctx context.Context, b *testing.B, dir, host string, res *oci.Resol
 // lazyMount is the image served from the registry through the fanotify
 // front end and mounted.
 type lazyMount struct {
-	reg     *ondemand.Registry
-	im      *ondemand.Image
-	srv     *fanotify.Server
-	stats   *blobstore.Stats
-	mnt     string
+	reg   *ondemand.Registry
+	im    *ondemand.Image
+	srv   *fanotify.Server
+	stats *blobstore.Stats
+	mnt   string
 	// watches are the cache files of the image's blobs, attached to
 	// their objects as prefetch targets, as erofsd attaches them.
 	watches []*fanotify.Watch
