@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -116,5 +117,79 @@ func TestOpenStoresDoesNotWait(t *testing.T) {
 	release <- struct{}{}
 	if err := <-filled; err != nil {
 		t.Fatalf("the read's fill: %v", err)
+	}
+}
+
+// gatedStore holds every Open until gate is closed, and counts the
+// blobs it opened that were closed.
+type gatedStore struct {
+	blobstore.Store
+	entered chan struct{}
+	gate    chan struct{}
+	closes  atomic.Int64
+}
+
+func (s *gatedStore) Open(ctx context.Context, d blobstore.Digest) (blobstore.Blob, error) {
+	select {
+	case s.entered <- struct{}{}:
+	default:
+	}
+	<-s.gate
+	b, err := s.Store.Open(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	return &closeCounter{b, &s.closes}, nil
+}
+
+type closeCounter struct {
+	blobstore.Blob
+	n *atomic.Int64
+}
+
+func (c *closeCounter) Close() error { c.n.Add(1); return c.Blob.Close() }
+
+// TestUnregisterDoesNotWaitForOpen: an image's end does not wait for a
+// read's open of its store (a registry's HEAD that hangs), so it does not
+// hold the registry's other work up; the open, once it returns, closes
+// what it opened instead of leaving it open with no image to close it.
+func TestUnregisterDoesNotWaitForOpen(t *testing.T) {
+	spec, _ := buildImage(t, 64<<10)
+	gs := &gatedStore{Store: spec.Store, entered: make(chan struct{}, 1), gate: make(chan struct{})}
+	spec.Store = gs
+	reg, im, obj := serveBlob(t, spec)
+	release := sync.OnceFunc(func() { close(gs.gate) })
+	defer release()
+	filled := make(chan error, 1)
+	go func() { filled <- obj.Fill(context.Background(), 0, 4096, newMemObject(t, obj.Size())) }()
+	select {
+	case <-gs.entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the fill did not start opening the store")
+	}
+	obj.Release()
+	unregistered := make(chan error, 1)
+	go func() { unregistered <- reg.Unregister(spec.FSID, spec.DomainID) }()
+	select {
+	case err := <-unregistered:
+		if err != nil {
+			t.Fatalf("unregister: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		release()
+		t.Fatalf("unregister still waiting 5 s for a store's open under way (%v)", <-unregistered)
+	}
+	if _, ok := reg.Lookup(spec.FSID, spec.DomainID); ok {
+		t.Fatal("the image is still registered")
+	}
+	release()
+	if err := <-filled; err == nil {
+		t.Error("a fill of an unregistered image's store succeeded")
+	}
+	if n := gs.closes.Load(); n != 1 {
+		t.Errorf("the blob opened after the image went was closed %d times, want 1", n)
+	}
+	if n := len(im.blobs[0].storeList()); n != 0 {
+		t.Errorf("%d stores left on the blob", n)
 	}
 }

@@ -183,7 +183,12 @@ type blobStore struct {
 	store blobstore.Store
 	refs  int // images of the blob that named this store (under storesMu)
 
+	// openMu serializes opens: reads racing to open the store wait for
+	// one open (a HEAD to a registry, say). Closing does not take it,
+	// so that an image's end never waits for a slow store: an open that
+	// finishes after the close closes what it opened.
 	openMu sync.Mutex
+	mu     sync.Mutex // guards blob and closed
 	blob   blobstore.Blob
 	closed bool // the last image naming this store went: open no more
 }
@@ -250,11 +255,8 @@ func (bs *blobStore) openAhead(ctx context.Context, d *blobData) error {
 }
 
 func (bs *blobStore) openLocked(ctx context.Context, d *blobData) (blobstore.Blob, error) {
-	if bs.blob != nil {
-		return bs.blob, nil
-	}
-	if bs.closed {
-		return nil, fmt.Errorf("%s: %w", d.digest, errStoreClosed)
+	if b, err := bs.current(d); b != nil || err != nil {
+		return b, err
 	}
 	var b blobstore.Blob
 	var err error
@@ -270,8 +272,28 @@ func (bs *blobStore) openLocked(ctx context.Context, d *blobData) (blobstore.Blo
 		b.Close()
 		return nil, fmt.Errorf("%s: blob has %d bytes, the image needs %d", d.digest, b.Size(), d.size)
 	}
-	bs.blob = b
+	bs.mu.Lock()
+	closed := bs.closed
+	if !closed {
+		bs.blob = b
+	}
+	bs.mu.Unlock()
+	if closed {
+		// Closed while it was being opened: nothing would close it later.
+		b.Close()
+		return nil, fmt.Errorf("%s: %w", d.digest, errStoreClosed)
+	}
 	return b, nil
+}
+
+// current returns the store's open blob, or errStoreClosed, or neither.
+func (bs *blobStore) current(d *blobData) (blobstore.Blob, error) {
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	if bs.closed {
+		return nil, fmt.Errorf("%s: %w", d.digest, errStoreClosed)
+	}
+	return bs.blob, nil
 }
 
 // distrust tells a blob read from several hosts (mirrors) that the data
@@ -280,25 +302,26 @@ func (bs *blobStore) distrust(host string) {
 	if host == "" {
 		return
 	}
-	bs.openMu.Lock()
+	bs.mu.Lock()
 	b := bs.blob
-	bs.openMu.Unlock()
+	bs.mu.Unlock()
 	if ds, ok := b.(blobstore.Distruster); ok {
 		ds.Distrust(host)
 	}
 }
 
-// close releases the opened blob.
+// close releases the opened blob without waiting for an open under way
+// (which closes what it opens once it sees the store closed).
 func (bs *blobStore) close() error {
-	bs.openMu.Lock()
-	defer bs.openMu.Unlock()
+	bs.mu.Lock()
 	bs.closed = true
-	if bs.blob == nil {
+	b := bs.blob
+	bs.blob = nil
+	bs.mu.Unlock()
+	if b == nil {
 		return nil
 	}
-	err := bs.blob.Close()
-	bs.blob = nil
-	return err
+	return b.Close()
 }
 
 // close releases the blobs opened in every store.
