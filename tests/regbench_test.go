@@ -308,6 +308,19 @@ func mountLazy(ctx context.Context, dir, host string, res *oci.Resolved, minFetc
 	return lm, nil
 }
 
+// mountThroughLink serves the image from the registry at registryHost
+// through a fault proxy, whose link the caller sets, with erofsd's
+// default readahead, and mounts it in dir.
+func mountThroughLink(ctx context.Context, b *testing.B, dir, registryHost string, res *oci.Resolved) (*faultproxy.Proxy, *lazyMount, error) {
+	link := faultproxy.Start(b, faultproxy.Options{Target: registryHost})
+	lm, err := mountLazy(ctx, dir, link.Host, res, 0, 32<<20)
+	if err != nil {
+		link.Close()
+		return nil, nil, err
+	}
+	return link, lm, nil
+}
+
 // randomReads reads 4 KiB at random offsets of "big", each cold (in an
 // even 1 MiB chunk not read before), through the fault proxy adding 5 ms
 // to each request, and prints the store requests per read and the reads'
@@ -321,12 +334,11 @@ func randomReads(ctx context.Context, b *testing.B, dir, registryHost string, re
 		reads   = 100
 		chunk   = 1 << 20 // the converter's default
 	)
-	link := faultproxy.Start(b, faultproxy.Options{Target: registryHost})
-	defer link.Close()
-	lm, err := mountLazy(ctx, dir, link.Host, res, 0, 32<<20)
+	link, lm, err := mountThroughLink(ctx, b, dir, registryHost, res)
 	if err != nil {
 		return err
 	}
+	defer link.Close()
 	defer lm.close()
 	f, err := os.Open(filepath.Join(lm.mnt, "big"))
 	if err != nil {
@@ -391,12 +403,11 @@ func randomReads(ctx context.Context, b *testing.B, dir, registryHost string, re
 // dropped; it prints both rates and the store requests the prefetch made.
 func prefetchOverLink(ctx context.Context, b *testing.B, dir, registryHost string, res *oci.Resolved, curl string) error {
 	const latency = 20 * time.Millisecond
-	link := faultproxy.Start(b, faultproxy.Options{Target: registryHost})
-	defer link.Close()
-	lm, err := mountLazy(ctx, dir, link.Host, res, 0, 32<<20)
+	link, lm, err := mountThroughLink(ctx, b, dir, registryHost, res)
 	if err != nil {
 		return err
 	}
+	defer link.Close()
 	defer lm.close()
 	link.SetLink(latency, 0)
 	defer link.SetLink(0, 0)
