@@ -273,7 +273,10 @@ func (w *Watch) readahead(off, n int64) (int64, int64) {
 		ctx, cancel := context.WithTimeout(s.abort, s.timeout)
 		defer cancel()
 		if err := w.src.Fill(ctx, raOff, raN, blockWriter{ctx, w}); err == nil {
-			w.finish()
+			// Not on this worker: the check of a file this fill
+			// completed reads all of it, while requests wait for
+			// workers.
+			w.finishLater()
 		}
 		w.Close()
 	})
