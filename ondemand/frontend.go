@@ -73,7 +73,10 @@ func AlignUp(n int64) int64 { return alignUp(n) }
 
 // Pool bounds the kernel requests a front end handles at once, on
 // goroutines of their own. Requests wait for a worker; readahead takes
-// one only when it is idle, so that requests come first.
+// one only when it is idle and a quarter of the workers stay idle after
+// it, so that requests come first: a readahead run holds its worker for
+// a whole fetch, and sequential readers of a few blobs would otherwise
+// hold them all while other mounts' reads wait.
 type Pool struct {
 	sem chan struct{}
 	wg  sync.WaitGroup
@@ -104,6 +107,19 @@ func (p *Pool) TryAcquire() bool {
 	}
 }
 
+// tryAcquireForReadahead takes a worker only if a quarter of the
+// workers (rounded down) stay idle after it.
+func (p *Pool) tryAcquireForReadahead() bool {
+	if !p.TryAcquire() {
+		return false
+	}
+	if cap(p.sem)-len(p.sem) < cap(p.sem)/4 {
+		p.Put()
+		return false
+	}
+	return true
+}
+
 // Put gives back a worker acquired and not used.
 func (p *Pool) Put() { <-p.sem }
 
@@ -129,7 +145,7 @@ func (p *Pool) Wait() { p.wg.Wait() }
 // hands a range out once, so it must not be dropped for want of one. It
 // returns the range src suggested (n == 0: none).
 func (p *Pool) Readahead(src Source, off, n int64, present func(off, n int64) bool, hold func() bool, fill func(off, n int64)) (int64, int64) {
-	if !p.TryAcquire() {
+	if !p.tryAcquireForReadahead() {
 		return 0, 0
 	}
 	raOff, raN := src.Readahead(off, n)

@@ -448,7 +448,20 @@ func (s *blobSource) Readahead(off, n int64) (int64, int64) {
 		window = min(window, 2*(end-s.streamStart))
 	}
 	limit := min(end+window, fileEnd)
+	// What is on its way counts from the access on: the run the reader
+	// waits in is in flight too.
 	var fetching int64
+	j, _ := slices.BinarySearchFunc(s.chunks, off, func(c chunk, t int64) int {
+		if c.off+alignUp(c.length) <= t {
+			return -1
+		}
+		return 1
+	})
+	for ; j < i; j++ {
+		if s.inflight[s.chunks[j].off] != nil {
+			fetching += alignUp(s.chunks[j].length)
+		}
+	}
 	// Ranges handed out before are not handed out again: the front end
 	// may not have started on them yet, and a second fetch of the same
 	// chunks would only wait for the first.
@@ -464,25 +477,28 @@ func (s *blobSource) Readahead(off, n int64) (int64, int64) {
 		}
 		i++
 	}
-	if fetching >= maxAhead {
-		// Enough is on its way: more streams would only split the
-		// bandwidth, and the chunk the reader wants next would come
-		// later.
+	// Enough on its way: more streams would only split the bandwidth,
+	// and the chunk the reader wants next would come later.
+	room := maxAhead - fetching
+	if room <= 0 || i >= len(s.chunks) || s.chunks[i].off >= limit {
 		return 0, 0
 	}
-	if i >= len(s.chunks) || s.chunks[i].off >= limit {
-		return 0, 0
-	}
-	if step := min(window/2, MaxRun); limit < fileEnd && limit-s.chunks[i].off < step && s.chunks[len(s.chunks)-1].off >= limit {
+	step := min(window/2, MaxRun)
+	if limit < fileEnd && limit-s.chunks[i].off < step && s.chunks[len(s.chunks)-1].off >= limit {
 		// The window moved by less than a step: wait until it has
 		// room for a long run rather than fetch chunk by chunk.
+		return 0, 0
+	}
+	if room < min(step, limit-s.chunks[i].off) {
+		// Likewise for what may be in flight: wait for a run to come
+		// in rather than start a short one.
 		return 0, 0
 	}
 	first := s.chunks[i]
 	last := first
 	for j := i + 1; j < len(s.chunks); j++ {
 		c := s.chunks[j]
-		if c.off >= limit || busy(c) || c.off != last.off+alignUp(last.length) || c.off+alignUp(c.length)-first.off > MaxRun {
+		if c.off >= limit || busy(c) || c.off != last.off+alignUp(last.length) || c.off+alignUp(c.length)-first.off > min(MaxRun, room) {
 			break
 		}
 		last = c

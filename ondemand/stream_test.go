@@ -433,3 +433,100 @@ func TestSingleChunkStreamed(t *testing.T) {
 		}
 	}
 }
+
+// TestReadaheadBoundsInFlight follows a sequential reader through a blob
+// in 4 MiB accesses (a mount's readahead), each run handed out taken as
+// in flight until the reader has passed its chunks (streams deliver in
+// order): what is on its way from the reader on never passes maxAhead,
+// the run the reader waits in included.
+func TestReadaheadBoundsInFlight(t *testing.T) {
+	src := t.TempDir()
+	data := make([]byte, 64<<20)
+	rand.New(rand.NewSource(7)).Read(data)
+	if err := os.WriteFile(filepath.Join(src, "f"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	blobDir := t.TempDir()
+	img, _, _ := testimage.Build(t, src, build.Options{BlobDir: blobDir, ChunkSize: 1 << 20})
+	store, err := blobstore.NewLocal(blobDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := NewRegistry()
+	defer reg.Close()
+	reg.ReadaheadWindow = 32 << 20
+	im, err := reg.Register(ImageSpec{FSID: "img1", Bootstrap: img, Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, err := reg.Resolve(im.VolumeKey(), im.Blobs[0].Digest.Hex())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer obj.Release()
+	s := obj.blob
+	const step = 4 << 20
+	first := s.chunks[0].off
+	var handedOut int64
+	for pos := first; pos < first+int64(len(data)); pos += step {
+		off, n := s.Readahead(pos, step)
+		s.mu.Lock()
+		if s.inflight == nil {
+			s.inflight, s.written = map[int64]*fetch{}, map[int64]bool{}
+		}
+		var ahead int64
+		for _, c := range s.chunks {
+			if n > 0 && c.off >= off && c.off < off+n {
+				s.inflight[c.off] = &fetch{}
+				handedOut += alignUp(c.length)
+			}
+			if s.inflight[c.off] != nil && c.off+alignUp(c.length) > pos {
+				ahead += alignUp(c.length)
+			}
+		}
+		// The reader passes this access: its chunks are in.
+		for _, c := range s.chunks {
+			if c.off+alignUp(c.length) <= pos+step && s.inflight[c.off] != nil {
+				delete(s.inflight, c.off)
+				s.written[c.off] = true
+			}
+		}
+		s.mu.Unlock()
+		if ahead > maxAhead {
+			t.Fatalf("reading [%d, %d) MiB: %d MiB in flight from the reader on, maxAhead %d MiB", pos>>20, (pos+step)>>20, ahead>>20, maxAhead>>20)
+		}
+	}
+	if handedOut < int64(len(data))/2 {
+		t.Fatalf("readahead handed out %d MiB of a %d MiB sequential read", handedOut>>20, len(data)>>20)
+	}
+}
+
+// TestPoolReadaheadLeavesWorkers: readahead takes a worker only if a
+// quarter of the pool stays idle for requests.
+func TestPoolReadaheadLeavesWorkers(t *testing.T) {
+	for busy := 0; busy <= 8; busy++ {
+		p := NewPool(8)
+		for range busy {
+			p.Acquire(context.Background())
+		}
+		ran := make(chan struct{}, 1)
+		src := fixedReadahead{off: 0, n: 4096}
+		_, n := p.Readahead(src, 0, 4096, nil, func() bool { return true }, func(int64, int64) { ran <- struct{}{} })
+		want := 8-busy-1 >= 2
+		if got := n > 0; got != want {
+			t.Errorf("%d of 8 workers busy: readahead started %v, want %v", busy, got, want)
+		}
+		if n > 0 {
+			<-ran
+		}
+		p.Wait()
+	}
+}
+
+// fixedReadahead is a Source whose readahead is always one range.
+type fixedReadahead struct {
+	Source
+	off, n int64
+}
+
+func (f fixedReadahead) Readahead(off, n int64) (int64, int64) { return f.off, f.n }
