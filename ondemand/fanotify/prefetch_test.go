@@ -125,6 +125,62 @@ func TestPrefetchDoesNotWaitForCheck(t *testing.T) {
 	}
 }
 
+// TestPrefetchAfterServeStartsNothing: a prefetch that completes a file
+// once Serve has stopped starts no background check that Serve no longer
+// waits for (it would use the group after Release); the next start
+// checks the file.
+func TestPrefetchAfterServeStartsNothing(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "src")
+	big := make([]byte, 3<<20+4321)
+	rand.Read(big)
+	os.MkdirAll(src, 0o755)
+	os.WriteFile(filepath.Join(src, "big"), big, 0o644)
+	m := newLazyMount(t, src, 64<<10, false)
+	for i, w := range m.watches {
+		m.objs[i].Attach(w.Target())
+	}
+	f, err := os.Open(filepath.Join(m.mnt, "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.ReadAt(make([]byte, 1), 0) // an event: the watch gets its writer fd
+	f.Close()
+	m.srv.Close()
+	stopped := func() bool {
+		m.srv.bgMu.Lock()
+		defer m.srv.bgMu.Unlock()
+		return m.srv.bgStopped
+	}
+	for deadline := time.Now().Add(10 * time.Second); !stopped(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("Serve did not stop")
+		}
+	}
+	// A check started now would wait here.
+	for _, w := range m.watches {
+		w.flushMu.Lock()
+	}
+	unlock := sync.OnceFunc(func() {
+		for _, w := range m.watches {
+			w.flushMu.Unlock()
+		}
+	})
+	defer unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := m.reg.Prefetch(ctx, m.reg.Images()[0], ondemand.PrefetchOptions{Whole: true}); err != nil {
+		t.Fatalf("prefetch: %v", err)
+	}
+	idle := make(chan struct{})
+	go func() { m.srv.bg.Wait(); close(idle) }()
+	select {
+	case <-idle:
+	case <-time.After(2 * time.Second):
+		unlock()
+		t.Fatal("a prefetch after Serve stopped started background work")
+	}
+}
+
 // TestPrefetchWhileReading prefetches at a bandwidth limit while every
 // file is read through the mount: reads and prefetch share the chunks,
 // nothing is fetched twice, every byte is right.

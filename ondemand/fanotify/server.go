@@ -112,6 +112,11 @@ type Server struct {
 	// flushEvery is how often presence maps are saved (default 1 s).
 	flushEvery time.Duration
 	bg         sync.WaitGroup // background work outside the pool (finishing complete files)
+	// bgMu and bgStopped keep background work from starting once Serve
+	// waits for it: a prefetch, which runs outside Serve, may complete a
+	// file while Serve returns (see background).
+	bgMu      sync.Mutex
+	bgStopped bool
 	closed     atomic.Bool
 	once       sync.Once
 	// abort is the context of every event's fill: Stop(true) cancels
@@ -217,7 +222,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, s.wake)
 	defer stop()
 	defer s.flushMaps() // last, after the workers: what they wrote is saved
-	defer s.bg.Wait()
+	defer s.stopBackground()
 	defer s.pool.Wait()
 	// Presence maps reach disk once a second, after the data they claim.
 	flushed := make(chan struct{})
@@ -487,6 +492,32 @@ func (s *Server) handleTimed(ctx context.Context, ev abi.Event, w *Watch, lookup
 		}()
 		return err, func() {}
 	}
+}
+
+// background runs fn on a goroutine Serve waits for before it returns;
+// once Serve has begun that wait, it runs nothing and reports false (the
+// work is left to the next start, which checks complete files again).
+func (s *Server) background(fn func()) bool {
+	s.bgMu.Lock()
+	defer s.bgMu.Unlock()
+	if s.bgStopped {
+		return false
+	}
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		fn()
+	}()
+	return true
+}
+
+// stopBackground stops background from starting work and waits for what
+// it started.
+func (s *Server) stopBackground() {
+	s.bgMu.Lock()
+	s.bgStopped = true
+	s.bgMu.Unlock()
+	s.bg.Wait()
 }
 
 // AdoptWriters gives the server writer fds kept by a supervisor (by

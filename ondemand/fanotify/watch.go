@@ -321,14 +321,16 @@ func (w *Watch) finishLater() {
 	w.mu.Lock()
 	start := w.completeLocked() && !w.verified && !w.verifying && !w.mismatch && w.writeFD >= 0
 	w.mu.Unlock()
-	if !start {
+	if !start || !w.hold() {
 		return
 	}
-	w.s.bg.Add(1)
-	go func() {
-		defer w.s.bg.Done()
+	// The goroutine holds a reference: the caller's may go first.
+	if !w.s.background(func() {
+		defer w.Close()
 		w.finish()
-	}()
+	}) {
+		w.Close()
+	}
 }
 
 // finish stops events for a complete file, once its whole content has
