@@ -117,8 +117,8 @@ type Server struct {
 	// file while Serve returns (see background).
 	bgMu      sync.Mutex
 	bgStopped bool
-	closed     atomic.Bool
-	once       sync.Once
+	closed    atomic.Bool
+	once      sync.Once
 	// abort is the context of every event's fill: Stop(true) cancels
 	// it, so that what is pending is denied at once when erofsd stops
 	// for good.
