@@ -680,7 +680,7 @@ func (s *blobSource) fillRun(ctx context.Context, i int, need, end int64, w Bloc
 	}
 	if b, err := first.open(ctx, s.blobData); err == nil {
 		if fb, ok := b.(blobstore.FileBacked); ok {
-			if fc, ok := w.(FileCopier); ok && !s.noCopy.Load() && s.copyRun(ctx, fc, fb, run, fetches, span) {
+			if fc, ok := w.(FileCopier); ok && !s.noCopy.Load() && s.copyRun(ctx, fc, fb, run, fetches) {
 				return
 			}
 		}
@@ -735,28 +735,50 @@ const minKernelCopy = 128 << 10
 // FileCopier): one copy of the data instead of a read into memory and a
 // write back out. Chunks that do not match, or whose padding is not
 // zeros, are left to the per-chunk path (errRunMiss), which writes them
-// zero padded from memory. It returns false, having finished nothing,
-// when the writer refused to copy: the caller fetches the run itself.
-func (s *blobSource) copyRun(ctx context.Context, fc FileCopier, fb blobstore.FileBacked, run []chunk, fetches []*fetch, span int64) bool {
-	verified, err := s.copyVerify(ctx, fc, fb, run, span)
-	if errors.Is(err, ErrNotCopied) {
-		return false
-	}
+// zero padded from memory. The run is copied in pieces of up to
+// copyPiece, each finished as soon as it is checked: a reader waiting
+// for the first chunk does not wait for the whole run. It returns false,
+// having finished nothing, when the writer refused to copy the first
+// piece: the caller fetches the run itself.
+func (s *blobSource) copyRun(ctx context.Context, fc FileCopier, fb blobstore.FileBacked, run []chunk, fetches []*fetch) bool {
 	finished := make([]atomic.Bool, len(run))
-	for k, c := range run {
-		f := fetches[k]
-		switch {
-		case err == nil && verified[k]:
-			f.err = nil
-		case err == nil:
-			s.stats.DigestFailures.Add(1)
+	for i := 0; i < len(run); {
+		j := i + 1
+		for j < len(run) && run[j].off+alignUp(run[j].length)-run[i].off <= copyPiece {
+			j++
 		}
-		finished[k].Store(true)
-		s.finish(c, f)
+		span := run[j-1].off + alignUp(run[j-1].length) - run[i].off
+		verified, err := s.copyVerify(ctx, fc, fb, run[i:j], span)
+		if errors.Is(err, ErrNotCopied) {
+			if i == 0 {
+				return false
+			}
+			break // the rest goes to the per-chunk path
+		}
+		for k := i; k < j; k++ {
+			f := fetches[k]
+			switch {
+			case err == nil && verified[k-i]:
+				f.err = nil
+			case err == nil:
+				s.stats.DigestFailures.Add(1)
+			}
+			finished[k].Store(true)
+			s.finish(run[k], f)
+		}
+		if err != nil {
+			break
+		}
+		i = j
 	}
 	s.finishRest(run, fetches, finished)
 	return true
 }
+
+// copyPiece bounds one kernel copy of a run (tests/fanbench: 2 MiB pieces
+// of 8 MiB runs, 866-925 MiB/s against 788-894 copying whole runs, in 3
+// alternated runs).
+const copyPiece = 2 << 20
 
 // copyVerify copies adjacent chunks (span bytes from the first one's
 // offset) from a local blob file into the object and reports which
