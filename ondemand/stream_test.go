@@ -437,7 +437,7 @@ func TestSingleChunkStreamed(t *testing.T) {
 // TestReadaheadBoundsInFlight follows a sequential reader through a blob
 // in 4 MiB accesses (a mount's readahead), each run handed out taken as
 // in flight until the reader has passed its chunks (streams deliver in
-// order): what is on its way from the reader on never passes maxAhead,
+// order): what is on its way from the reader on never passes the window,
 // the run the reader waits in included.
 func TestReadaheadBoundsInFlight(t *testing.T) {
 	src := t.TempDir()
@@ -492,8 +492,8 @@ func TestReadaheadBoundsInFlight(t *testing.T) {
 			}
 		}
 		s.mu.Unlock()
-		if ahead > maxAhead {
-			t.Fatalf("reading [%d, %d) MiB: %d MiB in flight from the reader on, maxAhead %d MiB", pos>>20, (pos+step)>>20, ahead>>20, maxAhead>>20)
+		if ahead > reg.ReadaheadWindow {
+			t.Fatalf("reading [%d, %d) MiB: %d MiB in flight from the reader on, window %d MiB", pos>>20, (pos+step)>>20, ahead>>20, reg.ReadaheadWindow>>20)
 		}
 	}
 	if handedOut < int64(len(data))/2 {

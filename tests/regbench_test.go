@@ -133,10 +133,10 @@ func BenchmarkRegistry(b *testing.B) {
 		b.ReportMetric(curlCPU, "curl-cpu-s/GiB")
 		fmt.Printf("metadata-only walk of %d MiB image (5,000 small files): %.2f%% of its bytes fetched, bootstrap included (target < 5%%)\n",
 			imageBytes>>20, 100*walks[0])
-		if err := randomReads(ctx, b, filepath.Join(work, "random", fmt.Sprint(i)), reg.Host, res); err != nil {
+		if err := randomReads(ctx, b, filepath.Join(work, "random", fmt.Sprint(i)), reg.Host, res, int64(window)); err != nil {
 			b.Fatal(err)
 		}
-		if err := overLink(ctx, b, filepath.Join(work, "link", fmt.Sprint(i)), reg.Host, res, curl); err != nil {
+		if err := overLink(ctx, b, filepath.Join(work, "link", fmt.Sprint(i)), reg.Host, res, curl, int64(window)); err != nil {
 			b.Fatal(err)
 		}
 		b.ReportMetric(lazyMiB/curlMiB, "ratio-vs-curl")
@@ -309,11 +309,11 @@ func mountLazy(ctx context.Context, dir, host string, res *oci.Resolved, minFetc
 }
 
 // mountThroughLink serves the image from the registry at registryHost
-// through a fault proxy, whose link the caller sets, with erofsd's
-// default readahead, and mounts it in dir.
-func mountThroughLink(ctx context.Context, b *testing.B, dir, registryHost string, res *oci.Resolved) (*faultproxy.Proxy, *lazyMount, error) {
+// through a fault proxy, whose link the caller sets, with a readahead
+// window of window bytes, and mounts it in dir.
+func mountThroughLink(ctx context.Context, b *testing.B, dir, registryHost string, res *oci.Resolved, window int64) (*faultproxy.Proxy, *lazyMount, error) {
 	link := faultproxy.Start(b, faultproxy.Options{Target: registryHost})
-	lm, err := mountLazy(ctx, dir, link.Host, res, 0, 32<<20)
+	lm, err := mountLazy(ctx, dir, link.Host, res, 0, window)
 	if err != nil {
 		link.Close()
 		return nil, nil, err
@@ -328,13 +328,13 @@ func mountThroughLink(ctx context.Context, b *testing.B, dir, registryHost strin
 // link's plus under 1 ms), and against the same link as a read meets it
 // without erofsd: a range GET of a whole (odd) chunk and its sha256,
 // which a verified read cannot do without.
-func randomReads(ctx context.Context, b *testing.B, dir, registryHost string, res *oci.Resolved) error {
+func randomReads(ctx context.Context, b *testing.B, dir, registryHost string, res *oci.Resolved, window int64) error {
 	const (
 		latency = 5 * time.Millisecond
 		reads   = 100
 		chunk   = 1 << 20 // the converter's default
 	)
-	link, lm, err := mountThroughLink(ctx, b, dir, registryHost, res)
+	link, lm, err := mountThroughLink(ctx, b, dir, registryHost, res, window)
 	if err != nil {
 		return err
 	}
@@ -402,13 +402,13 @@ func randomReads(ctx context.Context, b *testing.B, dir, registryHost string, re
 // of the image as erofsd's --prefetch whole does after a mount, each on
 // a fresh mount after the page cache is dropped. It prints their rates,
 // their ratios to curl's and the store requests each made.
-func overLink(ctx context.Context, b *testing.B, dir, registryHost string, res *oci.Resolved, curl string) error {
+func overLink(ctx context.Context, b *testing.B, dir, registryHost string, res *oci.Resolved, curl string, window int64) error {
 	const latency = 20 * time.Millisecond
 	big := res.Manifest.Blobs[0]
 	// run mounts the image through a link of its own, sets its latency,
 	// drops the page cache and measures fn's bytes over its time.
 	run := func(name string, fn func(lm *lazyMount, host string) (int64, error)) (mibs float64, reqs int64, err error) {
-		link, lm, err := mountThroughLink(ctx, b, filepath.Join(dir, name), registryHost, res)
+		link, lm, err := mountThroughLink(ctx, b, filepath.Join(dir, name), registryHost, res, window)
 		if err != nil {
 			return 0, 0, err
 		}
@@ -424,29 +424,23 @@ func overLink(ctx context.Context, b *testing.B, dir, registryHost string, res *
 		}
 		return float64(n) / (1 << 20) / time.Since(start).Seconds(), link.Requests() - reqs0, nil
 	}
-	curlMiB, _, err := run("curl", func(_ *lazyMount, host string) (int64, error) {
+	curl1 := func(_ *lazyMount, host string) (int64, error) {
 		out, err := exec.Command(curl, "-sSf", "-o", "/dev/null", "http://"+host+"/v2/bench/blobs/"+big.Digest.String()).CombinedOutput()
 		if err != nil {
 			return 0, fmt.Errorf("curl: %v\n%s", err, out)
 		}
 		return big.Size, nil
-	})
-	if err != nil {
-		return err
 	}
-	seqMiB, seqReqs, err := run("read", func(lm *lazyMount, _ string) (int64, error) {
+	read := func(lm *lazyMount, _ string) (int64, error) {
 		f, err := os.Open(filepath.Join(lm.mnt, "big"))
 		if err != nil {
 			return 0, err
 		}
 		defer f.Close()
 		return io.CopyBuffer(io.Discard, struct{ io.Reader }{f}, make([]byte, 1<<20))
-	})
-	if err != nil {
-		return err
 	}
 	var fetched int64
-	preMiB, preReqs, err := run("prefetch", func(lm *lazyMount, _ string) (int64, error) {
+	prefetch := func(lm *lazyMount, _ string) (int64, error) {
 		pres, err := lm.reg.Prefetch(ctx, lm.im, ondemand.PrefetchOptions{Whole: true})
 		if err != nil {
 			return 0, fmt.Errorf("prefetch: %w (%+v)", err, pres)
@@ -458,14 +452,32 @@ func overLink(ctx context.Context, b *testing.B, dir, registryHost string, res *
 		}
 		fetched = pres.Fetched
 		return pres.Fetched, nil
-	})
-	if err != nil {
-		return err
 	}
-	fmt.Printf("through a link adding %v per request (a registry in another region), cold:\n", latency)
-	fmt.Printf("  curl of big's blob                          %8.1f MiB/s\n", curlMiB)
-	fmt.Printf("  sequential read of big through erofsd       %8.1f MiB/s, ratio %.2f, %d store requests\n", seqMiB, seqMiB/curlMiB, seqReqs)
-	fmt.Printf("  whole prefetch of the image (%d MiB)       %8.1f MiB/s, ratio %.2f, %d store requests\n", fetched>>20, preMiB, preMiB/curlMiB, preReqs)
+	// Rounds alternate the three, medians printed: the link's own pace
+	// varies with the machine's load.
+	const rounds = 3
+	var curls, reads, prefetches []float64
+	var readReqs, prefetchReqs int64
+	for r := range rounds {
+		mib, _, err := run(fmt.Sprint("curl", r), curl1)
+		if err != nil {
+			return err
+		}
+		curls = append(curls, mib)
+		if mib, readReqs, err = run(fmt.Sprint("read", r), read); err != nil {
+			return err
+		}
+		reads = append(reads, mib)
+		if mib, prefetchReqs, err = run(fmt.Sprint("prefetch", r), prefetch); err != nil {
+			return err
+		}
+		prefetches = append(prefetches, mib)
+	}
+	curlMiB, seqMiB, preMiB := benchstat.Median(curls), benchstat.Median(reads), benchstat.Median(prefetches)
+	fmt.Printf("through a link adding %v per request (a registry in another region), cold, median of %d rounds:\n", latency, rounds)
+	fmt.Printf("  curl of big's blob                          %8.1f MiB/s %s\n", curlMiB, benchstat.Rounds(curls, "%.0f"))
+	fmt.Printf("  sequential read of big through erofsd       %8.1f MiB/s %s, ratio %.2f, %d store requests (readahead window %d MiB)\n", seqMiB, benchstat.Rounds(reads, "%.0f"), seqMiB/curlMiB, readReqs, window>>20)
+	fmt.Printf("  whole prefetch of the image (%d MiB)       %8.1f MiB/s %s, ratio %.2f, %d store requests\n", fetched>>20, preMiB, benchstat.Rounds(prefetches, "%.0f"), preMiB/curlMiB, prefetchReqs)
 	b.ReportMetric(seqMiB/curlMiB, "link-read-ratio-vs-curl")
 	b.ReportMetric(preMiB/curlMiB, "link-prefetch-ratio-vs-curl")
 	return nil
