@@ -67,6 +67,21 @@ type FileCopier interface {
 	CopyFrom(ctx context.Context, src *os.File, off, n int64, check func(data []byte) [][2]int64) error
 }
 
+// StagedWriter is implemented by BlockWriters that can take blocks
+// before they are verified and make them readable only once they are:
+// a streamed chunk is written while it arrives, so that its reader does
+// not wait for the write of the whole chunk after its transfer.
+type StagedWriter interface {
+	// WriteStaged calls fill, which writes the n bytes at off (block
+	// aligned) through write, in any order, and reports whether they
+	// are right. Nothing of the range can be read meanwhile; it counts
+	// as written only if fill reports true without error, and is
+	// dropped otherwise. fill's error is returned as it is. A range
+	// already written, or being written, is refused with ErrNotCopied
+	// before fill is called: the caller writes it through WriteBlocks.
+	WriteStaged(ctx context.Context, off, n int64, fill func(write func(p []byte, at int64) error) (bool, error)) error
+}
+
 // ErrNotCopied is a FileCopier's refusal to copy: the caller writes the
 // blocks through WriteBlocks instead.
 var ErrNotCopied = errors.New("blocks not copied")
@@ -1121,7 +1136,10 @@ const streamPiece = 128 << 10
 
 // streamChunk fetches chunk c into buf (its padded size) with one
 // streamed range read, hashing each piece as it arrives, and writes it,
-// zero padded, if it matches. Store failures come back as storeErrors.
+// zero padded, if it matches. A StagedWriter gets each piece as it is
+// in, unverified: what the reader then waits for after the transfer is
+// the hash of the last piece, not a write of the whole chunk too. Store
+// failures come back as storeErrors.
 func (s *blobSource) streamChunk(ctx context.Context, ro blobstore.RangeOpener, c chunk, buf []byte, w BlockWriter) error {
 	start := time.Now()
 	rc, err := ro.OpenRange(ctx, c.off, c.length)
@@ -1129,25 +1147,62 @@ func (s *blobSource) streamChunk(ctx context.Context, ro blobstore.RangeOpener, 
 		return &storeError{fmt.Errorf("%s: reading chunk at %d: %w", s.digest, c.off, err)}
 	}
 	defer rc.Close()
-	h := sha256.New()
-	for pos := int64(0); pos < c.length; {
-		n := min(streamPiece, c.length-pos)
-		if _, err := io.ReadFull(rc, buf[pos:pos+n]); err != nil {
-			return &storeError{fmt.Errorf("%s: reading chunk at %d: %w", s.digest, c.off, err)}
+	// receive reads the chunk into buf, hands each piece (the last with
+	// the zero padding) to write unless it is nil, and reports whether
+	// the chunk matched its digest.
+	receive := func(write func(p []byte, at int64) error) (bool, error) {
+		h := sha256.New()
+		for pos := int64(0); pos < c.length; {
+			n := min(streamPiece, c.length-pos)
+			if _, err := io.ReadFull(rc, buf[pos:pos+n]); err != nil {
+				return false, &storeError{fmt.Errorf("%s: reading chunk at %d: %w", s.digest, c.off, err)}
+			}
+			h.Write(buf[pos : pos+n])
+			end := pos + n
+			if end == c.length {
+				clear(buf[c.length:])
+				end = int64(len(buf))
+			}
+			if write != nil {
+				if err := write(buf[pos:end], c.off+pos); err != nil {
+					return false, err
+				}
+			}
+			pos += n
 		}
-		h.Write(buf[pos : pos+n])
-		pos += n
+		if s.latency != nil {
+			s.latency.Observe(time.Since(start).Seconds())
+		}
+		if [32]byte(h.Sum(nil)) != c.digest {
+			s.stats.DigestFailures.Add(1)
+			return false, nil
+		}
+		return true, nil
 	}
-	if s.latency != nil {
-		s.latency.Observe(time.Since(start).Seconds())
+	var ok, staged bool
+	if sw, isStaged := w.(StagedWriter); isStaged {
+		err = sw.WriteStaged(ctx, c.off, int64(len(buf)), func(write func(p []byte, at int64) error) (bool, error) {
+			var err error
+			ok, err = receive(write)
+			return ok, err
+		})
+		// Refused before anything was received: written below instead.
+		staged = !errors.Is(err, ErrNotCopied)
 	}
-	if [32]byte(h.Sum(nil)) != c.digest {
-		s.stats.DigestFailures.Add(1)
+	if !staged {
+		ok, err = receive(nil)
+	}
+	if err != nil {
+		return err
+	}
+	if !ok {
 		return fmt.Errorf("%w: %s chunk at %d (%d bytes)", ErrDigestMismatch, s.digest, c.off, c.length)
 	}
-	clear(buf[c.length:])
 	s.stats.Fetches.Add(1)
 	s.stats.FetchedBytes.Add(c.length)
+	if staged {
+		return nil
+	}
 	return w.WriteBlocks(buf, c.off)
 }
 

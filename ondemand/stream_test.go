@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand"
 	"os"
@@ -530,3 +531,91 @@ type fixedReadahead struct {
 }
 
 func (f fixedReadahead) Readahead(off, n int64) (int64, int64) { return f.off, f.n }
+
+// memStager is a memObject that also takes staged writes
+// (StagedWriter): pieces land in a buffer of the range and reach the
+// object only if fill vouches for them.
+type memStager struct {
+	*memObject
+	refuse          bool
+	pieces, commits int
+	drops, direct   int
+}
+
+func (m *memStager) WriteBlocks(p []byte, off int64) error {
+	m.direct++
+	return m.memObject.WriteBlocks(p, off)
+}
+
+func (m *memStager) WriteStaged(ctx context.Context, off, n int64, fill func(write func(p []byte, at int64) error) (bool, error)) error {
+	if m.refuse {
+		return fmt.Errorf("refused: %w", ErrNotCopied)
+	}
+	staged := make([]byte, n)
+	ok, err := fill(func(p []byte, at int64) error {
+		if at < off || at+int64(len(p)) > off+n || at%BlockSize != 0 || len(p)%BlockSize != 0 {
+			return fmt.Errorf("staged piece [%d, %d) outside [%d, %d) or unaligned", at, at+int64(len(p)), off, off+n)
+		}
+		m.pieces++
+		copy(staged[at-off:], p)
+		return nil
+	})
+	if err != nil || !ok {
+		m.drops++
+		return err
+	}
+	m.commits++
+	return m.memObject.WriteBlocks(staged, off)
+}
+
+// TestStreamChunkStaged: a chunk streamed alone goes to a StagedWriter
+// piece by piece as it arrives and is committed once its digest matches;
+// a stream that lies is dropped, never committed, and the chunk is read
+// again and written whole; a writer that refuses staging gets the chunk
+// written whole.
+func TestStreamChunkStaged(t *testing.T) {
+	spec, blobPath := buildImage(t, 1<<20)
+	blob, err := os.ReadFile(blobPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name          string
+		zeros, refuse bool
+	}{
+		{"good", false, false},
+		{"lying stream", true, false},
+		{"refused", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := spec
+			spec.Store = &streamStore{Store: spec.Store, zeros: tc.zeros}
+			_, im, obj := serveBlob(t, spec)
+			// The largest chunk: several pieces.
+			var c chunk
+			for _, x := range im.blobs[0].chunks {
+				if x.length > c.length && !x.zero {
+					c = x
+				}
+			}
+			if c.length <= streamPiece {
+				t.Fatalf("largest chunk %d bytes: want more than one piece", c.length)
+			}
+			m := &memStager{memObject: newMemObject(t, obj.Size()), refuse: tc.refuse}
+			if err := obj.Fill(context.Background(), c.off, BlockSize, m); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(m.data[c.off:c.off+c.length], blob[c.off:c.off+c.length]) {
+				t.Fatal("chunk differs from the blob")
+			}
+			switch {
+			case tc.refuse && (m.pieces != 0 || m.direct != 1):
+				t.Errorf("refused: %d staged pieces, %d whole writes; want 0 and 1", m.pieces, m.direct)
+			case tc.zeros && (m.commits != 0 || m.drops != 1 || m.direct != 1):
+				t.Errorf("lying stream: %d commits, %d drops, %d whole writes; want 0, 1, 1", m.commits, m.drops, m.direct)
+			case !tc.refuse && !tc.zeros && (m.commits != 1 || m.direct != 0 || m.pieces != int((c.length+streamPiece-1)/streamPiece)):
+				t.Errorf("good: %d commits, %d whole writes, %d pieces; want 1, 0, %d", m.commits, m.direct, m.pieces, (c.length+streamPiece-1)/streamPiece)
+			}
+		})
+	}
+}

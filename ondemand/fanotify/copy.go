@@ -34,6 +34,57 @@ func (b blockWriter) CopyFrom(ctx context.Context, src *os.File, off, n int64, c
 	w := b.w
 	w.writes.RLock() // Poison waits for the copy: the file is not truncated under the mapping
 	defer w.writes.RUnlock()
+	return w.stage(ctx, off, n, func(fd int) ([][2]int64, error) {
+		return w.copyAndCheck(ctx, src, fd, off, n, check)
+	})
+}
+
+// WriteStaged writes [off, off+n) as fill produces it, unverified, and
+// makes it present only if fill vouches for it (ondemand.StagedWriter):
+// a streamed chunk lands in the file while it arrives, and a reader
+// waits only for the hash of its last piece, not for the write of the
+// whole chunk after it. The bytes are safe for the reasons CopyFrom's
+// are (the range counts as being copied). Unlike a copy it does not hold
+// off Poison through the stream, which may wait on the network: each
+// piece is written under the writes lock, and none once erofsd stops.
+func (b blockWriter) WriteStaged(ctx context.Context, off, n int64, fill func(write func(p []byte, at int64) error) (bool, error)) error {
+	w := b.w
+	return w.stage(ctx, off, n, func(fd int) ([][2]int64, error) {
+		write := func(p []byte, at int64) error {
+			if at < off || at+int64(len(p)) > off+n {
+				return fmt.Errorf("%s: staged write of [%d, %d) outside [%d, %d)", w.Path, at, at+int64(len(p)), off, off+n)
+			}
+			w.writes.RLock()
+			defer w.writes.RUnlock()
+			if w.isPoisoned() {
+				return fmt.Errorf("%s: erofsd is stopping", w.Path)
+			}
+			err := w.pwriteFD(fd, p, at)
+			if ondemand.IsNoSpace(err) {
+				// As WriteBlocks: room from files no mount uses, once.
+				w.s.Stats.NoSpace.Add(1)
+				if w.s.makeRoom(ctx, int64(len(p))) {
+					err = w.pwriteFD(fd, p, at)
+					if ondemand.IsNoSpace(err) {
+						w.s.Stats.NoSpace.Add(1)
+					}
+				}
+			}
+			return err
+		}
+		ok, err := fill(write)
+		if err != nil || !ok {
+			return nil, err
+		}
+		return [][2]int64{{off, off + n}}, nil
+	})
+}
+
+// stage registers [off, off+n) as being written unverified (w.copying),
+// has produce write it through fd, keeps the ranges produce vouches for
+// (marked present) and punches out the rest. A range with blocks present
+// or being written is refused with ErrNotCopied, having written nothing.
+func (w *Watch) stage(ctx context.Context, off, n int64, produce func(fd int) ([][2]int64, error)) error {
 	if w.isPoisoned() {
 		return fmt.Errorf("%s: erofsd is stopping", w.Path)
 	}
@@ -56,7 +107,7 @@ func (b blockWriter) CopyFrom(ctx context.Context, src *os.File, off, n int64, c
 		return fmt.Errorf("copying into %s at %d: %w", w.Path, off, err)
 	}
 	defer w.s.settle(n)
-	good, err := w.copyAndCheck(ctx, src, fd, off, n, check)
+	good, err := produce(fd)
 	var kept int64
 	for _, g := range good {
 		kept += g[1] - g[0]

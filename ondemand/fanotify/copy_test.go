@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -82,8 +83,8 @@ func TestCopiedChunksCheckedWhereTheyLand(t *testing.T) {
 
 // copyTarget mounts an 8 MiB random file lazily (1 MiB chunks) and reads
 // its first byte, so that its watch has a writer fd; it returns the
-// watch, the mountpoint and the file's bytes.
-func copyTarget(t *testing.T) (w *Watch, mnt string, data []byte) {
+// watch, the mountpoint, the file's bytes and its blob's.
+func copyTarget(t *testing.T) (w *Watch, mnt string, data, blob []byte) {
 	t.Helper()
 	src := t.TempDir()
 	data = make([]byte, 8<<20)
@@ -98,7 +99,12 @@ func copyTarget(t *testing.T) (w *Watch, mnt string, data []byte) {
 	if _, err := f.ReadAt(make([]byte, 1), 0); err != nil { // the watch gets its writer
 		t.Fatal(err)
 	}
-	return m.watches[0], m.mnt, data
+	w = m.watches[0]
+	blob, err = os.ReadFile(filepath.Join(m.blobDir, blobstore.DigestOf(w.digest).Hex()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w, m.mnt, data, blob
 }
 
 // TestCopyRefusedWhereWritten: a copy into blocks already present (or
@@ -106,7 +112,7 @@ func copyTarget(t *testing.T) (w *Watch, mnt string, data []byte) {
 // put unverified bytes under blocks a reader may be served; a copy whose
 // check vouches for nothing leaves its blocks absent and holding zeros.
 func TestCopyRefusedWhereWritten(t *testing.T) {
-	w, mnt, data := copyTarget(t)
+	w, mnt, data, _ := copyTarget(t)
 	bw := blockWriter{context.Background(), w}
 	other, err := os.CreateTemp(t.TempDir(), "other")
 	if err != nil {
@@ -167,7 +173,7 @@ func allZeros(p []byte) bool {
 // administrator might) fails the copy with an error instead of killing
 // the daemon with SIGBUS, and marks nothing present.
 func TestCopyFileShrinksUnderCheck(t *testing.T) {
-	w, _, _ := copyTarget(t)
+	w, _, _, _ := copyTarget(t)
 	last := w.size - 1<<20
 	if w.has(last, ondemand.BlockSize) {
 		t.Skip("the tail was fetched ahead of the reader")
@@ -195,5 +201,74 @@ func TestCopyFileShrinksUnderCheck(t *testing.T) {
 	}
 	if w.has(last, ondemand.BlockSize) {
 		t.Fatal("blocks of a faulted check are present")
+	}
+}
+
+// TestStagedWrites: staged writes (a chunk streamed into the cache file
+// while it arrives) are refused where blocks are present and outside
+// their range; while staged, the bytes are in the file but their blocks
+// not present (a reader's event is not answered with them); what fill
+// does not vouch for is dropped (absent, zeros in the file); what it
+// vouches for is present and read through the mount.
+func TestStagedWrites(t *testing.T) {
+	w, mnt, data, blob := copyTarget(t)
+	bw := blockWriter{context.Background(), w}
+	called := false
+	err := bw.WriteStaged(context.Background(), 0, 1<<20, func(func([]byte, int64) error) (bool, error) { called = true; return true, nil })
+	if !errors.Is(err, ondemand.ErrNotCopied) || called {
+		t.Fatalf("staging over present blocks: %v (fill called %v), want ErrNotCopied before fill", err, called)
+	}
+	last := w.size - 1<<20
+	if w.has(last, ondemand.BlockSize) {
+		t.Skip("the tail was fetched ahead of the reader")
+	}
+	w.mu.Lock()
+	fd := w.writeFD
+	w.mu.Unlock()
+	junk := bytes.Repeat([]byte{0xAB}, 1<<20)
+	err = bw.WriteStaged(context.Background(), last, 1<<20, func(write func([]byte, int64) error) (bool, error) {
+		if err := write(junk[:1<<19], last); err != nil {
+			return false, err
+		}
+		if err := write(junk[:1<<19], last+1<<19); err != nil {
+			return false, err
+		}
+		if err := write(junk[:4096], last+1<<20); err == nil {
+			return false, errors.New("a staged write past the range was taken")
+		}
+		// Staged: in the file, not present.
+		got := make([]byte, 4096)
+		if _, err := unix.Pread(fd, got, last); err != nil || !bytes.Equal(got, junk[:4096]) {
+			return false, fmt.Errorf("staged bytes not in the file: %v", err)
+		}
+		if w.has(last, ondemand.BlockSize) {
+			return false, errors.New("staged blocks present before fill vouched for them")
+		}
+		return false, nil // the digest did not match
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 1<<20)
+	if w.has(last, ondemand.BlockSize) {
+		t.Fatal("blocks fill did not vouch for are present")
+	}
+	if _, err := unix.Pread(fd, got, last); err != nil || !allZeros(got) {
+		t.Fatalf("unverified staged bytes left in the cache file (%v)", err)
+	}
+	// Staged right: present, and the mount reads the file's bytes.
+	right := make([]byte, 1<<20)
+	copy(right, blob[min(last, int64(len(blob))):])
+	if err := bw.WriteStaged(context.Background(), last, 1<<20, func(write func([]byte, int64) error) (bool, error) {
+		return true, write(right, last)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !w.has(last, 1<<20) {
+		t.Fatal("blocks fill vouched for are not present")
+	}
+	all, err := os.ReadFile(filepath.Join(mnt, "f"))
+	if err != nil || !bytes.Equal(all, data) {
+		t.Fatalf("reading after the staged writes: %v", err)
 	}
 }

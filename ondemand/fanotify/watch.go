@@ -630,6 +630,10 @@ func (w *Watch) pwrite(p []byte, off int64) error {
 	w.mu.Lock()
 	fd := w.writeFD
 	w.mu.Unlock()
+	return w.pwriteFD(fd, p, off)
+}
+
+func (w *Watch) pwriteFD(fd int, p []byte, off int64) error {
 	for done := 0; done < len(p); {
 		n, err := unix.Pwrite(fd, p[done:], off+int64(done))
 		if errors.Is(err, unix.EINTR) {
@@ -649,6 +653,11 @@ func (w *Watch) pwrite(p []byte, off int64) error {
 func (w *Watch) markPresent(off, n int64) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.poisoned {
+		// Poison clears the map once the writes under way are done; a
+		// staged write commits without holding them off.
+		return fmt.Errorf("%s: erofsd is stopping", w.Path)
+	}
 	first, last := off/ondemand.BlockSize, (off+n-1)/ondemand.BlockSize
 	whole := w.size / ondemand.BlockSize
 	for b := first; b <= last; b++ {
