@@ -755,12 +755,19 @@ const minKernelCopy = 128 << 10
 // piece: the caller fetches the run itself.
 func (s *blobSource) copyRun(ctx context.Context, fc FileCopier, fb blobstore.FileBacked, run []chunk, fetches []*fetch) bool {
 	finished := make([]atomic.Bool, len(run))
+	end := func(k int) int64 { return run[k].off + alignUp(run[k].length) }
 	for i := 0; i < len(run); {
+		// Up to copyPiece, but never a piece under minKernelCopy where
+		// the run goes on (a short file's tail before a big chunk), nor
+		// such a remainder after it: those are not copied in the kernel.
 		j := i + 1
-		for j < len(run) && run[j].off+alignUp(run[j].length)-run[i].off <= copyPiece {
+		for j < len(run) && (end(j)-run[i].off <= copyPiece || end(j-1)-run[i].off < minKernelCopy) {
 			j++
 		}
-		span := run[j-1].off + alignUp(run[j-1].length) - run[i].off
+		if j < len(run) && end(len(run)-1)-run[j].off < minKernelCopy {
+			j = len(run)
+		}
+		span := end(j-1) - run[i].off
 		verified, err := s.copyVerify(ctx, fc, fb, run[i:j], span)
 		if errors.Is(err, ErrNotCopied) {
 			if i == 0 {
@@ -1036,9 +1043,7 @@ func (s *blobSource) fillChunk(ctx context.Context, c chunk, w BlockWriter) erro
 			}
 			s.inflight[c.off] = f
 			s.mu.Unlock()
-			f.err = s.fetchChunk(ctx, c, w)
-			s.finish(c, f)
-			return f.err
+			return s.fetchOwned(ctx, c, f, w)
 		}
 		s.mu.Unlock()
 		s.stats.Coalesced.Add(1)
@@ -1053,6 +1058,17 @@ func (s *blobSource) fillChunk(ctx context.Context, c chunk, w BlockWriter) erro
 			return ctx.Err()
 		}
 	}
+}
+
+// fetchOwned fetches chunk c for f, the fetch this fill claimed, and
+// finishes it, also when fetching panics (the front end recovers it): a
+// chunk left claimed would hold every later read of it until its
+// timeout. Waiters then fetch it themselves.
+func (s *blobSource) fetchOwned(ctx context.Context, c chunk, f *fetch, w BlockWriter) error {
+	f.err = errRunMiss
+	defer s.finish(c, f)
+	f.err = s.fetchChunk(ctx, c, w)
+	return f.err
 }
 
 // fetchChunk fetches chunk c, verifies it and writes it. The image's

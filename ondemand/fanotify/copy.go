@@ -107,7 +107,17 @@ func (w *Watch) stage(ctx context.Context, off, n int64, produce func(fd int) ([
 		return fmt.Errorf("copying into %s at %d: %w", w.Path, off, err)
 	}
 	defer w.s.settle(n)
+	produced := false
+	defer func() {
+		if !produced {
+			// produce panicked (the handler recovers it): nothing of
+			// the range is kept or counted.
+			w.s.cache.used.Add(-n)
+			w.dropExcept(fd, off, n, nil)
+		}
+	}()
 	good, err := produce(fd)
+	produced = true
 	var kept int64
 	for _, g := range good {
 		kept += g[1] - g[0]

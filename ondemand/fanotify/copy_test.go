@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/erofsd/erofsd/blobstore"
 	"github.com/erofsd/erofsd/ondemand"
@@ -270,5 +271,87 @@ func TestStagedWrites(t *testing.T) {
 	all, err := os.ReadFile(filepath.Join(mnt, "f"))
 	if err != nil || !bytes.Equal(all, data) {
 		t.Fatalf("reading after the staged writes: %v", err)
+	}
+}
+
+// TestStagedWritePoison: erofsd stopping for good (Poison) while a chunk
+// is staged and another source's write of the same chunk waits for the
+// staging: the write waits without holding Poison off, so the staged
+// stream's next piece is refused, and all three end (they waited for
+// each other for good when the write held the writes lock).
+func TestStagedWritePoison(t *testing.T) {
+	w, _, _, blob := copyTarget(t)
+	last := w.size - 1<<20
+	if w.has(last, ondemand.BlockSize) {
+		t.Skip("the tail was fetched ahead of the reader")
+	}
+	right := make([]byte, 1<<20)
+	copy(right, blob[min(last, int64(len(blob))):])
+	bw := blockWriter{context.Background(), w}
+	firstPiece, rest := make(chan struct{}), make(chan struct{})
+	staged := make(chan error, 1)
+	go func() {
+		staged <- bw.WriteStaged(context.Background(), last, 1<<20, func(write func([]byte, int64) error) (bool, error) {
+			if err := write(right[:1<<19], last); err != nil {
+				return false, err
+			}
+			close(firstPiece)
+			<-rest // the network delivers the rest later
+			return true, write(right[1<<19:], last+1<<19)
+		})
+	}()
+	<-firstPiece
+	wrote := make(chan error, 1)
+	go func() { wrote <- bw.WriteBlocks(right[:ondemand.BlockSize], last) }()
+	time.Sleep(50 * time.Millisecond) // the write waits for the staging
+	poisoned := make(chan error, 1)
+	go func() { poisoned <- w.Poison() }()
+	time.Sleep(50 * time.Millisecond) // Poison waits for the writes lock
+	close(rest)
+	for name, ch := range map[string]chan error{"Poison": poisoned, "the staged stream": staged, "the waiting write": wrote} {
+		select {
+		case err := <-ch:
+			if name != "Poison" && err == nil {
+				t.Errorf("%s succeeded after Poison", name)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s still waiting 10 s after Poison: they wait for each other", name)
+		}
+	}
+	if w.has(last, ondemand.BlockSize) {
+		t.Error("blocks present after Poison")
+	}
+}
+
+// TestStagedWritePanic: a fill that panics (the handler recovers it)
+// keeps nothing: its bytes are dropped from the file and from the cache
+// accounting, and nothing is present.
+func TestStagedWritePanic(t *testing.T) {
+	w, _, _, _ := copyTarget(t)
+	last := w.size - 1<<20
+	if w.has(last, ondemand.BlockSize) {
+		t.Skip("the tail was fetched ahead of the reader")
+	}
+	before := w.s.cache.used.Load()
+	junk := bytes.Repeat([]byte{0xAB}, 1<<20)
+	func() {
+		defer func() { recover() }()
+		blockWriter{context.Background(), w}.WriteStaged(context.Background(), last, 1<<20, func(write func([]byte, int64) error) (bool, error) {
+			write(junk, last)
+			panic("a store's reader")
+		})
+	}()
+	if after := w.s.cache.used.Load(); after != before {
+		t.Errorf("cache use %d -> %d after a fill that panicked", before, after)
+	}
+	w.mu.Lock()
+	fd := w.writeFD
+	w.mu.Unlock()
+	got := make([]byte, 1<<20)
+	if _, err := unix.Pread(fd, got, last); err != nil || !allZeros(got) {
+		t.Errorf("staged bytes left in the cache file after a panic (%v)", err)
+	}
+	if w.has(last, ondemand.BlockSize) {
+		t.Error("blocks present after a panic")
 	}
 }

@@ -574,7 +574,22 @@ func (b blockWriter) WriteBlocks(p []byte, off int64) error {
 	span := [2]int64{off, off + int64(len(p))}
 	w.mu.Lock()
 	for overlapsAny(w.copying, span) {
-		w.copyDone.Wait() // a copy's I/O and hashing, bounded by its context
+		// Wait for the copy (its I/O and hashing, bounded by its
+		// context) without holding writes: a staged write takes them
+		// per piece, and behind a pending Poison it would wait for us.
+		w.mu.Unlock()
+		w.writes.RUnlock()
+		w.mu.Lock()
+		for overlapsAny(w.copying, span) {
+			w.copyDone.Wait()
+		}
+		w.mu.Unlock()
+		w.writes.RLock()
+		w.mu.Lock()
+		if w.poisoned {
+			w.mu.Unlock()
+			return fmt.Errorf("%s: erofsd is stopping", w.Path)
+		}
 	}
 	w.writing = append(w.writing, span)
 	w.mu.Unlock()
