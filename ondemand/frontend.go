@@ -144,19 +144,40 @@ func (p *Pool) Wait() { p.wg.Wait() }
 // the object go. A worker is taken before the range is asked for: src
 // hands a range out once, so it must not be dropped for want of one. It
 // returns the range src suggested (n == 0: none).
+//
+// A source that can hand out more of its window (a blob's, see
+// blobSource.ReadaheadMore) gets up to maxRunsPerAccess ranges started,
+// each on a worker of its own, so that a stream's window fills at once.
 func (p *Pool) Readahead(src Source, off, n int64, present func(off, n int64) bool, hold func() bool, fill func(off, n int64)) (int64, int64) {
 	if !p.tryAcquireForReadahead() {
 		return 0, 0
 	}
 	raOff, raN := src.Readahead(off, n)
-	if raN <= 0 || (present != nil && present(raOff, raN)) {
-		p.Put()
+	if !p.startReadahead(raOff, raN, present, hold, fill) {
 		return raOff, raN
 	}
-	if !hold() {
-		p.Put()
-		return 0, 0
+	if more, ok := src.(interface{ ReadaheadMore() (int64, int64) }); ok {
+		for k := 1; k < maxRunsPerAccess && p.tryAcquireForReadahead(); k++ {
+			if o, m := more.ReadaheadMore(); !p.startReadahead(o, m, present, hold, fill) {
+				break
+			}
+		}
 	}
-	p.Go(func() { fill(raOff, raN) })
 	return raOff, raN
+}
+
+// maxRunsPerAccess bounds the readahead ranges one access starts: a
+// 32 MiB window's worth of 8 MiB runs.
+const maxRunsPerAccess = 4
+
+// startReadahead runs fill for [off, off+n) on the worker acquired for
+// it, unless the range is empty or present or hold refuses; then it
+// gives the worker back and reports false.
+func (p *Pool) startReadahead(off, n int64, present func(off, n int64) bool, hold func() bool, fill func(off, n int64)) bool {
+	if n <= 0 || (present != nil && present(off, n)) || !hold() {
+		p.Put()
+		return false
+	}
+	p.Go(func() { fill(off, n) })
+	return true
 }

@@ -467,6 +467,15 @@ type Object struct {
 	blob   *blobSource // the source, for a blob
 }
 
+// ReadaheadMore hands out more of a blob's readahead window (see
+// blobSource.ReadaheadMore); n == 0 for a bootstrap.
+func (o *Object) ReadaheadMore() (int64, int64) {
+	if o.blob == nil {
+		return 0, 0
+	}
+	return o.blob.ReadaheadMore()
+}
+
 // KernelRead notes a read the kernel asked for (not erofsd's readahead or
 // its own reads): for a blob whose image records a start set, its chunks
 // count as start set hits, late reads or misses.

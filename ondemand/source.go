@@ -382,6 +382,7 @@ type blobSource struct {
 	// streamStart is where the sequential stream lastEnd ends began.
 	streamStart int64
 	seen        bool  // Readahead saw an access
+	lastOff     int64 // start of the last access Readahead saw
 	raNext      int64 // end of the last readahead range handed out
 }
 
@@ -410,15 +411,6 @@ const seqSlack = 1 << 20
 // like one sequential reader.
 func (s *blobSource) Readahead(off, n int64) (int64, int64) {
 	end := off + n
-	i, _ := slices.BinarySearchFunc(s.chunks, end, func(c chunk, t int64) int {
-		if c.off+alignUp(c.length) <= t {
-			return -1
-		}
-		return 1
-	})
-	if i < len(s.chunks) && s.chunks[i].off < end {
-		i++ // end falls inside chunk i: the ones after it are wanted
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	// Readahead stays in the file the access read: never another file's
@@ -434,8 +426,7 @@ func (s *blobSource) Readahead(off, n int64) (int64, int64) {
 	} else {
 		s.lastEnd, s.raNext, s.streamStart = end, 0, off
 	}
-	s.seen = true
-	busy := func(c chunk) bool { return s.written[c.off] || s.inflight[c.off] != nil }
+	s.seen, s.lastOff = true, off
 	if !sequential && !s.acrossFiles {
 		// An isolated read earns no readahead: it costs one round trip
 		// and its own chunk, not the next one's too. A second read
@@ -443,11 +434,55 @@ func (s *blobSource) Readahead(off, n int64) (int64, int64) {
 		return 0, 0
 	}
 	if s.window <= 0 || !sequential {
-		if i >= len(s.chunks) || busy(s.chunks[i]) || s.chunks[i].off >= fileEnd {
+		i := s.chunkAfter(end)
+		if i >= len(s.chunks) || s.written[s.chunks[i].off] || s.inflight[s.chunks[i].off] != nil || s.chunks[i].off >= fileEnd {
 			return 0, 0
 		}
 		return s.chunks[i].off, s.chunks[i].length
 	}
+	return s.nextRunLocked(off, end)
+}
+
+// ReadaheadMore hands out the run after the one Readahead last handed out
+// for the same access, while the stream's window has room for it, so
+// that a front end can start the window's runs at once rather than one
+// per access (through a link with a long round trip, a stream's first
+// accesses otherwise each wait for one). n == 0: nothing more.
+func (s *blobSource) ReadaheadMore() (int64, int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.seen || s.window <= 0 || s.raNext == 0 {
+		return 0, 0
+	}
+	return s.nextRunLocked(s.lastOff, s.lastEnd)
+}
+
+// chunkAfter returns the index of the first chunk that starts at or
+// after pos (one that pos falls inside is passed over).
+func (s *blobSource) chunkAfter(pos int64) int {
+	i, _ := slices.BinarySearchFunc(s.chunks, pos, func(c chunk, t int64) int {
+		if c.off+alignUp(c.length) <= t {
+			return -1
+		}
+		return 1
+	})
+	if i < len(s.chunks) && s.chunks[i].off < pos {
+		i++
+	}
+	return i
+}
+
+// nextRunLocked hands out the next run of the sequential stream whose
+// last access was [off, end): the first chunks after what was handed out
+// before, within the window after end, neither written nor being
+// fetched, up to MaxRun and what the window leaves in flight. s.mu is
+// held.
+func (s *blobSource) nextRunLocked(off, end int64) (int64, int64) {
+	fileEnd := s.size
+	if !s.acrossFiles {
+		fileEnd = s.runLimit(end - 1)
+	}
+	busy := func(c chunk) bool { return s.written[c.off] || s.inflight[c.off] != nil }
 	// The window grows with the stream, as the kernel's does: twice what
 	// it has read, up to s.window. Two reads in a row are not yet a
 	// stream worth megabytes. It also bounds what is in flight from the
@@ -461,28 +496,25 @@ func (s *blobSource) Readahead(off, n int64) (int64, int64) {
 		window = min(window, 2*(end-s.streamStart))
 	}
 	limit := min(end+window, fileEnd)
-	// What is on its way counts from the access on: the run the reader
-	// waits in is in flight too.
+	// What is on its way counts from the access on: the chunks being
+	// fetched in the access (the run the reader waits in), then every
+	// chunk not written yet up to what was handed out (a range handed
+	// out is fetched by a fill that may not have started yet), then the
+	// chunks being fetched after that.
 	var fetching int64
-	j, _ := slices.BinarySearchFunc(s.chunks, off, func(c chunk, t int64) int {
-		if c.off+alignUp(c.length) <= t {
-			return -1
-		}
-		return 1
-	})
-	for ; j < i; j++ {
-		if s.inflight[s.chunks[j].off] != nil {
-			fetching += alignUp(s.chunks[j].length)
-		}
+	i := s.chunkAfter(off)
+	if i > 0 && s.chunks[i-1].off+alignUp(s.chunks[i-1].length) > off {
+		i-- // the chunk off falls inside
 	}
-	// Ranges handed out before are not handed out again: the front end
-	// may not have started on them yet, and a second fetch of the same
-	// chunks would only wait for the first.
-	for i < len(s.chunks) && s.chunks[i].off < min(s.raNext, limit) {
+	for ; i < len(s.chunks) && s.chunks[i].off < end; i++ {
 		if s.inflight[s.chunks[i].off] != nil {
 			fetching += alignUp(s.chunks[i].length)
 		}
-		i++
+	}
+	for ; i < len(s.chunks) && s.chunks[i].off < s.raNext; i++ {
+		if !s.written[s.chunks[i].off] {
+			fetching += alignUp(s.chunks[i].length)
+		}
 	}
 	for i < len(s.chunks) && s.chunks[i].off < limit && busy(s.chunks[i]) {
 		if s.inflight[s.chunks[i].off] != nil {

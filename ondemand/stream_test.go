@@ -436,10 +436,12 @@ func TestSingleChunkStreamed(t *testing.T) {
 }
 
 // TestReadaheadBoundsInFlight follows a sequential reader through a blob
-// in 4 MiB accesses (a mount's readahead), each run handed out taken as
-// in flight until the reader has passed its chunks (streams deliver in
-// order): what is on its way from the reader on never passes the window,
-// the run the reader waits in included.
+// in 4 MiB accesses (a mount's readahead), each run handed out (by
+// Readahead, then ReadaheadMore while it hands out more, as the front
+// ends' pool does) taken as in flight until the reader has passed its
+// chunks (streams deliver in order): what is on its way from the reader
+// on never passes the window, the run the reader waits in included; and
+// the window fills from the stream's start, not a run per access.
 func TestReadaheadBoundsInFlight(t *testing.T) {
 	src := t.TempDir()
 	data := make([]byte, 64<<20)
@@ -469,17 +471,22 @@ func TestReadaheadBoundsInFlight(t *testing.T) {
 	const step = 4 << 20
 	first := s.chunks[0].off
 	var handedOut int64
+	s.mu.Lock()
+	s.inflight, s.written = map[int64]*fetch{}, map[int64]bool{}
+	s.mu.Unlock()
 	for pos := first; pos < first+int64(len(data)); pos += step {
-		off, n := s.Readahead(pos, step)
-		s.mu.Lock()
-		if s.inflight == nil {
-			s.inflight, s.written = map[int64]*fetch{}, map[int64]bool{}
+		var runs [][2]int64
+		for off, n := s.Readahead(pos, step); n > 0 && len(runs) < 16; off, n = s.ReadaheadMore() {
+			runs = append(runs, [2]int64{off, n})
 		}
+		s.mu.Lock()
 		var ahead int64
 		for _, c := range s.chunks {
-			if n > 0 && c.off >= off && c.off < off+n {
-				s.inflight[c.off] = &fetch{}
-				handedOut += alignUp(c.length)
+			for _, r := range runs {
+				if c.off >= r[0] && c.off < r[0]+r[1] {
+					s.inflight[c.off] = &fetch{}
+					handedOut += alignUp(c.length)
+				}
 			}
 			if s.inflight[c.off] != nil && c.off+alignUp(c.length) > pos {
 				ahead += alignUp(c.length)
@@ -495,6 +502,11 @@ func TestReadaheadBoundsInFlight(t *testing.T) {
 		s.mu.Unlock()
 		if ahead > reg.ReadaheadWindow {
 			t.Fatalf("reading [%d, %d) MiB: %d MiB in flight from the reader on, window %d MiB", pos>>20, (pos+step)>>20, ahead>>20, reg.ReadaheadWindow>>20)
+		}
+		// By the fourth access (16 MiB read: a full 32 MiB window), the
+		// window is handed out whole, not a run per access.
+		if pos == first+3*step && ahead < reg.ReadaheadWindow-MaxRun {
+			t.Errorf("after 16 MiB read: %d MiB in flight, want the window's %d MiB but a run", ahead>>20, reg.ReadaheadWindow>>20)
 		}
 	}
 	if handedOut < int64(len(data))/2 {
