@@ -330,7 +330,7 @@ const maxBlobs = 4096
 // blob). It is safe to call after Finish.
 func (b *Builder) Abort() {
 	if b.zpipe != nil {
-		b.zpipe.stop()
+		b.zpipe.abort()
 	}
 	b.data.flush()
 	if !b.finished {

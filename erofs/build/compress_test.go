@@ -377,3 +377,36 @@ func TestCompressedAddAfterFinish(t *testing.T) {
 		f.Close()
 	}
 }
+
+// TestZpipeAbortSkipsQueued: aborting a build ends the compression lanes
+// without compressing the jobs still queued (nobody will store them):
+// only the jobs the lanes hold when it aborts are compressed.
+func TestZpipeAbortSkipsQueued(t *testing.T) {
+	cfg, err := newZconfig("lzma", 0) // slow: the lanes cannot drain the queue first
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newZpipe(cfg)
+	data := make([]byte, 1<<20)
+	r := rand.New(rand.NewPCG(4, 4))
+	for i := range data {
+		data[i] = byte(r.Uint32())
+	}
+	var jobs []*zjob
+	for range min(24, p.maxPending) {
+		j := &zjob{data: data, eof: true, done: make(chan struct{})}
+		jobs = append(jobs, j)
+		p.jobs <- j
+	}
+	p.abort()
+	skipped := 0
+	for _, j := range jobs {
+		<-j.done
+		if errors.Is(j.err, errFinished) {
+			skipped++
+		}
+	}
+	if skipped < len(jobs)/2 {
+		t.Fatalf("%d of %d queued jobs skipped by abort", skipped, len(jobs))
+	}
+}

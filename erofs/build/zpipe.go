@@ -5,6 +5,7 @@ import (
 	"errors"
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
 
 // Compression runs on a few lanes, each a goroutine with its own
@@ -44,6 +45,9 @@ type zpipe struct {
 	maxPending   int
 	pendingBytes int
 	wg           sync.WaitGroup
+	// aborted: the build is given up; queued jobs end without being
+	// compressed (up to zpendingBytes of work nobody will store).
+	aborted atomic.Bool
 }
 
 // zpendingBytes bounds the segment data in flight.
@@ -64,6 +68,11 @@ func (p *zpipe) work() {
 	defer p.wg.Done()
 	l := &zlane{cfg: p.cfg, dst: make([]byte, 2*p.cfg.pcluster)}
 	for j := range p.jobs {
+		if p.aborted.Load() {
+			j.err = errFinished
+			close(j.done)
+			continue
+		}
 		if l.enc == nil {
 			l.enc, j.err = p.cfg.newEncoder()
 		}
@@ -81,6 +90,12 @@ func (p *zpipe) stop() {
 		p.wg.Wait()
 		p.jobs = nil
 	}
+}
+
+// abort ends the workers without compressing the jobs still queued.
+func (p *zpipe) abort() {
+	p.aborted.Store(true)
+	p.stop()
 }
 
 // errFinished is what a finished or aborted build says when used again.
