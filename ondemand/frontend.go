@@ -156,7 +156,7 @@ func (p *Pool) Readahead(src Source, off, n int64, present func(off, n int64) bo
 	if !p.startReadahead(raOff, raN, present, hold, fill) {
 		return raOff, raN
 	}
-	if more, ok := src.(interface{ ReadaheadMore() (int64, int64) }); ok {
+	if more, ok := src.(ReadaheadMorer); ok {
 		for k := 1; k < maxRunsPerAccess && p.tryAcquireForReadahead(); k++ {
 			if o, m := more.ReadaheadMore(); !p.startReadahead(o, m, present, hold, fill) {
 				break
@@ -165,6 +165,16 @@ func (p *Pool) Readahead(src Source, off, n int64, present func(off, n int64) bo
 	}
 	return raOff, raN
 }
+
+// ReadaheadMorer is implemented by sources that can hand out more of the
+// current stream's readahead window after Readahead (*Object, for blobs).
+type ReadaheadMorer interface {
+	// ReadaheadMore returns the next range to fetch ahead of the
+	// stream Readahead last continued; n == 0: nothing more for now.
+	ReadaheadMore() (off, n int64)
+}
+
+var _ ReadaheadMorer = (*Object)(nil)
 
 // maxRunsPerAccess bounds the readahead ranges one access starts: a
 // 32 MiB window's worth of 8 MiB runs.

@@ -443,8 +443,8 @@ func (s *blobSource) Readahead(off, n int64) (int64, int64) {
 	return s.nextRunLocked(off, end)
 }
 
-// ReadaheadMore hands out the run after the one Readahead last handed out
-// for the same access, while the stream's window has room for it, so
+// ReadaheadMore hands out the next run of the stream Readahead last
+// continued (whichever access that was), while its window has room, so
 // that a front end can start the window's runs at once rather than one
 // per access (through a link with a long round trip, a stream's first
 // accesses otherwise each wait for one). n == 0: nothing more.
