@@ -3,14 +3,9 @@ package ondemand
 import (
 	"context"
 	"io"
-	"math/rand"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/erofsd/erofsd/blobstore"
-	"github.com/erofsd/erofsd/erofs/build"
-	"github.com/erofsd/erofsd/internal/testutil/testimage"
 )
 
 // BenchmarkStreamedFill fills a 32 MiB blob of 1 MiB chunks into memory
@@ -18,21 +13,11 @@ import (
 // the network): the serving core's own cost and pace of receiving,
 // verifying and writing a run.
 func BenchmarkStreamedFill(b *testing.B) {
-	src := b.TempDir()
-	data := make([]byte, 32<<20)
-	rand.New(rand.NewSource(7)).Read(data)
-	if err := os.WriteFile(filepath.Join(src, "f"), data, 0o644); err != nil {
-		b.Fatal(err)
-	}
-	blobDir := b.TempDir()
-	img, _, _ := testimage.Build(b, src, build.Options{BlobDir: blobDir, ChunkSize: 1 << 20})
-	local, err := blobstore.NewLocal(blobDir)
-	if err != nil {
-		b.Fatal(err)
-	}
+	spec, _ := randomFileImage(b, 32<<20, 1<<20, 7)
+	spec.Store = &rangeStore{spec.Store}
 	reg := NewRegistry()
 	defer reg.Close()
-	im, err := reg.Register(ImageSpec{FSID: "img1", Bootstrap: img, Store: &rangeStore{local}})
+	im, err := reg.Register(spec)
 	if err != nil {
 		b.Fatal(err)
 	}

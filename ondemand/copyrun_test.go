@@ -47,19 +47,8 @@ func (m *memCopier) CopyFrom(ctx context.Context, src *os.File, off, n int64, ch
 // of the run's first chunk does not wait for the whole run; every byte
 // lands right.
 func TestCopyRunInPieces(t *testing.T) {
-	src := t.TempDir()
-	data := make([]byte, 6<<20)
-	rand.New(rand.NewSource(3)).Read(data)
-	if err := os.WriteFile(filepath.Join(src, "f"), data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	blobDir := t.TempDir()
-	img, blobs, _ := testimage.Build(t, src, build.Options{BlobDir: blobDir, ChunkSize: 256 << 10})
-	store, err := blobstore.NewLocal(blobDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _, obj := serveBlob(t, ImageSpec{FSID: "img1", Bootstrap: img, Store: store})
+	spec, blob := randomFileImage(t, 6<<20, 256<<10, 3)
+	_, _, obj := serveBlob(t, spec)
 	s := obj.blob
 	m := &memCopier{memObject: newMemObject(t, obj.Size()), src: s, first: s.chunks[0].off}
 	if err := obj.Fill(context.Background(), s.chunks[0].off, obj.Size()-s.chunks[0].off, m); err != nil {
@@ -75,10 +64,6 @@ func TestCopyRunInPieces(t *testing.T) {
 		if i > 0 && !m.firstReady[i] {
 			t.Fatalf("copy %d began before the first chunk was finished", i)
 		}
-	}
-	blob, err := os.ReadFile(blobs[0])
-	if err != nil {
-		t.Fatal(err)
 	}
 	end := m.copies[len(m.copies)-1][0] + m.copies[len(m.copies)-1][1]
 	if !bytes.Equal(m.data[s.chunks[0].off:end], blob[s.chunks[0].off:end]) {

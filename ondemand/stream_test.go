@@ -24,14 +24,42 @@ import (
 // chunks: 32 chunks, back to back from the start of the blob.
 func uniformImage(t *testing.T) (ImageSpec, []byte) {
 	t.Helper()
+	return randomFileImage(t, 2<<20, 64<<10, 5)
+}
+
+// serveReadahead registers spec in a registry of its own with a readahead
+// window of window bytes (and Registry.ReadaheadAcrossFiles) and
+// resolves its first blob.
+func serveReadahead(t *testing.T, spec ImageSpec, window int64, acrossFiles bool) *Object {
+	t.Helper()
+	reg := NewRegistry()
+	t.Cleanup(func() { reg.Close() })
+	reg.ReadaheadWindow, reg.ReadaheadAcrossFiles = window, acrossFiles
+	im, err := reg.Register(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, err := reg.Resolve(im.VolumeKey(), im.Blobs[0].Digest.Hex())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(obj.Release)
+	return obj
+}
+
+// randomFileImage builds a blob-mode image of one file, "f", of size
+// random bytes (from seed) in chunks of chunkSize, served from a local
+// store as "img1"; it returns its spec and its blob's bytes.
+func randomFileImage(t testing.TB, size int, chunkSize int64, seed int64) (ImageSpec, []byte) {
+	t.Helper()
 	src := t.TempDir()
-	data := make([]byte, 2<<20)
-	rand.New(rand.NewSource(5)).Read(data)
+	data := make([]byte, size)
+	rand.New(rand.NewSource(seed)).Read(data)
 	if err := os.WriteFile(filepath.Join(src, "f"), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	blobDir := t.TempDir()
-	img, blobs, _ := testimage.Build(t, src, build.Options{BlobDir: blobDir, ChunkSize: 64 << 10})
+	img, blobs, _ := testimage.Build(t, src, build.Options{BlobDir: blobDir, ChunkSize: chunkSize})
 	store, err := blobstore.NewLocal(blobDir)
 	if err != nil {
 		t.Fatal(err)
@@ -173,16 +201,7 @@ func TestReadaheadWindow(t *testing.T) {
 		{4 * k, 4 * k, [][2]int64{{0, 4 * k}}, [2]int64{4 * k, 4 * k}},      // a longer stream: the whole window
 		{64 * k, 16 * k, [][2]int64{{0, 16 * k}}, [2]int64{16 * k, 16 * k}}, // to the end of the blob
 	} {
-		reg := NewRegistry()
-		reg.ReadaheadWindow = tc.window
-		im, err := reg.Register(spec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		obj, err := reg.Resolve(im.VolumeKey(), im.Blobs[0].Digest.Hex())
-		if err != nil {
-			t.Fatal(err)
-		}
+		obj := serveReadahead(t, spec, tc.window, false)
 		m := newMemObject(t, obj.Size())
 		for _, f := range tc.written {
 			if err := obj.Fill(context.Background(), f[0], f[1], m); err != nil {
@@ -197,8 +216,6 @@ func TestReadaheadWindow(t *testing.T) {
 		if [2]int64{off, n} != tc.want {
 			t.Errorf("window %d after fills %v: readahead %d+%d, want %d+%d", tc.window, tc.written, off, n, tc.want[0], tc.want[1])
 		}
-		obj.Release()
-		reg.Close()
 	}
 }
 
@@ -211,18 +228,7 @@ func TestReadaheadRandomNoWindow(t *testing.T) {
 	spec, _ := uniformImage(t)
 	spec.Store = &streamStore{Store: spec.Store}
 	const k = 64 << 10
-	reg := NewRegistry()
-	defer reg.Close()
-	reg.ReadaheadWindow = 16 * k
-	im, err := reg.Register(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	obj, err := reg.Resolve(im.VolumeKey(), im.Blobs[0].Digest.Hex())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer obj.Release()
+	obj := serveReadahead(t, spec, 16*k, false)
 	// A fill opens the blob (and shows it streams).
 	if err := obj.Fill(context.Background(), 31*k, k, newMemObject(t, obj.Size())); err != nil {
 		t.Fatal(err)
@@ -318,19 +324,7 @@ func TestReadaheadStaysInFile(t *testing.T) {
 	}
 	// serve resolves the image's blob in a registry of its own.
 	serve := func(acrossFiles bool) *Object {
-		reg := NewRegistry()
-		t.Cleanup(func() { reg.Close() })
-		reg.ReadaheadWindow, reg.ReadaheadAcrossFiles = 16*k, acrossFiles
-		im, err := reg.Register(ImageSpec{FSID: "img1", Bootstrap: img, Store: &streamStore{Store: store}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		obj, err := reg.Resolve(im.VolumeKey(), im.Blobs[0].Digest.Hex())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(obj.Release)
-		return obj
+		return serveReadahead(t, ImageSpec{FSID: "img1", Bootstrap: img, Store: &streamStore{Store: store}}, 16*k, acrossFiles)
 	}
 	obj := serve(false)
 	if err := obj.Fill(context.Background(), 0, k, newMemObject(t, obj.Size())); err != nil {
@@ -443,30 +437,10 @@ func TestSingleChunkStreamed(t *testing.T) {
 // on never passes the window, the run the reader waits in included; and
 // the window fills from the stream's start, not a run per access.
 func TestReadaheadBoundsInFlight(t *testing.T) {
-	src := t.TempDir()
-	data := make([]byte, 64<<20)
-	rand.New(rand.NewSource(7)).Read(data)
-	if err := os.WriteFile(filepath.Join(src, "f"), data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	blobDir := t.TempDir()
-	img, _, _ := testimage.Build(t, src, build.Options{BlobDir: blobDir, ChunkSize: 1 << 20})
-	store, err := blobstore.NewLocal(blobDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := NewRegistry()
-	defer reg.Close()
-	reg.ReadaheadWindow = 32 << 20
-	im, err := reg.Register(ImageSpec{FSID: "img1", Bootstrap: img, Store: store})
-	if err != nil {
-		t.Fatal(err)
-	}
-	obj, err := reg.Resolve(im.VolumeKey(), im.Blobs[0].Digest.Hex())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer obj.Release()
+	const size = 64 << 20
+	spec, _ := randomFileImage(t, size, 1<<20, 7)
+	const window = 32 << 20
+	obj := serveReadahead(t, spec, window, false)
 	s := obj.blob
 	const step = 4 << 20
 	first := s.chunks[0].off
@@ -474,7 +448,7 @@ func TestReadaheadBoundsInFlight(t *testing.T) {
 	s.mu.Lock()
 	s.inflight, s.written = map[int64]*fetch{}, map[int64]bool{}
 	s.mu.Unlock()
-	for pos := first; pos < first+int64(len(data)); pos += step {
+	for pos := first; pos < first+size; pos += step {
 		var runs [][2]int64
 		for off, n := s.Readahead(pos, step); n > 0 && len(runs) < 16; off, n = s.ReadaheadMore() {
 			runs = append(runs, [2]int64{off, n})
@@ -500,17 +474,17 @@ func TestReadaheadBoundsInFlight(t *testing.T) {
 			}
 		}
 		s.mu.Unlock()
-		if ahead > reg.ReadaheadWindow {
-			t.Fatalf("reading [%d, %d) MiB: %d MiB in flight from the reader on, window %d MiB", pos>>20, (pos+step)>>20, ahead>>20, reg.ReadaheadWindow>>20)
+		if ahead > window {
+			t.Fatalf("reading [%d, %d) MiB: %d MiB in flight from the reader on, window %d MiB", pos>>20, (pos+step)>>20, ahead>>20, window>>20)
 		}
 		// By the fourth access (16 MiB read: a full 32 MiB window), the
 		// window is handed out whole, not a run per access.
-		if pos == first+3*step && ahead < reg.ReadaheadWindow-MaxRun {
-			t.Errorf("after 16 MiB read: %d MiB in flight, want the window's %d MiB but a run", ahead>>20, reg.ReadaheadWindow>>20)
+		if pos == first+3*step && ahead < window-MaxRun {
+			t.Errorf("after 16 MiB read: %d MiB in flight, want the window's %d MiB but a run", ahead>>20, window>>20)
 		}
 	}
-	if handedOut < int64(len(data))/2 {
-		t.Fatalf("readahead handed out %d MiB of a %d MiB sequential read", handedOut>>20, len(data)>>20)
+	if handedOut < size/2 {
+		t.Fatalf("readahead handed out %d MiB of a %d MiB sequential read", handedOut>>20, size>>20)
 	}
 }
 

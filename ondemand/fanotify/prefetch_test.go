@@ -73,11 +73,10 @@ func TestPrefetchWhole(t *testing.T) {
 	}
 }
 
-// TestPrefetchDoesNotWaitForCheck: the prefetch that completes a cache
-// file returns without waiting for the file to be made durable and
-// checked whole (here held up on the map's flush lock); the file is
-// unmarked once they are done.
-func TestPrefetchDoesNotWaitForCheck(t *testing.T) {
+// bigFilePrefetchMount mounts a random file of a little over 3 MiB
+// lazily (64 KiB chunks), its watches attached as prefetch targets.
+func bigFilePrefetchMount(t *testing.T) *lazyMount {
+	t.Helper()
 	src := filepath.Join(t.TempDir(), "src")
 	big := make([]byte, 3<<20+4321)
 	rand.Read(big)
@@ -87,14 +86,30 @@ func TestPrefetchDoesNotWaitForCheck(t *testing.T) {
 	for i, w := range m.watches {
 		m.objs[i].Attach(w.Target())
 	}
+	return m
+}
+
+// holdChecks holds the map flush lock of m's watches, which the check of
+// a complete file takes first, until the returned func (safe to call
+// twice) is called.
+func holdChecks(m *lazyMount) (unlock func()) {
 	for _, w := range m.watches {
 		w.flushMu.Lock()
 	}
-	unlock := sync.OnceFunc(func() {
+	return sync.OnceFunc(func() {
 		for _, w := range m.watches {
 			w.flushMu.Unlock()
 		}
 	})
+}
+
+// TestPrefetchDoesNotWaitForCheck: the prefetch that completes a cache
+// file returns without waiting for the file to be made durable and
+// checked whole (here held up on the map's flush lock); the file is
+// unmarked once they are done.
+func TestPrefetchDoesNotWaitForCheck(t *testing.T) {
+	m := bigFilePrefetchMount(t)
+	unlock := holdChecks(m)
 	defer unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -130,15 +145,7 @@ func TestPrefetchDoesNotWaitForCheck(t *testing.T) {
 // waits for (it would use the group after Release); the next start
 // checks the file.
 func TestPrefetchAfterServeStartsNothing(t *testing.T) {
-	src := filepath.Join(t.TempDir(), "src")
-	big := make([]byte, 3<<20+4321)
-	rand.Read(big)
-	os.MkdirAll(src, 0o755)
-	os.WriteFile(filepath.Join(src, "big"), big, 0o644)
-	m := newLazyMount(t, src, 64<<10, false)
-	for i, w := range m.watches {
-		m.objs[i].Attach(w.Target())
-	}
+	m := bigFilePrefetchMount(t)
 	f, err := os.Open(filepath.Join(m.mnt, "big"))
 	if err != nil {
 		t.Fatal(err)
@@ -157,14 +164,7 @@ func TestPrefetchAfterServeStartsNothing(t *testing.T) {
 		}
 	}
 	// A check started now would wait here.
-	for _, w := range m.watches {
-		w.flushMu.Lock()
-	}
-	unlock := sync.OnceFunc(func() {
-		for _, w := range m.watches {
-			w.flushMu.Unlock()
-		}
-	})
+	unlock := holdChecks(m)
 	defer unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
