@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/erofsd/erofsd/erofs"
@@ -190,7 +191,8 @@ type PrefetchOptions struct {
 	Quiet time.Duration
 	// MaxFetch bounds one prefetch fill: adjacent planned chunks are
 	// fetched together up to this many bytes (default DefaultMaxFetch, at most
-	// MaxRun; a chunk larger than it is fetched alone).
+	// MaxRun; a chunk larger than it is fetched alone). A fill that runs
+	// out of FillTimeout halves it for the fills after it.
 	MaxFetch int64
 	// TargetWait is how long prefetch waits for a blob's cache object
 	// to be attached before it gives up (default 10 s).
@@ -277,6 +279,7 @@ func (r *Registry) Prefetch(ctx context.Context, im *Image, opts PrefetchOptions
 	if opts.FillTimeout <= 0 {
 		opts.FillTimeout = DefaultFillTimeout
 	}
+	p.maxFetch.Store(opts.MaxFetch)
 	runCtx, cancel := context.WithCancel(ctx)
 	p.cancel = cancel
 	err = p.dispatch(runCtx, plan, opts)
@@ -303,6 +306,10 @@ type prefetch struct {
 	im     *Image
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// maxFetch is opts.MaxFetch, halved below the size of each fill that
+	// ran out of time: on a link too slow for a fill of that size within
+	// FillTimeout, prefetch goes on in smaller fills instead of failing.
+	maxFetch atomic.Int64
 
 	mu       sync.Mutex // guards the rest
 	res      PrefetchResult
@@ -354,7 +361,7 @@ func (p *prefetch) dispatch(ctx context.Context, plan []planned, opts PrefetchOp
 		j := i + 1
 		for ; j < len(plan) && plan[j].blob == plan[i].blob && plan[j].c.off == end && plan[j].eager == plan[i].eager; j++ {
 			next := end + alignUp(plan[j].c.length)
-			if next-start > opts.MaxFetch || src.has(a.t, plan[j].c) {
+			if next-start > p.maxFetch.Load() || src.has(a.t, plan[j].c) {
 				break
 			}
 			end = next
@@ -383,9 +390,7 @@ func (p *prefetch) fill(ctx context.Context, a *attached, group []planned, off, 
 	defer func() { <-slots }()
 	src := a.obj.blob
 	before := src.writtenIn(group)
-	fctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	err := a.t.Write(fctx, off, n, func(w BlockWriter) error { return src.safeFill(fctx, off, n, w) })
+	err := p.write(ctx, a, group, off, n, timeout)
 	after := src.writtenIn(group)
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -412,6 +417,42 @@ func (p *prefetch) fill(ctx context.Context, a *attached, group []planned, off, 
 			p.cancel()
 		}
 	}
+}
+
+// write fills [off, off+n), the chunks of group, within timeout. If that
+// runs out, the link is too slow for fills this large: later fills are
+// made half as large, and group is filled again in such pieces (each
+// within timeout, split again if it runs out), down to single chunks.
+func (p *prefetch) write(ctx context.Context, a *attached, group []planned, off, n int64, timeout time.Duration) error {
+	src := a.obj.blob
+	fctx, cancel := context.WithTimeout(ctx, timeout)
+	err := a.t.Write(fctx, off, n, func(w BlockWriter) error { return src.safeFill(fctx, off, n, w) })
+	timedOut := errors.Is(fctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
+	cancel()
+	if err == nil || !timedOut || len(group) < 2 {
+		return err
+	}
+	half := max(n/2, BlockSize)
+	p.mu.Lock()
+	if half < p.maxFetch.Load() {
+		// Fills in flight at one size that all time out halve it once.
+		p.maxFetch.Store(half)
+	}
+	p.mu.Unlock()
+	var errs []error
+	for i := 0; i < len(group); {
+		start := group[i].c.off
+		end := start + alignUp(group[i].c.length)
+		j := i + 1
+		for ; j < len(group) && end+alignUp(group[j].c.length)-start <= half; j++ {
+			end += alignUp(group[j].c.length)
+		}
+		if err := p.write(ctx, a, group[i:j], start, end-start, timeout); err != nil {
+			errs = append(errs, err)
+		}
+		i = j
+	}
+	return errors.Join(errs...)
 }
 
 func (r *Registry) registered(im *Image) bool {

@@ -31,7 +31,8 @@ func (t *memTarget) Write(ctx context.Context, off, n int64, fn func(BlockWriter
 func (t *memTarget) Present(off, n int64) bool { return t.present != nil && t.present(off, n) }
 
 // recStore records every read that reaches the backend, in order; a read
-// at gateOff waits for gate to close, and every read takes delay.
+// at gateOff waits for gate to close, and every read takes delay, plus
+// perMiB for each MiB it reads (a slow link).
 type recStore struct {
 	blobstore.Store
 	mu      sync.Mutex
@@ -39,6 +40,7 @@ type recStore struct {
 	gateOff int64
 	gate    chan struct{}
 	delay   time.Duration
+	perMiB  time.Duration
 
 	active, maxActive int
 }
@@ -89,8 +91,8 @@ func (b recBlob) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 			return 0, ctx.Err()
 		}
 	}
-	if b.s.delay > 0 {
-		if err := sleep(ctx, b.s.delay); err != nil {
+	if d := b.s.delay + b.s.perMiB*time.Duration(len(p))/(1<<20); d > 0 {
+		if err := sleep(ctx, d); err != nil {
 			return 0, err
 		}
 	}
@@ -154,6 +156,30 @@ func TestPrefetchWhole(t *testing.T) {
 	res, err = reg.Prefetch(context.Background(), im, PrefetchOptions{Whole: true})
 	if err != nil || res.Fetched != 0 || res.Done != want || len(rs.log()) != len(reads) {
 		t.Fatalf("second prefetch: %+v %v, %d more reads", res, err, len(rs.log())-len(reads))
+	}
+}
+
+// TestPrefetchSlowLink: on a link too slow for a fill of MaxFetch within
+// FillTimeout, prefetch halves its fills after the first that times out
+// and completes, instead of failing every fill and giving up.
+func TestPrefetchSlowLink(t *testing.T) {
+	rs := &recStore{perMiB: 400 * time.Millisecond} // 1 MiB: 400 ms; 512 KiB: 200 ms
+	reg, im, _, tg, blob := prefetchSetup(t, rs)
+	res, err := reg.Prefetch(context.Background(), im, PrefetchOptions{Whole: true, Quiet: time.Millisecond, Parallel: 1, MaxFetch: 1 << 20, FillTimeout: 300 * time.Millisecond})
+	if err != nil || res.Done != res.Planned {
+		t.Fatalf("prefetch over a slow link: %v %+v", err, res)
+	}
+	if !bytes.Equal(tg.m.data, blob) {
+		t.Fatal("prefetched object differs from the blob")
+	}
+	reads := rs.log()
+	if len(reads) == 0 || reads[0].n <= 512<<10 {
+		t.Fatalf("reads %v: want a first fill over 512 KiB (it times out)", reads)
+	}
+	for _, r := range reads[1:] {
+		if r.n > 512<<10 {
+			t.Fatalf("reads %v: a fill over 512 KiB after one timed out", reads)
+		}
 	}
 }
 
