@@ -59,18 +59,7 @@ func (b blockWriter) WriteStaged(ctx context.Context, off, n int64, fill func(wr
 			if w.isPoisoned() {
 				return fmt.Errorf("%s: erofsd is stopping", w.Path)
 			}
-			err := w.pwriteFD(fd, p, at)
-			if ondemand.IsNoSpace(err) {
-				// As WriteBlocks: room from files no mount uses, once.
-				w.s.Stats.NoSpace.Add(1)
-				if w.s.makeRoom(ctx, int64(len(p))) {
-					err = w.pwriteFD(fd, p, at)
-					if ondemand.IsNoSpace(err) {
-						w.s.Stats.NoSpace.Add(1)
-					}
-				}
-			}
-			return err
+			return w.pwriteMakingRoom(ctx, fd, p, at)
 		}
 		ok, err := fill(write)
 		if err != nil || !ok {
@@ -170,7 +159,7 @@ func (w *Watch) copyAndCheck(ctx context.Context, src *os.File, fd int, off, n i
 			// src ends: the rest of the range is zeros (the blob's
 			// last block past its end, if the blob's size is not a
 			// whole number of blocks), whatever the file held there.
-			if err := w.pwrite(make([]byte, off+n-dstOff), dstOff); err != nil {
+			if err := w.pwriteFD(fd, make([]byte, off+n-dstOff), dstOff); err != nil {
 				return nil, err
 			}
 			break

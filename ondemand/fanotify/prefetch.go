@@ -18,11 +18,12 @@ const primeTimeout = 30 * time.Second
 // Target returns the watch as a prefetch target, to attach to the
 // Object it serves (ondemand.Object.Attach). Prefetch writes go through
 // the watch's writer fd like the answers to events, and a file made
-// complete is unmarked in the background, once checked whole. A watch that has no writer yet (no read has come
-// since it was created) gets one on the first prefetch write: the target
-// reads one byte at the range to fill through an ordinary fd, which
-// raises a pre-content event like any reader's; Serve (which must be
-// running) answers it, filling that range, and keeps the event's fd.
+// complete is unmarked in the background, once checked whole. A watch
+// that has no writer yet (no read has come since it was created) gets
+// one on the first prefetch write: the target reads one byte at the
+// range to fill through an ordinary fd, which raises a pre-content event
+// like any reader's; Serve (which must be running) answers it, filling
+// that range, and keeps the event's fd.
 func (w *Watch) Target() ondemand.Target { return &watchTarget{w: w} }
 
 type watchTarget struct {

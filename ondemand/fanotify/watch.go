@@ -599,17 +599,10 @@ func (b blockWriter) WriteBlocks(p []byte, off int64) error {
 		return fmt.Errorf("writing %s at %d: %w", w.Path, off, err)
 	}
 	defer w.s.settle(added)
-	err := w.pwrite(p, off)
-	if ondemand.IsNoSpace(err) {
-		w.s.Stats.NoSpace.Add(1)
-		if w.s.makeRoom(b.ctx, int64(len(p))) {
-			err = w.pwrite(p, off)
-			if ondemand.IsNoSpace(err) {
-				w.s.Stats.NoSpace.Add(1)
-			}
-		}
-	}
-	if err != nil {
+	w.mu.Lock()
+	fd := w.writeFD
+	w.mu.Unlock()
+	if err := w.pwriteMakingRoom(b.ctx, fd, p, off); err != nil {
 		w.s.cache.used.Add(-added)
 		return err
 	}
@@ -641,11 +634,20 @@ func (w *Watch) endSpan(list *[][2]int64, span [2]int64) {
 	w.copyDone.Broadcast()
 }
 
-func (w *Watch) pwrite(p []byte, off int64) error {
-	w.mu.Lock()
-	fd := w.writeFD
-	w.mu.Unlock()
-	return w.pwriteFD(fd, p, off)
+// pwriteMakingRoom writes p at off through fd; if the filesystem has no
+// room, it makes room from files no mount uses and tries once more.
+func (w *Watch) pwriteMakingRoom(ctx context.Context, fd int, p []byte, off int64) error {
+	err := w.pwriteFD(fd, p, off)
+	if ondemand.IsNoSpace(err) {
+		w.s.Stats.NoSpace.Add(1)
+		if w.s.makeRoom(ctx, int64(len(p))) {
+			err = w.pwriteFD(fd, p, off)
+			if ondemand.IsNoSpace(err) {
+				w.s.Stats.NoSpace.Add(1)
+			}
+		}
+	}
+	return err
 }
 
 func (w *Watch) pwriteFD(fd int, p []byte, off int64) error {
