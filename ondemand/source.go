@@ -799,8 +799,7 @@ func (s *blobSource) copyRun(ctx context.Context, fc FileCopier, fb blobstore.Fi
 		if j < len(run) && end(len(run)-1)-run[j].off < minKernelCopy {
 			j = len(run)
 		}
-		span := end(j-1) - run[i].off
-		verified, err := s.copyVerify(ctx, fc, fb, run[i:j], span)
+		verified, err := s.copyVerify(ctx, fc, fb, run[i:j])
 		if errors.Is(err, ErrNotCopied) {
 			if i == 0 {
 				return false
@@ -832,12 +831,14 @@ func (s *blobSource) copyRun(ctx context.Context, fc FileCopier, fb blobstore.Fi
 // alternated runs).
 const copyPiece = 2 << 20
 
-// copyVerify copies adjacent chunks (span bytes from the first one's
-// offset) from a local blob file into the object and reports which
-// matched their digest where they landed; those are written. An
-// ErrNotCopied error (also for spans under minKernelCopy) wrote nothing:
-// the caller reads the chunks itself.
-func (s *blobSource) copyVerify(ctx context.Context, fc FileCopier, fb blobstore.FileBacked, run []chunk, span int64) ([]bool, error) {
+// copyVerify copies adjacent chunks (from the first one's offset to the
+// last one's padded end) from a local blob file into the object and
+// reports which matched their digest where they landed; those are
+// written. An ErrNotCopied error (also for spans under minKernelCopy)
+// wrote nothing: the caller reads the chunks itself.
+func (s *blobSource) copyVerify(ctx context.Context, fc FileCopier, fb blobstore.FileBacked, run []chunk) ([]bool, error) {
+	last := run[len(run)-1]
+	span := last.off + alignUp(last.length) - run[0].off
 	if span < minKernelCopy {
 		return nil, ErrNotCopied
 	}
@@ -1125,7 +1126,7 @@ func (s *blobSource) fetchChunk(ctx context.Context, c chunk, w BlockWriter) err
 		// refusal), the stores are read as below.
 		if b, err := stores[0].open(ctx, s.blobData); err == nil {
 			if fb, ok := b.(blobstore.FileBacked); ok {
-				if verified, err := s.copyVerify(ctx, fc, fb, []chunk{c}, padded); err == nil && verified[0] {
+				if verified, err := s.copyVerify(ctx, fc, fb, []chunk{c}); err == nil && verified[0] {
 					return nil
 				} else if err == nil {
 					s.stats.DigestFailures.Add(1)
