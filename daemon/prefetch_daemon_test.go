@@ -67,13 +67,7 @@ func TestDaemonPrefetch(t *testing.T) {
 	if _, err := os.Stat("/dev/cachefiles"); err == nil {
 		reads = `erofsd_kernel_requests_total{frontend="cachefiles",result="ok",type="read"}`
 	}
-	diffs, err := treecmp.Compare(src, mnt, treecmp.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range diffs {
-		t.Error(d)
-	}
+	treecmp.Expect(t, src, mnt, treecmp.Options{})
 	after := scrape.Metrics(t, metricsAddr)
 	if f := after["erofsd_backend_fetches_total"] - m["erofsd_backend_fetches_total"]; f != 0 {
 		t.Errorf("reading every file after the prefetch fetched %v chunks", f)

@@ -132,13 +132,7 @@ func TestLazyTree(t *testing.T) {
 		t.Fatalf("reading a %d-byte file fetched %d bytes", len(data), got)
 	}
 
-	diffs, err := treecmp.Compare(src, m.mnt, treecmp.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range diffs {
-		t.Error(d)
-	}
+	treecmp.Expect(t, src, m.mnt, treecmp.Options{})
 	for _, w := range m.watches {
 		if !w.Complete() {
 			t.Error("blob not complete after reading every file")

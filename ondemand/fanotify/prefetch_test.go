@@ -58,13 +58,7 @@ func TestPrefetchWhole(t *testing.T) {
 		t.Errorf("%d events during the prefetch: want one priming read per blob", ev)
 	}
 	fetches, events := m.reg.Stats.Fetches.Load(), m.srv.Stats.Events.Load()
-	diffs, err := treecmp.Compare(src, m.mnt, treecmp.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range diffs {
-		t.Error(d)
-	}
+	treecmp.Expect(t, src, m.mnt, treecmp.Options{})
 	if f, e := m.reg.Stats.Fetches.Load(), m.srv.Stats.Events.Load(); f != fetches || e != events {
 		t.Errorf("reading every file after the prefetch: %d fetches, %d events", f-fetches, e-events)
 	}
@@ -208,13 +202,7 @@ func TestPrefetchWhileReading(t *testing.T) {
 		res, err := m.reg.Prefetch(ctx, im, ondemand.PrefetchOptions{Files: prefetchlist.Files("big"), Whole: true, Limiter: ondemand.NewLimiter(64 << 20)})
 		done <- result{res, err}
 	}()
-	diffs, err := treecmp.Compare(src, m.mnt, treecmp.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range diffs {
-		t.Error(d)
-	}
+	treecmp.Expect(t, src, m.mnt, treecmp.Options{})
 	r := <-done
 	if r.err != nil || r.res.Done != r.res.Planned {
 		t.Fatalf("prefetch: %v %+v", r.err, r.res)

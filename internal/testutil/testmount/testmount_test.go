@@ -135,18 +135,6 @@ func mkfs(t *testing.T, args ...string) {
 	}
 }
 
-// compare fails the test for every difference between want and got.
-func compare(t *testing.T, want, got string, opts treecmp.Options) {
-	t.Helper()
-	diffs, err := treecmp.Compare(want, got, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range diffs {
-		t.Error(d)
-	}
-}
-
 func TestSupported(t *testing.T) {
 	err := kmount.Supported()
 	if os.Geteuid() != 0 {
@@ -170,7 +158,7 @@ func TestFileBackedMkfs(t *testing.T) {
 	img := filepath.Join(t.TempDir(), "flat.erofs")
 	mkfs(t, img, src)
 	mnt := mount(t, img, nil)
-	compare(t, src, mnt, treecmp.Options{})
+	treecmp.Expect(t, src, mnt, treecmp.Options{})
 	if !m.RootFeatures {
 		t.Log("not root: root-only features were not exercised")
 	}
@@ -184,7 +172,7 @@ func TestMountChunkedWithBlob(t *testing.T) {
 	img, blob := filepath.Join(dir, "chunked.erofs"), filepath.Join(dir, "blob")
 	mkfs(t, "--chunksize=4096", "--blobdev="+blob, img, src)
 	mnt := mount(t, img, []string{blob})
-	compare(t, src, mnt, treecmp.Options{})
+	treecmp.Expect(t, src, mnt, treecmp.Options{})
 
 	// Chunk deduplication: the blob holds the repeated 1 MiB regions once.
 	fi, err := os.Stat(blob)
@@ -270,7 +258,7 @@ func TestMountOptions(t *testing.T) {
 	if len(diffs) != 1 || diffs[0].What != treecmp.WhatXattr || diffs[0].Path != "f" {
 		t.Errorf("with nouser_xattr, differences = %v; want only f's user.k missing", diffs)
 	}
-	compare(t, src, mnt, treecmp.Options{IgnoreXattrs: []string{"user.*"}})
+	treecmp.Expect(t, src, mnt, treecmp.Options{IgnoreXattrs: []string{"user.*"}})
 
 	if _, err := testmount.FileBacked(img, nil, t.TempDir(), testmount.WithData("a,b")); err == nil {
 		t.Error("mount option with a comma accepted")

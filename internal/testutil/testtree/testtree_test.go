@@ -316,13 +316,7 @@ func TestDeterministic(t *testing.T) {
 			t.Errorf("entry %d: %+v vs %+v", i, ea, eb)
 		}
 	}
-	diffs, err := treecmp.Compare(a, b, treecmp.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range diffs {
-		t.Error(d)
-	}
+	treecmp.Expect(t, a, b, treecmp.Options{})
 }
 
 func TestGenerateNotEmpty(t *testing.T) {

@@ -32,6 +32,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 	"unicode/utf8"
 
@@ -640,4 +641,17 @@ func xattrString(name string, v []byte, ok bool) string {
 	}
 	sum := sha256.Sum256(v)
 	return fmt.Sprintf("%s=<%d bytes, sha256:%x>", name, len(v), sum[:8])
+}
+
+// Expect fails t for every difference between the trees want and got, and
+// stops it if they cannot be compared.
+func Expect(t testing.TB, want, got string, opts Options) {
+	t.Helper()
+	diffs, err := Compare(want, got, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range diffs {
+		t.Error(d)
+	}
 }
