@@ -6,11 +6,13 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"path"
 	"slices"
 
 	"github.com/erofsd/erofsd/erofs/internal/disk"
+	"github.com/erofsd/erofsd/internal/sha256chain"
 )
 
 // CheckOptions configures Check.
@@ -133,6 +135,7 @@ type checker struct {
 	dirs     map[uint64]string   // directory nid -> path where it was found
 	files    map[uint64]*fileRef // non-directory nid -> link accounting
 	table    []ChunkDigest
+	states   []sha256chain.State // the table's chunk states, if recorded
 	hasTable bool
 	verified map[[2]uint64]bool      // blob chunks whose digest was checked
 	read     map[int]*spanSet        // device ranges already read (VerifyData)
@@ -163,6 +166,11 @@ func (c *checker) run() error {
 			return err
 		}
 		if _, err := img.StartSet(); err != nil && !errors.Is(err, ErrNoStartSet) {
+			return err
+		}
+		switch c.states, err = img.ChunkStates(); {
+		case errors.Is(err, ErrNoChunkStates):
+		case err != nil:
 			return err
 		}
 	case errors.Is(err, ErrNoChunkTable):
@@ -221,7 +229,8 @@ func (c *checker) run() error {
 	if n := uint64(c.rep.Inodes); img.sb.Inos != n && (!packed || img.sb.Inos != n+1) {
 		return corruptf("superblock claims %d inodes, %d are reachable from the root", img.sb.Inos, c.rep.Inodes)
 	}
-	return nil
+	// Last: a corrupt chunk is better named by the file reading it.
+	return c.checkChunkStates()
 }
 
 // checkPacked checks the packed inode (fragments) when no directory
@@ -584,6 +593,41 @@ func (c *checker) readRange(dev int, start, n int64) error {
 		}
 	}
 	ss.add(start, start+n)
+	return nil
+}
+
+// checkChunkStates hashes, with VerifyData and Blobs, each blob up to its
+// last chunk and compares the recorded states with sha256's.
+func (c *checker) checkChunkStates() error {
+	states := c.states
+	if states == nil || !c.opts.VerifyData || c.opts.Blobs == nil {
+		return nil
+	}
+	var h hash.Hash
+	var pos int64 // hashed so far of the current device
+	buf := c.buffer()
+	for i, e := range c.table {
+		if i == 0 || e.Device != c.table[i-1].Device {
+			h, pos = sha256.New(), 0
+		}
+		if states[i] == (sha256chain.State{}) {
+			continue
+		}
+		for start := int64(e.BlkAddr) << c.img.blkBits; pos < start; {
+			if err := c.ctx.Err(); err != nil {
+				return err
+			}
+			m := min(int64(len(buf)), start-pos)
+			if err := c.img.readDev(int(e.Device), buf[:m], pos); err != nil {
+				return err
+			}
+			h.Write(buf[:m])
+			pos += m
+		}
+		if got, err := sha256chain.Of(h); err != nil || got != states[i] {
+			return corruptf("chunk states: device %d block %d: recorded %x, the blob's is %x", e.Device, e.BlkAddr, states[i], got)
+		}
+	}
 	return nil
 }
 

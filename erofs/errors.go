@@ -23,6 +23,8 @@ var (
 	ErrNoChunkTable = disk.ErrNoChunkTable
 	// ErrNoStartSet reports that an image records no start set.
 	ErrNoStartSet = disk.ErrNoStartSet
+	// ErrNoChunkStates reports that an image records no chunk states.
+	ErrNoChunkStates = disk.ErrNoChunkStates
 	// ErrNoBlob reports that data lives on an extra device but no
 	// BlobResolver was given.
 	ErrNoBlob = errors.New("erofs: no blob resolver for extra device")

@@ -117,6 +117,12 @@ func readAll(data []byte) error {
 	if _, err := img.ChunkTable(); err != nil && !errors.Is(err, ErrNoChunkTable) {
 		return err
 	}
+	if _, err := img.StartSet(); err != nil && !errors.Is(err, ErrNoStartSet) {
+		return err
+	}
+	if _, err := img.ChunkStates(); err != nil && !errors.Is(err, ErrNoChunkStates) {
+		return err
+	}
 	budget := int64(64 << 20)
 	seen := map[uint64]bool{}
 	return fs.WalkDir(img, ".", func(p string, d fs.DirEntry, err error) error {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/erofsd/erofsd/erofs"
+	"github.com/erofsd/erofsd/internal/sha256chain"
 )
 
 type inspectReport struct {
@@ -43,6 +44,7 @@ type inspectReport struct {
 	Chunks      []inspectChunk    `json:"chunk_table"`
 	ChunkBytes  int64             `json:"chunk_table_bytes"`
 	StartSet    []inspectExtent   `json:"start_set,omitempty"`
+	ChunkStates int               `json:"chunk_states,omitempty"` // chunks whose blob state is recorded
 	Compression *inspectZ         `json:"compression,omitempty"`
 	Errors      map[string]string `json:"errors,omitempty"`
 }
@@ -201,6 +203,17 @@ func inspect(ctx context.Context, path string) (*inspectReport, error) {
 	}
 	for _, e := range set {
 		rep.StartSet = append(rep.StartSet, inspectExtent{e.Device, e.BlkAddr, e.Blocks})
+	}
+	states, err := img.ChunkStates()
+	switch {
+	case errors.Is(err, erofs.ErrNoChunkStates):
+	case err != nil:
+		rep.Errors["chunk_states"] = err.Error()
+	}
+	for _, st := range states {
+		if st != (sha256chain.State{}) {
+			rep.ChunkStates++
+		}
 	}
 	if info.FeatureIncompat&erofsIncompatComprCfgs != 0 {
 		rep.Compression = &inspectZ{Algorithms: info.CompressionAlgorithms()}
@@ -401,6 +414,9 @@ func printInspect(w io.Writer, r *inspectReport, maxChunks, maxFiles int) {
 				break
 			}
 			fmt.Fprintf(w, "  dev %d  block %-8d %8d bytes  %s\n", c.Device, c.BlkAddr, c.Length, c.Digest)
+		}
+		if r.ChunkStates > 0 {
+			fmt.Fprintf(w, "chunk states  %d of %d chunks: each is checked as a step of its blob's sha256\n", r.ChunkStates, len(r.Chunks))
 		}
 	}
 	if len(r.StartSet) > 0 {

@@ -453,6 +453,8 @@ func TestExtractNeedsChunkTable(t *testing.T) {
 	if out, err := runCmd(t, "build", "-o", selfContained, src); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
+	// Where the table's entries end (the chunk states follow).
+	tableEnd := func(b []byte) int64 { return tableOff + 64 + 48*int64(binary.LittleEndian.Uint64(b[tableOff+16:])) }
 	patched := func(f func(b []byte) []byte) string {
 		p := filepath.Join(t.TempDir(), "img")
 		if err := os.WriteFile(p, f(bytes.Clone(good)), 0o644); err != nil {
@@ -473,7 +475,7 @@ func TestExtractNeedsChunkTable(t *testing.T) {
 		{name: "table cut off, no blob dir", image: patched(func(b []byte) []byte { return b[:tableOff] }), want: erofs.ErrNoChunkTable},
 		{name: "table magic gone", image: patched(func(b []byte) []byte { b[tableOff] = 'X'; return b }), blobs: true, want: erofs.ErrNoChunkTable},
 		{name: "table entry damaged", image: patched(func(b []byte) []byte { b[tableOff+64+0x10] ^= 1; return b }), blobs: true, want: erofs.ErrCorrupt},
-		{name: "table truncated", image: patched(func(b []byte) []byte { return b[:len(b)-10] }), blobs: true, want: erofs.ErrCorrupt},
+		{name: "table truncated", image: patched(func(b []byte) []byte { return b[:tableEnd(b)-10] }), blobs: true, want: erofs.ErrCorrupt},
 		{name: "table version", image: patched(func(b []byte) []byte { b[tableOff+8] = 7; return b }), blobs: true, want: erofs.ErrUnsupported},
 	}
 	for _, tt := range tests {

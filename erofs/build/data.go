@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 
 	"github.com/erofsd/erofsd/erofs/internal/disk"
+	"github.com/erofsd/erofsd/internal/sha256chain"
 )
 
 // chunkRef locates one chunk of a chunk-based file: a block on a device
@@ -47,11 +48,24 @@ type fileData struct {
 type blockWriter struct {
 	next   uint64 // next block number
 	cur    []byte
-	q      chan []byte
+	q      chan filledBuf
 	free   chan []byte
 	done   chan struct{}
 	err    atomic.Pointer[error]
 	closed bool
+
+	// With a hash: where in cur each write started, and the hash's
+	// state at the start of each write by block number (complete once
+	// flush returns), which the chunk states section records.
+	marks  []int
+	states map[uint64]sha256chain.State
+}
+
+// filledBuf is a buffer for the writer goroutine, and where in it writes
+// started.
+type filledBuf struct {
+	buf   []byte
+	marks []int
 }
 
 const (
@@ -62,30 +76,52 @@ const (
 func newBlockWriter(w io.Writer, first uint64, h hash.Hash) *blockWriter {
 	bw := &blockWriter{
 		next: first,
-		q:    make(chan []byte, writeBufs),
+		q:    make(chan filledBuf, writeBufs),
 		free: make(chan []byte, writeBufs),
 		done: make(chan struct{}),
+	}
+	if h != nil {
+		bw.states = map[uint64]sha256chain.State{}
 	}
 	for range writeBufs - 1 {
 		bw.free <- make([]byte, 0, writeBufSize)
 	}
 	bw.cur = make([]byte, 0, writeBufSize)
-	go bw.loop(w, h)
+	go bw.loop(w, h, first*blockSize)
 	return bw
 }
 
-func (bw *blockWriter) loop(w io.Writer, h hash.Hash) {
+// loop writes and hashes the filled buffers; pos is where the next one
+// goes.
+func (bw *blockWriter) loop(w io.Writer, h hash.Hash, pos uint64) {
 	defer close(bw.done)
-	for buf := range bw.q {
+	for fb := range bw.q {
+		buf := fb.buf
 		if bw.err.Load() == nil {
 			if _, err := w.Write(buf); err != nil {
 				bw.err.Store(&err)
 			} else if h != nil {
-				h.Write(buf)
+				bw.hash(h, fb, pos)
 			}
 		}
+		pos += uint64(len(buf))
 		bw.free <- buf[:0]
 	}
+}
+
+// hash hashes a buffer that starts at byte pos, recording the state at
+// each write's start.
+func (bw *blockWriter) hash(h hash.Hash, fb filledBuf, pos uint64) {
+	done := 0
+	for _, m := range fb.marks {
+		h.Write(fb.buf[done:m])
+		done = m
+		// Writes start at block boundaries, whole SHA-256 blocks in.
+		if st, err := sha256chain.Of(h); err == nil {
+			bw.states[(pos+uint64(m))/blockSize] = st
+		}
+	}
+	h.Write(fb.buf[done:])
 }
 
 func (bw *blockWriter) failed() error {
@@ -101,8 +137,8 @@ func (bw *blockWriter) append(p []byte) {
 		bw.cur = bw.cur[:len(bw.cur)+n]
 		p = p[n:]
 		if len(bw.cur) == cap(bw.cur) {
-			bw.q <- bw.cur
-			bw.cur = <-bw.free
+			bw.q <- filledBuf{bw.cur, bw.marks}
+			bw.cur, bw.marks = <-bw.free, nil
 		}
 	}
 }
@@ -118,6 +154,9 @@ func (bw *blockWriter) write(p []byte) (uint64, error) {
 	if start+blocks > disk.NullAddr {
 		return 0, fmt.Errorf("%w: more than 2^32-1 blocks", ErrTooLarge)
 	}
+	if bw.states != nil {
+		bw.marks = append(bw.marks, len(bw.cur)) // cur is never full here
+	}
 	bw.append(p)
 	if pad := disk.AlignUp(len(p), blockSize) - len(p); pad > 0 {
 		bw.append(zeroBlock[:pad])
@@ -132,7 +171,7 @@ func (bw *blockWriter) flush() error {
 	if !bw.closed {
 		bw.closed = true
 		if len(bw.cur) > 0 {
-			bw.q <- bw.cur
+			bw.q <- filledBuf{bw.cur, bw.marks}
 		}
 		close(bw.q)
 		<-bw.done
@@ -264,6 +303,7 @@ func (b *blob) put(p []byte, digest [32]byte, seg, rank int) (uint32, error) {
 // by rank (stable: a chunk's place among equals is the order it came),
 // then the back whole, and relocates their table entries.
 func (b *blob) assemble() error {
+	var buf []byte // copyBlocks's, reused
 	if b.front.f != nil {
 		if err := b.front.bw.flush(); err != nil {
 			return fmt.Errorf("writing blob: %w", err)
@@ -272,7 +312,7 @@ func (b *blob) assemble() error {
 		slices.SortStableFunc(order, func(x, y frontChunk) int { return cmp.Compare(x.rank, y.rank) })
 		b.frontMap = make(map[uint32]uint32, len(order))
 		for _, c := range order {
-			blk, err := copyBlocks(b.bw, b.front.f, int64(c.blk)*blockSize, int64(disk.AlignUp(int(c.length), blockSize)))
+			blk, err := copyBlocks(b.bw, b.front.f, int64(c.blk)*blockSize, int64(disk.AlignUp(int(c.length), blockSize)), &buf)
 			if err != nil {
 				return err
 			}
@@ -285,8 +325,17 @@ func (b *blob) assemble() error {
 		if err := b.back.bw.flush(); err != nil {
 			return fmt.Errorf("writing blob: %w", err)
 		}
-		if _, err := copyBlocks(b.bw, b.back.f, 0, int64(b.back.bw.next)*blockSize); err != nil {
-			return err
+		// Chunk by chunk, so that the state before each is recorded.
+		var from uint64
+		for i := range b.back.table {
+			end := b.back.bw.next
+			if i+1 < len(b.back.table) {
+				end = uint64(b.back.table[i+1].BlkAddr)
+			}
+			if _, err := copyBlocks(b.bw, b.back.f, int64(from)*blockSize, int64(end-from)*blockSize, &buf); err != nil {
+				return err
+			}
+			from = end
 		}
 		for _, e := range b.back.table {
 			e.BlkAddr += b.frontBlocks
@@ -299,12 +348,15 @@ func (b *blob) assemble() error {
 
 // copyBlocks appends n bytes (whole blocks) of f from off to bw and
 // returns the first block they occupy.
-func copyBlocks(bw *blockWriter, f *os.File, off, n int64) (uint64, error) {
+func copyBlocks(bw *blockWriter, f *os.File, off, n int64, bufp *[]byte) (uint64, error) {
 	first := bw.next
 	if first+uint64(n/blockSize) > disk.NullAddr {
 		return 0, fmt.Errorf("%w: more than 2^32-1 blocks", ErrTooLarge)
 	}
-	buf := make([]byte, min(n, writeBufSize))
+	if int64(len(*bufp)) < min(n, writeBufSize) {
+		*bufp = make([]byte, min(n, writeBufSize))
+	}
+	buf := *bufp
 	for n > 0 {
 		k, err := f.ReadAt(buf[:min(n, int64(len(buf)))], off)
 		if k > 0 {

@@ -219,11 +219,13 @@ func TestStartSetHostile(t *testing.T) {
 	var list prefetchlist.List
 	list.Add("/f01", 0, 0)
 	img, _ := buildDir(t, src, Options{ChunkSize: 64 << 10, BlobDir: t.TempDir(), PrefetchList: &list})
-	// The start set is the last 64+16 bytes of the image.
-	hdr := len(img) - 64 - 16
-	if string(img[hdr:hdr+8]) != "EROFSDSS" {
-		t.Fatalf("no start set at the end of the image")
+	// The start set is 64+16 bytes; the chunk states after it are cut
+	// off, so that it ends the image.
+	hdr := bytes.LastIndex(img, []byte("EROFSDSS"))
+	if hdr < 0 || string(img[hdr+80:hdr+88]) != "EROFSDCS" {
+		t.Fatalf("no start set followed by chunk states in the image")
 	}
+	img = img[:hdr+80]
 	rehash := func(b []byte) {
 		sum := sha256.Sum256(b[hdr+64:])
 		copy(b[hdr+0x18:], sum[:])

@@ -180,6 +180,7 @@ func (b *Builder) Finish(ctx context.Context) (res *Result, err error) {
 		if b.start != nil {
 			tableBytes = append(tableBytes, encodeStartSet(b.blobs)...)
 		}
+		tableBytes = append(tableBytes, b.encodeChunkStates(table)...)
 		if _, err := b.out.WriteAt(tableBytes, int64(totalBlocks)*blockSize); err != nil {
 			return nil, fmt.Errorf("writing chunk table: %w", err)
 		}
@@ -293,6 +294,17 @@ func (b *Builder) relocate(ref chunkRef) chunkRef {
 		return chunkRef{dev: ref.dev, blk: ref.blk + b.blobs[ref.dev-1].frontBlocks}
 	}
 	return ref
+}
+
+// encodeChunkStates encodes each chunk's blob state before it, in the
+// order of the (sorted) table.
+func (b *Builder) encodeChunkStates(table []disk.ChunkEntry) []byte {
+	return disk.EncodeSection(disk.ChunkStatesMagic, disk.ChunkStatesVersion, disk.ChunkStatesEntrySize, len(table),
+		func(i int, out []byte) {
+			e := table[i]
+			st := b.blobs[e.DeviceID-1].bw.states[uint64(e.BlkAddr)] // zero: not recorded
+			copy(out, st[:])
+		})
 }
 
 // encodeChunkTable encodes the chunk digest table, entries sorted.
