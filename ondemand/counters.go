@@ -45,6 +45,8 @@ var (
 		Help: "Entries deleted from cachefiles' graveyard directory."}
 	CacheVerified = &counters.Desc{Name: "cache_verified_bytes_total", Labels: []string{"frontend"},
 		Help: "Bytes of complete cache files checked whole against their blob's sha256 before being read natively."}
+	CacheProven = &counters.Desc{Name: "cache_proven_bytes_total", Labels: []string{"frontend"},
+		Help: "Bytes of complete cache files read natively without a whole check: every chunk was verified as a step of its blob's sha256 (images with chunk states)."}
 	CacheNotBlob = &counters.Desc{Name: "cache_files_not_blob_total", Labels: []string{"frontend"},
 		Help: "Complete cache files whose sha256 is not their blob's digest (an image naming a blob it does not describe): left to be served through events."}
 
@@ -84,7 +86,7 @@ var (
 // FrontendCounters are the families a front end may report.
 var FrontendCounters = []*counters.Desc{KernelRequests, CacheWritten, RequestsInFlight, OpenObjects, Readaheads, HandlerPanics, TimedOut,
 	CacheFSSize, CacheFSUsed, CacheFSFree, CacheUsed, CacheObjects, CacheLimit, CacheEvicted, CacheEvictedBytes, CacheNoSpace,
-	CacheGraveyard, CacheVerified, CacheNotBlob}
+	CacheGraveyard, CacheVerified, CacheProven, CacheNotBlob}
 
 // Describe names the serving core's families.
 func (r *Registry) Describe(describe func(*counters.Desc)) {

@@ -166,6 +166,23 @@ func (p *Pool) Readahead(src Source, off, n int64, present func(off, n int64) bo
 	return raOff, raN
 }
 
+// BlobProver is a Source that checks every chunk it writes as a step of
+// its blob's sha256 (the image's chunk states cover the blob): once a
+// cache file holds all of it, it is the blob, with no whole-file check.
+type BlobProver interface {
+	// ProvesBlob reports whether a complete file of the source's
+	// writes is the blob with this sha256.
+	ProvesBlob(digest [32]byte) bool
+}
+
+var _ BlobProver = (*Object)(nil)
+
+// ProvesBlob reports whether the object is the blob with this digest and
+// all its chunks are chained.
+func (o *Object) ProvesBlob(digest [32]byte) bool {
+	return o.blob != nil && o.blob.chained && o.blob.digest.Sum() == digest
+}
+
 // ReadaheadMorer is implemented by sources that can hand out more of the
 // current stream's readahead window after Readahead (*Object, for blobs).
 type ReadaheadMorer interface {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/erofsd/erofsd/blobstore"
 	"github.com/erofsd/erofsd/erofs"
+	"github.com/erofsd/erofsd/internal/sha256chain"
 )
 
 // Errors from the registry.
@@ -360,14 +361,24 @@ func describeImage(spec ImageSpec, f *os.File, fileRuns bool) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
+	states, err := img.ChunkStates()
+	switch {
+	case errors.Is(err, erofs.ErrNoChunkStates):
+		states = nil
+	case err != nil:
+		return nil, fmt.Errorf("chunk states: %w", err)
+	}
 	zeros := zeroDigests{}
 	for _, d := range devs {
 		digest, err := blobstore.ParseDigest(d.Tag)
 		if err != nil {
 			return nil, fmt.Errorf("device %d: tag is not a blob digest: %w", d.ID, err)
 		}
-		bd := &blobData{digest: digest, size: int64(d.Blocks) * BlockSize, chunks: chunksOf(table, d.ID, zeros)}
-		bd.name = blobName(digest, bd.size, bd.chunks)
+		bd := &blobData{digest: digest, size: int64(d.Blocks) * BlockSize}
+		var devStates []sha256chain.State
+		bd.chunks, devStates = chunksOf(table, states, d.ID, zeros)
+		bd.chained = chainChunks(bd.chunks, devStates, bd.size)
+		bd.name = blobName(digest, bd.size, bd.chunks, bd.chained)
 		im.blobs = append(im.blobs, bd)
 		im.Blobs = append(im.Blobs, BlobInfo{Digest: digest, Size: bd.size, Chunks: len(bd.chunks), Name: bd.name})
 	}
@@ -403,11 +414,13 @@ func (im *Image) StartBytes() int64 {
 
 // blobName names a blob's cache object by its digest and a fingerprint
 // of how the image describes it: its size and every chunk's place,
-// length and digest. Two images share a cache object only if they agree
-// on all of that, so every byte in it was verified against the table of
-// each image reading it. The fingerprint is 128 bits of sha256: finding
+// length and digest, and with chained chunks their states. Two images
+// share a cache object only if they agree on all of that, so every byte
+// in it was verified against the claims of each image reading it (and a
+// chained blob's file, whose chunks were all checked as steps, needs no
+// whole-file check). The fingerprint is 128 bits of sha256: finding
 // another table with the same name is out of reach.
-func blobName(digest blobstore.Digest, size int64, chunks []chunk) string {
+func blobName(digest blobstore.Digest, size int64, chunks []chunk, chained bool) string {
 	h := sha256.New()
 	var b [8 + 8 + 8 + 32]byte
 	binary.LittleEndian.PutUint64(b[:8], uint64(size))
@@ -417,6 +430,9 @@ func blobName(digest blobstore.Digest, size int64, chunks []chunk) string {
 		binary.LittleEndian.PutUint64(b[8:], uint64(c.length))
 		copy(b[16:], c.digest[:])
 		h.Write(b[:16+32])
+		if chained {
+			h.Write(c.from[:])
+		}
 	}
 	return digest.Hex() + "." + hex.EncodeToString(h.Sum(nil)[:16])
 }

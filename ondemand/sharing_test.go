@@ -67,6 +67,9 @@ func TestForgedDigestGetsItsOwnObject(t *testing.T) {
 	imgB, _, blobB := imageOf(t, 2, 200000, 70000)
 	digestA := filepath.Base(blobA)
 	testimage.Retag(t, imgB, 1, digestA)
+	// Without chunk states: with them, B's last chunk would not be its
+	// step to the digest it names (TestForgedDigestChained).
+	testimage.DropChunkStates(t, imgB)
 	forged := t.TempDir()
 	if err := os.Rename(blobB, filepath.Join(forged, digestA)); err != nil {
 		t.Fatal(err)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/erofsd/erofsd/blobstore"
 	"github.com/erofsd/erofsd/erofs"
+	"github.com/erofsd/erofsd/internal/sha256chain"
 )
 
 // BlockSize is the unit of every write into a cache file: the kernel
@@ -168,6 +169,11 @@ type chunk struct {
 	// of sparse files: its digest is that of length zero bytes, so it is
 	// written as zeros without being fetched.
 	zero bool
+	// chained: the chunk is checked as its step of the blob's sha256,
+	// from state from to state to, or to the blob's digest if it is the
+	// last (see chainChunks).
+	chained, last bool
+	from, to      sha256chain.State
 }
 
 // blobData is a blob as the images registered with it describe it: its
@@ -181,6 +187,9 @@ type blobData struct {
 	name   string // digest and table fingerprint: the cache object's name
 	size   int64
 	chunks []chunk // sorted by off, non-overlapping
+	// chained: every chunk is chained, so a complete cache file is the
+	// blob (see chainChunks).
+	chained bool
 	// runEnd[i] is where the file run of chunks[i] ends (see
 	// mapFileRuns); nil: unknown, readahead goes by blob offsets.
 	runEnd []int64
@@ -858,7 +867,7 @@ func (s *blobSource) copyVerify(ctx context.Context, fc FileCopier, fb blobstore
 			for k := int(next.Add(1) - 1); k < len(run); k = int(next.Add(1) - 1) {
 				c := run[k]
 				rel := c.off - run[0].off
-				verified[k] = sha256.Sum256(data[rel:rel+c.length]) == c.digest && allZero(data[rel+c.length:rel+alignUp(c.length)])
+				verified[k] = s.matches(&c, data[rel:rel+c.length]) && allZero(data[rel+c.length:rel+alignUp(c.length)])
 			}
 		}
 		var wg sync.WaitGroup
@@ -1033,7 +1042,7 @@ func (s *blobSource) finish(c chunk, f *fetch) {
 // size) against the digest table and writes it, zero padded, if it
 // matches: the padding read from the blob is not trusted.
 func (s *blobSource) verifyAndWrite(buf []byte, c chunk, w BlockWriter) error {
-	if sha256.Sum256(buf[:c.length]) != c.digest {
+	if !s.matches(&c, buf[:c.length]) {
 		s.stats.DigestFailures.Add(1)
 		return fmt.Errorf("%w: %s chunk at %d (%d bytes)", ErrDigestMismatch, s.digest, c.off, c.length)
 	}
@@ -1113,6 +1122,10 @@ func (s *blobSource) fetchOwned(ctx context.Context, c chunk, f *fetch, w BlockW
 func (s *blobSource) fetchChunk(ctx context.Context, c chunk, w BlockWriter) error {
 	padded := alignUp(c.length)
 	if c.zero {
+		if !s.matchesZeros(&c) {
+			s.stats.DigestFailures.Add(1)
+			return fmt.Errorf("%w: %s all-zero chunk at %d (%d bytes): not its step of the blob's sha256", ErrDigestMismatch, s.digest, c.off, c.length)
+		}
 		s.stats.ZeroChunks.Add(1)
 		return writeZeros(w, c.off, c.off+padded, s.bufs)
 	}
@@ -1200,7 +1213,7 @@ func (s *blobSource) streamChunk(ctx context.Context, ro blobstore.RangeOpener, 
 	// the zero padding) to write unless it is nil, and reports whether
 	// the chunk matched its digest.
 	receive := func(write func(p []byte, at int64) error) (bool, error) {
-		h := sha256.New()
+		h := s.newCheck(&c)
 		for pos := int64(0); pos < c.length; {
 			n := min(streamPiece, c.length-pos)
 			if _, err := io.ReadFull(rc, buf[pos:pos+n]); err != nil {
@@ -1222,7 +1235,7 @@ func (s *blobSource) streamChunk(ctx context.Context, ro blobstore.RangeOpener, 
 		if s.latency != nil {
 			s.latency.Observe(time.Since(start).Seconds())
 		}
-		if [32]byte(h.Sum(nil)) != c.digest {
+		if !h.matches() {
 			s.stats.DigestFailures.Add(1)
 			return false, nil
 		}
@@ -1308,15 +1321,20 @@ func writeZeros(w BlockWriter, from, to int64, bufs *bufferPool) error {
 }
 
 // chunksOf returns device dev's chunks from an image's digest table,
-// marking the all-zero ones.
-func chunksOf(table []erofs.ChunkDigest, dev int, zeros zeroDigests) []chunk {
+// marking the all-zero ones, and their states if the image records them
+// (states: one per table entry, or nil).
+func chunksOf(table []erofs.ChunkDigest, states []sha256chain.State, dev int, zeros zeroDigests) ([]chunk, []sha256chain.State) {
 	var out []chunk
-	for _, e := range table {
+	var outStates []sha256chain.State
+	for i, e := range table {
 		if int(e.Device) == dev {
 			out = append(out, chunk{off: int64(e.BlkAddr) * BlockSize, length: int64(e.Length), digest: e.Digest, zero: zeros.is(e.Length, e.Digest)})
+			if states != nil {
+				outStates = append(outStates, states[i])
+			}
 		}
 	}
-	return out
+	return out, outStates
 }
 
 // zeroDigests recognises the digests of all-zero chunks. Builders store

@@ -44,10 +44,20 @@ var lazyFlushEvery time.Duration
 
 func newLazyMount(t *testing.T, src string, chunkSize int64, corrupt bool) *lazyMount {
 	t.Helper()
+	return newLazyMountWith(t, src, chunkSize, corrupt, false)
+}
+
+// newLazyMountWith is newLazyMount of an image without chunk states if
+// dropStates: its chunks are checked by their digests alone.
+func newLazyMountWith(t *testing.T, src string, chunkSize int64, corrupt, dropStates bool) *lazyMount {
+	t.Helper()
 	cache := t.TempDir()
 	require.Host(t, require.FileBackedErofs, func() error { return Supported(cache) })
 	blobDir := t.TempDir()
 	img, blobs, _ := testimage.Build(t, src, build.Options{BlobDir: blobDir, ChunkSize: chunkSize})
+	if dropStates {
+		testimage.DropChunkStates(t, img)
+	}
 	if corrupt {
 		p := blobs[0]
 		data, _ := os.ReadFile(p)

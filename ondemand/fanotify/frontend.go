@@ -166,6 +166,7 @@ func (s *Server) Counters(emit func(counters.Value)) {
 	e.Add(ondemand.CacheEvictedBytes, st.EvictedBytes.Load(), fe)
 	e.Add(ondemand.CacheNoSpace, st.NoSpace.Load(), fe)
 	e.Add(ondemand.CacheVerified, st.VerifiedBytes.Load(), fe)
+	e.Add(ondemand.CacheProven, st.ProvenBytes.Load(), fe)
 	e.Add(ondemand.CacheNotBlob, st.NotBlob.Load(), fe)
 	if u, ok := s.CacheUsage(); ok {
 		e.Add(ondemand.CacheFSSize, u.FS.Size, fe)

@@ -27,8 +27,42 @@ func waitUnmarked(t *testing.T, w *Watch) bool {
 	return false
 }
 
-// TestCompleteFileCheckedWhole: a cache file made complete is read
-// natively only after its whole content matched the blob's digest; the
+// TestCompleteFileProvenByChunks: with chunk states every chunk was
+// checked as a step of the blob's sha256 when it was written, so a cache
+// file made complete is the blob: it is read natively without reading it
+// whole again, and the proof is recorded like a check.
+func TestCompleteFileProvenByChunks(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "src")
+	if _, err := testtree.Generate(src, testtree.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	m := newLazyMount(t, src, 64<<10, false)
+	treecmp.Expect(t, src, m.mnt, treecmp.Options{})
+	w := m.watches[0]
+	if !waitUnmarked(t, w) {
+		t.Fatal("a complete cache file stayed marked")
+	}
+	if m.srv.Stats.ProvenBytes.Load() != w.size || m.srv.Stats.VerifiedBytes.Load() != 0 {
+		t.Errorf("proven %d bytes of %d, read whole %d", m.srv.Stats.ProvenBytes.Load(), w.size, m.srv.Stats.VerifiedBytes.Load())
+	}
+	w.flushMu.Lock()
+	mapped, _ := os.ReadFile(w.Path + ".present")
+	w.flushMu.Unlock()
+	if want := w.digest; len(mapped) != len(w.present)+verifiedTrailer || !bytes.Equal(mapped[len(w.present):], want[:]) {
+		t.Fatalf("map of %d bytes does not record the proof", len(mapped))
+	}
+	blob, err := os.ReadFile(w.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sha256.Sum256(blob); got != w.digest {
+		t.Fatalf("the proven file's sha256 is %x, not the blob's %x", got, w.digest)
+	}
+}
+
+// TestCompleteFileCheckedWhole: a cache file of an image without chunk
+// states made complete is read natively only after its whole content
+// matched the blob's digest; the
 // check is recorded after the presence map, so a new watch of the file
 // (a restart) does not mark it again. A file whose blocks are all there
 // but whose whole does not match (a wrong digest, as from an image that
@@ -39,7 +73,7 @@ func TestCompleteFileCheckedWhole(t *testing.T) {
 	if _, err := testtree.Generate(src, testtree.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	m := newLazyMount(t, src, 64<<10, false)
+	m := newLazyMountWith(t, src, 64<<10, false, true)
 	if diffs, err := treecmp.Compare(src, m.mnt, treecmp.Options{}); err != nil || len(diffs) > 0 {
 		t.Fatalf("tree: %v %v", err, diffs)
 	}

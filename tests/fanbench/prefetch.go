@@ -11,8 +11,8 @@ import (
 
 // prefetchWhole fills a fresh cache file of the image's blob by a whole
 // prefetch (unlimited rate, no reader competing) and returns its MiB/s,
-// the seconds until the complete file was checked whole (unmarked) in
-// the background after it, and then the cold read's MiB/s through the
+// the seconds until the complete file was unmarked in the background
+// after it, and then the cold read's MiB/s through the
 // unmarked file.
 func prefetchWhole(reg *ondemand.Registry, im *ondemand.Image, img, cacheFile, mnt string) (prefetch, checked, read float64, err error) {
 	srv, w, obj, stop, err := serveBlob(reg, im, cacheFile)
@@ -33,9 +33,9 @@ func prefetchWhole(reg *ondemand.Registry, im *ondemand.Image, img, cacheFile, m
 	if !w.Complete() {
 		return 0, 0, 0, fmt.Errorf("%s not complete after the prefetch", cacheFile)
 	}
-	for srv.Stats.VerifiedBytes.Load()+srv.Stats.NotBlob.Load() == 0 {
+	for srv.Stats.VerifiedBytes.Load()+srv.Stats.ProvenBytes.Load()+srv.Stats.NotBlob.Load() == 0 {
 		if time.Since(done) > time.Minute {
-			return 0, 0, 0, fmt.Errorf("%s: not checked whole a minute after the prefetch", cacheFile)
+			return 0, 0, 0, fmt.Errorf("%s: not unmarked a minute after the prefetch", cacheFile)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -49,7 +49,7 @@ func printPrefetch(reg *ondemand.Registry, im *ondemand.Image, img, work string)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("  whole prefetch, no reader, unlimited    %8.1f MiB/s fetched and verified (then made durable and checked whole in the background in %.2f s)\n", pf, checked)
+	fmt.Printf("  whole prefetch, no reader, unlimited    %8.1f MiB/s fetched and verified (then made durable and unmarked in the background in %.2f s)\n", pf, checked)
 	fmt.Printf("  cold read after the prefetch            %8.1f MiB/s\n", rd)
 	return nil
 }

@@ -3,6 +3,7 @@
 package testimage
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"hash/crc32"
@@ -112,6 +113,24 @@ func Retag(t testing.TB, path string, dev int, tag string) {
 		binary.LittleEndian.PutUint32(sb[offChecksum:], sum)
 	}
 	if _, err := f.WriteAt(head, 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// DropChunkStates cuts the chunk states off the end of the image at path,
+// as a builder that records none (or an attacker) would leave it: its
+// chunks are then checked by their digests alone.
+func DropChunkStates(t testing.TB, path string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := bytes.LastIndex(data, []byte("EROFSDCS"))
+	if at < 0 || at+64 > len(data) || at+64+32*int(binary.LittleEndian.Uint64(data[at+16:])) != len(data) {
+		t.Fatalf("%s: no chunk states at its end", path)
+	}
+	if err := os.Truncate(path, int64(at)); err != nil {
 		t.Fatal(err)
 	}
 }

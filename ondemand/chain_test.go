@@ -1,0 +1,196 @@
+package ondemand
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/erofsd/erofsd/erofs/build"
+	"github.com/erofsd/erofsd/internal/sha256chain"
+	"github.com/erofsd/erofsd/internal/testutil/testimage"
+)
+
+func TestChainChunks(t *testing.T) {
+	s := func(b byte) sha256chain.State { return sha256chain.State{b} }
+	three := func() []chunk {
+		return []chunk{{off: 0, length: 8192}, {off: 8192, length: 100}, {off: 12288, length: 4096}}
+	}
+	for _, tc := range []struct {
+		name   string
+		chunks []chunk
+		states []sha256chain.State
+		size   int64
+		want   bool
+	}{
+		{"covers the blob", three(), []sha256chain.State{sha256chain.Initial, s(1), s(2)}, 16384, true},
+		{"no states", three(), nil, 16384, false},
+		{"a state not recorded", three(), []sha256chain.State{sha256chain.Initial, {}, s(2)}, 16384, false},
+		{"first state not initial", three(), []sha256chain.State{s(9), s(1), s(2)}, 16384, false},
+		{"blob longer", three(), []sha256chain.State{sha256chain.Initial, s(1), s(2)}, 20480, false},
+		{"a gap", []chunk{{off: 0, length: 4096}, {off: 8192, length: 4096}}, []sha256chain.State{sha256chain.Initial, s(1)}, 12288, false},
+		{"not from the start", []chunk{{off: 4096, length: 4096}}, []sha256chain.State{sha256chain.Initial}, 8192, false},
+		{"no chunks", nil, nil, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := chainChunks(tc.chunks, tc.states, tc.size); got != tc.want {
+				t.Fatalf("chainChunks: %v, want %v", got, tc.want)
+			}
+			for i, c := range tc.chunks {
+				if c.chained != tc.want || c.last != (tc.want && i == len(tc.chunks)-1) {
+					t.Fatalf("chunk %d: chained %v last %v", i, c.chained, c.last)
+				}
+				if tc.want && (c.from != tc.states[i] || !c.last && c.to != tc.states[i+1]) {
+					t.Fatalf("chunk %d: steps from %x to %x", i, c.from, c.to)
+				}
+			}
+		})
+	}
+}
+
+// editChunkState sets entry i of the chunk states of the image at path to
+// st and rehashes the section: a well-formed claim that is wrong.
+func editChunkState(t *testing.T, path string, i int, st sha256chain.State) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := bytes.LastIndex(data, []byte("EROFSDCS"))
+	if at < 0 || int(binary.LittleEndian.Uint64(data[at+16:])) <= i {
+		t.Fatalf("no chunk state %d", i)
+	}
+	copy(data[at+64+32*i:], st[:])
+	sum := sha256.Sum256(data[at+64:])
+	copy(data[at+0x18:], sum[:])
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestChainedChunks: an image with chunk states has each chunk checked as
+// its step of the blob's sha256, which proves the blob; the states are
+// claims like the digests, so a wrong one refuses its chunks (never
+// serves them) even where the digest table agrees with the bytes.
+func TestChainedChunks(t *testing.T) {
+	src := t.TempDir()
+	data := make([]byte, 300<<10)
+	for i := range data {
+		data[i] = byte(i * 7 / 5)
+	}
+	os.WriteFile(filepath.Join(src, "a"), data, 0o644)
+	os.WriteFile(filepath.Join(src, "zeros"), make([]byte, 256<<10), 0o644) // the all-zero chunk
+	os.WriteFile(filepath.Join(src, "b"), data[:70000], 0o644)
+	build1 := func(t *testing.T) (img string, blob []byte, dir string) {
+		dir = t.TempDir()
+		img, blobs, _ := testimage.Build(t, src, build.Options{BlobDir: dir, ChunkSize: 64 << 10})
+		blob, err := os.ReadFile(blobs[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return img, blob, dir
+	}
+	register := func(t *testing.T, img, dir string) (*Registry, *Image, *Object) {
+		reg := NewRegistry()
+		t.Cleanup(func() { reg.Close() })
+		im, err := reg.Register(ImageSpec{FSID: "c", Bootstrap: img, Store: localStore(t, dir)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		obj, err := reg.Resolve(im.VolumeKey(), im.Blobs[0].Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(obj.Release)
+		return reg, im, obj
+	}
+	fill := func(obj *Object, c chunk) error {
+		return obj.Fill(context.Background(), c.off, alignUp(c.length), newMemObject(t, obj.Size()))
+	}
+
+	t.Run("whole", func(t *testing.T) {
+		img, blob, dir := build1(t)
+		reg, im, obj := register(t, img, dir)
+		if !obj.blob.chained {
+			t.Fatal("the builder's image is not chained")
+		}
+		if !obj.ProvesBlob(im.Blobs[0].Digest.Sum()) || obj.ProvesBlob([32]byte{1}) {
+			t.Fatal("ProvesBlob does not go by the blob's digest")
+		}
+		m := newMemObject(t, obj.Size())
+		if err := obj.Fill(context.Background(), 0, obj.Size(), m); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(m.data[:len(blob)], blob) || reg.Stats.DigestFailures.Load() != 0 || reg.Stats.ZeroChunks.Load() != 1 {
+			t.Fatalf("right bytes %v, %d digest failures, %d zero chunks", bytes.Equal(m.data[:len(blob)], blob), reg.Stats.DigestFailures.Load(), reg.Stats.ZeroChunks.Load())
+		}
+	})
+	t.Run("without states", func(t *testing.T) {
+		img, _, dir := build1(t)
+		testimage.DropChunkStates(t, img)
+		_, im, obj := register(t, img, dir)
+		if obj.blob.chained || obj.ProvesBlob(im.Blobs[0].Digest.Sum()) {
+			t.Fatal("an image without chunk states is chained")
+		}
+		if err := obj.Fill(context.Background(), 0, obj.Size(), newMemObject(t, obj.Size())); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("a wrong state", func(t *testing.T) {
+		img, _, dir := build1(t)
+		editChunkState(t, img, 2, sha256chain.State{1})
+		reg, _, obj := register(t, img, dir)
+		chunks := obj.blob.chunks
+		for i, c := range chunks {
+			err := fill(obj, c)
+			if wrong := i == 1 || i == 2; wrong != errors.Is(err, ErrDigestMismatch) {
+				t.Errorf("chunk %d (step from or to the wrong state %v): %v", i, wrong, err)
+			}
+		}
+		if reg.Stats.DigestFailures.Load() == 0 {
+			t.Error("no digest failures counted")
+		}
+	})
+	t.Run("a zero chunk's step from a wrong state", func(t *testing.T) {
+		img, _, dir := build1(t)
+		_, _, obj := register(t, img, dir)
+		z := -1
+		for i, c := range obj.blob.chunks {
+			if c.zero {
+				z = i
+			}
+		}
+		if z < 1 {
+			t.Fatalf("zero chunk %d of %d", z, len(obj.blob.chunks))
+		}
+		editChunkState(t, img, z, sha256chain.State{1})
+		_, _, obj = register(t, img, dir)
+		if err := fill(obj, obj.blob.chunks[z]); !errors.Is(err, ErrDigestMismatch) {
+			t.Fatalf("the zero chunk stepping to a wrong state: %v", err)
+		}
+	})
+	t.Run("forged digest", func(t *testing.T) {
+		// An image naming another blob's digest, with states of its
+		// own: its last step does not end in the digest it names.
+		img, blob, dir := build1(t)
+		other := sha256.Sum256([]byte("another blob"))
+		otherHex := hex.EncodeToString(other[:])
+		testimage.Retag(t, img, 1, otherHex)
+		if err := os.WriteFile(filepath.Join(dir, otherHex), blob, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, _, obj := register(t, img, dir)
+		chunks := obj.blob.chunks
+		for i, c := range chunks {
+			err := fill(obj, c)
+			if last := i == len(chunks)-1; last != errors.Is(err, ErrDigestMismatch) {
+				t.Errorf("chunk %d (the last %v): %v", i, last, err)
+			}
+		}
+	})
+}
