@@ -1,11 +1,14 @@
 package erofs
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/erofsd/erofsd/erofs/internal/disk"
+	"github.com/erofsd/erofsd/internal/sha256chain"
 	"golang.org/x/sys/unix"
 )
 
@@ -96,9 +99,29 @@ func makeSeed(t testing.TB, s seedSpec) []byte {
 		t.Fatal(err)
 	}
 	if s.table {
-		b, _, _ = appendChunkTable(t, b, blob)
+		var entries []disk.ChunkEntry
+		b, _, entries = appendChunkTable(t, b, blob)
+		b = append(b, chunkStatesOf(t, blob, entries)...)
 	}
 	return b
+}
+
+// chunkStatesOf encodes the chunk states section for a table of blob's
+// chunks.
+func chunkStatesOf(t testing.TB, blobPath string, entries []disk.ChunkEntry) []byte {
+	blob, err := os.ReadFile(blobPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return disk.EncodeSection(disk.ChunkStatesMagic, disk.ChunkStatesVersion, disk.ChunkStatesEntrySize, len(entries), func(i int, out []byte) {
+		h := sha256.New()
+		h.Write(blob[:int64(entries[i].BlkAddr)*4096])
+		st, err := sha256chain.Of(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		copy(out, st[:])
+	})
 }
 
 // TestUpdateSeeds rewrites testdata/*.erofs when EROFS_UPDATE_SEEDS=1.
