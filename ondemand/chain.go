@@ -99,6 +99,9 @@ func (d *blobData) matchesZeros(c *chunk) bool {
 		return true // its digest is that of zeros: zeroDigests.is
 	}
 	k := d.newCheck(c)
+	if k.h == nil {
+		return false
+	}
 	writeZeroBytes(k.h, c.length)
 	return k.matches()
 }

@@ -141,6 +141,22 @@ func TestChainedChunks(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	t.Run("a later version of the states", func(t *testing.T) {
+		img, _, dir := build1(t)
+		b, err := os.ReadFile(img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[bytes.LastIndex(b, []byte("EROFSDCS"))+8] = 2
+		os.WriteFile(img, b, 0o644)
+		_, _, obj := register(t, img, dir)
+		if obj.blob.chained {
+			t.Fatal("chained by a section of an unknown version")
+		}
+		if err := obj.Fill(context.Background(), 0, obj.Size(), newMemObject(t, obj.Size())); err != nil {
+			t.Fatal(err)
+		}
+	})
 	t.Run("a wrong state", func(t *testing.T) {
 		img, _, dir := build1(t)
 		editChunkState(t, img, 2, sha256chain.State{1})

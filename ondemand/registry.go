@@ -363,7 +363,9 @@ func describeImage(spec ImageSpec, f *os.File, fileRuns bool) (*Image, error) {
 	}
 	states, err := img.ChunkStates()
 	switch {
-	case errors.Is(err, erofs.ErrNoChunkStates):
+	case errors.Is(err, erofs.ErrNoChunkStates), errors.Is(err, erofs.ErrUnsupported):
+		// A later version of the section is ignored, as older
+		// daemons ignore this one: chunks are checked by digest.
 		states = nil
 	case err != nil:
 		return nil, fmt.Errorf("chunk states: %w", err)
@@ -423,6 +425,11 @@ func (im *Image) StartBytes() int64 {
 func blobName(digest blobstore.Digest, size int64, chunks []chunk, chained bool) string {
 	h := sha256.New()
 	var b [8 + 8 + 8 + 32]byte
+	if chained {
+		// Its own domain: no chained description can read as an
+		// unchained one.
+		h.Write([]byte("chunk states\x00"))
+	}
 	binary.LittleEndian.PutUint64(b[:8], uint64(size))
 	h.Write(b[:8])
 	for _, c := range chunks {

@@ -9,8 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/erofsd/erofsd/blobstore"
+	"github.com/erofsd/erofsd/erofs/build"
+	"github.com/erofsd/erofsd/internal/testutil/require"
+	"github.com/erofsd/erofsd/internal/testutil/testimage"
 	"github.com/erofsd/erofsd/internal/testutil/testtree"
 	"github.com/erofsd/erofsd/internal/testutil/treecmp"
+	"github.com/erofsd/erofsd/ondemand"
 )
 
 // waitUnmarked waits until w has no mark (its file is read natively).
@@ -143,5 +148,60 @@ func TestCompleteFileCheckedWhole(t *testing.T) {
 	}
 	if got := sha256.Sum256(blob); got != w.digest {
 		t.Error("the file read through events differs from the blob")
+	}
+}
+
+// TestInheritedBlocksNotProven: blocks present when a watch begins were
+// written by an earlier daemon (or left on disk), so the proof of a
+// chained source, which vouches for its own writes only, does not cover
+// them: a complete file left behind with the wrong bytes is not unmarked
+// without a whole check (found by review).
+func TestInheritedBlocksNotProven(t *testing.T) {
+	cache := t.TempDir()
+	require.Host(t, require.FileBackedErofs, func() error { return Supported(cache) })
+	src := t.TempDir()
+	data := make([]byte, 200<<10)
+	for i := range data {
+		data[i] = byte(i * 13)
+	}
+	os.WriteFile(filepath.Join(src, "a"), data, 0o644)
+	blobDir := t.TempDir()
+	img, _, _ := testimage.Build(t, src, build.Options{BlobDir: blobDir, ChunkSize: 64 << 10})
+	store, _ := blobstore.NewLocal(blobDir)
+	reg := ondemand.NewRegistry()
+	defer reg.Close()
+	im, err := reg.Register(ondemand.ImageSpec{FSID: "p", Bootstrap: img, Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bl := im.Blobs[0]
+	obj, err := reg.Resolve(im.VolumeKey(), bl.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer obj.Release()
+	if !obj.ProvesBlob(bl.Digest.Sum()) {
+		t.Fatal("the image is not chained")
+	}
+	// Complete, wrong, its map all ones, no record of a check.
+	path := filepath.Join(cache, bl.Name)
+	os.WriteFile(path, bytes.Repeat([]byte{0xA5}, int(bl.Size)), 0o600)
+	os.WriteFile(path+".present", bytes.Repeat([]byte{0xFF}, int((bl.Size/ondemand.BlockSize+7)/8)), 0o600)
+	srv, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Release()
+	w, err := srv.Watch(path, bl.Size, bl.Digest.Sum(), obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	w.finish() // as the first event's finishLater would
+	w.mu.Lock()
+	marked, verified := w.marked, w.verified
+	w.mu.Unlock()
+	if !marked || verified || srv.Stats.ProvenBytes.Load() != 0 {
+		t.Fatalf("a complete file left behind: marked %v, verified %v, proven %d bytes", marked, verified, srv.Stats.ProvenBytes.Load())
 	}
 }

@@ -55,6 +55,11 @@ type Watch struct {
 	// runs. mismatch: a check failed; the file stays marked (its blocks
 	// are right for the image's chunk table, its whole is not the blob).
 	verified, verifying, mismatch bool
+	// inherited: blocks were present when the watch began, written by
+	// an earlier daemon (or left on disk) that this one cannot vouch
+	// for: the file is checked whole once complete, whatever its
+	// source proves of its own writes.
+	inherited bool
 }
 
 // Watch serves the cache file at path (created sparse at size if missing,
@@ -136,6 +141,7 @@ func (w *Watch) loadMap(f *os.File, fileSize int64) error {
 			return err
 		}
 		w.countMissingLocked()
+		w.inherited = w.missing < blocks
 		if st.Size() > mapSize {
 			var trailer [verifiedTrailer]byte
 			if _, err := mf.ReadAt(trailer[:], mapSize); err != nil {
@@ -343,7 +349,7 @@ func (w *Watch) finish() {
 		w.mu.Unlock()
 		return
 	}
-	verified := w.verified
+	verified, inherited := w.verified, w.inherited
 	w.verifying = !verified
 	w.mu.Unlock()
 	// A complete file is read without events from now on: its map must
@@ -353,9 +359,9 @@ func (w *Watch) finish() {
 	}
 	if !verified {
 		var err error
-		if p, ok := w.src.(ondemand.BlobProver); ok && w.digest != [32]byte{} && p.ProvesBlob(w.digest) {
-			// Every byte was checked as a step of the blob's
-			// sha256 when it was written: complete, it is the blob.
+		if p, ok := w.src.(ondemand.BlobProver); ok && !inherited && w.digest != [32]byte{} && p.ProvesBlob(w.digest) {
+			// Every byte was written by this watch, checked as a
+			// step of the blob's sha256: complete, it is the blob.
 			if err = w.recordVerified(); err == nil {
 				w.s.Stats.ProvenBytes.Add(w.size)
 			}
