@@ -254,7 +254,7 @@ type planned struct {
 // progress.
 func (r *Registry) Prefetch(ctx context.Context, im *Image, opts PrefetchOptions) (PrefetchResult, error) {
 	plan, missing, err := im.prefetchPlan(opts)
-	p := &prefetch{r: r, im: im, res: PrefetchResult{Missing: missing}}
+	p := &prefetch{r: r, im: im, limiter: opts.Limiter, res: PrefetchResult{Missing: missing}}
 	if err != nil {
 		return p.res, err
 	}
@@ -310,6 +310,7 @@ type prefetch struct {
 	// ran out of time: on a link too slow for a fill of that size within
 	// FillTimeout, prefetch goes on in smaller fills instead of failing.
 	maxFetch atomic.Int64
+	limiter  *Limiter // opts.Limiter: paces fills, and fills done again
 
 	mu       sync.Mutex // guards the rest
 	res      PrefetchResult
@@ -446,6 +447,21 @@ func (p *prefetch) write(ctx context.Context, a *attached, group []planned, off,
 		j := i + 1
 		for ; j < len(group) && end+alignUp(group[j].c.length)-start <= half; j++ {
 			end += alignUp(group[j].c.length)
+		}
+		// What the fill that ran out did not write is fetched again:
+		// paced again, as --prefetch-rate bounds what is fetched.
+		if !group[0].eager && p.limiter != nil {
+			var missing int64
+			for _, pc := range group[i:j] {
+				if !src.has(a.t, pc.c) {
+					missing += alignUp(pc.c.length)
+				}
+			}
+			if missing > 0 {
+				if err := p.limiter.Wait(ctx, missing); err != nil {
+					return errors.Join(append(errs, err)...)
+				}
+			}
 		}
 		if err := p.write(ctx, a, group[i:j], start, end-start, timeout); err != nil {
 			errs = append(errs, err)

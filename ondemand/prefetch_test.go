@@ -183,6 +183,33 @@ func TestPrefetchSlowLink(t *testing.T) {
 	}
 }
 
+// TestPrefetchSlowLinkPaced: a fill that ran out of time is fetched
+// again in halves, and what is fetched again is paced like any fill:
+// --prefetch-rate bounds all a prefetch fetches (found by review).
+func TestPrefetchSlowLinkPaced(t *testing.T) {
+	const rate = 2 << 20
+	rs := &recStore{perMiB: 100 * time.Millisecond} // 2 MiB: 200 ms; 1 MiB: 100 ms
+	reg, im, _, tg, blob := prefetchSetup(t, rs)
+	start := time.Now()
+	res, err := reg.Prefetch(context.Background(), im, PrefetchOptions{Whole: true, Quiet: time.Millisecond, Parallel: 1, MaxFetch: 2 << 20, FillTimeout: 150 * time.Millisecond, Limiter: NewLimiter(rate)})
+	elapsed := time.Since(start)
+	if err != nil || res.Done != res.Planned || !bytes.Equal(tg.m.data, blob) {
+		t.Fatalf("prefetch over a slow link: %v %+v", err, res)
+	}
+	reads := rs.log()
+	var fetched int64
+	for _, r := range reads {
+		fetched += r.n
+	}
+	if reads[0].n <= 1<<20 || fetched < res.Planned+reads[0].n {
+		t.Fatalf("reads %v: want a first fill over 1 MiB that times out and is fetched again", reads)
+	}
+	// Every fetch but the last waits for the bytes before it.
+	if min := time.Duration(float64(fetched-reads[len(reads)-1].n) / rate * float64(time.Second)); elapsed < min {
+		t.Fatalf("%d bytes fetched in %v: faster than the rate allows (%v)", fetched, elapsed, min)
+	}
+}
+
 // TestPrefetchParallel: up to Parallel fills run at once (hiding a
 // slow store's latency), never more, and the result is complete.
 func TestPrefetchParallel(t *testing.T) {
