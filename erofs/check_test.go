@@ -508,3 +508,32 @@ func walkImageWith(data []byte, opts ...Option) {
 		}
 	}
 }
+
+// TestDirEntryTypeMismatch: an entry whose type is not its inode's is
+// corrupt for a walker too (extract went by the entry's type), named as
+// such rather than failing later as the wrong kind of read.
+func TestDirEntryTypeMismatch(t *testing.T) {
+	_, im := buildVariant(t, variants[0], treeOpts{})
+	img, err := Open(bytes.NewReader(im.data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := direntPatch(".", "hello.txt", func(t *testing.T, img *Image, d []byte, off int64) {
+		d[off+10] = disk.FTDir
+	})(t, img, slices.Clone(im.data))
+	img, err = Open(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	err = fs.WalkDir(img, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		_, err = d.Info()
+		return err
+	})
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "directory entry says directory, nid") || !strings.Contains(err.Error(), "is a regular file") {
+		t.Fatalf("walk: %v, want the mismatch named", err)
+	}
+}

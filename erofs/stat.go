@@ -93,12 +93,40 @@ func (de *dirEntry) Type() fs.FileMode {
 	return modeOfFtype(de.ftype)
 }
 
+// Info returns the entry's inode's FileInfo. An entry whose type is not
+// its inode's is corrupt: a walker going by the entry's type would treat
+// the inode as what it is not.
 func (de *dirEntry) Info() (fs.FileInfo, error) {
 	ino, err := de.img.inode(de.nid)
 	if err != nil {
 		return nil, pathErr("stat", de.name, err)
 	}
-	return de.img.fileInfo(de.name, ino), nil
+	fi := de.img.fileInfo(de.name, ino)
+	if de.ftype != disk.FTUnknown && modeOfFtype(de.ftype) != fi.Mode().Type() {
+		return nil, pathErr("stat", de.name, corruptf("directory entry says %s, nid %d is a %s", typeName(modeOfFtype(de.ftype)), de.nid, typeName(fi.Mode())))
+	}
+	return fi, nil
 }
 
 func (de *dirEntry) String() string { return fs.FormatDirEntry(de) }
+
+// typeName names the file type of m.
+func typeName(m fs.FileMode) string {
+	switch t := m.Type(); {
+	case t == 0:
+		return "regular file"
+	case t&fs.ModeDir != 0:
+		return "directory"
+	case t&fs.ModeSymlink != 0:
+		return "symlink"
+	case t&fs.ModeCharDevice != 0:
+		return "character device"
+	case t&fs.ModeDevice != 0:
+		return "block device"
+	case t&fs.ModeNamedPipe != 0:
+		return "fifo"
+	case t&fs.ModeSocket != 0:
+		return "socket"
+	}
+	return m.Type().String()
+}
