@@ -605,7 +605,6 @@ func (c *checker) checkChunkStates() error {
 	}
 	var h hash.Hash
 	var pos int64 // hashed so far of the current device
-	buf := c.buffer()
 	for i, e := range c.table {
 		if i == 0 || e.Device != c.table[i-1].Device {
 			h, pos = sha256.New(), 0
@@ -613,17 +612,11 @@ func (c *checker) checkChunkStates() error {
 		if states[i] == (sha256chain.State{}) {
 			continue
 		}
-		for start := int64(e.BlkAddr) << c.img.blkBits; pos < start; {
-			if err := c.ctx.Err(); err != nil {
-				return err
-			}
-			m := min(int64(len(buf)), start-pos)
-			if err := c.img.readDev(int(e.Device), buf[:m], pos); err != nil {
-				return err
-			}
-			h.Write(buf[:m])
-			pos += m
+		start := int64(e.BlkAddr) << c.img.blkBits
+		if err := c.hashDev(h, int(e.Device), pos, start); err != nil {
+			return err
 		}
+		pos = max(pos, start)
 		if got, err := sha256chain.Of(h); err != nil || got != states[i] {
 			return corruptf("chunk states: device %d block %d: recorded %x, the blob's is %x", e.Device, e.BlkAddr, states[i], got)
 		}
@@ -631,21 +624,29 @@ func (c *checker) checkChunkStates() error {
 	return nil
 }
 
-// verifyDigest reads a blob chunk and compares its sha256 with the table.
-func (c *checker) verifyDigest(d *ChunkDigest) error {
-	h := sha256.New()
+// hashDev writes bytes [from, to) of device dev to h.
+func (c *checker) hashDev(h hash.Hash, dev int, from, to int64) error {
 	buf := c.buffer()
-	start := int64(d.BlkAddr) << c.img.blkBits
-	for off, end := start, start+int64(d.Length); off < end; {
+	for off := from; off < to; {
 		if err := c.ctx.Err(); err != nil {
 			return err
 		}
-		m := min(int64(len(buf)), end-off)
-		if err := c.img.readDev(int(d.Device), buf[:m], off); err != nil {
+		m := min(int64(len(buf)), to-off)
+		if err := c.img.readDev(dev, buf[:m], off); err != nil {
 			return err
 		}
 		h.Write(buf[:m])
 		off += m
+	}
+	return nil
+}
+
+// verifyDigest reads a blob chunk and compares its sha256 with the table.
+func (c *checker) verifyDigest(d *ChunkDigest) error {
+	h := sha256.New()
+	start := int64(d.BlkAddr) << c.img.blkBits
+	if err := c.hashDev(h, int(d.Device), start, start+int64(d.Length)); err != nil {
+		return err
 	}
 	var sum [32]byte
 	h.Sum(sum[:0])

@@ -32,30 +32,45 @@ func waitUnmarked(t *testing.T, w *Watch) bool {
 	return false
 }
 
-// TestCompleteFileProvenByChunks: with chunk states every chunk was
-// checked as a step of the blob's sha256 when it was written, so a cache
-// file made complete is the blob: it is read natively without reading it
-// whole again, and the proof is recorded like a check.
-func TestCompleteFileProvenByChunks(t *testing.T) {
+// readTreeWhole reads a generated tree through a lazy mount of its
+// image (without chunk states if dropStates), which leaves the blob's
+// cache file complete, and waits until the file is unmarked.
+func readTreeWhole(t *testing.T, dropStates bool) (*lazyMount, *Watch) {
+	t.Helper()
 	src := filepath.Join(t.TempDir(), "src")
 	if _, err := testtree.Generate(src, testtree.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	m := newLazyMount(t, src, 64<<10, false)
+	m := newLazyMountWith(t, src, 64<<10, false, dropStates)
 	treecmp.Expect(t, src, m.mnt, treecmp.Options{})
 	w := m.watches[0]
 	if !waitUnmarked(t, w) {
 		t.Fatal("a complete cache file stayed marked")
 	}
-	if m.srv.Stats.ProvenBytes.Load() != w.size || m.srv.Stats.VerifiedBytes.Load() != 0 {
-		t.Errorf("proven %d bytes of %d, read whole %d", m.srv.Stats.ProvenBytes.Load(), w.size, m.srv.Stats.VerifiedBytes.Load())
-	}
+	return m, w
+}
+
+// expectRecorded checks that w's map records the file as the blob.
+func expectRecorded(t *testing.T, w *Watch) {
+	t.Helper()
 	w.flushMu.Lock()
 	mapped, _ := os.ReadFile(w.Path + ".present")
 	w.flushMu.Unlock()
 	if want := w.digest; len(mapped) != len(w.present)+verifiedTrailer || !bytes.Equal(mapped[len(w.present):], want[:]) {
-		t.Fatalf("map of %d bytes does not record the proof", len(mapped))
+		t.Fatalf("map of %d bytes does not record the file as the blob", len(mapped))
 	}
+}
+
+// TestCompleteFileProvenByChunks: with chunk states every chunk was
+// checked as a step of the blob's sha256 when it was written, so a cache
+// file made complete is the blob: it is read natively without reading it
+// whole again, and the proof is recorded like a check.
+func TestCompleteFileProvenByChunks(t *testing.T) {
+	m, w := readTreeWhole(t, false)
+	if m.srv.Stats.ProvenBytes.Load() != w.size || m.srv.Stats.VerifiedBytes.Load() != 0 {
+		t.Errorf("proven %d bytes of %d, read whole %d", m.srv.Stats.ProvenBytes.Load(), w.size, m.srv.Stats.VerifiedBytes.Load())
+	}
+	expectRecorded(t, w)
 	blob, err := os.ReadFile(w.Path)
 	if err != nil {
 		t.Fatal(err)
@@ -74,27 +89,11 @@ func TestCompleteFileProvenByChunks(t *testing.T) {
 // names a blob it does not describe) stays marked and keeps reading
 // right through events.
 func TestCompleteFileCheckedWhole(t *testing.T) {
-	src := filepath.Join(t.TempDir(), "src")
-	if _, err := testtree.Generate(src, testtree.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	m := newLazyMountWith(t, src, 64<<10, false, true)
-	if diffs, err := treecmp.Compare(src, m.mnt, treecmp.Options{}); err != nil || len(diffs) > 0 {
-		t.Fatalf("tree: %v %v", err, diffs)
-	}
-	w := m.watches[0]
-	if !waitUnmarked(t, w) {
-		t.Fatal("a complete cache file stayed marked")
-	}
+	m, w := readTreeWhole(t, true)
 	if m.srv.Stats.VerifiedBytes.Load() != w.size || m.srv.Stats.NotBlob.Load() != 0 {
 		t.Errorf("verified %d bytes of %d, %d not the blob", m.srv.Stats.VerifiedBytes.Load(), w.size, m.srv.Stats.NotBlob.Load())
 	}
-	w.flushMu.Lock()
-	mapped, _ := os.ReadFile(w.Path + ".present")
-	w.flushMu.Unlock()
-	if want := w.digest; len(mapped) != len(w.present)+verifiedTrailer || !bytes.Equal(mapped[len(w.present):], want[:]) {
-		t.Fatalf("map of %d bytes does not record the check", len(mapped))
-	}
+	expectRecorded(t, w)
 
 	// A new server watching the complete file: no mark, no new check.
 	srv, err := New(Config{})
