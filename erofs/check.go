@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
@@ -596,8 +597,10 @@ func (c *checker) readRange(dev int, start, n int64) error {
 	return nil
 }
 
-// checkChunkStates hashes, with VerifyData and Blobs, each blob up to its
-// last chunk and compares the recorded states with sha256's.
+// checkChunkStates hashes, with VerifyData and Blobs, each blob whose
+// chunks record states, comparing each state with sha256's there, and
+// the whole blob's sha256 with its tag when the last chunk has a state
+// (the step a daemon checks last).
 func (c *checker) checkChunkStates() error {
 	states := c.states
 	if states == nil || !c.opts.VerifyData || c.opts.Blobs == nil {
@@ -620,6 +623,36 @@ func (c *checker) checkChunkStates() error {
 		if got, err := sha256chain.Of(h); err != nil || got != states[i] {
 			return corruptf("chunk states: device %d block %d: recorded %x, the blob's is %x", e.Device, e.BlkAddr, states[i], got)
 		}
+		if i+1 == len(c.table) || c.table[i+1].Device != e.Device {
+			if err := c.checkBlobEnd(h, int(e.Device), pos); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// checkBlobEnd hashes the rest of device dev's blob from pos into h and
+// compares the sha256 with the device's tag, if the tag is a digest and
+// the blob's size is known.
+func (c *checker) checkBlobEnd(h hash.Hash, dev int, pos int64) error {
+	tag := c.img.slots[dev-1].TagString()
+	want, err := hex.DecodeString(tag)
+	if err != nil || len(want) != sha256.Size {
+		return nil
+	}
+	b, err := c.img.blob(dev)
+	if err != nil {
+		return err
+	}
+	if b.size < 0 {
+		return nil
+	}
+	if err := c.hashDev(h, dev, pos, b.size); err != nil {
+		return err
+	}
+	if got := h.Sum(nil); !bytes.Equal(got, want) {
+		return corruptf("chunk states: device %d: the blob's sha256 is %x, not its tag %s", dev, got, tag)
 	}
 	return nil
 }

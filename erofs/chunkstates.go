@@ -54,15 +54,12 @@ func (img *Image) ChunkStates() ([]sha256chain.State, error) {
 // startSetEnd returns where the start set ends: where the chunk table
 // ends if the image has none.
 func (img *Image) startSetEnd() (int64, error) {
-	off := int64(img.sb.Blocks)<<img.blkBits + disk.ChunkTableHeaderSize + int64(len(img.ct))*disk.ChunkTableEntrySize
-	h, err := img.sectionHeader(off, disk.DecodeStartSetHeader, ErrNoStartSet, "start set")
+	off, h, err := img.startSetHeader()
 	switch {
 	case errors.Is(err, ErrNoStartSet):
 		return off, nil
 	case err != nil:
-		return 0, err
-	case h.Count > MaxStartExtents:
-		return 0, corruptf("start set at byte %d: %d entries, at most %d", off, h.Count, MaxStartExtents)
+		return 0, fmt.Errorf("locating the chunk states after the start set: %w", err)
 	}
 	return off + disk.StartSetHeaderSize + int64(h.Count)*disk.StartSetEntrySize, nil
 }

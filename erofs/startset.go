@@ -21,6 +21,18 @@ type StartExtent struct {
 // MaxStartExtents bounds the start set an image may record.
 const MaxStartExtents = disk.MaxStartExtents
 
+// startSetHeader returns where the start set begins, right after the
+// chunk table (whose size was checked when it was loaded), and its
+// header, whose entry count it bounds; ErrNoStartSet if there is none.
+func (img *Image) startSetHeader() (int64, disk.SectionHeader, error) {
+	off := int64(img.sb.Blocks)<<img.blkBits + disk.ChunkTableHeaderSize + int64(len(img.ct))*disk.ChunkTableEntrySize
+	h, err := img.sectionHeader(off, disk.DecodeStartSetHeader, ErrNoStartSet, "start set")
+	if err == nil && h.Count > MaxStartExtents {
+		err = corruptf("start set at byte %d: %d entries, at most %d", off, h.Count, MaxStartExtents)
+	}
+	return off, h, err
+}
+
 // StartSet returns the extents of the blobs the image's builder recorded
 // as read first by its workload (erofs-image build --prefetch-list), in
 // the order they are read. It returns ErrNoStartSet if the image records
@@ -36,15 +48,9 @@ func (img *Image) StartSet() ([]StartExtent, error) {
 		}
 		return nil, err
 	}
-	// The start set follows the chunk table; its size was checked when
-	// the table was loaded.
-	off := int64(img.sb.Blocks)<<img.blkBits + disk.ChunkTableHeaderSize + int64(len(img.ct))*disk.ChunkTableEntrySize
-	h, err := img.sectionHeader(off, disk.DecodeStartSetHeader, ErrNoStartSet, "start set")
+	off, h, err := img.startSetHeader()
 	if err != nil {
 		return nil, err
-	}
-	if h.Count > MaxStartExtents {
-		return nil, corruptf("start set at byte %d: %d entries, at most %d", off, h.Count, MaxStartExtents)
 	}
 	start := off + disk.StartSetHeaderSize
 	body := make([]byte, int(h.Count)*disk.StartSetEntrySize)

@@ -125,15 +125,41 @@ func TestChunkStatesHostile(t *testing.T) {
 			}
 		})
 	}
-	// A state that is wrong for its blob is found by Check with the data.
+	// A state that is wrong for its blob, and a blob whose last step
+	// does not end in its tag, are found by Check with the data.
 	t.Run("wrong state", func(t *testing.T) {
 		blobDir := t.TempDir()
 		img, _ := buildDir(t, writeStartTree(t), Options{ChunkSize: 64 << 10, BlobDir: blobDir})
 		b := bytes.Clone(img)
-		b[hdr+64+32+5]++
-		rehash(b)
+		at := bytes.LastIndex(b, []byte("EROFSDCS"))
+		b[at+64+32+5]++
+		sum := sha256.Sum256(b[at+64:])
+		copy(b[at+0x18:], sum[:])
 		if _, err := erofs.Check(t.Context(), bytes.NewReader(b), erofs.CheckOptions{VerifyData: true, Blobs: erofs.DirBlobs(blobDir)}); !errors.Is(err, erofs.ErrCorrupt) || !strings.Contains(err.Error(), "chunk states") {
 			t.Fatalf("Check: %v, want a chunk states error", err)
+		}
+	})
+	t.Run("not the tag's blob", func(t *testing.T) {
+		// A byte of the last chunk's padding: no chunk digest covers
+		// it, the blob's sha256 does.
+		blobDir := t.TempDir()
+		img, res := buildDir(t, writeStartTree(t), Options{ChunkSize: 64 << 10, BlobDir: blobDir})
+		im, err := erofs.Open(bytes.NewReader(img))
+		if err != nil {
+			t.Fatal(err)
+		}
+		table, _ := im.ChunkTable()
+		im.Close()
+		last := table[len(table)-1]
+		if last.Length%4096 == 0 {
+			t.Fatal("the last chunk has no padding")
+		}
+		p := filepath.Join(blobDir, res.Blobs[0].Digest)
+		blob, _ := os.ReadFile(p)
+		blob[int64(last.BlkAddr)*4096+int64(last.Length)] = 1
+		os.WriteFile(p, blob, 0o644)
+		if _, err := erofs.Check(t.Context(), bytes.NewReader(img), erofs.CheckOptions{VerifyData: true, Blobs: erofs.DirBlobs(blobDir)}); !errors.Is(err, erofs.ErrCorrupt) || !strings.Contains(err.Error(), "not its tag") {
+			t.Fatalf("Check: %v, want the blob's sha256 against its tag", err)
 		}
 	})
 }

@@ -54,15 +54,15 @@ type blockWriter struct {
 	err    atomic.Pointer[error]
 	closed bool
 
-	// With a hash: where in cur each write started, and the hash's
-	// state at the start of each write by block number (complete once
+	// With a hash: where in cur chunks start (markChunk), and the
+	// hash's state at each chunk's start by block number (complete once
 	// flush returns), which the chunk states section records.
 	marks  []int
 	states map[uint64]sha256chain.State
 }
 
-// filledBuf is a buffer for the writer goroutine, and where in it writes
-// started.
+// filledBuf is a buffer for the writer goroutine, and where in it chunks
+// start.
 type filledBuf struct {
 	buf   []byte
 	marks []int
@@ -101,7 +101,7 @@ func (bw *blockWriter) loop(w io.Writer, h hash.Hash, pos uint64) {
 			if _, err := w.Write(buf); err != nil {
 				bw.err.Store(&err)
 			} else if h != nil {
-				bw.hash(h, fb, pos)
+				bw.hashMarked(h, fb, pos)
 			}
 		}
 		pos += uint64(len(buf))
@@ -109,17 +109,21 @@ func (bw *blockWriter) loop(w io.Writer, h hash.Hash, pos uint64) {
 	}
 }
 
-// hash hashes a buffer that starts at byte pos, recording the state at
-// each write's start.
-func (bw *blockWriter) hash(h hash.Hash, fb filledBuf, pos uint64) {
+// hashMarked hashes a buffer that starts at byte pos, recording the
+// state at each chunk's start.
+func (bw *blockWriter) hashMarked(h hash.Hash, fb filledBuf, pos uint64) {
 	done := 0
 	for _, m := range fb.marks {
 		h.Write(fb.buf[done:m])
 		done = m
-		// Writes start at block boundaries, whole SHA-256 blocks in.
-		if st, err := sha256chain.Of(h); err == nil {
-			bw.states[(pos+uint64(m))/blockSize] = st
+		// Chunks start at block boundaries, whole SHA-256 blocks in.
+		st, err := sha256chain.Of(h)
+		if err != nil {
+			err = fmt.Errorf("the blob's sha256 state at byte %d: %w", pos+uint64(m), err)
+			bw.err.Store(&err)
+			return
 		}
+		bw.states[(pos+uint64(m))/blockSize] = st
 	}
 	h.Write(fb.buf[done:])
 }
@@ -143,6 +147,14 @@ func (bw *blockWriter) append(p []byte) {
 	}
 }
 
+// markChunk records the hash's state where the next write starts, a
+// chunk's start; a writer without a hash records nothing.
+func (bw *blockWriter) markChunk() {
+	if bw.states != nil {
+		bw.marks = append(bw.marks, len(bw.cur)) // never full between writes
+	}
+}
+
 // write appends p padded with zeros to whole blocks and returns the first
 // block number it occupies.
 func (bw *blockWriter) write(p []byte) (uint64, error) {
@@ -153,9 +165,6 @@ func (bw *blockWriter) write(p []byte) (uint64, error) {
 	blocks := uint64(disk.AlignUp(len(p), blockSize) / blockSize)
 	if start+blocks > disk.NullAddr {
 		return 0, fmt.Errorf("%w: more than 2^32-1 blocks", ErrTooLarge)
-	}
-	if bw.states != nil {
-		bw.marks = append(bw.marks, len(bw.cur)) // cur is never full here
 	}
 	bw.append(p)
 	if pad := disk.AlignUp(len(p), blockSize) - len(p); pad > 0 {
@@ -287,6 +296,7 @@ func (b *blob) put(p []byte, digest [32]byte, seg, rank int) (uint32, error) {
 		}
 		bw, table = sg.bw, &sg.table
 	}
+	bw.markChunk()
 	blk, err := bw.write(p)
 	if err != nil {
 		return 0, fmt.Errorf("writing blob: %w", err)
@@ -312,6 +322,7 @@ func (b *blob) assemble() error {
 		slices.SortStableFunc(order, func(x, y frontChunk) int { return cmp.Compare(x.rank, y.rank) })
 		b.frontMap = make(map[uint32]uint32, len(order))
 		for _, c := range order {
+			b.bw.markChunk()
 			blk, err := copyBlocks(b.bw, b.front.f, int64(c.blk)*blockSize, int64(disk.AlignUp(int(c.length), blockSize)), &buf)
 			if err != nil {
 				return err
@@ -328,6 +339,7 @@ func (b *blob) assemble() error {
 		// Chunk by chunk, so that the state before each is recorded.
 		var from uint64
 		for i := range b.back.table {
+			b.bw.markChunk()
 			end := b.back.bw.next
 			if i+1 < len(b.back.table) {
 				end = uint64(b.back.table[i+1].BlkAddr)

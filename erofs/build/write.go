@@ -176,6 +176,15 @@ func (b *Builder) Finish(ctx context.Context) (res *Result, err error) {
 	}
 	var tableBytes []byte
 	if len(table) > 0 {
+		slices.SortFunc(table, func(a, b disk.ChunkEntry) int {
+			switch {
+			case a.Less(&b):
+				return -1
+			case b.Less(&a):
+				return 1
+			}
+			return 0
+		})
 		tableBytes = encodeChunkTable(table)
 		if b.start != nil {
 			tableBytes = append(tableBytes, encodeStartSet(b.blobs)...)
@@ -297,7 +306,7 @@ func (b *Builder) relocate(ref chunkRef) chunkRef {
 }
 
 // encodeChunkStates encodes each chunk's blob state before it, in the
-// order of the (sorted) table.
+// order of the table.
 func (b *Builder) encodeChunkStates(table []disk.ChunkEntry) []byte {
 	return disk.EncodeSection(disk.ChunkStatesMagic, disk.ChunkStatesVersion, disk.ChunkStatesEntrySize, len(table),
 		func(i int, out []byte) {
@@ -307,17 +316,9 @@ func (b *Builder) encodeChunkStates(table []disk.ChunkEntry) []byte {
 		})
 }
 
-// encodeChunkTable encodes the chunk digest table, entries sorted.
+// encodeChunkTable encodes the chunk digest table, whose entries must be
+// sorted.
 func encodeChunkTable(entries []disk.ChunkEntry) []byte {
-	slices.SortFunc(entries, func(a, b disk.ChunkEntry) int {
-		switch {
-		case a.Less(&b):
-			return -1
-		case b.Less(&a):
-			return 1
-		}
-		return 0
-	})
 	return disk.EncodeSection(disk.ChunkTableMagic, disk.ChunkTableVersion, disk.ChunkTableEntrySize, len(entries),
 		func(i int, b []byte) { entries[i].Encode(b) })
 }
