@@ -53,7 +53,7 @@ func TestForgedImageCannotPoison(t *testing.T) {
 	digestA, digestB := digestOf(blobsA), digestOf(blobsB)
 	testimage.Retag(t, imgB, 1, digestA)
 	// Without chunk states: with them, B's last chunk would not be its
-	// step to the digest it names (TestForgedDigestChained).
+	// step to the digest it names (TestChainedChunks/forged_digest).
 	testimage.DropChunkStates(t, imgB)
 	forged := filepath.Join(dir, "forged")
 	os.Mkdir(forged, 0o755)

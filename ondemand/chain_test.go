@@ -9,8 +9,10 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/erofsd/erofsd/blobstore"
 	"github.com/erofsd/erofsd/erofs/build"
 	"github.com/erofsd/erofsd/internal/sha256chain"
 	"github.com/erofsd/erofsd/internal/testutil/testimage"
@@ -78,27 +80,30 @@ func editChunkState(t *testing.T, path string, i int, st sha256chain.State) {
 // claims like the digests, so a wrong one refuses its chunks (never
 // serves them) even where the digest table agrees with the bytes.
 func TestChainedChunks(t *testing.T) {
+	// Chunks of 256 KiB, over minKernelCopy: each can be copied alone.
+	// Blob order: a's 4 chunks, the all-zero chunk, z's 2 (the last one
+	// padded).
 	src := t.TempDir()
-	data := make([]byte, 300<<10)
+	data := make([]byte, 1<<20)
 	for i := range data {
 		data[i] = byte(i * 7 / 5)
 	}
 	os.WriteFile(filepath.Join(src, "a"), data, 0o644)
-	os.WriteFile(filepath.Join(src, "zeros"), make([]byte, 256<<10), 0o644) // the all-zero chunk
-	os.WriteFile(filepath.Join(src, "b"), data[:70000], 0o644)
+	os.WriteFile(filepath.Join(src, "m"), make([]byte, 512<<10), 0o644)
+	os.WriteFile(filepath.Join(src, "z"), data[1000:512<<10], 0o644)
 	build1 := func(t *testing.T) (img string, blob []byte, dir string) {
 		dir = t.TempDir()
-		img, blobs, _ := testimage.Build(t, src, build.Options{BlobDir: dir, ChunkSize: 64 << 10})
+		img, blobs, _ := testimage.Build(t, src, build.Options{BlobDir: dir, ChunkSize: 256 << 10})
 		blob, err := os.ReadFile(blobs[0])
 		if err != nil {
 			t.Fatal(err)
 		}
 		return img, blob, dir
 	}
-	register := func(t *testing.T, img, dir string) (*Registry, *Image, *Object) {
+	registerIn := func(t *testing.T, img string, store blobstore.Store) (*Registry, *Image, *Object) {
 		reg := NewRegistry()
 		t.Cleanup(func() { reg.Close() })
-		im, err := reg.Register(ImageSpec{FSID: "c", Bootstrap: img, Store: localStore(t, dir)})
+		im, err := reg.Register(ImageSpec{FSID: "c", Bootstrap: img, Store: store})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -109,8 +114,63 @@ func TestChainedChunks(t *testing.T) {
 		t.Cleanup(obj.Release)
 		return reg, im, obj
 	}
+	register := func(t *testing.T, img, dir string) (*Registry, *Image, *Object) {
+		return registerIn(t, img, localStore(t, dir))
+	}
 	fill := func(obj *Object, c chunk) error {
 		return obj.Fill(context.Background(), c.off, alignUp(c.length), newMemObject(t, obj.Size()))
+	}
+	// The three ways a fetched chunk is checked: read and written,
+	// copied from a local file and checked where it landed, streamed
+	// and staged. Each must check the step, not the digest.
+	paths := []struct {
+		name  string
+		store func(dir string) blobstore.Store
+		// writer returns a writer for obj and whether the path was
+		// taken through it.
+		writer func(obj *Object) (BlockWriter, func() bool)
+	}{
+		{"written", func(dir string) blobstore.Store { return localStore(t, dir) }, func(obj *Object) (BlockWriter, func() bool) {
+			return newMemObject(t, obj.Size()), func() bool { return true }
+		}},
+		{"copied", func(dir string) blobstore.Store { return localStore(t, dir) }, func(obj *Object) (BlockWriter, func() bool) {
+			m := &memCopier{memObject: newMemObject(t, obj.Size()), src: obj.blob}
+			return m, func() bool { return len(m.copies) > 0 }
+		}},
+		{"streamed", func(dir string) blobstore.Store { return &rangeStore{localStore(t, dir)} }, func(obj *Object) (BlockWriter, func() bool) {
+			m := &memStager{memObject: newMemObject(t, obj.Size())}
+			return m, func() bool { return m.pieces > 0 }
+		}},
+	}
+	// expectRefused fills each chunk alone by each path and checks that
+	// exactly the chunks refused says are refused.
+	expectRefused := func(t *testing.T, img, dir string, refused func(i int) bool) {
+		for _, p := range paths {
+			t.Run(p.name, func(t *testing.T) {
+				_, _, first := registerIn(t, img, p.store(dir))
+				var failures int64
+				for i, c := range first.blob.chunks {
+					if c.zero {
+						continue
+					}
+					// Afresh for each: a stream that failed makes
+					// its source read the next chunks plainly.
+					reg, _, obj := registerIn(t, img, p.store(dir))
+					w, taken := p.writer(obj)
+					err := obj.Fill(context.Background(), c.off, alignUp(c.length), w)
+					if refused(i) != errors.Is(err, ErrDigestMismatch) {
+						t.Errorf("chunk %d (to be refused %v): %v", i, refused(i), err)
+					}
+					if !taken() {
+						t.Errorf("chunk %d did not go this way", i)
+					}
+					failures += reg.Stats.DigestFailures.Load()
+				}
+				if failures == 0 {
+					t.Error("no digest failures counted")
+				}
+			})
+		}
 	}
 
 	t.Run("whole", func(t *testing.T) {
@@ -158,19 +218,10 @@ func TestChainedChunks(t *testing.T) {
 		}
 	})
 	t.Run("a wrong state", func(t *testing.T) {
+		// Chunks 1 and 2 step to and from it.
 		img, _, dir := build1(t)
 		editChunkState(t, img, 2, sha256chain.State{1})
-		reg, _, obj := register(t, img, dir)
-		chunks := obj.blob.chunks
-		for i, c := range chunks {
-			err := fill(obj, c)
-			if wrong := i == 1 || i == 2; wrong != errors.Is(err, ErrDigestMismatch) {
-				t.Errorf("chunk %d (step from or to the wrong state %v): %v", i, wrong, err)
-			}
-		}
-		if reg.Stats.DigestFailures.Load() == 0 {
-			t.Error("no digest failures counted")
-		}
+		expectRefused(t, img, dir, func(i int) bool { return i == 1 || i == 2 })
 	})
 	t.Run("a zero chunk's step from a wrong state", func(t *testing.T) {
 		img, _, dir := build1(t)
@@ -201,12 +252,42 @@ func TestChainedChunks(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, _, obj := register(t, img, dir)
-		chunks := obj.blob.chunks
-		for i, c := range chunks {
-			err := fill(obj, c)
-			if last := i == len(chunks)-1; last != errors.Is(err, ErrDigestMismatch) {
-				t.Errorf("chunk %d (the last %v): %v", i, last, err)
-			}
-		}
+		last := len(obj.blob.chunks) - 1
+		expectRefused(t, img, dir, func(i int) bool { return i == last })
 	})
+}
+
+// TestBlobNameCoversStates: the cache object's name fingerprints the
+// states too, so images that describe a blob's chain differently never
+// share cached data, and a chained description never names an unchained
+// one's object.
+func TestBlobNameCoversStates(t *testing.T) {
+	digest, err := blobstore.ParseDigest(strings.Repeat("ab", 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunks := func() []chunk {
+		cs := []chunk{{off: 0, length: 8192}, {off: 8192, length: 4096}}
+		if !chainChunks(cs, []sha256chain.State{sha256chain.Initial, {1}}, 12288) {
+			t.Fatal("not chained")
+		}
+		return cs
+	}
+	chained := blobName(digest, 12288, chunks(), true)
+	other := chunks()
+	other[1].from[0] = 2
+	names := map[string]string{
+		"chained":             chained,
+		"unchained":           blobName(digest, 12288, chunks(), false),
+		"another state":       blobName(digest, 12288, other, true),
+		"the same, once more": blobName(digest, 12288, chunks(), true),
+	}
+	if names["the same, once more"] != chained {
+		t.Fatal("one description, two names")
+	}
+	for what, name := range names {
+		if what != "the same, once more" && what != "chained" && name == chained {
+			t.Errorf("%s: the chained description's name %s", what, name)
+		}
+	}
 }

@@ -167,11 +167,13 @@ func (p *Pool) Readahead(src Source, off, n int64, present func(off, n int64) bo
 }
 
 // BlobProver is a Source that checks every chunk it writes as a step of
-// its blob's sha256 (the image's chunk states cover the blob): once a
-// cache file holds all of it, it is the blob, with no whole-file check.
+// its blob's sha256 (the image's chunk states cover the blob): a cache
+// file that holds all of it, every block written through sources of this
+// one description (the same cache object name, so a prefetch's writes
+// count too), is the blob, with no whole-file check.
 type BlobProver interface {
-	// ProvesBlob reports whether a complete file of the source's
-	// writes is the blob with this sha256.
+	// ProvesBlob reports whether a complete file of such writes is the
+	// blob with this sha256.
 	ProvesBlob(digest [32]byte) bool
 }
 

@@ -370,7 +370,7 @@ func (p *prefetch) dispatch(ctx context.Context, plan []planned, opts PrefetchOp
 		// The start set is what the kernel is about to ask for: it is
 		// neither paced nor held back for kernel reads to pause.
 		if !plan[i].eager {
-			if err := opts.Limiter.Wait(ctx, end-start); err != nil {
+			if err := p.limiter.Wait(ctx, end-start); err != nil {
 				return err
 			}
 			if err := r.Stats.waitIdle(ctx, opts.Quiet); err != nil {
@@ -449,7 +449,9 @@ func (p *prefetch) write(ctx context.Context, a *attached, group []planned, off,
 			end += alignUp(group[j].c.length)
 		}
 		// What the fill that ran out did not write is fetched again:
-		// paced again, as --prefetch-rate bounds what is fetched.
+		// paced again, as --prefetch-rate bounds what is fetched. It
+		// does not wait for kernel reads to pause again: the fill
+		// already did, and holds its parallel slot meanwhile.
 		if !group[0].eager && p.limiter != nil {
 			var missing int64
 			for _, pc := range group[i:j] {

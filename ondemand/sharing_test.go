@@ -68,7 +68,7 @@ func TestForgedDigestGetsItsOwnObject(t *testing.T) {
 	digestA := filepath.Base(blobA)
 	testimage.Retag(t, imgB, 1, digestA)
 	// Without chunk states: with them, B's last chunk would not be its
-	// step to the digest it names (TestForgedDigestChained).
+	// step to the digest it names (TestChainedChunks/forged_digest).
 	testimage.DropChunkStates(t, imgB)
 	forged := t.TempDir()
 	if err := os.Rename(blobB, filepath.Join(forged, digestA)); err != nil {

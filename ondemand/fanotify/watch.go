@@ -443,13 +443,13 @@ func (w *Watch) recordVerified() error {
 	w.flushMu.Lock() // the map file stays open through the write
 	defer w.flushMu.Unlock()
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.poisoned || w.mapFile == nil {
+	mf, poisoned, mapSize := w.mapFile, w.poisoned, int64(len(w.present))
+	w.mu.Unlock() // not held across the write: events take it
+	if poisoned || mf == nil {
 		return fmt.Errorf("%s: closed while checked", w.Path)
 	}
-	mapSize := int64(len(w.present))
-	if _, err := w.mapFile.WriteAt(w.digest[:], mapSize); err != nil {
-		w.mapFile.Truncate(mapSize)
+	if _, err := mf.WriteAt(w.digest[:], mapSize); err != nil {
+		mf.Truncate(mapSize)
 		return fmt.Errorf("%s: recording its check: %w", w.Path, err)
 	}
 	return nil
