@@ -388,7 +388,10 @@ func describeImage(spec ImageSpec, f *os.File, fileRuns bool) (*Image, error) {
 		im.mapFileRuns(img)
 	}
 	switch im.start, err = img.StartSet(); {
-	case errors.Is(err, erofs.ErrNoStartSet):
+	case errors.Is(err, erofs.ErrNoStartSet), errors.Is(err, erofs.ErrUnsupported):
+		// A later version of the section is ignored, as older
+		// daemons ignore the sections they do not know: it only
+		// orders prefetch.
 	case err != nil:
 		return nil, fmt.Errorf("start set: %w", err)
 	}

@@ -1,6 +1,8 @@
 package ondemand
 
 import (
+	"bytes"
+	"context"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -64,5 +66,31 @@ func TestStartPlan(t *testing.T) {
 				t.Errorf("StartMax %d: chunk %d eager %v, want %v", tc.max, i, p.eager, tc.eager[i])
 			}
 		}
+	}
+}
+
+// TestStartSetLaterVersion: a start set of a version this daemon does not
+// know is ignored, as a chunk-states section of one is: the image is
+// served without them (the states, which follow the start set, cannot
+// even be found), its chunks checked by digest.
+func TestStartSetLaterVersion(t *testing.T) {
+	src := t.TempDir()
+	os.WriteFile(filepath.Join(src, "a"), bytes.Repeat([]byte{7}, 200<<10), 0o644)
+	var list prefetchlist.List
+	list.Add("/a", 0, 0)
+	blobDir := t.TempDir()
+	img, _, _ := testimage.Build(t, src, build.Options{BlobDir: blobDir, ChunkSize: 64 << 10, PrefetchList: &list})
+	data, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[bytes.LastIndex(data, []byte("EROFSDSS"))+8] = 2
+	os.WriteFile(img, data, 0o644)
+	_, im, obj := serveBlob(t, ImageSpec{FSID: "img1", Bootstrap: img, Store: localStore(t, blobDir)})
+	if im.StartBytes() != 0 || obj.blob.chained {
+		t.Fatalf("start set of %d bytes, chained %v: want neither", im.StartBytes(), obj.blob.chained)
+	}
+	if err := obj.Fill(context.Background(), 0, obj.Size(), newMemObject(t, obj.Size())); err != nil {
+		t.Fatal(err)
 	}
 }
