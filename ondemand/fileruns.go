@@ -100,15 +100,22 @@ func (d *blobData) runLimit(pos int64) int64 {
 	return d.runEnd[i]
 }
 
-// chunkHolding returns the index of the chunk whose blocks hold byte
-// pos, or -1.
-func (d *blobData) chunkHolding(pos int64) int {
+// chunkEndingAfter returns the index of the first chunk whose blocks end
+// after pos: the one holding pos, if any, else the next.
+func (d *blobData) chunkEndingAfter(pos int64) int {
 	i, _ := slices.BinarySearchFunc(d.chunks, pos, func(c chunk, t int64) int {
 		if c.off+alignUp(c.length) <= t {
 			return -1
 		}
 		return 1
 	})
+	return i
+}
+
+// chunkHolding returns the index of the chunk whose blocks hold byte
+// pos, or -1.
+func (d *blobData) chunkHolding(pos int64) int {
+	i := d.chunkEndingAfter(pos)
 	if i >= len(d.chunks) || d.chunks[i].off > pos {
 		return -1
 	}

@@ -686,12 +686,7 @@ const maxPlanEntries = 4 << 20
 
 // chunksIn returns the blob's chunks overlapping [off, off+n).
 func (d *blobData) chunksIn(off, n int64) []chunk {
-	i, _ := slices.BinarySearchFunc(d.chunks, off, func(c chunk, t int64) int {
-		if c.off+alignUp(c.length) <= t {
-			return -1
-		}
-		return 1
-	})
+	i := d.chunkEndingAfter(off)
 	j := i
 	for j < len(d.chunks) && d.chunks[j].off < off+n {
 		j++

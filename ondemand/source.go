@@ -469,12 +469,7 @@ func (s *blobSource) ReadaheadMore() (int64, int64) {
 // chunkAfter returns the index of the first chunk that starts at or
 // after pos (one that pos falls inside is passed over).
 func (s *blobSource) chunkAfter(pos int64) int {
-	i, _ := slices.BinarySearchFunc(s.chunks, pos, func(c chunk, t int64) int {
-		if c.off+alignUp(c.length) <= t {
-			return -1
-		}
-		return 1
-	})
+	i := s.chunkEndingAfter(pos)
 	if i < len(s.chunks) && s.chunks[i].off < pos {
 		i++
 	}
@@ -511,10 +506,7 @@ func (s *blobSource) nextRunLocked(off, end int64) (int64, int64) {
 	// out is fetched by a fill that may not have started yet), then the
 	// chunks being fetched after that.
 	var fetching int64
-	i := s.chunkAfter(off)
-	if i > 0 && s.chunks[i-1].off+alignUp(s.chunks[i-1].length) > off {
-		i-- // the chunk off falls inside
-	}
+	i := s.chunkEndingAfter(off) // the chunk off falls inside, if any
 	for ; i < len(s.chunks) && s.chunks[i].off < end; i++ {
 		if s.inflight[s.chunks[i].off] != nil {
 			fetching += alignUp(s.chunks[i].length)
@@ -610,13 +602,7 @@ func (d *blobData) inStart(off int64) bool {
 // fill is Fill without counting as on-demand work.
 func (s *blobSource) fill(ctx context.Context, off, n int64, w BlockWriter) error {
 	start, end := alignDown(off), alignUp(off+n)
-	// First chunk ending after start.
-	i, _ := slices.BinarySearchFunc(s.chunks, start, func(c chunk, t int64) int {
-		if c.off+alignUp(c.length) <= t {
-			return -1
-		}
-		return 1
-	})
+	i := s.chunkEndingAfter(start)
 	// Adjacent chunks the range needs are fetched with one request
 	// (fewer round trips to remote stores); what that does not cover is
 	// then filled chunk by chunk below.
