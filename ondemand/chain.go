@@ -7,15 +7,15 @@ import (
 	"github.com/erofsd/erofsd/internal/sha256chain"
 )
 
-// chainChunks gives a blob's chunks their steps of the blob's sha256
-// (states[i] is chunks[i]'s state, from the image's chunk states) if the
-// chunks cover the blob end to end, each with a recorded state, and
-// reports whether they do. A chained chunk is checked as the step from
-// its state to the next chunk's (the last one's to the blob's digest):
-// the one hash that verifies it also proves, once every chunk is in,
-// that the cache holds the blob, which then needs no whole-file check.
-func chainChunks(chunks []chunk, states []sha256chain.State, size int64) bool {
-	if len(chunks) == 0 || len(states) != len(chunks) {
+// coversBlob reports whether a blob's chunks, with states[i] the image's
+// chunk state of chunks[i], cover the blob end to end: from offset 0
+// (the initial state), without gaps, each with a state, the last ending
+// at the blob's end. Such chunks are checked as steps of the blob's
+// sha256 (see newCheck): the one hash that verifies a chunk also proves,
+// once every chunk is in, that the cache holds the blob, which then
+// needs no whole-file check.
+func coversBlob(chunks []chunk, states []sha256chain.State, size int64) bool {
+	if len(chunks) == 0 || len(states) != len(chunks) || states[0] != sha256chain.Initial {
 		return false
 	}
 	var pos int64
@@ -25,40 +25,48 @@ func chainChunks(chunks []chunk, states []sha256chain.State, size int64) bool {
 		}
 		pos = c.off + alignUp(c.length)
 	}
-	if pos != size || states[0] != sha256chain.Initial {
-		return false
-	}
-	for i := range chunks {
-		c := &chunks[i]
-		c.chained, c.from = true, states[i]
-		if i+1 < len(chunks) {
-			c.to = states[i+1]
-		} else {
-			c.last = true
-		}
-	}
-	return true
+	return pos == size
 }
+
+// chained reports whether the blob's chunks are checked as steps of its
+// sha256.
+func (d *blobData) chained() bool { return d.states != nil }
 
 // chunkCheck verifies one chunk's bytes, written to it as they come
 // (length bytes, without the padding).
 type chunkCheck struct {
-	h    hash.Hash
-	c    *chunk
-	blob [32]byte // the blob's digest, which the last chained chunk ends in
+	h hash.Hash // nil: matches nothing
+	c *chunk
+	// A chained chunk's step ends in next, or for the last chunk in
+	// final, the blob's digest; an unchained one's hash is final, its
+	// digest.
+	chained, last bool
+	next          sha256chain.State
+	final         [32]byte
 }
 
 // newCheck starts checking chunk c against the image: against its step
-// of the blob's sha256 if it is chained, else against its digest.
+// of the blob's sha256 if the blob is chained, else against its digest.
 func (d *blobData) newCheck(c *chunk) chunkCheck {
-	if !c.chained {
-		return chunkCheck{h: sha256.New(), c: c}
+	if !d.chained() {
+		return chunkCheck{h: sha256.New(), c: c, final: c.digest}
 	}
-	h, err := sha256chain.Resume(c.from, c.off)
+	k := chunkCheck{c: c, chained: true}
+	i := d.chunkAt(c.off)
+	if i < 0 {
+		return k // not one of the blob's chunks
+	}
+	h, err := sha256chain.Resume(d.states[i], c.off)
 	if err != nil {
-		return chunkCheck{c: c} // cannot happen (chunks are block aligned); matches nothing
+		return k // cannot happen: chunks are block aligned
 	}
-	return chunkCheck{h: h, c: c, blob: d.digest.Sum()}
+	k.h = h
+	if i+1 < len(d.chunks) {
+		k.next = d.states[i+1]
+	} else {
+		k.last, k.final = true, d.digest.Sum()
+	}
+	return k
 }
 
 func (k *chunkCheck) Write(p []byte) {
@@ -70,19 +78,17 @@ func (k *chunkCheck) Write(p []byte) {
 // matches reports whether the bytes written are the chunk's. A chained
 // chunk's step covers its zero padding too, as it is served.
 func (k *chunkCheck) matches() bool {
-	c := k.c
-	switch {
-	case k.h == nil:
+	if k.h == nil {
 		return false
-	case !c.chained:
-		return [32]byte(k.h.Sum(nil)) == c.digest
 	}
-	writeZeroBytes(k.h, alignUp(c.length)-c.length)
-	if c.last {
-		return [32]byte(k.h.Sum(nil)) == k.blob
+	if k.chained {
+		writeZeroBytes(k.h, alignUp(k.c.length)-k.c.length)
+		if !k.last {
+			st, err := sha256chain.Of(k.h)
+			return err == nil && st == k.next
+		}
 	}
-	st, err := sha256chain.Of(k.h)
-	return err == nil && st == c.to
+	return [32]byte(k.h.Sum(nil)) == k.final
 }
 
 // matches reports whether data (length bytes) is chunk c's.
@@ -95,7 +101,7 @@ func (d *blobData) matches(c *chunk, data []byte) bool {
 // matchesZeros reports whether the all-zero chunk c is its step of the
 // blob: an image whose states say otherwise contradicts its own table.
 func (d *blobData) matchesZeros(c *chunk) bool {
-	if !c.chained {
+	if !d.chained() {
 		return true // its digest is that of zeros: zeroDigests.is
 	}
 	k := d.newCheck(c)

@@ -18,7 +18,7 @@ import (
 	"github.com/erofsd/erofsd/internal/testutil/testimage"
 )
 
-func TestChainChunks(t *testing.T) {
+func TestCoversBlob(t *testing.T) {
 	s := func(b byte) sha256chain.State { return sha256chain.State{b} }
 	three := func() []chunk {
 		return []chunk{{off: 0, length: 8192}, {off: 8192, length: 100}, {off: 12288, length: 4096}}
@@ -40,15 +40,20 @@ func TestChainChunks(t *testing.T) {
 		{"no chunks", nil, nil, 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := chainChunks(tc.chunks, tc.states, tc.size); got != tc.want {
-				t.Fatalf("chainChunks: %v, want %v", got, tc.want)
+			if got := coversBlob(tc.chunks, tc.states, tc.size); got != tc.want {
+				t.Fatalf("coversBlob: %v, want %v", got, tc.want)
 			}
-			for i, c := range tc.chunks {
-				if c.chained != tc.want || c.last != (tc.want && i == len(tc.chunks)-1) {
-					t.Fatalf("chunk %d: chained %v last %v", i, c.chained, c.last)
-				}
-				if tc.want && (c.from != tc.states[i] || !c.last && c.to != tc.states[i+1]) {
-					t.Fatalf("chunk %d: steps from %x to %x", i, c.from, c.to)
+			if !tc.want {
+				return
+			}
+			// Each chunk steps to the next one's state, the last to
+			// the blob's digest.
+			d := &blobData{size: tc.size, chunks: tc.chunks, states: tc.states}
+			for i := range tc.chunks {
+				k := d.newCheck(&tc.chunks[i])
+				last := i == len(tc.chunks)-1
+				if k.h == nil || !k.chained || k.last != last || !last && k.next != tc.states[i+1] {
+					t.Fatalf("chunk %d: chained %v, last %v, steps to %x", i, k.chained, k.last, k.next)
 				}
 			}
 		})
@@ -176,7 +181,7 @@ func TestChainedChunks(t *testing.T) {
 	t.Run("whole", func(t *testing.T) {
 		img, blob, dir := build1(t)
 		reg, im, obj := register(t, img, dir)
-		if !obj.blob.chained {
+		if !obj.blob.chained() {
 			t.Fatal("the builder's image is not chained")
 		}
 		if !obj.ProvesBlob(im.Blobs[0].Digest.Sum()) || obj.ProvesBlob([32]byte{1}) {
@@ -194,7 +199,7 @@ func TestChainedChunks(t *testing.T) {
 		img, _, dir := build1(t)
 		testimage.DropChunkStates(t, img)
 		_, im, obj := register(t, img, dir)
-		if obj.blob.chained || obj.ProvesBlob(im.Blobs[0].Digest.Sum()) {
+		if obj.blob.chained() || obj.ProvesBlob(im.Blobs[0].Digest.Sum()) {
 			t.Fatal("an image without chunk states is chained")
 		}
 		if err := obj.Fill(context.Background(), 0, obj.Size(), newMemObject(t, obj.Size())); err != nil {
@@ -210,7 +215,7 @@ func TestChainedChunks(t *testing.T) {
 		b[bytes.LastIndex(b, []byte("EROFSDCS"))+8] = 2
 		os.WriteFile(img, b, 0o644)
 		_, _, obj := register(t, img, dir)
-		if obj.blob.chained {
+		if obj.blob.chained() {
 			t.Fatal("chained by a section of an unknown version")
 		}
 		if err := obj.Fill(context.Background(), 0, obj.Size(), newMemObject(t, obj.Size())); err != nil {
@@ -266,21 +271,20 @@ func TestBlobNameCoversStates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	chunks := func() []chunk {
-		cs := []chunk{{off: 0, length: 8192}, {off: 8192, length: 4096}}
-		if !chainChunks(cs, []sha256chain.State{sha256chain.Initial, {1}}, 12288) {
+	chunks := []chunk{{off: 0, length: 8192}, {off: 8192, length: 4096}}
+	states := func(second byte) []sha256chain.State {
+		st := []sha256chain.State{sha256chain.Initial, {second}}
+		if !coversBlob(chunks, st, 12288) {
 			t.Fatal("not chained")
 		}
-		return cs
+		return st
 	}
-	chained := blobName(digest, 12288, chunks(), true)
-	other := chunks()
-	other[1].from[0] = 2
+	chained := blobName(digest, 12288, chunks, states(1))
 	names := map[string]string{
 		"chained":             chained,
-		"unchained":           blobName(digest, 12288, chunks(), false),
-		"another state":       blobName(digest, 12288, other, true),
-		"the same, once more": blobName(digest, 12288, chunks(), true),
+		"unchained":           blobName(digest, 12288, chunks, nil),
+		"another state":       blobName(digest, 12288, chunks, states(2)),
+		"the same, once more": blobName(digest, 12288, chunks, states(1)),
 	}
 	if names["the same, once more"] != chained {
 		t.Fatal("one description, two names")

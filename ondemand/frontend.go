@@ -182,7 +182,7 @@ var _ BlobProver = (*Object)(nil)
 // ProvesBlob reports whether the object is the blob with this digest and
 // all its chunks are chained.
 func (o *Object) ProvesBlob(digest [32]byte) bool {
-	return o.blob != nil && o.blob.chained && o.blob.digest.Sum() == digest
+	return o.blob != nil && o.blob.chained() && o.blob.digest.Sum() == digest
 }
 
 // ReadaheadMorer is implemented by sources that can hand out more of the

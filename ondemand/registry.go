@@ -379,8 +379,10 @@ func describeImage(spec ImageSpec, f *os.File, fileRuns bool) (*Image, error) {
 		bd := &blobData{digest: digest, size: int64(d.Blocks) * BlockSize}
 		var devStates []sha256chain.State
 		bd.chunks, devStates = chunksOf(table, states, d.ID, zeros)
-		bd.chained = chainChunks(bd.chunks, devStates, bd.size)
-		bd.name = blobName(digest, bd.size, bd.chunks, bd.chained)
+		if coversBlob(bd.chunks, devStates, bd.size) {
+			bd.states = devStates
+		}
+		bd.name = blobName(digest, bd.size, bd.chunks, bd.states)
 		im.blobs = append(im.blobs, bd)
 		im.Blobs = append(im.Blobs, BlobInfo{Digest: digest, Size: bd.size, Chunks: len(bd.chunks), Name: bd.name})
 	}
@@ -419,29 +421,29 @@ func (im *Image) StartBytes() int64 {
 
 // blobName names a blob's cache object by its digest and a fingerprint
 // of how the image describes it: its size and every chunk's place,
-// length and digest, and with chained chunks their states. Two images
+// length and digest, and the chunks' states when they are used. Two images
 // share a cache object only if they agree on all of that, so every byte
 // in it was verified against the claims of each image reading it (and a
 // chained blob's file, whose chunks were all checked as steps, needs no
 // whole-file check). The fingerprint is 128 bits of sha256: finding
 // another table with the same name is out of reach.
-func blobName(digest blobstore.Digest, size int64, chunks []chunk, chained bool) string {
+func blobName(digest blobstore.Digest, size int64, chunks []chunk, states []sha256chain.State) string {
 	h := sha256.New()
 	var b [8 + 8 + 8 + 32]byte
-	if chained {
+	if states != nil {
 		// Its own domain: no chained description can read as an
 		// unchained one.
 		h.Write([]byte("chunk states\x00"))
 	}
 	binary.LittleEndian.PutUint64(b[:8], uint64(size))
 	h.Write(b[:8])
-	for _, c := range chunks {
+	for i, c := range chunks {
 		binary.LittleEndian.PutUint64(b[0:], uint64(c.off))
 		binary.LittleEndian.PutUint64(b[8:], uint64(c.length))
 		copy(b[16:], c.digest[:])
 		h.Write(b[:16+32])
-		if chained {
-			h.Write(c.from[:])
+		if states != nil {
+			h.Write(states[i][:])
 		}
 	}
 	return digest.Hex() + "." + hex.EncodeToString(h.Sum(nil)[:16])

@@ -169,11 +169,6 @@ type chunk struct {
 	// of sparse files: its digest is that of length zero bytes, so it is
 	// written as zeros without being fetched.
 	zero bool
-	// chained: the chunk is checked as its step of the blob's sha256,
-	// from state from to state to, or to the blob's digest if it is the
-	// last (see chainChunks).
-	chained, last bool
-	from, to      sha256chain.State
 }
 
 // blobData is a blob as the images registered with it describe it: its
@@ -187,9 +182,10 @@ type blobData struct {
 	name   string // digest and table fingerprint: the cache object's name
 	size   int64
 	chunks []chunk // sorted by off, non-overlapping
-	// chained: every chunk is chained, so a complete cache file is the
-	// blob (see chainChunks).
-	chained bool
+	// states[i] is the image's chunk state of chunks[i] when they cover
+	// the blob (coversBlob): chunks are checked as steps of its sha256,
+	// so a complete cache file is the blob. nil: checked by digest.
+	states []sha256chain.State
 	// runEnd[i] is where the file run of chunks[i] ends (see
 	// mapFileRuns); nil: unknown, readahead goes by blob offsets.
 	runEnd []int64

@@ -87,8 +87,8 @@ func TestStartSetLaterVersion(t *testing.T) {
 	data[bytes.LastIndex(data, []byte("EROFSDSS"))+8] = 2
 	os.WriteFile(img, data, 0o644)
 	_, im, obj := serveBlob(t, ImageSpec{FSID: "img1", Bootstrap: img, Store: localStore(t, blobDir)})
-	if im.StartBytes() != 0 || obj.blob.chained {
-		t.Fatalf("start set of %d bytes, chained %v: want neither", im.StartBytes(), obj.blob.chained)
+	if im.StartBytes() != 0 || obj.blob.chained() {
+		t.Fatalf("start set of %d bytes, chained %v: want neither", im.StartBytes(), obj.blob.chained())
 	}
 	if err := obj.Fill(context.Background(), 0, obj.Size(), newMemObject(t, obj.Size())); err != nil {
 		t.Fatal(err)
