@@ -434,12 +434,13 @@ func (p *prefetch) write(ctx context.Context, a *attached, group []planned, off,
 		return err
 	}
 	half := max(n/2, BlockSize)
-	p.mu.Lock()
-	if half < p.maxFetch.Load() {
-		// Fills in flight at one size that all time out halve it once.
-		p.maxFetch.Store(half)
+	// Fills in flight at one size that all time out halve it once.
+	for {
+		cur := p.maxFetch.Load()
+		if half >= cur || p.maxFetch.CompareAndSwap(cur, half) {
+			break
+		}
 	}
-	p.mu.Unlock()
 	var errs []error
 	for i := 0; i < len(group); {
 		start := group[i].c.off

@@ -18,7 +18,8 @@ const primeTimeout = 30 * time.Second
 // Target returns the watch as a prefetch target, to attach to the
 // Object it serves (ondemand.Object.Attach). Prefetch writes go through
 // the watch's writer fd like the answers to events, and a file made
-// complete is unmarked in the background, once checked whole. A watch
+// complete is unmarked in the background, once proven or checked to be
+// the blob (see finish). A watch
 // that has no writer yet (no read has come since it was created) gets
 // one on the first prefetch write: the target reads one byte at the
 // range to fill through an ordinary fd, which raises a pre-content event
