@@ -7,9 +7,11 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/erofsd/erofsd/blobstore"
@@ -227,6 +229,50 @@ func TestChainedChunks(t *testing.T) {
 		img, _, dir := build1(t)
 		editChunkState(t, img, 2, sha256chain.State{1})
 		expectRefused(t, img, dir, func(i int) bool { return i == 1 || i == 2 })
+	})
+	// Concurrent fills of one object, in random orders, read and
+	// streamed, every chunk claimed by whichever fill comes first: the
+	// steps are checked whoever fetches (run with -race).
+	t.Run("concurrent fills", func(t *testing.T) {
+		img, blob, dir := build1(t)
+		editChunkState(t, img, 2, sha256chain.State{1})
+		for _, store := range []func(string) blobstore.Store{
+			func(dir string) blobstore.Store { return localStore(t, dir) },
+			func(dir string) blobstore.Store { return &rangeStore{localStore(t, dir)} },
+		} {
+			_, _, obj := registerIn(t, img, store(dir))
+			m := newMemObject(t, obj.Size())
+			chunks := obj.blob.chunks
+			var wg sync.WaitGroup
+			errs := make([][]error, 8)
+			for g := range errs {
+				errs[g] = make([]error, len(chunks))
+				wg.Go(func() {
+					for _, i := range rand.New(rand.NewPCG(uint64(g), 1)).Perm(len(chunks)) {
+						c := chunks[i]
+						errs[g][i] = obj.Fill(context.Background(), c.off, alignUp(c.length), m)
+					}
+				})
+			}
+			wg.Wait()
+			for g := range errs {
+				for i, err := range errs[g] {
+					if refused := i == 1 || i == 2; refused != errors.Is(err, ErrDigestMismatch) {
+						t.Errorf("fill %d, chunk %d (to be refused %v): %v", g, i, refused, err)
+					}
+				}
+			}
+			for i, c := range chunks {
+				got := m.data[c.off : c.off+c.length]
+				if i == 1 || i == 2 {
+					if !bytes.Equal(got, make([]byte, c.length)) {
+						t.Errorf("refused chunk %d was written", i)
+					}
+				} else if !bytes.Equal(got, blob[c.off:c.off+c.length]) {
+					t.Errorf("chunk %d: wrong bytes", i)
+				}
+			}
+		}
 	})
 	t.Run("a zero chunk's step from a wrong state", func(t *testing.T) {
 		img, _, dir := build1(t)
