@@ -83,8 +83,8 @@ func bigFilePrefetchMount(t *testing.T) *lazyMount {
 	return m
 }
 
-// holdChecks holds the map flush lock of m's watches, which the check of
-// a complete file takes first, until the returned func (safe to call
+// holdChecks holds the map flush lock of m's watches, which finishing a
+// complete file (its proof or whole check) takes first, until the returned func (safe to call
 // twice) is called.
 func holdChecks(m *lazyMount) (unlock func()) {
 	for _, w := range m.watches {
@@ -99,8 +99,8 @@ func holdChecks(m *lazyMount) (unlock func()) {
 
 // TestPrefetchDoesNotWaitForCheck: the prefetch that completes a cache
 // file returns without waiting for the file to be made durable and
-// checked whole (here held up on the map's flush lock); the file is
-// unmarked once they are done.
+// proven to be the blob (here held up on the map's flush lock); the file
+// is unmarked once they are done.
 func TestPrefetchDoesNotWaitForCheck(t *testing.T) {
 	m := bigFilePrefetchMount(t)
 	unlock := holdChecks(m)
