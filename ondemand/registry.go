@@ -198,7 +198,8 @@ type Registry struct {
 	MinFetch int64
 	// ReadaheadWindow, if set before serving, is how far ahead of a
 	// sequential reader background readahead keeps data fetched, in runs
-	// of up to MaxRun; 0: the next chunk only; isolated reads get none.
+	// of up to half of it and MaxRun (MaxStreamRun from stores that
+	// stream); 0: the next chunk only; isolated reads get none.
 	ReadaheadWindow int64
 	// ReadaheadAcrossFiles, if set before serving, makes readahead go by
 	// blob offsets, as erofsd did before it knew files: past the end of

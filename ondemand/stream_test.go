@@ -605,3 +605,79 @@ func TestStreamChunkStaged(t *testing.T) {
 		})
 	}
 }
+
+// TestReadaheadRunCap: a stream's readahead run takes what its window
+// leaves, up to MaxStreamRun from a store that streams ranges and MaxRun
+// from one read into memory; a run of either is fetched with one request.
+func TestReadaheadRunCap(t *testing.T) {
+	const m = 1 << 20
+	spec, blob := randomFileImage(t, 80*m, m, 7)
+	local := spec.Store
+	for _, tc := range []struct {
+		name    string
+		streams bool
+		window  int64
+		stream  int64 // a sequential reader read [0, stream)
+		want    int64 // the run after it
+	}{
+		{"streamed, the window", true, 32 * m, 16 * m, 32 * m},
+		{"streamed, capped", true, 128 * m, 32 * m, MaxStreamRun},
+		{"read into memory", false, 32 * m, 16 * m, MaxRun},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store := &streamStore{Store: local}
+			spec.Store = store
+			if !tc.streams {
+				spec.Store = &readAtStore{Store: local, reads: &store.reads}
+			}
+			obj := serveReadahead(t, spec, tc.window, false)
+			mem := newMemObject(t, obj.Size())
+			ctx := context.Background()
+			if err := obj.Fill(ctx, 0, tc.stream, mem); err != nil { // opens the blob
+				t.Fatal(err)
+			}
+			obj.Readahead(0, tc.stream/2)
+			off, n := obj.Readahead(tc.stream/2, tc.stream/2)
+			if off != tc.stream || n != tc.want {
+				t.Fatalf("readahead %d+%d, want %d+%d", off, n, tc.stream, tc.want)
+			}
+			requests := store.streams.Load() + store.reads.Load()
+			if err := obj.Fill(ctx, off, n, mem); err != nil {
+				t.Fatal(err)
+			}
+			if got := store.streams.Load() + store.reads.Load() - requests; got != 1 {
+				t.Errorf("the run took %d requests, want 1", got)
+			}
+			if !bytes.Equal(mem.data[off:off+n], blob[off:off+n]) {
+				t.Error("the run's bytes are not the blob's")
+			}
+		})
+	}
+}
+
+// readAtStore serves blobs that are read with ReadAt only (no streams,
+// no local file), counting the reads.
+type readAtStore struct {
+	blobstore.Store
+	reads *atomic.Int64
+}
+
+func (s *readAtStore) Open(ctx context.Context, d blobstore.Digest) (blobstore.Blob, error) {
+	b, err := s.Store.Open(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	return readAtOnly{b, s.reads}, nil
+}
+
+type readAtOnly struct {
+	b     blobstore.Blob
+	reads *atomic.Int64
+}
+
+func (r readAtOnly) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	r.reads.Add(1)
+	return r.b.ReadAt(ctx, p, off)
+}
+func (r readAtOnly) Size() int64  { return r.b.Size() }
+func (r readAtOnly) Close() error { return r.b.Close() }
