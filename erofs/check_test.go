@@ -511,29 +511,57 @@ func walkImageWith(data []byte, opts ...Option) {
 
 // TestDirEntryTypeMismatch: an entry whose type is not its inode's is
 // corrupt for a walker too (extract went by the entry's type), named as
-// such rather than failing later as the wrong kind of read.
+// such rather than failing later as the wrong kind of read. An unknown
+// type defers to the inode; one the format does not define is corrupt.
 func TestDirEntryTypeMismatch(t *testing.T) {
 	_, im := buildVariant(t, variants[0], treeOpts{})
-	img, err := Open(bytes.NewReader(im.data))
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := direntPatch(".", "hello.txt", func(t *testing.T, img *Image, d []byte, off int64) {
-		d[off+10] = disk.FTDir
-	})(t, img, slices.Clone(im.data))
-	img, err = Open(bytes.NewReader(data))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer img.Close()
-	err = fs.WalkDir(img, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		_, err = d.Info()
-		return err
-	})
-	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "directory entry says directory, nid") || !strings.Contains(err.Error(), "is a regular file") {
-		t.Fatalf("walk: %v, want the mismatch named", err)
+	for _, tc := range []struct {
+		name    string
+		ftype   uint8
+		wantErr string // "": the walk reads hello.txt as a regular file
+	}{
+		{"directory", disk.FTDir, "directory entry says directory, nid"},
+		{"symlink", disk.FTSymlink, "directory entry says symlink, nid"},
+		{"unknown", disk.FTUnknown, ""},
+		{"undefined", disk.FTMax, "invalid file type 8"},
+		{"undefined high", 0xff, "invalid file type 255"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			img, err := Open(bytes.NewReader(im.data))
+			if err != nil {
+				t.Fatal(err)
+			}
+			data := direntPatch(".", "hello.txt", func(t *testing.T, img *Image, d []byte, off int64) {
+				d[off+10] = tc.ftype
+			})(t, img, slices.Clone(im.data))
+			img, err = Open(bytes.NewReader(data))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer img.Close()
+			var seen fs.FileMode = fs.ModeIrregular
+			err = fs.WalkDir(img, ".", func(p string, d fs.DirEntry, err error) error {
+				if err != nil {
+					return err
+				}
+				fi, err := d.Info()
+				if err == nil && p == "hello.txt" {
+					if d.Type() != fi.Mode().Type() {
+						t.Errorf("entry type %v, inode type %v", d.Type(), fi.Mode().Type())
+					}
+					seen = fi.Mode().Type()
+				}
+				return err
+			})
+			if tc.wantErr != "" {
+				if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("walk: %v, want the mismatch named", err)
+				}
+				return
+			}
+			if err != nil || seen != 0 {
+				t.Fatalf("walk: %v, hello.txt type %v; want a regular file", err, seen)
+			}
+		})
 	}
 }
