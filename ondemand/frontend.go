@@ -196,7 +196,8 @@ type ReadaheadMorer interface {
 var _ ReadaheadMorer = (*Object)(nil)
 
 // maxRunsPerAccess bounds the readahead ranges one access starts: a
-// 32 MiB window's worth of 8 MiB runs.
+// 32 MiB window's worth of 8 MiB runs (MaxRun; streamed runs are longer
+// and fewer fit).
 const maxRunsPerAccess = 4
 
 // startReadahead runs fill for [off, off+n) on the worker acquired for

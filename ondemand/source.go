@@ -375,6 +375,9 @@ type blobSource struct {
 	// a store whose streams fail costs one stream per run, not one per
 	// chunk on top of each read.
 	badStreams atomic.Bool
+	// streamPace is the bytes per second the last streamed run that
+	// delivered all its chunks took, from its request on (runCap).
+	streamPace atomic.Int64
 	// acrossFiles lets readahead ignore file runs and open the whole
 	// window on the second access in a row, as before erofsd mapped files
 	// (Registry.ReadaheadAcrossFiles).
@@ -604,8 +607,7 @@ func (s *blobSource) fill(ctx context.Context, off, n int64, w BlockWriter) erro
 	// Adjacent chunks the range needs are fetched with one request
 	// (fewer round trips to remote stores); what that does not cover is
 	// then filled chunk by chunk below.
-	s.fillRun(ctx, i, end, max(end, start+s.minFetch), w)
-	rerun := true
+	runs := s.fillRun(ctx, i, end, max(end, start+s.minFetch), w)
 	for pos := start; pos < end; {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -629,12 +631,12 @@ func (s *blobSource) fill(ctx context.Context, off, n int64, w BlockWriter) erro
 			continue
 		}
 		c := s.chunks[i]
-		if rerun && i > 0 && s.fetching(s.chunks[i-1]) && !s.busy(c) {
-			// Past chunks another fill is fetching: what follows is
-			// still fetched with one request. Once: a store whose runs
-			// fail must not cost a run per chunk.
-			rerun = false
-			s.fillRun(ctx, i, end, end, w)
+		if runs && i > 0 && !s.busy(c) {
+			// Past a run (at most runCap, and the range may be longer)
+			// or past chunks another fill is fetching: what follows is
+			// still fetched with one request, as long as runs deliver:
+			// a store whose runs fail must not cost a run per chunk.
+			runs = s.fillRun(ctx, i, end, end, w)
 		}
 		if err := s.fillChunk(ctx, c, w); err != nil {
 			return err
@@ -643,13 +645,6 @@ func (s *blobSource) fill(ctx context.Context, off, n int64, w BlockWriter) erro
 		i++
 	}
 	return nil
-}
-
-// fetching reports whether chunk c is being fetched.
-func (s *blobSource) fetching(c chunk) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.inflight[c.off] != nil
 }
 
 // busy reports whether chunk c is written or being fetched.
@@ -669,14 +664,24 @@ const MaxRun = 8 << 20
 // about 4 ms of CPU on a range request here, as much as on sending 6 MiB,
 // so that a sequential read in 8 MiB runs cost it 1.1 s/GiB against
 // 0.65 for the whole blob in one request. Through the default 32 MiB
-// window a stream's runs are 16 to 32 MiB (tests/regbench_test.go: 35
-// requests for 256 MiB become 19, and the machine's CPU per GiB read
-// falls by about 0.3 s).
+// window a stream's runs are 16 to 32 MiB on a link fast enough (runCap;
+// tests/regbench_test.go: 35 requests for 256 MiB become 19, and the
+// machine's CPU per GiB read falls by about 0.3 s).
 const MaxStreamRun = 32 << 20
 
-// runCap is the longest run of this blob: MaxStreamRun while its first
-// store's open blob streams ranges and its streams have not failed,
-// MaxRun otherwise (before the first open too).
+// streamRunTime is the longest a run streamed past MaxRun should take
+// at the pace of the blob's last streamed run: runs grow past MaxRun only
+// on links that deliver them in this time (8 MiB/s for MaxStreamRun), so
+// that they stay far within the store's timeout for a request (30 s by
+// default) and a fill's, and a reader that needs a chunk at a run's end
+// does not wait long behind it.
+const streamRunTime = 4 * time.Second
+
+// runCap is the longest run of this blob: while its first store's open
+// blob streams ranges and its streams have not failed, what the last
+// streamed run's pace delivers in streamRunTime, between MaxRun and
+// MaxStreamRun; MaxRun otherwise (before the first open and the first
+// streamed run too).
 func (s *blobSource) runCap() int64 {
 	stores := s.storeList()
 	if len(stores) == 0 || s.badStreams.Load() {
@@ -684,7 +689,7 @@ func (s *blobSource) runCap() int64 {
 	}
 	b, _ := stores[0].current(s.blobData)
 	if _, ok := b.(blobstore.RangeOpener); ok {
-		return MaxStreamRun
+		return min(max(s.streamPace.Load()*int64(streamRunTime/time.Second), MaxRun), MaxStreamRun)
 	}
 	return MaxRun
 }
@@ -693,8 +698,27 @@ func (s *blobSource) runCap() int64 {
 // neither written nor being fetched (from index i on) that start before
 // end, are adjacent in the blob and neither written nor being fetched,
 // with one read; each is verified on its own and written if it matches. Chunks it
-// leaves unwritten (a mismatch, an error) are for the per-chunk path.
-func (s *blobSource) fillRun(ctx context.Context, i int, need, end int64, w BlockWriter) {
+// leaves unwritten (a mismatch, an error) are for the per-chunk path. It
+// reports false if it fetched a run and left some of it unwritten.
+func (s *blobSource) fillRun(ctx context.Context, i int, need, end int64, w BlockWriter) bool {
+	run, fetches := s.claimRun(i, need, end)
+	if len(run) == 0 {
+		return true
+	}
+	s.fetchRun(ctx, run, fetches, w)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range run {
+		if !s.written[c.off] {
+			return false
+		}
+	}
+	return true
+}
+
+// claimRun claims the run fillRun fetches (see there), up to runCap:
+// none unless it has two chunks or more.
+func (s *blobSource) claimRun(i int, need, end int64) ([]chunk, []*fetch) {
 	maxRun := s.runCap()
 	s.mu.Lock()
 	var run []chunk
@@ -706,7 +730,7 @@ func (s *blobSource) fillRun(ctx context.Context, i int, need, end int64, w Bloc
 	}
 	if i >= len(s.chunks) || s.chunks[i].off >= need {
 		s.mu.Unlock()
-		return
+		return nil, nil
 	}
 	for j := i; j < len(s.chunks) && s.chunks[j].off < end; j++ {
 		c := s.chunks[j]
@@ -720,7 +744,7 @@ func (s *blobSource) fillRun(ctx context.Context, i int, need, end int64, w Bloc
 	}
 	if len(run) < 2 {
 		s.mu.Unlock()
-		return
+		return nil, nil
 	}
 	if s.inflight == nil {
 		s.inflight = map[int64]*fetch{}
@@ -731,7 +755,12 @@ func (s *blobSource) fillRun(ctx context.Context, i int, need, end int64, w Bloc
 		fetches = append(fetches, f)
 	}
 	s.mu.Unlock()
+	return run, fetches
+}
 
+// fetchRun fetches a claimed run with one read and finishes every chunk
+// of it.
+func (s *blobSource) fetchRun(ctx context.Context, run []chunk, fetches []*fetch, w BlockWriter) {
 	span := run[len(run)-1].off + alignUp(run[len(run)-1].length) - run[0].off
 	s.stats.CoalescedFetches.Add(1)
 	// A run is read from the first store; what it does not deliver is
@@ -754,6 +783,18 @@ func (s *blobSource) fillRun(ctx context.Context, i int, need, end int64, w Bloc
 			s.streamRun(ctx, ro, run, fetches, span, w)
 			return
 		}
+	}
+	if span > MaxRun {
+		// Claimed for a stream (runCap) but read into memory after all
+		// (the stores changed, the open failed): buffers are pooled up
+		// to MaxRun, so the rest is left to the per-chunk path.
+		k := 1
+		for k < len(run) && run[k].off+alignUp(run[k].length)-run[0].off <= MaxRun {
+			k++
+		}
+		s.finishRest(run[k:], fetches[k:], make([]atomic.Bool, len(run)-k))
+		run, fetches = run[:k], fetches[:k]
+		span = run[k-1].off + alignUp(run[k-1].length) - run[0].off
 	}
 	buf := s.bufs.getSize(int(span))
 	defer s.bufs.put(buf)
@@ -975,6 +1016,9 @@ func (s *blobSource) streamRun(ctx context.Context, ro blobstore.RangeOpener, ru
 			if err == nil {
 				p = s.bufs.getSize(int(alignUp(c.length)))
 				_, err = io.ReadFull(rc, p)
+				if err == nil && k == len(run)-1 {
+					s.streamPace.Store(int64(float64(span) / max(time.Since(start).Seconds(), 1e-6)))
+				}
 			}
 			select {
 			case received <- piece{k, p, err}:

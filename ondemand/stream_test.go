@@ -607,22 +607,32 @@ func TestStreamChunkStaged(t *testing.T) {
 }
 
 // TestReadaheadRunCap: a stream's readahead run takes what its window
-// leaves, up to MaxStreamRun from a store that streams ranges and MaxRun
-// from one read into memory; a run of either is fetched with one request.
+// leaves, up to MaxStreamRun from a store that streams ranges at a pace
+// that delivers that in streamRunTime, and MaxRun from one read into
+// memory, one whose streams failed or a slow one; a run of either is
+// fetched with one request. Runs start once the window has room for half
+// of it.
 func TestReadaheadRunCap(t *testing.T) {
 	const m = 1 << 20
 	spec, blob := randomFileImage(t, 80*m, m, 7)
 	local := spec.Store
+	// The pace is set rather than left as measured: a loaded machine
+	// must not make the case.
+	fast := func(s *blobSource) { s.streamPace.Store(1 << 30) }
 	for _, tc := range []struct {
 		name    string
 		streams bool
 		window  int64
 		stream  int64 // a sequential reader read [0, stream)
+		after   func(s *blobSource)
 		want    int64 // the run after it
 	}{
-		{"streamed, the window", true, 32 * m, 16 * m, 32 * m},
-		{"streamed, capped", true, 128 * m, 32 * m, MaxStreamRun},
-		{"read into memory", false, 32 * m, 16 * m, MaxRun},
+		{"streamed, the window", true, 32 * m, 16 * m, fast, 32 * m},
+		{"streamed, capped", true, 128 * m, 32 * m, fast, MaxStreamRun},
+		{"streamed, slow", true, 32 * m, 16 * m, func(s *blobSource) { s.streamPace.Store(MaxStreamRun/int64(streamRunTime/time.Second) - 1) }, 31 * m},
+		{"streamed, crawling", true, 32 * m, 16 * m, func(s *blobSource) { s.streamPace.Store(1 << 20) }, MaxRun},
+		{"streams failed", true, 32 * m, 16 * m, func(s *blobSource) { s.badStreams.Store(true) }, MaxRun},
+		{"read into memory", false, 32 * m, 16 * m, nil, MaxRun},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			store := &streamStore{Store: local}
@@ -633,8 +643,14 @@ func TestReadaheadRunCap(t *testing.T) {
 			obj := serveReadahead(t, spec, tc.window, false)
 			mem := newMemObject(t, obj.Size())
 			ctx := context.Background()
-			if err := obj.Fill(ctx, 0, tc.stream, mem); err != nil { // opens the blob
+			if err := obj.Fill(ctx, 0, tc.stream, mem); err != nil { // opens the blob, streams
 				t.Fatal(err)
+			}
+			if pace := obj.blob.streamPace.Load(); tc.streams != (pace > 0) {
+				t.Fatalf("stream pace %d after streaming %v", pace, tc.streams)
+			}
+			if tc.after != nil {
+				tc.after(obj.blob)
 			}
 			obj.Readahead(0, tc.stream/2)
 			off, n := obj.Readahead(tc.stream/2, tc.stream/2)
@@ -651,7 +667,37 @@ func TestReadaheadRunCap(t *testing.T) {
 			if !bytes.Equal(mem.data[off:off+n], blob[off:off+n]) {
 				t.Error("the run's bytes are not the blob's")
 			}
+			// The reader goes on by 8 MiB: what was handed out and is
+			// not read yet leaves the window too little room for a run
+			// of half of it.
+			if n == 32*m && tc.window == 32*m {
+				if off, n := obj.Readahead(tc.stream, 8*m); n != 0 {
+					t.Errorf("readahead %d+%d with 8 MiB of room, want none until there is 16", off, n)
+				}
+			}
 		})
+	}
+}
+
+// TestFillLongerThanRun: a range longer than a run (handed out before
+// the blob's streams failed and its runs became shorter) is still fetched
+// in runs, not chunk by chunk (once a run fails, chunk by chunk:
+// TestStreamedRun).
+func TestFillLongerThanRun(t *testing.T) {
+	const m = 1 << 20
+	spec, blob := randomFileImage(t, 32*m, 256<<10, 8)
+	store := &readAtStore{Store: spec.Store, reads: new(atomic.Int64)}
+	spec.Store = store
+	obj := serveReadahead(t, spec, 0, false)
+	mem := newMemObject(t, obj.Size())
+	if err := obj.Fill(context.Background(), 0, 32*m, mem); err != nil {
+		t.Fatal(err)
+	}
+	if got := store.reads.Load(); got != 32*m/MaxRun {
+		t.Errorf("%d reads for %d MiB, want %d runs", got, 32, 32*m/MaxRun)
+	}
+	if !bytes.Equal(mem.data[:len(blob)], blob) {
+		t.Error("the object's bytes are not the blob's")
 	}
 }
 
