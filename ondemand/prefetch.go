@@ -190,10 +190,16 @@ type PrefetchOptions struct {
 	// fetches (default DefaultQuiet): prefetch yields to kernel reads.
 	Quiet time.Duration
 	// MaxFetch bounds one prefetch fill: adjacent planned chunks are
-	// fetched together up to this many bytes (default DefaultMaxFetch, at most
-	// MaxRun; a chunk larger than it is fetched alone). A fill that runs
-	// out of FillTimeout halves it for the fills after it.
+	// fetched together up to this many bytes (at most a blob's run:
+	// MaxRun, or MaxStreamRun from a store that streams; a chunk larger
+	// than it is fetched alone). A fill that runs out of FillTimeout
+	// halves it for the fills after it. Without it, fills start at
+	// DefaultMaxFetch and follow the store's pace: each fill sizes the
+	// ones after it to what the store delivered to it in FillTarget.
 	MaxFetch int64
+	// FillTarget is how long a fill should take when its size follows
+	// the store's pace (default DefaultFillTarget).
+	FillTarget time.Duration
 	// TargetWait is how long prefetch waits for a blob's cache object
 	// to be attached before it gives up (default 10 s).
 	TargetWait time.Duration
@@ -212,14 +218,24 @@ const (
 	DefaultQuiet       = 10 * time.Millisecond
 	DefaultParallel    = 4
 	DefaultFillTimeout = time.Minute
-	// DefaultMaxFetch is large enough that the round trips of a remote
-	// store do not set the pace (a whole prefetch through a link adding
-	// 20 ms per request: 120 MiB/s and 307 requests with 1 MiB fills,
-	// 223 MiB/s and 79 with 4 MiB, 265 and 41 with 8 MiB; BenchmarkRegistry),
-	// and small enough that the fills in flight (Parallel of them) hold
-	// a kernel read on a slow link back by little.
+	// DefaultMaxFetch is the size of the first fills when MaxFetch is
+	// not set (a whole prefetch through a link adding 20 ms per request,
+	// in fills of one size: 120 MiB/s and 307 requests with 1 MiB
+	// fills, 223 MiB/s and 79 with 4 MiB, 265 and 41 with 8 MiB;
+	// BenchmarkRegistry).
 	DefaultMaxFetch = 4 << 20
 )
+
+// DefaultFillTarget is how long a prefetch fill should take when its
+// size follows the store (PrefetchOptions.MaxFetch unset): on a fast
+// link few large requests fetch the image (a registry pays for each one:
+// docker-registry about 4 ms of CPU), and on a slow one the fills in
+// flight, which a kernel read of the same link waits behind, end soon.
+const DefaultFillTarget = 250 * time.Millisecond
+
+// minAdaptiveFetch is the least a fill that follows the store's pace
+// asks for: below it, round trips rather than bytes set the pace.
+const minAdaptiveFetch = 1 << 20
 
 // maxFailures bounds the fills in a row that may fail before a prefetch
 // gives up.
@@ -266,10 +282,16 @@ func (r *Registry) Prefetch(ctx context.Context, im *Image, opts PrefetchOptions
 	if opts.Quiet <= 0 {
 		opts.Quiet = DefaultQuiet
 	}
-	if opts.MaxFetch <= 0 {
-		opts.MaxFetch = DefaultMaxFetch
+	if opts.MaxFetch > 0 {
+		p.fetchCap = min(opts.MaxFetch, MaxStreamRun)
+		opts.MaxFetch = p.fetchCap
+	} else {
+		p.adaptive, p.fetchCap, opts.MaxFetch = true, MaxStreamRun, DefaultMaxFetch
 	}
-	opts.MaxFetch = min(opts.MaxFetch, MaxRun)
+	p.fillTarget = opts.FillTarget
+	if p.fillTarget <= 0 {
+		p.fillTarget = DefaultFillTarget
+	}
 	if opts.TargetWait <= 0 {
 		opts.TargetWait = 10 * time.Second
 	}
@@ -306,11 +328,17 @@ type prefetch struct {
 	im     *Image
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	// maxFetch is opts.MaxFetch, halved below the size of each fill that
-	// ran out of time: on a link too slow for a fill of that size within
-	// FillTimeout, prefetch goes on in smaller fills instead of failing.
-	maxFetch atomic.Int64
-	limiter  *Limiter // opts.Limiter: paces fills, and fills done again
+	// maxFetch is the size of the next fills: opts.MaxFetch, halved
+	// below the size of each fill that ran out of time (on a link too
+	// slow for a fill of that size within FillTimeout, prefetch goes on
+	// in smaller fills instead of failing), and when adaptive, sized
+	// after each fill to the store's pace (adapt), up to fetchCap. A
+	// blob's fills are also at most its run (blobSource.runCap).
+	maxFetch   atomic.Int64
+	adaptive   bool
+	fetchCap   int64
+	fillTarget time.Duration
+	limiter    *Limiter // opts.Limiter: paces fills, and fills done again
 
 	mu       sync.Mutex // guards the rest
 	res      PrefetchResult
@@ -359,10 +387,11 @@ func (p *prefetch) dispatch(ctx context.Context, plan []planned, opts PrefetchOp
 		// go in one fill (one store read).
 		start := plan[i].c.off
 		end := start + alignUp(plan[i].c.length)
+		limit := min(p.maxFetch.Load(), src.runCap())
 		j := i + 1
 		for ; j < len(plan) && plan[j].blob == plan[i].blob && plan[j].c.off == end && plan[j].eager == plan[i].eager; j++ {
 			next := end + alignUp(plan[j].c.length)
-			if next-start > p.maxFetch.Load() || src.has(a.t, plan[j].c) {
+			if next-start > limit || src.has(a.t, plan[j].c) {
 				break
 			}
 			end = next
@@ -391,8 +420,12 @@ func (p *prefetch) fill(ctx context.Context, a *attached, group []planned, off, 
 	defer func() { <-slots }()
 	src := a.obj.blob
 	before := src.writtenIn(group)
+	start := time.Now()
 	err := p.write(ctx, a, group, off, n, timeout)
 	after := src.writtenIn(group)
+	if err == nil && p.adaptive {
+		p.adapt(after-before, time.Since(start))
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.res.Fetched += after - before
@@ -416,6 +449,26 @@ func (p *prefetch) fill(ctx context.Context, a *attached, group []planned, off, 
 		if p.failures++; p.failures >= maxFailures && p.stopErr == nil {
 			p.stopErr = fmt.Errorf("prefetch of %s: %d fills in a row failed, the last: %w", p.im.Spec.FSID, p.failures, err)
 			p.cancel()
+		}
+	}
+}
+
+// adapt sizes the fills after one that wrote n bytes in d to what the
+// store delivers in p.fillTarget at that pace (the fills in flight share
+// the link, so each one's pace is its share), moving at most by half or
+// by double at a time, within minAdaptiveFetch and fetchCap. A fill that
+// wrote little (its chunks were there or another fill's) says nothing of
+// the pace.
+func (p *prefetch) adapt(n int64, d time.Duration) {
+	if n < minAdaptiveFetch/2 || d <= 0 {
+		return
+	}
+	want := int64(float64(n) * p.fillTarget.Seconds() / d.Seconds())
+	for {
+		cur := p.maxFetch.Load()
+		next := min(max(want, cur/2, minAdaptiveFetch), 2*cur, p.fetchCap)
+		if next == cur || p.maxFetch.CompareAndSwap(cur, next) {
+			return
 		}
 	}
 }

@@ -144,11 +144,11 @@ func TestPrefetchWhole(t *testing.T) {
 	if f := reg.Stats.Fetches.Load(); f != int64(im.Blobs[0].Chunks) {
 		t.Fatalf("%d chunk fetches for %d chunks", f, im.Blobs[0].Chunks)
 	}
-	// Adjacent chunks came in fills of up to DefaultMaxFetch, in blob
-	// order.
+	// Adjacent chunks came in fills of up to a run read into memory, in
+	// blob order.
 	reads := rs.log()
 	for i, r := range reads {
-		if r.n > DefaultMaxFetch || i > 0 && r.off <= reads[i-1].off {
+		if r.n > MaxRun || i > 0 && r.off <= reads[i-1].off {
 			t.Fatalf("read %d: %+v after %+v", i, r, reads[max(i-1, 0)])
 		}
 	}
@@ -559,5 +559,98 @@ func TestPrefetchListDirectoryLoop(t *testing.T) {
 	}
 	if err != nil || len(files) != 1 || files[0] != "a/f" {
 		t.Fatalf("files %q, %v; want a/f once", files, err)
+	}
+}
+
+// recStreamBlob is a recBlob that also streams ranges, each recorded and
+// delayed like a read.
+type recStreamBlob struct{ recBlob }
+
+func (b recStreamBlob) OpenRange(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+	p := make([]byte, n)
+	if _, err := b.ReadAt(ctx, p, off); err != nil {
+		return nil, err
+	}
+	return io.NopCloser(bytes.NewReader(p)), nil
+}
+
+// streamingRecStore is a recStore whose blobs stream ranges.
+type streamingRecStore struct{ *recStore }
+
+func (s streamingRecStore) Open(ctx context.Context, d blobstore.Digest) (blobstore.Blob, error) {
+	b, err := s.recStore.Open(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	return recStreamBlob{b.(recBlob)}, nil
+}
+
+// TestPrefetchFollowsPace: without MaxFetch, fills grow on a link whose
+// round trips cost more than its bytes (fewer, larger requests, up to a
+// streamed run) and shrink on one whose bytes are slow, towards what it
+// delivers in FillTarget; with MaxFetch they keep its size. The cases
+// that grow take a FillTarget of 2 s, so that this machine's own work
+// (slow under -race) does not set the pace instead of the link's round
+// trips.
+func TestPrefetchFollowsPace(t *testing.T) {
+	const m = 1 << 20
+	for _, tc := range []struct {
+		name     string
+		size     int
+		chunk    int64
+		stream   bool
+		delay    time.Duration // per request
+		perMiB   time.Duration
+		parallel int
+		maxFetch int64
+		target   time.Duration
+		check    func(t *testing.T, reads []span)
+	}{
+		{"round trips, streamed", 96 * m, m, true, 20 * time.Millisecond, 0, 4, 0, 2 * time.Second, func(t *testing.T, reads []span) {
+			if biggest := slices.MaxFunc(reads, func(a, b span) int { return int(a.n - b.n) }).n; len(reads) >= 96/4 || biggest <= MaxRun || biggest > MaxStreamRun {
+				t.Errorf("%d requests, the largest %d bytes; want fewer than %d, over %d and up to %d", len(reads), biggest, 96/4, MaxRun, MaxStreamRun)
+			}
+		}},
+		{"round trips, read into memory", 48 * m, m, false, 20 * time.Millisecond, 0, 4, 0, 2 * time.Second, func(t *testing.T, reads []span) {
+			if biggest := slices.MaxFunc(reads, func(a, b span) int { return int(a.n - b.n) }).n; len(reads) >= 48/4 || biggest != MaxRun {
+				t.Errorf("%d requests, the largest %d bytes; want fewer than %d and up to %d", len(reads), biggest, 48/4, MaxRun)
+			}
+		}},
+		{"slow bytes", 12 * m, 256 << 10, true, 0, 100 * time.Millisecond, 1, 0, 0, func(t *testing.T, reads []span) {
+			// 10 MiB/s: 2.5 MiB in DefaultFillTarget, less if this
+			// machine is slow, not less than minAdaptiveFetch.
+			if first, last := reads[0].n, reads[len(reads)-1].n; first != DefaultMaxFetch || last > 2*m+m/2 || last < m {
+				t.Errorf("fills of %d bytes first, %d last; want %d, then about 2.5 MiB", first, last, DefaultMaxFetch)
+			}
+		}},
+		{"fixed size", 48 * m, m, true, 20 * time.Millisecond, 0, 4, 2 * m, 2 * time.Second, func(t *testing.T, reads []span) {
+			for _, r := range reads {
+				if r.n > 2*m {
+					t.Fatalf("a fill of %d bytes, want at most MaxFetch", r.n)
+				}
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec, blob := randomFileImage(t, tc.size, tc.chunk, 3)
+			rs := &recStore{Store: spec.Store, delay: tc.delay, perMiB: tc.perMiB}
+			spec.Store = rs
+			if tc.stream {
+				spec.Store = streamingRecStore{rs}
+			}
+			reg, im, obj := serveBlob(t, spec)
+			tg := &memTarget{m: newMemObject(t, obj.Size())}
+			obj.Attach(tg)
+			res, err := reg.Prefetch(context.Background(), im, PrefetchOptions{Whole: true, Quiet: time.Millisecond, Parallel: tc.parallel, MaxFetch: tc.maxFetch, FillTarget: tc.target})
+			if err != nil || res.Failed != 0 {
+				t.Fatalf("prefetch: %+v, %v", res, err)
+			}
+			if !bytes.Equal(tg.m.data[:len(blob)], blob) {
+				t.Fatal("prefetched object differs from the blob")
+			}
+			reads := rs.log()
+			t.Logf("%d requests: %v", len(reads), reads)
+			tc.check(t, reads)
+		})
 	}
 }
