@@ -493,36 +493,115 @@ func (b *remoteBlob) OpenRange(ctx context.Context, off, n int64) (io.ReadCloser
 
 // stream starts a Range request for [off, off+n) at t and returns its
 // body, limited to n bytes and failing if it ends early.
+//
+// A stream is bounded by its progress, not its length: the client's
+// timeout covers a whole request, body included, and would cut a long
+// range on a slow link that keeps delivering. The response must start,
+// and then every read bring bytes, within that timeout.
 func (r *remote) stream(ctx context.Context, d Digest, t *target, off, n int64) (io.ReadCloser, error) {
 	c, err := t.client(ctx)
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.url(d), nil)
+	what := fmt.Sprintf("%s at %s", d, t.host)
+	sctx, cancel := context.WithCancel(ctx)
+	idle := newIdleTimer(c.Timeout, cancel)
+	unlimited := *c
+	unlimited.Timeout = 0
+	req, err := http.NewRequestWithContext(sctx, http.MethodGet, t.url(d), nil)
 	if err != nil {
-		return nil, fmt.Errorf("%s at %s: %w", d, t.host, err)
+		idle.stop()
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-"+strconv.FormatInt(off+n-1, 10))
-	resp, err := c.Do(req)
+	resp, err := unlimited.Do(req)
 	if err != nil {
-		return nil, transportError(fmt.Sprintf("%s at %s", d, t.host), err)
+		idle.stop()
+		if idle.fired() && ctx.Err() == nil {
+			return nil, fmt.Errorf("%s: %w: no response in %v", what, ErrTemporary, c.Timeout)
+		}
+		return nil, transportError(what, err)
 	}
+	body := &idleBody{r: &countingReader{r: resp.Body, n: &r.stats.Bytes}, c: resp.Body, idle: idle, what: what}
 	if err := statusError(resp, d, t.host); err != nil {
-		resp.Body.Close()
+		body.Close()
 		return nil, err
 	}
 	if err := checkRange(resp, d, t.host, off); err != nil {
-		resp.Body.Close()
+		body.Close()
 		return nil, err
 	}
-	body := &countingReader{r: resp.Body, n: &r.stats.Bytes}
 	if resp.StatusCode == http.StatusOK {
 		if _, err := io.CopyN(io.Discard, body, off); err != nil {
-			resp.Body.Close()
-			return nil, fmt.Errorf("%s at %s: skipping to %d: %w: %v", d, t.host, off, ErrTemporary, err)
+			body.Close()
+			return nil, fmt.Errorf("%s: skipping to %d: %w: %v", what, off, ErrTemporary, err)
 		}
 	}
-	return &exactBody{r: io.LimitReader(body, n), left: n, c: resp.Body}, nil
+	return &exactBody{r: io.LimitReader(body, n), left: n, c: body}, nil
+}
+
+// idleTimer cancels a stream that brought no bytes for its timeout (0:
+// never).
+type idleTimer struct {
+	timeout time.Duration
+	timer   *time.Timer
+	cancel  context.CancelFunc
+	expired atomic.Bool
+}
+
+func newIdleTimer(timeout time.Duration, cancel context.CancelFunc) *idleTimer {
+	it := &idleTimer{timeout: timeout, cancel: cancel}
+	if timeout > 0 {
+		it.timer = time.AfterFunc(timeout, func() {
+			it.expired.Store(true)
+			cancel()
+		})
+	}
+	return it
+}
+
+// progress restarts the timeout after bytes came.
+func (it *idleTimer) progress() {
+	if it.timer != nil && !it.expired.Load() {
+		it.timer.Reset(it.timeout)
+	}
+}
+
+// fired reports whether the timeout ended the stream.
+func (it *idleTimer) fired() bool { return it.expired.Load() }
+
+// stop ends the timer and the stream's context.
+func (it *idleTimer) stop() {
+	if it.timer != nil {
+		it.timer.Stop()
+	}
+	it.cancel()
+}
+
+// idleBody is a stream's body under its idleTimer: each read that brings
+// bytes restarts it, and an end it caused is named as such.
+type idleBody struct {
+	r    io.Reader
+	c    io.Closer
+	idle *idleTimer
+	what string
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if n > 0 {
+		b.idle.progress()
+	}
+	if err != nil && err != io.EOF && b.idle.fired() {
+		err = fmt.Errorf("%s: %w: no bytes for %v", b.what, ErrTemporary, b.idle.timeout)
+	}
+	return n, err
+}
+
+func (b *idleBody) Close() error {
+	err := b.c.Close()
+	b.idle.stop()
+	return err
 }
 
 // exactBody turns an early end of a range body into io.ErrUnexpectedEOF.

@@ -3,7 +3,9 @@ package blobstore
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -127,5 +129,90 @@ func TestOpenSizedPassesShortMirror(t *testing.T) {
 	got := make([]byte, len(data))
 	if _, err := b.ReadAt(ctx, got, 0); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("reading the whole blob: %v", err)
+	}
+}
+
+// TestStreamIdleTimeout: a stream's timeout bounds its progress, not its
+// length. A range that keeps coming for longer than the timeout is read
+// whole; one that stops for the timeout fails naming it, as a temporary
+// error, with the bytes before the stop right; a response that does not
+// start in time fails too.
+func TestStreamIdleTimeout(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	data := randomBlob(12, 512<<10)
+	d := DigestOf(sha256.Sum256(data))
+	for _, tc := range []struct {
+		name    string
+		serve   func(w http.ResponseWriter, r *http.Request, body []byte)
+		wantErr string // "": the whole range
+	}{
+		{"slow but steady", func(w http.ResponseWriter, r *http.Request, body []byte) {
+			// 32 KiB every 60 ms: 16 pieces, about 1 s in all.
+			w.WriteHeader(http.StatusPartialContent)
+			for len(body) > 0 {
+				n := min(len(body), 32<<10)
+				w.Write(body[:n])
+				w.(http.Flusher).Flush()
+				body = body[n:]
+				time.Sleep(60 * time.Millisecond)
+			}
+		}, ""},
+		{"stalls", func(w http.ResponseWriter, r *http.Request, body []byte) {
+			w.WriteHeader(http.StatusPartialContent)
+			w.Write(body[:100<<10])
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+		}, "no bytes for 300ms"},
+		{"no response", func(w http.ResponseWriter, r *http.Request, body []byte) {
+			<-r.Context().Done()
+		}, "no response in 300ms"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method == http.MethodHead {
+					w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+					return
+				}
+				var off, end int
+				if _, err := fmt.Sscanf(r.Header.Get("Range"), "bytes=%d-%d", &off, &end); err != nil {
+					http.Error(w, "want a range", http.StatusBadRequest)
+					return
+				}
+				w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", off, end, len(data)))
+				w.Header().Set("Content-Length", strconv.Itoa(end+1-off))
+				tc.serve(w, r, data[off:end+1])
+			}))
+			defer srv.Close()
+			h, err := NewHTTP(srv.URL+"/blobs/", HTTPOptions{Timeout: timeout, Retries: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			b, err := h.Open(ctx, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			var got []byte
+			rc, err := b.(RangeOpener).OpenRange(ctx, 4096, int64(len(data))-4096)
+			if err == nil {
+				got, err = io.ReadAll(rc)
+				rc.Close()
+			}
+			elapsed := time.Since(start)
+			if !bytes.Equal(got, data[4096:4096+len(got)]) {
+				t.Fatalf("the %d bytes read are not the blob's", len(got))
+			}
+			if tc.wantErr == "" {
+				if err != nil || len(got) != len(data)-4096 || elapsed < 2*timeout {
+					t.Fatalf("read %d of %d bytes in %v: %v; want all, over more than the timeout", len(got), len(data)-4096, elapsed, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !errors.Is(err, ErrTemporary) || elapsed > timeout+2*time.Second {
+				t.Fatalf("after %v: %v; want %q, temporary", elapsed, err, tc.wantErr)
+			}
+		})
 	}
 }
