@@ -47,14 +47,10 @@ func newPrefetcher(reg *ondemand.Registry, cfg Config, log logrus.FieldLogger) *
 func (p *prefetcher) prefetchOptions(start, whole bool, files []prefetchlist.Entry) ondemand.PrefetchOptions {
 	opts := ondemand.PrefetchOptions{Start: start, Whole: whole, Files: files, Limiter: p.limiter, FillTimeout: p.timeout}
 	if start {
-		opts.MaxFetch, opts.StartMax = startFetch, p.startMax
+		opts.StartMax = p.startMax
 	}
 	return opts
 }
-
-// startFetch is the largest single store read of a start set prefetch:
-// the set is laid out contiguously, so few large reads fetch it.
-const startFetch = 4 << 20
 
 // checkPrefetchMode validates --prefetch and a mount's prefetch field.
 func checkPrefetchMode(s string) error {

@@ -292,6 +292,13 @@ func (r *Registry) Prefetch(ctx context.Context, im *Image, opts PrefetchOptions
 	if p.fillTarget <= 0 {
 		p.fillTarget = DefaultFillTarget
 	}
+	if p.adaptive && p.limiter != nil {
+		// Paced fills still run at the link's speed: a fill is a burst
+		// that kernel reads wait behind, as long as the pace allows in
+		// fillTarget.
+		p.fetchCap = min(p.fetchCap, max(int64(p.limiter.rate*p.fillTarget.Seconds()), minAdaptiveFetch))
+		opts.MaxFetch = min(opts.MaxFetch, p.fetchCap)
+	}
 	if opts.TargetWait <= 0 {
 		opts.TargetWait = 10 * time.Second
 	}
@@ -423,8 +430,10 @@ func (p *prefetch) fill(ctx context.Context, a *attached, group []planned, off, 
 	start := time.Now()
 	err := p.write(ctx, a, group, off, n, timeout)
 	after := src.writtenIn(group)
-	if err == nil && p.adaptive {
-		p.adapt(after-before, time.Since(start))
+	if took := time.Since(start); err == nil && p.adaptive && took < timeout {
+		// A fill that ran out of its timeout halved the size already
+		// (write).
+		p.adapt(after-before, took)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -457,19 +466,20 @@ func (p *prefetch) fill(ctx context.Context, a *attached, group []planned, off, 
 // store delivers in p.fillTarget at that pace (the fills in flight share
 // the link, so each one's pace is its share), moving at most by half or
 // by double at a time, within minAdaptiveFetch and fetchCap. A fill that
-// wrote little (its chunks were there or another fill's) says nothing of
-// the pace.
+// wrote less than half of a full one (its chunks were there or another
+// fill's) says nothing of the pace.
 func (p *prefetch) adapt(n int64, d time.Duration) {
-	if n < minAdaptiveFetch/2 || d <= 0 {
+	cur := p.maxFetch.Load()
+	if n < min(cur, minAdaptiveFetch)/2 || d <= 0 {
 		return
 	}
 	want := int64(float64(n) * p.fillTarget.Seconds() / d.Seconds())
 	for {
-		cur := p.maxFetch.Load()
 		next := min(max(want, cur/2, minAdaptiveFetch), 2*cur, p.fetchCap)
 		if next == cur || p.maxFetch.CompareAndSwap(cur, next) {
 			return
 		}
+		cur = p.maxFetch.Load()
 	}
 }
 

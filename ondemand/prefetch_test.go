@@ -654,3 +654,61 @@ func TestPrefetchFollowsPace(t *testing.T) {
 		})
 	}
 }
+
+// TestPrefetchAdapt: how one fill resizes the next ones: to what the
+// store delivered in the fill target, by at most double or half, within
+// minAdaptiveFetch and the cap; a fill that wrote less than half of a
+// full one (at most half of minAdaptiveFetch asked) counts for nothing,
+// so that sizes halved below it by timeouts can grow again.
+func TestPrefetchAdapt(t *testing.T) {
+	const m = 1 << 20
+	for _, tc := range []struct {
+		name          string
+		cur, fetchCap int64
+		n             int64
+		d             time.Duration
+		want          int64
+	}{
+		{"fast: doubles", 4 * m, 32 * m, 4 * m, 10 * time.Millisecond, 8 * m},
+		{"fast: capped", 16 * m, 16 * m, 16 * m, 10 * time.Millisecond, 16 * m},
+		{"on pace: kept", 4 * m, 32 * m, 4 * m, 250 * time.Millisecond, 4 * m},
+		{"a bit slow: follows", 4 * m, 32 * m, 4 * m, 400 * time.Millisecond, 5 * m / 2},
+		{"slow: halves", 8 * m, 32 * m, 8 * m, 10 * time.Second, 4 * m},
+		{"slow: not under the floor", 1 * m, 32 * m, 1 * m, 10 * time.Second, m},
+		{"wrote little: no change", 8 * m, 32 * m, 64 << 10, time.Second, 8 * m},
+		{"halved small by timeouts: grows", 256 << 10, 32 * m, 256 << 10, time.Millisecond, 512 << 10},
+		{"nothing written", 4 * m, 32 * m, 0, time.Second, 4 * m},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &prefetch{adaptive: true, fetchCap: tc.fetchCap, fillTarget: DefaultFillTarget}
+			p.maxFetch.Store(tc.cur)
+			p.adapt(tc.n, tc.d)
+			if got := p.maxFetch.Load(); got != tc.want {
+				t.Errorf("after %d bytes in %v from %d: %d, want %d", tc.n, tc.d, tc.cur, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestPrefetchPacedFillsShort: under --prefetch-rate, fills that follow
+// the store's pace stay within what the rate allows in the fill target:
+// a fill is a burst at the link's speed that kernel reads wait behind.
+func TestPrefetchPacedFillsShort(t *testing.T) {
+	const m = 1 << 20
+	spec, blob := randomFileImage(t, 12*m, 256<<10, 4)
+	rs := &recStore{Store: spec.Store, delay: 10 * time.Millisecond}
+	spec.Store = streamingRecStore{rs}
+	reg, im, obj := serveBlob(t, spec)
+	tg := &memTarget{m: newMemObject(t, obj.Size())}
+	obj.Attach(tg)
+	const rate = 8 * m // 2 MiB in DefaultFillTarget
+	res, err := reg.Prefetch(context.Background(), im, PrefetchOptions{Whole: true, Quiet: time.Millisecond, Limiter: NewLimiter(rate)})
+	if err != nil || res.Failed != 0 || !bytes.Equal(tg.m.data[:len(blob)], blob) {
+		t.Fatalf("prefetch: %+v, %v", res, err)
+	}
+	for _, r := range rs.log() {
+		if r.n > 2*m {
+			t.Fatalf("a fill of %d bytes under a rate of %d/s, want at most %d", r.n, rate, 2*m)
+		}
+	}
+}

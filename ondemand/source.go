@@ -375,8 +375,9 @@ type blobSource struct {
 	// a store whose streams fail costs one stream per run, not one per
 	// chunk on top of each read.
 	badStreams atomic.Bool
-	// streamPace is the bytes per second the last streamed run that
-	// delivered all its chunks took, from its request on (runCap).
+	// streamPace is the bytes per second of the last streamed run of
+	// minPaceSpan or more that delivered all its chunks, from its request
+	// on; 0 after a stream failed (runCap).
 	streamPace atomic.Int64
 	// acrossFiles lets readahead ignore file runs and open the whole
 	// window on the second access in a row, as before erofsd mapped files
@@ -677,6 +678,11 @@ const MaxStreamRun = 32 << 20
 // does not wait long behind it.
 const streamRunTime = 4 * time.Second
 
+// minPaceSpan is the least a streamed run must span for its pace to
+// count: a short one may come from a burst (a shaper's bucket, the first
+// TCP window) that a long run would not see.
+const minPaceSpan = MaxRun / 2
+
 // runCap is the longest run of this blob: while its first store's open
 // blob streams ranges and its streams have not failed, what the last
 // streamed run's pace delivers in streamRunTime, between MaxRun and
@@ -705,7 +711,7 @@ func (s *blobSource) fillRun(ctx context.Context, i int, need, end int64, w Bloc
 	if len(run) == 0 {
 		return true
 	}
-	s.fetchRun(ctx, run, fetches, w)
+	run = s.fetchRun(ctx, run, fetches, w)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, c := range run {
@@ -759,8 +765,9 @@ func (s *blobSource) claimRun(i int, need, end int64) ([]chunk, []*fetch) {
 }
 
 // fetchRun fetches a claimed run with one read and finishes every chunk
-// of it.
-func (s *blobSource) fetchRun(ctx context.Context, run []chunk, fetches []*fetch, w BlockWriter) {
+// of it; it returns the chunks it fetched (the run, or the part of it
+// read into memory, see below).
+func (s *blobSource) fetchRun(ctx context.Context, run []chunk, fetches []*fetch, w BlockWriter) []chunk {
 	span := run[len(run)-1].off + alignUp(run[len(run)-1].length) - run[0].off
 	s.stats.CoalescedFetches.Add(1)
 	// A run is read from the first store; what it does not deliver is
@@ -771,17 +778,17 @@ func (s *blobSource) fetchRun(ctx context.Context, run []chunk, fetches []*fetch
 	}
 	if first == nil {
 		s.finishRest(run, fetches, make([]atomic.Bool, len(run)))
-		return
+		return run
 	}
 	if b, err := first.open(ctx, s.blobData); err == nil {
 		if fb, ok := b.(blobstore.FileBacked); ok {
 			if fc, ok := w.(FileCopier); ok && !s.noCopy.Load() && s.copyRun(ctx, fc, fb, run, fetches) {
-				return
+				return run
 			}
 		}
 		if ro, ok := b.(blobstore.RangeOpener); ok {
 			s.streamRun(ctx, ro, run, fetches, span, w)
-			return
+			return run
 		}
 	}
 	if span > MaxRun {
@@ -827,6 +834,7 @@ func (s *blobSource) fetchRun(ctx context.Context, run []chunk, fetches []*fetch
 	work()
 	wg.Wait()
 	s.finishRest(run, fetches, finished)
+	return run
 }
 
 // minKernelCopy is the least a fill copies in the kernel (FileCopier):
@@ -1016,8 +1024,11 @@ func (s *blobSource) streamRun(ctx context.Context, ro blobstore.RangeOpener, ru
 			if err == nil {
 				p = s.bufs.getSize(int(alignUp(c.length)))
 				_, err = io.ReadFull(rc, p)
-				if err == nil && k == len(run)-1 {
+				switch {
+				case err == nil && k == len(run)-1 && span >= minPaceSpan:
 					s.streamPace.Store(int64(float64(span) / max(time.Since(start).Seconds(), 1e-6)))
+				case err != nil && ctx.Err() == nil:
+					s.streamPace.Store(0) // its pace is unknown again
 				}
 			}
 			select {

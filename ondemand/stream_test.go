@@ -727,3 +727,38 @@ func (r readAtOnly) ReadAt(ctx context.Context, p []byte, off int64) (int, error
 }
 func (r readAtOnly) Size() int64  { return r.b.Size() }
 func (r readAtOnly) Close() error { return r.b.Close() }
+
+// TestStreamPace: a streamed run's pace counts for runCap only from
+// minPaceSpan on (a short run may ride a burst), and a stream that fails
+// makes the pace unknown again.
+func TestStreamPace(t *testing.T) {
+	const m = 1 << 20
+	spec, _ := randomFileImage(t, 16*m, 64<<10, 9)
+	local := spec.Store
+	ctx := context.Background()
+
+	spec.Store = &streamStore{Store: local}
+	obj := serveReadahead(t, spec, 0, false)
+	if err := obj.Fill(ctx, 0, 128<<10, newMemObject(t, obj.Size())); err != nil {
+		t.Fatal(err)
+	}
+	if pace := obj.blob.streamPace.Load(); pace != 0 {
+		t.Errorf("a pace of %d from a 128 KiB run, want none", pace)
+	}
+	if err := obj.Fill(ctx, m, minPaceSpan, newMemObject(t, obj.Size())); err != nil {
+		t.Fatal(err)
+	}
+	if obj.blob.streamPace.Load() == 0 {
+		t.Errorf("no pace from a run of %d bytes", minPaceSpan)
+	}
+
+	spec.Store = &streamStore{Store: local, breakAfter: 100 << 10}
+	obj = serveReadahead(t, spec, 0, false)
+	obj.blob.streamPace.Store(1 << 30)
+	if err := obj.Fill(ctx, 0, m, newMemObject(t, obj.Size())); err != nil {
+		t.Fatal(err)
+	}
+	if pace := obj.blob.streamPace.Load(); pace != 0 {
+		t.Errorf("a pace of %d after a stream broke, want none", pace)
+	}
+}
