@@ -193,7 +193,7 @@ type PrefetchOptions struct {
 	// fetched together up to this many bytes (at most a blob's run:
 	// MaxRun, or MaxStreamRun from a store that streams; a chunk larger
 	// than it is fetched alone). A fill that runs out of FillTimeout
-	// halves it for the fills after it. Without it, fills start at
+	// halves it for the fills after it. When it is 0, fills start at
 	// DefaultMaxFetch and follow the store's pace: each fill sizes the
 	// ones after it to what the store delivered to it in FillTarget.
 	MaxFetch int64

@@ -673,9 +673,8 @@ const MaxStreamRun = 32 << 20
 // streamRunTime is the longest a run streamed past MaxRun should take
 // at the pace of the blob's last streamed run: runs grow past MaxRun only
 // on links that deliver them in this time (8 MiB/s for MaxStreamRun), so
-// that they stay far within the store's timeout for a request (30 s by
-// default) and a fill's, and a reader that needs a chunk at a run's end
-// does not wait long behind it.
+// that a reader that needs a chunk at a run's end does not wait long
+// behind it, and a readahead run stays far within its fill's timeout.
 const streamRunTime = 4 * time.Second
 
 // minPaceSpan is the least a streamed run must span for its pace to
