@@ -83,7 +83,9 @@ type Blob interface {
 // RangeOpener is implemented by blobs that can stream a range as it
 // arrives, so that a caller can use the first bytes of a long read before
 // the last ones are in. The reader yields exactly the n bytes at off, or
-// fails with an error (a short body is io.ErrUnexpectedEOF).
+// fails with an error (a short body is io.ErrUnexpectedEOF). A remote
+// store's stream fails when it brings no bytes for the store's timeout;
+// however long it goes on delivering, only ctx bounds it.
 type RangeOpener interface {
 	OpenRange(ctx context.Context, off, n int64) (io.ReadCloser, error)
 }
