@@ -10,6 +10,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -760,5 +761,97 @@ func TestStreamPace(t *testing.T) {
 	}
 	if pace := obj.blob.streamPace.Load(); pace != 0 {
 		t.Errorf("a pace of %d after a stream broke, want none", pace)
+	}
+}
+
+// flakyStreamStore serves blobs whose streams, at random (seeded), break
+// part way or flip a byte; ReadAt stays honest.
+type flakyStreamStore struct {
+	blobstore.Store
+	mu  sync.Mutex
+	rnd *rand.Rand
+}
+
+func (s *flakyStreamStore) Open(ctx context.Context, d blobstore.Digest) (blobstore.Blob, error) {
+	b, err := s.Store.Open(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	return &flakyBlob{Blob: b, s: s}, nil
+}
+
+type flakyBlob struct {
+	blobstore.Blob
+	s *flakyStreamStore
+}
+
+func (b *flakyBlob) OpenRange(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+	b.s.mu.Lock()
+	fate, at := b.s.rnd.Intn(4), b.s.rnd.Int63n(n)
+	b.s.mu.Unlock()
+	p := make([]byte, n)
+	if _, err := b.ReadAt(ctx, p, off); err != nil {
+		return nil, err
+	}
+	switch fate {
+	case 0: // breaks
+		return io.NopCloser(io.MultiReader(bytes.NewReader(p[:at]), errReader{io.ErrUnexpectedEOF})), nil
+	case 1: // lies
+		p[at] ^= 0x5a
+	}
+	return io.NopCloser(bytes.NewReader(p)), nil
+}
+
+// TestFlakyStreamsConcurrentReaders: readers of one object going forward
+// with readahead and a whole prefetch all at once, from a store whose
+// streams break or lie half of the time: every fill ends in bounded time,
+// every byte written is the blob's, and the fills that did not fail leave
+// their ranges complete.
+func TestFlakyStreamsConcurrentReaders(t *testing.T) {
+	const m = 1 << 20
+	spec, blob := randomFileImage(t, 40*m, 256<<10, 13)
+	spec.Store = &flakyStreamStore{Store: spec.Store, rnd: rand.New(rand.NewSource(5))}
+	obj := serveReadahead(t, spec, 32*m, false)
+	tg := &memTarget{m: newMemObject(t, obj.Size())}
+	obj.Attach(tg)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	for r := range 4 {
+		wg.Go(func() {
+			for off := int64(r) * m; off < int64(len(blob)); off += 4 * m {
+				n := min(4*m, int64(len(blob))-off)
+				if err := obj.Fill(ctx, off, n, tg.m); err != nil && !errors.Is(err, ErrDigestMismatch) {
+					t.Errorf("fill %d+%d: %v", off, n, err)
+					return
+				}
+				if ra, rn := obj.Readahead(off, n); rn > 0 {
+					obj.Fill(ctx, ra, rn, tg.m)
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		obj.reg.Prefetch(ctx, obj.Image, PrefetchOptions{Whole: true, Quiet: time.Millisecond})
+	})
+	wg.Wait()
+	if ctx.Err() != nil {
+		t.Fatal("the fills did not end within a minute")
+	}
+	tg.m.mu.Lock()
+	defer tg.m.mu.Unlock()
+	for blk, seen := range tg.m.seen {
+		off := blk * BlockSize
+		if seen && off < len(blob) && !bytes.Equal(tg.m.data[off:min(off+BlockSize, len(blob))], blob[off:min(off+BlockSize, len(blob))]) {
+			t.Fatalf("block %d written with bytes not the blob's", blk)
+		}
+	}
+	// Every chunk ends up written: ReadAt is honest, so what a lying or
+	// broken stream did not deliver came chunk by chunk.
+	if err := obj.Fill(ctx, 0, int64(len(blob)), tg.m); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(tg.m.data[:len(blob)], blob) {
+		t.Fatal("the object is not the blob")
 	}
 }
