@@ -186,30 +186,18 @@ func inspect(ctx context.Context, path string) (*inspectReport, error) {
 		rep.Devices = append(rep.Devices, inspectDevice{d.ID, d.Tag, d.Blocks, d.MappedBlkAddr})
 	}
 	table, err := img.ChunkTable()
-	switch {
-	case errors.Is(err, erofs.ErrNoChunkTable):
-	case err != nil:
-		rep.Errors["chunk_table"] = err.Error()
-	}
+	rep.sectionErr("chunk_table", err, erofs.ErrNoChunkTable)
 	for _, c := range table {
 		rep.Chunks = append(rep.Chunks, inspectChunk{c.Device, c.BlkAddr, c.Length, "sha256:" + hex.EncodeToString(c.Digest[:])})
 		rep.ChunkBytes += int64(c.Length)
 	}
 	set, err := img.StartSet()
-	switch {
-	case errors.Is(err, erofs.ErrNoStartSet):
-	case err != nil:
-		rep.Errors["start_set"] = err.Error()
-	}
+	rep.sectionErr("start_set", err, erofs.ErrNoStartSet)
 	for _, e := range set {
 		rep.StartSet = append(rep.StartSet, inspectExtent{e.Device, e.BlkAddr, e.Blocks})
 	}
 	states, err := img.ChunkStates()
-	switch {
-	case errors.Is(err, erofs.ErrNoChunkStates):
-	case err != nil:
-		rep.Errors["chunk_states"] = err.Error()
-	}
+	rep.sectionErr("chunk_states", err, erofs.ErrNoChunkStates)
 	for _, st := range states {
 		if st != (sha256chain.State{}) {
 			rep.ChunkStates++
@@ -442,4 +430,12 @@ func yesNo(b bool) string {
 		return "yes"
 	}
 	return "no"
+}
+
+// sectionErr records the error reading an optional section under key,
+// unless it only says the image has none (absent).
+func (r *inspectReport) sectionErr(key string, err, absent error) {
+	if err != nil && !errors.Is(err, absent) {
+		r.Errors[key] = err.Error()
+	}
 }
