@@ -608,7 +608,7 @@ func (s *blobSource) fill(ctx context.Context, off, n int64, w BlockWriter) erro
 	// Adjacent chunks the range needs are fetched with one request
 	// (fewer round trips to remote stores); what that does not cover is
 	// then filled chunk by chunk below.
-	runs := s.fillRun(ctx, i, end, max(end, start+s.minFetch), w)
+	runs, tried := s.fillRun(ctx, i, end, max(end, start+s.minFetch), w), i
 	for pos := start; pos < end; {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -632,12 +632,14 @@ func (s *blobSource) fill(ctx context.Context, off, n int64, w BlockWriter) erro
 			continue
 		}
 		c := s.chunks[i]
-		if runs && i > 0 && !s.busy(c) {
+		if runs && i != tried && !s.busy(c) {
 			// Past a run (at most runCap, and the range may be longer)
 			// or past chunks another fill is fetching: what follows is
 			// still fetched with one request, as long as runs deliver:
 			// a store whose runs fail must not cost a run per chunk.
-			runs = s.fillRun(ctx, i, end, end, w)
+			// (Not again where the last run was tried: a single chunk
+			// read, the common random read, asks once.)
+			runs, tried = s.fillRun(ctx, i, end, end, w), i
 		}
 		if err := s.fillChunk(ctx, c, w); err != nil {
 			return err
